@@ -1,0 +1,163 @@
+//! Client identity: the key every admission point, quota, statistic and isolation uses.
+//!
+//! Text forms are stable (operators type them, the store persists them):
+//! `mac:02:00:00:00:00:01` (DHCP hardware address, or a client identifier of
+//! type 1 carrying one), `id:0a0b0c` (any other DHCP client identifier, hex),
+//! `ip:192.0.2.7` (API client address).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// The longest client identifier kept verbatim; longer ones are rejected as
+/// malformed (RFC 2132 caps option 61 at 255 bytes, real clients use < 32).
+pub const MAX_CLIENT_ID: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientKey {
+    Mac([u8; 6]),
+    Id(Box<[u8]>),
+    Ip(IpAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a client key (expected mac:xx:xx:xx:xx:xx:xx, id:HEX or ip:ADDR)")]
+pub struct ParseClientKeyError(pub String);
+
+impl ClientKey {
+    /// The DHCP client key: option 61 takes precedence over `chaddr`; an
+    /// option 61 of hardware type 1 with a 6-byte address is the same client
+    /// as that MAC, so a client keeps one identity either way.
+    pub fn dhcp(client_id: Option<&[u8]>, chaddr: [u8; 6]) -> Option<Self> {
+        match client_id {
+            None | Some([]) => Some(Self::Mac(chaddr)),
+            Some([1, a, b, c, d, e, f]) => Some(Self::Mac([*a, *b, *c, *d, *e, *f])),
+            Some(id) if id.len() <= MAX_CLIENT_ID => Some(Self::Id(id.into())),
+            Some(_) => None,
+        }
+    }
+
+    pub fn is_dhcp(&self) -> bool {
+        !matches!(self, Self::Ip(_))
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mac(m) => write!(
+                f,
+                "mac:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            ),
+            Self::Id(id) => {
+                f.write_str("id:")?;
+                id.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            Self::Ip(ip) => write!(f, "ip:{ip}"),
+        }
+    }
+}
+
+impl FromStr for ClientKey {
+    type Err = ParseClientKeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseClientKeyError(s.to_owned());
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        match kind {
+            "mac" => parse_mac(rest).map(Self::Mac).ok_or_else(bad),
+            "id" => parse_hex(rest)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_ID)
+                .map(|v| Self::Id(v.into()))
+                .ok_or_else(bad),
+            "ip" => rest.parse().map(Self::Ip).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl serde::Serialize for ClientKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `02:00:00:00:00:01` (also with `-` separators).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for byte in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trip() {
+        for s in [
+            "mac:02:00:00:00:00:01",
+            "id:ff00aa",
+            "ip:10.0.0.1",
+            "ip:::1",
+        ] {
+            let k: ClientKey = s.parse().unwrap();
+            assert_eq!(k.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for s in [
+            "",
+            "mac:",
+            "mac:02:00",
+            "mac:zz:00:00:00:00:00",
+            "id:f",
+            "ip:x",
+            "foo:1",
+        ] {
+            assert!(s.parse::<ClientKey>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn client_id_of_type_1_is_the_mac() {
+        let mac = [2, 0, 0, 0, 0, 9];
+        assert_eq!(
+            ClientKey::dhcp(Some(&[1, 2, 0, 0, 0, 0, 9]), [0; 6]),
+            Some(ClientKey::Mac(mac))
+        );
+        assert_eq!(ClientKey::dhcp(None, mac), Some(ClientKey::Mac(mac)));
+        assert!(matches!(
+            ClientKey::dhcp(Some(&[0, 1, 2]), mac),
+            Some(ClientKey::Id(_))
+        ));
+        assert_eq!(ClientKey::dhcp(Some(&[7; 65]), mac), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! The isolation set: clients the operator has cut off.
+//!
+//! Both admission points (DHCP before decoding, the gateway at accept and per
+//! request) consult it before any other work, so reads are lock-free: the set
+//! is an immutable `HashSet` behind an `ArcSwap`, replaced wholesale on every
+//! change (changes are rare, operator-driven). Changes are persisted through
+//! an [`IsolationStore`] before they take effect in memory, so an isolation
+//! the operator saw confirmed survives a restart.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::client::ClientKey;
+
+/// How many change-log entries are kept for the dashboard.
+pub const LOG_CAPACITY: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IsolationEntry {
+    pub client: ClientKey,
+    /// Seconds since the Unix epoch.
+    pub since: u64,
+    /// Who or what asked for it ("dashboard", "api", "cli").
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Isolated,
+    Released,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IsolationEvent {
+    pub at: u64,
+    pub client: ClientKey,
+    pub change: Change,
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("isolation store: {0}")]
+pub struct StoreError(pub String);
+
+/// Durable home of the isolation set (the sled store in production).
+pub trait IsolationStore: Send + Sync {
+    fn load(&self) -> Result<Vec<IsolationEntry>, StoreError>;
+    /// Must be durable when it returns.
+    fn put(&self, entry: &IsolationEntry) -> Result<(), StoreError>;
+    /// Must be durable when it returns.
+    fn remove(&self, client: &ClientKey) -> Result<(), StoreError>;
+}
+
+/// An in-memory store, for tests and for `--demo` without a data directory.
+#[derive(Debug, Default)]
+pub struct MemoryStore(Mutex<Vec<IsolationEntry>>);
+
+impl IsolationStore for MemoryStore {
+    fn load(&self) -> Result<Vec<IsolationEntry>, StoreError> {
+        Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+    fn put(&self, entry: &IsolationEntry) -> Result<(), StoreError> {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|e| e.client != entry.client);
+        v.push(entry.clone());
+        Ok(())
+    }
+    fn remove(&self, client: &ClientKey) -> Result<(), StoreError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|e| &e.client != client);
+        Ok(())
+    }
+}
+
+pub struct IsolationSet {
+    current: ArcSwap<HashSet<ClientKey>>,
+    entries: Mutex<Vec<IsolationEntry>>,
+    log: Mutex<VecDeque<IsolationEvent>>,
+    store: Box<dyn IsolationStore>,
+}
+
+impl std::fmt::Debug for IsolationSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IsolationSet")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl IsolationSet {
+    /// Loads the persisted set.
+    pub fn open(store: Box<dyn IsolationStore>) -> Result<Arc<Self>, StoreError> {
+        let entries = store.load()?;
+        let set = entries.iter().map(|e| e.client.clone()).collect();
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(set),
+            entries: Mutex::new(entries),
+            log: Mutex::new(VecDeque::new()),
+            store,
+        }))
+    }
+
+    pub fn in_memory() -> Arc<Self> {
+        Self::open(Box::<MemoryStore>::default())
+            .unwrap_or_else(|_| unreachable!("the memory store cannot fail"))
+    }
+
+    /// Lock-free; the hot-path check.
+    pub fn is_isolated(&self, client: &ClientKey) -> bool {
+        let set = self.current.load();
+        !set.is_empty() && set.contains(client)
+    }
+
+    /// Lock-free check on a raw hardware address, before any decoding.
+    pub fn is_isolated_mac(&self, mac: [u8; 6]) -> bool {
+        self.is_isolated(&ClientKey::Mac(mac))
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Isolates `client`; `Ok(false)` if it already was. Durable on return.
+    pub fn isolate(&self, client: &ClientKey, source: &str) -> Result<bool, StoreError> {
+        // std Mutex: serialises writers only (rare), never held across await.
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.iter().any(|e| &e.client == client) {
+            return Ok(false);
+        }
+        let entry = IsolationEntry {
+            client: client.clone(),
+            since: unix_now(),
+            source: source.to_owned(),
+        };
+        self.store.put(&entry)?;
+        entries.push(entry);
+        self.publish(&entries);
+        self.record(client, Change::Isolated, source);
+        Ok(true)
+    }
+
+    /// Releases `client`; `Ok(false)` if it was not isolated. Durable on return.
+    pub fn release(&self, client: &ClientKey, source: &str) -> Result<bool, StoreError> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.iter().any(|e| &e.client == client) {
+            return Ok(false);
+        }
+        self.store.remove(client)?;
+        entries.retain(|e| &e.client != client);
+        self.publish(&entries);
+        self.record(client, Change::Released, source);
+        Ok(true)
+    }
+
+    /// The current entries, oldest first.
+    pub fn entries(&self) -> Vec<IsolationEntry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn entry(&self, client: &ClientKey) -> Option<IsolationEntry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|e| &e.client == client)
+            .cloned()
+    }
+
+    /// The change log, oldest first (bounded to [`LOG_CAPACITY`]).
+    pub fn events(&self) -> Vec<IsolationEvent> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn publish(&self, entries: &[IsolationEntry]) {
+        self.current
+            .store(Arc::new(entries.iter().map(|e| e.client.clone()).collect()));
+    }
+
+    fn record(&self, client: &ClientKey, change: Change, source: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(IsolationEvent {
+            at: unix_now(),
+            client: client.clone(),
+            change,
+            source: source.to_owned(),
+        });
+        tracing::info!(client = %client, ?change, source, "isolation changed");
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

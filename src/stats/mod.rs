@@ -1,0 +1,347 @@
+//! Process-wide statistics.
+//!
+//! Services bump atomics (no locks on the hot path) and record per-client
+//! activity in a bounded heavy-hitter table; one publisher turns all of it
+//! into an immutable [`Snapshot`] a few times a second on a
+//! `tokio::sync::watch` channel, which the dashboard, `/metrics` and the
+//! admin API read. Nothing reads service state directly.
+
+pub mod clients;
+pub mod histogram;
+pub mod prometheus;
+pub mod publisher;
+pub mod snapshot;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+pub use clients::{ClientRow, ClientTable};
+pub use histogram::Histogram;
+pub use publisher::Publisher;
+pub use snapshot::Snapshot;
+
+/// Why a packet, connection or request was refused. Label values of
+/// `vpcbox_client_drops_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The client is isolated by the operator.
+    Isolated,
+    /// Over its per-client quota.
+    RateLimited,
+    /// Over the global quota.
+    GlobalRate,
+    /// The bounded work queue was full.
+    QueueFull,
+    /// The message waited past its deadline.
+    Deadline,
+    /// Undecodable or invalid on the wire.
+    Malformed,
+    /// No configured subnet matches the packet.
+    NoSubnet,
+    /// Addressed to another server, or a message type we do not serve.
+    NotForUs,
+    /// The per-relay/per-subnet new-lease cap was reached.
+    LeaseCap,
+    /// The address pool is exhausted.
+    PoolExhausted,
+    /// A route's max-pending cap was reached.
+    PendingCap,
+    /// The global request-body byte budget was exhausted.
+    BodyBudget,
+    /// Too many connections (overall or from this client).
+    ConnLimit,
+    /// The memory governor is shedding load.
+    Overload,
+    /// A timeout (header read, request, upstream).
+    Timeout,
+    /// The upstream failed or reset.
+    Upstream,
+    /// The store failed.
+    Storage,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 17] = [
+        Self::Isolated,
+        Self::RateLimited,
+        Self::GlobalRate,
+        Self::QueueFull,
+        Self::Deadline,
+        Self::Malformed,
+        Self::NoSubnet,
+        Self::NotForUs,
+        Self::LeaseCap,
+        Self::PoolExhausted,
+        Self::PendingCap,
+        Self::BodyBudget,
+        Self::ConnLimit,
+        Self::Overload,
+        Self::Timeout,
+        Self::Upstream,
+        Self::Storage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Isolated => "isolated",
+            Self::RateLimited => "rate_limited",
+            Self::GlobalRate => "global_rate",
+            Self::QueueFull => "queue_full",
+            Self::Deadline => "deadline",
+            Self::Malformed => "malformed",
+            Self::NoSubnet => "no_subnet",
+            Self::NotForUs => "not_for_us",
+            Self::LeaseCap => "lease_cap",
+            Self::PoolExhausted => "pool_exhausted",
+            Self::PendingCap => "pending_cap",
+            Self::BodyBudget => "body_budget",
+            Self::ConnLimit => "conn_limit",
+            Self::Overload => "overload",
+            Self::Timeout => "timeout",
+            Self::Upstream => "upstream",
+            Self::Storage => "storage",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// DHCP message type of a received packet (`type` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhcpKind {
+    Discover,
+    Request,
+    Decline,
+    Release,
+    Inform,
+    Other,
+    Malformed,
+}
+
+impl DhcpKind {
+    pub const ALL: [DhcpKind; 7] = [
+        Self::Discover,
+        Self::Request,
+        Self::Decline,
+        Self::Release,
+        Self::Inform,
+        Self::Other,
+        Self::Malformed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Discover => "discover",
+            Self::Request => "request",
+            Self::Decline => "decline",
+            Self::Release => "release",
+            Self::Inform => "inform",
+            Self::Other => "other",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+/// What became of a received DHCP packet (`result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhcpOutcome {
+    Offer,
+    Ack,
+    Nak,
+    /// Handled, no reply due (RELEASE, DECLINE, another server selected).
+    Silent,
+    Dropped,
+}
+
+impl DhcpOutcome {
+    pub const ALL: [DhcpOutcome; 5] = [
+        Self::Offer,
+        Self::Ack,
+        Self::Nak,
+        Self::Silent,
+        Self::Dropped,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offer => "offer",
+            Self::Ack => "ack",
+            Self::Nak => "nak",
+            Self::Silent => "silent",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+const N_KIND: usize = DhcpKind::ALL.len();
+const N_OUTCOME: usize = DhcpOutcome::ALL.len();
+const N_REASON: usize = DropReason::ALL.len();
+
+#[derive(Debug, Default)]
+pub struct DhcpStats {
+    packets: [[AtomicU64; N_OUTCOME]; N_KIND],
+    pub queue_depth: AtomicI64,
+    pub queue_capacity: AtomicU64,
+}
+
+impl DhcpStats {
+    pub fn packet(&self, kind: DhcpKind, outcome: DhcpOutcome) {
+        self.packets[kind as usize][outcome as usize].fetch_add(1, Relaxed);
+    }
+    pub fn packets(&self, kind: DhcpKind, outcome: DhcpOutcome) -> u64 {
+        self.packets[kind as usize][outcome as usize].load(Relaxed)
+    }
+    pub fn total(&self) -> u64 {
+        self.packets.iter().flatten().map(|a| a.load(Relaxed)).sum()
+    }
+}
+
+/// One lease-count gauge: `vpcbox_ipam_leases{subnet,state}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseCount {
+    pub subnet: String,
+    pub state: &'static str,
+    pub count: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct IpamStats {
+    /// Seconds from a durable write's submission to its flush completing.
+    pub commit_seconds: Histogram,
+    /// Operations per group commit.
+    pub batch_size: Histogram,
+    pub commits_waiting: AtomicI64,
+    pub writes_total: AtomicU64,
+    /// Set by the IPAM when lease states change (not a hot path: at most a
+    /// few times a second). std Mutex: short critical sections, never held
+    /// across an await.
+    pub leases: Mutex<Vec<LeaseCount>>,
+}
+
+/// Per-route gateway counters. Status codes index a flat array so the hot
+/// path is one atomic add.
+#[derive(Debug)]
+pub struct RouteStats {
+    pub name: String,
+    pub max_pending: u64,
+    pub pending: AtomicI64,
+    codes: Box<[AtomicU64]>,
+}
+
+impl RouteStats {
+    pub fn new(name: impl Into<String>, max_pending: u64) -> Self {
+        Self {
+            name: name.into(),
+            max_pending,
+            pending: AtomicI64::new(0),
+            codes: (0..600).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+    pub fn response(&self, code: u16) {
+        if let Some(c) = self.codes.get(usize::from(code)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+    /// `(code, count)` for every code seen at least once.
+    pub fn codes(&self) -> Vec<(u16, u64)> {
+        self.codes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(Relaxed);
+                (n > 0).then(|| (u16::try_from(i).unwrap_or(0), n))
+            })
+            .collect()
+    }
+    pub fn total(&self) -> u64 {
+        self.codes.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Routes registered at start (and on reload); read-mostly.
+    pub routes: Mutex<Vec<Arc<RouteStats>>>,
+    pub streams: AtomicI64,
+    pub connections: AtomicI64,
+    pub body_bytes_in_use: AtomicI64,
+    pub body_budget: AtomicU64,
+}
+
+impl GatewayStats {
+    /// The route named `name`, registering it if new.
+    pub fn route(&self, name: &str, max_pending: u64) -> Arc<RouteStats> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = routes.iter().find(|r| r.name == name) {
+            return r.clone();
+        }
+        let r = Arc::new(RouteStats::new(name, max_pending));
+        routes.push(r.clone());
+        r
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStats {
+    pub rss_bytes: AtomicU64,
+    pub budget_bytes: AtomicU64,
+    pub heap_allocated: AtomicU64,
+    pub heap_resident: AtomicU64,
+    pub heap_retained: AtomicU64,
+    pub heap_shrinks: AtomicU64,
+    pub last_reclaim_bytes: AtomicU64,
+    /// 0 normal, 1 shrink, 2 shed.
+    pub overload_state: AtomicU64,
+}
+
+/// Everything the services count. Shared as `Arc<Stats>`.
+#[derive(Debug)]
+pub struct Stats {
+    pub started: std::time::Instant,
+    pub dhcp: DhcpStats,
+    pub ipam: IpamStats,
+    pub gateway: GatewayStats,
+    pub memory: MemoryStats,
+    pub clients: ClientTable,
+    drops: [AtomicU64; N_REASON],
+    pub isolated_clients: AtomicU64,
+}
+
+impl Stats {
+    /// `client_capacity` bounds the per-client table (top-K).
+    pub fn new(client_capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            started: std::time::Instant::now(),
+            dhcp: DhcpStats::default(),
+            ipam: IpamStats::default(),
+            gateway: GatewayStats::default(),
+            memory: MemoryStats::default(),
+            clients: ClientTable::new(client_capacity),
+            drops: Default::default(),
+            isolated_clients: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts a drop by reason and attributes it to the client.
+    pub fn drop_for(
+        &self,
+        client: &crate::client::ClientKey,
+        reason: DropReason,
+        now: std::time::Instant,
+    ) {
+        self.drops[reason.index()].fetch_add(1, Relaxed);
+        self.clients.drop(client, reason, now);
+    }
+
+    /// Counts a drop that cannot be attributed (no client identity yet).
+    pub fn drop_anonymous(&self, reason: DropReason) {
+        self.drops[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()].load(Relaxed)
+    }
+}
