@@ -5,6 +5,10 @@
 //! lives in its own module and talks to the others only through the `Ipam`
 //! API, the shared `stats` counters and the `isolation` set.
 
+pub mod app;
+pub mod cli;
 pub mod client;
+pub mod config;
+pub mod exit;
 pub mod isolation;
 pub mod stats;

@@ -1,6 +1,105 @@
 //! The `vpcbox` binary: CLI → config → runtime → dashboard or headless.
+//! Thin on purpose: config is loaded and validated before anything binds,
+//! and every failure leaves through a typed exit code (see `exit.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use vpcbox::cli::{Cli, Command, ConfigArg, RunArgs};
+use vpcbox::config::Config;
+use vpcbox::exit::{self, Exit};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() {}
+const SYSTEM_CONFIG: &str = "/etc/vpcbox/config.toml";
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code_of(code);
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vpcbox: {e}");
+            code_of(e.code)
+        }
+    }
+}
+
+fn code_of(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn dispatch(cli: Cli) -> Result<(), Exit> {
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(merge(cli.run, args)),
+        Some(Command::Check(c)) => {
+            let (config, origin) = load(&c)?;
+            eprintln!("vpcbox: {origin}: ok");
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Some(Command::Db(_)) => Err(Exit::unavailable(
+            "vpcbox db needs the IPAM store, which this build lacks",
+        )),
+    }
+}
+
+/// `vpcbox --demo run` and `vpcbox run --demo` mean the same.
+fn merge(top: RunArgs, sub: RunArgs) -> RunArgs {
+    RunArgs {
+        config: ConfigArg {
+            config: sub.config.config.or(top.config.config),
+        },
+        headless: top.headless || sub.headless,
+        demo: top.demo || sub.demo,
+        log_format: if sub.log_format == Default::default() {
+            top.log_format
+        } else {
+            sub.log_format
+        },
+    }
+}
+
+/// The config named by `--config`, else ./config.toml, else the system one,
+/// else the embedded defaults. Returns where it came from.
+fn load(arg: &ConfigArg) -> Result<(Config, String), Exit> {
+    let candidates: Vec<PathBuf> = match &arg.config {
+        Some(p) => vec![p.clone()],
+        None => vec![PathBuf::from("config.toml"), PathBuf::from(SYSTEM_CONFIG)],
+    };
+    if let Some(path) = candidates
+        .iter()
+        .find(|p| arg.config.is_some() || Path::exists(p))
+    {
+        return Ok((Config::load(path)?, path.display().to_string()));
+    }
+    Ok((Config::embedded()?, "embedded defaults".to_owned()))
+}
+
+fn run(args: RunArgs) -> Result<(), Exit> {
+    let (config, _origin) = load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vpcbox")
+        .build()
+        .map_err(|e| Exit::unavailable(format!("cannot start the runtime: {e}")))?;
+    let opts = vpcbox::app::RunOptions {
+        headless: args.headless,
+        demo: args.demo,
+        log_format: args.log_format,
+    };
+    runtime.block_on(vpcbox::app::run(config, opts))
+}

@@ -1,0 +1,153 @@
+//! Composition root: opens the store, starts every service on one
+//! `TaskTracker` under one root `CancellationToken`, and runs the shutdown
+//! tree. SIGTERM drains (services stop accepting and finish in-flight work
+//! within `[process] shutdown_grace`); SIGINT is quick (at most 1 s); a second
+//! signal abandons the drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::LogFormat;
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::isolation::IsolationSet;
+use crate::stats::{Publisher, Stats};
+
+/// How `vpcbox run` was asked to behave.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub headless: bool,
+    pub demo: bool,
+    pub log_format: LogFormat,
+}
+
+/// How the process was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM (or the dashboard's `q`): drain within the grace time.
+    Drain,
+    /// SIGINT: stop quickly.
+    Quick,
+}
+
+/// Handles every service shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub stats: Arc<Stats>,
+    pub isolation: Arc<IsolationSet>,
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// Runs the appliance until a signal; the process exit code follows from the result.
+pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
+    init_logging(&opts)?;
+    let config = Arc::new(config);
+    prepare_data_dir(&config)?;
+    let stats = Stats::new(config.stats.tracked_clients);
+    stats
+        .memory
+        .budget_bytes
+        .store(config.memory.budget, std::sync::atomic::Ordering::Relaxed);
+    let isolation = IsolationSet::in_memory();
+    let shared = Shared {
+        config: config.clone(),
+        stats: stats.clone(),
+        isolation,
+        cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+
+    let (publisher, _snapshots) = Publisher::new(stats.clone());
+    shared
+        .tracker
+        .spawn(publisher.run(config.stats.publish_interval, shared.cancel.clone()));
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        dhcp = %config.dhcp.listen,
+        gateway = %config.gateway.listen,
+        data = %config.storage.path.display(),
+        "vpcbox started"
+    );
+    let stop = wait_for_stop(&shared.cancel).await?;
+    shutdown(&shared, stop).await;
+    Ok(())
+}
+
+fn prepare_data_dir(config: &Config) -> Result<(), Exit> {
+    let dir = &config.storage.path;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Exit::unavailable(format!(
+            "data directory '{}' cannot be created: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// Waits for SIGTERM, SIGINT or the root token (cancelled by the dashboard).
+async fn wait_for_stop(cancel: &CancellationToken) -> Result<Stop, Exit> {
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Exit::software(format!("signal handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Exit::software(format!("signal handler: {e}")))?;
+    let stop = tokio::select! {
+        _ = term.recv() => Stop::Drain,
+        _ = int.recv() => Stop::Quick,
+        _ = cancel.cancelled() => Stop::Drain,
+    };
+    tracing::info!(?stop, "shutting down");
+    Ok(stop)
+}
+
+/// Cancels the tree and waits for the services, bounded by the grace time;
+/// a second SIGTERM/SIGINT abandons the wait.
+async fn shutdown(shared: &Shared, stop: Stop) {
+    shared.cancel.cancel();
+    shared.tracker.close();
+    let grace = match stop {
+        Stop::Drain => shared.config.process.shutdown_grace,
+        Stop::Quick => shared
+            .config
+            .process
+            .shutdown_grace
+            .min(Duration::from_secs(1)),
+    };
+    let second = async {
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        match (term.as_mut(), int.as_mut()) {
+            (Some(t), Some(i)) => {
+                tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = shared.tracker.wait() => tracing::info!("all services stopped"),
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(grace = ?grace, tasks = shared.tracker.len(), "grace time over; abandoning the rest");
+        }
+        _ = second => tracing::warn!("second signal; abandoning the drain"),
+    }
+}
+
+fn init_logging(opts: &RunOptions) -> Result<(), Exit> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VPCBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match opts.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    // A second init (tests running `run` twice in one process) is harmless.
+    let _ = result;
+    Ok(())
+}

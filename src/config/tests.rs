@@ -1,0 +1,78 @@
+use super::*;
+
+#[test]
+fn shipped_config_parses_and_matches_the_embedded_copy() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c, Config::embedded().unwrap());
+    assert_eq!(c.subnets.len(), 1);
+    assert_eq!(c.gateway.initial_stream_window, 64 * 1024);
+    assert_eq!(c.gateway.initial_connection_window, 1 << 20);
+    assert_eq!(c.memory.budget, 128 << 20);
+    assert!(
+        c.dhcp.listen.port() > 1024,
+        "shipped config must run unprivileged"
+    );
+    assert!(c.gateway.listen.port() > 1024);
+}
+
+#[test]
+fn defaults_round_trip_through_toml() {
+    let c = Config::embedded().unwrap();
+    let again = Config::parse(&c.to_toml(), "printed").unwrap();
+    assert_eq!(c, again);
+    // An empty file is all defaults and valid (no subnets, nothing served).
+    let empty = Config::parse("", "empty").unwrap();
+    assert_eq!(empty.raw, RawConfig::default());
+    assert_eq!(Config::parse(&empty.to_toml(), "printed").unwrap(), empty);
+}
+
+fn err(text: &str) -> String {
+    Config::parse(text, "t.toml").unwrap_err().to_string()
+}
+
+const SUBNET: &str = r#"
+[dhcp]
+server_id = "10.0.0.1"
+[[subnet]]
+id = "a"
+cidr = "10.0.0.0/24"
+pools = ["10.0.0.100-10.0.0.199"]
+"#;
+
+#[test]
+fn errors_name_the_key_and_quote_the_value() {
+    assert_eq!(
+        err("[dhcp]\nper_client_rate = \"0/s\""),
+        "dhcp.per_client_rate: '0/s' must be at least 1/s"
+    );
+    assert_eq!(err("[dhcp]\nbogus = 1"), "dhcp.bogus: unknown key 'bogus'");
+    assert_eq!(
+        err("[memory]\nshrink_at = 0.95"),
+        "memory.shed_at: '0.9' must be above memory.shrink_at and at most 1"
+    );
+    assert!(err(&format!("{SUBNET}\n[[reservation]]\nsubnet = \"a\"\nclient = \"mac:02:00:00:00:00:01\"\nip = \"10.0.1.5\""))
+        .starts_with("reservation[0].ip: '10.0.1.5' is not a host address"));
+    assert!(err(&SUBNET.replace("10.0.0.199", "10.0.1.5"))
+        .starts_with("subnet[0].pools[0]: '10.0.0.100-10.0.1.5' must lie inside"));
+    assert_eq!(
+        err("[[subnet]]\nid = \"a\"\npools = []"),
+        "subnet[0].cidr: is required"
+    );
+}
+
+#[test]
+fn overlapping_subnets_and_pools_are_refused() {
+    let two = format!(
+        "{SUBNET}\n[[subnet]]\nid = \"b\"\ncidr = \"10.0.0.0/16\"\npools = [\"10.0.5.1-10.0.5.9\"]"
+    );
+    assert!(err(&two).starts_with("subnet[1].cidr: '10.0.0.0/16' overlaps subnet 'a'"));
+    let pools = SUBNET.replace(
+        "[\"10.0.0.100-10.0.0.199\"]",
+        "[\"10.0.0.100-10.0.0.150\", \"10.0.0.150-10.0.0.160\"]",
+    );
+    assert_eq!(
+        err(&pools),
+        "subnet[0].pools[1]: '10.0.0.150-10.0.0.160' overlaps another pool"
+    );
+}

@@ -1,0 +1,8 @@
+//! The integration test binary: everything that runs the real `vpcbox`
+//! binary, real sockets and (as root, in CI) real network namespaces.
+#![allow(clippy::unwrap_used)]
+#![allow(dead_code)] // helpers are shared by modules that land over time
+
+mod config_fixtures;
+mod headless;
+mod support;

@@ -1,0 +1,118 @@
+//! Shared helpers: running the binary, temp dirs, waiting for ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vpcbox"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn vpcbox(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run vpcbox")
+}
+
+/// A free TCP/UDP port on loopback (racy by nature, good enough for tests).
+pub fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let t = std::net::TcpListener::bind(("127.0.0.1", s.local_addr().expect("addr").port()));
+    match t {
+        Ok(t) => t.local_addr().expect("addr").port(),
+        Err(_) => free_port(),
+    }
+}
+
+/// A config for tests: high free ports, data in `dir`, anything else from `extra`.
+pub fn write_config(dir: &Path, extra: &str) -> (PathBuf, u16, u16) {
+    let (dhcp, http) = (free_port(), free_port());
+    let text = format!(
+        r#"[storage]
+path = "{data}"
+
+[dhcp]
+listen = "127.0.0.1:{dhcp}"
+server_id = "10.0.0.1"
+
+[gateway]
+listen = "127.0.0.1:{http}"
+admin_token_file = "{data}/admin.token"
+
+[process]
+shutdown_grace = "5s"
+{extra}"#,
+        data = dir.join("data").display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    (path, dhcp, http)
+}
+
+/// A running `vpcbox run --headless`, killed on drop.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    pub fn start(config: &Path) -> Self {
+        let child = Command::new(bin())
+            .args(["run", "--headless", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vpcbox");
+        Self { child }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for exit, at most `limit`; returns the exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
