@@ -205,3 +205,180 @@ proptest! {
         }
     }
 }
+
+/// Metric names DESIGN.md promises, with their Prometheus types.
+const DESIGN_METRICS: [(&str, &str); 14] = [
+    ("vpcbox_dhcp_packets_total", "counter"),
+    ("vpcbox_dhcp_queue_depth", "gauge"),
+    ("vpcbox_ipam_leases", "gauge"),
+    ("vpcbox_ipam_commit_seconds", "histogram"),
+    ("vpcbox_gateway_requests_total", "counter"),
+    ("vpcbox_gateway_pending", "gauge"),
+    ("vpcbox_gateway_streams", "gauge"),
+    ("vpcbox_memory_rss_bytes", "gauge"),
+    ("vpcbox_heap_allocated_bytes", "gauge"),
+    ("vpcbox_heap_resident_bytes", "gauge"),
+    ("vpcbox_heap_shrinks_total", "counter"),
+    ("vpcbox_overload_state", "gauge"),
+    ("vpcbox_isolated_clients", "gauge"),
+    ("vpcbox_client_drops_total", "counter"),
+];
+
+/// One parsed sample line: `name{k="v",...} value`.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let bad = |why: &str| format!("{why}: {line:?}");
+    let (series, value) = line.rsplit_once(' ').ok_or_else(|| bad("no value"))?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        v => v.parse().map_err(|_| bad("bad value"))?,
+    };
+    let (name, mut rest) = match series.split_once('{') {
+        Some((n, r)) => (
+            n,
+            r.strip_suffix('}').ok_or_else(|| bad("unclosed labels"))?,
+        ),
+        None => (series, ""),
+    };
+    let name_ok = name.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    });
+    if name.is_empty() || !name_ok {
+        return Err(bad("bad name"));
+    }
+    let mut labels = Vec::new();
+    while !rest.is_empty() {
+        let (k, r) = rest.split_once("=\"").ok_or_else(|| bad("bad label"))?;
+        let end = r.find('"').ok_or_else(|| bad("unclosed label value"))?;
+        labels.push((k.to_owned(), r[..end].to_owned()));
+        rest = r[end + 1..].strip_prefix(',').unwrap_or(&r[end + 1..]);
+    }
+    Ok(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// Parses a whole exposition: `(name -> type, samples)`; every sample must
+/// belong to a family whose `# TYPE` came before it.
+fn parse_exposition(text: &str) -> Result<(HashMap<String, String>, Vec<Sample>), String> {
+    let mut types = HashMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = t.split_once(' ').ok_or(format!("bad type line {line:?}"))?;
+            types.insert(name.to_owned(), ty.to_owned());
+        } else if line.starts_with("# HELP ") {
+            continue;
+        } else {
+            let s = parse_sample(line)?;
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suf| s.name.strip_suffix(suf).filter(|f| types.contains_key(*f)))
+                .unwrap_or(&s.name);
+            if !types.contains_key(family) {
+                return Err(format!("sample before its # TYPE: {line:?}"));
+            }
+            samples.push(s);
+        }
+    }
+    Ok((types, samples))
+}
+
+fn series<'a>(samples: &'a [Sample], name: &str) -> Vec<&'a Sample> {
+    samples.iter().filter(|s| s.name == name).collect()
+}
+
+#[test]
+fn empty_snapshot_renders_every_metric() {
+    let text = prometheus::render(&Snapshot::default());
+    let (types, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (name, ty) in DESIGN_METRICS {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(ty),
+            "{name}\n{text}"
+        );
+    }
+    assert_eq!(series(&samples, "vpcbox_dhcp_packets_total").len(), 35);
+    assert_eq!(series(&samples, "vpcbox_client_drops_total").len(), 17);
+    assert_eq!(
+        series(&samples, "vpcbox_ipam_commit_seconds_bucket").len(),
+        17
+    );
+}
+
+#[test]
+fn live_snapshot_renders_and_parses() {
+    let stats = Stats::new(64);
+    let t0 = Instant::now();
+    stats.dhcp.packet(DhcpKind::Discover, DhcpOutcome::Offer);
+    stats.dhcp.packet(DhcpKind::Discover, DhcpOutcome::Offer);
+    stats.ipam.commit_seconds.observe(0.003);
+    stats.ipam.commit_seconds.observe(20.0);
+    let api = stats.gateway.route("api", 1024);
+    api.response(200);
+    api.response(503);
+    stats.gateway.route("upstream", 16); // no traffic yet
+    *stats.ipam.leases.lock().unwrap_or_else(|e| e.into_inner()) = vec![LeaseCount {
+        subnet: "lab".into(),
+        state: "active",
+        count: 3,
+    }];
+    for i in 0..30 {
+        stats.clients.request(&mac(i), t0);
+    }
+    stats.drop_for(&mac(1), DropReason::QueueFull, t0);
+    let (mut publisher, _rx) = Publisher::new(stats.clone());
+    let snap = publisher.take(t0);
+    assert_eq!(snap.clients.len(), 31, "30 clients and the others row");
+
+    let text = prometheus::render(&snap);
+    println!("{text}");
+    let (types, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (name, ty) in DESIGN_METRICS {
+        assert_eq!(types.get(name).map(String::as_str), Some(ty), "{name}");
+    }
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+            })
+            .map(|s| s.value)
+    };
+    let offers = [("type", "discover"), ("result", "offer")];
+    assert_eq!(value("vpcbox_dhcp_packets_total", &offers), Some(2.0));
+    let acks = [("type", "request"), ("result", "ack")];
+    assert_eq!(value("vpcbox_dhcp_packets_total", &acks), Some(0.0));
+    let code = [("route", "api"), ("code", "503")];
+    assert_eq!(value("vpcbox_gateway_requests_total", &code), Some(1.0));
+    let idle = [("route", "upstream")];
+    assert_eq!(value("vpcbox_gateway_pending", &idle), Some(0.0));
+    let queue_full = [("reason", "queue_full")];
+    assert_eq!(value("vpcbox_client_drops_total", &queue_full), Some(1.0));
+    let lab = [("subnet", "lab"), ("state", "active")];
+    assert_eq!(value("vpcbox_ipam_leases", &lab), Some(3.0));
+
+    let le = |b: &str| value("vpcbox_ipam_commit_seconds_bucket", &[("le", b)]);
+    assert_eq!(
+        (le("0.001"), le("0.005"), le("+Inf")),
+        (Some(0.0), Some(1.0), Some(2.0))
+    );
+    assert_eq!(value("vpcbox_ipam_commit_seconds_count", &[]), Some(2.0));
+    assert_eq!(
+        series(&samples, "vpcbox_client_rate").len(),
+        20,
+        "top 20 only"
+    );
+}
