@@ -382,3 +382,27 @@ fn live_snapshot_renders_and_parses() {
         "top 20 only"
     );
 }
+
+#[tokio::test]
+async fn publisher_sends_snapshots_until_cancelled() {
+    let stats = Stats::new(8);
+    stats.clients.request(&mac(1), Instant::now());
+    stats
+        .isolated_clients
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let (publisher, mut rx) = Publisher::new(stats);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(publisher.run(Duration::from_millis(5), cancel.clone()));
+    let changed = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+    assert!(matches!(changed, Ok(Ok(()))));
+    let snap = rx.borrow_and_update().clone();
+    assert!(snap.seq >= 1);
+    assert_eq!(snap.isolated_clients, 2);
+    assert_eq!(
+        snap.clients.first().and_then(|r| r.client.clone()),
+        Some(mac(1))
+    );
+    cancel.cancel();
+    let joined = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(joined, Ok(Ok(()))), "run returns on cancel");
+}
