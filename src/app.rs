@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::LogFormat;
 use crate::config::Config;
+use crate::events::EventLog;
 use crate::exit::Exit;
 use crate::isolation::IsolationSet;
 use crate::stats::{Publisher, Stats};
@@ -40,6 +41,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
+    pub events: Arc<EventLog>,
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -59,6 +61,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
         config: config.clone(),
         stats: stats.clone(),
         isolation,
+        events: Arc::new(EventLog::default()),
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
