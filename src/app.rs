@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::events::EventLog;
 use crate::exit::Exit;
 use crate::isolation::IsolationSet;
+use crate::memory::Governor;
 use crate::stats::{Publisher, Stats};
 
 /// How `vpcbox run` was asked to behave.
@@ -66,6 +67,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
         tracker: TaskTracker::new(),
     };
 
+    let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
+    shared.tracker.spawn(governor.run(shared.cancel.clone()));
     let (publisher, _snapshots) = Publisher::new(stats.clone());
     shared
         .tracker

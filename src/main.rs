@@ -10,9 +10,6 @@ use vpcbox::cli::{Cli, Command, ConfigArg, RunArgs};
 use vpcbox::config::Config;
 use vpcbox::exit::{self, Exit};
 
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 const SYSTEM_CONFIG: &str = "/etc/vpcbox/config.toml";
 
 fn main() -> ExitCode {
