@@ -44,6 +44,7 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
         Some(Command::Run(args)) => run(merge(cli.run, args)),
         Some(Command::Check(c)) => {
             let (config, origin) = load(&c)?;
+            let origin = origin.map_or("embedded defaults".into(), |p| p.display().to_string());
             eprintln!("vpcbox: {origin}: ok");
             print!("{}", config.to_toml());
             Ok(())
@@ -71,8 +72,8 @@ fn merge(top: RunArgs, sub: RunArgs) -> RunArgs {
 }
 
 /// The config named by `--config`, else ./config.toml, else the system one,
-/// else the embedded defaults. Returns where it came from.
-fn load(arg: &ConfigArg) -> Result<(Config, String), Exit> {
+/// else the embedded defaults. Returns the file it came from, if any.
+fn load(arg: &ConfigArg) -> Result<(Config, Option<PathBuf>), Exit> {
     let candidates: Vec<PathBuf> = match &arg.config {
         Some(p) => vec![p.clone()],
         None => vec![PathBuf::from("config.toml"), PathBuf::from(SYSTEM_CONFIG)],
@@ -81,19 +82,20 @@ fn load(arg: &ConfigArg) -> Result<(Config, String), Exit> {
         .iter()
         .find(|p| arg.config.is_some() || Path::exists(p))
     {
-        return Ok((Config::load(path)?, path.display().to_string()));
+        return Ok((Config::load(path)?, Some(path.clone())));
     }
-    Ok((Config::embedded()?, "embedded defaults".to_owned()))
+    Ok((Config::embedded()?, None))
 }
 
 fn run(args: RunArgs) -> Result<(), Exit> {
-    let (config, _origin) = load(&args.config)?;
+    let (config, config_path) = load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vpcbox")
         .build()
         .map_err(|e| Exit::unavailable(format!("cannot start the runtime: {e}")))?;
     let opts = vpcbox::app::RunOptions {
+        config_path,
         headless: args.headless,
         demo: args.demo,
         log_format: args.log_format,
