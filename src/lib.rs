@@ -6,5 +6,6 @@
 //! API, the shared `stats` counters and the `isolation` set.
 
 pub mod client;
+pub mod ipam;
 pub mod isolation;
 pub mod stats;
