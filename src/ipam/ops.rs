@@ -165,7 +165,13 @@ impl Ipam {
             self.maintain(&mut st, now)?;
             match st.plan_release(client, u32::from(ip), now, &|ip| self.read(ip))? {
                 None => {
-                    st.drop_offer(u32::from(ip));
+                    if st
+                        .offers
+                        .get(&u32::from(ip))
+                        .is_some_and(|o| &o.client == client)
+                    {
+                        st.drop_offer(u32::from(ip));
+                    }
                     self.note_change(&st);
                     None
                 }
