@@ -21,6 +21,7 @@ use crate::memory::Governor;
 use crate::stats::{Publisher, Stats};
 
 mod reload;
+pub mod store;
 
 pub use reload::{reload, Outcome};
 
@@ -61,9 +62,9 @@ pub struct Shared {
 
 impl Shared {
     /// Fresh counters, event log, cancellation tree and task tracker for `config`.
-    pub fn new(config: Arc<Config>, isolation: Arc<IsolationSet>) -> Self {
+    pub fn new(config: Arc<Config>, stats: Arc<Stats>, isolation: Arc<IsolationSet>) -> Self {
         Self {
-            stats: Stats::new(config.stats.tracked_clients),
+            stats,
             updates: tokio::sync::watch::Sender::new(config.clone()),
             config,
             isolation,
@@ -78,9 +79,12 @@ impl Shared {
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     init_logging(&opts)?;
     let config = Arc::new(config);
-    prepare_data_dir(&config)?;
-    let shared = Shared::new(config.clone(), IsolationSet::in_memory());
-    let stats = shared.stats.clone();
+    let stats = Stats::new(config.stats.tracked_clients);
+    let ipam = store::open(&config, stats.clone())?;
+    let isolation = IsolationSet::open(ipam.isolation_store())
+        .map_err(|e| Exit::unavailable(format!("isolation set: {e}")))?;
+    let shared = Shared::new(config.clone(), stats.clone(), isolation);
+    ipam.spawn(&shared.tracker, shared.cancel.clone());
 
     let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
     shared.tracker.spawn(governor.run(shared.cancel.clone()));
@@ -98,17 +102,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     );
     let stop = wait_for_stop(&shared, opts.config_path.as_deref()).await?;
     shutdown(&shared, stop).await;
+    ipam.flush()
+        .await
+        .map_err(|e| Exit::software(format!("final store flush failed: {e}")))?;
+    tracing::info!("store flushed; bye");
     Ok(())
-}
-
-fn prepare_data_dir(config: &Config) -> Result<(), Exit> {
-    let dir = &config.storage.path;
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Exit::unavailable(format!(
-            "data directory '{}' cannot be created: {e}",
-            dir.display()
-        ))
-    })
 }
 
 /// Waits for SIGTERM, SIGINT or the root token (cancelled by the

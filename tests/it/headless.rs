@@ -42,7 +42,10 @@ fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
     std::fs::write(&cfg, format!("{original}\n[tui]\nrefresh = \"never\"\n")).expect("write");
     vb.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(vb.child.try_wait().expect("try_wait").is_none(), "died on a bad reload");
+    assert!(
+        vb.child.try_wait().expect("try_wait").is_none(),
+        "died on a bad reload"
+    );
     // A valid change: applied.
     std::fs::write(&cfg, format!("{original}\n[tui]\nrefresh = \"500ms\"\n")).expect("write");
     vb.signal("HUP");
@@ -51,7 +54,9 @@ fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
     assert_eq!(vb.wait(Duration::from_secs(6)), Some(0));
     let log = vb.stderr();
     assert!(
-        log.contains("config reload refused, keeping the old config: tui.refresh: 'never' is not a duration"),
+        log.contains(
+            "config reload refused, keeping the old config: tui.refresh: 'never' is not a duration"
+        ),
         "{log}"
     );
     assert!(log.contains("config reloaded from"), "{log}");
