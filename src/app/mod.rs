@@ -20,6 +20,7 @@ use crate::isolation::IsolationSet;
 use crate::memory::Governor;
 use crate::stats::{Publisher, Stats};
 
+mod logging;
 mod reload;
 pub mod store;
 
@@ -77,7 +78,7 @@ impl Shared {
 
 /// Runs the appliance until a signal; the process exit code follows from the result.
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
-    init_logging(&opts)?;
+    logging::init(opts.log_format, None)?;
     let config = Arc::new(config);
     let stats = Stats::new(config.stats.tracked_clients);
     let ipam = store::open(&config, stats.clone())?;
@@ -163,19 +164,4 @@ async fn shutdown(shared: &Shared, stop: Stop) {
         }
         _ = second => tracing::warn!("second signal; abandoning the drain"),
     }
-}
-
-fn init_logging(opts: &RunOptions) -> Result<(), Exit> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VPCBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match opts.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    // A second init (tests running `run` twice in one process) is harmless.
-    let _ = result;
-    Ok(())
 }

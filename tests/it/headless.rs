@@ -61,3 +61,26 @@ fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
     );
     assert!(log.contains("config reloaded from"), "{log}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, _, _) = write_config(dir.path(), "");
+    let child = std::process::Command::new(crate::support::bin())
+        .args(["run", "--headless", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut vb = Running { child };
+    std::thread::sleep(Duration::from_millis(500));
+    vb.signal("TERM");
+    assert_eq!(vb.wait(Duration::from_secs(6)), Some(0));
+    let log = vb.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
+}
