@@ -134,6 +134,9 @@ impl Body for ProxyBody {
     }
 }
 
+/// The most [`collect`] allocates before the bytes arrive.
+const INITIAL_COLLECT: u64 = 16 * 1024;
+
 /// Collects an internal API request body, growing `permit` chunk by chunk
 /// (it may already hold the declared length). Cancel-safe: dropping it
 /// drops the partial body, and the permit returns with its owner.
@@ -142,7 +145,9 @@ pub(crate) async fn collect(
     permit: &mut BodyPermit,
     max: u64,
 ) -> Result<Bytes, Refusal> {
-    let hint = body.size_hint().exact().unwrap_or(0).min(max);
+    // Capacity follows the bytes that arrived, never the declared length: a
+    // client declaring 1 MiB and dribbling must not make us commit 1 MiB.
+    let hint = body.size_hint().exact().unwrap_or(0).min(INITIAL_COLLECT);
     let mut buf = BytesMut::with_capacity(usize::try_from(hint).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Refusal::BadBody)?;

@@ -62,6 +62,10 @@ impl HeapWatch {
         });
         Self { base, peak, stop }
     }
+    /// The heap at start.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
     /// Peak growth in bytes so far.
     pub fn growth(&self) -> u64 {
         self.peak
