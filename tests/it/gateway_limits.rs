@@ -285,6 +285,29 @@ async fn failing_upstreams_do_not_leak_pending_or_budget() {
             assert_eq!(call.await.unwrap(), Ok(want), "{path}");
         }
     }
+    let truncating = TestGateway::start(config(
+        "",
+        &route("/trunc/", upstream(Upstream::Truncate).await, 8, "2s"),
+    ))
+    .await;
+    for _ in 0..4 {
+        let r = send(&c, "GET", &truncating.url("/trunc/x"), Bytes::new()).await;
+        assert!(
+            r.is_err(),
+            "a truncated body must fail, not look complete: {r:?}"
+        );
+    }
+    let trunc = truncating.stats().gateway.route("trunc", 8);
+    assert!(eventually(Duration::from_secs(1), || trunc.pending.load(Relaxed) == 0).await);
+    assert!(
+        eventually(Duration::from_secs(1), || truncating
+            .stats()
+            .gateway
+            .streams
+            .load(Relaxed)
+            == 0)
+        .await
+    );
     for name in ["close", "stall"] {
         assert_eq!(
             gw.stats().gateway.route(name, 8).pending.load(Relaxed),

@@ -202,6 +202,8 @@ pub enum Upstream {
     Stall,
     /// Answers `{path} xff={x-forwarded-for}`.
     Echo,
+    /// Promises 1 MiB, sends 100 KiB, closes.
+    Truncate,
 }
 
 /// A tiny HTTP/1.1 upstream on 127.0.0.1:0. Lives until the runtime ends.
@@ -221,6 +223,16 @@ pub async fn upstream(kind: Upstream) -> SocketAddr {
 async fn serve_upstream(s: tokio::net::TcpStream, kind: Upstream) {
     match kind {
         Upstream::Close => drop(s),
+        Upstream::Truncate => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n")
+                .await;
+            let _ = s.write_all(&[b'x'; 100 * 1024]).await;
+        }
         Upstream::Stall => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             drop(s);

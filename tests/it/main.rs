@@ -8,5 +8,6 @@ mod gateway_h2attack;
 mod gateway_h2frames;
 mod gateway_limits;
 mod gateway_support;
+mod gateway_tls;
 mod headless;
 mod support;
