@@ -10,5 +10,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod exit;
+pub mod ipam;
 pub mod isolation;
 pub mod stats;
