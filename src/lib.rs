@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod exit;
+pub mod gateway;
 pub mod ipam;
 pub mod isolation;
 pub mod stats;

@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // helpers are shared by modules that land over time
 
+mod api_admin;
+mod api_ipam;
+mod api_support;
 mod config_fixtures;
 mod headless;
 mod support;

@@ -1,0 +1,3 @@
+//! The HTTP/2 API gateway.
+
+pub mod api;
