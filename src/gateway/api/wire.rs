@@ -68,7 +68,10 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_data() {
+        // A data error can come before a syntax error further on: the
+        // body is only `invalid` if it is JSON as a whole.
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+        if inner.is_data() && is_json {
             let at = if path == "." {
                 String::new()
             } else {
