@@ -5,6 +5,8 @@
 
 mod api_admin;
 mod api_ipam;
+mod api_schemathesis;
+mod api_server;
 mod api_support;
 mod config_fixtures;
 mod headless;
