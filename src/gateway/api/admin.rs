@@ -105,6 +105,9 @@ pub fn isolations(ctx: &ApiContext) -> Result<Resp, ApiError> {
 #[derive(Deserialize)]
 struct IsolateBody {
     client: ClientKey,
+    /// Who asks, for the change log: `api` (default) or `cli`.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 fn publish_count(ctx: &ApiContext) {
@@ -116,7 +119,16 @@ fn publish_count(ctx: &ApiContext) {
 /// Durable before it answers.
 pub fn isolate(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
     let body: IsolateBody = json_body(&req.body)?;
-    let fresh = ctx.isolation.isolate(&body.client, SOURCE)?;
+    let source = match body.source.as_deref() {
+        None | Some("api") => SOURCE,
+        Some("cli") => "cli",
+        Some(other) => {
+            return Err(ApiError::Invalid(format!(
+                "source: '{other}' is not one of api, cli"
+            )))
+        }
+    };
+    let fresh = ctx.isolation.isolate(&body.client, source)?;
     publish_count(ctx);
     let entry: Option<IsolationEntry> = ctx.isolation.entry(&body.client);
     match (fresh, entry) {
@@ -128,7 +140,7 @@ pub fn isolate(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
             since: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            source: SOURCE.to_owned(),
+            source: source.to_owned(),
         }),
     }
 }
