@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use super::commit::Ticket;
 use super::index::SubnetIndex;
 use super::model::{LeaseState, PoolUsage, ReservationSpec, SubnetSpec};
-use super::record::{from_json, ip_key, key_ip, reservation_key, to_json, Record};
+use super::record::{from_json, ip_key, key_ip, reservation_key, to_json, Record, FREE};
 use super::state::{State, Tuning};
 use super::store::{Op, Store, TreeId};
 use super::{Ipam, IpamError};
@@ -29,41 +29,41 @@ pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
     let mut skipped = 0u64;
     for kv in store.scan(TreeId::Leases, &[], None) {
         let (k, v) = kv?;
-        match (key_ip(&k), Record::decode(&v)) {
-            (Some(ip), Ok(r)) if st.subnet_of(ip).is_some() => load_lease(&mut st, ip, r),
+        match (key_ip(&k), Record::decode_head(&v)) {
+            (Some(ip), Ok((state, expires))) if st.subnet_of(ip).is_some() => {
+                load_lease(&mut st, ip, state, expires)
+            }
+            _ => skipped += 1,
+        }
+    }
+    // The clients tree names each client's latest lease (written in the
+    // same transaction as the lease).
+    for kv in store.scan(TreeId::Clients, &[], None) {
+        let (k, v) = kv?;
+        let client = std::str::from_utf8(&k)
+            .ok()
+            .and_then(|t| t.parse::<ClientKey>().ok());
+        match (client, key_ip(&v)) {
+            (Some(c), Some(ip)) if st.code(ip) != FREE => st.clients.insert(&c, ip),
             _ => skipped += 1,
         }
     }
     if skipped > 0 {
         tracing::warn!(
             skipped,
-            "ignored stored leases outside every subnet or unreadable"
+            "ignored unreadable stored leases, or leases outside every subnet"
         );
     }
     Ok(st)
 }
 
-fn load_lease(st: &mut State, ip: u32, r: Record) {
+fn load_lease(st: &mut State, ip: u32, state: LeaseState, expires: u32) {
     let Some(s) = st.subnet_of(ip) else { return };
-    if r.state == LeaseState::Bound {
-        st.next_expiry = st.next_expiry.min(r.expires);
-    }
-    // A client with several records (older ones released) maps to its
-    // bound one, else to its most recent one.
-    let rank = (r.state == LeaseState::Bound, r.expires);
-    let better = st
-        .clients
-        .get(&r.client)
-        .and_then(|old| {
-            st.subnet_of(old)
-                .map(|os| (st.subnets[os].state(old) == 1, st.subnets[os].time(old)))
-        })
-        .is_none_or(|old_rank| rank > old_rank);
-    if better {
-        st.clients.insert(&r.client, ip);
+    if state == LeaseState::Bound {
+        st.next_expiry = st.next_expiry.min(expires);
     }
     let sub = &mut st.subnets[s];
-    sub.set(ip, Some((r.state, r.expires)));
+    sub.set(ip, Some((state, expires)));
     if !st.reserved.contains_key(&ip) {
         sub.reindex(ip);
     }
@@ -177,6 +177,7 @@ impl Ipam {
         self.store.flush()?;
         *st = load(self.store.as_ref(), st.tuning)?;
         self.publish_locked(&st);
+        self.refresh_specs(&st);
         Ok(())
     }
 
@@ -206,6 +207,7 @@ impl Ipam {
             }
             let t = self.write_ops(&mut st, &[subnet_op(&spec)?])?;
             st.insert_subnet(SubnetIndex::new(Arc::new(spec), |_| false));
+            self.refresh_specs(&st);
             self.note_change(&st);
             t
         };
@@ -267,6 +269,7 @@ impl Ipam {
             offered.into_iter().for_each(|ip| st.drop_offer(ip));
             gone_clients.iter().for_each(|c| st.clients.remove(c));
             st.subnets.remove(s);
+            self.refresh_specs(&st);
             self.note_change(&st);
             t
         };

@@ -162,7 +162,15 @@ fn open(dir: &Path) -> Arc<Ipam> {
         decline_quarantine: Duration::from_secs(QUARANTINE),
         ..IpamOptions::default()
     };
-    Ipam::open(dir, opts, Stats::new(4)).unwrap()
+    // sled's flush thread may hold the dropped store's file lock for a
+    // moment after the last handle goes: retry briefly.
+    for _ in 0..200 {
+        match Ipam::open(dir, opts.clone(), Stats::new(4)) {
+            Err(IpamError::Locked { .. }) => std::thread::sleep(Duration::from_millis(5)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("store still locked after 1 s");
 }
 
 fn apply(rt: &tokio::runtime::Runtime, ipam: &Ipam, m: &mut Model, s: &Step) {
