@@ -146,7 +146,31 @@ async fn isolation_round_trip() {
     assert_eq!(list["events"][0]["change"], "isolated");
     assert_eq!(api.ctx.stats.isolated_clients.load(Ordering::Relaxed), 2);
 
-    for b in ["{\"client\":\"bob\"}", "{}", "{\"client\":1}"] {
+    let cli = api
+        .admin(
+            "POST",
+            "/v1/isolations",
+            "{\"client\":\"ip:192.0.2.8\",\"source\":\"cli\"}",
+        )
+        .await;
+    assert_eq!(
+        (cli.status.as_u16(), cli.json()["source"].clone()),
+        (201, json!("cli"))
+    );
+    let null = api
+        .admin(
+            "POST",
+            "/v1/isolations",
+            "{\"client\":\"ip:192.0.2.9\",\"source\":null}",
+        )
+        .await;
+    assert_eq!(null.json()["source"], "api");
+    for b in [
+        "{\"client\":\"bob\"}",
+        "{}",
+        "{\"client\":1}",
+        "{\"client\":\"ip:192.0.2.10\",\"source\":\"root\"}",
+    ] {
         let r = api.admin("POST", "/v1/isolations", b).await;
         assert_eq!(
             (r.status.as_u16(), r.code()),
