@@ -6,4 +6,5 @@
 mod config_fixtures;
 mod headless;
 mod package;
+mod store;
 mod support;

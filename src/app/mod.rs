@@ -4,6 +4,7 @@
 //! within `[process] shutdown_grace`); SIGINT is quick (at most 1 s); a second
 //! signal abandons the drain.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,20 @@ use crate::config::Config;
 use crate::events::EventLog;
 use crate::exit::Exit;
 use crate::isolation::IsolationSet;
+use crate::memory::Governor;
 use crate::stats::{Publisher, Stats};
+
+mod logging;
+mod reload;
+pub mod store;
+
+pub use reload::{reload, Outcome};
 
 /// How `vpcbox run` was asked to behave.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// The file the config came from (`None`: embedded defaults); SIGHUP re-reads it.
+    pub config_path: Option<std::path::PathBuf>,
     pub headless: bool,
     pub demo: bool,
     pub log_format: LogFormat,
@@ -38,7 +48,12 @@ pub enum Stop {
 /// Handles every service shares.
 #[derive(Clone)]
 pub struct Shared {
+    /// The config the process started with (listen addresses, paths).
     pub config: Arc<Config>,
+    /// The live config: SIGHUP publishes a validated new one here; services
+    /// that can change live (rates, limits, routes, subnets, memory marks)
+    /// watch it with `updates.subscribe()`.
+    pub updates: tokio::sync::watch::Sender<Arc<Config>>,
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
     pub events: Arc<EventLog>,
@@ -46,26 +61,34 @@ pub struct Shared {
     pub tracker: TaskTracker,
 }
 
+impl Shared {
+    /// Fresh counters, event log, cancellation tree and task tracker for `config`.
+    pub fn new(config: Arc<Config>, stats: Arc<Stats>, isolation: Arc<IsolationSet>) -> Self {
+        Self {
+            stats,
+            updates: tokio::sync::watch::Sender::new(config.clone()),
+            config,
+            isolation,
+            events: Arc::new(EventLog::default()),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+}
+
 /// Runs the appliance until a signal; the process exit code follows from the result.
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
-    init_logging(&opts)?;
+    logging::init(opts.log_format, None)?;
     let config = Arc::new(config);
-    prepare_data_dir(&config)?;
     let stats = Stats::new(config.stats.tracked_clients);
-    stats
-        .memory
-        .budget_bytes
-        .store(config.memory.budget, std::sync::atomic::Ordering::Relaxed);
-    let isolation = IsolationSet::in_memory();
-    let shared = Shared {
-        config: config.clone(),
-        stats: stats.clone(),
-        isolation,
-        events: Arc::new(EventLog::default()),
-        cancel: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    };
+    let ipam = store::open(&config, stats.clone())?;
+    let isolation = IsolationSet::open(ipam.isolation_store())
+        .map_err(|e| Exit::unavailable(format!("isolation set: {e}")))?;
+    let shared = Shared::new(config.clone(), stats.clone(), isolation);
+    ipam.spawn(&shared.tracker, shared.cancel.clone());
 
+    let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
+    shared.tracker.spawn(governor.run(shared.cancel.clone()));
     let (publisher, _snapshots) = Publisher::new(stats.clone());
     shared
         .tracker
@@ -78,32 +101,35 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
         data = %config.storage.path.display(),
         "vpcbox started"
     );
-    let stop = wait_for_stop(&shared.cancel).await?;
+    let stop = wait_for_stop(&shared, opts.config_path.as_deref()).await?;
     shutdown(&shared, stop).await;
+    ipam.flush()
+        .await
+        .map_err(|e| Exit::software(format!("final store flush failed: {e}")))?;
+    tracing::info!("store flushed; bye");
     Ok(())
 }
 
-fn prepare_data_dir(config: &Config) -> Result<(), Exit> {
-    let dir = &config.storage.path;
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Exit::unavailable(format!(
-            "data directory '{}' cannot be created: {e}",
-            dir.display()
-        ))
-    })
-}
-
-/// Waits for SIGTERM, SIGINT or the root token (cancelled by the dashboard).
-async fn wait_for_stop(cancel: &CancellationToken) -> Result<Stop, Exit> {
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Exit::software(format!("signal handler: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| Exit::software(format!("signal handler: {e}")))?;
-    let stop = tokio::select! {
-        _ = term.recv() => Stop::Drain,
-        _ = int.recv() => Stop::Quick,
-        _ = cancel.cancelled() => Stop::Drain,
+/// Waits for SIGTERM, SIGINT or the root token (cancelled by the
+/// dashboard), applying SIGHUP reloads meanwhile.
+async fn wait_for_stop(shared: &Shared, config_path: Option<&Path>) -> Result<Stop, Exit> {
+    let handler = |kind| signal(kind).map_err(|e| Exit::software(format!("signal handler: {e}")));
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    let mut hup = handler(SignalKind::hangup())?;
+    let stop = loop {
+        tokio::select! {
+            _ = term.recv() => break Stop::Drain,
+            _ = int.recv() => break Stop::Quick,
+            _ = shared.cancel.cancelled() => break Stop::Drain,
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                reload(shared, config_path);
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+        }
     };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!(?stop, "shutting down");
     Ok(stop)
 }
@@ -138,19 +164,4 @@ async fn shutdown(shared: &Shared, stop: Stop) {
         }
         _ = second => tracing::warn!("second signal; abandoning the drain"),
     }
-}
-
-fn init_logging(opts: &RunOptions) -> Result<(), Exit> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VPCBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match opts.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    // A second init (tests running `run` twice in one process) is harmless.
-    let _ = result;
-    Ok(())
 }
