@@ -348,6 +348,7 @@ fn deb_installs_for_real_and_the_conffile_runs_as_the_unit_would() {
     assert!(vb.alive(), "exited early: {}", vb.stderr_now());
     assert_eq!(vb.terminate(), Some(0), "{}", vb.stop_output());
     drop(vb);
+    assert_store_written_by(Path::new("/var/lib/vpcbox"), uid);
 
     pkg.purge();
     for gone in ["/etc/vpcbox", "/var/lib/vpcbox", "/usr/bin/vpcbox"] {
@@ -360,6 +361,19 @@ fn deb_installs_for_real_and_the_conffile_runs_as_the_unit_would() {
     assert!(!status.status.success(), "vpcbox still known to dpkg");
     // Kept on purge, as Debian policy asks of system users.
     run(Command::new("getent").args(["passwd", "vpcbox"]));
+}
+
+/// The store in `dir` exists and every file in it belongs to `uid`.
+fn assert_store_written_by(dir: &Path, uid: u32) {
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("read state dir")
+        .map(|e| e.expect("dir entry"))
+        .collect();
+    assert!(!entries.is_empty(), "no store written in {}", dir.display());
+    for e in entries {
+        let owner = e.metadata().expect("metadata").uid();
+        assert_eq!(owner, uid, "{} not owned by vpcbox", e.path().display());
+    }
 }
 
 /// `systemd-analyze verify` on the installed unit (binary and man page in place).
