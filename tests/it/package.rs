@@ -85,7 +85,15 @@ fn deb() -> &'static Path {
         std::fs::create_dir_all(&out_dir).expect("mkdir deb-test");
         let out = run(Command::new(cargo())
             .current_dir(repo())
-            .args(["deb", "--profile", "dev", "--no-build", "--fast", "--strip"])
+            .args([
+                "deb",
+                "--profile",
+                "dev",
+                "--no-build",
+                "--fast",
+                "--strip",
+                "--no-dbgsym",
+            ])
             .args(["--quiet", "--output"])
             .arg(&out_dir));
         let path = PathBuf::from(text(&out).trim().lines().last().unwrap_or(""));
