@@ -11,5 +11,6 @@ mod api_server;
 mod api_support;
 mod config_fixtures;
 mod headless;
+mod package;
 mod store;
 mod support;
