@@ -22,7 +22,7 @@ use vpcbox::ipam::{Ipam, IpamError, IpamOptions, LeaseFilter, LeaseState, PoolRa
 use vpcbox::stats::Stats;
 
 const CHILD_ENV: &str = "IPAM_CRASH_CHILD";
-const CYCLES: u32 = 24;
+const CYCLES: u32 = 20;
 const TASKS: u32 = 32;
 
 fn subnet() -> SubnetSpec {
