@@ -137,7 +137,7 @@ fn run_child(dir: &Path, cycle: u32, rng: &mut Rng) -> Vec<(ClientKey, Ipv4Addr)
         let err = Ipam::open(dir, IpamOptions::default(), Stats::new(4)).unwrap_err();
         assert!(matches!(err, IpamError::Locked { .. }), "{err:?}");
     }
-    std::thread::sleep(Duration::from_millis(rng.below(400)));
+    std::thread::sleep(Duration::from_millis(rng.below(250)));
     child.kill().unwrap();
     child.wait().unwrap();
     reader.join().unwrap()

@@ -183,6 +183,7 @@ impl Ipam {
             }
             ops.push(reservation_op(r)?);
         }
+        self.drain(&mut st)?;
         self.store.apply(&ops)?;
         self.store.flush()?;
         *st = load(self.store.as_ref(), st.tuning)?;
@@ -192,7 +193,7 @@ impl Ipam {
     }
 
     fn write_ops(&self, st: &mut State, ops: &[Op]) -> Result<Ticket, IpamError> {
-        self.store.apply(ops)?;
+        self.store_apply(st, ops.to_vec())?;
         self.stats
             .ipam
             .writes_total
@@ -239,7 +240,7 @@ impl Ipam {
             }];
             let mut gone_clients = Vec::new();
             for ip in st.subnets[s].stored() {
-                if let Some(r) = self.read(ip)? {
+                if let Some(r) = self.read(&st, ip)? {
                     if st.clients.get(&r.client) == Some(ip) {
                         ops.push(Op {
                             tree: TreeId::Clients,

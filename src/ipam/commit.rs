@@ -144,19 +144,27 @@ pub async fn run(
         }
         commit(&ipam, batch).await;
     }
+    // From here on writes apply inline; what is queued goes first.
+    {
+        let mut st = ipam.lock();
+        st.committer_live = false;
+        let _ = ipam.drain(&mut st);
+    }
     rx.close();
     let mut rest = Vec::new();
     while let Ok(w) = rx.try_recv() {
         rest.push(w);
     }
-    if !rest.is_empty() {
-        commit(&ipam, rest).await;
-    }
+    commit(&ipam, rest).await;
     tracing::debug!("ipam committer stopped");
 }
 
 async fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
-    let res = ipam.store.flush_async().await;
+    let applied = ipam.drain(&mut ipam.lock());
+    let res = match applied {
+        Ok(()) => ipam.store.flush_async().await,
+        Err(e) => Err(e),
+    };
     let stats = &ipam.stats.ipam;
     if let Err(e) = &res {
         tracing::error!(error = %e, "ipam flush failed");

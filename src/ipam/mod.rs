@@ -123,9 +123,19 @@ impl Ipam {
     /// Starts the group committer and the lease reaper on `tracker`; both
     /// stop on `cancel` (the committer after flushing what is queued).
     pub fn spawn(self: &Arc<Self>, tracker: &TaskTracker, cancel: CancellationToken) {
-        let rx = self.committer.start();
-        tracker.spawn(commit::run(self.clone(), rx, cancel.clone()));
+        self.spawn_committer(tracker, cancel.clone());
         tracker.spawn(reaper::run(self.clone(), cancel));
+    }
+
+    /// Starts only the group committer (tests drive expiry themselves).
+    pub(crate) fn spawn_committer(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) {
+        let rx = self.committer.start();
+        self.lock().committer_live = true;
+        tracker.spawn(commit::run(self.clone(), rx, cancel));
     }
 
     pub fn options(&self) -> &IpamOptions {
@@ -190,7 +200,7 @@ impl Ipam {
             return Ok(None);
         }
         let ops = st.ops(changes);
-        self.store.apply(&ops)?;
+        let queued = self.store_apply(st, ops)?;
         self.stats
             .ipam
             .writes_total
@@ -201,7 +211,43 @@ impl Ipam {
             self.reaper_wake.notify_one();
         }
         let ips: Vec<u32> = changes.iter().map(|c| c.ip).collect();
-        Ok(durable.then(|| self.committer.submit(st, &ips, &self.stats)))
+        // Queued writes always get a commit (a non-durable one just drops
+        // its ticket) so the committer applies them.
+        Ok((durable || queued)
+            .then(|| self.committer.submit(st, &ips, &self.stats))
+            .filter(|_| durable))
+    }
+
+    /// Writes `ops`: queued for the committer's next transaction while it
+    /// runs (returns true), else applied at once.
+    fn store_apply(&self, st: &mut State, ops: Vec<store::Op>) -> Result<bool, IpamError> {
+        if !st.committer_live {
+            self.store.apply(&ops)?;
+            return Ok(false);
+        }
+        for op in &ops {
+            if op.tree == store::TreeId::Leases {
+                if let Some(ip) = record::key_ip(&op.key) {
+                    st.overlay.insert(ip, op.value.clone());
+                }
+            }
+        }
+        st.queue.extend(ops);
+        Ok(true)
+    }
+
+    /// Applies every queued write in one transaction. Called under the
+    /// state lock (by the committer before each flush, and by whoever needs
+    /// the store itself current), so writes reach sled in order.
+    fn drain(&self, st: &mut State) -> Result<(), IpamError> {
+        if st.queue.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut st.queue);
+        st.overlay.clear();
+        self.store.apply(&ops).inspect_err(|e| {
+            tracing::error!(error = %e, writes = ops.len(), "ipam write failed; memory is ahead of the store until restart");
+        })
     }
 
     /// Waits until everything written so far is durable (used at shutdown

@@ -96,6 +96,14 @@ pub struct State {
     /// Address → sequence number of its latest write (pruned once flushed):
     /// a cached answer about an address waits for that write's flush.
     pub pending: HashMap<u32, u64>,
+    /// Writes waiting for the committer, applied as ONE sled transaction per
+    /// group commit (a sled transaction costs two log-buffer writes however
+    /// small it is, so one per bind would cap throughput).
+    pub queue: Vec<Op>,
+    /// Lease records in `queue`, by address, so reads see them.
+    pub overlay: HashMap<u32, Option<Vec<u8>>>,
+    /// The committer runs: writes are queued, not applied inline.
+    pub committer_live: bool,
 }
 
 impl State {
@@ -112,6 +120,9 @@ impl State {
             tuning,
             seq: 0,
             pending: HashMap::new(),
+            queue: Vec::new(),
+            overlay: HashMap::new(),
+            committer_live: false,
         }
     }
 
