@@ -1,12 +1,13 @@
 //! Group commit: durable writes wait for one `flush_async` shared by
 //! everything that was written while the previous flush ran.
 //!
-//! Each durable write takes a sequence number under the state lock and
-//! queues a waiter on an unbounded channel (bounded in practice by the
-//! number of callers awaiting, each holds one). The committer takes the
-//! whole queue as a batch, flushes once, and answers every waiter. Writes
-//! land in sled before their waiter is queued, so a flush that starts after
-//! the waiter was taken covers the write.
+//! Each write takes a sequence number under the state lock, queues its
+//! store ops (`State::queue`) and a waiter on an unbounded channel (bounded
+//! in practice by the number of callers awaiting, each holds one). The
+//! committer takes every waiter queued so far as a batch, applies all queued
+//! ops as one sled transaction under the state lock, flushes once, and
+//! answers every waiter. A waiter is queued after its ops, so the batch's
+//! transaction always contains them.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};

@@ -2,12 +2,19 @@
 //!
 //! Reads (`lease_of`, `subnet_for_relay`, …) are answered from an in-memory
 //! index rebuilt from the store at open. Writes are planned against that
-//! index ([`state`]), applied to the store in one transaction, then to the
-//! index, all under one std mutex (critical sections are short and never
-//! span an await; sled's transactional writes are in-memory). Durable
-//! operations then wait for the group committer ([`commit`]) to flush the
-//! batch their write landed in; a crash before that loses the write and the
-//! caller was never answered, so DHCP never ACKs a lease that is not on disk.
+//! index ([`state`]) under one std mutex (critical sections are short and
+//! never span an await), then queued together with an overlay that reads
+//! consult, and applied to the index. The group committer ([`commit`])
+//! applies everything queued as ONE sled transaction (under the same mutex,
+//! so writes reach sled in order), flushes, and only then answers the
+//! waiting operations; a crash before that loses writes whose callers were
+//! never answered, so DHCP never ACKs a lease that is not on disk. Without a
+//! running committer (before `spawn`, after shutdown) writes are applied
+//! and flushed inline.
+//!
+//! Memory per lease is kept small for million-lease stores: ~5 bytes per
+//! address of each subnet's CIDR, a 12-byte MAC→IPv4 entry per client; the
+//! full record (hostname, times) stays in sled and is read on demand.
 
 mod admin;
 mod commit;

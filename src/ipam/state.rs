@@ -2,9 +2,11 @@
 //! reached only through a record reader, time only through `now`).
 //!
 //! The store is the source of truth; this is its index. A mutation is
-//! planned here as a list of [`Change`]s, written to the store in one
-//! transaction, then [`State::apply`]d — so memory never runs ahead of a
-//! failed write.
+//! planned here as a list of [`Change`]s, turned into store ops (queued for
+//! the committer's next transaction, or applied at once without one), then
+//! [`State::apply`]d. A failed inline write leaves memory untouched; a
+//! failed batched write fails every waiter of the batch and is logged (the
+//! index is then ahead of the store until restart).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
