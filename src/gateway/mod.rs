@@ -34,8 +34,9 @@ use crate::config::GatewayConfig;
 use crate::isolation::IsolationSet;
 use crate::stats::Stats;
 
-// The internal API. Switching to the real one (branch `api`) is this line:
-// `pub use api as api_impl;` after `pub mod api;`.
+// The internal API. When branch `api` lands, `pub use internal as api;`
+// becomes `pub mod api;` (and `internal.rs` goes); everything else calls
+// through `api::handle` and `api::ApiContext`.
 pub use api::ApiContext;
 pub use internal as api;
 
