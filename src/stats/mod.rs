@@ -11,6 +11,10 @@ pub mod histogram;
 pub mod prometheus;
 pub mod publisher;
 pub mod snapshot;
+mod summary;
+#[cfg(test)]
+mod tests;
+mod window;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

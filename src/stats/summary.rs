@@ -1,0 +1,203 @@
+//! Space-saving top-K bookkeeping (Metwally, Agrawal, El Abbadi, "Efficient
+//! computation of frequent and top-k elements in data streams", 2005).
+//!
+//! K slots, each with a count; a key not in the table takes the slot with
+//! the smallest count, inherits that count as its `error` and adds one. The
+//! estimate `count` then over-counts the true number of hits by at most
+//! `error`: `count - error <= true <= count`.
+//!
+//! Every update adds exactly one, so the slots are kept in an array sorted
+//! by count, cut into groups of equal count (the array form of the paper's
+//! "stream-summary"). A hit swaps the slot to the end of its group and moves
+//! the group boundary by one: O(1), no scan, no re-sort. The minimum is
+//! always position 0, so eviction is O(1) as well. Empty slots are count-0
+//! entries from the start, so filling and evicting are one code path.
+//!
+//! Memory is K slots, at most K + 1 groups and a K-entry index, whatever the
+//! number of distinct keys seen.
+
+use std::collections::HashMap;
+
+use crate::client::ClientKey;
+
+#[derive(Debug)]
+struct Slot {
+    key: Option<ClientKey>,
+    count: u64,
+    error: u64,
+    /// Position in `order`.
+    pos: u32,
+    /// Index in `groups` of the group holding this slot's count.
+    group: u32,
+}
+
+/// A run `order[start..=end]` of slots that share `count`.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    count: u64,
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug)]
+pub(super) struct Summary {
+    slots: Vec<Slot>,
+    /// Slot ids by ascending count.
+    order: Vec<u32>,
+    groups: Vec<Group>,
+    free_groups: Vec<u32>,
+    index: HashMap<ClientKey, u32>,
+}
+
+impl Summary {
+    pub(super) fn new(capacity: usize) -> Self {
+        // Slot ids and positions are u32 to keep slots small; a table of
+        // four billion clients is not a bounded table anyway.
+        let k = capacity.min(u32::MAX as usize - 1) as u32;
+        let slots = (0..k)
+            .map(|i| Slot {
+                key: None,
+                count: 0,
+                error: 0,
+                pos: i,
+                group: 0,
+            })
+            .collect();
+        let groups = match k {
+            0 => Vec::new(),
+            _ => vec![Group {
+                count: 0,
+                start: 0,
+                end: k - 1,
+            }],
+        };
+        Self {
+            slots,
+            order: (0..k).collect(),
+            groups,
+            free_groups: Vec::new(),
+            index: HashMap::with_capacity(k as usize),
+        }
+    }
+
+    /// Number of slots holding a key.
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub(super) fn find(&self, key: &ClientKey) -> Option<usize> {
+        self.index.get(key).map(|&id| id as usize)
+    }
+
+    /// Counts one hit for `key`, admitting it if absent. Returns its slot id
+    /// and whether admitting it evicted another key (whose per-slot data the
+    /// caller must fold away). `None` only when the capacity is 0.
+    pub(super) fn touch(&mut self, key: &ClientKey) -> Option<(usize, bool)> {
+        if let Some(id) = self.find(key) {
+            self.hit(id);
+            return Some((id, false));
+        }
+        let id = *self.order.first()? as usize;
+        let slot = &mut self.slots[id];
+        let evicted = slot.key.take();
+        if let Some(old) = &evicted {
+            self.index.remove(old);
+        }
+        slot.error = slot.count;
+        slot.key = Some(key.clone());
+        self.index.insert(key.clone(), id as u32);
+        self.hit(id);
+        Some((id, evicted.is_some()))
+    }
+
+    pub(super) fn key(&self, id: usize) -> Option<&ClientKey> {
+        self.slots.get(id).and_then(|s| s.key.as_ref())
+    }
+
+    pub(super) fn error(&self, id: usize) -> u64 {
+        self.slots.get(id).map_or(0, |s| s.error)
+    }
+
+    /// Slot ids that hold a key, in no particular order.
+    pub(super) fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
+        self.index.values().map(|&id| id as usize)
+    }
+
+    /// Adds one to slot `id`, keeping `order` sorted in O(1).
+    fn hit(&mut self, id: usize) {
+        let g = self.slots[id].group as usize;
+        let Group { count, start, end } = self.groups[g];
+        self.swap(self.slots[id].pos, end);
+        // The slot now sits at `end`; it joins the next group if that one
+        // holds `count + 1`, or starts a new group there.
+        let next = self
+            .order
+            .get(end as usize + 1)
+            .map(|&n| self.slots[n as usize].group)
+            .filter(|&ng| self.groups[ng as usize].count == count + 1);
+        if start == end {
+            self.free_groups.push(g as u32);
+        } else {
+            self.groups[g].end = end - 1;
+        }
+        let ng = match next {
+            Some(ng) => {
+                self.groups[ng as usize].start = end;
+                ng
+            }
+            None => self.new_group(Group {
+                count: count + 1,
+                start: end,
+                end,
+            }),
+        };
+        let slot = &mut self.slots[id];
+        slot.group = ng;
+        slot.count = count + 1;
+    }
+
+    fn swap(&mut self, a: u32, b: u32) {
+        self.order.swap(a as usize, b as usize);
+        for p in [a, b] {
+            let id = self.order[p as usize] as usize;
+            self.slots[id].pos = p;
+        }
+    }
+
+    fn new_group(&mut self, g: Group) -> u32 {
+        match self.free_groups.pop() {
+            Some(i) => {
+                self.groups[i as usize] = g;
+                i
+            }
+            None => {
+                self.groups.push(g);
+                (self.groups.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Checks every structural invariant; for tests.
+    #[cfg(test)]
+    pub(super) fn assert_valid(&self) {
+        let counts: Vec<u64> = self
+            .order
+            .iter()
+            .map(|&id| self.slots[id as usize].count)
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "order is sorted");
+        for (p, &id) in self.order.iter().enumerate() {
+            let s = &self.slots[id as usize];
+            assert_eq!(s.pos as usize, p);
+            let g = self.groups[s.group as usize];
+            assert_eq!(g.count, s.count);
+            assert!(g.start as usize <= p && p <= g.end as usize);
+            assert!(s.error <= s.count);
+        }
+        assert!(self.groups.len() <= self.slots.len() + 1);
+        assert_eq!(
+            self.index.len(),
+            self.slots.iter().filter(|s| s.key.is_some()).count()
+        );
+    }
+}
