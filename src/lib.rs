@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dhcp;
 pub mod exit;
 pub mod isolation;
 pub mod stats;
