@@ -11,5 +11,6 @@ pub mod client;
 pub mod config;
 pub mod dhcp;
 pub mod exit;
+pub mod ipam;
 pub mod isolation;
 pub mod stats;

@@ -54,7 +54,13 @@ pub enum Action {
 
 /// Decides what to do with `req` from a client in `subnet` whose current
 /// lease (any subnet, any state) is `lease`.
-pub fn handle(req: &Request, subnet: &SubnetSpec, lease: Option<&Lease>, ctx: &Ctx, now: SystemTime) -> Action {
+pub fn handle(
+    req: &Request,
+    subnet: &SubnetSpec,
+    lease: Option<&Lease>,
+    ctx: &Ctx,
+    now: SystemTime,
+) -> Action {
     let mine = lease.filter(|l| l.subnet == subnet.id && l.client == req.client);
     match req.kind {
         MessageType::Discover => discover(req, subnet, mine, ctx, now),
@@ -67,7 +73,9 @@ pub fn handle(req: &Request, subnet: &SubnetSpec, lease: Option<&Lease>, ctx: &C
             (true, Some(l)) if l.ip == req.ciaddr => Action::Release { ip: l.ip },
             _ => Action::Silent,
         },
-        MessageType::Inform => Action::Reply(build(req, ACK, ctx.server_id, None, Some(subnet), false)),
+        MessageType::Inform => {
+            Action::Reply(build(req, ACK, ctx.server_id, None, Some(subnet), false))
+        }
         _ => Action::Drop(DropReason::NotForUs),
     }
 }
@@ -81,13 +89,28 @@ fn live(l: &Lease, state: LeaseState, now: SystemTime) -> bool {
     l.state == state && l.expires_at > now
 }
 
-fn discover(req: &Request, subnet: &SubnetSpec, mine: Option<&Lease>, ctx: &Ctx, now: SystemTime) -> Action {
+fn discover(
+    req: &Request,
+    subnet: &SubnetSpec,
+    mine: Option<&Lease>,
+    ctx: &Ctx,
+    now: SystemTime,
+) -> Action {
     let rapid = ctx.rapid_commit && req.rapid_commit;
     match mine {
         Some(l) if live(l, LeaseState::Bound, now) && rapid => Action::Renew { ip: l.ip, rapid },
         // A client holding a lease or a fresh offer: answered from memory.
-        Some(l) if (live(l, LeaseState::Bound, now) || live(l, LeaseState::Offered, now)) && !rapid => {
-            Action::Reply(build(req, OFFER, ctx.server_id, Some(Grant::offer(subnet, l, now)), Some(subnet), false))
+        Some(l)
+            if (live(l, LeaseState::Bound, now) || live(l, LeaseState::Offered, now)) && !rapid =>
+        {
+            Action::Reply(build(
+                req,
+                OFFER,
+                ctx.server_id,
+                Some(Grant::offer(subnet, l, now)),
+                Some(subnet),
+                false,
+            ))
         }
         Some(l) if live(l, LeaseState::Offered, now) => Action::Offer {
             requested: Some(l.ip),
@@ -102,7 +125,13 @@ fn discover(req: &Request, subnet: &SubnetSpec, mine: Option<&Lease>, ctx: &Ctx,
     }
 }
 
-fn request(req: &Request, subnet: &SubnetSpec, mine: Option<&Lease>, ctx: &Ctx, now: SystemTime) -> Action {
+fn request(
+    req: &Request,
+    subnet: &SubnetSpec,
+    mine: Option<&Lease>,
+    ctx: &Ctx,
+    now: SystemTime,
+) -> Action {
     let refuse = || {
         if ctx.authoritative {
             Action::Reply(nak(req, ctx))
@@ -119,7 +148,10 @@ fn request(req: &Request, subnet: &SubnetSpec, mine: Option<&Lease>, ctx: &Ctx, 
                 _ => Action::Silent,
             };
         }
-        let Some(ip) = req.requested_ip.or(Some(req.ciaddr).filter(|a| !a.is_unspecified())) else {
+        let Some(ip) = req
+            .requested_ip
+            .or(Some(req.ciaddr).filter(|a| !a.is_unspecified()))
+        else {
             return Action::Drop(DropReason::Malformed);
         };
         return match mine {
@@ -175,14 +207,37 @@ pub enum Done {
 pub enum Op {
     Offer,
     /// bind or renew; `rapid` = answering a rapid-commit DISCOVER.
-    Commit { rapid: bool },
+    Commit {
+        rapid: bool,
+    },
 }
 
 /// Turns an IPAM result into the reply (pure).
-pub fn after(req: &Request, subnet: &SubnetSpec, ctx: &Ctx, op: Op, result: Result<Lease, IpamError>, now: SystemTime) -> Done {
+pub fn after(
+    req: &Request,
+    subnet: &SubnetSpec,
+    ctx: &Ctx,
+    op: Op,
+    result: Result<Lease, IpamError>,
+    now: SystemTime,
+) -> Done {
     match (op, result) {
-        (Op::Offer, Ok(l)) => Done::Reply(build(req, OFFER, ctx.server_id, Some(Grant::offer(subnet, &l, now)), Some(subnet), false)),
-        (Op::Commit { rapid }, Ok(l)) => Done::Reply(build(req, ACK, ctx.server_id, Some(Grant::ack(subnet, &l, now)), Some(subnet), rapid)),
+        (Op::Offer, Ok(l)) => Done::Reply(build(
+            req,
+            OFFER,
+            ctx.server_id,
+            Some(Grant::offer(subnet, &l, now)),
+            Some(subnet),
+            false,
+        )),
+        (Op::Commit { rapid }, Ok(l)) => Done::Reply(build(
+            req,
+            ACK,
+            ctx.server_id,
+            Some(Grant::ack(subnet, &l, now)),
+            Some(subnet),
+            rapid,
+        )),
         (_, Err(e)) => refused(req, ctx, op, &e),
     }
 }
@@ -196,7 +251,9 @@ fn refused(req: &Request, ctx: &Ctx, op: Op, e: &IpamError) -> Done {
         | IpamError::Reserved { .. }
         | IpamError::NotInSubnet { .. }
         | IpamError::NoLease => match op {
-            Op::Commit { rapid: false } if ctx.authoritative || req.server_id.is_some() => Done::Reply(nak(req, ctx)),
+            Op::Commit { rapid: false } if ctx.authoritative || req.server_id.is_some() => {
+                Done::Reply(nak(req, ctx))
+            }
             _ => Done::Silent,
         },
         _ => Done::Drop(DropReason::Storage),

@@ -14,7 +14,6 @@
 //! * [`admission`]: quotas and caps; [`server`]: sockets, queue, workers.
 
 pub mod handler;
-pub mod ipam_shim;
 pub mod options;
 pub mod reply;
 pub mod request;
@@ -23,8 +22,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-/// The IPAM types the handler works with.
-pub use ipam_shim as ipam;
+use crate::ipam;
 
 use std::net::SocketAddr;
 
@@ -45,8 +43,12 @@ impl DhcpError {
     /// A bind failure, worded for the operator ("needs CAP_NET_BIND_SERVICE").
     pub fn bind(addr: SocketAddr, device: Option<&str>, e: &std::io::Error) -> Self {
         let reason = match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) if addr.port() < 1024 => "needs CAP_NET_BIND_SERVICE".to_owned(),
-            Some(libc::EACCES) | Some(libc::EPERM) if device.is_some() => "to a device needs CAP_NET_RAW".to_owned(),
+            Some(libc::EACCES) | Some(libc::EPERM) if addr.port() < 1024 => {
+                "needs CAP_NET_BIND_SERVICE".to_owned()
+            }
+            Some(libc::EACCES) | Some(libc::EPERM) if device.is_some() => {
+                "to a device needs CAP_NET_RAW".to_owned()
+            }
             Some(libc::EADDRINUSE) => "failed: address already in use".to_owned(),
             Some(libc::ENODEV) => "failed: no such interface".to_owned(),
             _ => format!("failed: {e}"),

@@ -32,7 +32,9 @@ const OWN: [u8; 17] = [
 /// The DHCP payload limit for a client that sent `max_size` (option 57).
 pub fn payload_limit(max_size: Option<u16>) -> usize {
     match max_size {
-        Some(n) => usize::from(n).saturating_sub(28).clamp(DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD),
+        Some(n) => usize::from(n)
+            .saturating_sub(28)
+            .clamp(DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD),
         None => DEFAULT_MAX_PAYLOAD,
     }
 }
@@ -103,7 +105,12 @@ pub fn all_codes(subnet: &SubnetSpec) -> Vec<u8> {
 
 /// Appends the optional options for `prl` (or all) while they fit in
 /// `budget` bytes. Returns the bytes used.
-pub fn put_optional(out: &mut Vec<u8>, subnet: &SubnetSpec, prl: Option<&[u8]>, budget: usize) -> usize {
+pub fn put_optional(
+    out: &mut Vec<u8>,
+    subnet: &SubnetSpec,
+    prl: Option<&[u8]>,
+    budget: usize,
+) -> usize {
     let all;
     let codes: &[u8] = match prl {
         Some(p) => p,
@@ -117,7 +124,9 @@ pub fn put_optional(out: &mut Vec<u8>, subnet: &SubnetSpec, prl: Option<&[u8]>, 
         if code == 0 || code == 255 || codes[..i].contains(&code) {
             continue;
         }
-        let Some(v) = optional(subnet, code) else { continue };
+        let Some(v) = optional(subnet, code) else {
+            continue;
+        };
         let n = size(&v).max(2);
         if used + n > budget {
             continue; // a smaller one later may still fit

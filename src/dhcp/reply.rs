@@ -107,7 +107,11 @@ pub fn build(
     header(&mut b, req, msg, grant.map(|g| g.yiaddr));
     put(&mut b, 53, &[msg]);
     put(&mut b, 54, &server_id.octets());
-    if let Some(Grant { times: (valid, t1, t2), .. }) = grant {
+    if let Some(Grant {
+        times: (valid, t1, t2),
+        ..
+    }) = grant
+    {
         put(&mut b, 51, &valid.to_be_bytes());
         put(&mut b, 58, &t1.to_be_bytes());
         put(&mut b, 59, &t2.to_be_bytes());
@@ -146,7 +150,11 @@ fn header(b: &mut Vec<u8>, req: &Request, msg: u8, yiaddr: Option<Ipv4Addr>) {
         flags |= BROADCAST; // RFC 2131 4.3.2
     }
     // ciaddr: echoed in ACKs (renewing, rebinding, INFORM), zero otherwise.
-    let ciaddr = if msg == ACK { req.ciaddr } else { Ipv4Addr::UNSPECIFIED };
+    let ciaddr = if msg == ACK {
+        req.ciaddr
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
     b.extend_from_slice(&[2, req.htype, req.hlen, 0]);
     b.extend_from_slice(&req.xid.to_be_bytes());
     b.extend_from_slice(&[0, 0]);

@@ -53,14 +53,17 @@ impl Request {
             return Err(Malformed::Undecodable);
         }
         let client_id = peek.client_id(buf).map(<[u8]>::to_vec);
-        let client = ClientKey::dhcp(client_id.as_deref(), peek.mac).ok_or(Malformed::BadClientId)?;
+        let client =
+            ClientKey::dhcp(client_id.as_deref(), peek.mac).ok_or(Malformed::BadClientId)?;
         let opts = msg.opts();
         let ip = |code| match opts.get(code) {
             Some(DhcpOption::RequestedIpAddress(a) | DhcpOption::ServerIdentifier(a)) => Some(*a),
             _ => None,
         };
         let prl = match opts.get(OptionCode::ParameterRequestList) {
-            Some(DhcpOption::ParameterRequestList(l)) => Some(l.iter().map(|&c| u8::from(c)).collect()),
+            Some(DhcpOption::ParameterRequestList(l)) => {
+                Some(l.iter().map(|&c| u8::from(c)).collect())
+            }
             _ => None,
         };
         let max_size = match opts.get(OptionCode::MaxMessageSize) {
