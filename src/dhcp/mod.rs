@@ -13,11 +13,17 @@
 //! * [`reply`], [`options`]: reply encoding, option order and size limits.
 //! * [`admission`]: quotas and caps; [`server`]: sockets, queue, workers.
 
+pub mod admission;
 pub mod handler;
 pub mod options;
 pub mod reply;
 pub mod request;
+mod server;
+pub mod socket;
 pub mod wire;
+mod worker;
+
+pub use server::DhcpServer;
 
 #[cfg(test)]
 mod tests;

@@ -4,5 +4,7 @@
 #![allow(dead_code)] // helpers are shared by modules that land over time
 
 mod config_fixtures;
+mod dhcp;
+mod dhcp_support;
 mod headless;
 mod support;
