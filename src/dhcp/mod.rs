@@ -14,6 +14,8 @@
 //! * [`admission`]: quotas and caps; [`server`]: sockets, queue, workers.
 
 pub mod admission;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handler;
 pub mod options;
 pub mod reply;

@@ -45,7 +45,11 @@ pub struct Request {
 impl Request {
     /// Decodes a datagram that [`super::wire::peek`] accepted as `peek`.
     pub fn decode(buf: &[u8], peek: &Peek) -> Result<Self, Malformed> {
-        let msg = Message::decode(&mut Decoder::new(buf)).map_err(|_| Malformed::Undecodable)?;
+        // Defence in depth: a panic in the decoder on some input we did not
+        // foresee costs this packet, not the worker.
+        let msg = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(buf)))
+            .map_err(|_| Malformed::Undecodable)?
+            .map_err(|_| Malformed::Undecodable)?;
         let kind = msg.opts().msg_type().ok_or(Malformed::NoMessageType)?;
         if u8::from(kind) != peek.msg_type {
             // dhcproto stops at the first option it cannot decode; the

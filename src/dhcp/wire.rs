@@ -115,6 +115,8 @@ pub fn peek(buf: &[u8]) -> Result<Peek, Malformed> {
             61 if len == 0 => return Err(Malformed::BadClientId),
             61 => p.client_id = Some(r),
             82 => p.relay_info = Some(r),
+            // RFC 4702: flags and two rcodes at least (dhcproto asserts it).
+            81 if len < 3 => return Err(Malformed::OptionOverrun),
             _ => {}
         }
         Ok(())
