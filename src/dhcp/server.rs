@@ -28,6 +28,9 @@ use crate::ipam::Ipam;
 use crate::isolation::IsolationSet;
 use crate::stats::{DhcpKind, DhcpOutcome, DropReason, Stats};
 
+/// How long `run` waits for in-flight IPAM operations after the token fires.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
 /// A received datagram that passed admission, on its way to a worker.
 pub(super) struct Job {
     pub buf: Vec<u8>,
@@ -131,12 +134,13 @@ impl DhcpServer {
     }
 
     /// Serves until the cancel token of the `Shared` it was bound with
-    /// fires, then stops receiving, lets the workers finish what is queued
-    /// (stale packets fail their deadline) and waits for in-flight IPAM
-    /// operations, so every bind that was made is answered or abandoned
-    /// only after it is durable. Cancel-safety: stop it with the token, not
-    /// by dropping this future; if dropped, the spawned loops still stop on
-    /// the token and the operation tasks still finish.
+    /// fires, then stops receiving, discards what is queued (no new IPAM
+    /// operation starts) and waits up to [`DRAIN`] for in-flight ones, which
+    /// reply once durable. The IPAM's committer must outlive this future:
+    /// cancel it only after `run` returns (see the report / `app.rs`).
+    /// Cancel-safety: stop it with the token, not by dropping this future;
+    /// if dropped, the spawned loops still stop on the token and the
+    /// operation tasks still finish.
     pub async fn run(self) {
         let Self {
             inner,
@@ -156,7 +160,7 @@ impl DhcpServer {
         for shard in 0..workers {
             let (tx, rx) = mpsc::channel(per_worker);
             senders.push(tx);
-            loops.spawn(super::worker::run(inner.clone(), shard, rx));
+            loops.spawn(super::worker::run(inner.clone(), shard, rx, cancel.clone()));
         }
         let senders: Arc<[mpsc::Sender<Job>]> = senders.into();
         for i in 0..inner.listeners.len() {
@@ -167,8 +171,17 @@ impl DhcpServer {
         loops.close();
         loops.wait().await;
         inner.tasks.close();
-        inner.tasks.wait().await;
-        tracing::info!("dhcp server stopped");
+        let left = inner.tasks.len();
+        if tokio::time::timeout(DRAIN, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = inner.tasks.len(),
+                "dhcp: in-flight IPAM operations did not finish; their clients get no reply"
+            );
+        }
+        tracing::info!(drained = left, "dhcp server stopped");
     }
 }
 

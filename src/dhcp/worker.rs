@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::handler::{after, handle, Action, Done, Op};
 use super::reply::{Dest, Reply};
@@ -35,13 +36,28 @@ enum Pending {
     Decline { ip: Ipv4Addr },
 }
 
-/// One worker: takes jobs from its queue until every sender is gone.
-/// Cancel-safe only between jobs (a job half done is simply lost).
-pub(super) async fn run(inner: Arc<Inner>, shard: usize, mut rx: mpsc::Receiver<Job>) {
-    while let Some(job) = rx.recv().await {
+/// One worker: takes jobs from its queue until `cancel` fires (jobs still
+/// queued then are discarded: no new IPAM operation starts during
+/// shutdown) or every sender is gone.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    shard: usize,
+    mut rx: mpsc::Receiver<Job>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let job = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            job = rx.recv() => job,
+        };
+        let Some(job) = job else { break };
         inner.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
         process(&inner, shard, job).await;
     }
+    rx.close();
+    let left = rx.len();
+    inner.stats.dhcp.queue_depth.fetch_sub(left as i64, Relaxed);
 }
 
 async fn process(inner: &Arc<Inner>, shard: usize, job: Job) {

@@ -101,12 +101,17 @@ impl InProcess {
     /// `config_text` is a whole config; `storage.path` is replaced by a temp dir.
     pub fn start(config_text: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Self::start_in(config_text, dir.path());
+        let mut s = Self::start_in(config_text, dir.path(), None);
         s._dir = Some(dir);
         s
     }
 
-    pub fn start_in(config_text: &str, data: &std::path::Path) -> Self {
+    /// Starts it with its data under `data`, inside `netns` if given.
+    pub fn start_in(
+        config_text: &str,
+        data: &std::path::Path,
+        netns: Option<&crate::netns::Netns>,
+    ) -> Self {
         let mut config = Config::parse(config_text, "test").expect("config");
         config.storage.path = data.join("data");
         let stats = Stats::new(config.stats.tracked_clients);
@@ -119,27 +124,36 @@ impl InProcess {
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let sh = shared.clone();
-        let thread = std::thread::spawn(move || {
+        let body = move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let ipam = open_ipam(&sh.config, sh.stats.clone(), &sh.tracker, &sh.cancel);
+                // The IPAM's committer outlives the DHCP server: its own token,
+                // cancelled once the server has drained.
+                let ipam_cancel = CancellationToken::new();
+                let ipam = open_ipam(&sh.config, sh.stats.clone(), &sh.tracker, &ipam_cancel);
                 let server = match DhcpServer::bind(&sh, ipam.clone()) {
                     Ok(s) => s,
                     Err(e) => {
+                        ipam_cancel.cancel();
                         let _ = tx.send(Err(e.to_string()));
                         return;
                     }
                 };
                 let _ = tx.send(Ok((ipam, server.local_addrs())));
                 server.run().await;
+                ipam_cancel.cancel();
                 sh.tracker.close();
                 sh.tracker.wait().await;
             });
-        });
+        };
+        let thread = match netns {
+            Some(ns) => ns.thread(body),
+            None => std::thread::spawn(body),
+        };
         let (ipam, addrs) = rx.recv().expect("server thread").expect("bind");
         Self {
             shared,

@@ -5,6 +5,9 @@
 
 mod config_fixtures;
 mod dhcp;
+mod dhcp_bench;
+mod dhcp_netns;
 mod dhcp_support;
 mod headless;
+mod netns;
 mod support;
