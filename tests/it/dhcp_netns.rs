@@ -291,6 +291,8 @@ fn perfdhcp_relayed_1000_per_second_unique_and_no_drops() {
     }
     let t = topo();
     let server = Server::start(&t);
+    // VPCBOX_PERF_RATE: a lower rate for slow (debug, shared) machines.
+    let rate = std::env::var("VPCBOX_PERF_RATE").unwrap_or_else(|_| "1000".into());
     let (ok, out) = t
         .rel
         .spawn(
@@ -300,7 +302,7 @@ fn perfdhcp_relayed_1000_per_second_unique_and_no_drops() {
                 "-l",
                 "10.91.0.1",
                 "-r",
-                "1000",
+                &rate,
                 "-p",
                 "3",
                 "-R",
@@ -341,14 +343,19 @@ fn perfdhcp_relayed_1000_per_second_unique_and_no_drops() {
         non_unique.iter().all(|n| *n == 0.0),
         "non-unique {non_unique:?}"
     );
-    assert!(sent.first().is_some_and(|s| *s >= 2500.0), "sent {sent:?}");
+    let want = rate.parse::<f64>().unwrap_or(1000.0) * 2.5;
+    assert!(sent.first().is_some_and(|s| *s >= want), "sent {sent:?}");
     if let Some(ipam) = server.ipam() {
         let filter = vpcbox::ipam::LeaseFilter {
             subnet: Some("relayed".into()),
             ..Default::default()
         };
         let leases = ipam.leases(&filter);
-        assert!(leases.len() >= 2500, "{} leases in 'relayed'", leases.len());
+        assert!(
+            leases.len() as f64 >= want,
+            "{} leases in 'relayed'",
+            leases.len()
+        );
         assert!(leases.iter().all(|l| l.ip >= Ipv4Addr::new(10, 91, 1, 0)));
     }
 }
