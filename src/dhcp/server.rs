@@ -271,6 +271,8 @@ impl Inner {
         let Some(key) = ClientKey::dhcp(peek.client_id(buf), mac) else {
             return malformed(&ClientKey::Mac(mac));
         };
+        // Every arrival, dropped or not: the rates show what a client sends.
+        self.stats.clients.request(&key, now);
         if matches!(key, ClientKey::Id(_)) && self.isolation.is_isolated(&key) {
             self.stats.drop_for(&key, DropReason::Isolated, now);
             return;
@@ -279,7 +281,6 @@ impl Inner {
         if let Err(reason) = self.admission.check_client(&key) {
             return self.refuse(&key, kind, reason);
         }
-        self.stats.clients.request(&key, now);
         let shard = shard_of(&key, queues.len());
         let job = Job {
             buf: buf.to_vec(),

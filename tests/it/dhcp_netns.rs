@@ -260,6 +260,11 @@ fn dhclient_gets_the_same_address_back_on_init_reboot() {
     let c = run(&["-d", "-1"]);
     let ip = wait_event(&log, "BOUND", 0, Duration::from_secs(15));
     assert!(in_direct(ip), "{ip}");
+    // dhclient writes its lease file after running the script.
+    let written = crate::support::eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(lf).is_ok_and(|t| t.contains(&format!("fixed-address {ip};")))
+    });
+    assert!(written, "lease file: {:?}", std::fs::read_to_string(lf));
     drop(c); // killed: no RELEASE; the lease file remembers the address
              // Restart: INIT-REBOOT (REQUEST with option 50, no server id) → same address.
     let n = lines(&log);
