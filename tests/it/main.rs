@@ -4,6 +4,7 @@
 #![allow(dead_code)] // helpers are shared by modules that land over time
 
 mod api_admin;
+mod api_binary;
 mod api_cli;
 mod api_ipam;
 mod api_schemathesis;

@@ -14,6 +14,7 @@ mod admin;
 mod error;
 mod ipam;
 mod ops;
+pub mod token;
 mod wire;
 
 use std::net::IpAddr;
