@@ -130,11 +130,6 @@ mod tests {
                 "storage",
             ),
             (
-                ApiError::Ipam(IpamError::ShuttingDown),
-                503,
-                "shutting_down",
-            ),
-            (
                 ApiError::Isolation(StoreError("disk".into())),
                 500,
                 "storage",

@@ -14,7 +14,6 @@ mod admin;
 mod error;
 mod ipam;
 mod ops;
-pub mod token;
 mod wire;
 
 use std::net::IpAddr;
