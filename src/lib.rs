@@ -13,3 +13,4 @@ pub mod events;
 pub mod exit;
 pub mod isolation;
 pub mod stats;
+pub mod tui;
