@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod events;
 pub mod exit;
 pub mod isolation;

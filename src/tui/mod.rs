@@ -19,6 +19,8 @@ pub mod terminal;
 pub mod views;
 
 #[cfg(test)]
+mod loop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

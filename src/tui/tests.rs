@@ -22,7 +22,7 @@ use crate::stats::{ClientRow, DropReason, Snapshot};
 
 const MIB: u64 = 1024 * 1024;
 
-fn key(s: &str) -> ClientKey {
+pub(super) fn key(s: &str) -> ClientKey {
     s.parse().unwrap()
 }
 
@@ -55,7 +55,7 @@ fn others() -> ClientRow {
 
 /// A fixed scene at `secs` of uptime: a flooder, a few well-behaved DHCP and
 /// API clients, the "others" row.
-fn snapshot(secs: u64, flood_drops: u64) -> Snapshot {
+pub(super) fn snapshot(secs: u64, flood_drops: u64) -> Snapshot {
     let mut clients = vec![client("mac:02:00:00:00:00:01", 2000.0, flood_drops, 10.0)];
     for i in 1..=6 {
         clients.push(client(
@@ -155,11 +155,8 @@ fn scene() -> UiState {
     ui
 }
 
-fn draw(ui: &UiState, w: u16, h: u16) -> String {
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| f.render_widget(&Dashboard { ui }, f.area()))
-        .unwrap();
-    let buf = t.backend().buffer();
+pub(super) fn screen(buf: &ratatui::buffer::Buffer) -> String {
+    let (w, h) = (buf.area.width, buf.area.height);
     (0..h)
         .map(|y| {
             let line: String = (0..w).map(|x| buf[(x, y)].symbol()).collect();
@@ -167,6 +164,13 @@ fn draw(ui: &UiState, w: u16, h: u16) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn draw(ui: &UiState, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| f.render_widget(&Dashboard { ui }, f.area()))
+        .unwrap();
+    screen(t.backend().buffer())
 }
 
 fn press(ui: &mut UiState, code: KeyCode) -> Option<Command> {

@@ -6,3 +6,4 @@
 mod config_fixtures;
 mod headless;
 mod support;
+mod tui_demo;
