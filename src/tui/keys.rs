@@ -133,7 +133,10 @@ fn toggle_isolation(ui: &mut UiState) -> Option<Command> {
     };
     // Pin the selection so a second `i` finds the same client after re-sorts.
     ui.selected = Some(client.clone());
-    if row.state == ClientState::Isolated {
+    if ui
+        .row(&row)
+        .is_some_and(|c| ui.state_of(c) == ClientState::Isolated)
+    {
         ui.status = Some(Status::Info(format!("releasing {client}…")));
         Some(Command::Release(client))
     } else {

@@ -285,7 +285,7 @@ fn i_isolates_then_releases_the_selected_client() {
     );
     ui.isolation_done(second.clone(), true, Ok(()));
     let row = ui.rows()[ui.selected_index().unwrap()];
-    assert_eq!(row.state, ClientState::Isolated);
+    assert_eq!(ui.state_of(ui.row(&row).unwrap()), ClientState::Isolated);
     assert_eq!(
         press(&mut ui, KeyCode::Char('i')),
         Some(Command::Release(second.clone()))

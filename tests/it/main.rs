@@ -6,4 +6,6 @@
 mod config_fixtures;
 mod headless;
 mod support;
+mod tui_bench;
 mod tui_demo;
+mod tui_tmux;

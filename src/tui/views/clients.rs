@@ -57,7 +57,7 @@ impl Widget for &ClientsView<'_> {
             .take(visible)
             .filter_map(|(i, r)| {
                 let c = ui.row(r)?;
-                Some(row(ui, c, r.state, sel == Some(i), wide))
+                Some(row(ui, c, ui.state_of(c), sel == Some(i), wide))
             })
             .collect();
         let mut header = vec![
