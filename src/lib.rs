@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod exit;
+pub mod ipam;
 pub mod isolation;
 pub mod stats;
 pub mod tui;
