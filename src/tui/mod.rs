@@ -13,6 +13,7 @@ pub mod data;
 pub mod event_loop;
 pub mod format;
 pub mod history;
+pub mod ipam_source;
 pub mod keys;
 pub mod state;
 pub mod terminal;
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 
 pub use data::{DataSource, LeaseQuery, LeaseRow, NoData, SubnetRow};
 pub use event_loop::Ended;
+pub use ipam_source::IpamSource;
 pub use keys::{on_key, Command};
 pub use state::UiState;
 
