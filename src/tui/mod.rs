@@ -15,6 +15,7 @@ pub mod format;
 pub mod history;
 pub mod ipam_source;
 pub mod keys;
+pub mod kinds;
 pub mod state;
 pub mod terminal;
 pub mod views;
