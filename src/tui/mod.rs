@@ -45,6 +45,8 @@ pub enum TuiError {
     Terminal(#[from] std::io::Error),
     #[error("drawing: {0}")]
     Draw(String),
+    #[error("a panic restored the terminal; dashboard stopped")]
+    Panicked,
 }
 
 impl TuiError {
@@ -71,29 +73,38 @@ fn decide(headless: bool, stdout_is_terminal: bool, under_systemd: bool) -> bool
 }
 
 /// Runs the dashboard on the real terminal until `q` (then cancels
-/// `shared.cancel`, so the process drains and exits) or until the root
-/// token is cancelled. The terminal is restored before this returns, and
-/// on panic. Cancel-safe: dropping the future restores the terminal too.
+/// `shared.cancel`, so the process drains and exits; never
+/// `process::exit`), until the root token is cancelled, or until the
+/// terminal fails. The terminal is restored before this returns, on panic,
+/// and if the future is dropped.
+///
+/// An error (no terminal, stdin closed, a write failing) does not stop the
+/// appliance: the caller logs it and carries on headless.
 pub async fn run(
     shared: Shared,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     data: impl DataSource,
 ) -> Result<(), TuiError> {
     let mut guard = terminal::TerminalGuard::enter()?;
-    let ended = event_loop::drive(
-        &shared,
-        &snapshots,
-        Arc::new(data),
-        guard.terminal(),
-        EventStream::new(),
-    )
-    .await;
-    // Restore the screen before anything else runs or logs.
+    let ended = tokio::select! {
+        ended = event_loop::drive(
+            &shared,
+            &snapshots,
+            Arc::new(data),
+            guard.terminal(),
+            EventStream::new(),
+        ) => ended,
+        // A panic anywhere in the process restored the terminal.
+        () = terminal::restored_elsewhere() => Err(TuiError::Panicked),
+    };
+    // Restore the screen before anything else runs.
     drop(guard);
-    if matches!(ended, Ok(Ended::Quit)) {
-        tracing::info!("dashboard: quit requested");
+    match ended? {
+        Ended::Quit => {
+            tracing::info!("dashboard: quit; stopping");
+            shared.cancel.cancel();
+        }
+        Ended::Stopped => tracing::info!("dashboard stopped"),
     }
-    // On `q`, or an error: either way the process stops (never process::exit).
-    shared.cancel.cancel();
-    ended.map(|_| ())
+    Ok(())
 }

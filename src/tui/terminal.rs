@@ -59,6 +59,15 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// Resolves once something else (the panic hook) has restored the
+/// terminal: the dashboard must stop drawing then, or it would scribble
+/// over the panic message on the main screen.
+pub async fn restored_elsewhere() {
+    while ACTIVE.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Leaves the alternate screen, shows the cursor and turns raw mode off, if
 /// they are on. Safe to call from a panic hook; errors are ignored there is
 /// nobody left to tell.

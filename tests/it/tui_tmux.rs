@@ -16,6 +16,8 @@ use crate::support::{bin, write_config};
 
 const FLOODER: &str = "mac:02:00:00:00:00:01";
 const PROMPT: &str = "e2e$";
+/// What the panic child draws on the alternate screen.
+const DRAWN: &str = "PANIC-CHILD-DRAWN";
 
 /// The config under test: the shipped subnet, with 127.0.0.2 as a relay so
 /// the demo's relayed packets select it and the replies come back to the
@@ -127,15 +129,14 @@ impl Session {
     }
 
     /// Waits for the prompt to come back and checks the terminal is cooked.
-    fn assert_clean_shell(&self) {
+    fn assert_clean_shell(&self, command: &str) {
         let pane = self.wait("the shell", Duration::from_secs(15), |p| {
             let last = p.lines().rev().find(|l| !l.trim().is_empty());
-            !p.contains("Clients (") && last.is_some_and(|l| l.trim_end() == PROMPT)
+            !p.contains("Clients (")
+                && !p.contains(DRAWN)
+                && last.is_some_and(|l| l.trim_end() == PROMPT)
         });
-        assert!(
-            pane.contains("run --demo --config"),
-            "main screen restored:\n{pane}"
-        );
+        assert!(pane.contains(command), "main screen restored:\n{pane}");
         assert!(
             !pane.contains(" INFO "),
             "no log lines on the screen:\n{pane}"
@@ -262,7 +263,7 @@ fn tui_tmux_demo_isolate_the_flooder_and_quit_cleanly() {
     // Quit: the main screen comes back with the command line and a prompt,
     // the terminal is in cooked mode, the session lives on.
     tmux.keys(&["q"]);
-    tmux.assert_clean_shell();
+    tmux.assert_clean_shell("run --demo --config");
     let log = std::fs::read_to_string(dir.path().join("data/vpcbox.log")).unwrap_or_default();
     assert!(
         log.contains("vpcbox started"),
@@ -301,5 +302,49 @@ fn tui_tmux_resize_too_small_and_sigterm_leave_a_usable_terminal() {
     let pid = tmux.child_pid().expect("vpcbox pid");
     let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(ok.success());
-    tmux.assert_clean_shell();
+    tmux.assert_clean_shell("run --demo --config");
+}
+
+/// Re-executed by the test below inside tmux: takes the terminal, draws,
+/// and panics. Without the variable it does nothing.
+#[test]
+fn tui_panic_child() {
+    if std::env::var_os("VPCBOX_TUI_PANIC_CHILD").is_none() {
+        return;
+    }
+    let mut guard = vpcbox::tui::terminal::TerminalGuard::enter().unwrap();
+    guard
+        .terminal()
+        .draw(|f| f.render_widget(ratatui::widgets::Paragraph::new(DRAWN), f.area()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    panic!("deliberate panic with the dashboard's terminal taken");
+}
+
+#[test]
+fn tui_tmux_a_panic_restores_the_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("tmux not installed: skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Session::start(dir.path());
+    tmux.wait("the shell prompt", Duration::from_secs(5), |p| {
+        p.contains(PROMPT)
+    });
+    let exe = std::env::current_exe().unwrap();
+    tmux.text(&format!(
+        "RUST_BACKTRACE=0 VPCBOX_TUI_PANIC_CHILD=1 {} --exact tui_tmux::tui_panic_child --nocapture --test-threads=1",
+        exe.display()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the child's screen", Duration::from_secs(10), |p| {
+        p.contains(DRAWN)
+    });
+    tmux.assert_clean_shell("VPCBOX_TUI_PANIC_CHILD=1");
+    let pane = tmux.pane();
+    assert!(
+        pane.contains("deliberate panic with the dashboard's terminal taken"),
+        "the panic message is readable on the main screen:\n{pane}"
+    );
 }
