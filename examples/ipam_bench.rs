@@ -16,9 +16,6 @@ use vpcbox::client::ClientKey;
 use vpcbox::ipam::{Dump, Ipam, IpamOptions, Lease, LeaseState, PoolRange, SubnetSpec};
 use vpcbox::stats::Stats;
 
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn subnet() -> SubnetSpec {
     SubnetSpec {
         id: "bench".into(),

@@ -5,6 +5,7 @@
 //! lives in its own module and talks to the others only through the `Ipam`
 //! API, the shared `stats` counters and the `isolation` set.
 
+pub mod admin_cli;
 pub mod app;
 pub mod cli;
 pub mod client;
@@ -12,7 +13,25 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod exit;
+pub mod gateway;
 pub mod ipam;
 pub mod isolation;
+pub mod memory;
 pub mod stats;
 pub mod tui;
+
+/// jemalloc is the allocator of everything built from this crate (the
+/// binary, tests, examples), so tests exercise the same heap as production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc tuning, read at its initialisation:
+/// - `background_thread`: a jemalloc thread returns freed pages on its own
+///   schedule, so RSS falls after a burst even when the process is idle;
+/// - `dirty_decay_ms:1000`: freed pages go back within ~1 s (default 10 s),
+///   the incident's "shrink the heap often";
+/// - `muzzy_decay_ms:0`: no second holding stage for lazily-freed pages.
+#[allow(unsafe_code, non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &u8 = &MALLOC_CONF[0];
+const MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";

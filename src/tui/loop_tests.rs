@@ -12,27 +12,22 @@ use futures::channel::mpsc;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::data::NoData;
 use super::event_loop::{drive, Ended};
 use super::tests::{key, screen, snapshot};
 use crate::app::Shared;
 use crate::config::Config;
-use crate::events::{EventKind, EventLog};
+use crate::events::EventKind;
 use crate::isolation::IsolationSet;
 use crate::stats::Stats;
 
 fn shared() -> Shared {
-    Shared {
-        config: Arc::new(Config::embedded().unwrap()),
-        stats: Stats::new(100),
-        isolation: IsolationSet::in_memory(),
-        events: Arc::new(EventLog::default()),
-        cancel: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    }
+    Shared::new(
+        Arc::new(Config::embedded().unwrap()),
+        Stats::new(100),
+        IsolationSet::in_memory(),
+    )
 }
 
 fn press(tx: &mpsc::UnboundedSender<io::Result<TermEvent>>, c: char) {

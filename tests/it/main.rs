@@ -3,8 +3,15 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // helpers are shared by modules that land over time
 
+mod api_admin;
+mod api_cli;
+mod api_ipam;
+mod api_schemathesis;
+mod api_server;
+mod api_support;
 mod config_fixtures;
 mod headless;
+mod store;
 mod support;
 mod tui_bench;
 mod tui_demo;

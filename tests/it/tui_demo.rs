@@ -8,25 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use vpcbox::app::Shared;
 use vpcbox::config::Config;
 use vpcbox::demo;
-use vpcbox::events::EventLog;
 use vpcbox::isolation::IsolationSet;
 use vpcbox::stats::Stats;
 
 #[tokio::test]
 async fn demo_sends_a_flood_steady_clients_and_api_requests_then_stops() {
-    let shared = Shared {
-        config: Arc::new(Config::embedded().unwrap()),
-        stats: Stats::new(100),
-        isolation: IsolationSet::in_memory(),
-        events: Arc::new(EventLog::default()),
-        cancel: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    };
+    let shared = Shared::new(
+        Arc::new(Config::embedded().unwrap()),
+        Stats::new(100),
+        IsolationSet::in_memory(),
+    );
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (dhcp_addr, api_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());

@@ -1,0 +1,302 @@
+//! The memory governor: jemalloc statistics, heap purges, overload states.
+//!
+//! A sampler task reads RSS (`/proc/self/statm`) and jemalloc's
+//! `allocated` / `resident` / `retained` every `[memory] sample_interval`
+//! and publishes them to `stats.memory`. It purges every arena (returning
+//! dirty pages to the OS) on `shrink_interval`, on entering the shrink state
+//! and more often while there, and after a burst of connections closes.
+//! Above the shed mark the gateway and DHCP read `overload_state == 2` and
+//! refuse new work; the state falls back with hysteresis.
+
+use std::ffi::CStr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tikv_jemalloc_ctl::{epoch, epoch_mib, stats as jstats};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MemoryConfig;
+use crate::events::{EventKind, EventLog};
+use crate::stats::Stats;
+
+/// The overload state published as `vpcbox_overload_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    Normal = 0,
+    Shrink = 1,
+    Shed = 2,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Shrink => "shrink",
+            Self::Shed => "shed",
+        }
+    }
+
+    pub fn from_gauge(v: u64) -> Self {
+        match v {
+            0 => Self::Normal,
+            1 => Self::Shrink,
+            _ => Self::Shed,
+        }
+    }
+}
+
+/// The marks in bytes, derived from the config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Marks {
+    pub shrink: u64,
+    pub shed: u64,
+    /// Bytes below a mark before its state is left.
+    pub hysteresis: u64,
+}
+
+impl Marks {
+    pub fn from_config(c: &MemoryConfig) -> Self {
+        let at = |f: f64| (c.budget as f64 * f) as u64;
+        Self {
+            shrink: at(c.shrink_at),
+            shed: at(c.shed_at),
+            hysteresis: at(c.hysteresis),
+        }
+    }
+}
+
+/// The state machine: pure, so its hysteresis is tested without memory.
+pub fn next_state(current: State, rss: u64, m: Marks) -> State {
+    let above = |mark: u64| rss >= mark;
+    let below = |mark: u64| rss < mark.saturating_sub(m.hysteresis);
+    match current {
+        _ if above(m.shed) => State::Shed,
+        State::Shed if !below(m.shed) => State::Shed,
+        State::Normal if above(m.shrink) => State::Shrink,
+        State::Normal => State::Normal,
+        // Leaving shed or staying in shrink: drop to normal only well below the shrink mark.
+        State::Shed | State::Shrink if below(m.shrink) => State::Normal,
+        State::Shed | State::Shrink => State::Shrink,
+    }
+}
+
+/// Resident set size of this process, from `/proc/self/statm`.
+pub fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions; it only reads a constant.
+        #[allow(unsafe_code)]
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
+    })
+}
+
+/// jemalloc's view of the heap, read through cached MIBs.
+pub struct Heap {
+    epoch: epoch_mib,
+    allocated: jstats::allocated_mib,
+    resident: jstats::resident_mib,
+    retained: jstats::retained_mib,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    pub allocated: u64,
+    pub resident: u64,
+    pub retained: u64,
+}
+
+impl Heap {
+    pub fn new() -> Option<Self> {
+        Some(Self {
+            epoch: epoch::mib().ok()?,
+            allocated: jstats::allocated::mib().ok()?,
+            resident: jstats::resident::mib().ok()?,
+            retained: jstats::retained::mib().ok()?,
+        })
+    }
+
+    /// Advances the epoch (jemalloc caches its statistics) and reads them.
+    pub fn read(&self) -> HeapStats {
+        let _ = self.epoch.advance();
+        let rd = |r: Result<usize, _>| r.map(|v: usize| v as u64).unwrap_or(0);
+        HeapStats {
+            allocated: rd(self.allocated.read()),
+            resident: rd(self.resident.read()),
+            retained: rd(self.retained.read()),
+        }
+    }
+}
+
+/// Returns every arena's dirty and muzzy pages to the OS.
+///
+/// `arena.<MALLCTL_ARENAS_ALL>.purge` takes no value, which the safe
+/// `tikv_jemalloc_ctl::raw` helpers cannot express, so it is one raw
+/// `mallctl` call with null pointers. The calling thread's tcache is flushed
+/// first so its cached blocks are purgeable too.
+pub fn purge() -> bool {
+    const FLUSH: &CStr = c"thread.tcache.flush";
+    const PURGE: &CStr = c"arena.4096.purge"; // 4096 == MALLCTL_ARENAS_ALL
+    let call = |name: &CStr| {
+        // SAFETY: both controls are "void" operations: jemalloc reads no
+        // input and writes no output when all four pointers are null/0.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        rc == 0
+    };
+    let _ = call(FLUSH);
+    call(PURGE)
+}
+
+/// The sampler/governor task. Cancel-safe: all state is local.
+pub struct Governor {
+    stats: Arc<Stats>,
+    events: Arc<EventLog>,
+    config: MemoryConfig,
+    heap: Option<Heap>,
+    state: State,
+    last_purge: Instant,
+    last_connections: i64,
+}
+
+impl Governor {
+    pub fn new(stats: Arc<Stats>, events: Arc<EventLog>, config: MemoryConfig) -> Self {
+        stats.memory.budget_bytes.store(config.budget, Relaxed);
+        Self {
+            stats,
+            events,
+            config,
+            heap: Heap::new(),
+            state: State::Normal,
+            last_purge: Instant::now(),
+            last_connections: 0,
+        }
+    }
+
+    /// New marks and intervals from a reloaded config.
+    pub fn reconfigure(&mut self, config: MemoryConfig) {
+        self.stats.memory.budget_bytes.store(config.budget, Relaxed);
+        self.config = config;
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.sample_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => self.step(Instant::now()),
+            }
+        }
+    }
+
+    /// One sample: publish, move the state machine, purge if due.
+    pub fn step(&mut self, now: Instant) {
+        let rss = rss_bytes();
+        self.publish(rss);
+        let next = next_state(self.state, rss, Marks::from_config(&self.config));
+        if next != self.state {
+            self.transition(next, rss);
+        }
+        let conns = self.stats.gateway.connections.load(Relaxed);
+        let burst_closed = self.last_connections - conns >= 64.max(self.last_connections / 2);
+        self.last_connections = conns;
+        let every = match self.state {
+            State::Normal => self.config.shrink_interval,
+            State::Shrink => self.config.shrink_interval / 5,
+            State::Shed => self.config.sample_interval * 2,
+        };
+        if burst_closed
+            || now.duration_since(self.last_purge) >= every.max(Duration::from_millis(50))
+        {
+            self.shrink(now, rss);
+        }
+    }
+
+    fn publish(&self, rss: u64) {
+        let m = &self.stats.memory;
+        m.rss_bytes.store(rss, Relaxed);
+        if let Some(h) = &self.heap {
+            let s = h.read();
+            m.heap_allocated.store(s.allocated, Relaxed);
+            m.heap_resident.store(s.resident, Relaxed);
+            m.heap_retained.store(s.retained, Relaxed);
+        }
+    }
+
+    fn transition(&mut self, next: State, rss: u64) {
+        let msg = format!(
+            "overload {} -> {}: rss {} MiB of {} MiB budget",
+            self.state.as_str(),
+            next.as_str(),
+            rss >> 20,
+            self.config.budget >> 20
+        );
+        if next > self.state {
+            tracing::warn!(
+                from = self.state.as_str(),
+                to = next.as_str(),
+                rss,
+                budget = self.config.budget,
+                "{msg}"
+            );
+        } else {
+            tracing::info!(
+                from = self.state.as_str(),
+                to = next.as_str(),
+                rss,
+                budget = self.config.budget,
+                "{msg}"
+            );
+        }
+        self.events.push(EventKind::Overload, msg);
+        self.state = next;
+        self.stats.memory.overload_state.store(next as u64, Relaxed);
+        if next > State::Normal {
+            // Entering shrink or shed: purge now, not at the next interval.
+            self.last_purge = Instant::now() - self.config.shrink_interval;
+        }
+    }
+
+    fn shrink(&mut self, now: Instant, rss_before: u64) {
+        self.last_purge = now;
+        if !purge() {
+            return;
+        }
+        let rss_after = rss_bytes();
+        let reclaimed = rss_before.saturating_sub(rss_after);
+        let m = &self.stats.memory;
+        m.heap_shrinks.fetch_add(1, Relaxed);
+        m.last_reclaim_bytes.store(reclaimed, Relaxed);
+        m.rss_bytes.store(rss_after, Relaxed);
+        if reclaimed >= 1 << 20 {
+            let msg = format!("heap shrink returned {} MiB", reclaimed >> 20);
+            tracing::debug!(reclaimed, "{msg}");
+            self.events.push(EventKind::HeapShrink, msg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
