@@ -243,6 +243,7 @@ fn tui_tmux_demo_isolate_the_flooder_and_quit_cleanly() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        println!("/metrics served rate 0 {:?} after i", pressed.elapsed());
     } else {
         println!("gateway /metrics not available: asserted from the pane only");
     }
@@ -264,6 +265,22 @@ fn tui_tmux_demo_isolate_the_flooder_and_quit_cleanly() {
     // the terminal is in cooked mode, the session lives on.
     tmux.keys(&["q"]);
     tmux.assert_clean_shell("run --demo --config");
+
+    // The isolation is in the store, so it survives a restart.
+    let out = Command::new(bin())
+        .args(["db", "export", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("db export: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let isolations = dump["isolations"].as_array().cloned().unwrap_or_default();
+    assert!(
+        isolations
+            .iter()
+            .any(|i| i["client"] == FLOODER && i["source"] == "dashboard"),
+        "persisted isolation: {isolations:?}"
+    );
     let log = std::fs::read_to_string(dir.path().join("data/vpcbox.log")).unwrap_or_default();
     assert!(
         log.contains("vpcbox started"),

@@ -39,7 +39,8 @@ fn item(name: &str, used: i64, cap: Option<u64>, label_w: usize) -> Line<'static
         format::truncate(name, label_w),
         used
     ))];
-    if let Some(cap) = cap {
+    // A cap of 0 means none is configured.
+    if let Some(cap) = cap.filter(|c| *c > 0) {
         spans.push(Span::raw(format!("/{:<6} ", format::count(cap))));
         spans.push(bar(used, cap, 8));
     }
