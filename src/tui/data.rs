@@ -92,6 +92,12 @@ pub struct DataRequest {
     pub clients: Vec<ClientKey>,
 }
 
+impl DataRequest {
+    pub fn is_empty(&self) -> bool {
+        !self.subnets && self.leases.is_none() && self.clients.is_empty()
+    }
+}
+
 /// The latest fetched data, as the views read it.
 #[derive(Debug, Clone, Default)]
 pub struct DataCache {

@@ -65,7 +65,7 @@ impl Fetcher {
             .last
             .as_ref()
             .is_some_and(|(at, r)| at.elapsed() < DATA_EVERY && *r == req);
-        if self.busy || fresh {
+        if self.busy || fresh || req.is_empty() {
             return;
         }
         self.busy = true;
