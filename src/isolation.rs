@@ -8,12 +8,15 @@
 //! the operator saw confirmed survives a restart.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
 use crate::client::ClientKey;
+use crate::events::{EventKind, EventLog};
+use crate::stats::Stats;
 
 /// How many change-log entries are kept for the dashboard.
 pub const LOG_CAPACITY: usize = 256;
@@ -80,6 +83,9 @@ impl IsolationStore for MemoryStore {
 
 pub struct IsolationSet {
     current: ArcSwap<HashSet<ClientKey>>,
+    /// `vpcbox_isolated_clients` (kept equal to the set's size) and the
+    /// operator event log every change is written to.
+    sinks: std::sync::OnceLock<(Arc<Stats>, Arc<EventLog>)>,
     entries: Mutex<Vec<IsolationEntry>>,
     log: Mutex<VecDeque<IsolationEvent>>,
     store: Box<dyn IsolationStore>,
@@ -100,6 +106,7 @@ impl IsolationSet {
         let set = entries.iter().map(|e| e.client.clone()).collect();
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(set),
+            sinks: std::sync::OnceLock::new(),
             entries: Mutex::new(entries),
             log: Mutex::new(VecDeque::new()),
             store,
@@ -109,6 +116,13 @@ impl IsolationSet {
     pub fn in_memory() -> Arc<Self> {
         Self::open(Box::<MemoryStore>::default())
             .unwrap_or_else(|_| unreachable!("the memory store cannot fail"))
+    }
+
+    /// From now on, keeps `stats.isolated_clients` equal to the set's size
+    /// and writes every change, whoever made it, to `events`.
+    pub fn attach(&self, stats: Arc<Stats>, events: Arc<EventLog>) {
+        let (stats, _) = self.sinks.get_or_init(|| (stats, events));
+        stats.isolated_clients.store(self.len() as u64, Relaxed);
     }
 
     /// Lock-free; the hot-path check.
@@ -192,6 +206,9 @@ impl IsolationSet {
     fn publish(&self, entries: &[IsolationEntry]) {
         self.current
             .store(Arc::new(entries.iter().map(|e| e.client.clone()).collect()));
+        if let Some((stats, _)) = self.sinks.get() {
+            stats.isolated_clients.store(entries.len() as u64, Relaxed);
+        }
     }
 
     fn record(&self, client: &ClientKey, change: Change, source: &str) {
@@ -206,6 +223,13 @@ impl IsolationSet {
             source: source.to_owned(),
         });
         tracing::info!(client = %client, ?change, source, "isolation changed");
+        if let Some((_, events)) = self.sinks.get() {
+            let verb = match change {
+                Change::Isolated => "isolated",
+                Change::Released => "released",
+            };
+            events.push(EventKind::Isolation, format!("{verb} {client} ({source})"));
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod dhcp;
 pub mod events;
 pub mod exit;
@@ -18,6 +19,7 @@ pub mod ipam;
 pub mod isolation;
 pub mod memory;
 pub mod stats;
+pub mod tui;
 
 /// jemalloc is the allocator of everything built from this crate (the
 /// binary, tests, examples), so tests exercise the same heap as production.

@@ -67,12 +67,14 @@ pub struct Shared {
 impl Shared {
     /// Fresh counters, event log, cancellation tree and task tracker for `config`.
     pub fn new(config: Arc<Config>, stats: Arc<Stats>, isolation: Arc<IsolationSet>) -> Self {
+        let events = Arc::new(EventLog::default());
+        isolation.attach(stats.clone(), events.clone());
         Self {
             stats,
             updates: tokio::sync::watch::Sender::new(config.clone()),
             config,
             isolation,
-            events: Arc::new(EventLog::default()),
+            events,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }
@@ -81,7 +83,8 @@ impl Shared {
 
 /// Runs the appliance until a signal; the process exit code follows from the result.
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
-    logging::init(opts.log_format, None)?;
+    let use_tui = crate::tui::should_use_tui(opts.headless);
+    start_logging(&config, &opts, use_tui)?;
     let config = Arc::new(config);
     let stats = Stats::new(config.stats.tracked_clients);
     let ipam = store::open(&config, stats.clone())?;
@@ -93,42 +96,26 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
     shared.tracker.spawn(governor.run(shared.cancel.clone()));
     let (publisher, snapshots) = Publisher::new(stats.clone());
+    let interval = config.stats.publish_interval;
     shared
         .tracker
-        .spawn(publisher.run(config.stats.publish_interval, shared.cancel.clone()));
+        .spawn(publisher.run(interval, shared.cancel.clone()));
 
-    // Bind every listener before declaring readiness; a port we cannot
-    // have is exit 69 naming it.
-    let mut ready = Vec::new();
-    if config.gateway.enabled {
-        let token = token::load_or_create(&config.gateway.admin_token_file)?;
-        let api = ApiContext::new(&shared, ipam.clone(), snapshots.clone(), token);
-        ready.push(api.ready.clone());
-        let gateway = Gateway::bind(&shared, api).map_err(Exit::unavailable)?;
-        shared.tracker.spawn(gateway.run());
-    }
-    if config.dhcp.enabled {
-        let dhcp = DhcpServer::bind(&shared, ipam.clone()).map_err(|e| {
-            if e.is_unavailable() {
-                Exit::unavailable(e)
-            } else {
-                Exit::usage(e)
-            }
-        })?;
-        shared.tracker.spawn(dhcp.run());
-    }
-    for r in &ready {
-        r.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+    let bound = start_listeners(&shared, &ipam, &snapshots)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        dhcp = %config.dhcp.listen,
-        gateway = %config.gateway.listen,
+        dhcp = %bound.dhcp,
+        gateway = %bound.api,
         data = %config.storage.path.display(),
         "vpcbox started"
     );
+    if opts.demo {
+        start_demo(&shared, &bound);
+    }
+    if use_tui {
+        start_dashboard(&shared, &ipam, snapshots);
+    }
     let stop = wait_for_stop(&shared, opts.config_path.as_deref()).await?;
     shutdown(&shared, stop).await;
     ipam.flush()
@@ -136,6 +123,88 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
         .map_err(|e| Exit::software(format!("final store flush failed: {e}")))?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Logs go to a file in the data directory while the dashboard owns the
+/// terminal, to stderr otherwise.
+fn start_logging(config: &Config, opts: &RunOptions, use_tui: bool) -> Result<(), Exit> {
+    let dir = &config.storage.path;
+    let file = use_tui.then(|| dir.join("vpcbox.log"));
+    if use_tui {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Exit::unavailable(format!("data directory '{}': {e}", dir.display())))?;
+    }
+    logging::init(opts.log_format, file.as_deref())
+}
+
+/// Where the listeners ended up (port 0 in tests resolves here).
+struct Bound {
+    api: std::net::SocketAddr,
+    dhcp: std::net::SocketAddr,
+}
+
+/// Binds the gateway and the DHCP sockets, then declares readiness; a port
+/// or device we cannot have is exit 69 naming it.
+fn start_listeners(
+    shared: &Shared,
+    ipam: &Arc<crate::ipam::Ipam>,
+    snapshots: &tokio::sync::watch::Receiver<Arc<crate::stats::Snapshot>>,
+) -> Result<Bound, Exit> {
+    let config = &shared.config;
+    let mut bound = Bound {
+        api: config.gateway.listen,
+        dhcp: config.dhcp.listen,
+    };
+    let mut ready = None;
+    if config.gateway.enabled {
+        let token = token::load_or_create(&config.gateway.admin_token_file)?;
+        let api = ApiContext::new(shared, ipam.clone(), snapshots.clone(), token);
+        ready = Some(api.ready.clone());
+        let gateway = Gateway::bind(shared, api).map_err(Exit::unavailable)?;
+        bound.api = gateway.local_addr().map_err(Exit::unavailable)?;
+        shared.tracker.spawn(gateway.run());
+    }
+    if config.dhcp.enabled {
+        let dhcp = DhcpServer::bind(shared, ipam.clone()).map_err(|e| {
+            if e.is_unavailable() {
+                Exit::unavailable(e)
+            } else {
+                Exit::usage(e)
+            }
+        })?;
+        bound.dhcp = dhcp.local_addrs().first().copied().unwrap_or(bound.dhcp);
+        shared.tracker.spawn(dhcp.run());
+    }
+    if let Some(r) = ready {
+        r.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(bound)
+}
+
+/// `--demo`: synthetic clients against our own sockets.
+fn start_demo(shared: &Shared, bound: &Bound) {
+    let (s, dhcp, api) = (shared.clone(), bound.dhcp, bound.api);
+    shared.tracker.spawn(async move {
+        if let Err(e) = crate::demo::run(s, dhcp, api).await {
+            tracing::error!(error = %e, "demo traffic stopped");
+        }
+    });
+}
+
+/// The dashboard; `q` cancels the root token, any other failure leaves the
+/// appliance running headless.
+fn start_dashboard(
+    shared: &Shared,
+    ipam: &Arc<crate::ipam::Ipam>,
+    snapshots: tokio::sync::watch::Receiver<Arc<crate::stats::Snapshot>>,
+) {
+    let data = crate::tui::IpamSource::new(ipam.clone(), &shared.config);
+    let s = shared.clone();
+    shared.tracker.spawn(async move {
+        if let Err(e) = crate::tui::run(s, snapshots, data).await {
+            tracing::error!(error = %e, "dashboard stopped; running headless");
+        }
+    });
 }
 
 /// Waits for SIGTERM, SIGINT or the root token (cancelled by the

@@ -108,3 +108,24 @@ fn concurrent_readers_see_changes_without_blocking() {
     assert!(set.is_isolated(&mac(7)));
     assert_eq!(set.events().len(), LOG_CAPACITY.min(401));
 }
+
+#[test]
+fn attached_sinks_see_every_change() {
+    let set = IsolationSet::in_memory();
+    let stats = Stats::new(16);
+    let events = Arc::new(EventLog::default());
+    set.isolate(&mac(1), "api").unwrap();
+    set.attach(stats.clone(), events.clone());
+    assert_eq!(stats.isolated_clients.load(Ordering::Relaxed), 1);
+    set.isolate(&mac(2), "dashboard").unwrap();
+    set.release(&mac(1), "cli").unwrap();
+    assert_eq!(stats.isolated_clients.load(Ordering::Relaxed), 1);
+    let log: Vec<String> = events.recent(10).into_iter().map(|e| e.message).collect();
+    assert_eq!(
+        log,
+        [
+            "isolated mac:02:00:00:00:00:02 (dashboard)",
+            "released mac:02:00:00:00:00:01 (cli)"
+        ]
+    );
+}

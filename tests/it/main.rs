@@ -20,3 +20,6 @@ mod netns;
 mod package;
 mod store;
 mod support;
+mod tui_bench;
+mod tui_demo;
+mod tui_tmux;

@@ -1,0 +1,143 @@
+//! What the Subnets and Leases views show, as plain rows, and the trait the
+//! composition root implements over the IPAM to provide them. The views
+//! only ever see these rows, so they stay pure; the event loop calls the
+//! source on a blocking thread, never on the draw path.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::SystemTime;
+
+use crate::client::ClientKey;
+
+/// Pool utilisation of one subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubnetRow {
+    pub id: String,
+    pub cidr: String,
+    /// Addresses in the subnet's pools.
+    pub size: u64,
+    /// Offered + bound + declined + reserved.
+    pub used: u64,
+    /// `(state, count)`, e.g. `("bound", 12)`.
+    pub by_state: Vec<(String, u64)>,
+}
+
+/// One lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub ip: Ipv4Addr,
+    pub subnet: String,
+    pub client: ClientKey,
+    pub state: String,
+    pub expires_at: SystemTime,
+}
+
+/// What the Leases view asks for: a case-insensitive substring of the
+/// address, client, subnet or state (empty = everything), at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseQuery {
+    pub search: String,
+    pub limit: usize,
+}
+
+impl LeaseQuery {
+    pub fn matches(&self, l: &LeaseRow) -> bool {
+        if self.search.is_empty() {
+            return true;
+        }
+        let needle = self.search.to_ascii_lowercase();
+        [
+            l.ip.to_string(),
+            l.client.to_string(),
+            l.subnet.to_ascii_lowercase(),
+            l.state.to_ascii_lowercase(),
+        ]
+        .iter()
+        .any(|h| h.contains(&needle))
+    }
+}
+
+/// Subnets and leases for the dashboard. Implementations may block (store
+/// reads, a std mutex): the dashboard calls them on a blocking thread, at
+/// most once a second.
+pub trait DataSource: Send + Sync + 'static {
+    fn subnets(&self) -> Vec<SubnetRow>;
+    fn leases(&self, query: &LeaseQuery) -> Vec<LeaseRow>;
+    /// The address `client` currently holds or is offered, if any.
+    fn lease_of(&self, client: &ClientKey) -> Option<Ipv4Addr>;
+}
+
+/// No IPAM: empty views.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoData;
+
+impl DataSource for NoData {
+    fn subnets(&self) -> Vec<SubnetRow> {
+        Vec::new()
+    }
+    fn leases(&self, _: &LeaseQuery) -> Vec<LeaseRow> {
+        Vec::new()
+    }
+    fn lease_of(&self, _: &ClientKey) -> Option<Ipv4Addr> {
+        None
+    }
+}
+
+/// What one fetch should bring back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DataRequest {
+    pub subnets: bool,
+    pub leases: Option<LeaseQuery>,
+    /// Clients whose lease the Clients view shows.
+    pub clients: Vec<ClientKey>,
+}
+
+impl DataRequest {
+    pub fn is_empty(&self) -> bool {
+        !self.subnets && self.leases.is_none() && self.clients.is_empty()
+    }
+}
+
+/// The latest fetched data, as the views read it.
+#[derive(Debug, Clone, Default)]
+pub struct DataCache {
+    pub subnets: Vec<SubnetRow>,
+    pub leases: Vec<LeaseRow>,
+    pub lease_of: HashMap<ClientKey, Ipv4Addr>,
+}
+
+/// What one fetch brought back; `None` parts were not asked for.
+#[derive(Debug, Clone, Default)]
+pub struct DataUpdate {
+    pub subnets: Option<Vec<SubnetRow>>,
+    pub leases: Option<Vec<LeaseRow>>,
+    pub lease_of: Option<HashMap<ClientKey, Ipv4Addr>>,
+}
+
+impl DataCache {
+    pub fn apply(&mut self, u: DataUpdate) {
+        if let Some(s) = u.subnets {
+            self.subnets = s;
+        }
+        if let Some(l) = u.leases {
+            self.leases = l;
+        }
+        if let Some(m) = u.lease_of {
+            self.lease_of = m;
+        }
+    }
+}
+
+/// Runs one request against the source. Blocking.
+pub fn fetch(source: &dyn DataSource, req: &DataRequest) -> DataUpdate {
+    DataUpdate {
+        subnets: req.subnets.then(|| source.subnets()),
+        leases: req.leases.as_ref().map(|q| source.leases(q)),
+        lease_of: (!req.clients.is_empty()).then(|| {
+            req.clients
+                .iter()
+                .filter_map(|c| source.lease_of(c).map(|ip| (c.clone(), ip)))
+                .collect()
+        }),
+    }
+}

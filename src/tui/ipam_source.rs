@@ -1,0 +1,191 @@
+//! The dashboard's [`DataSource`] over the real IPAM. Called on a blocking
+//! thread about once a second; `Ipam::leases` scans the store without the
+//! state lock, so a search never stalls the DHCP path.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::data::{DataSource, LeaseQuery, LeaseRow, SubnetRow};
+use crate::client::ClientKey;
+use crate::config::Config;
+use crate::ipam::{Ipam, Lease, LeaseFilter, LeaseState};
+
+/// Leases scanned for a free-text search (address or client substring).
+pub const SEARCH_SCAN: usize = 20_000;
+
+pub struct IpamSource {
+    ipam: Arc<Ipam>,
+    /// Subnet id → CIDR, for display.
+    cidrs: HashMap<String, String>,
+}
+
+impl IpamSource {
+    pub fn new(ipam: Arc<Ipam>, config: &Config) -> Self {
+        let cidrs = config
+            .subnets
+            .iter()
+            .map(|s| (s.id.clone(), s.cidr.to_string()))
+            .collect();
+        Self { ipam, cidrs }
+    }
+}
+
+fn row(l: Lease) -> LeaseRow {
+    LeaseRow {
+        ip: l.ip,
+        subnet: l.subnet,
+        client: l.client,
+        state: l.state.as_str().to_owned(),
+        expires_at: l.expires_at,
+    }
+}
+
+/// Turns an exact search into an indexed filter: a client key, a state, or
+/// a subnet id; anything else is a bounded scan filtered by substring.
+fn filter_for(q: &LeaseQuery, subnets: &HashMap<String, String>) -> LeaseFilter {
+    let s = q.search.trim();
+    let mut f = LeaseFilter::default();
+    if let Ok(client) = s.parse::<ClientKey>() {
+        f.client = Some(client);
+    } else if let Some(state) = LeaseState::ALL.iter().find(|x| x.as_str() == s) {
+        f.state = Some(*state);
+    } else if subnets.contains_key(s) {
+        f.subnet = Some(s.to_owned());
+    }
+    let exact = s.is_empty() || f != LeaseFilter::default();
+    f.limit = Some(if exact { q.limit } else { SEARCH_SCAN });
+    f
+}
+
+impl DataSource for IpamSource {
+    fn subnets(&self) -> Vec<SubnetRow> {
+        self.ipam
+            .utilisation()
+            .into_iter()
+            .map(|u| SubnetRow {
+                cidr: self.cidrs.get(&u.subnet).cloned().unwrap_or_default(),
+                id: u.subnet,
+                size: u.size,
+                used: u.used,
+                by_state: u
+                    .by_state
+                    .into_iter()
+                    .map(|(s, n)| (s.as_str().to_owned(), n))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn leases(&self, q: &LeaseQuery) -> Vec<LeaseRow> {
+        self.ipam
+            .leases(&filter_for(q, &self.cidrs))
+            .into_iter()
+            .map(row)
+            .filter(|l| q.matches(l))
+            .take(q.limit)
+            .collect()
+    }
+
+    fn lease_of(&self, client: &ClientKey) -> Option<Ipv4Addr> {
+        self.ipam.lease_of(client).map(|l| l.ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ipam::{IpamOptions, PoolRange, SubnetSpec};
+    use crate::stats::Stats;
+    use std::time::{Duration, SystemTime};
+
+    #[tokio::test]
+    async fn reads_utilisation_leases_and_lease_of_from_the_ipam() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(16)).unwrap();
+        let spec = SubnetSpec {
+            id: "lab".into(),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            pools: vec![PoolRange {
+                start: "10.0.0.10".parse().unwrap(),
+                end: "10.0.0.13".parse().unwrap(),
+            }],
+            exclude: vec![],
+            gateway: None,
+            dns: vec![],
+            domain: None,
+            lease_time: Duration::from_secs(1000),
+            renew_time: None,
+            rebind_time: None,
+            mtu: None,
+            routes: vec![],
+            options: vec![],
+            relays: vec![],
+        };
+        let now = SystemTime::now();
+        ipam.apply_config(&[spec], &[], now).unwrap();
+        let (a, b): (ClientKey, ClientKey) = (
+            "mac:02:00:00:00:00:01".parse().unwrap(),
+            "mac:02:00:00:00:00:02".parse().unwrap(),
+        );
+        let offer = ipam.offer("lab", &a, None, now).unwrap();
+        ipam.bind("lab", &a, offer.ip, None, now).await.unwrap();
+        ipam.offer("lab", &b, None, now).unwrap();
+
+        let mut config = Config::embedded().unwrap();
+        config.subnets.truncate(1);
+        let src = IpamSource::new(ipam, &config);
+        let subnets = src.subnets();
+        assert_eq!(subnets.len(), 1);
+        assert_eq!((subnets[0].size, subnets[0].used), (4, 2));
+        assert_eq!(subnets[0].cidr, "10.0.0.0/24");
+        assert!(subnets[0].by_state.contains(&("bound".to_owned(), 1)));
+        let all = src.leases(&LeaseQuery {
+            search: String::new(),
+            limit: 10,
+        });
+        assert_eq!(all.len(), 2);
+        let bound = src.leases(&LeaseQuery {
+            search: "bound".into(),
+            limit: 10,
+        });
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].client, a);
+        let by_ip = src.leases(&LeaseQuery {
+            search: ".0.11".into(),
+            limit: 10,
+        });
+        assert_eq!(by_ip.len(), 1);
+        assert_eq!(src.lease_of(&a), Some(offer.ip));
+        assert_eq!(
+            src.lease_of(&"mac:02:00:00:00:00:09".parse().unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn exact_searches_use_the_index() {
+        let subnets: HashMap<String, String> =
+            [("lab".to_owned(), "10.0.0.0/24".to_owned())].into();
+        let q = |s: &str| LeaseQuery {
+            search: s.into(),
+            limit: 50,
+        };
+        let f = filter_for(&q("mac:02:00:00:00:00:01"), &subnets);
+        assert!(f.client.is_some() && f.limit == Some(50));
+        assert_eq!(
+            filter_for(&q("bound"), &subnets).state,
+            Some(LeaseState::Bound)
+        );
+        assert_eq!(
+            filter_for(&q("lab"), &subnets).subnet.as_deref(),
+            Some("lab")
+        );
+        assert_eq!(filter_for(&q(""), &subnets).limit, Some(50));
+        assert_eq!(
+            filter_for(&q("10.0.0.1"), &subnets).limit,
+            Some(SEARCH_SCAN)
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Views on a `TestBackend` from fixed snapshots (insta snapshots under
+//! `src/tui/snapshots/`), key handling as pure functions, and the event
+//! loop driven with scripted keys.
+#![allow(clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use super::data::{DataCache, LeaseRow, SubnetRow};
+use super::keys::{on_key, Command};
+use super::state::{ClientState, SortKey, Status, UiState, View};
+use super::views::Dashboard;
+use crate::client::ClientKey;
+use crate::events::{Event, EventKind};
+use crate::stats::snapshot::{MemorySnapshot, RouteSnapshot};
+use crate::stats::{ClientRow, DropReason, Snapshot};
+
+const MIB: u64 = 1024 * 1024;
+
+pub(super) fn key(s: &str) -> ClientKey {
+    s.parse().unwrap()
+}
+
+fn client(k: &str, rate_10s: f64, drops: u64, served_rate: f64) -> ClientRow {
+    ClientRow {
+        client: Some(key(k)),
+        requests: (rate_10s * 10.0) as u64,
+        served: (served_rate * 10.0) as u64,
+        drops,
+        drops_by_reason: if drops > 0 {
+            vec![(DropReason::RateLimited, drops)]
+        } else {
+            vec![]
+        },
+        pending: 0,
+        rate_1s: rate_10s,
+        rate_10s,
+        served_rate_1s: served_rate,
+        error: 0,
+    }
+}
+
+fn others() -> ClientRow {
+    ClientRow {
+        client: None,
+        requests: 1234,
+        ..client("mac:00:00:00:00:00:00", 3.0, 0, 3.0)
+    }
+}
+
+/// A fixed scene at `secs` of uptime: a flooder, a few well-behaved DHCP and
+/// API clients, the "others" row.
+pub(super) fn snapshot(secs: u64, flood_drops: u64) -> Snapshot {
+    let mut clients = vec![client("mac:02:00:00:00:00:01", 2000.0, flood_drops, 10.0)];
+    for i in 1..=6 {
+        clients.push(client(
+            &format!("mac:02:00:00:00:01:{i:02x}"),
+            1.0 + i as f64 / 10.0,
+            0,
+            1.0,
+        ));
+    }
+    for i in 10..=12 {
+        clients.push(client(&format!("ip:127.0.0.{i}"), 4.0, 0, 4.0));
+    }
+    clients.push(others());
+    Snapshot {
+        seq: secs,
+        taken_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs),
+        uptime: Duration::from_secs(secs),
+        dhcp_total: secs * 2_050,
+        dhcp_queue_depth: 12,
+        dhcp_queue_capacity: 4096,
+        ipam_commits_waiting: 3,
+        routes: vec![
+            RouteSnapshot {
+                name: "/v1/leases".into(),
+                pending: 4,
+                max_pending: 100,
+                codes: vec![(200, 10)],
+                total: secs * 40,
+            },
+            RouteSnapshot {
+                name: "/upstream/".into(),
+                pending: 48,
+                max_pending: 50,
+                codes: vec![],
+                total: 0,
+            },
+        ],
+        gateway_requests_total: secs * 40,
+        gateway_streams: 7,
+        gateway_connections: 11,
+        memory: MemorySnapshot {
+            rss_bytes: 180 * MIB,
+            budget_bytes: 512 * MIB,
+            heap_allocated: 60 * MIB,
+            heap_resident: 90 * MIB,
+            heap_retained: 10 * MIB,
+            heap_shrinks: 3,
+            last_reclaim_bytes: 24 * MIB,
+            overload_state: 0,
+        },
+        drops: vec![
+            (DropReason::RateLimited, flood_drops),
+            (DropReason::Malformed, secs),
+        ],
+        isolated_clients: 0,
+        clients,
+        ..Snapshot::default()
+    }
+}
+
+/// A state that has seen a few seconds of the scene.
+fn scene() -> UiState {
+    let mut ui = UiState::new(512 * MIB);
+    for s in 0..=5 {
+        ui.update(Arc::new(snapshot(100 + s, s * 1_990)));
+    }
+    ui.data = DataCache {
+        subnets: vec![SubnetRow {
+            id: "lab".into(),
+            cidr: "10.0.0.0/24".into(),
+            size: 100,
+            used: 37,
+            by_state: vec![
+                ("bound".into(), 30),
+                ("offered".into(), 6),
+                ("declined".into(), 1),
+            ],
+        }],
+        leases: (0..3)
+            .map(|i| LeaseRow {
+                ip: Ipv4Addr::new(10, 0, 0, 100 + i),
+                subnet: "lab".into(),
+                client: key(&format!("mac:02:00:00:00:01:{:02x}", i + 1)),
+                state: "bound".into(),
+                expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_003_000),
+            })
+            .collect(),
+        lease_of: [(key("mac:02:00:00:00:01:01"), Ipv4Addr::new(10, 0, 0, 100))]
+            .into_iter()
+            .collect(),
+    };
+    ui.events = vec![Event {
+        at_ms: 1_800_000_100_000,
+        kind: EventKind::Isolation,
+        message: "isolated mac:02:00:00:00:00:09 (api)".into(),
+    }];
+    ui
+}
+
+pub(super) fn screen(buf: &ratatui::buffer::Buffer) -> String {
+    let (w, h) = (buf.area.width, buf.area.height);
+    (0..h)
+        .map(|y| {
+            let line: String = (0..w).map(|x| buf[(x, y)].symbol()).collect();
+            line.trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn draw(ui: &UiState, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| f.render_widget(&Dashboard { ui }, f.area()))
+        .unwrap();
+    screen(t.backend().buffer())
+}
+
+fn press(ui: &mut UiState, code: KeyCode) -> Option<Command> {
+    on_key(ui, KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn typed(ui: &mut UiState, text: &str) {
+    for c in text.chars() {
+        press(ui, KeyCode::Char(c));
+    }
+}
+
+#[test]
+fn clients_view_wide_and_narrow() {
+    let ui = scene();
+    insta::assert_snapshot!("clients_120x40", draw(&ui, 120, 40));
+    insta::assert_snapshot!("clients_80x24", draw(&ui, 80, 24));
+    insta::assert_snapshot!("clients_160x48", draw(&ui, 160, 48));
+}
+
+#[test]
+fn too_small() {
+    insta::assert_snapshot!("too_small_50x12", draw(&scene(), 50, 12));
+}
+
+#[test]
+fn other_views_and_help() {
+    let mut ui = scene();
+    for (name, view) in [
+        ("subnets", View::Subnets),
+        ("leases", View::Leases),
+        ("events", View::Events),
+    ] {
+        ui.view = view;
+        insta::assert_snapshot!(format!("{name}_80x24"), draw(&ui, 80, 24));
+    }
+    ui.view = View::Clients;
+    press(&mut ui, KeyCode::Char('?'));
+    insta::assert_snapshot!("help_120x40", draw(&ui, 120, 40));
+}
+
+#[test]
+fn isolated_flooder_and_status_line() {
+    let mut ui = scene();
+    let cmd = press(&mut ui, KeyCode::Char('i'));
+    let flooder = key("mac:02:00:00:00:00:01");
+    assert_eq!(cmd, Some(Command::Isolate(flooder.clone())));
+    ui.isolation_done(flooder.clone(), true, Ok(()));
+    // Two snapshots after isolation with no new answers: 0 served since.
+    for s in 6..=7 {
+        ui.update(Arc::new(snapshot(100 + s, 5 * 1_990)));
+    }
+    assert_eq!(
+        ui.status,
+        Some(Status::Isolated {
+            client: flooder,
+            since: Some(super::state::ServedSince {
+                at: Duration::from_secs(106),
+                served: 100,
+                rate: Some(0.0),
+            }),
+        })
+    );
+    let screen = draw(&ui, 120, 40);
+    assert!(
+        screen.contains("isolated mac:02:00:00:00:00:01 — 0 packets/s served since"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("isolated_120x40", screen);
+}
+
+#[test]
+fn selection_follows_the_client_across_resorts() {
+    let mut ui = scene();
+    press(&mut ui, KeyCode::Down);
+    press(&mut ui, KeyCode::Down);
+    let chosen = ui.selected_client().unwrap();
+    assert_eq!(ui.selected_index(), Some(2));
+    // The chosen client becomes the busiest: it moves to the top, and stays selected.
+    let mut snap = snapshot(200, 0);
+    for c in &mut snap.clients {
+        if c.client.as_ref() == Some(&chosen) {
+            c.rate_10s = 9_999.0;
+        }
+    }
+    ui.update(Arc::new(snap));
+    assert_eq!(ui.selected_index(), Some(0));
+    assert_eq!(ui.selected_client(), Some(chosen.clone()));
+    // And across a change of sort.
+    press(&mut ui, KeyCode::Char('s'));
+    assert_eq!(ui.sort, SortKey::Rate1s);
+    press(&mut ui, KeyCode::Char('s'));
+    press(&mut ui, KeyCode::Char('s'));
+    press(&mut ui, KeyCode::Char('s'));
+    assert_eq!(ui.sort, SortKey::Client);
+    assert_eq!(ui.selected_client(), Some(chosen));
+    // The "others" row stays last and is never selected.
+    press(&mut ui, KeyCode::End);
+    let last = ui.rows().last().copied().unwrap();
+    assert!(ui.row(&last).unwrap().client.is_none());
+    assert_eq!(ui.selected_index(), Some(ui.rows().len() - 2));
+}
+
+#[test]
+fn i_isolates_then_releases_the_selected_client() {
+    let mut ui = scene();
+    press(&mut ui, KeyCode::Down);
+    let second = ui.selected_client().unwrap();
+    assert_eq!(
+        press(&mut ui, KeyCode::Char('i')),
+        Some(Command::Isolate(second.clone()))
+    );
+    ui.isolation_done(second.clone(), true, Ok(()));
+    let row = ui.rows()[ui.selected_index().unwrap()];
+    assert_eq!(ui.state_of(ui.row(&row).unwrap()), ClientState::Isolated);
+    assert_eq!(
+        press(&mut ui, KeyCode::Char('i')),
+        Some(Command::Release(second.clone()))
+    );
+    ui.isolation_done(second.clone(), false, Ok(()));
+    assert_eq!(ui.status, Some(Status::Released(second)));
+    // With no selection, `i` takes the top row: the flooder.
+    let mut ui = scene();
+    assert_eq!(
+        press(&mut ui, KeyCode::Char('i')),
+        Some(Command::Isolate(key("mac:02:00:00:00:00:01")))
+    );
+}
+
+#[test]
+fn slash_filters_and_esc_clears() {
+    let mut ui = scene();
+    press(&mut ui, KeyCode::Char('/'));
+    typed(&mut ui, "ip:127");
+    // Keys typed into the filter are not commands.
+    assert_eq!(press(&mut ui, KeyCode::Char('q')), None);
+    press(&mut ui, KeyCode::Backspace);
+    press(&mut ui, KeyCode::Enter);
+    assert_eq!(ui.filter, "ip:127");
+    assert_eq!(ui.rows().len(), 3);
+    press(&mut ui, KeyCode::Esc);
+    assert_eq!(ui.rows().len(), 11);
+    // Filtering by lease address and by state.
+    press(&mut ui, KeyCode::Char('/'));
+    typed(&mut ui, "10.0.0.100");
+    assert_eq!(ui.rows().len(), 1);
+    press(&mut ui, KeyCode::Esc);
+    press(&mut ui, KeyCode::Char('/'));
+    typed(&mut ui, "limited");
+    press(&mut ui, KeyCode::Enter);
+    assert_eq!(ui.rows().len(), 1, "only the flooder drops");
+}
+
+#[test]
+fn tab_help_and_quit() {
+    let mut ui = scene();
+    press(&mut ui, KeyCode::Tab);
+    assert_eq!(ui.view, View::Subnets);
+    assert_eq!(
+        press(&mut ui, KeyCode::Char('i')),
+        None,
+        "i only in Clients"
+    );
+    press(&mut ui, KeyCode::BackTab);
+    assert_eq!(ui.view, View::Clients);
+    press(&mut ui, KeyCode::Char('?'));
+    assert!(ui.help);
+    press(&mut ui, KeyCode::Char('x'));
+    assert!(!ui.help);
+    assert_eq!(press(&mut ui, KeyCode::Char('q')), Some(Command::Quit));
+    assert_eq!(
+        on_key(
+            &mut ui,
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
+        ),
+        Some(Command::Quit)
+    );
+}
+
+#[test]
+fn tui_only_on_a_terminal_outside_systemd() {
+    assert!(super::decide(false, true, false));
+    assert!(!super::decide(true, true, false));
+    assert!(!super::decide(false, false, false));
+    assert!(!super::decide(false, true, true));
+}

@@ -1,0 +1,174 @@
+//! The top of the screen: process health (uptime, overload, memory) and the
+//! rate sparklines.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, LineGauge, Paragraph, Sparkline, Widget};
+
+use crate::tui::format;
+use crate::tui::history::History;
+use crate::tui::state::UiState;
+
+/// Uptime, overload state, RSS against the budget, heap, isolated count.
+pub struct Header<'a> {
+    pub ui: &'a UiState,
+}
+
+pub fn overload_label(state: u64) -> (&'static str, Color) {
+    match state {
+        0 => ("normal", Color::Green),
+        1 => ("shrinking", Color::Yellow),
+        _ => ("shedding load", Color::Red),
+    }
+}
+
+impl Widget for &Header<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let s = &self.ui.snapshot;
+        let m = &s.memory;
+        let block = Block::bordered().title(Span::styled(
+            " vpcbox ",
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+        let inner = block.inner(area);
+        block.render(area, buf);
+        let [top, mem, gauge] = Layout::vertical([Constraint::Length(1); 3]).areas(inner);
+        let (state, color) = overload_label(m.overload_state);
+        let dim = Style::new().fg(Color::DarkGray);
+        let isolated = self.ui.isolated.len();
+        let line = Line::from(vec![
+            Span::raw(format!("up {}", format::uptime(s.uptime))),
+            Span::styled(" │ ", dim),
+            Span::styled(state, Style::new().fg(color).add_modifier(Modifier::BOLD)),
+            Span::styled(" │ ", dim),
+            Span::styled(
+                format!("isolated {isolated}"),
+                match isolated {
+                    0 => Style::new(),
+                    _ => Style::new().fg(Color::Red),
+                },
+            ),
+            Span::styled(" │ ", dim),
+            Span::raw(format!(
+                "clients {} · streams {} · connections {}",
+                s.clients.len(),
+                s.gateway_streams,
+                s.gateway_connections
+            )),
+        ]);
+        Paragraph::new(line).render(top, buf);
+        let heap = Line::from(vec![
+            Span::raw(format!(
+                "jemalloc {} allocated, {} resident, {} retained",
+                format::bytes(m.heap_allocated),
+                format::bytes(m.heap_resident),
+                format::bytes(m.heap_retained)
+            )),
+            Span::styled(" │ ", dim),
+            Span::raw(format!(
+                "heap shrinks {} (last reclaimed {})",
+                m.heap_shrinks,
+                format::bytes(m.last_reclaim_bytes)
+            )),
+        ]);
+        Paragraph::new(heap).render(mem, buf);
+        let budget = match m.budget_bytes {
+            0 => self.ui.budget,
+            b => b,
+        };
+        let ratio = match budget {
+            0 => 0.0,
+            b => (m.rss_bytes as f64 / b as f64).clamp(0.0, 1.0),
+        };
+        let fill = match ratio {
+            r if r >= 0.9 => Color::Red,
+            r if r >= 0.7 => Color::Yellow,
+            _ => Color::Green,
+        };
+        LineGauge::default()
+            .ratio(ratio)
+            .label(format!(
+                "RSS {} / {} ({:.0}%) ",
+                format::bytes(m.rss_bytes),
+                format::bytes(budget),
+                ratio * 100.0
+            ))
+            .filled_symbol("█")
+            .unfilled_symbol("░")
+            .filled_style(Style::new().fg(fill))
+            .unfilled_style(dim)
+            .render(gauge, buf);
+    }
+}
+
+/// Sparklines of DHCP packets/s and API requests/s, and drops/s by reason.
+pub struct Rates<'a> {
+    pub history: &'a History,
+}
+
+impl Widget for &Rates<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let h = self.history;
+        let (dhcp, api, drops) = h.latest();
+        let [a, b, c] = Layout::horizontal([
+            Constraint::Ratio(3, 8),
+            Constraint::Ratio(3, 8),
+            Constraint::Ratio(2, 8),
+        ])
+        .areas(area);
+        spark(
+            &format!(" DHCP {}/s ", format::count(dhcp)),
+            &h.dhcp,
+            Color::Cyan,
+            a,
+            buf,
+        );
+        spark(
+            &format!(" API {}/s ", format::count(api)),
+            &h.api,
+            Color::Magenta,
+            b,
+            buf,
+        );
+        let block = Block::bordered().title(format!(" drops {}/s ", format::count(drops)));
+        let inner = block.inner(c);
+        block.render(c, buf);
+        let lines: Vec<Line> = h
+            .drops_by_reason
+            .iter()
+            .take(inner.height as usize)
+            .map(|(r, n)| {
+                let w = (inner.width as usize).saturating_sub(7).max(1);
+                Line::from(vec![
+                    Span::raw(format!("{:<w$}", format::truncate(r.as_str(), w))),
+                    Span::styled(
+                        format!("{:>7}", format::count(*n)),
+                        Style::new().fg(Color::Red),
+                    ),
+                ])
+            })
+            .collect();
+        Paragraph::new(lines).render(inner, buf);
+    }
+}
+
+fn spark(
+    title: &str,
+    data: &std::collections::VecDeque<u64>,
+    color: Color,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let block = Block::bordered().title(title.to_owned());
+    let inner = block.inner(area);
+    block.render(area, buf);
+    // Newest at the right edge: only the last `width` points fit.
+    let skip = data.len().saturating_sub(inner.width as usize);
+    let points: Vec<u64> = data.iter().skip(skip).copied().collect();
+    Sparkline::default()
+        .data(&points)
+        .style(Style::new().fg(color))
+        .render(inner, buf);
+}
