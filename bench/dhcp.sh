@@ -50,7 +50,7 @@ if [ "$SERVER" = binary ]; then
   run="$REPO/target/release/vpcbox run --headless --config $BENCH_OUT/bench.toml"
 else
   exe=$(cargo test --release --test it --no-run --message-format=json 2>/dev/null \
-        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+        | sed -n 's/.*"executable":"\([^"]*\/deps\/it-[^"]*\)".*/\1/p' | tail -1)
   [ -x "$exe" ] || { echo "cannot build the test binary" >&2; exit 1; }
   run="env VPCBOX_BENCH_CONFIG=$BENCH_OUT/bench.toml VPCBOX_BENCH_DATA=$BENCH_OUT $exe --ignored --exact dhcp_bench::serve --nocapture"
 fi
@@ -63,7 +63,9 @@ SH
 chmod +x "$BENCH_OUT/start-ours.sh"
 
 cd "$HARNESS"
-ip netns list | grep -q '^dhsrv' || ./netns-setup.sh
+# netns-setup.sh ends with a ping check; without ping installed it fails
+# after setting everything up, so check the namespaces instead.
+ip netns list | grep -q '^dhsrv' || ./netns-setup.sh || ip netns list | grep -q '^dhcli'
 echo "== ours"; SERVER_CMD="$BENCH_OUT/start-ours.sh" ./bench.sh ours "./run-server.sh start" "./run-server.sh stop"
 cp "$BENCH_OUT/logs/server-stdout.log" "$BENCH_OUT/ours-last-server.log" 2>/dev/null || true
 if [ -z "${SKIP_KEA:-}" ]; then

@@ -51,9 +51,15 @@ impl Request {
             .map_err(|_| Malformed::Undecodable)?
             .map_err(|_| Malformed::Undecodable)?;
         let kind = msg.opts().msg_type().ok_or(Malformed::NoMessageType)?;
-        if u8::from(kind) != peek.msg_type {
-            // dhcproto stops at the first option it cannot decode; the
-            // message type we saw raw must have survived.
+        // dhcproto silently stops at the first option it cannot decode; a
+        // skipped option 54 would turn SELECTING into INIT-REBOOT. Every
+        // option seen raw must have been decoded.
+        let opts = msg.opts();
+        if u8::from(kind) != peek.msg_type
+            || peek
+                .seen_codes()
+                .any(|c| opts.get(OptionCode::from(c)).is_none())
+        {
             return Err(Malformed::Undecodable);
         }
         let client_id = peek.client_id(buf).map(<[u8]>::to_vec);
@@ -65,7 +71,8 @@ impl Request {
             _ => None,
         };
         let prl = match opts.get(OptionCode::ParameterRequestList) {
-            Some(DhcpOption::ParameterRequestList(l)) => {
+            // An empty list counts as none (dhcproto drops it on encode).
+            Some(DhcpOption::ParameterRequestList(l)) if !l.is_empty() => {
                 Some(l.iter().map(|&c| u8::from(c)).collect())
             }
             _ => None,

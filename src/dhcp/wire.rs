@@ -32,6 +32,8 @@ pub enum Malformed {
     BadCookie,
     #[error("an option runs past the end of its field")]
     OptionOverrun,
+    #[error("an option has the wrong length for its code")]
+    BadLength,
     #[error("no end option")]
     NoEnd,
     #[error("bad option overload")]
@@ -56,6 +58,9 @@ pub struct Peek {
     pub client_id: Option<Range<usize>>,
     /// Byte range of option 82's value (echoed back verbatim).
     pub relay_info: Option<Range<usize>>,
+    /// Codes present in the main options field (a 256-bit set), so the
+    /// decoder's result can be checked for options it skipped.
+    pub seen: [u64; 4],
 }
 
 impl Peek {
@@ -64,6 +69,10 @@ impl Peek {
     }
     pub fn relay_info<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
         self.relay_info.clone().and_then(|r| buf.get(r))
+    }
+    /// Option codes in the main options field.
+    pub fn seen_codes(&self) -> impl Iterator<Item = u8> + '_ {
+        (1..=254u8).filter(|c| self.seen[usize::from(*c / 64)] & (1 << (c % 64)) != 0)
     }
 }
 
@@ -103,7 +112,9 @@ pub fn peek(buf: &[u8]) -> Result<Peek, Malformed> {
         msg_type: 0,
         client_id: None,
         relay_info: None,
+        seen: [0; 4],
     };
+    let seen = std::cell::Cell::new([0u64; 4]);
     let overload = std::cell::Cell::new(0u8);
     let mut visit = |code: u8, r: Range<usize>| -> Result<(), Malformed> {
         let len = r.len();
@@ -115,13 +126,17 @@ pub fn peek(buf: &[u8]) -> Result<Peek, Malformed> {
             61 if len == 0 => return Err(Malformed::BadClientId),
             61 => p.client_id = Some(r),
             82 => p.relay_info = Some(r),
-            // RFC 4702: flags and two rcodes at least (dhcproto asserts it).
-            81 if len < 3 => return Err(Malformed::OptionOverrun),
+            c if !length_ok(c, len) => return Err(Malformed::BadLength),
             _ => {}
         }
         Ok(())
     };
-    walk(buf, OPTIONS_START..buf.len(), true, &mut visit)?;
+    walk(buf, OPTIONS_START..buf.len(), true, &mut |code, r| {
+        let mut set = seen.get();
+        set[usize::from(code / 64)] |= 1 << (code % 64);
+        seen.set(set);
+        visit(code, r)
+    })?;
     match overload.get() {
         0 => {}
         1 => walk(buf, FILE, false, &mut visit)?,
@@ -135,7 +150,22 @@ pub fn peek(buf: &[u8]) -> Result<Peek, Malformed> {
     if !(1..=18).contains(&p.msg_type) {
         return Err(Malformed::NoMessageType);
     }
+    p.seen = seen.get();
     Ok(p)
+}
+
+/// Options with a fixed or minimum length: the ones the handler reads, and
+/// the ones dhcproto asserts on (a panic in debug builds, a misparse in
+/// release ones).
+fn length_ok(code: u8, len: usize) -> bool {
+    match code {
+        50 | 51 | 54 | 152..=155 => len == 4,
+        57 => len == 2,
+        80 => len == 0,
+        94 => len == 3,
+        81 => len >= 3,
+        _ => true,
+    }
 }
 
 /// Walks the options in `area` of `buf`, calling `visit(code, value range)`.
