@@ -91,7 +91,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let isolation = IsolationSet::open(ipam.isolation_store())
         .map_err(|e| Exit::unavailable(format!("isolation set: {e}")))?;
     let shared = Shared::new(config.clone(), stats.clone(), isolation);
-    ipam.spawn(&shared.tracker, shared.cancel.clone());
+    // The store's committer and reaper live on their own tree: they must
+    // outlive the services' drain, whose last binds still need group commit
+    // (without it each would flush sled on its own).
+    let (store_cancel, store_tasks) = (CancellationToken::new(), TaskTracker::new());
+    ipam.spawn(&store_tasks, store_cancel.clone());
 
     let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
     shared.tracker.spawn(governor.run(shared.cancel.clone()));
@@ -118,6 +122,14 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     }
     let stop = wait_for_stop(&shared, opts.config_path.as_deref()).await?;
     shutdown(&shared, stop).await;
+    store_cancel.cancel();
+    store_tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), store_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("store tasks did not stop within 5s");
+    }
     ipam.flush()
         .await
         .map_err(|e| Exit::software(format!("final store flush failed: {e}")))?;

@@ -25,7 +25,7 @@ use crate::stats::{DhcpKind, DhcpOutcome, DropReason};
 
 /// A second packet from a client whose previous one is still being handled.
 /// Counted under this reason until the stats grow a `duplicate` one.
-pub const DUPLICATE: DropReason = DropReason::RateLimited;
+pub const DUPLICATE: DropReason = DropReason::Duplicate;
 
 /// A durable IPAM operation, performed in its own task.
 #[derive(Debug, Clone, Copy)]

@@ -63,10 +63,13 @@ pub enum DropReason {
     Upstream,
     /// The store failed.
     Storage,
+    /// A retransmission while the client's previous packet is still being
+    /// handled (coalesced into that one operation).
+    Duplicate,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         Self::Isolated,
         Self::RateLimited,
         Self::GlobalRate,
@@ -84,6 +87,7 @@ impl DropReason {
         Self::Timeout,
         Self::Upstream,
         Self::Storage,
+        Self::Duplicate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +109,7 @@ impl DropReason {
             Self::Timeout => "timeout",
             Self::Upstream => "upstream",
             Self::Storage => "storage",
+            Self::Duplicate => "duplicate",
         }
     }
 

@@ -6,9 +6,9 @@
 //!          udhcpc/dhclient      vpcbox :67, interfaces = [vs<t>]      10.92.0.2/24 + 10.91.0.1 (giaddr)
 //! ```
 //!
-//! The server runs in-process on a thread inside `srv` on the real IPAM;
-//! with `VPCBOX_DHCP_BINARY=1` the tests start `vpcbox run --headless`
-//! there instead (once `app.rs` serves DHCP).
+//! The server is the real `vpcbox run --headless` inside `srv`; with
+//! `VPCBOX_DHCP_INPROCESS=1` it runs in-process on a thread there instead
+//! (handy under a debugger).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,8 @@ listen = "0.0.0.0:67"
 interfaces = ["{srv_if}"]
 server_id = "10.90.0.1"
 [gateway]
-enabled = false
+listen = "127.0.0.1:8080"
+admin_token_file = "{data}/admin.token"
 [[subnet]]
 id = "direct"
 cidr = "10.90.0.0/24"
@@ -89,7 +90,7 @@ enum Server {
 impl Server {
     fn start(t: &Topo) -> Self {
         let text = config(t);
-        if std::env::var("VPCBOX_DHCP_BINARY").as_deref() == Ok("1") {
+        if std::env::var("VPCBOX_DHCP_INPROCESS").as_deref() != Ok("1") {
             let path = t.dir.path().join("config.toml");
             std::fs::write(&path, text).expect("write config");
             let bin = crate::support::bin();
@@ -109,12 +110,40 @@ impl Server {
         }
     }
 
-    fn ipam(&self) -> Option<&vpcbox::ipam::Ipam> {
+    /// The lease of `ip`: from the IPAM in-process, from the binary's API
+    /// (`GET /v1/leases/{ip}` inside the server namespace) otherwise.
+    fn lookup(&self, t: &Topo, ip: Ipv4Addr) -> Option<Lease> {
         match self {
-            Self::InProcess(s) => Some(&s.ipam),
-            Self::Binary(_) => None,
+            Self::InProcess(s) => s.ipam.lookup(ip),
+            Self::Binary(_) => {
+                api(t, &format!("/v1/leases/{ip}")).and_then(|v| serde_json::from_value(v).ok())
+            }
         }
     }
+
+    fn leases(&self, t: &Topo, subnet: &str) -> Vec<Lease> {
+        match self {
+            Self::InProcess(s) => s.ipam.leases(&vpcbox::ipam::LeaseFilter {
+                subnet: Some(subnet.into()),
+                ..Default::default()
+            }),
+            Self::Binary(_) => api(t, &format!("/v1/leases?subnet={subnet}&limit=10000"))
+                .and_then(|v| serde_json::from_value(v["leases"].clone()).ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+use vpcbox::ipam::Lease;
+
+/// GET on the binary's API inside the server namespace.
+fn api(t: &Topo, path: &str) -> Option<serde_json::Value> {
+    let url = format!("http://127.0.0.1:8080{path}");
+    let out = sh("ip", &["netns", "exec", &t.srv.name, "curl", "-sf", &url]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
 }
 
 /// A client hook script logging "<event> <ip>" lines to `log` and
@@ -204,23 +233,20 @@ fn udhcpc_gets_renews_and_releases_a_lease() {
     let client = t.cli.spawn("udhcpc", &args);
     let ip = wait_event(&log, "bound", 0, Duration::from_secs(10));
     assert!(in_direct(ip), "{ip}");
-    if let Some(ipam) = server.ipam() {
-        let l = ipam.lookup(ip).expect("lease stored");
-        assert_eq!(l.hostname.as_deref(), Some("udhcpc-1"));
-    }
+    let l = server.lookup(&t, ip).expect("lease stored");
+    assert_eq!(l.hostname.as_deref(), Some("udhcpc-1"));
     // SIGUSR1: renew (unicast REQUEST with ciaddr) → the same address.
     let n = lines(&log);
     client.signal("USR1");
     assert_eq!(wait_event(&log, "renew", n, Duration::from_secs(10)), ip);
     // SIGUSR2: release.
     client.signal("USR2");
-    if let Some(ipam) = server.ipam() {
-        let released = crate::support::eventually(Duration::from_secs(5), || {
-            ipam.lookup(ip)
-                .is_some_and(|l| l.state == vpcbox::ipam::LeaseState::Released)
-        });
-        assert!(released, "lease not released: {:?}", ipam.lookup(ip));
-    }
+    let released = crate::support::eventually(Duration::from_secs(5), || {
+        server
+            .lookup(&t, ip)
+            .is_some_and(|l| l.state == vpcbox::ipam::LeaseState::Released)
+    });
+    assert!(released, "lease not released: {:?}", server.lookup(&t, ip));
     // SIGUSR1 again: a new DISCOVER; the released address comes back.
     let n = lines(&log);
     client.signal("USR1");
@@ -275,13 +301,12 @@ fn dhclient_gets_the_same_address_back_on_init_reboot() {
     // released address comes back.
     let (ok, out) = run(&["-r"]).wait();
     assert!(ok, "dhclient -r: {out}");
-    if let Some(ipam) = server.ipam() {
-        let released = crate::support::eventually(Duration::from_secs(5), || {
-            ipam.lookup(ip)
-                .is_some_and(|l| l.state == vpcbox::ipam::LeaseState::Released)
-        });
-        assert!(released, "lease not released: {:?}", ipam.lookup(ip));
-    }
+    let released = crate::support::eventually(Duration::from_secs(5), || {
+        server
+            .lookup(&t, ip)
+            .is_some_and(|l| l.state == vpcbox::ipam::LeaseState::Released)
+    });
+    assert!(released, "lease not released: {:?}", server.lookup(&t, ip));
     let n = lines(&log);
     let _c = run(&["-d", "-1"]);
     assert_eq!(wait_event(&log, "BOUND", n, Duration::from_secs(15)), ip);
@@ -350,17 +375,11 @@ fn perfdhcp_relayed_1000_per_second_unique_and_no_drops() {
     );
     let want = rate.parse::<f64>().unwrap_or(1000.0) * 2.5;
     assert!(sent.first().is_some_and(|s| *s >= want), "sent {sent:?}");
-    if let Some(ipam) = server.ipam() {
-        let filter = vpcbox::ipam::LeaseFilter {
-            subnet: Some("relayed".into()),
-            ..Default::default()
-        };
-        let leases = ipam.leases(&filter);
-        assert!(
-            leases.len() as f64 >= want,
-            "{} leases in 'relayed'",
-            leases.len()
-        );
-        assert!(leases.iter().all(|l| l.ip >= Ipv4Addr::new(10, 91, 1, 0)));
-    }
+    let leases = server.leases(&t, "relayed");
+    assert!(
+        leases.len() as f64 >= want,
+        "{} leases in 'relayed'",
+        leases.len()
+    );
+    assert!(leases.iter().all(|l| l.ip >= Ipv4Addr::new(10, 91, 1, 0)));
 }
