@@ -13,6 +13,7 @@ pub mod events;
 pub mod exit;
 pub mod isolation;
 pub mod memory;
+pub mod replay;
 pub mod stats;
 
 /// jemalloc is the allocator of everything built from this crate (the

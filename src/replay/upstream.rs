@@ -1,0 +1,99 @@
+//! The slow upstream: an HTTP/1.1 server that reads the whole request body,
+//! waits `delay`, and answers `200 ok`. It stands for the slow IPAM of the
+//! incident; the target proxies [`super::config_gen::ROUTE_PREFIX`] to it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A running slow upstream; stops when `cancel` fires.
+pub struct SlowUpstream {
+    pub addr: SocketAddr,
+}
+
+impl SlowUpstream {
+    /// Binds `127.0.0.1:port` (0 = any) and serves until `cancel`.
+    pub async fn start(
+        port: u16,
+        delay: Duration,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| anyhow::anyhow!("slow upstream: binding 127.0.0.1:{port}: {e}"))?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(accept_loop(listener, delay, cancel));
+        Ok(Self { addr })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, delay: Duration, cancel: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let Ok((tcp, _)) = accepted else {
+            // EMFILE and friends: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let svc = service_fn(move |req| answer(req, delay));
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                _ = conn => {}
+            }
+        });
+    }
+    tracker.close();
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    delay: Duration,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    // Drain the body (the finale's large bodies end up here) before waiting.
+    let _ = req.into_body().collect().await;
+    tokio::time::sleep(delay).await;
+    Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn answers_after_the_delay() {
+        let cancel = CancellationToken::new();
+        let up = SlowUpstream::start(0, Duration::from_millis(150), cancel.clone())
+            .await
+            .unwrap();
+        let mut s = tokio::net::TcpStream::connect(up.addr).await.unwrap();
+        let t0 = std::time::Instant::now();
+        s.write_all(b"POST /replay-slow/x HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("ok\n"));
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        cancel.cancel();
+    }
+}
