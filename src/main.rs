@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use vpcbox::cli::{Cli, Command, ConfigArg, RunArgs};
+use vpcbox::cli::{Cli, Command, ConfigArg, DbCommand, RunArgs};
 use vpcbox::config::Config;
 use vpcbox::exit::{self, Exit};
 
@@ -46,12 +46,9 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
             let (config, origin) = load(&c)?;
             let origin = origin.map_or("embedded defaults".into(), |p| p.display().to_string());
             eprintln!("vpcbox: {origin}: ok");
-            print!("{}", config.to_toml());
-            Ok(())
+            emit(&config.to_toml())
         }
-        Some(Command::Db(_)) => Err(Exit::unavailable(
-            "vpcbox db needs the IPAM store, which this build lacks",
-        )),
+        Some(Command::Db(cmd)) => db(cmd),
     }
 }
 
@@ -87,13 +84,73 @@ fn load(arg: &ConfigArg) -> Result<(Config, Option<PathBuf>), Exit> {
     Ok((Config::embedded()?, None))
 }
 
-fn run(args: RunArgs) -> Result<(), Exit> {
-    let (config, config_path) = load(&args.config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// `vpcbox db export|import`: the store as JSON, for backup and restore.
+/// Opens the store itself, so it refuses (exit 69) while vpcbox runs.
+fn db(cmd: DbCommand) -> Result<(), Exit> {
+    let runtime = runtime()?;
+    let stats = vpcbox::stats::Stats::new(16);
+    match cmd {
+        DbCommand::Export(c) => {
+            let (config, _) = load(&c)?;
+            let ipam = vpcbox::app::store::open(&config, stats)?;
+            let dump = ipam
+                .export()
+                .map_err(|e| Exit::software(format!("export failed: {e}")))?;
+            let json = serde_json::to_string_pretty(&dump)
+                .map_err(|e| Exit::software(format!("export failed: {e}")))?;
+            emit(&(json + "\n"))
+        }
+        DbCommand::Import {
+            config,
+            file,
+            force,
+        } => {
+            let (config, _) = load(&config)?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Exit::usage(format!("{}: cannot be read: {e}", file.display())))?;
+            let dump: vpcbox::ipam::Dump = serde_json::from_str(&text).map_err(|e| {
+                Exit::usage(format!("{}: not a vpcbox export: {e}", file.display()))
+            })?;
+            let ipam = vpcbox::app::store::open(&config, stats)?;
+            runtime.block_on(async {
+                ipam.import(dump, force).await.map_err(|e| match e {
+                    vpcbox::ipam::IpamError::NotEmpty => {
+                        Exit::usage("the store is not empty; use --force to replace it")
+                    }
+                    other => Exit::usage(format!("{}: {other}", file.display())),
+                })?;
+                ipam.flush()
+                    .await
+                    .map_err(|e| Exit::software(format!("flush failed: {e}")))
+            })?;
+            eprintln!("vpcbox: imported {}", file.display());
+            Ok(())
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<(), Exit> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Exit::software(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vpcbox")
         .build()
-        .map_err(|e| Exit::unavailable(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Exit::unavailable(format!("cannot start the runtime: {e}")))
+}
+
+fn run(args: RunArgs) -> Result<(), Exit> {
+    let (config, config_path) = load(&args.config)?;
+    let runtime = runtime()?;
     let opts = vpcbox::app::RunOptions {
         config_path,
         headless: args.headless,

@@ -20,7 +20,9 @@ use crate::isolation::IsolationSet;
 use crate::memory::Governor;
 use crate::stats::{Publisher, Stats};
 
+mod logging;
 mod reload;
+pub mod store;
 
 pub use reload::{reload, Outcome};
 
@@ -61,9 +63,9 @@ pub struct Shared {
 
 impl Shared {
     /// Fresh counters, event log, cancellation tree and task tracker for `config`.
-    pub fn new(config: Arc<Config>, isolation: Arc<IsolationSet>) -> Self {
+    pub fn new(config: Arc<Config>, stats: Arc<Stats>, isolation: Arc<IsolationSet>) -> Self {
         Self {
-            stats: Stats::new(config.stats.tracked_clients),
+            stats,
             updates: tokio::sync::watch::Sender::new(config.clone()),
             config,
             isolation,
@@ -76,11 +78,14 @@ impl Shared {
 
 /// Runs the appliance until a signal; the process exit code follows from the result.
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
-    init_logging(&opts)?;
+    logging::init(opts.log_format, None)?;
     let config = Arc::new(config);
-    prepare_data_dir(&config)?;
-    let shared = Shared::new(config.clone(), IsolationSet::in_memory());
-    let stats = shared.stats.clone();
+    let stats = Stats::new(config.stats.tracked_clients);
+    let ipam = store::open(&config, stats.clone())?;
+    let isolation = IsolationSet::open(ipam.isolation_store())
+        .map_err(|e| Exit::unavailable(format!("isolation set: {e}")))?;
+    let shared = Shared::new(config.clone(), stats.clone(), isolation);
+    ipam.spawn(&shared.tracker, shared.cancel.clone());
 
     let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
     shared.tracker.spawn(governor.run(shared.cancel.clone()));
@@ -98,17 +103,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     );
     let stop = wait_for_stop(&shared, opts.config_path.as_deref()).await?;
     shutdown(&shared, stop).await;
+    ipam.flush()
+        .await
+        .map_err(|e| Exit::software(format!("final store flush failed: {e}")))?;
+    tracing::info!("store flushed; bye");
     Ok(())
-}
-
-fn prepare_data_dir(config: &Config) -> Result<(), Exit> {
-    let dir = &config.storage.path;
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Exit::unavailable(format!(
-            "data directory '{}' cannot be created: {e}",
-            dir.display()
-        ))
-    })
 }
 
 /// Waits for SIGTERM, SIGINT or the root token (cancelled by the
@@ -165,19 +164,4 @@ async fn shutdown(shared: &Shared, stop: Stop) {
         }
         _ = second => tracing::warn!("second signal; abandoning the drain"),
     }
-}
-
-fn init_logging(opts: &RunOptions) -> Result<(), Exit> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VPCBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match opts.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    // A second init (tests running `run` twice in one process) is harmless.
-    let _ = result;
-    Ok(())
 }

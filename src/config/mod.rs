@@ -12,9 +12,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
-
-use crate::client::ClientKey;
+pub use crate::ipam::{
+    DhcpOption, PoolRange, ReservationSpec as ReservationConfig, StaticRoute,
+    SubnetSpec as SubnetConfig,
+};
 pub use parse::Rate;
 pub use raw::RawConfig;
 
@@ -98,50 +99,6 @@ pub struct DhcpConfig {
     pub new_lease_rate: Rate,
     pub rapid_commit: bool,
     pub authoritative: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolRange {
-    pub start: Ipv4Addr,
-    pub end: Ipv4Addr,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StaticRoute {
-    pub dest: Ipv4Net,
-    pub via: Ipv4Addr,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DhcpOption {
-    pub code: u8,
-    pub data: Vec<u8>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubnetConfig {
-    pub id: String,
-    pub cidr: Ipv4Net,
-    pub pools: Vec<PoolRange>,
-    pub exclude: Vec<Ipv4Addr>,
-    pub gateway: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    pub domain: Option<String>,
-    pub lease_time: Duration,
-    pub renew_time: Option<Duration>,
-    pub rebind_time: Option<Duration>,
-    pub mtu: Option<u16>,
-    pub routes: Vec<StaticRoute>,
-    pub options: Vec<DhcpOption>,
-    pub relays: Vec<Ipv4Addr>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReservationConfig {
-    pub subnet: String,
-    pub client: ClientKey,
-    pub ip: Ipv4Addr,
-    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

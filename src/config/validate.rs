@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::parse::{self, Rate};
 use super::raw::{self, RawConfig};
 use super::*;
+use crate::client::ClientKey;
 
 /// HTTP/2's legal flow-control window range (RFC 9113 §6.9.1).
 const WINDOW_MIN: u64 = 65_535;

@@ -5,4 +5,5 @@
 
 mod config_fixtures;
 mod headless;
+mod store;
 mod support;

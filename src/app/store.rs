@@ -1,0 +1,49 @@
+//! Opening the store for `run` and `db`: config → `IpamOptions`, and store
+//! errors → typed exits (a locked or corrupt data directory is exit 69).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::ipam::{Ipam, IpamError, IpamOptions};
+use crate::stats::Stats;
+
+pub fn ipam_options(config: &Config) -> IpamOptions {
+    IpamOptions {
+        cache_capacity: config.storage.cache,
+        cache_threshold: config.dhcp.cache_threshold,
+        offer_hold: config.dhcp.offer_hold,
+        decline_quarantine: config.dhcp.decline_quarantine,
+    }
+}
+
+/// Opens the IPAM in `[storage] path` and applies the config's subnets and
+/// reservations.
+pub fn open(config: &Config, stats: Arc<Stats>) -> Result<Arc<Ipam>, Exit> {
+    let dir = &config.storage.path;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Exit::unavailable(format!(
+            "data directory '{}' cannot be created: {e}",
+            dir.display()
+        ))
+    })?;
+    let ipam = Ipam::open(dir, ipam_options(config), stats).map_err(|e| open_error(dir, e))?;
+    ipam.apply_config(&config.subnets, &config.reservations, SystemTime::now())
+        .map_err(|e| {
+            Exit::usage(format!(
+                "config subnets/reservations do not fit the store: {e}"
+            ))
+        })?;
+    Ok(ipam)
+}
+
+fn open_error(dir: &std::path::Path, e: IpamError) -> Exit {
+    match e {
+        IpamError::Locked { .. } => Exit::unavailable(format!(
+            "data directory '{}' is in use: another vpcbox owns it",
+            dir.display()
+        )),
+        other => Exit::unavailable(format!("data directory '{}': {other}", dir.display())),
+    }
+}

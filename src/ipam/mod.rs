@@ -1,0 +1,206 @@
+//! The IPAM: subnets, pools, reservations and leases, durably in sled.
+//!
+//! Reads (`lease_of`, `subnet_for_relay`, …) are answered from an in-memory
+//! index rebuilt from the store at open. Writes are planned against that
+//! index ([`state`]), applied to the store in one transaction, then to the
+//! index, all under one std mutex (critical sections are short and never
+//! span an await; sled's transactional writes are in-memory). Durable
+//! operations then wait for the group committer ([`commit`]) to flush the
+//! batch their write landed in; a crash before that loses the write and the
+//! caller was never answered, so DHCP never ACKs a lease that is not on disk.
+
+mod admin;
+mod commit;
+mod dump;
+mod error;
+mod index;
+mod isolation;
+mod model;
+mod ops;
+mod plan;
+mod reaper;
+mod record;
+mod state;
+mod store;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use dump::Dump;
+pub use error::IpamError;
+pub use model::{
+    DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, ReservationSpec,
+    StaticRoute, SubnetSpec,
+};
+pub use store::{SledStore, Store, SCHEMA};
+
+use commit::Committer;
+use state::{State, Tuning};
+
+use crate::stats::Stats;
+
+pub struct Ipam {
+    path: PathBuf,
+    store: Arc<dyn Store>,
+    /// std Mutex: every critical section is CPU-only (index + sled's
+    /// in-memory transaction) and never held across an await.
+    state: Mutex<State>,
+    opts: IpamOptions,
+    stats: Arc<Stats>,
+    committer: Committer,
+    /// Wakes the reaper when an earlier deadline appears.
+    reaper_wake: Notify,
+    /// Last publication of lease counts (std Mutex: a timestamp, CPU-only).
+    published: Mutex<Option<Instant>>,
+    /// Lease counts changed since the last publication.
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Ipam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ipam")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ipam {
+    /// Opens (or creates) the store in `dir` and rebuilds the in-memory
+    /// index. Synchronous; call before starting the runtime's services.
+    pub fn open(dir: &Path, opts: IpamOptions, stats: Arc<Stats>) -> Result<Arc<Ipam>, IpamError> {
+        let store = SledStore::open(dir, opts.cache_capacity)?;
+        Self::with_store(dir.to_path_buf(), Arc::new(store), opts, stats)
+    }
+
+    /// Opens the IPAM over any [`Store`].
+    pub fn with_store(
+        path: PathBuf,
+        store: Arc<dyn Store>,
+        opts: IpamOptions,
+        stats: Arc<Stats>,
+    ) -> Result<Arc<Ipam>, IpamError> {
+        let tuning = Tuning {
+            cache_threshold: opts.cache_threshold,
+            offer_hold: u32::try_from(opts.offer_hold.as_secs()).unwrap_or(u32::MAX),
+            quarantine: u32::try_from(opts.decline_quarantine.as_secs()).unwrap_or(u32::MAX),
+        };
+        let started = Instant::now();
+        let state = admin::load(store.as_ref(), tuning)?;
+        let ipam = Arc::new(Ipam {
+            path,
+            store,
+            state: Mutex::new(state),
+            opts,
+            stats,
+            committer: Committer::new(),
+            reaper_wake: Notify::new(),
+            published: Mutex::new(None),
+            dirty: Default::default(),
+        });
+        ipam.publish_counts(true);
+        tracing::info!(path = ?ipam.path, elapsed = ?started.elapsed(), "ipam opened");
+        Ok(ipam)
+    }
+
+    /// Starts the group committer and the lease reaper on `tracker`; both
+    /// stop on `cancel` (the committer after flushing what is queued).
+    pub fn spawn(self: &Arc<Self>, tracker: &TaskTracker, cancel: CancellationToken) {
+        let rx = self.committer.start();
+        tracker.spawn(commit::run(self.clone(), rx, cancel.clone()));
+        tracker.spawn(reaper::run(self.clone(), cancel));
+    }
+
+    pub fn options(&self) -> &IpamOptions {
+        &self.opts
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.store.size_on_disk()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the index possibly behind
+        // the store; the next restart rebuilds it, so keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subnets(&self) -> Vec<Arc<SubnetSpec>> {
+        self.lock().subnets.iter().map(|s| s.spec.clone()).collect()
+    }
+
+    pub fn subnet(&self, id: &str) -> Option<Arc<SubnetSpec>> {
+        self.lock()
+            .subnets
+            .iter()
+            .find(|s| s.spec.id == id)
+            .map(|s| s.spec.clone())
+    }
+
+    /// The subnet a relayed request belongs to: `giaddr` inside its CIDR or
+    /// listed in its relays.
+    pub fn subnet_for_relay(&self, giaddr: Ipv4Addr) -> Option<Arc<SubnetSpec>> {
+        let st = self.lock();
+        st.subnets
+            .iter()
+            .find(|s| s.spec.cidr.contains(&giaddr))
+            .or_else(|| st.subnets.iter().find(|s| s.spec.relays.contains(&giaddr)))
+            .map(|s| s.spec.clone())
+    }
+
+    /// The subnet of a directly attached interface with address `iface_addr`.
+    pub fn subnet_for_interface(&self, iface_addr: Ipv4Addr) -> Option<Arc<SubnetSpec>> {
+        let st = self.lock();
+        st.subnet_of(u32::from(iface_addr))
+            .map(|i| st.subnets[i].spec.clone())
+    }
+
+    /// Writes ops planned under the state lock: store first, then memory,
+    /// then (if `durable`) queue a commit. Returns the commit ticket.
+    fn write(
+        &self,
+        st: &mut State,
+        changes: &[state::Change],
+        durable: bool,
+    ) -> Result<Option<commit::Ticket>, IpamError> {
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let ops = st.ops(changes);
+        self.store.apply(&ops)?;
+        self.stats
+            .ipam
+            .writes_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let before = st.next_expiry;
+        st.apply(changes);
+        if st.next_expiry < before {
+            self.reaper_wake.notify_one();
+        }
+        let ips: Vec<u32> = changes.iter().map(|c| c.ip).collect();
+        Ok(durable.then(|| self.committer.submit(st, &ips, &self.stats)))
+    }
+
+    /// Waits until everything written so far is durable (used at shutdown
+    /// and by `vpcbox db`). Cancel-safe: dropping it only stops the wait.
+    pub async fn flush(&self) -> Result<(), IpamError> {
+        let ticket = {
+            let mut st = self.lock();
+            self.committer.submit(&mut st, &[], &self.stats)
+        };
+        self.committer
+            .wait(ticket, self.store.as_ref(), &self.stats)
+            .await
+    }
+}

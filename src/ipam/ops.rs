@@ -1,0 +1,397 @@
+//! Lease operations: the DHCP handler's and the allocation API's calls.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, SystemTime};
+
+use super::commit::Ticket;
+use super::model::{secs, time, Lease, LeaseFilter, LeaseState};
+use super::record::{ip_key, key_ip, Record};
+use super::state::{Plan, State};
+use super::store::TreeId;
+use super::{Ipam, IpamError};
+use crate::client::ClientKey;
+use crate::stats::LeaseCount;
+
+/// How an operation's answer becomes final.
+enum Settle {
+    Ready(Lease),
+    /// Wait for this write's batch to be flushed.
+    Commit(Ticket, Lease),
+    /// Cached answer about an address whose last write is not flushed yet.
+    AfterFlush(Lease),
+}
+
+impl Ipam {
+    pub(super) fn read(&self, ip: u32) -> Result<Option<Record>, IpamError> {
+        self.store
+            .get(TreeId::Leases, &ip_key(ip))?
+            .map(|b| Record::decode(&b))
+            .transpose()
+    }
+
+    /// Housekeeping due at `now`: timed-out offers, ended leases (written
+    /// without waiting for a flush: a lost expiry is redone after restart).
+    pub(super) fn maintain(&self, st: &mut State, now: u32) -> Result<(), IpamError> {
+        if st.purge_offers(now) {
+            self.note_change(st);
+        }
+        if now >= st.next_expiry {
+            let (changes, next) = st.plan_expiry(now, &|ip| self.read(ip))?;
+            self.write(st, &changes, false)?;
+            st.next_expiry = next;
+            self.note_change(st);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, st: &mut State, plan: Plan) -> Result<Settle, IpamError> {
+        match plan {
+            Plan::Cached(lease) => {
+                let ip = u32::from(lease.ip);
+                let unflushed = st
+                    .pending
+                    .get(&ip)
+                    .is_some_and(|s| *s > self.committer.flushed());
+                Ok(if unflushed {
+                    Settle::AfterFlush(lease)
+                } else {
+                    Settle::Ready(lease)
+                })
+            }
+            Plan::Write(changes, lease) => {
+                let ticket = self.write(st, &changes, true)?;
+                self.note_change(st);
+                Ok(match ticket {
+                    Some(t) => Settle::Commit(t, lease),
+                    None => Settle::Ready(lease),
+                })
+            }
+        }
+    }
+
+    async fn settle(&self, s: Settle) -> Result<Lease, IpamError> {
+        match s {
+            Settle::Ready(l) => Ok(l),
+            Settle::Commit(t, l) => self
+                .committer
+                .wait(t, self.store.as_ref(), &self.stats)
+                .await
+                .map(|()| l),
+            Settle::AfterFlush(l) => self.flush().await.map(|()| l),
+        }
+    }
+
+    /// Picks an address for `client` and holds it for `offer_hold`. Not
+    /// durable (a restart forgets offers). A client with a bound lease in
+    /// the subnet is offered that lease unchanged.
+    pub fn offer(
+        &self,
+        subnet: &str,
+        client: &ClientKey,
+        requested: Option<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<Lease, IpamError> {
+        let now = secs(now);
+        let mut st = self.lock();
+        self.maintain(&mut st, now)?;
+        let s = st.subnet_ix(subnet)?;
+        let ip = st.choose(s, client, requested, now)?;
+        if st.clients.get(client) == Some(ip) && st.subnets[s].is_bound(ip, now) {
+            if let Some(r) = self.read(ip)? {
+                return Ok(r.to_lease(Ipv4Addr::from(ip), subnet));
+            }
+        }
+        let first = st.next_offer_expiry().is_none();
+        let lease = st.offer(s, client, ip, now);
+        if first {
+            self.reaper_wake.notify_one();
+        }
+        self.note_change(&st);
+        Ok(lease)
+    }
+
+    /// Binds `ip` to `client`; durable on return. Cancel-safe: if dropped,
+    /// the binding may or may not have been made, and is flushed anyway.
+    pub async fn bind(
+        &self,
+        subnet: &str,
+        client: &ClientKey,
+        ip: Ipv4Addr,
+        hostname: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Lease, IpamError> {
+        let now = secs(now);
+        let settle = {
+            let mut st = self.lock();
+            self.maintain(&mut st, now)?;
+            let s = st.subnet_ix(subnet)?;
+            let plan =
+                st.plan_bind(s, client, u32::from(ip), hostname, now, &|ip| self.read(ip))?;
+            self.finish(&mut st, plan)?
+        };
+        self.settle(settle).await
+    }
+
+    /// Extends the client's lease on `ip`. Within the cache threshold the
+    /// cached lease is returned untouched (no write). Cancel-safe as `bind`.
+    pub async fn renew(
+        &self,
+        client: &ClientKey,
+        ip: Ipv4Addr,
+        now: SystemTime,
+    ) -> Result<Lease, IpamError> {
+        let now = secs(now);
+        let settle = {
+            let mut st = self.lock();
+            self.maintain(&mut st, now)?;
+            let plan = st.plan_renew(client, u32::from(ip), now, &|ip| self.read(ip))?;
+            self.finish(&mut st, plan)?
+        };
+        self.settle(settle).await
+    }
+
+    /// Releases the client's lease (or offer) on `ip`; durable on return.
+    /// Cancel-safe as `bind`.
+    pub async fn release(
+        &self,
+        client: &ClientKey,
+        ip: Ipv4Addr,
+        now: SystemTime,
+    ) -> Result<(), IpamError> {
+        let now = secs(now);
+        let ticket = {
+            let mut st = self.lock();
+            self.maintain(&mut st, now)?;
+            match st.plan_release(client, u32::from(ip), now, &|ip| self.read(ip))? {
+                None => {
+                    if st
+                        .offers
+                        .get(&u32::from(ip))
+                        .is_some_and(|o| &o.client == client)
+                    {
+                        st.drop_offer(u32::from(ip));
+                    }
+                    self.note_change(&st);
+                    None
+                }
+                Some(changes) => {
+                    let t = self.write(&mut st, &changes, true)?;
+                    self.note_change(&st);
+                    t
+                }
+            }
+        };
+        match ticket {
+            Some(t) => {
+                self.committer
+                    .wait(t, self.store.as_ref(), &self.stats)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Quarantines `ip` for `decline_quarantine`; durable on return.
+    /// Cancel-safe as `bind`.
+    pub async fn decline(
+        &self,
+        client: &ClientKey,
+        ip: Ipv4Addr,
+        now: SystemTime,
+    ) -> Result<(), IpamError> {
+        let now = secs(now);
+        let ticket = {
+            let mut st = self.lock();
+            self.maintain(&mut st, now)?;
+            let changes = st.plan_decline(client, u32::from(ip), now, &|ip| self.read(ip))?;
+            let t = self.write(&mut st, &changes, true)?;
+            self.note_change(&st);
+            t
+        };
+        match ticket {
+            Some(t) => {
+                self.committer
+                    .wait(t, self.store.as_ref(), &self.stats)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// API allocation: offer + bind in one step; idempotent per client (a
+    /// client with a bound lease in the subnet gets it back, unwritten).
+    /// Cancel-safe as `bind`.
+    pub async fn allocate(
+        &self,
+        subnet: &str,
+        client: &ClientKey,
+        now: SystemTime,
+    ) -> Result<Lease, IpamError> {
+        let now = secs(now);
+        let settle = {
+            let mut st = self.lock();
+            self.maintain(&mut st, now)?;
+            let s = st.subnet_ix(subnet)?;
+            let held = st
+                .clients
+                .get(client)
+                .filter(|ip| st.subnets[s].contains(*ip) && st.subnets[s].is_bound(*ip, now));
+            let plan = match held.map(|ip| self.read(ip).map(|r| (ip, r))).transpose()? {
+                Some((ip, Some(r))) => Plan::Cached(r.to_lease(Ipv4Addr::from(ip), subnet)),
+                _ => {
+                    let ip = st.choose(s, client, None, now)?;
+                    st.plan_bind(s, client, ip, None, now, &|ip| self.read(ip))?
+                }
+            };
+            self.finish(&mut st, plan)?
+        };
+        self.settle(settle).await
+    }
+
+    /// The client's lease: its bound lease, else its live offer, else its
+    /// last (released/expired/declined) one. Found through the in-memory
+    /// client index; the full record (hostname, times) is one sled read
+    /// from its page cache, so a flood of unknown clients costs no I/O.
+    pub fn lease_of(&self, client: &ClientKey) -> Option<Lease> {
+        let st = self.lock();
+        let stored = st.clients.get(client);
+        let offer = st.offer_of(client).map(|(ip, o)| (ip, o.expires, o.at));
+        let sub = |ip: u32| st.subnet_of(ip).map(|s| st.subnets[s].spec.id.clone());
+        if let Some(ip) = stored
+            .filter(|ip| st.code(*ip) == 1)
+            .or(if offer.is_none() { stored } else { None })
+        {
+            let r = self.read(ip).ok().flatten()?;
+            return Some(r.to_lease(Ipv4Addr::from(ip), &sub(ip)?));
+        }
+        let (ip, expires, at) = offer?;
+        Some(offered(ip, &sub(ip)?, client, expires, at))
+    }
+
+    /// The lease on `ip` (its live offer, else its stored record).
+    pub fn lookup(&self, ip: Ipv4Addr) -> Option<Lease> {
+        let ip = u32::from(ip);
+        let st = self.lock();
+        let s = st.subnet_of(ip)?;
+        let id = &st.subnets[s].spec.id;
+        if let Some(o) = st.offers.get(&ip) {
+            return Some(offered(ip, id, &o.client, o.expires, o.at));
+        }
+        self.read(ip)
+            .ok()
+            .flatten()
+            .map(|r| r.to_lease(Ipv4Addr::from(ip), id))
+    }
+
+    /// Leases matching `filter`, in address order (offers first). Scans the
+    /// store without holding the state lock.
+    pub fn leases(&self, filter: &LeaseFilter) -> Vec<Lease> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        if let Some(c) = &filter.client {
+            return self
+                .lease_of(c)
+                .filter(|l| filter.matches(l))
+                .into_iter()
+                .take(limit)
+                .collect();
+        }
+        let (subnets, mut out) = {
+            let st = self.lock();
+            let subnets: Vec<_> = st.subnets.iter().map(|s| s.spec.clone()).collect();
+            let mut offers: Vec<Lease> = st
+                .offers
+                .iter()
+                .filter_map(|(ip, o)| {
+                    st.subnet_of(*ip)
+                        .map(|s| offered(*ip, &st.subnets[s].spec.id, &o.client, o.expires, o.at))
+                })
+                .filter(|l| filter.matches(l))
+                .collect();
+            offers.sort_by_key(|l| l.ip);
+            (subnets, offers)
+        };
+        out.truncate(limit);
+        for spec in subnets
+            .iter()
+            .filter(|s| filter.subnet.as_ref().is_none_or(|id| *id == s.id))
+        {
+            let from = ip_key(u32::from(spec.cidr.network()));
+            let to = u32::from(spec.cidr.broadcast()).checked_add(1).map(ip_key);
+            for kv in self
+                .store
+                .scan(TreeId::Leases, &from, to.as_ref().map(|k| &k[..]))
+            {
+                if out.len() >= limit {
+                    return out;
+                }
+                let Ok((k, v)) = kv else { continue };
+                let (Some(ip), Ok(r)) = (key_ip(&k), Record::decode(&v)) else {
+                    continue;
+                };
+                let lease = r.to_lease(Ipv4Addr::from(ip), &spec.id);
+                if filter.matches(&lease) {
+                    out.push(lease);
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks lease counts changed; publishes them at most every 250 ms (the
+    /// reaper publishes the last change).
+    pub(super) fn note_change(&self, st: &State) {
+        self.dirty.store(true, Relaxed);
+        let due = {
+            let mut last = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| t.elapsed().as_millis() >= 250);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.publish_locked(st);
+        }
+    }
+
+    pub(super) fn publish_locked(&self, st: &State) {
+        self.dirty.store(false, Relaxed);
+        let counts: Vec<LeaseCount> = st
+            .subnets
+            .iter()
+            .flat_map(|s| {
+                LeaseState::ALL.iter().map(|state| LeaseCount {
+                    subnet: s.spec.id.clone(),
+                    state: state.as_str(),
+                    count: s.count(*state),
+                })
+            })
+            .collect();
+        *self
+            .stats
+            .ipam
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = counts;
+    }
+
+    pub(super) fn publish_counts(&self, force: bool) {
+        if force || self.dirty.load(Relaxed) {
+            let st = self.lock();
+            self.publish_locked(&st);
+        }
+    }
+}
+
+fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32) -> Lease {
+    Lease {
+        ip: Ipv4Addr::from(ip),
+        subnet: subnet.to_owned(),
+        client: client.clone(),
+        state: LeaseState::Offered,
+        expires_at: time(expires),
+        updated_at: time(at),
+        hostname: None,
+    }
+}

@@ -1,0 +1,159 @@
+//! On-disk encodings. Leases are compact binary (1M of them load in about a
+//! second); specs and isolation entries are JSON (few, and readable).
+//!
+//! Lease record v1: `[1][state][expires u32][updated u32][hostname len u8]
+//! [hostname][client key text]`, integers big-endian.
+
+use std::net::Ipv4Addr;
+
+use super::model::{time, Lease, LeaseState};
+use super::IpamError;
+use crate::client::ClientKey;
+
+const VERSION: u8 = 1;
+
+/// A stored lease (never `Offered`: offers live only in memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub state: LeaseState,
+    pub client: ClientKey,
+    /// Expiry; release time for released, quarantine end for declined.
+    pub expires: u32,
+    pub updated: u32,
+    pub hostname: Option<String>,
+}
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let client = self.client.to_string();
+        let host = self.hostname.as_deref().unwrap_or("");
+        let host = &host.as_bytes()[..host.len().min(255)];
+        let mut v = Vec::with_capacity(11 + host.len() + client.len());
+        v.push(VERSION);
+        v.push(state_code(self.state));
+        v.extend_from_slice(&self.expires.to_be_bytes());
+        v.extend_from_slice(&self.updated.to_be_bytes());
+        v.push(host.len() as u8);
+        v.extend_from_slice(host);
+        v.extend_from_slice(client.as_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, IpamError> {
+        let bad = |what: &str| IpamError::Storage(format!("bad lease record: {what}"));
+        let (&[ver, st], rest) = b.split_first_chunk::<2>().ok_or_else(|| bad("short"))?;
+        if ver != VERSION {
+            return Err(bad("version"));
+        }
+        let (exp, rest) = rest.split_first_chunk::<4>().ok_or_else(|| bad("short"))?;
+        let (upd, rest) = rest.split_first_chunk::<4>().ok_or_else(|| bad("short"))?;
+        let (&hl, rest) = rest.split_first().ok_or_else(|| bad("short"))?;
+        let (host, client) = rest
+            .split_at_checked(usize::from(hl))
+            .ok_or_else(|| bad("short"))?;
+        let text = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| bad("utf-8"))
+        };
+        Ok(Self {
+            state: state_from_code(st).ok_or_else(|| bad("state"))?,
+            client: text(client)?.parse().map_err(|_| bad("client"))?,
+            expires: u32::from_be_bytes(*exp),
+            updated: u32::from_be_bytes(*upd),
+            hostname: if hl == 0 { None } else { Some(text(host)?) },
+        })
+    }
+
+    /// State and expiry only (what the index needs at start-up).
+    pub fn decode_head(b: &[u8]) -> Result<(LeaseState, u32), IpamError> {
+        match b {
+            [VERSION, st, e0, e1, e2, e3, ..] => {
+                let state = state_from_code(*st)
+                    .ok_or_else(|| IpamError::Storage("bad lease record: state".into()))?;
+                Ok((state, u32::from_be_bytes([*e0, *e1, *e2, *e3])))
+            }
+            _ => Err(IpamError::Storage("bad lease record".into())),
+        }
+    }
+
+    pub fn to_lease(&self, ip: Ipv4Addr, subnet: &str) -> Lease {
+        Lease {
+            ip,
+            subnet: subnet.to_owned(),
+            client: self.client.clone(),
+            state: self.state,
+            expires_at: time(self.expires),
+            updated_at: time(self.updated),
+            hostname: self.hostname.clone(),
+        }
+    }
+}
+
+/// In-memory per-address state code; 0 means no stored record.
+pub const FREE: u8 = 0;
+
+pub fn state_code(s: LeaseState) -> u8 {
+    match s {
+        LeaseState::Bound => 1,
+        LeaseState::Released => 2,
+        LeaseState::Expired => 3,
+        LeaseState::Declined => 4,
+        LeaseState::Offered => 5,
+    }
+}
+
+pub fn state_from_code(c: u8) -> Option<LeaseState> {
+    Some(match c {
+        1 => LeaseState::Bound,
+        2 => LeaseState::Released,
+        3 => LeaseState::Expired,
+        4 => LeaseState::Declined,
+        5 => LeaseState::Offered,
+        _ => return None,
+    })
+}
+
+pub fn ip_key(ip: u32) -> [u8; 4] {
+    ip.to_be_bytes()
+}
+
+pub fn key_ip(k: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(k).ok().map(u32::from_be_bytes)
+}
+
+pub fn reservation_key(subnet: &str, client: &ClientKey) -> Vec<u8> {
+    let mut k = subnet.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(client.to_string().as_bytes());
+    k
+}
+
+pub fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, IpamError> {
+    serde_json::to_vec(v).map_err(|e| IpamError::Storage(e.to_string()))
+}
+
+pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, IpamError> {
+    serde_json::from_slice(b).map_err(|e| IpamError::Storage(format!("bad stored record: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        for hostname in [None, Some("web-1".to_owned())] {
+            let r = Record {
+                state: LeaseState::Declined,
+                client: "id:0a0b".parse().unwrap(),
+                expires: 1_700_000_000,
+                updated: 1_699_999_000,
+                hostname,
+            };
+            assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        }
+        assert!(Record::decode(&[1, 1, 0]).is_err());
+        assert!(Record::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,379 @@
+//! The in-memory lease state and the lease decisions (pure: the store is
+//! reached only through a record reader, time only through `now`).
+//!
+//! The store is the source of truth; this is its index. A mutation is
+//! planned here as a list of [`Change`]s, written to the store in one
+//! transaction, then [`State::apply`]d — so memory never runs ahead of a
+//! failed write.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use super::index::SubnetIndex;
+use super::model::{time, Lease, LeaseState, ReservationSpec};
+use super::record::{ip_key, Record, FREE};
+use super::store::{Op, TreeId};
+use super::IpamError;
+use crate::client::ClientKey;
+
+pub type Reader<'a> = &'a dyn Fn(u32) -> Result<Option<Record>, IpamError>;
+
+/// One stored lease changing: `old_client` is the client of the record it
+/// replaces (to keep the client index exact).
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub ip: u32,
+    pub old_client: Option<ClientKey>,
+    pub new: Option<Record>,
+}
+
+#[derive(Debug)]
+pub enum Plan {
+    /// Nothing to write; answer with this lease.
+    Cached(Lease),
+    Write(Vec<Change>, Lease),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    pub cache_threshold: f64,
+    pub offer_hold: u32,
+    pub quarantine: u32,
+}
+
+#[derive(Debug)]
+pub struct Offer {
+    pub client: ClientKey,
+    pub expires: u32,
+    pub at: u32,
+}
+
+/// Client key → IPv4 of its latest stored lease. MAC keys (nearly all of
+/// them) get a compact map: 12 bytes an entry instead of 32.
+#[derive(Debug, Default)]
+pub struct ClientMap {
+    macs: HashMap<[u8; 6], u32>,
+    other: HashMap<ClientKey, u32>,
+}
+
+impl ClientMap {
+    pub fn get(&self, c: &ClientKey) -> Option<u32> {
+        match c {
+            ClientKey::Mac(m) => self.macs.get(m).copied(),
+            other => self.other.get(other).copied(),
+        }
+    }
+    pub fn insert(&mut self, c: &ClientKey, ip: u32) {
+        match c {
+            ClientKey::Mac(m) => self.macs.insert(*m, ip),
+            other => self.other.insert(other.clone(), ip),
+        };
+    }
+    pub fn remove(&mut self, c: &ClientKey) {
+        match c {
+            ClientKey::Mac(m) => self.macs.remove(m),
+            other => self.other.remove(other),
+        };
+    }
+}
+
+#[derive(Debug)]
+pub struct State {
+    /// Sorted by network address.
+    pub subnets: Vec<SubnetIndex>,
+    pub clients: ClientMap,
+    pub offers: HashMap<u32, Offer>,
+    offer_of: HashMap<ClientKey, u32>,
+    /// `(expires, ip)` in creation order, which is expiry order.
+    offer_queue: VecDeque<(u32, u32)>,
+    pub reservations: BTreeMap<(String, ClientKey), ReservationSpec>,
+    pub reserved: HashMap<u32, ClientKey>,
+    /// Earliest bound expiry (`u32::MAX`: none).
+    pub next_expiry: u32,
+    pub tuning: Tuning,
+    /// Sequence number of the latest durable write.
+    pub seq: u64,
+    /// Address → sequence number of its latest write (pruned once flushed):
+    /// a cached answer about an address waits for that write's flush.
+    pub pending: HashMap<u32, u64>,
+}
+
+impl State {
+    pub fn new(tuning: Tuning) -> Self {
+        Self {
+            subnets: Vec::new(),
+            clients: ClientMap::default(),
+            offers: HashMap::new(),
+            offer_of: HashMap::new(),
+            offer_queue: VecDeque::new(),
+            reservations: BTreeMap::new(),
+            reserved: HashMap::new(),
+            next_expiry: u32::MAX,
+            tuning,
+            seq: 0,
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn subnet_ix(&self, id: &str) -> Result<usize, IpamError> {
+        self.subnets
+            .iter()
+            .position(|s| s.spec.id == id)
+            .ok_or_else(|| IpamError::UnknownSubnet(id.to_owned()))
+    }
+
+    pub fn subnet_of(&self, ip: u32) -> Option<usize> {
+        let i = self
+            .subnets
+            .partition_point(|s| u32::from(s.spec.cidr.network()) <= ip);
+        i.checked_sub(1).filter(|&i| self.subnets[i].contains(ip))
+    }
+
+    /// Adds a subnet index in address order (the caller checked overlaps).
+    pub fn insert_subnet(&mut self, ix: SubnetIndex) {
+        let net = ix.spec.cidr.network();
+        let at = self
+            .subnets
+            .partition_point(|s| s.spec.cidr.network() < net);
+        self.subnets.insert(at, ix);
+    }
+
+    fn offer_live(&self, ip: u32, now: u32) -> Option<&Offer> {
+        self.offers.get(&ip).filter(|o| o.expires > now)
+    }
+
+    /// Whether `client` may be given `ip` of subnet `s` at `now`.
+    pub fn available(&self, s: usize, ip: u32, client: &ClientKey, now: u32) -> bool {
+        let sub = &self.subnets[s];
+        let addr = Ipv4Addr::from(ip);
+        if !sub.contains(ip) || sub.spec.is_unassignable(addr) {
+            return false;
+        }
+        match self.reserved.get(&ip) {
+            Some(c) if c != client => return false,
+            Some(_) => {}
+            None if !sub.spec.is_dynamic(addr) => return false,
+            None => {}
+        }
+        if self
+            .offer_live(ip, now)
+            .is_some_and(|o| &o.client != client)
+        {
+            return false;
+        }
+        !sub.is_held(ip, now) || (sub.is_bound(ip, now) && self.clients.get(client) == Some(ip))
+    }
+
+    /// Picks an address: the client's reservation, its current lease or
+    /// offer, its previous address, the requested one, a never-used one,
+    /// then the longest-reusable expired/released one.
+    pub fn choose(
+        &mut self,
+        s: usize,
+        client: &ClientKey,
+        requested: Option<Ipv4Addr>,
+        now: u32,
+    ) -> Result<u32, IpamError> {
+        let sub = &self.subnets[s];
+        if let Some(r) = self
+            .reservations
+            .get(&(sub.spec.id.clone(), client.clone()))
+        {
+            let ip = u32::from(r.ip);
+            return if self.available(s, ip, client, now) {
+                Ok(ip)
+            } else {
+                Err(IpamError::AddressTaken { ip: r.ip })
+            };
+        }
+        let offered = self
+            .offer_of
+            .get(client)
+            .copied()
+            .filter(|ip| self.offer_live(*ip, now).is_some());
+        let previous = self.clients.get(client);
+        let candidates = [offered, previous, requested.map(u32::from)];
+        if let Some(ip) = candidates
+            .into_iter()
+            .flatten()
+            .find(|ip| self.subnets[s].contains(*ip) && self.available(s, *ip, client, now))
+        {
+            return Ok(ip);
+        }
+        if let Some(ip) = self.subnets[s].next_free() {
+            return Ok(ip);
+        }
+        self.subnets[s]
+            .oldest_reusable(now, |ip| self.available(s, ip, client, now))
+            .ok_or_else(|| IpamError::PoolExhausted {
+                subnet: self.subnets[s].spec.id.clone(),
+            })
+    }
+
+    /// Holds `ip` for `client` until `now + offer_hold` (memory only).
+    pub fn offer(&mut self, s: usize, client: &ClientKey, ip: u32, now: u32) -> Lease {
+        if let Some(old) = self.offer_of.get(client).copied() {
+            self.drop_offer(old);
+        }
+        self.drop_offer(ip);
+        let expires = now.saturating_add(self.tuning.offer_hold);
+        self.subnets[s].unindex(ip);
+        self.subnets[s].offered += 1;
+        self.offers.insert(
+            ip,
+            Offer {
+                client: client.clone(),
+                expires,
+                at: now,
+            },
+        );
+        self.offer_of.insert(client.clone(), ip);
+        self.offer_queue.push_back((expires, ip));
+        Lease {
+            ip: Ipv4Addr::from(ip),
+            subnet: self.subnets[s].spec.id.clone(),
+            client: client.clone(),
+            state: LeaseState::Offered,
+            expires_at: time(expires),
+            updated_at: time(now),
+            hostname: None,
+        }
+    }
+
+    pub fn drop_offer(&mut self, ip: u32) {
+        let Some(o) = self.offers.remove(&ip) else {
+            return;
+        };
+        if self.offer_of.get(&o.client) == Some(&ip) {
+            self.offer_of.remove(&o.client);
+        }
+        if let Some(s) = self.subnet_of(ip) {
+            self.subnets[s].offered = self.subnets[s].offered.saturating_sub(1);
+            if !self.reserved.contains_key(&ip) {
+                self.subnets[s].reindex(ip);
+            }
+        }
+    }
+
+    /// Drops offers that timed out; returns whether any did.
+    pub fn purge_offers(&mut self, now: u32) -> bool {
+        let mut any = false;
+        while let Some(&(exp, ip)) = self.offer_queue.front() {
+            if exp > now {
+                break;
+            }
+            self.offer_queue.pop_front();
+            if self.offers.get(&ip).is_some_and(|o| o.expires == exp) {
+                self.drop_offer(ip);
+                any = true;
+            }
+        }
+        any
+    }
+
+    pub fn next_offer_expiry(&self) -> Option<u32> {
+        self.offer_queue.front().map(|(e, _)| *e)
+    }
+
+    pub fn offer_of(&self, client: &ClientKey) -> Option<(u32, &Offer)> {
+        let ip = *self.offer_of.get(client)?;
+        self.offers.get(&ip).map(|o| (ip, o))
+    }
+
+    /// Store writes for `changes`, computed against the current client index.
+    pub fn ops(&self, changes: &[Change]) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(changes.len() * 2);
+        for c in changes {
+            let key = ip_key(c.ip).to_vec();
+            if let Some(o) = &c.old_client {
+                let replaced = c.new.as_ref().is_none_or(|r| &r.client != o);
+                if replaced && self.clients.get(o) == Some(c.ip) {
+                    ops.push(Op {
+                        tree: TreeId::Clients,
+                        key: o.to_string().into_bytes(),
+                        value: None,
+                    });
+                }
+            }
+            if let Some(r) = &c.new {
+                let ck = r.client.to_string().into_bytes();
+                ops.push(Op {
+                    tree: TreeId::Clients,
+                    key: ck,
+                    value: Some(key.clone()),
+                });
+            }
+            ops.push(Op {
+                tree: TreeId::Leases,
+                key,
+                value: c.new.as_ref().map(Record::encode),
+            });
+        }
+        ops
+    }
+
+    /// Applies changes already written to the store.
+    pub fn apply(&mut self, changes: &[Change]) {
+        for c in changes {
+            let Some(s) = self.subnet_of(c.ip) else {
+                continue;
+            };
+            if let Some(r) = &c.new {
+                if let Some(oip) = self.offer_of.get(&r.client).copied() {
+                    self.drop_offer(oip);
+                }
+            }
+            self.drop_offer(c.ip);
+            if let Some(o) = &c.old_client {
+                if c.new.as_ref().is_none_or(|r| &r.client != o)
+                    && self.clients.get(o) == Some(c.ip)
+                {
+                    self.clients.remove(o);
+                }
+            }
+            let sub = &mut self.subnets[s];
+            sub.set(c.ip, c.new.as_ref().map(|r| (r.state, r.expires)));
+            if !self.reserved.contains_key(&c.ip) {
+                sub.reindex(c.ip);
+            }
+            if let Some(r) = &c.new {
+                self.clients.insert(&r.client, c.ip);
+                if r.state == LeaseState::Bound {
+                    self.next_expiry = self.next_expiry.min(r.expires);
+                }
+            }
+        }
+    }
+
+    /// Marks `ip` reserved for `client` (it leaves the free sets).
+    pub fn reserve(&mut self, r: ReservationSpec) {
+        let ip = u32::from(r.ip);
+        if let Some(s) = self.subnet_of(ip) {
+            self.subnets[s].unindex(ip);
+        }
+        self.reserved.insert(ip, r.client.clone());
+        self.reservations
+            .insert((r.subnet.clone(), r.client.clone()), r);
+    }
+
+    pub fn unreserve(&mut self, subnet: &str, client: &ClientKey) -> Option<ReservationSpec> {
+        let r = self
+            .reservations
+            .remove(&(subnet.to_owned(), client.clone()))?;
+        let ip = u32::from(r.ip);
+        self.reserved.remove(&ip);
+        if let Some(s) = self.subnet_of(ip) {
+            if !self.offers.contains_key(&ip) {
+                self.subnets[s].reindex(ip);
+            }
+        }
+        Some(r)
+    }
+
+    /// The stored state code of `ip` (FREE if none or outside all subnets).
+    pub fn code(&self, ip: u32) -> u8 {
+        self.subnet_of(ip)
+            .map(|s| self.subnets[s].state(ip))
+            .unwrap_or(FREE)
+    }
+}

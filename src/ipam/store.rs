@@ -1,0 +1,249 @@
+//! Storage behind a small trait: named trees of ordered byte keys, atomic
+//! multi-tree writes, and a flush that makes every earlier write durable.
+//! sled is the embedded backend; a distributed one (etcd: trees become key
+//! prefixes, `apply` a txn) can implement the same trait later.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::IpamError;
+
+/// Bumped when the on-disk layout changes; a store written by a newer
+/// vpcbox is refused rather than misread.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TreeId {
+    Subnets,
+    /// IPv4 (`u32::to_be_bytes`) → encoded lease record.
+    Leases,
+    /// Client key text → IPv4 of its latest lease.
+    Clients,
+    Reservations,
+    Isolations,
+    Meta,
+}
+
+impl TreeId {
+    pub const ALL: [TreeId; 6] = [
+        Self::Subnets,
+        Self::Leases,
+        Self::Clients,
+        Self::Reservations,
+        Self::Isolations,
+        Self::Meta,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Subnets => "subnets",
+            Self::Leases => "leases",
+            Self::Clients => "clients",
+            Self::Reservations => "reservations",
+            Self::Isolations => "isolations",
+            Self::Meta => "meta",
+        }
+    }
+}
+
+/// One write: `None` removes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    pub tree: TreeId,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), IpamError>> + 'a>;
+
+pub trait Store: Send + Sync {
+    fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, IpamError>;
+    /// Keys in `[from, to)` in byte order (`to = None`: to the end).
+    fn scan(&self, tree: TreeId, from: &[u8], to: Option<&[u8]>) -> KvIter<'_>;
+    /// Applies all ops atomically (one transaction); visible at once, durable
+    /// after the next flush.
+    fn apply(&self, ops: &[Op]) -> Result<(), IpamError>;
+    /// Makes every write applied before the call durable (blocking).
+    fn flush(&self) -> Result<(), IpamError>;
+    /// Same, without blocking the calling thread.
+    fn flush_async(&self) -> BoxFuture<'static, Result<(), IpamError>>;
+    fn size_on_disk(&self) -> u64;
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens (creating if absent) the store in `dir`. Another process holding
+    /// it gives `Locked`; garbage gives `Corrupt` (sled may panic on garbage,
+    /// so the open runs under `catch_unwind`).
+    pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, IpamError> {
+        let path = dir.to_path_buf();
+        let config = sled::Config::new().path(dir).cache_capacity(cache_capacity);
+        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Self, sled::Error> {
+            let db = config.open()?;
+            let trees = TreeId::ALL
+                .iter()
+                .map(|t| db.open_tree(t.name()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Self { db, trees })
+        }));
+        let store = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(open_error(path, e)),
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "sled panicked while opening".into());
+                return Err(IpamError::Corrupt { path, reason });
+            }
+        };
+        store.check_schema(&path)?;
+        Ok(store)
+    }
+
+    fn check_schema(&self, path: &Path) -> Result<(), IpamError> {
+        match self.get(TreeId::Meta, b"schema")? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| IpamError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason: "bad schema record".into(),
+                    })?;
+                if found > SCHEMA {
+                    return Err(IpamError::NewerSchema {
+                        found,
+                        supported: SCHEMA,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let empty = TreeId::ALL.iter().all(|t| self.tree(*t).is_empty());
+                if !empty {
+                    return Err(IpamError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason: "data without a schema record".into(),
+                    });
+                }
+                self.apply(&[Op {
+                    tree: TreeId::Meta,
+                    key: b"schema".to_vec(),
+                    value: Some(SCHEMA.to_be_bytes().to_vec()),
+                }])?;
+                self.flush()
+            }
+        }
+    }
+
+    fn tree(&self, t: TreeId) -> &sled::Tree {
+        // The vector is built from TreeId::ALL in order.
+        &self.trees[TreeId::ALL.iter().position(|x| *x == t).unwrap_or(0)]
+    }
+}
+
+fn open_error(path: PathBuf, e: sled::Error) -> IpamError {
+    match e {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            IpamError::Locked { path }
+        }
+        sled::Error::Io(io) => IpamError::Storage(format!("opening {path:?}: {io}")),
+        other => IpamError::Corrupt {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, IpamError> {
+        Ok(self.tree(tree).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, tree: TreeId, from: &[u8], to: Option<&[u8]>) -> KvIter<'_> {
+        let t = self.tree(tree);
+        let iter = match to {
+            Some(to) => t.range(from.to_vec()..to.to_vec()),
+            None => t.range(from.to_vec()..),
+        };
+        Box::new(iter.map(|r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(IpamError::from)
+        }))
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<(), IpamError> {
+        if ops.is_empty() {
+            // sled panics on a transaction over zero trees.
+            return Ok(());
+        }
+        if let [op] = ops {
+            // A single key is atomic without a transaction.
+            let t = self.tree(op.tree);
+            match &op.value {
+                Some(v) => t.insert(&op.key, v.as_slice())?,
+                None => t.remove(&op.key)?,
+            };
+            return Ok(());
+        }
+        let mut ids: Vec<TreeId> = Vec::new();
+        for op in ops {
+            if !ids.contains(&op.tree) {
+                ids.push(op.tree);
+            }
+        }
+        let trees: Vec<&sled::Tree> = ids.iter().map(|t| self.tree(*t)).collect();
+        let result = trees.as_slice().transaction(|txs| {
+            for op in ops {
+                let i = ids.iter().position(|t| *t == op.tree).unwrap_or(0);
+                match &op.value {
+                    Some(v) => txs[i].insert(op.key.as_slice(), v.as_slice())?,
+                    None => txs[i].remove(op.key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => {
+                Err(IpamError::Storage("transaction aborted".into()))
+            }
+        }
+    }
+
+    fn flush(&self) -> Result<(), IpamError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn flush_async(&self) -> BoxFuture<'static, Result<(), IpamError>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            db.flush_async().await?;
+            Ok(())
+        })
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}

@@ -1,0 +1,472 @@
+//! IPAM unit tests: every one runs on a real sled store in a temp dir.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::client::ClientKey;
+use crate::stats::Stats;
+
+pub fn spec(id: &str, cidr: &str, start: &str, end: &str) -> SubnetSpec {
+    SubnetSpec {
+        id: id.into(),
+        cidr: cidr.parse().unwrap(),
+        pools: vec![PoolRange {
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        }],
+        exclude: vec![],
+        gateway: None,
+        dns: vec![],
+        domain: None,
+        lease_time: Duration::from_secs(1000),
+        renew_time: None,
+        rebind_time: None,
+        mtu: None,
+        routes: vec![],
+        options: vec![],
+        relays: vec![],
+    }
+}
+
+pub fn mac(n: u8) -> ClientKey {
+    ClientKey::Mac([2, 0, 0, 0, 0, n])
+}
+
+pub fn at(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+}
+
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+pub fn open(dir: &Path) -> Arc<Ipam> {
+    Ipam::open(dir, IpamOptions::default(), Stats::new(16)).unwrap()
+}
+
+/// A store with subnet "lab" = 10.0.0.0/24, pool .10–.13.
+fn lab(dir: &Path) -> Arc<Ipam> {
+    let ipam = open(dir);
+    ipam.apply_config(
+        &[spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")],
+        &[],
+        at(0),
+    )
+    .unwrap();
+    ipam
+}
+
+async fn bind_new(ipam: &Ipam, c: &ClientKey, now: SystemTime) -> Lease {
+    let offer = ipam.offer("lab", c, None, now).unwrap();
+    ipam.bind("lab", c, offer.ip, None, now).await.unwrap()
+}
+
+#[tokio::test]
+async fn allocation_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    // Free addresses first, in order.
+    let a = bind_new(&ipam, &mac(1), at(0)).await;
+    let b = bind_new(&ipam, &mac(2), at(1)).await;
+    assert_eq!((a.ip, b.ip), (ip("10.0.0.10"), ip("10.0.0.11")));
+    // Its current lease.
+    assert_eq!(ipam.offer("lab", &mac(1), None, at(2)).unwrap().ip, a.ip);
+    assert_eq!(
+        ipam.offer("lab", &mac(1), None, at(2)).unwrap().state,
+        LeaseState::Bound
+    );
+    // A requested free address.
+    assert_eq!(
+        ipam.offer("lab", &mac(3), Some(ip("10.0.0.13")), at(2))
+            .unwrap()
+            .ip,
+        ip("10.0.0.13")
+    );
+    // A requested address in use by another is not given.
+    assert_eq!(
+        ipam.offer("lab", &mac(4), Some(a.ip), at(2)).unwrap().ip,
+        ip("10.0.0.12")
+    );
+    // Released: its previous address, if still free.
+    ipam.release(&mac(2), b.ip, at(3)).await.unwrap();
+    assert_eq!(ipam.offer("lab", &mac(2), None, at(4)).unwrap().ip, b.ip);
+    // Pool now: .10 bound(1), .11 offered(2), .12 offered(4), .13 offered(3).
+    assert!(matches!(
+        ipam.offer("lab", &mac(5), None, at(4)),
+        Err(IpamError::PoolExhausted { .. })
+    ));
+    // Offers time out after offer_hold (30 s): the oldest released/expired
+    // address is reused only once no never-used one is left.
+    ipam.release(&mac(1), a.ip, at(40)).await.unwrap();
+    let c = ipam.offer("lab", &mac(6), None, at(41)).unwrap();
+    assert_ne!(c.ip, a.ip, "never-used addresses come before released ones");
+}
+
+#[tokio::test]
+async fn oldest_released_is_reused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    let mut leases = Vec::new();
+    for n in 1..=4 {
+        leases.push(bind_new(&ipam, &mac(n), at(0)).await);
+    }
+    ipam.release(&mac(3), leases[2].ip, at(10)).await.unwrap();
+    ipam.release(&mac(1), leases[0].ip, at(20)).await.unwrap();
+    assert_eq!(
+        ipam.offer("lab", &mac(9), None, at(30)).unwrap().ip,
+        leases[2].ip
+    );
+    let got = ipam
+        .bind("lab", &mac(9), leases[2].ip, None, at(30))
+        .await
+        .unwrap();
+    assert_eq!(got.client, mac(9));
+    // mac(3) lost its previous address and gets the next reusable one.
+    assert_eq!(
+        ipam.offer("lab", &mac(3), None, at(31)).unwrap().ip,
+        leases[0].ip
+    );
+    assert_eq!(ipam.lookup(leases[2].ip).unwrap().client, mac(9));
+}
+
+#[tokio::test]
+async fn reservations_and_exclusions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = open(dir.path());
+    let mut s = spec("lab", "10.0.0.0/24", "10.0.0.1", "10.0.0.6");
+    s.gateway = Some(ip("10.0.0.1"));
+    s.exclude = vec![ip("10.0.0.2")];
+    let r = ReservationSpec {
+        subnet: "lab".into(),
+        client: mac(7),
+        ip: ip("10.0.0.3"),
+        hostname: None,
+    };
+    let out = ReservationSpec {
+        subnet: "lab".into(),
+        client: mac(8),
+        ip: ip("10.0.0.200"),
+        hostname: None,
+    };
+    ipam.apply_config(&[s], &[r.clone(), out], at(0)).unwrap();
+    assert_eq!(ipam.utilisation()[0].size, 4);
+    let mut got = Vec::new();
+    for n in 1..=3 {
+        got.push(bind_new(&ipam, &mac(n), at(0)).await.ip);
+    }
+    assert_eq!(got, [ip("10.0.0.4"), ip("10.0.0.5"), ip("10.0.0.6")]);
+    assert!(matches!(
+        ipam.offer("lab", &mac(4), None, at(0)),
+        Err(IpamError::PoolExhausted { .. })
+    ));
+    assert!(matches!(
+        ipam.bind("lab", &mac(4), r.ip, None, at(0)).await,
+        Err(IpamError::Reserved { .. })
+    ));
+    assert!(matches!(
+        ipam.bind("lab", &mac(4), ip("10.0.0.2"), None, at(0)).await,
+        Err(IpamError::NotInSubnet { .. })
+    ));
+    assert!(matches!(
+        ipam.bind("lab", &mac(4), ip("10.0.0.1"), None, at(0)).await,
+        Err(IpamError::NotInSubnet { .. })
+    ));
+    assert_eq!(bind_new(&ipam, &mac(7), at(0)).await.ip, r.ip);
+    assert_eq!(bind_new(&ipam, &mac(8), at(0)).await.ip, ip("10.0.0.200"));
+    // Reserving an address leased to another client is refused.
+    let steal = ReservationSpec {
+        subnet: "lab".into(),
+        client: mac(9),
+        ip: got[0],
+        hostname: None,
+    };
+    assert!(matches!(
+        ipam.add_reservation(steal).await,
+        Err(IpamError::ReservationConflict(_))
+    ));
+    ipam.delete_reservation("lab", &mac(7)).await.unwrap();
+    assert_eq!(ipam.reservations().len(), 1);
+}
+
+#[tokio::test]
+async fn renew_inside_cache_threshold_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Stats::new(16);
+    let ipam = Ipam::open(dir.path(), IpamOptions::default(), stats.clone()).unwrap();
+    ipam.apply_config(
+        &[spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")],
+        &[],
+        at(0),
+    )
+    .unwrap();
+    let l = bind_new(&ipam, &mac(1), at(0)).await;
+    let writes = stats.ipam.writes_total.load(Relaxed);
+    // Lease time 1000 s, threshold 0.25: renewals before 250 s are cached.
+    let r = ipam.renew(&mac(1), l.ip, at(249)).await.unwrap();
+    assert_eq!(r.expires_at, l.expires_at);
+    assert_eq!(stats.ipam.writes_total.load(Relaxed), writes);
+    let r = ipam.renew(&mac(1), l.ip, at(250)).await.unwrap();
+    assert_eq!(r.expires_at, at(1250));
+    assert_eq!(stats.ipam.writes_total.load(Relaxed), writes + 1);
+    assert!(matches!(
+        ipam.renew(&mac(2), l.ip, at(251)).await,
+        Err(IpamError::NotOwner { .. })
+    ));
+    assert!(matches!(
+        ipam.renew(&mac(2), ip("10.0.0.12"), at(251)).await,
+        Err(IpamError::NoLease)
+    ));
+}
+
+#[tokio::test]
+async fn decline_quarantines_then_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    let l = bind_new(&ipam, &mac(1), at(0)).await;
+    ipam.decline(&mac(1), l.ip, at(1)).await.unwrap();
+    assert_eq!(ipam.lookup(l.ip).unwrap().state, LeaseState::Declined);
+    for n in 2..=4 {
+        bind_new(&ipam, &mac(n), at(2)).await;
+    }
+    // Quarantine is 600 s.
+    assert!(matches!(
+        ipam.offer("lab", &mac(5), None, at(600)),
+        Err(IpamError::PoolExhausted { .. })
+    ));
+    assert!(matches!(
+        ipam.bind("lab", &mac(5), l.ip, None, at(600)).await,
+        Err(IpamError::AddressTaken { .. })
+    ));
+    assert_eq!(ipam.offer("lab", &mac(5), None, at(601)).unwrap().ip, l.ip);
+}
+
+#[tokio::test]
+async fn expiry_with_explicit_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    let mut ips = Vec::new();
+    for n in 1..=4 {
+        ips.push(bind_new(&ipam, &mac(n), at(0)).await.ip);
+    }
+    assert!(matches!(
+        ipam.offer("lab", &mac(9), None, at(999)),
+        Err(IpamError::PoolExhausted { .. })
+    ));
+    ipam.reap(at(1000)).unwrap();
+    assert_eq!(ipam.lookup(ips[0]).unwrap().state, LeaseState::Expired);
+    let by_state = &ipam.utilisation()[0].by_state;
+    assert!(by_state.contains(&(LeaseState::Expired, 4)));
+    // An expired client renewing its still-free address gets it back.
+    assert_eq!(
+        ipam.renew(&mac(2), ips[1], at(1001)).await.unwrap().state,
+        LeaseState::Bound
+    );
+    let l = ipam.allocate("lab", &mac(9), at(1002)).await.unwrap();
+    assert_eq!(l.ip, ips[0]);
+    // Idempotent per client.
+    assert_eq!(ipam.allocate("lab", &mac(9), at(1003)).await.unwrap(), l);
+}
+
+#[tokio::test]
+async fn restart_keeps_bindings_and_drops_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bound, offered) = {
+        let ipam = lab(dir.path());
+        let b = bind_new(&ipam, &mac(1), at(0)).await;
+        let o = ipam.offer("lab", &mac(2), None, at(0)).unwrap();
+        (b, o)
+    };
+    let ipam = open(dir.path());
+    assert_eq!(ipam.lease_of(&mac(1)), Some(bound.clone()));
+    assert_eq!(ipam.lookup(offered.ip), None);
+    assert_eq!(
+        ipam.subnet("lab").unwrap().cidr,
+        "10.0.0.0/24".parse().unwrap()
+    );
+    assert!(matches!(
+        ipam.bind("lab", &mac(3), bound.ip, None, at(1)).await,
+        Err(IpamError::AddressTaken { .. })
+    ));
+}
+
+#[test]
+fn second_open_is_locked_and_garbage_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(4)).unwrap_err();
+    assert!(matches!(err, IpamError::Locked { .. }), "{err:?}");
+
+    let junk = tempfile::tempdir().unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes = vec![0u8; 64 * 1024];
+    for b in &mut bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(junk.path().join("db"), &bytes).unwrap();
+    std::fs::write(junk.path().join("conf"), &bytes[..512]).unwrap();
+    let err = Ipam::open(junk.path(), IpamOptions::default(), Stats::new(4)).unwrap_err();
+    assert!(matches!(err, IpamError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let op = store::Op {
+            tree: store::TreeId::Meta,
+            key: b"schema".to_vec(),
+            value: Some(99u32.to_be_bytes().to_vec()),
+        };
+        s.apply(&[op]).unwrap();
+        s.flush().unwrap();
+    }
+    let err = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(4)).unwrap_err();
+    assert_eq!(
+        err,
+        IpamError::NewerSchema {
+            found: 99,
+            supported: SCHEMA
+        }
+    );
+}
+
+#[tokio::test]
+async fn subnets_relays_and_overlaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    let mut other = spec("far", "10.1.0.0/24", "10.1.0.10", "10.1.0.20");
+    other.relays = vec![ip("192.0.2.1")];
+    ipam.add_subnet(other).await.unwrap();
+    let dup = spec("dup", "10.0.0.0/25", "10.0.0.10", "10.0.0.20");
+    assert!(matches!(
+        ipam.add_subnet(dup).await,
+        Err(IpamError::SubnetOverlap { .. })
+    ));
+    assert!(matches!(
+        ipam.add_subnet(spec("lab", "10.9.0.0/24", "10.9.0.1", "10.9.0.2"))
+            .await,
+        Err(IpamError::SubnetExists(_))
+    ));
+    let bad = spec("bad", "10.2.0.0/24", "10.2.0.0", "10.2.0.9");
+    assert!(matches!(
+        ipam.add_subnet(bad).await,
+        Err(IpamError::InvalidSubnet(_))
+    ));
+    assert_eq!(ipam.subnet_for_relay(ip("192.0.2.1")).unwrap().id, "far");
+    assert_eq!(ipam.subnet_for_relay(ip("10.1.0.1")).unwrap().id, "far");
+    assert_eq!(ipam.subnet_for_interface(ip("10.0.0.1")).unwrap().id, "lab");
+    assert!(ipam.subnet_for_relay(ip("10.3.0.1")).is_none());
+    let l = ipam.allocate("far", &mac(1), at(0)).await.unwrap();
+    ipam.delete_subnet("far").await.unwrap();
+    assert!(ipam.lookup(l.ip).is_none() && ipam.lease_of(&mac(1)).is_none());
+    drop(ipam);
+    assert_eq!(open(dir.path()).subnets().len(), 1);
+}
+
+#[tokio::test]
+async fn group_commit_batches_concurrent_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Stats::new(16);
+    let ipam = Ipam::open(dir.path(), IpamOptions::default(), stats.clone()).unwrap();
+    ipam.apply_config(
+        &[spec("lab", "10.0.0.0/16", "10.0.1.0", "10.0.4.255")],
+        &[],
+        at(0),
+    )
+    .unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    ipam.spawn(&tracker, cancel.clone());
+    let now = SystemTime::now();
+    let tasks: Vec<_> = (0..200u32)
+        .map(|n| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move {
+                let c = ClientKey::Id(n.to_be_bytes().into());
+                ipam.allocate("lab", &c, now).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let b = stats.ipam.batch_size.snapshot();
+    assert_eq!(b.sum as u64, 200, "every write was committed");
+    assert!(b.count < 200, "{b:?}: writes shared flushes");
+    assert_eq!(stats.ipam.commits_waiting.load(Relaxed), 0);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let leases = stats.ipam.leases.lock().unwrap().clone();
+    assert!(
+        leases.iter().any(|c| c.state == "bound" && c.count == 200),
+        "{leases:?}"
+    );
+}
+
+#[tokio::test]
+async fn export_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    bind_new(&ipam, &mac(1), at(0)).await;
+    let l2 = bind_new(&ipam, &mac(2), at(0)).await;
+    ipam.release(&mac(2), l2.ip, at(5)).await.unwrap();
+    let r = ReservationSpec {
+        subnet: "lab".into(),
+        client: mac(3),
+        ip: ip("10.0.0.50"),
+        hostname: Some("db".into()),
+    };
+    ipam.add_reservation(r).await.unwrap();
+    let iso = crate::isolation::IsolationSet::open(ipam.isolation_store()).unwrap();
+    iso.isolate(&mac(66), "test").unwrap();
+    let dump = ipam.export().unwrap();
+    let json = serde_json::to_string(&dump).unwrap();
+    let back: Dump = serde_json::from_str(&json).unwrap();
+    assert!(matches!(
+        ipam.import(back.clone(), false).await,
+        Err(IpamError::NotEmpty)
+    ));
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = open(dir2.path());
+    fresh.import(back, false).await.unwrap();
+    assert_eq!(fresh.export().unwrap(), dump);
+    drop(fresh);
+    let reopened = open(dir2.path());
+    assert_eq!(reopened.export().unwrap(), dump);
+    assert_eq!(
+        reopened.lease_of(&mac(2)).unwrap().state,
+        LeaseState::Released
+    );
+    assert!(
+        crate::isolation::IsolationSet::open(reopened.isolation_store())
+            .unwrap()
+            .is_isolated(&mac(66))
+    );
+}
+
+#[test]
+fn subnet_json_shape() {
+    let mut s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
+    s.options = vec![DhcpOption {
+        code: 150,
+        data: vec![10, 0, 0, 1],
+    }];
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(
+        v["options"][0],
+        serde_json::json!({"code": 150, "hex": "0a000001"})
+    );
+    assert_eq!(v["lease_time"], "16m 40s");
+    let back: SubnetSpec = serde_json::from_value(v).unwrap();
+    assert_eq!(back, s);
+}
