@@ -1,39 +1,6 @@
 use super::*;
+use crate::replay::fake::toy_dhcp as toy_server;
 use crate::replay::phases::Phase;
-
-/// A toy relay-aware server: OFFER for DISCOVER, ACK for REQUEST, each sent
-/// to giaddr:<own port>, as the real one does; ignores RELEASE.
-async fn toy_server() -> (SocketAddr, CancellationToken) {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 1500];
-        loop {
-            let (len, _) = tokio::select! {
-                () = stop.cancelled() => return,
-                r = sock.recv_from(&mut buf) => r.unwrap(),
-            };
-            let req = Message::from_bytes(&buf[..len]).unwrap();
-            let reply = match req.opts().msg_type() {
-                Some(MessageType::Discover) => MessageType::Offer,
-                Some(MessageType::Request) => MessageType::Ack,
-                _ => continue,
-            };
-            let mut m = req.clone();
-            m.set_opcode(dhcproto::v4::Opcode::BootReply);
-            m.set_yiaddr(Ipv4Addr::new(10, 200, 1, 7));
-            m.opts_mut().clear();
-            m.opts_mut().insert(DhcpOption::MessageType(reply));
-            m.opts_mut()
-                .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 200, 0, 1)));
-            let to = SocketAddr::from((req.giaddr(), addr.port()));
-            let _ = sock.send_to(&m.to_vec().unwrap(), to).await;
-        }
-    });
-    (addr, cancel)
-}
 
 #[test]
 fn packets_decode_with_the_right_fields() {

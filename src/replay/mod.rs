@@ -168,3 +168,8 @@ pub fn run(args: ReplayArgs) -> Result<(), Exit> {
         })
     }
 }
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

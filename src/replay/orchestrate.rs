@@ -39,6 +39,8 @@ const DEFAULT_BUDGET: u64 = 128 << 20;
 /// Runs the whole replay; prints the report and writes `--out`.
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<Outcome> {
     let cancel = CancellationToken::new();
+    // Stops the slow upstream and every load on any early return.
+    let _stop_all = cancel.clone().drop_guard();
     let upstream =
         SlowUpstream::start(args.upstream_port, args.upstream_delay, cancel.clone()).await?;
     if let Some(out) = &args.out {
@@ -150,7 +152,14 @@ async fn spawn(args: &ReplayArgs, upstream_port: u16) -> anyhow::Result<Setup> {
     };
     let mut child = Spawned::start(&bin, &path, &dir.join("target.log"))?;
     let base_url = format!("http://{}", config.gateway.listen);
-    child.wait_ready(&base_url, Duration::from_secs(30)).await?;
+    if let Err(e) = child.wait_ready(&base_url, Duration::from_secs(30)).await {
+        if let Some(out) = &args.out {
+            let _ = std::fs::copy(&child.log, out.join("target.log"));
+        }
+        drop(child); // killed on drop
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
     Ok(Setup {
         base: base_url,
         dhcp: config.dhcp.listen,

@@ -93,10 +93,10 @@ pub fn svg(samples: &[Sample], budget: u64) -> anyhow::Result<String> {
         root.fill(&WHITE)
             .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         let tmax = samples.last().map_or(1.0, |s| s.t.max(1.0));
-        let bounds: Vec<f64> = samples
+        let bounds: Vec<(f64, &'static str)> = samples
             .windows(2)
             .filter(|w| w[0].phase != w[1].phase)
-            .map(|w| w[1].t)
+            .map(|w| (w[1].t, w[1].phase.name()))
             .collect();
         let areas = root.split_evenly((5, 1));
         for (area, panel) in areas.iter().zip(panels(samples, budget)) {
@@ -111,7 +111,7 @@ fn draw<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     panel: &Panel,
     tmax: f64,
-    bounds: &[f64],
+    bounds: &[(f64, &'static str)],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let ymax = panel
         .series
@@ -122,14 +122,23 @@ fn draw<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(area)
         .caption(panel.title, ("sans-serif", 16))
         .margin(8)
-        .x_label_area_size(24)
+        .x_label_area_size(34)
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..tmax, 0f64..ymax)?;
-    chart.configure_mesh().x_desc("seconds").draw()?;
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_desc("seconds")
+        .draw()?;
     chart.draw_series(
         bounds
             .iter()
-            .map(|t| PathElement::new(vec![(*t, 0.0), (*t, ymax)], BLACK.mix(0.35))),
+            .map(|(t, _)| PathElement::new(vec![(*t, 0.0), (*t, ymax)], BLACK.mix(0.35))),
+    )?;
+    chart.draw_series(
+        bounds
+            .iter()
+            .map(|(t, name)| Text::new(*name, (*t, ymax), ("sans-serif", 12))),
     )?;
     for s in &panel.series {
         let color = s.color;

@@ -62,7 +62,7 @@ pub fn unavailable_secs(samples: &[Sample]) -> f64 {
         .enumerate()
         .filter(|(_, s)| !s.health_ok)
         .map(|(i, s)| samples.get(i + 1).map_or(0.1, |n| n.t - s.t))
-        .sum()
+        .fold(0.0, |a, b| a + b) // not `sum()`: an empty f64 sum is -0.0
 }
 
 /// The RSS before the flood: the mean over the last second of the phase
@@ -208,11 +208,12 @@ pub fn phase_table(phases: &[PhaseStats]) -> String {
 pub fn render_verdict(lines: &[Line]) -> String {
     let w = lines.iter().map(|l| l.what.len()).max().unwrap_or(0);
     let v = lines.iter().map(|l| l.value.len()).max().unwrap_or(0);
+    let g = lines.iter().map(|l| l.target.len()).max().unwrap_or(0);
     let mut out = String::new();
     for l in lines {
         let _ = writeln!(
             out,
-            "{:<w$}  {:<v$}  {:<18}  {}",
+            "{:<w$}  {:<v$}  {:<g$}  {}",
             l.what,
             l.value,
             l.target,

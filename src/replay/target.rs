@@ -53,6 +53,8 @@ impl Spawned {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
+            // The log is a file: no colour codes in it (tracing-subscriber honours NO_COLOR).
+            .env("NO_COLOR", "1")
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

@@ -5,5 +5,6 @@
 
 mod config_fixtures;
 mod headless;
+mod replay;
 mod store;
 mod support;
