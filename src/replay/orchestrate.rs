@@ -75,7 +75,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Outcome> {
         fatal.as_deref(),
     );
     let text = format!(
-        "vpcbox replay against {} (dhcp {}){}{}\n\n{}\n{}",
+        "vpcbox replay against {} (dhcp {}){}{}\n\n{}\n{}\n{}",
         setup.base,
         setup.dhcp,
         if args.no_protections {
@@ -85,6 +85,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Outcome> {
         },
         stopped.map_or(String::new(), |s| format!(", target stopped: {s}")),
         report::phase_table(&phases),
+        report::summary(&samples),
         report::render_verdict(&lines),
     );
     println!("{text}");

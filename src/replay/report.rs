@@ -179,6 +179,58 @@ pub fn verdict(
     lines
 }
 
+/// Informational numbers from the timeline: RSS at idle, before the flood,
+/// at its peak and at the end; the most pending requests; the worst
+/// overload state.
+pub fn summary(samples: &[Sample]) -> String {
+    let idle: Vec<u64> = samples
+        .iter()
+        .filter(|s| s.phase == Phase::Idle)
+        .filter_map(|s| s.rss)
+        .collect();
+    let idle = (!idle.is_empty()).then(|| idle.iter().sum::<u64>() / idle.len() as u64);
+    // `rev()`: max_by picks the last of equals; we want the first.
+    let peak = samples
+        .iter()
+        .rev()
+        .filter(|s| s.rss.is_some())
+        .max_by_key(|s| s.rss);
+    let pending = samples
+        .iter()
+        .rev()
+        .filter(|s| s.pending.is_some())
+        .max_by(|a, b| {
+            a.pending
+                .partial_cmp(&b.pending)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    let overload = samples
+        .iter()
+        .filter_map(|s| s.overload)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let end = samples.iter().rev().find_map(|s| s.rss);
+    let at = |s: Option<&Sample>, v: String| {
+        s.map_or("unknown".into(), |s| {
+            format!("{v} at {:.1} s ({})", s.t, s.phase.name())
+        })
+    };
+    let opt_mib = |v: Option<u64>| v.map_or("unknown".into(), mib);
+    format!(
+        "RSS idle {}, pre-flood {}, peak {}, end {}; most pending {}; worst overload state {}\n",
+        opt_mib(idle),
+        opt_mib(pre_flood_rss(samples)),
+        at(peak, opt_mib(peak.and_then(|s| s.rss))),
+        opt_mib(end),
+        at(
+            pending,
+            pending
+                .and_then(|s| s.pending)
+                .map_or(String::new(), |p| format!("{p:.0}"))
+        ),
+        overload.map_or("unknown".into(), |o| format!("{o:.0}")),
+    )
+}
+
 /// Informational per-phase numbers that have no target.
 pub fn phase_table(phases: &[PhaseStats]) -> String {
     let mut out = String::from("phase          api ok/err    upstream ok/err   dhcp ok/err  flood sent/answered  finale streams\n");

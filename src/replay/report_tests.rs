@@ -150,4 +150,7 @@ fn tables_render() {
     assert!(t.contains("legit API success, steady"));
     assert!(t.contains("99.50 % of 1005 (p99 1.0 ms)"));
     assert!(phase_table(&good_phases()).contains("dhcp-flood"));
+    let s = summary(&timeline([20, 30, 40, 90, 100, 42], &[]));
+    assert!(s.starts_with("RSS idle 20.0 MiB, pre-flood 40.0 MiB, peak 100.0 MiB at 4.0 s (finale), end 42.0 MiB;"), "{s}");
+    assert!(summary(&[]).contains("peak unknown"));
 }

@@ -195,6 +195,28 @@ mod tests {
     }
 
     #[test]
+    fn past_the_cap_a_spawned_target_is_killed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let s = Sampler {
+            base: String::new(),
+            pid: Some(child.id()),
+            rss_cap: 1 << 20,
+        };
+        assert_eq!(s.fatal(Some(1 << 20), false), None);
+        let why = s.fatal(Some(3 << 20), false).unwrap();
+        assert_eq!(why, "killed at the RSS cap (3 MiB > 1 MiB)");
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert_eq!(
+            s.fatal(None, true).unwrap(),
+            "target exited during the replay"
+        );
+    }
+
+    #[test]
     fn proc_status_rss_and_zombies() {
         let t = "Name:\tvpcbox\nState:\tS (sleeping)\nVmRSS:\t   20480 kB\n";
         assert_eq!(parse_status(t), (Some(20 << 20), false));

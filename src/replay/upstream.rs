@@ -1,6 +1,9 @@
-//! The slow upstream: an HTTP/1.1 server that reads the whole request body,
-//! waits `delay`, and answers `200 ok`. It stands for the slow IPAM of the
-//! incident; the target proxies [`super::config_gen::ROUTE_PREFIX`] to it.
+//! The slow upstream: an HTTP/1.1 server that waits `delay`, then reads the
+//! whole request body and answers `200 ok`. It stands for the slow IPAM of
+//! the incident; the target proxies [`super::config_gen::ROUTE_PREFIX`] to
+//! it. Reading the body only after the delay is deliberate: a slow upstream
+//! is slow to read too, so request bodies back up into the gateway, bounded
+//! only by its flow-control windows and body budget.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -67,9 +70,8 @@ async fn answer(
     req: Request<Incoming>,
     delay: Duration,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    // Drain the body (the finale's large bodies end up here) before waiting.
-    let _ = req.into_body().collect().await;
     tokio::time::sleep(delay).await;
+    let _ = req.into_body().collect().await;
     Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
 }
 
