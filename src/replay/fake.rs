@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,22 +57,25 @@ pub async fn toy_dhcp() -> (SocketAddr, CancellationToken) {
 
 /// `/healthz`, `/readyz`, `/metrics` (a fixed 50 MiB RSS and the live
 /// pending count), the two IPAM calls, and `/replay-slow/*` answered after
-/// 50 ms; HTTP/1.1 and h2c on one port.
-pub async fn http_target() -> (SocketAddr, CancellationToken) {
+/// 50 ms; HTTP/1.1 and h2c on one port. The counter is the request-body
+/// bytes the slow route received.
+pub async fn http_target() -> (SocketAddr, CancellationToken, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let pending = Arc::new(AtomicI64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let received = bytes.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = tokio::select! {
                 () = stop.cancelled() => return,
                 a = listener.accept() => a.unwrap(),
             };
-            let (pending, stop) = (pending.clone(), stop.clone());
+            let (pending, stop, bytes) = (pending.clone(), stop.clone(), bytes.clone());
             tokio::spawn(async move {
-                let svc = service_fn(move |req| serve(req, pending.clone()));
+                let svc = service_fn(move |req| serve(req, pending.clone(), bytes.clone()));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(tcp), svc);
                 tokio::select! {
@@ -82,12 +85,13 @@ pub async fn http_target() -> (SocketAddr, CancellationToken) {
             });
         }
     });
-    (addr, cancel)
+    (addr, cancel, received)
 }
 
 async fn serve(
     req: Request<Incoming>,
     pending: Arc<AtomicI64>,
+    bytes: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     let text = if path == "/metrics" {
@@ -98,7 +102,9 @@ async fn serve(
         )
     } else if path.starts_with("/replay-slow/") {
         pending.fetch_add(1, Ordering::Relaxed);
-        let _ = req.into_body().collect().await;
+        if let Ok(body) = req.into_body().collect().await {
+            bytes.fetch_add(body.to_bytes().len() as u64, Ordering::Relaxed);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
         pending.fetch_sub(1, Ordering::Relaxed);
         "ok".into()

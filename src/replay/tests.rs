@@ -6,7 +6,7 @@ use crate::replay::phases::{Kind, Phase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_replay_against_a_healthy_fake_passes_and_writes_its_files() {
-    let (http, stop_http) = fake::http_target().await;
+    let (http, stop_http, body_bytes) = fake::http_target().await;
     let (dhcp, stop_dhcp) = fake::toy_dhcp().await;
     let out = std::env::temp_dir().join(format!("vpcbox-replay-test-{}", std::process::id()));
     let mut args = ReplayArgs::parse_from([
@@ -45,6 +45,9 @@ async fn a_short_replay_against_a_healthy_fake_passes_and_writes_its_files() {
         report::render_verdict(&outcome.lines)
     );
     assert_eq!(outcome.peak_rss, Some(50 << 20));
+    // The finale's bodies really flow: 2 connections x 5 streams x 64 KiB.
+    let got = body_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(got >= 10 * (64 << 10), "{got}");
     let csv = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
     assert!(csv.lines().count() > 50, "{csv}");
     assert!(csv.contains(",dhcp-flood,"));
