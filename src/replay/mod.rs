@@ -28,6 +28,7 @@ pub mod phases;
 pub mod plot;
 pub mod report;
 pub mod sampler;
+mod setup;
 pub mod target;
 pub mod upstream;
 
