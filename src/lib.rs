@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod events;
 pub mod exit;
+pub mod gateway;
 pub mod ipam;
 pub mod isolation;
 pub mod memory;

@@ -1,0 +1,75 @@
+//! The gateway alone, for `bench/gateway.sh`: one route `/` → an upstream,
+//! limits from the shipped defaults except a quota high enough for a load
+//! generator on one IP. Env: `GW_LISTEN` (127.0.0.1:18445), `GW_UPSTREAM`
+//! (http://127.0.0.1:18080), `GW_THREADS` (1: haproxy runs one thread too),
+//! `GW_MAX_PENDING` (10000), `GW_PID_FILE`. Stops on SIGTERM/SIGINT.
+//!
+//! The route prefix `/` is set after validation: the config refuses it
+//! because it shadows the API, but the harness requests `/`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use vpcbox::app::Shared;
+use vpcbox::config::{Config, RouteConfig};
+use vpcbox::gateway::{ApiContext, Gateway};
+use vpcbox::isolation::IsolationSet;
+use vpcbox::stats::Stats;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn config() -> anyhow::Result<Config> {
+    let listen = env("GW_LISTEN", "127.0.0.1:18445");
+    let text = format!(
+        "[dhcp]\nlisten = \"127.0.0.1:0\"\nserver_id = \"10.0.0.1\"\n\
+         [gateway]\nlisten = \"{listen}\"\nper_client_rate = \"10000000/s\"\nper_client_burst = 10000000\n\
+         max_connections_per_client = 8192\nmax_connections = 8192\n"
+    );
+    let mut config = Config::parse(&text, "<bench>")?;
+    config.routes = vec![RouteConfig {
+        name: "bench".into(),
+        prefix: "/".into(),
+        upstream: env("GW_UPSTREAM", "http://127.0.0.1:18080").parse()?,
+        max_pending: env("GW_MAX_PENDING", "10000").parse()?,
+        timeout: Duration::from_secs(30),
+        strip_prefix: false,
+    }];
+    Ok(config)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let stats = Stats::new(config.stats.tracked_clients);
+    let shared = Shared::new(Arc::new(config), stats.clone(), IsolationSet::in_memory());
+    let api = ApiContext {
+        ready: Arc::new(AtomicBool::new(true)),
+        stats,
+    };
+    let gw = Gateway::bind(&shared, api)?;
+    eprintln!("gateway_bench listening on {}", gw.local_addr()?);
+    if let Ok(path) = std::env::var("GW_PID_FILE") {
+        std::fs::write(path, std::process::id().to_string())?;
+    }
+    shared.tracker.spawn(gw.run());
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    shared.cancel.cancel();
+    shared.tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), shared.tracker.wait()).await;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let threads: usize = env("GW_THREADS", "1").parse()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(run(config()?))
+}

@@ -1,0 +1,213 @@
+//! Admission, cheapest check first: isolation (client IP) → memory
+//! governor shedding → per-client quota → per-route pending cap → the
+//! global request-body byte budget. Each refusal is a [`Refusal`]; the
+//! caller counts it (by reason, attributed to the client) and answers it.
+//!
+//! Nothing here queues: the pending cap is a `try_acquire` on a semaphore
+//! and the body budget a compare-and-swap on one counter, so a refused
+//! request costs no memory beyond its headers.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{GatewayConfig, Rate};
+use crate::stats::{DropReason, Stats};
+
+/// How often idle quota state is forgotten and the map shrunk.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+/// Why a request was not (fully) served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Isolated,
+    Overload,
+    RateLimited {
+        retry_after: Duration,
+    },
+    PendingCap {
+        route: Arc<str>,
+    },
+    BodyBudget,
+    TooLarge {
+        max: u64,
+    },
+    Timeout,
+    Upstream,
+    /// The client's body failed mid-way (reset, malformed framing).
+    BadBody,
+}
+
+impl Refusal {
+    /// The drop reason counted for this refusal.
+    pub(crate) fn reason(&self) -> DropReason {
+        match self {
+            Self::Isolated => DropReason::Isolated,
+            Self::Overload => DropReason::Overload,
+            Self::RateLimited { .. } => DropReason::RateLimited,
+            Self::PendingCap { .. } => DropReason::PendingCap,
+            Self::BodyBudget | Self::TooLarge { .. } => DropReason::BodyBudget,
+            Self::Timeout => DropReason::Timeout,
+            Self::Upstream => DropReason::Upstream,
+            Self::BadBody => DropReason::Malformed,
+        }
+    }
+}
+
+/// The governor quota for `rate` with `burst` cells.
+fn quota(rate: Rate, burst: u32) -> Quota {
+    let period = rate.per / rate.count.max(1);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+pub(crate) struct Admission {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+    stats: Arc<Stats>,
+    budget: i64,
+}
+
+impl Admission {
+    pub(crate) fn new(cfg: &GatewayConfig, stats: Arc<Stats>) -> Self {
+        stats.gateway.body_budget.store(cfg.body_budget, Relaxed);
+        Self {
+            limiter: RateLimiter::keyed(quota(cfg.per_client_rate, cfg.per_client_burst)),
+            clock: DefaultClock::default(),
+            budget: i64::try_from(cfg.body_budget).unwrap_or(i64::MAX),
+            stats,
+        }
+    }
+
+    /// The memory governor asks to shed new work (state 2).
+    pub(crate) fn shedding(&self) -> bool {
+        self.stats.memory.overload_state.load(Relaxed) >= 2
+    }
+
+    /// One request from `ip` against its quota.
+    pub(crate) fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.limiter
+            .check_key(&ip)
+            .map_err(|not_until| Refusal::RateLimited {
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            })
+    }
+
+    /// Reserves `n` bytes of the global body budget, or `None` if they do
+    /// not fit right now.
+    pub(crate) fn reserve(&self, n: u64) -> Option<BodyPermit> {
+        let mut permit = BodyPermit {
+            stats: self.stats.clone(),
+            budget: self.budget,
+            held: 0,
+        };
+        permit.grow(n).then_some(permit)
+    }
+
+    /// Forgets quota state of clients idle long enough to be full again,
+    /// so a flood of source addresses does not grow the map for good.
+    /// Cancel-safe (only sleeps between synchronous sweeps).
+    pub(crate) async fn housekeeping(&self, cancel: &CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(HOUSEKEEPING) => {}
+            }
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Bytes of the global body budget held by one request; returned on drop.
+pub(crate) struct BodyPermit {
+    stats: Arc<Stats>,
+    budget: i64,
+    held: i64,
+}
+
+impl BodyPermit {
+    /// Takes `n` more bytes; `false` (and nothing taken) if over budget.
+    pub(crate) fn grow(&mut self, n: u64) -> bool {
+        let Ok(n) = i64::try_from(n) else {
+            return false;
+        };
+        let used = &self.stats.gateway.body_bytes_in_use;
+        let ok = used
+            .fetch_update(Relaxed, Relaxed, |cur| {
+                cur.checked_add(n).filter(|next| *next <= self.budget)
+            })
+            .is_ok();
+        if ok {
+            self.held += n;
+        }
+        ok
+    }
+
+    pub(crate) fn held(&self) -> u64 {
+        u64::try_from(self.held).unwrap_or(0)
+    }
+}
+
+impl Drop for BodyPermit {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.stats
+                .gateway
+                .body_bytes_in_use
+                .fetch_sub(self.held, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(budget: u64) -> Admission {
+        let mut cfg = crate::config::Config::embedded().unwrap().gateway;
+        cfg.body_budget = budget;
+        cfg.per_client_rate = Rate {
+            count: 2,
+            per: Duration::from_secs(1),
+        };
+        cfg.per_client_burst = 2;
+        Admission::new(&cfg, Stats::new(16))
+    }
+
+    #[test]
+    fn budget_is_exact_and_returned_on_drop() {
+        let a = admission(100);
+        let p = a.reserve(60).unwrap();
+        assert!(a.reserve(41).is_none());
+        let mut q = a.reserve(40).unwrap();
+        assert!(!q.grow(1));
+        assert_eq!(a.stats.gateway.body_bytes_in_use.load(Relaxed), 100);
+        drop(p);
+        assert!(q.grow(60));
+        drop(q);
+        assert_eq!(a.stats.gateway.body_bytes_in_use.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn quota_is_per_client_with_retry_after() {
+        let a = admission(1);
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(a.check_rate(x).is_ok() && a.check_rate(x).is_ok());
+        match a.check_rate(x) {
+            Err(Refusal::RateLimited { retry_after }) => {
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(500))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(a.check_rate(y).is_ok());
+    }
+}

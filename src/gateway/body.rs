@@ -1,0 +1,167 @@
+//! Bodies: the response body type the gateway serves (a small in-memory
+//! answer or a streamed upstream body that holds its request's admission
+//! guards until it ends), the budgeted, size-capped request body streamed
+//! to an upstream, and the budgeted collection of internal API bodies.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::admission::{BodyPermit, Refusal};
+
+/// Whatever must live exactly as long as a response body: pending slot,
+/// stream count, connection activity.
+pub(crate) type Hold = Box<dyn Send + Sync>;
+
+/// The gateway's response body.
+pub(crate) enum GwBody {
+    Full(Full<Bytes>),
+    /// `hold` is dropped as soon as the body ends, fails or is dropped.
+    Upstream {
+        inner: Incoming,
+        hold: Option<Hold>,
+    },
+}
+
+impl GwBody {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
+        Self::Full(Full::new(b.into()))
+    }
+}
+
+impl Body for GwBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
+            Self::Upstream { inner, hold } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                if !matches!(frame, Some(Ok(_))) {
+                    hold.take();
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(f) => f.is_end_stream(),
+            Self::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(f) => f.size_hint(),
+            Self::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// Why a streamed request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("request body over {0} bytes")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+}
+
+/// A request body streamed to an upstream. Its budget (at most one
+/// window's worth plus the upstream write buffer: all a streamed body can
+/// occupy here) is held until the body is done or dropped; a body longer
+/// than `max_body` fails, which aborts the upstream request.
+pub(crate) struct ProxyBody {
+    inner: Incoming,
+    permit: Option<BodyPermit>,
+    seen: u64,
+    max: u64,
+}
+
+impl ProxyBody {
+    pub(crate) fn new(inner: Incoming, permit: Option<BodyPermit>, max: u64) -> Self {
+        Self {
+            inner,
+            permit,
+            seen: 0,
+            max,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let out = match frame {
+            Some(Ok(f)) => {
+                this.seen += f.data_ref().map_or(0, |d| d.len() as u64);
+                if this.seen > this.max {
+                    Some(Err(BodyError::TooLarge(this.max)))
+                } else {
+                    return Poll::Ready(Some(Ok(f)));
+                }
+            }
+            Some(Err(e)) => Some(Err(e.into())),
+            None => None,
+        };
+        this.permit.take();
+        Poll::Ready(out)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The most [`collect`] allocates before the bytes arrive.
+const INITIAL_COLLECT: u64 = 16 * 1024;
+
+/// Collects an internal API request body, growing `permit` chunk by chunk
+/// (it may already hold the declared length). Cancel-safe: dropping it
+/// drops the partial body, and the permit returns with its owner.
+pub(crate) async fn collect(
+    mut body: Incoming,
+    permit: &mut BodyPermit,
+    max: u64,
+) -> Result<Bytes, Refusal> {
+    // Capacity follows the bytes that arrived, never the declared length: a
+    // client declaring 1 MiB and dribbling must not make us commit 1 MiB.
+    let hint = body.size_hint().exact().unwrap_or(0).min(INITIAL_COLLECT);
+    let mut buf = BytesMut::with_capacity(usize::try_from(hint).unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Refusal::BadBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = (buf.len() + data.len()) as u64;
+        if total > max {
+            return Err(Refusal::TooLarge { max });
+        }
+        if total > permit.held() && !permit.grow(total - permit.held()) {
+            return Err(Refusal::BodyBudget);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,132 @@
+//! The HTTP gateway: one TCP port serving HTTP/1.1 and h2c (auto-detected),
+//! or TLS with ALPN `h2`/`http/1.1`; admission before any work; internal API
+//! requests to [`api::handle`]; `[[route]]` prefixes proxied upstream.
+//!
+//! Every byte is bounded: connections (overall, per IP), h2 windows and
+//! streams ([`limits`]), pending requests per route ([`admission`]), request
+//! body bytes across all streams (one global budget), buffers toward the
+//! upstream ([`proxy`]) and kernel socket buffers ([`listener`]).
+//!
+//! Lifecycle: [`Gateway::bind`] (typed errors, nothing spawned) →
+//! [`Gateway::run`] (accept loop until `shared.cancel`, then GOAWAY and a
+//! drain bounded by `[process] shutdown_grace`).
+
+mod admission;
+mod body;
+mod conn;
+mod error;
+pub mod internal;
+mod limits;
+mod listener;
+mod proxy;
+mod service;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::Shared;
+use crate::config::GatewayConfig;
+use crate::isolation::IsolationSet;
+use crate::stats::Stats;
+
+// The internal API. Switching to the real one (branch `api`) is this line:
+// `pub use api as api_impl;` after `pub mod api;`.
+pub use api::ApiContext;
+pub use internal as api;
+
+/// Why the gateway could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The listen address is unavailable (in use, privileged, not local).
+    #[error("binding {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    /// The TLS certificate or key cannot be loaded.
+    #[error("tls {path}: {reason}")]
+    Tls { path: String, reason: String },
+    /// An upstream URI in `[[route]]` cannot be used.
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: String },
+}
+
+/// State every connection and request task shares (one `Arc`).
+pub(crate) struct Inner {
+    pub cfg: GatewayConfig,
+    pub stats: Arc<Stats>,
+    pub isolation: Arc<IsolationSet>,
+    pub admission: admission::Admission,
+    pub routes: proxy::Routes,
+    pub api: ApiContext,
+    /// Response codes of internal API requests (route "api").
+    pub api_stats: Arc<crate::stats::RouteStats>,
+    pub http: limits::HttpBuilder,
+    pub conns: Arc<listener::ConnLimiter>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub cancel: CancellationToken,
+    pub grace: std::time::Duration,
+}
+
+/// A bound, not yet running gateway.
+pub struct Gateway {
+    listener: TcpListener,
+    inner: Arc<Inner>,
+    tracker: TaskTracker,
+}
+
+impl Gateway {
+    /// Binds the listen socket and prepares TLS, routes and limits. Spawns
+    /// nothing; must run inside a tokio runtime (the listener registers).
+    pub fn bind(shared: &Shared, api: ApiContext) -> Result<Self, GatewayError> {
+        let cfg = shared.config.gateway.clone();
+        let listener = listener::bind(cfg.listen, cfg.socket_buffer)?;
+        let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
+        let routes = proxy::Routes::new(&shared.config.routes, &cfg, &shared.stats)?;
+        let inner = Inner {
+            admission: admission::Admission::new(&cfg, shared.stats.clone()),
+            http: limits::http_builder(&cfg),
+            conns: Arc::new(listener::ConnLimiter::new(&cfg)),
+            stats: shared.stats.clone(),
+            isolation: shared.isolation.clone(),
+            api_stats: shared.stats.gateway.route("api", 0),
+            routes,
+            api,
+            tls,
+            cancel: shared.cancel.clone(),
+            grace: shared.config.process.shutdown_grace,
+            cfg,
+        };
+        Ok(Self {
+            listener,
+            inner: Arc::new(inner),
+            tracker: shared.tracker.clone(),
+        })
+    }
+
+    /// The bound address (tests bind port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, GatewayError> {
+        self.listener.local_addr().map_err(|e| GatewayError::Bind {
+            addr: self.inner.cfg.listen,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Accepts until `shared.cancel`, then stops accepting; each connection
+    /// task sends GOAWAY and drains within the grace time. Returns when the
+    /// accept loop has stopped (connections finish on the tracker).
+    /// Cancel-safe: dropping it stops accepting; spawned connections keep
+    /// running under the tracker and still see the token.
+    pub async fn run(self) {
+        let housekeeping = self.inner.clone();
+        self.tracker.spawn(async move {
+            housekeeping
+                .admission
+                .housekeeping(&housekeeping.cancel)
+                .await;
+        });
+        listener::accept_loop(self.listener, self.inner, self.tracker).await;
+    }
+}

@@ -1,0 +1,277 @@
+//! Upstream routes: a reverse proxy by path prefix to HTTP/1.1 upstreams
+//! over one pooled client. (h2c upstreams need a per-route option that
+//! `[[route]]` does not have yet; the client speaks HTTP/1.1 only.)
+//!
+//! Memory per proxied stream is bounded on all three legs: the downstream
+//! h2 stream window (see [`super::limits`]), hyper's HTTP/1 client buffer
+//! (`http1_max_buf_size`, not its ~400 KiB default) and the upstream
+//! socket's send buffer (`socket_buffer`). The request body's share of the
+//! global budget is the sum of the first two; the pending slot, the stream
+//! count and the budget live in guards owned by the bodies, so an upstream
+//! that resets, closes or times out releases them when hyper drops those.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::admission::{Admission, Refusal};
+use super::body::{BodyError, GwBody, Hold, ProxyBody};
+use super::GatewayError;
+use crate::config::{GatewayConfig, RouteConfig};
+use crate::stats::{RouteStats, Stats};
+
+/// Idle upstream connections kept per upstream host.
+const MAX_IDLE_PER_HOST: usize = 64;
+
+pub(crate) struct Route {
+    pub name: Arc<str>,
+    prefix: String,
+    scheme: Scheme,
+    authority: Authority,
+    /// Upstream base path without a trailing `/`.
+    base: String,
+    strip: bool,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    pub stats: Arc<RouteStats>,
+}
+
+/// One in-flight request on a route; `pending` is exact because it only
+/// moves here and in `Drop`.
+pub(crate) struct PendingGuard {
+    _permit: OwnedSemaphorePermit,
+    stats: Arc<RouteStats>,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.stats.pending.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Route {
+    fn new(rc: &RouteConfig, stats: &Stats) -> Result<Self, GatewayError> {
+        let bad = |reason: &str| GatewayError::Route {
+            route: rc.name.clone(),
+            reason: format!("upstream '{}' {reason}", rc.upstream),
+        };
+        let scheme = rc
+            .upstream
+            .scheme()
+            .cloned()
+            .ok_or_else(|| bad("has no scheme"))?;
+        if scheme != Scheme::HTTP {
+            return Err(bad("must be http:// (TLS upstreams are not supported)"));
+        }
+        let authority = rc
+            .upstream
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("has no host"))?;
+        let base = rc.upstream.path().trim_end_matches('/').to_owned();
+        let max = u64::try_from(rc.max_pending).unwrap_or(u64::MAX);
+        Ok(Self {
+            name: rc.name.as_str().into(),
+            prefix: rc.prefix.clone(),
+            scheme,
+            authority,
+            base,
+            strip: rc.strip_prefix,
+            timeout: rc.timeout,
+            slots: Arc::new(Semaphore::new(rc.max_pending.min(Semaphore::MAX_PERMITS))),
+            stats: stats.gateway.route(&rc.name, max),
+        })
+    }
+
+    /// A pending slot now, or a refusal now: never a queue.
+    pub(crate) fn try_pending(&self) -> Result<PendingGuard, Refusal> {
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::PendingCap {
+                route: self.name.clone(),
+            })?;
+        self.stats.pending.fetch_add(1, Relaxed);
+        Ok(PendingGuard {
+            _permit: permit,
+            stats: self.stats.clone(),
+        })
+    }
+
+    /// The upstream URI for a request path (and query).
+    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, Refusal> {
+        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let rest = match self.strip {
+            true => pq
+                .strip_prefix(self.prefix.trim_end_matches('/'))
+                .unwrap_or(pq),
+            false => pq,
+        };
+        let sep = if rest.starts_with('/') { "" } else { "/" };
+        let pq = format!("{}{sep}{rest}", self.base);
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| Refusal::BadBody)
+    }
+}
+
+pub(crate) struct Routes {
+    /// Longest prefix first.
+    list: Vec<Arc<Route>>,
+    client: Client<HttpConnector, ProxyBody>,
+    max_body: u64,
+    /// Budget a streamed body can occupy here: window + client buffer.
+    stream_share: u64,
+}
+
+impl Routes {
+    pub(crate) fn new(
+        routes: &[RouteConfig],
+        cfg: &GatewayConfig,
+        stats: &Stats,
+    ) -> Result<Self, GatewayError> {
+        let mut list = routes
+            .iter()
+            .map(|r| Route::new(r, stats).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        list.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let buf = super::limits::http1_buf(cfg);
+        Ok(Self {
+            list,
+            client: client(cfg, buf),
+            max_body: cfg.max_body,
+            stream_share: u64::from(cfg.initial_stream_window) + buf as u64,
+        })
+    }
+
+    pub(crate) fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        self.list
+            .iter()
+            .find(|r| path.starts_with(r.prefix.as_str()))
+    }
+
+    /// Forwards `req` upstream. `hold` (stream and connection guards) and
+    /// the pending slot move into the response body. Cancel-safe: dropping
+    /// it (client reset) drops the upstream request and every guard.
+    pub(crate) async fn forward(
+        &self,
+        route: &Route,
+        admission: &Admission,
+        req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
+        hold: Hold,
+    ) -> Result<Response<GwBody>, Refusal> {
+        let pending = route.try_pending()?;
+        let upstream = self.upstream_request(route, admission, req, client_ip)?;
+        let resp = match tokio::time::timeout(route.timeout, self.client.request(upstream)).await {
+            Err(_) => return Err(Refusal::Timeout),
+            Ok(Err(e)) => return Err(upstream_error(&e)),
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut parts, inner) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let hold: Hold = Box::new((pending, hold));
+        Ok(Response::from_parts(
+            parts,
+            GwBody::Upstream {
+                inner,
+                hold: Some(hold),
+            },
+        ))
+    }
+
+    fn upstream_request(
+        &self,
+        route: &Route,
+        admission: &Admission,
+        req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
+    ) -> Result<Request<ProxyBody>, Refusal> {
+        let (mut parts, body) = req.into_parts();
+        let permit = if http_body::Body::is_end_stream(&body) {
+            None
+        } else {
+            let declared = http_body::Body::size_hint(&body).exact();
+            if declared.is_some_and(|n| n > self.max_body) {
+                return Err(Refusal::TooLarge { max: self.max_body });
+            }
+            let share = declared.unwrap_or(self.stream_share).min(self.stream_share);
+            Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?)
+        };
+        parts.uri = route.upstream_uri(&parts.uri)?;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        append_forwarded_for(&mut parts.headers, client_ip);
+        Ok(Request::from_parts(
+            parts,
+            ProxyBody::new(body, permit, self.max_body),
+        ))
+    }
+}
+
+fn client(cfg: &GatewayConfig, buf: usize) -> Client<HttpConnector, ProxyBody> {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    let sock_buf = usize::try_from(cfg.socket_buffer).ok();
+    conn.set_send_buffer_size(sock_buf);
+    conn.set_recv_buffer_size(sock_buf);
+    conn.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+        .http1_max_buf_size(buf)
+        .build(conn)
+}
+
+/// 413 if our own body cap aborted the request, else 502.
+fn upstream_error(e: &hyper_util::client::legacy::Error) -> Refusal {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(BodyError::TooLarge(max)) = s.downcast_ref::<BodyError>() {
+            return Refusal::TooLarge { max: *max };
+        }
+        src = s.source();
+    }
+    tracing::debug!(error = %e, "upstream request failed");
+    Refusal::Upstream
+}
+
+const HOP_BY_HOP: [header::HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, ip: std::net::IpAddr) {
+    let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert("x-forwarded-for", v);
+    }
+}

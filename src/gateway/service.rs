@@ -1,0 +1,133 @@
+//! One request: admission, then the internal API or an upstream route.
+//! Every refusal is counted by reason and attributed to the client.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::admission::Refusal;
+use super::body::{collect, GwBody};
+use super::conn::ActivityGuard;
+use super::{api, error, Inner};
+use crate::client::ClientKey;
+use crate::stats::{RouteStats, Stats};
+
+/// Counts one stream in flight (overall and for its client) until dropped.
+struct StreamGuard {
+    stats: Arc<Stats>,
+    key: ClientKey,
+}
+
+impl StreamGuard {
+    fn new(stats: &Arc<Stats>, key: ClientKey) -> Self {
+        stats.gateway.streams.fetch_add(1, Relaxed);
+        stats.clients.pending(&key, 1);
+        Self {
+            stats: stats.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.stats.gateway.streams.fetch_sub(1, Relaxed);
+        self.stats.clients.pending(&self.key, -1);
+    }
+}
+
+/// Admission checks that need no route: isolation, shedding, quota.
+fn admit(inner: &Inner, ip: IpAddr, key: &ClientKey) -> Result<(), Refusal> {
+    if inner.isolation.is_isolated(key) {
+        return Err(Refusal::Isolated);
+    }
+    if inner.admission.shedding() {
+        return Err(Refusal::Overload);
+    }
+    inner.admission.check_rate(ip)
+}
+
+/// The hyper service body. Never fails: every problem is a JSON answer.
+/// Cancel-safe: a reset stream drops this future and with it every guard.
+pub(crate) async fn handle(
+    inner: Arc<Inner>,
+    ip: IpAddr,
+    activity: ActivityGuard,
+    req: Request<Incoming>,
+) -> Result<Response<GwBody>, Infallible> {
+    let key = ClientKey::Ip(ip);
+    let now = Instant::now();
+    inner.stats.clients.request(&key, now);
+    let stream = StreamGuard::new(&inner.stats, key.clone());
+    let route = inner.routes.find(req.uri().path()).cloned();
+    let route_stats = route
+        .as_ref()
+        .map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
+    let result = match admit(&inner, ip, &key) {
+        Err(r) => Err(r),
+        Ok(()) => match route {
+            Some(route) => {
+                let hold = Box::new((stream, activity));
+                inner
+                    .routes
+                    .forward(&route, &inner.admission, req, ip, hold)
+                    .await
+            }
+            None => internal(&inner, req, ip).await,
+        },
+    };
+    Ok(finish(&inner.stats, &route_stats, &key, result))
+}
+
+/// Counts the outcome and turns a refusal into its answer.
+fn finish(
+    stats: &Stats,
+    route: &RouteStats,
+    key: &ClientKey,
+    result: Result<Response<GwBody>, Refusal>,
+) -> Response<GwBody> {
+    let resp = match result {
+        Ok(resp) => {
+            stats.clients.served(key, Instant::now());
+            resp
+        }
+        Err(r) => {
+            stats.drop_for(key, r.reason(), Instant::now());
+            error::refusal(&r)
+        }
+    };
+    route.response(resp.status().as_u16());
+    resp
+}
+
+/// An internal API request: body collected under `max_body` and the
+/// budget, then [`api::handle`], all within `request_timeout`.
+async fn internal(
+    inner: &Inner,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<Response<GwBody>, Refusal> {
+    let max = inner.cfg.max_body;
+    let declared = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
+    if declared > max {
+        return Err(Refusal::TooLarge { max });
+    }
+    let mut permit = inner
+        .admission
+        .reserve(declared)
+        .ok_or(Refusal::BodyBudget)?;
+    let work = async {
+        let (parts, body) = req.into_parts();
+        let bytes = collect(body, &mut permit, max).await?;
+        let resp = api::handle(&inner.api, Request::from_parts(parts, bytes), ip).await;
+        Ok(resp.map(GwBody::Full))
+    };
+    tokio::time::timeout(inner.cfg.request_timeout, work)
+        .await
+        .unwrap_or(Err(Refusal::Timeout))
+}
