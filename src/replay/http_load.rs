@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::phases::{Kind, Recorder};
+use super::phases::{Kind, Recorder, SKIPPED, TIMEOUT, TRANSPORT};
 
 pub type H2Client = Client<HttpConnector, Full<Bytes>>;
 
@@ -86,7 +86,7 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
         while sent < due {
             let phase = rec.phase();
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                rec.err(load.kind, phase);
+                rec.fail(load.kind, phase, SKIPPED);
                 sent += 1;
                 continue;
             };
@@ -96,10 +96,10 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
             let kind = load.kind;
             tokio::spawn(async move {
                 let t0 = Instant::now();
-                let ok = tokio::time::timeout(timeout, send(&client, req)).await;
-                match ok {
-                    Ok(true) => rec.ok(kind, phase, t0.elapsed()),
-                    _ => rec.err(kind, phase),
+                match tokio::time::timeout(timeout, send(&client, req)).await {
+                    Ok(Ok(())) => rec.ok(kind, phase, t0.elapsed()),
+                    Ok(Err(reason)) => rec.fail(kind, phase, reason),
+                    Err(_) => rec.fail(kind, phase, TIMEOUT),
                 }
                 drop(permit);
             });
@@ -108,13 +108,17 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
     }
 }
 
-/// Sends and reads the whole answer; true on a 2xx.
-async fn send(client: &H2Client, req: http::Request<Full<Bytes>>) -> bool {
-    let Ok(resp) = client.request(req).await else {
-        return false;
-    };
-    let ok = resp.status().is_success();
-    ok && resp.into_body().collect().await.is_ok()
+/// Sends and reads the whole answer; a failure's reason is the status of a
+/// non-2xx answer, or [`TRANSPORT`].
+async fn send(client: &H2Client, req: http::Request<Full<Bytes>>) -> Result<(), u16> {
+    let resp = client.request(req).await.map_err(|_| TRANSPORT)?;
+    let status = resp.status();
+    resp.into_body().collect().await.map_err(|_| TRANSPORT)?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status.as_u16())
+    }
 }
 
 /// The `seq`-th request of `load`, from client `client`.

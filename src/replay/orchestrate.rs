@@ -36,7 +36,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Outcome> {
     let mut setup = if args.spawn.is_some() || args.no_protections {
         setup::spawn(&args, upstream.addr.port()).await?
     } else {
-        setup::attach(&args)?
+        setup::attach(&args).await?
     };
     let result = drive(&args, &setup, &cancel).await;
     let stopped = match setup.spawned.as_mut() {

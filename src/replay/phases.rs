@@ -6,6 +6,7 @@
 //! feed the sampler's per-100 ms rates; per-phase results keep latencies for
 //! the percentiles.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -94,6 +95,26 @@ pub struct KindStats {
     pub err: u64,
     /// Latencies of the successful results, microseconds.
     pub lat_us: Vec<u32>,
+    /// Failures by reason: an HTTP status, or one of [`TIMEOUT`],
+    /// [`TRANSPORT`], [`SKIPPED`].
+    pub reasons: BTreeMap<u16, u64>,
+}
+
+/// Failure reason: no answer in time.
+pub const TIMEOUT: u16 = 0;
+/// Failure reason: connection or protocol error (or no reply for DHCP).
+pub const TRANSPORT: u16 = 1;
+/// Failure reason: not sent, the replay's own in-flight cap was reached.
+pub const SKIPPED: u16 = 2;
+
+/// A reason as text: `503`, `timeout`, `transport`, `skipped`.
+pub fn reason_name(code: u16) -> String {
+    match code {
+        TIMEOUT => "timeout".into(),
+        TRANSPORT => "transport".into(),
+        SKIPPED => "skipped".into(),
+        c => c.to_string(),
+    }
 }
 
 impl KindStats {
@@ -163,7 +184,16 @@ impl Recorder {
     }
 
     pub fn err(&self, kind: Kind, phase: Phase) {
+        self.fail(kind, phase, TRANSPORT);
+    }
+
+    /// A failure with its reason (see [`KindStats::reasons`]).
+    pub fn fail(&self, kind: Kind, phase: Phase, reason: u16) {
         self.add(kind, phase, 0, 1, None);
+        let mut g = self.per_phase.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = g.get_mut(phase.index()) {
+            *s.kinds[kind as usize].reasons.entry(reason).or_default() += 1;
+        }
     }
 
     /// Counts `n` successes without latency (flood packets).
@@ -211,13 +241,19 @@ mod tests {
         r.set_phase(Phase::Flood);
         r.ok(Kind::Api, Phase::SlowUpstream, Duration::from_millis(3));
         r.err(Kind::Api, Phase::Flood);
+        r.fail(Kind::Api, Phase::Flood, 503);
+        r.fail(Kind::Api, Phase::Flood, 503);
         r.count(Kind::FloodSent, Phase::Flood, 500);
         let p = r.phases();
         assert_eq!(p[Phase::SlowUpstream.index()].get(Kind::Api).ok, 1);
         assert_eq!(p[Phase::SlowUpstream.index()].get(Kind::Api).lat_us, [3000]);
-        assert_eq!(p[Phase::Flood.index()].get(Kind::Api).err, 1);
+        assert_eq!(p[Phase::Flood.index()].get(Kind::Api).err, 3);
+        let reasons = &p[Phase::Flood.index()].get(Kind::Api).reasons;
+        assert_eq!(reasons.get(&503), Some(&2));
+        assert_eq!(reasons.get(&TRANSPORT), Some(&1));
+        assert_eq!(reason_name(TIMEOUT), "timeout");
         assert_eq!(p[Phase::Flood.index()].get(Kind::FloodSent).ok, 500);
-        assert_eq!(r.totals()[Kind::Api as usize], [1, 1]);
+        assert_eq!(r.totals()[Kind::Api as usize], [1, 3]);
         assert_eq!(r.phase(), Phase::Flood);
     }
 
@@ -226,7 +262,7 @@ mod tests {
         let k = KindStats {
             ok: 99,
             err: 1,
-            lat_us: vec![],
+            ..KindStats::default()
         };
         assert_eq!(k.success(), Some(0.99));
         assert_eq!(KindStats::default().success(), None);

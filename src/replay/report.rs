@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::phases::{Kind, KindStats, Phase, PhaseStats, KINDS};
+use super::phases::{reason_name, Kind, KindStats, Phase, PhaseStats, KINDS};
 
 /// One sampler tick (every 100 ms).
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +253,16 @@ pub fn phase_table(phases: &[PhaseStats]) -> String {
             ),
             p.get(Kind::Finale).ok,
         );
+        for (kind, name) in [(Kind::Api, "api"), (Kind::Upstream, "upstream")] {
+            let reasons = &p.get(kind).reasons;
+            if !reasons.is_empty() {
+                let list: Vec<String> = reasons
+                    .iter()
+                    .map(|(r, n)| format!("{} x{n}", reason_name(*r)))
+                    .collect();
+                let _ = writeln!(out, "{:<14}   {name} errors: {}", "", list.join(", "));
+            }
+        }
     }
     out
 }

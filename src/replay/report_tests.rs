@@ -39,11 +39,13 @@ fn good_phases() -> Vec<PhaseStats> {
             ok: 1000,
             err: 5,
             lat_us: (1..=1000).collect(),
+            reasons: [(503, 4), (0, 1)].into(),
         };
         s.kinds[Kind::Dhcp as usize] = KindStats {
             ok: 100,
             err: 0,
             lat_us: vec![2000; 100],
+            ..KindStats::default()
         };
     }
     p
@@ -150,6 +152,8 @@ fn tables_render() {
     assert!(t.contains("legit API success, steady"));
     assert!(t.contains("99.50 % of 1005 (p99 1.0 ms)"));
     assert!(phase_table(&good_phases()).contains("dhcp-flood"));
+    let table = phase_table(&good_phases());
+    assert!(table.contains("api errors: timeout x1, 503 x4"), "{table}");
     let s = summary(&timeline([20, 30, 40, 90, 100, 42], &[]));
     assert!(s.starts_with("RSS idle 20.0 MiB, pre-flood 40.0 MiB, peak 100.0 MiB at 4.0 s (finale), end 42.0 MiB;"), "{s}");
     assert!(summary(&[]).contains("peak unknown"));

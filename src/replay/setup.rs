@@ -85,7 +85,7 @@ pub async fn spawn(args: &ReplayArgs, upstream_port: u16) -> anyhow::Result<Setu
 }
 
 /// A target that is already running: addresses from the flags or its config.
-pub fn attach(args: &ReplayArgs) -> anyhow::Result<Setup> {
+pub async fn attach(args: &ReplayArgs) -> anyhow::Result<Setup> {
     let config = args
         .config
         .as_deref()
@@ -108,8 +108,10 @@ pub fn attach(args: &ReplayArgs) -> anyhow::Result<Setup> {
                 loopback(c.dhcp.listen)
             })
     });
+    let base = base.trim_end_matches('/').to_owned();
+    target::wait_healthy(&base, Duration::from_secs(5)).await?;
     Ok(Setup {
-        base: base.trim_end_matches('/').to_owned(),
+        base,
         dhcp,
         budget: args
             .budget

@@ -68,8 +68,6 @@ impl Spawned {
 
     /// Polls `GET /readyz` until 200, the child exits, or `limit` passes.
     pub async fn wait_ready(&mut self, base: &str, limit: Duration) -> anyhow::Result<()> {
-        let client: Client<HttpConnector, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -78,9 +76,7 @@ impl Spawned {
                     self.log_tail()
                 );
             }
-            let req = http::Request::get(format!("{base}/readyz")).body(Empty::new())?;
-            let probe = tokio::time::timeout(Duration::from_secs(1), client.request(req)).await;
-            if matches!(probe, Ok(Ok(r)) if r.status().is_success()) {
+            if answers(base, "/readyz").await {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -120,4 +116,27 @@ impl Spawned {
             tail.join(" | ")
         }
     }
+}
+
+/// True when `GET base+path` answers 2xx within 1 s.
+pub async fn answers(base: &str, path: &str) -> bool {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let Ok(req) = http::Request::get(format!("{base}{path}")).body(Empty::new()) else {
+        return false;
+    };
+    let probe = tokio::time::timeout(Duration::from_secs(1), client.request(req)).await;
+    matches!(probe, Ok(Ok(r)) if r.status().is_success())
+}
+
+/// Polls `GET /healthz` of a target the replay did not start, up to `limit`.
+pub async fn wait_healthy(base: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if answers(base, "/healthz").await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("no target answers {base}/healthz (start one, or use --spawn)")
 }
