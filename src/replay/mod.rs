@@ -100,6 +100,10 @@ pub struct ReplayArgs {
     /// Finale: streams per connection
     #[arg(long, default_value_t = 200)]
     pub finale_streams: u32,
+    /// Finale: how long the slow upstream holds the finale's requests before it reads
+    /// them (longer than a phase: they pile up)
+    #[arg(long, default_value = "30s", value_parser = duration_arg)]
+    pub finale_upstream_delay: Duration,
     /// Finale: request body per stream
     #[arg(long, default_value = "1MiB", value_parser = size_arg)]
     pub finale_body: u64,

@@ -13,7 +13,7 @@ use super::phases::{Kind, Phase, Recorder};
 use super::report::{self, Line, Targets};
 use super::sampler::Sampler;
 use super::setup::{self, Setup};
-use super::upstream::SlowUpstream;
+use super::upstream::{Delays, SlowUpstream};
 use super::{dhcp_load, finale, http_load, plot, ReplayArgs};
 
 /// What the replay found.
@@ -28,8 +28,15 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Outcome> {
     let cancel = CancellationToken::new();
     // Stops the slow upstream and every load on any early return.
     let _stop_all = cancel.clone().drop_guard();
-    let upstream =
-        SlowUpstream::start(args.upstream_port, args.upstream_delay, cancel.clone()).await?;
+    let upstream = SlowUpstream::start(
+        args.upstream_port,
+        Delays {
+            delay: args.upstream_delay,
+            hold: args.finale_upstream_delay,
+        },
+        cancel.clone(),
+    )
+    .await?;
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
