@@ -7,7 +7,6 @@
 //! The route prefix `/` is set after validation: the config refuses it
 //! because it shadows the API, but the harness requests `/`.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,10 +43,15 @@ fn config() -> anyhow::Result<Config> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let stats = Stats::new(config.stats.tracked_clients);
     let shared = Shared::new(Arc::new(config), stats.clone(), IsolationSet::in_memory());
-    let api = ApiContext {
-        ready: Arc::new(AtomicBool::new(true)),
-        stats,
-    };
+    let ipam = vpcbox::ipam::Ipam::open(
+        &shared.config.storage.path,
+        vpcbox::app::store::ipam_options(&shared.config),
+        stats.clone(),
+    )?;
+    ipam.spawn(&shared.tracker, shared.cancel.clone());
+    let (_snap_tx, snapshots) = tokio::sync::watch::channel(Arc::default());
+    let api = ApiContext::new(&shared, ipam, snapshots, Arc::from("bench-token"));
+    api.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let gw = Gateway::bind(&shared, api)?;
     eprintln!("gateway_bench listening on {}", gw.local_addr()?);
     if let Ok(path) = std::env::var("GW_PID_FILE") {

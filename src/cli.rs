@@ -59,6 +59,8 @@ pub enum Command {
     /// Backup and restore of the store
     #[command(subcommand)]
     Db(DbCommand),
+    #[command(flatten)]
+    Admin(crate::admin_cli::AdminCommand),
 }
 
 #[derive(Debug, Subcommand)]

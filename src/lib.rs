@@ -5,6 +5,7 @@
 //! lives in its own module and talks to the others only through the `Ipam`
 //! API, the shared `stats` counters and the `isolation` set.
 
+pub mod admin_cli;
 pub mod app;
 pub mod cli;
 pub mod client;

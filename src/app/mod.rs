@@ -16,6 +16,7 @@ use crate::cli::LogFormat;
 use crate::config::Config;
 use crate::events::EventLog;
 use crate::exit::Exit;
+use crate::gateway::{ApiContext, Gateway};
 use crate::isolation::IsolationSet;
 use crate::memory::Governor;
 use crate::stats::{Publisher, Stats};
@@ -23,6 +24,7 @@ use crate::stats::{Publisher, Stats};
 mod logging;
 mod reload;
 pub mod store;
+mod token;
 
 pub use reload::{reload, Outcome};
 
@@ -89,10 +91,25 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
 
     let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
     shared.tracker.spawn(governor.run(shared.cancel.clone()));
-    let (publisher, _snapshots) = Publisher::new(stats.clone());
+    let (publisher, snapshots) = Publisher::new(stats.clone());
     shared
         .tracker
         .spawn(publisher.run(config.stats.publish_interval, shared.cancel.clone()));
+
+    // Bind every listener before declaring readiness; a port we cannot
+    // have is exit 69 naming it.
+    let mut ready = Vec::new();
+    if config.gateway.enabled {
+        let token = token::load_or_create(&config.gateway.admin_token_file)?;
+        let api = ApiContext::new(&shared, ipam.clone(), snapshots.clone(), token);
+        ready.push(api.ready.clone());
+        let gateway = Gateway::bind(&shared, api).map_err(Exit::unavailable)?;
+        shared.tracker.spawn(gateway.run());
+    }
+    for r in &ready {
+        r.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

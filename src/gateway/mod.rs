@@ -12,10 +12,10 @@
 //! drain bounded by `[process] shutdown_grace`).
 
 mod admission;
+pub mod api;
 mod body;
 mod conn;
 mod error;
-pub mod internal;
 mod limits;
 mod listener;
 mod proxy;
@@ -34,10 +34,7 @@ use crate::config::GatewayConfig;
 use crate::isolation::IsolationSet;
 use crate::stats::Stats;
 
-// The internal API. Switching to the real one (branch `api`) is this line:
-// `pub use api as api_impl;` after `pub mod api;`.
 pub use api::ApiContext;
-pub use internal as api;
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -177,6 +177,7 @@ impl Ipam {
         self.store.flush()?;
         *st = load(self.store.as_ref(), st.tuning)?;
         self.publish_locked(&st);
+        self.refresh_specs(&st);
         Ok(())
     }
 
@@ -206,6 +207,7 @@ impl Ipam {
             }
             let t = self.write_ops(&mut st, &[subnet_op(&spec)?])?;
             st.insert_subnet(SubnetIndex::new(Arc::new(spec), |_| false));
+            self.refresh_specs(&st);
             self.note_change(&st);
             t
         };
@@ -267,6 +269,7 @@ impl Ipam {
             offered.into_iter().for_each(|ip| st.drop_offer(ip));
             gone_clients.iter().for_each(|c| st.clients.remove(c));
             st.subnets.remove(s);
+            self.refresh_specs(&st);
             self.note_change(&st);
             t
         };

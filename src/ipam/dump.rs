@@ -173,6 +173,7 @@ impl Ipam {
             let ticket = self.committer.submit(&mut st, &[], &self.stats);
             *st = load(self.store.as_ref(), st.tuning)?;
             self.publish_locked(&st);
+            self.refresh_specs(&st);
             ticket
         };
         self.committer

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +64,10 @@ pub struct Ipam {
     reaper_wake: Notify,
     /// Last publication of lease counts (std Mutex: a timestamp, CPU-only).
     published: Mutex<Option<Instant>>,
+    /// The subnet specs, in address order: read lock-free on the DHCP hot
+    /// path (which subnet does this packet belong to); replaced wholesale
+    /// under the state lock when subnets change (rare).
+    specs: ArcSwap<Vec<Arc<SubnetSpec>>>,
     /// Lease counts changed since the last publication.
     dirty: std::sync::atomic::AtomicBool,
 }
@@ -107,8 +112,10 @@ impl Ipam {
             reaper_wake: Notify::new(),
             published: Mutex::new(None),
             dirty: Default::default(),
+            specs: ArcSwap::default(),
         });
         ipam.publish_counts(true);
+        ipam.refresh_specs(&ipam.lock());
         tracing::info!(path = ?ipam.path, elapsed = ?started.elapsed(), "ipam opened");
         Ok(ipam)
     }
@@ -136,34 +143,39 @@ impl Ipam {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn refresh_specs(&self, st: &State) {
+        self.specs.store(Arc::new(
+            st.subnets.iter().map(|s| s.spec.clone()).collect(),
+        ));
+    }
+
     pub fn subnets(&self) -> Vec<Arc<SubnetSpec>> {
-        self.lock().subnets.iter().map(|s| s.spec.clone()).collect()
+        self.specs.load().to_vec()
     }
 
     pub fn subnet(&self, id: &str) -> Option<Arc<SubnetSpec>> {
-        self.lock()
-            .subnets
-            .iter()
-            .find(|s| s.spec.id == id)
-            .map(|s| s.spec.clone())
+        self.specs.load().iter().find(|s| s.id == id).cloned()
     }
 
     /// The subnet a relayed request belongs to: `giaddr` inside its CIDR or
-    /// listed in its relays.
+    /// listed in its relays. Lock-free.
     pub fn subnet_for_relay(&self, giaddr: Ipv4Addr) -> Option<Arc<SubnetSpec>> {
-        let st = self.lock();
-        st.subnets
+        let specs = self.specs.load();
+        specs
             .iter()
-            .find(|s| s.spec.cidr.contains(&giaddr))
-            .or_else(|| st.subnets.iter().find(|s| s.spec.relays.contains(&giaddr)))
-            .map(|s| s.spec.clone())
+            .find(|s| s.cidr.contains(&giaddr))
+            .or_else(|| specs.iter().find(|s| s.relays.contains(&giaddr)))
+            .cloned()
     }
 
     /// The subnet of a directly attached interface with address `iface_addr`.
+    /// Lock-free.
     pub fn subnet_for_interface(&self, iface_addr: Ipv4Addr) -> Option<Arc<SubnetSpec>> {
-        let st = self.lock();
-        st.subnet_of(u32::from(iface_addr))
-            .map(|i| st.subnets[i].spec.clone())
+        self.specs
+            .load()
+            .iter()
+            .find(|s| s.cidr.contains(&iface_addr))
+            .cloned()
     }
 
     /// Writes ops planned under the state lock: store first, then memory,

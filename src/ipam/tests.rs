@@ -470,3 +470,39 @@ fn subnet_json_shape() {
     let back: SubnetSpec = serde_json::from_value(v).unwrap();
     assert_eq!(back, s);
 }
+
+#[tokio::test]
+async fn reaper_expires_on_time_after_being_woken() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Stats::new(16);
+    let opts = IpamOptions {
+        offer_hold: Duration::from_secs(1),
+        ..IpamOptions::default()
+    };
+    let ipam = Ipam::open(dir.path(), opts, stats.clone()).unwrap();
+    let mut s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
+    s.lease_time = Duration::from_secs(1);
+    ipam.apply_config(&[s], &[], SystemTime::now()).unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // The reaper starts with nothing to do (a long sleep) and must be woken.
+    ipam.spawn(&tracker, cancel.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let l = ipam
+        .allocate("lab", &mac(1), SystemTime::now())
+        .await
+        .unwrap();
+    let o = ipam.offer("lab", &mac(2), None, SystemTime::now()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(ipam.lookup(l.ip).unwrap().state, LeaseState::Expired);
+    assert_eq!(ipam.lookup(o.ip), None, "the offer timed out");
+    let counts = stats.ipam.leases.lock().unwrap().clone();
+    assert!(
+        counts.iter().any(|c| c.state == "expired" && c.count == 1),
+        "{counts:?}"
+    );
+    assert!(stats.ipam.commit_seconds.snapshot().count >= 1);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}

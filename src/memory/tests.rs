@@ -92,8 +92,18 @@ fn purge_child() {
         "allocation did not show in RSS: {before} -> {peak}"
     );
     drop(blocks);
-    assert!(purge());
-    let after = rss_bytes();
+    // jemalloc skips an explicit purge while its background thread holds an
+    // arena's decay lock (it is purging that arena itself), so a purge is
+    // retried briefly rather than trusted to be synchronous.
+    let mut after = peak;
+    for _ in 0..20 {
+        assert!(purge());
+        after = rss_bytes();
+        if after < before + 20 * MIB {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(
         after < before + 20 * MIB,
         "purge left {} MiB of {} MiB allocated",

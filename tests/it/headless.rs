@@ -16,7 +16,7 @@ fn sigterm_drains_and_exits_zero_within_the_grace_time() {
         vb.stderr()
     );
     vb.signal("TERM");
-    let code = vb.wait(Duration::from_secs(6));
+    let code = vb.wait(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{}", vb.stderr());
     assert!(vb.stderr().contains("shutting down"));
 }
@@ -51,7 +51,7 @@ fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
     vb.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
     vb.signal("TERM");
-    assert_eq!(vb.wait(Duration::from_secs(6)), Some(0));
+    assert_eq!(vb.wait(Duration::from_secs(15)), Some(0));
     let log = vb.stderr();
     assert!(
         log.contains(
@@ -75,7 +75,7 @@ fn json_logs_are_one_object_per_line() {
     let mut vb = Running { child };
     std::thread::sleep(Duration::from_millis(500));
     vb.signal("TERM");
-    assert_eq!(vb.wait(Duration::from_secs(6)), Some(0));
+    assert_eq!(vb.wait(Duration::from_secs(15)), Some(0));
     let log = vb.stderr();
     let lines: Vec<&str> = log.lines().collect();
     assert!(lines.len() >= 3, "{log}");

@@ -3,12 +3,13 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // helpers are shared by modules that land over time
 
+mod api_admin;
+mod api_cli;
+mod api_ipam;
+mod api_schemathesis;
+mod api_server;
+mod api_support;
 mod config_fixtures;
-mod gateway_h2attack;
-mod gateway_h2frames;
-mod gateway_limits;
-mod gateway_support;
-mod gateway_tls;
 mod headless;
 mod replay;
 mod store;

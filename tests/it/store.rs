@@ -35,7 +35,7 @@ fn a_second_instance_on_the_same_data_directory_exits_69() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("another vpcbox owns it"));
     first.signal("TERM");
     assert_eq!(
-        first.wait(Duration::from_secs(6)),
+        first.wait(Duration::from_secs(15)),
         Some(0),
         "{}",
         first.stderr()

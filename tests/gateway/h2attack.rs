@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::gateway_h2frames::*;
-use super::gateway_support::*;
+use super::h2frames::*;
+use super::support::*;
 
 const SEC: Duration = Duration::from_secs(1);
 

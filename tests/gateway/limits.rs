@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vpcbox::client::ClientKey;
 use vpcbox::stats::DropReason;
 
-use super::gateway_support::*;
+use super::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2c_on_one_port_with_json_errors() {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use super::gateway_support::*;
+use super::support::*;
 
 fn have(tool: &str) -> bool {
     Command::new(tool)

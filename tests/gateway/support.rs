@@ -22,6 +22,9 @@ use vpcbox::gateway::{ApiContext, Gateway};
 use vpcbox::isolation::IsolationSet;
 use vpcbox::stats::Stats;
 
+/// The admin bearer token of in-process test gateways.
+pub const TEST_TOKEN: &str = "test-admin-token";
+
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs gateway tests one at a time (heap measurements are process-wide).
@@ -107,20 +110,35 @@ shutdown_grace = "2s"
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub shared: Shared,
+    /// This gateway's own store (sled locks its directory per process).
+    _data: tempfile::TempDir,
 }
 
 impl TestGateway {
-    pub async fn start(config: Config) -> Self {
+    pub async fn start(mut config: Config) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        config.storage.path = data.path().to_path_buf();
         let stats = Stats::new(config.stats.tracked_clients);
         let shared = Shared::new(Arc::new(config), stats.clone(), IsolationSet::in_memory());
-        let api = ApiContext {
-            ready: Arc::new(AtomicBool::new(true)),
-            stats,
-        };
+        let ipam = vpcbox::ipam::Ipam::open(
+            &shared.config.storage.path,
+            vpcbox::app::store::ipam_options(&shared.config),
+            stats.clone(),
+        )
+        .expect("open ipam");
+        ipam.spawn(&shared.tracker, shared.cancel.clone());
+        let (snap_tx, snapshots) = tokio::sync::watch::channel(Arc::default());
+        std::mem::forget(snap_tx); // keep the channel open for the test's life
+        let api = ApiContext::new(&shared, ipam, snapshots, Arc::from(TEST_TOKEN));
+        api.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         let gw = Gateway::bind(&shared, api).expect("bind gateway");
         let addr = gw.local_addr().expect("addr");
         shared.tracker.spawn(gw.run());
-        Self { addr, shared }
+        Self {
+            addr,
+            shared,
+            _data: data,
+        }
     }
 
     pub fn stats(&self) -> &Stats {

@@ -1,0 +1,176 @@
+//! IPAM benchmark (run through `bench/ipam.sh`, release build).
+//!
+//! - `binds DIR CONCURRENCY SECONDS`: durable allocations/s from
+//!   CONCURRENCY tasks, each allocating for fresh clients; mean batch size.
+//! - `populate DIR N`: writes N bound leases (through `import`).
+//! - `open DIR`: open time and RSS of a process that only opens the store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use vpcbox::client::ClientKey;
+use vpcbox::ipam::{Dump, Ipam, IpamOptions, Lease, LeaseState, PoolRange, SubnetSpec};
+use vpcbox::stats::Stats;
+
+fn subnet() -> SubnetSpec {
+    SubnetSpec {
+        id: "bench".into(),
+        cidr: "10.0.0.0/12".parse().unwrap(),
+        pools: vec![PoolRange {
+            start: "10.0.0.1".parse().unwrap(),
+            end: "10.15.255.254".parse().unwrap(),
+        }],
+        exclude: vec![],
+        gateway: None,
+        dns: vec![],
+        domain: None,
+        lease_time: Duration::from_secs(7 * 24 * 3600),
+        renew_time: None,
+        rebind_time: None,
+        mtu: None,
+        routes: vec![],
+        options: vec![],
+        relays: vec![],
+    }
+}
+
+fn client(n: u64) -> ClientKey {
+    let b = n.to_be_bytes();
+    ClientKey::Mac([2, b[3], b[4], b[5], b[6], b[7]])
+}
+
+fn opts() -> IpamOptions {
+    IpamOptions {
+        cache_capacity: 32 << 20,
+        ..IpamOptions::default()
+    }
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn binds(dir: &Path, conc: u64, secs: u64) {
+    let stats = Stats::new(16);
+    let ipam = Ipam::open(dir, opts(), stats.clone()).unwrap();
+    ipam.apply_config(&[subnet()], &[], SystemTime::now())
+        .unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    ipam.spawn(&tracker, cancel.clone());
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..conc)
+        .map(|_| {
+            let (ipam, next) = (ipam.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    let c = client(next.fetch_add(1, Relaxed));
+                    ipam.allocate("bench", &c, SystemTime::now()).await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let b = stats.ipam.batch_size.snapshot();
+    let c = stats.ipam.commit_seconds.snapshot();
+    println!(
+        "binds concurrency={conc} total={total} secs={elapsed:.2} binds_per_sec={:.0} mean_batch={:.1} mean_commit_ms={:.2} flushes={}",
+        total as f64 / elapsed,
+        b.sum / b.count.max(1) as f64,
+        1e3 * c.sum / c.count.max(1) as f64,
+        b.count
+    );
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn populate(dir: &Path, n: u64) {
+    let ipam = Ipam::open(dir, opts(), Stats::new(16)).unwrap();
+    let now = SystemTime::now();
+    let leases = (0..n)
+        .map(|i| Lease {
+            ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 1)) + i as u32),
+            subnet: "bench".into(),
+            client: client(i),
+            state: LeaseState::Bound,
+            expires_at: now + Duration::from_secs(7 * 24 * 3600),
+            updated_at: now,
+            hostname: None,
+        })
+        .collect();
+    let dump = Dump {
+        schema: vpcbox::ipam::SCHEMA,
+        subnets: vec![subnet()],
+        reservations: vec![],
+        leases,
+        isolations: vec![],
+    };
+    let t = Instant::now();
+    ipam.import(dump, true).await.unwrap();
+    println!(
+        "populate leases={n} secs={:.2} size_on_disk={}",
+        t.elapsed().as_secs_f64(),
+        ipam.size_on_disk()
+    );
+}
+
+fn open(dir: &Path) {
+    let before = rss_kib("VmRSS:");
+    let t = Instant::now();
+    let ipam = Ipam::open(dir, opts(), Stats::new(16)).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let usage = ipam.utilisation();
+    let bound = usage
+        .iter()
+        .flat_map(|u| &u.by_state)
+        .filter(|(s, _)| *s == LeaseState::Bound)
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    // A lookup and a lease_of, to show the index answers.
+    assert!(ipam.lease_of(&client(0)).is_some() || bound == 0);
+    println!(
+        "open bound={bound} secs={secs:.2} rss_before_kib={before} rss_kib={} peak_rss_kib={}",
+        rss_kib("VmRSS:"),
+        rss_kib("VmHWM:")
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let dir = Path::new(args.get(2).map(String::as_str).unwrap_or("bench-data"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match arg(1).as_str() {
+        "binds" => rt.block_on(binds(
+            dir,
+            arg(3).parse().unwrap(),
+            arg(4).parse().unwrap_or(5),
+        )),
+        "populate" => rt.block_on(populate(dir, arg(3).parse().unwrap())),
+        "open" => open(dir),
+        _ => eprintln!("usage: ipam_bench binds DIR CONC SECS | populate DIR N | open DIR"),
+    }
+}

@@ -1,0 +1,43 @@
+//! Operational endpoints: liveness, readiness, metrics, the API spec.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::error::ApiError;
+use super::wire::{ok, response, Resp};
+use super::{ApiContext, OPENAPI};
+
+/// 200 for as long as the process serves at all.
+pub fn healthz() -> Result<Resp, ApiError> {
+    ok(&serde_json::json!({"status": "ok"}))
+}
+
+/// 200 once every listener is bound and the store is open, else 503.
+pub fn readyz(ctx: &ApiContext) -> Result<Resp, ApiError> {
+    if ctx.ready.load(Ordering::Acquire) {
+        ok(&serde_json::json!({"status": "ready"}))
+    } else {
+        Err(ApiError::NotReady)
+    }
+}
+
+/// Prometheus text exposition of the latest snapshot (never of live state).
+pub fn metrics(ctx: &ApiContext) -> Result<Resp, ApiError> {
+    let snap = ctx.snapshots.borrow().clone();
+    let text = crate::stats::prometheus::render(&snap);
+    Ok(response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(text),
+    ))
+}
+
+pub fn openapi() -> Result<Resp, ApiError> {
+    Ok(response(
+        StatusCode::OK,
+        "application/yaml",
+        Bytes::from_static(OPENAPI.as_bytes()),
+    ))
+}
