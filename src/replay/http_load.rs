@@ -36,6 +36,8 @@ pub struct Load {
     pub timeout: Duration,
     /// Subnet for allocations (API load).
     pub subnet: String,
+    /// Bearer token for allocations; without one the API load only reads.
+    pub token: Option<Arc<str>>,
     /// Path prefix of the slow route (upstream load).
     pub prefix: String,
     /// Requests in flight at most; past it a request counts as an error
@@ -127,7 +129,7 @@ pub fn request(load: &Load, seq: u64, client: u32) -> http::Request<Full<Bytes>>
     let built = match load.kind {
         // One allocation in five; each client cycles over 256 keys, so the
         // allocations are idempotent repeats after the first round.
-        Kind::Api if seq % 5 == 0 => {
+        Kind::Api if seq % 5 == 0 && load.token.is_some() => {
             let body = format!(
                 r#"{{"client":"mac:02:aa:{:02x}:00:00:{:02x}"}}"#,
                 client & 0xff,
@@ -139,6 +141,10 @@ pub fn request(load: &Load, seq: u64, client: u32) -> http::Request<Full<Bytes>>
                     load.base, load.subnet
                 ))
                 .header("content-type", "application/json")
+                .header(
+                    "authorization",
+                    format!("Bearer {}", load.token.as_deref().unwrap_or("")),
+                )
                 .body(Full::new(Bytes::from(body)))
         }
         Kind::Api => b
@@ -163,6 +169,7 @@ mod tests {
             first_ip: Ipv4Addr::new(127, 0, 0, 10),
             timeout: Duration::from_secs(2),
             subnet: "lab".into(),
+            token: Some(Arc::from("t0k")),
             prefix: "/replay-slow/".into(),
             max_in_flight: 10,
         }
@@ -173,6 +180,12 @@ mod tests {
         let r = request(&load(Kind::Api), 0, 3);
         assert_eq!(r.method(), "POST");
         assert_eq!(r.uri(), "http://127.0.0.1:8080/v1/subnets/lab/allocations");
+        assert_eq!(r.headers()["authorization"], "Bearer t0k");
+        let anonymous = Load {
+            token: None,
+            ..load(Kind::Api)
+        };
+        assert_eq!(request(&anonymous, 0, 3).method(), "GET");
         let r = request(&load(Kind::Api), 1, 3);
         assert_eq!(r.method(), "GET");
         assert_eq!(r.uri(), "http://127.0.0.1:8080/v1/leases?limit=10");

@@ -113,6 +113,10 @@ pub struct ReplayArgs {
     /// Budget the peak RSS is judged against [default: the config's memory.budget, else 128MiB]
     #[arg(long, value_parser = size_arg)]
     pub budget: Option<u64>,
+    /// Admin token file of a running target (allocations need it) [default: the config's
+    /// gateway.admin_token_file; without a token the API load only reads]
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// Subnet id for API allocations [default: the spawned config's, else "lab"]
     #[arg(long)]
     pub subnet: Option<String>,

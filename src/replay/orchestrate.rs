@@ -142,6 +142,7 @@ impl Loads<'_> {
             first_ip,
             timeout,
             subnet: self.setup.subnet.clone(),
+            token: self.setup.token.clone(),
             prefix: self.args.upstream_prefix.clone(),
             max_in_flight: 16_384,
         }

@@ -2,7 +2,8 @@
 //! `/readyz`), or one already running (addresses from flags or its config).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +19,9 @@ pub struct Setup {
     pub dhcp: SocketAddr,
     pub budget: u64,
     pub subnet: String,
+    /// Admin bearer token for the IPAM writes (allocations); without one the
+    /// API load sends only reads.
+    pub token: Option<Arc<str>>,
     pub spawned: Option<Spawned>,
     pub scratch: Option<PathBuf>,
 }
@@ -79,6 +83,8 @@ pub async fn spawn(args: &ReplayArgs, upstream_port: u16) -> anyhow::Result<Setu
             .subnet
             .clone()
             .unwrap_or_else(|| config_gen::SUBNET.into()),
+        // The target creates it on first start, before it is ready.
+        token: read_token(&config.gateway.admin_token_file),
         spawned: Some(child),
         scratch: Some(dir),
     })
@@ -118,7 +124,21 @@ pub async fn attach(args: &ReplayArgs) -> anyhow::Result<Setup> {
             .or(config.as_ref().map(|c| c.memory.budget))
             .unwrap_or(DEFAULT_BUDGET),
         subnet: args.subnet.clone().unwrap_or_else(|| "lab".into()),
+        token: args
+            .token_file
+            .as_deref()
+            .or(config
+                .as_ref()
+                .map(|c| c.gateway.admin_token_file.as_path()))
+            .and_then(read_token),
         spawned: None,
         scratch: None,
     })
+}
+
+/// The admin token in `path`, trimmed; `None` when unreadable or empty.
+fn read_token(path: &Path) -> Option<Arc<str>> {
+    let t = std::fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| Arc::from(t))
 }
