@@ -85,7 +85,9 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         let due = (started.elapsed().as_secs_f64() * f64::from(load.rate)) as u64;
-        while sent < due {
+        // `is_cancelled`: a lagging runtime catches up in bursts; none may
+        // start after the load was stopped.
+        while sent < due && !cancel.is_cancelled() {
             let phase = rec.phase();
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 rec.fail(load.kind, phase, SKIPPED);

@@ -166,7 +166,14 @@ pub fn verdict(
     }
     let pre = pre_flood_rss(samples);
     let rec = pre.and_then(|p| recovery_secs(samples, p));
-    let tail = samples.iter().filter(|s| s.phase == Phase::Tail).count() as f64 * 0.1;
+    let tail = {
+        let mut t = samples
+            .iter()
+            .filter(|s| s.phase == Phase::Tail)
+            .map(|s| s.t);
+        let first = t.next().unwrap_or(0.0);
+        t.next_back().map_or(0.0, |last| last - first)
+    };
     lines.push(Line {
         what: format!(
             "RSS back within 10 % of pre-flood ({})",
