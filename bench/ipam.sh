@@ -15,7 +15,7 @@ bin=target/release/examples/ipam_bench
 echo "# machine: $(nproc) cores, kernel $(uname -r), workdir $work ($(df -T "$work" | awk 'NR==2{print $2}'))"
 for c in 1 16 256; do
     rm -rf "$work/binds-$c"
-    "$bin" binds "$work/binds-$c" "$c" "$secs"
+    /usr/bin/time -f "binds-$c cpu: user %Us sys %Ss wall %es" "$bin" binds "$work/binds-$c" "$c" "$secs" 2>&1
     echo "disk binds-$c: $(du -sh "$work/binds-$c" | cut -f1)"
     rm -rf "$work/binds-$c"
 done
@@ -25,5 +25,7 @@ for n in 100000 1000000; do
     echo "disk open-$n: $(du -sh "$work/open-$n" | cut -f1)"
     "$bin" open "$work/open-$n"
     /usr/bin/time -f "open-$n: wall %es maxrss %MKiB" "$bin" open "$work/open-$n" 2>&1
+    CACHE_MIB=8 "$bin" open "$work/open-$n"
+    "$bin" sled "$work/open-$n"
     rm -rf "$work/open-$n"
 done

@@ -4,6 +4,10 @@
 //!   CONCURRENCY tasks, each allocating for fresh clients; mean batch size.
 //! - `populate DIR N`: writes N bound leases (through `import`).
 //! - `open DIR`: open time and RSS of a process that only opens the store.
+//! - `sled DIR`: sled alone opening and scanning the same store, to show
+//!   how much of the RSS is sled's.
+//!
+//! `CACHE_MIB` sets the sled cache (default 32).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
@@ -43,9 +47,17 @@ fn client(n: u64) -> ClientKey {
     ClientKey::Mac([2, b[3], b[4], b[5], b[6], b[7]])
 }
 
+/// sled cache in MiB: `CACHE_MIB` (default 32, the shipped config's).
+fn cache_mib() -> u64 {
+    std::env::var("CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
 fn opts() -> IpamOptions {
     IpamOptions {
-        cache_capacity: 32 << 20,
+        cache_capacity: cache_mib() << 20,
         ..IpamOptions::default()
     }
 }
@@ -149,10 +161,63 @@ fn open(dir: &Path) {
     // A lookup and a lease_of, to show the index answers.
     assert!(ipam.lease_of(&client(0)).is_some() || bound == 0);
     println!(
-        "open bound={bound} secs={secs:.2} rss_before_kib={before} rss_kib={} peak_rss_kib={}",
+        "open cache_mib={} bound={bound} secs={secs:.2} rss_before_kib={before} rss_kib={} peak_rss_kib={}",
+        cache_mib(),
         rss_kib("VmRSS:"),
         rss_kib("VmHWM:")
     );
+}
+
+/// Returns jemalloc's dirty pages to the OS, as vpcbox's memory governor
+/// does (`src/memory.rs`); RSS after it is what the store really holds.
+fn purge() {
+    let call = |name: &std::ffi::CStr| {
+        // SAFETY: "void" mallctl operations: no input, no output.
+        #[allow(unsafe_code)]
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        }
+    };
+    call(c"thread.tcache.flush");
+    call(c"arena.4096.purge");
+}
+
+/// Where open-time memory goes: sled alone, then a scan of the leases tree.
+fn sled_only(dir: &Path) {
+    let t = Instant::now();
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_mib() << 20)
+        .open()
+        .unwrap();
+    let leases = db.open_tree("leases").unwrap();
+    println!(
+        "sled open secs={:.2} rss_kib={}",
+        t.elapsed().as_secs_f64(),
+        rss_kib("VmRSS:")
+    );
+    let n = leases.iter().count();
+    println!(
+        "sled scan n={n} secs={:.2} rss_kib={}",
+        t.elapsed().as_secs_f64(),
+        rss_kib("VmRSS:")
+    );
+    let clients = db.open_tree("clients").unwrap();
+    let n = clients.iter().count();
+    println!(
+        "sled scan2 n={n} secs={:.2} rss_kib={} peak={}",
+        t.elapsed().as_secs_f64(),
+        rss_kib("VmRSS:"),
+        rss_kib("VmHWM:")
+    );
+    purge();
+    println!("sled purged rss_kib={}", rss_kib("VmRSS:"));
 }
 
 fn main() {
@@ -171,6 +236,7 @@ fn main() {
         )),
         "populate" => rt.block_on(populate(dir, arg(3).parse().unwrap())),
         "open" => open(dir),
+        "sled" => sled_only(dir),
         _ => eprintln!("usage: ipam_bench binds DIR CONC SECS | populate DIR N | open DIR"),
     }
 }

@@ -22,7 +22,7 @@ use vpcbox::ipam::{Ipam, IpamError, IpamOptions, LeaseFilter, LeaseState, PoolRa
 use vpcbox::stats::Stats;
 
 const CHILD_ENV: &str = "IPAM_CRASH_CHILD";
-const CYCLES: u32 = 24;
+const CYCLES: u32 = 20;
 const TASKS: u32 = 32;
 
 fn subnet() -> SubnetSpec {
@@ -137,7 +137,7 @@ fn run_child(dir: &Path, cycle: u32, rng: &mut Rng) -> Vec<(ClientKey, Ipv4Addr)
         let err = Ipam::open(dir, IpamOptions::default(), Stats::new(4)).unwrap_err();
         assert!(matches!(err, IpamError::Locked { .. }), "{err:?}");
     }
-    std::thread::sleep(Duration::from_millis(rng.below(400)));
+    std::thread::sleep(Duration::from_millis(rng.below(250)));
     child.kill().unwrap();
     child.wait().unwrap();
     reader.join().unwrap()

@@ -30,7 +30,9 @@ pub fn init(format: LogFormat, to_file: Option<&Path>) -> Result<(), Exit> {
             }
         }
         None => {
-            let b = builder.with_writer(std::io::stderr);
+            // No colour codes into journald or a log file: only on a terminal.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let b = builder.with_ansi(ansi).with_writer(std::io::stderr);
             match format {
                 LogFormat::Json => b.json().try_init(),
                 LogFormat::Text => b.try_init(),

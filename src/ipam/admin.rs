@@ -27,25 +27,35 @@ pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
         }
     }
     let mut skipped = 0u64;
+    // A client's bound record is always the one its clients-tree entry
+    // names (binding elsewhere releases it first), so only clients without
+    // one need a point lookup in the clients tree — scanning that whole
+    // tree would double start-up time and sled's memory.
+    let mut unsure = Vec::new();
     for kv in store.scan(TreeId::Leases, &[], None) {
         let (k, v) = kv?;
-        match (key_ip(&k), Record::decode_head(&v)) {
-            (Some(ip), Ok((state, expires))) if st.subnet_of(ip).is_some() => {
-                load_lease(&mut st, ip, state, expires)
+        match (key_ip(&k), Record::decode(&v)) {
+            (Some(ip), Ok(r)) if st.subnet_of(ip).is_some() => {
+                load_lease(&mut st, ip, r.state, r.expires);
+                if r.state == LeaseState::Bound {
+                    st.clients.insert(&r.client, ip);
+                } else {
+                    unsure.push(r.client);
+                }
             }
             _ => skipped += 1,
         }
     }
-    // The clients tree names each client's latest lease (written in the
-    // same transaction as the lease).
-    for kv in store.scan(TreeId::Clients, &[], None) {
-        let (k, v) = kv?;
-        let client = std::str::from_utf8(&k)
-            .ok()
-            .and_then(|t| t.parse::<ClientKey>().ok());
-        match (client, key_ip(&v)) {
-            (Some(c), Some(ip)) if st.code(ip) != FREE => st.clients.insert(&c, ip),
-            _ => skipped += 1,
+    for c in unsure {
+        if st.clients.get(&c).is_some() {
+            continue;
+        }
+        let ip = store
+            .get(TreeId::Clients, c.to_string().as_bytes())?
+            .as_deref()
+            .and_then(key_ip);
+        if let Some(ip) = ip.filter(|ip| st.code(*ip) != FREE) {
+            st.clients.insert(&c, ip);
         }
     }
     if skipped > 0 {
@@ -173,6 +183,7 @@ impl Ipam {
             }
             ops.push(reservation_op(r)?);
         }
+        self.drain(&mut st)?;
         self.store.apply(&ops)?;
         self.store.flush()?;
         *st = load(self.store.as_ref(), st.tuning)?;
@@ -182,7 +193,7 @@ impl Ipam {
     }
 
     fn write_ops(&self, st: &mut State, ops: &[Op]) -> Result<Ticket, IpamError> {
-        self.store.apply(ops)?;
+        self.store_apply(st, ops.to_vec())?;
         self.stats
             .ipam
             .writes_total
@@ -229,7 +240,7 @@ impl Ipam {
             }];
             let mut gone_clients = Vec::new();
             for ip in st.subnets[s].stored() {
-                if let Some(r) = self.read(ip)? {
+                if let Some(r) = self.read(&st, ip)? {
                     if st.clients.get(&r.client) == Some(ip) {
                         ops.push(Op {
                             tree: TreeId::Clients,

@@ -1,12 +1,13 @@
 //! Group commit: durable writes wait for one `flush_async` shared by
 //! everything that was written while the previous flush ran.
 //!
-//! Each durable write takes a sequence number under the state lock and
-//! queues a waiter on an unbounded channel (bounded in practice by the
-//! number of callers awaiting, each holds one). The committer takes the
-//! whole queue as a batch, flushes once, and answers every waiter. Writes
-//! land in sled before their waiter is queued, so a flush that starts after
-//! the waiter was taken covers the write.
+//! Each write takes a sequence number under the state lock, queues its
+//! store ops (`State::queue`) and a waiter on an unbounded channel (bounded
+//! in practice by the number of callers awaiting, each holds one). The
+//! committer takes every waiter queued so far as a batch, applies all queued
+//! ops as one sled transaction under the state lock, flushes once, and
+//! answers every waiter. A waiter is queued after its ops, so the batch's
+//! transaction always contains them.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
@@ -144,19 +145,27 @@ pub async fn run(
         }
         commit(&ipam, batch).await;
     }
+    // From here on writes apply inline; what is queued goes first.
+    {
+        let mut st = ipam.lock();
+        st.committer_live = false;
+        let _ = ipam.drain(&mut st);
+    }
     rx.close();
     let mut rest = Vec::new();
     while let Ok(w) = rx.try_recv() {
         rest.push(w);
     }
-    if !rest.is_empty() {
-        commit(&ipam, rest).await;
-    }
+    commit(&ipam, rest).await;
     tracing::debug!("ipam committer stopped");
 }
 
 async fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
-    let res = ipam.store.flush_async().await;
+    let applied = ipam.drain(&mut ipam.lock());
+    let res = match applied {
+        Ok(()) => ipam.store.flush_async().await,
+        Err(e) => Err(e),
+    };
     let stats = &ipam.stats.ipam;
     if let Err(e) = &res {
         tracing::error!(error = %e, "ipam flush failed");

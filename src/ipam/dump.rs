@@ -25,6 +25,7 @@ const CHUNK: usize = 4096;
 
 impl Ipam {
     pub fn export(&self) -> Result<Dump, IpamError> {
+        self.drain(&mut self.lock())?;
         let isolations = self
             .store
             .scan(TreeId::Isolations, &[], None)
@@ -167,6 +168,7 @@ impl Ipam {
         }
         let ticket = {
             let mut st = self.lock();
+            self.drain(&mut st)?;
             for chunk in ops.chunks(CHUNK) {
                 self.store.apply(chunk)?;
             }

@@ -42,8 +42,6 @@ pub enum IpamError {
     NotEmpty,
     #[error("invalid dump: {0}")]
     InvalidDump(String),
-    #[error("ipam is shutting down")]
-    ShuttingDown,
 }
 
 impl From<sled::Error> for IpamError {

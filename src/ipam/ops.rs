@@ -23,11 +23,13 @@ enum Settle {
 }
 
 impl Ipam {
-    pub(super) fn read(&self, ip: u32) -> Result<Option<Record>, IpamError> {
-        self.store
-            .get(TreeId::Leases, &ip_key(ip))?
-            .map(|b| Record::decode(&b))
-            .transpose()
+    /// The stored record of `ip`, including writes still queued.
+    pub(super) fn read(&self, st: &State, ip: u32) -> Result<Option<Record>, IpamError> {
+        let bytes = match st.overlay.get(&ip) {
+            Some(queued) => queued.clone(),
+            None => self.store.get(TreeId::Leases, &ip_key(ip))?,
+        };
+        bytes.map(|b| Record::decode(&b)).transpose()
     }
 
     /// Housekeeping due at `now`: timed-out offers, ended leases (written
@@ -37,7 +39,8 @@ impl Ipam {
             self.note_change(st);
         }
         if now >= st.next_expiry {
-            let (changes, next) = st.plan_expiry(now, &|ip| self.read(ip))?;
+            let view: &State = st;
+            let (changes, next) = view.plan_expiry(now, &|ip| self.read(view, ip))?;
             self.write(st, &changes, false)?;
             st.next_expiry = next;
             self.note_change(st);
@@ -98,7 +101,7 @@ impl Ipam {
         let s = st.subnet_ix(subnet)?;
         let ip = st.choose(s, client, requested, now)?;
         if st.clients.get(client) == Some(ip) && st.subnets[s].is_bound(ip, now) {
-            if let Some(r) = self.read(ip)? {
+            if let Some(r) = self.read(&st, ip)? {
                 return Ok(r.to_lease(Ipv4Addr::from(ip), subnet));
             }
         }
@@ -126,8 +129,9 @@ impl Ipam {
             let mut st = self.lock();
             self.maintain(&mut st, now)?;
             let s = st.subnet_ix(subnet)?;
-            let plan =
-                st.plan_bind(s, client, u32::from(ip), hostname, now, &|ip| self.read(ip))?;
+            let plan = st.plan_bind(s, client, u32::from(ip), hostname, now, &|ip| {
+                self.read(&st, ip)
+            })?;
             self.finish(&mut st, plan)?
         };
         self.settle(settle).await
@@ -145,7 +149,7 @@ impl Ipam {
         let settle = {
             let mut st = self.lock();
             self.maintain(&mut st, now)?;
-            let plan = st.plan_renew(client, u32::from(ip), now, &|ip| self.read(ip))?;
+            let plan = st.plan_renew(client, u32::from(ip), now, &|ip| self.read(&st, ip))?;
             self.finish(&mut st, plan)?
         };
         self.settle(settle).await
@@ -163,7 +167,7 @@ impl Ipam {
         let ticket = {
             let mut st = self.lock();
             self.maintain(&mut st, now)?;
-            match st.plan_release(client, u32::from(ip), now, &|ip| self.read(ip))? {
+            match st.plan_release(client, u32::from(ip), now, &|ip| self.read(&st, ip))? {
                 None => {
                     if st
                         .offers
@@ -204,7 +208,7 @@ impl Ipam {
         let ticket = {
             let mut st = self.lock();
             self.maintain(&mut st, now)?;
-            let changes = st.plan_decline(client, u32::from(ip), now, &|ip| self.read(ip))?;
+            let changes = st.plan_decline(client, u32::from(ip), now, &|ip| self.read(&st, ip))?;
             let t = self.write(&mut st, &changes, true)?;
             self.note_change(&st);
             t
@@ -237,11 +241,14 @@ impl Ipam {
                 .clients
                 .get(client)
                 .filter(|ip| st.subnets[s].contains(*ip) && st.subnets[s].is_bound(*ip, now));
-            let plan = match held.map(|ip| self.read(ip).map(|r| (ip, r))).transpose()? {
+            let plan = match held
+                .map(|ip| self.read(&st, ip).map(|r| (ip, r)))
+                .transpose()?
+            {
                 Some((ip, Some(r))) => Plan::Cached(r.to_lease(Ipv4Addr::from(ip), subnet)),
                 _ => {
                     let ip = st.choose(s, client, None, now)?;
-                    st.plan_bind(s, client, ip, None, now, &|ip| self.read(ip))?
+                    st.plan_bind(s, client, ip, None, now, &|ip| self.read(&st, ip))?
                 }
             };
             self.finish(&mut st, plan)?
@@ -262,7 +269,7 @@ impl Ipam {
             .filter(|ip| st.code(*ip) == 1)
             .or(if offer.is_none() { stored } else { None })
         {
-            let r = self.read(ip).ok().flatten()?;
+            let r = self.read(&st, ip).ok().flatten()?;
             return Some(r.to_lease(Ipv4Addr::from(ip), &sub(ip)?));
         }
         let (ip, expires, at) = offer?;
@@ -278,7 +285,7 @@ impl Ipam {
         if let Some(o) = st.offers.get(&ip) {
             return Some(offered(ip, id, &o.client, o.expires, o.at));
         }
-        self.read(ip)
+        self.read(&st, ip)
             .ok()
             .flatten()
             .map(|r| r.to_lease(Ipv4Addr::from(ip), id))
@@ -297,7 +304,11 @@ impl Ipam {
                 .collect();
         }
         let (subnets, mut out) = {
-            let st = self.lock();
+            let mut st = self.lock();
+            // Listing scans the store: apply queued writes first.
+            if let Err(e) = self.drain(&mut st) {
+                tracing::warn!(error = %e, "listing leases without queued writes");
+            }
             let subnets: Vec<_> = st.subnets.iter().map(|s| s.spec.clone()).collect();
             let mut offers: Vec<Lease> = st
                 .offers

@@ -326,21 +326,37 @@ fn check(ipam: &Ipam, m: &Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_agrees_with_model(steps in proptest::collection::vec(step(), 1..40)) {
+    fn store_agrees_with_model(steps in proptest::collection::vec(step(), 1..40), queued in any::<bool>()) {
+        // `queued`: with the group committer running (writes queued and
+        // applied per batch), else applied inline.
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let start = |ipam: &Arc<Ipam>| {
+            let tracker = tokio_util::task::TaskTracker::new();
+            let cancel = tokio_util::sync::CancellationToken::new();
+            if queued {
+                let _guard = rt.enter();
+                ipam.spawn_committer(&tracker, cancel.clone());
+            }
+            (tracker, cancel)
+        };
         let mut ipam = open(dir.path());
         let mut lab = spec("lab", "10.0.0.0/24", "10.0.0.1", "10.0.0.8");
         lab.lease_time = Duration::from_secs(LEASE);
         ipam.apply_config(&[lab], &[], at(0)).unwrap();
+        let mut tasks = start(&ipam);
         let mut m = Model::default();
         for s in &steps {
             if let Step::Restart = s {
+                tasks.1.cancel();
+                tasks.0.close();
+                rt.block_on(tasks.0.wait());
                 drop(ipam);
                 ipam = open(dir.path());
+                tasks = start(&ipam);
                 m.offers.clear();
                 ipam.reap(at(m.now)).unwrap();
             } else {

@@ -65,18 +65,6 @@ impl Record {
         })
     }
 
-    /// State and expiry only (what the index needs at start-up).
-    pub fn decode_head(b: &[u8]) -> Result<(LeaseState, u32), IpamError> {
-        match b {
-            [VERSION, st, e0, e1, e2, e3, ..] => {
-                let state = state_from_code(*st)
-                    .ok_or_else(|| IpamError::Storage("bad lease record: state".into()))?;
-                Ok((state, u32::from_be_bytes([*e0, *e1, *e2, *e3])))
-            }
-            _ => Err(IpamError::Storage("bad lease record".into())),
-        }
-    }
-
     pub fn to_lease(&self, ip: Ipv4Addr, subnet: &str) -> Lease {
         Lease {
             ip,

@@ -2,9 +2,11 @@
 //! reached only through a record reader, time only through `now`).
 //!
 //! The store is the source of truth; this is its index. A mutation is
-//! planned here as a list of [`Change`]s, written to the store in one
-//! transaction, then [`State::apply`]d — so memory never runs ahead of a
-//! failed write.
+//! planned here as a list of [`Change`]s, turned into store ops (queued for
+//! the committer's next transaction, or applied at once without one), then
+//! [`State::apply`]d. A failed inline write leaves memory untouched; a
+//! failed batched write fails every waiter of the batch and is logged (the
+//! index is then ahead of the store until restart).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -96,6 +98,14 @@ pub struct State {
     /// Address → sequence number of its latest write (pruned once flushed):
     /// a cached answer about an address waits for that write's flush.
     pub pending: HashMap<u32, u64>,
+    /// Writes waiting for the committer, applied as ONE sled transaction per
+    /// group commit (a sled transaction costs two log-buffer writes however
+    /// small it is, so one per bind would cap throughput).
+    pub queue: Vec<Op>,
+    /// Lease records in `queue`, by address, so reads see them.
+    pub overlay: HashMap<u32, Option<Vec<u8>>>,
+    /// The committer runs: writes are queued, not applied inline.
+    pub committer_live: bool,
 }
 
 impl State {
@@ -112,6 +122,9 @@ impl State {
             tuning,
             seq: 0,
             pending: HashMap::new(),
+            queue: Vec::new(),
+            overlay: HashMap::new(),
+            committer_live: false,
         }
     }
 

@@ -11,6 +11,7 @@ mod api_server;
 mod api_support;
 mod config_fixtures;
 mod headless;
+mod package;
 mod replay;
 mod store;
 mod support;

@@ -96,7 +96,6 @@ fn ipam_status(e: &IpamError) -> (StatusCode, &'static str) {
         E::Reserved { .. } => (S::CONFLICT, "reserved"),
         E::ReservationConflict(_) => (S::CONFLICT, "reservation_conflict"),
         E::UnknownReservation => (S::NOT_FOUND, "unknown_reservation"),
-        E::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down"),
         E::Storage(_) | E::Locked { .. } | E::Corrupt { .. } | E::NewerSchema { .. } => {
             (S::INTERNAL_SERVER_ERROR, "storage")
         }
