@@ -21,11 +21,16 @@ OUT=${OUT:-/var/tmp/vpcbox-incident-$(date +%Y%m%d-%H%M%S)}
 PHASE_SECS=${PHASE_SECS:-10}
 DELAY=${DELAY:-0.5}           # the slow upstream's delay, seconds (replay: --upstream-delay)
 REPLAY_ARGS=${REPLAY_ARGS:-}  # extra flags for both replays
+# The replay command; override to run it from elsewhere than `vpcbox replay`
+# (e.g. before the subcommand existed: an example calling vpcbox::replay::run
+# with --vpcbox-bin pointing at the release binary).
+REPLAY_CMD=${REPLAY_CMD:-}
 mkdir -p "$OUT"
 
 echo "== build (release)"
 (cd "$ROOT" && cargo build --release --quiet) || exit 1
 BIN=$ROOT/target/release/vpcbox
+REPLAY_CMD=${REPLAY_CMD:-$BIN replay}
 
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -40,7 +45,7 @@ run_replay() { # name, flags...
   local name=$1; shift
   echo "== replay: $name"
   local t0=$(date +%s)
-  "$BIN" replay --phase-secs "$PHASE_SECS" --upstream-delay "${DELAY}s" --out "$OUT/$name" \
+  $REPLAY_CMD --phase-secs "$PHASE_SECS" --upstream-delay "${DELAY}s" --out "$OUT/$name" \
     $REPLAY_ARGS "$@" 2>&1 | tee "$OUT/$name.txt"
   local rc=${PIPESTATUS[0]}
   echo "exit $rc after $(( $(date +%s) - t0 )) s; load average after: $(cut -d' ' -f1-3 /proc/loadavg)" \
