@@ -12,6 +12,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::phases::{Recorder, KINDS};
@@ -21,6 +22,7 @@ pub const INTERVAL: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 type H1Client = Client<HttpConnector, Empty<Bytes>>;
+type Probes = mpsc::UnboundedSender<(usize, bool, Option<Scrape>)>;
 
 pub struct Sampler {
     /// `http://host:port` of the target.
@@ -81,22 +83,32 @@ impl Sampler {
         cancel: CancellationToken,
         abort: CancellationToken,
     ) -> (Vec<Sample>, Option<String>) {
-        let metrics = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let health = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let mut out = Vec::new();
+        let (mut probes, mut results) = (Vec::new(), Vec::new());
+        let mut latest = Scrape::default();
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut last_t, mut last) = (rec.elapsed().as_secs_f64(), rec.totals());
-        loop {
+        let fatal = loop {
             tokio::select! {
-                () = cancel.cancelled() => return (out, None),
+                () = cancel.cancelled() => break None,
                 _ = tick.tick() => {}
             }
-            let (scrape, ok) = tokio::join!(
-                get(&metrics, format!("{}/metrics", self.base)),
-                get(&health, format!("{}/healthz", self.base)),
-            );
-            let scrape = scrape.map(|t| parse_metrics(&t)).unwrap_or_default();
+            // The probes run on their own, so a slow target (the point of
+            // the exercise) cannot stretch the 100 ms RSS sampling; their
+            // results are joined to this sample's index afterwards.
+            probes.push(tokio::spawn(probe(
+                self.base.clone(),
+                out.len(),
+                tx.clone(),
+            )));
+            while let Ok(result) = rx.try_recv() {
+                if let Some(s) = &result.2 {
+                    latest = s.clone();
+                }
+                results.push(result);
+            }
             let (proc_rss, zombie) = self.proc_status();
             let (t, totals) = (rec.elapsed().as_secs_f64(), rec.totals());
             let dt = (t - last_t).max(1e-3);
@@ -107,21 +119,36 @@ impl Sampler {
                 }
             }
             (last_t, last) = (t, totals);
-            let rss = proc_rss.or(scrape.rss);
             out.push(Sample {
                 t,
                 phase: rec.phase(),
-                rss,
-                pending: scrape.pending,
-                overload: scrape.overload,
-                health_ok: ok.is_some(),
+                rss: proc_rss,
+                pending: None,
+                overload: None,
+                health_ok: false,
                 rates,
             });
-            if let Some(fatal) = self.fatal(rss, zombie) {
+            if let Some(fatal) = self.fatal(proc_rss.or(latest.rss), zombie) {
                 abort.cancel();
-                return (out, Some(fatal));
+                break Some(fatal);
+            }
+        };
+        drop(tx);
+        for p in probes {
+            let _ = p.await; // each ends within its 1 s timeout
+        }
+        while let Some(result) = rx.recv().await {
+            results.push(result);
+        }
+        for (i, ok, scrape) in results {
+            if let Some(s) = out.get_mut(i) {
+                s.health_ok = ok;
+                let scrape = scrape.unwrap_or_default();
+                s.rss = s.rss.or(scrape.rss);
+                (s.pending, s.overload) = (scrape.pending, scrape.overload);
             }
         }
+        (out, fatal)
     }
 
     fn proc_status(&self) -> (Option<u64>, bool) {
@@ -154,6 +181,21 @@ impl Sampler {
             self.rss_cap >> 20
         ))
     }
+}
+
+/// One health probe and one `/metrics` scrape, each on its own HTTP/1.1
+/// connection pool; reports (sample index, healthy, scrape).
+async fn probe(base: String, i: usize, tx: Probes) {
+    let (metrics, health) = (h1_client(), h1_client());
+    let (scrape, ok) = tokio::join!(
+        get(&metrics, format!("{base}/metrics")),
+        get(&health, format!("{base}/healthz")),
+    );
+    let _ = tx.send((i, ok.is_some(), scrape.map(|t| parse_metrics(&t))));
+}
+
+fn h1_client() -> H1Client {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
 /// GET with a 1 s timeout; the body on a 2xx.
