@@ -4,13 +4,18 @@
 #   1. throughput + CPU/request: fast nginx backend, REPS interleaved rounds (h2load -c 50 -m 10)
 #   2. memory per held stream: SLOW streams against the 5 s backend (gw and haproxy)
 #   3. 400 x 1 MiB request bodies against a stalled upstream (backend sleeps before reading)
-# Env: HARNESS (default ../shared/bench/gateway), REPS (3), SLOW ("20x100 80x100"),
+# Env: HARNESS (default ../shared/bench/gateway), BENCH_OUT and *_PORT (own defaults, see below), REPS (3), SLOW ("20x100 80x100"),
 #      BODY ("4x100"), GW_THREADS (1), BENCH_OUT (/var/tmp/gateway-bench).
 # Output: the harness's result lines on stdout and in $BENCH_OUT/logs/gateway-<ts>.txt,
 # then a markdown summary (summarize.py). Needs: h2load, haproxy, nginx (nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HARNESS=$(cd "${HARNESS:-../shared/bench/gateway}" && pwd)
+# Own output dir and ports, so a colleague running the harness at the same time
+# on its default ports (18080…18445) neither answers our load nor loses its PIDs.
+export BENCH_OUT=${BENCH_OUT:-/var/tmp/gateway-bench-vpcbox}
+export FAST_BACKEND_PORT=${FAST_BACKEND_PORT:-28080} SLOW_BACKEND_PORT=${SLOW_BACKEND_PORT:-28081}
+export HAPX_PORT=${HAPX_PORT:-28443} NGX_PORT=${NGX_PORT:-28444} GW_PORT=${GW_PORT:-28445}
 . "$HARNESS/env.sh"
 REPS=${REPS:-3}; SLOW=${SLOW:-"20x100 80x100"}; BODY=${BODY:-"4x100"}
 export GW_THREADS=${GW_THREADS:-1}
@@ -24,6 +29,8 @@ start_gw() {   # start_gw <upstream port>
     $(pinargs "${PROXY_CPUS:-}") "$GW_BIN" >>"$LOGS/gw.log" 2>&1 &
   for _ in $(seq 50); do [ -s "$RUN/proxy-gw.pid" ] && break; sleep 0.1; done
   sleep 0.3
+  kill -0 "$(cat "$RUN/proxy-gw.pid" 2>/dev/null || echo 0)" 2>/dev/null \
+    || { echo "gateway_bench did not start; see $LOGS/gw.log" >&2; tail -3 "$LOGS/gw.log" >&2; exit 1; }
 }
 stop_gw() {
   [ -f "$RUN/proxy-gw.pid" ] || return 0
@@ -61,4 +68,4 @@ for shape in $BODY; do
 done
 
 echo "== summary ($out)"
-"$HARNESS/summarize.py" "$out"
+python3 "$HARNESS/summarize.py" "$out"

@@ -25,7 +25,7 @@ fn config() -> anyhow::Result<Config> {
     let listen = env("GW_LISTEN", "127.0.0.1:18445");
     let text = format!(
         "[dhcp]\nlisten = \"127.0.0.1:0\"\nserver_id = \"10.0.0.1\"\n\
-         [gateway]\nlisten = \"{listen}\"\nper_client_rate = \"10000000/s\"\nper_client_burst = 10000000\n\
+         [gateway]\nlisten = \"{listen}\"\nper_client_rate = \"1000000/s\"\nper_client_burst = 1000000\n\
          max_connections_per_client = 8192\nmax_connections = 8192\n"
     );
     let mut config = Config::parse(&text, "<bench>")?;

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::LogFormat;
 use crate::config::Config;
+use crate::dhcp::DhcpServer;
 use crate::events::EventLog;
 use crate::exit::Exit;
 use crate::gateway::{ApiContext, Gateway};
@@ -105,6 +106,16 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
         ready.push(api.ready.clone());
         let gateway = Gateway::bind(&shared, api).map_err(Exit::unavailable)?;
         shared.tracker.spawn(gateway.run());
+    }
+    if config.dhcp.enabled {
+        let dhcp = DhcpServer::bind(&shared, ipam.clone()).map_err(|e| {
+            if e.is_unavailable() {
+                Exit::unavailable(e)
+            } else {
+                Exit::usage(e)
+            }
+        })?;
+        shared.tracker.spawn(dhcp.run());
     }
     for r in &ready {
         r.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -196,7 +196,7 @@ impl Default for Gateway {
             header_read_timeout: "5s".into(),
             idle_timeout: "60s".into(),
             request_timeout: "30s".into(),
-            max_connections: 4096,
+            max_connections: 1024,
             max_connections_per_client: 256,
             per_client_rate: "200/s".into(),
             per_client_burst: 400,

@@ -115,6 +115,9 @@ pub(crate) async fn serve(inner: Arc<Inner>, stream: TcpStream, ip: IpAddr, _gua
     }
 }
 
+/// Runs the HTTP connection with the watchdog and shutdown. Cancel-safe:
+/// dropping it drops the connection (and, through the bodies, every
+/// request's guards).
 async fn drive<I>(inner: &Arc<Inner>, io: I, ip: IpAddr)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

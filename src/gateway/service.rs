@@ -107,6 +107,7 @@ fn finish(
 
 /// An internal API request: body collected under `max_body` and the
 /// budget, then [`api::handle`], all within `request_timeout`.
+/// Cancel-safe: dropping it drops the partial body and returns its budget.
 async fn internal(
     inner: &Inner,
     req: Request<Incoming>,

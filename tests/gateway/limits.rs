@@ -347,3 +347,52 @@ async fn graceful_shutdown_drains_in_flight_requests() {
         "listener closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_bodies_over_max_body_get_413() {
+    use http_body_util::StreamBody;
+    let _s = serial().await;
+    let up = upstream(Upstream::Echo).await;
+    let gw = TestGateway::start(config(
+        "max_body = \"64KiB\"",
+        &route("/echo/", up, 8, "2s"),
+    ))
+    .await;
+    // Declared too long: refused before any byte goes upstream.
+    let c = client("127.0.0.1", true);
+    let (code, _, body) = send(
+        &c,
+        "POST",
+        &gw.url("/echo/x"),
+        Bytes::from(vec![1u8; 65 * 1024]),
+    )
+    .await
+    .unwrap();
+    assert_eq!((code, error_code(&body).as_str()), (413, "body_too_large"));
+    // No length declared: cut off once it passes max_body.
+    let chunks = (0..20).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![2u8; 8192])))
+    });
+    let streamed =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<StreamBody<_>>();
+    let req = http::Request::post(gw.url("/echo/y"))
+        .body(StreamBody::new(futures::stream::iter(chunks)))
+        .unwrap();
+    // The echo upstream reads the whole body before answering, so our cut
+    // comes first and is reported as 413, not as an upstream failure.
+    let resp = streamed.request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(gw.stats().gateway.body_bytes_in_use.load(Relaxed), 0);
+    assert!(
+        eventually(Duration::from_secs(1), || gw
+            .stats()
+            .gateway
+            .route("echo", 8)
+            .pending
+            .load(Relaxed)
+            == 0)
+        .await
+    );
+}

@@ -4,13 +4,19 @@
 #![allow(dead_code)] // helpers are shared by modules that land over time
 
 mod api_admin;
+mod api_binary;
 mod api_cli;
 mod api_ipam;
 mod api_schemathesis;
 mod api_server;
 mod api_support;
 mod config_fixtures;
+mod dhcp;
+mod dhcp_bench;
+mod dhcp_netns;
+mod dhcp_support;
 mod headless;
+mod netns;
 mod package;
 mod replay;
 mod store;

@@ -438,7 +438,6 @@ shutdown_grace = "2s"
 }
 
 #[test]
-#[ignore = "needs the DHCP server wired into app.rs (branch dhcp); remove this line when it is"]
 fn packaged_binary_leases_an_address_to_udhcpc_on_port_67() {
     if skip_unless_root("lease") {
         return;

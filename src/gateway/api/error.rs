@@ -113,6 +113,7 @@ mod tests {
             (ApiError::BadJson("x".into()), 400, "bad_json"),
             (ApiError::Invalid("x".into()), 422, "invalid"),
             (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::NotReady, 503, "not_ready"),
             (
                 ApiError::Ipam(IpamError::PoolExhausted { subnet: "a".into() }),
                 409,
@@ -123,12 +124,23 @@ mod tests {
                 404,
                 "unknown_subnet",
             ),
+            (
+                ApiError::Ipam(IpamError::Storage("disk".into())),
+                500,
+                "storage",
+            ),
+            (
+                ApiError::Isolation(StoreError("disk".into())),
+                500,
+                "storage",
+            ),
         ];
         for (e, status, code) in cases {
-            assert_eq!(
-                e.status_code(),
-                (StatusCode::from_u16(status).unwrap(), code)
-            );
+            let want = (StatusCode::from_u16(status).unwrap(), code);
+            assert_eq!(e.status_code(), want);
+            let res = e.into_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers()["content-type"], "application/json");
         }
     }
 }

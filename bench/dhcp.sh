@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# vpcbox vs ISC Kea 2.2 through the shared DHCPv4 harness, in one run.
+#
+#   sudo bench/dhcp.sh            # short suite (DUR=4): sweep 2k/4k/6k/8k, mixed, avalanche 5000
+#   DUR=10 TESTS="sweep unique mixed avalanche randflood" sudo bench/dhcp.sh
+#   SKIP_KEA=1 sudo bench/dhcp.sh # ours only
+#
+# The harness is referenced, not copied: HARNESS (default ../shared/bench/dhcp
+# relative to the repo). It runs each server pinned to CPU 0 and perfdhcp to
+# CPU 1 inside netns dhsrv/dhcli and appends one TSV row per test (server CPU %,
+# DORA/s, drops, DISCOVER->OFFER latency, foreign CPU) to $BENCH_OUT/results.tsv.
+#
+# Our server: `vpcbox run --headless` when SERVER=binary (once app.rs serves
+# DHCP); by default the release build of the integration-test binary's
+# `dhcp_bench::serve` (the same DhcpServer on the same sled IPAM, durable
+# leases, group commit), because `vpcbox run` does not start DHCP yet.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+HARNESS=$(cd "${HARNESS:-$REPO/../shared/bench/dhcp}" && pwd)
+export BENCH_OUT=${BENCH_OUT:-/var/tmp/dhcp-bench-vpcbox}
+export DUR=${DUR:-4} RATES=${RATES:-"2000 4000 6000 8000"} CLIENTS=${CLIENTS:-120000}
+export TESTS=${TESTS:-"sweep mixed avalanche"}
+export QUIET_TIMEOUT=${QUIET_TIMEOUT:-20}   # shared machine: do not wait forever for quiet
+SERVER=${SERVER:-test}
+mkdir -p "$BENCH_OUT"
+rm -f "$BENCH_OUT/results.tsv"
+
+cat > "$BENCH_OUT/bench.toml" <<TOML
+[storage]
+path = "$BENCH_OUT/data"
+[dhcp]
+listen = "0.0.0.0:67"
+interfaces = ["vsrv0"]
+server_id = "10.77.0.1"
+workers = 2
+[gateway]
+enabled = false
+[[subnet]]
+id = "bench"
+cidr = "10.76.0.0/14"
+pools = ["10.78.0.1-10.79.255.254"]
+gateway = "10.77.0.1"
+dns = ["10.77.0.1"]
+lease_time = "1h"
+TOML
+
+cd "$REPO"
+if [ "$SERVER" = binary ]; then
+  cargo build --release --bin vpcbox
+  run="$REPO/target/release/vpcbox run --headless --config $BENCH_OUT/bench.toml"
+else
+  exe=$(cargo test --release --test it --no-run --message-format=json 2>/dev/null \
+        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  [ -x "$exe" ] || { echo "cannot build the test binary" >&2; exit 1; }
+  run="env VPCBOX_BENCH_CONFIG=$BENCH_OUT/bench.toml VPCBOX_BENCH_DATA=$BENCH_OUT $exe --ignored --exact dhcp_bench::serve --nocapture"
+fi
+# Fresh, empty store for every test (bench.sh restarts the server per test).
+cat > "$BENCH_OUT/start-ours.sh" <<SH
+#!/usr/bin/env bash
+rm -rf "$BENCH_OUT/data"
+exec $run
+SH
+chmod +x "$BENCH_OUT/start-ours.sh"
+
+cd "$HARNESS"
+ip netns list | grep -q '^dhsrv' || ./netns-setup.sh
+echo "== ours"; SERVER_CMD="$BENCH_OUT/start-ours.sh" ./bench.sh ours "./run-server.sh start" "./run-server.sh stop"
+cp "$BENCH_OUT/logs/server-stdout.log" "$BENCH_OUT/ours-last-server.log" 2>/dev/null || true
+if [ -z "${SKIP_KEA:-}" ]; then
+  echo "== kea-st"; ./bench.sh kea-st "./run-kea.sh start st udp" "./run-kea.sh stop"
+fi
+echo
+python3 ./summarize.py "$BENCH_OUT/results.tsv" ours kea-st 2>/dev/null || cat "$BENCH_OUT/results.tsv"
+# Server CPU per DORA (µs) = srv_cpu% / 100 / DORA/s * 1e6
+awk -F'\t' '{l=$1; for(i=2;i<=NF;i++){split($i,kv,"="); v[kv[1]]=kv[2]}
+  if (v["dora_per_s"]>0) printf "%-28s %8.0f DORA/s  server %5.1f us/DORA  DO avg %s ms  foreign CPU %s%%\n", l, v["dora_per_s"], v["srv_cpu%"]/100/v["dora_per_s"]*1e6, v["DO_avg_ms"], v["foreign_cpu%"]}' "$BENCH_OUT/results.tsv"

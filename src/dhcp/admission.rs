@@ -1,0 +1,127 @@
+//! Quotas applied before any work: per client, global, and the new-lease
+//! cap per subnet and per relay. All governor limiters (lock-free GCRA);
+//! the keyed ones are trimmed every [`HOUSEKEEPING`] so a random-MAC flood
+//! cannot grow them without bound.
+
+use std::net::Ipv4Addr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::client::ClientKey;
+use crate::config::{DhcpConfig, Rate};
+use crate::stats::DropReason;
+
+/// How often the keyed limiters forget idle keys.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+pub struct Admission {
+    per_client: DefaultKeyedRateLimiter<ClientKey>,
+    global: DefaultDirectRateLimiter,
+    /// Keyed by a hash of the subnet id (no allocation per check).
+    per_subnet: DefaultKeyedRateLimiter<u64>,
+    per_relay: DefaultKeyedRateLimiter<Ipv4Addr>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("tracked_clients", &self.per_client.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `rate` with a burst of `burst` (at least 1).
+pub fn quota(rate: Rate, burst: u32) -> Quota {
+    let one = NonZeroU32::MIN;
+    let count = NonZeroU32::new(rate.count).unwrap_or(one);
+    let period = (rate.per / count.get()).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(count))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(one))
+}
+
+impl Admission {
+    pub fn new(cfg: &DhcpConfig) -> Self {
+        // Bursts of one second's worth for the global quota and the caps.
+        let per_sec = |r: Rate| r.per_second().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        let new_leases = quota(cfg.new_lease_rate, per_sec(cfg.new_lease_rate));
+        Self {
+            per_client: RateLimiter::keyed(quota(cfg.per_client_rate, cfg.per_client_burst)),
+            global: RateLimiter::direct(quota(cfg.global_rate, per_sec(cfg.global_rate))),
+            per_subnet: RateLimiter::keyed(new_leases),
+            per_relay: RateLimiter::keyed(new_leases),
+        }
+    }
+
+    /// The client's own quota, then the global one (a client over its own
+    /// quota does not spend the global one).
+    pub fn check_client(&self, key: &ClientKey) -> Result<(), DropReason> {
+        self.per_client
+            .check_key(key)
+            .map_err(|_| DropReason::RateLimited)?;
+        self.global.check().map_err(|_| DropReason::GlobalRate)
+    }
+
+    /// Whether one more *new* lease may be handed out in `subnet` via
+    /// `giaddr` (0.0.0.0 = directly attached: only the subnet cap applies).
+    pub fn check_new_lease(&self, subnet: &str, giaddr: Ipv4Addr) -> bool {
+        if !giaddr.is_unspecified() && self.per_relay.check_key(&giaddr).is_err() {
+            return false;
+        }
+        self.per_subnet.check_key(&fnv1a(subnet.as_bytes())).is_ok()
+    }
+
+    /// Forgets keys whose state is back to "never seen" and releases memory.
+    pub fn housekeeping(&self) {
+        self.per_client.retain_recent();
+        self.per_client.shrink_to_fit();
+        self.per_relay.retain_recent();
+        self.per_relay.shrink_to_fit();
+        self.per_subnet.retain_recent();
+    }
+
+    /// Client keys the per-client limiter tracks now.
+    pub fn tracked(&self) -> usize {
+        self.per_client.len()
+    }
+}
+
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn quotas_and_caps_hold() {
+        let mut cfg = Config::embedded().unwrap().dhcp;
+        cfg.per_client_rate = Rate {
+            count: 10,
+            per: Duration::from_secs(1),
+        };
+        cfg.per_client_burst = 3;
+        cfg.new_lease_rate = Rate {
+            count: 5,
+            per: Duration::from_secs(1),
+        };
+        let a = Admission::new(&cfg);
+        let key = ClientKey::Mac([2, 0, 0, 0, 0, 1]);
+        let ok = (0..10).filter(|_| a.check_client(&key).is_ok()).count();
+        assert_eq!(ok, 3, "burst, then the rate");
+        assert!(
+            a.check_client(&ClientKey::Mac([2, 0, 0, 0, 0, 2])).is_ok(),
+            "others unaffected"
+        );
+        let relay = Ipv4Addr::new(10, 0, 0, 2);
+        let granted = (0..20).filter(|_| a.check_new_lease("lab", relay)).count();
+        assert_eq!(granted, 5);
+        assert_eq!(a.tracked(), 2);
+    }
+}

@@ -1,0 +1,313 @@
+//! The server: binds the sockets, runs one receive loop per socket
+//! (admission, cheapest check first) feeding a bounded queue per worker.
+//!
+//! Packets are sharded to workers by client key, so one client's packets
+//! are handled in order by one worker; a worker never waits on the store:
+//! durable operations run as tasks (bounded by a semaphore), and at most one
+//! per client at a time (see [`super::worker`]).
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::admission::{Admission, HOUSEKEEPING};
+use super::handler::Ctx;
+use super::socket::{self, Listener};
+use super::wire::{peek, peek_giaddr, peek_mac, Peek, MAX_DATAGRAM};
+use super::DhcpError;
+use crate::app::Shared;
+use crate::client::ClientKey;
+use crate::ipam::Ipam;
+use crate::isolation::IsolationSet;
+use crate::stats::{DhcpKind, DhcpOutcome, DropReason, Stats};
+
+/// How long `run` waits for in-flight IPAM operations after the token fires.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// A received datagram that passed admission, on its way to a worker.
+pub(super) struct Job {
+    pub buf: Vec<u8>,
+    pub listener: usize,
+    pub at: Instant,
+    pub key: ClientKey,
+    pub kind: DhcpKind,
+    pub peek: Peek,
+}
+
+/// State shared by the receive loops, the workers and the operation tasks.
+pub(super) struct Inner {
+    pub stats: Arc<Stats>,
+    pub isolation: Arc<IsolationSet>,
+    pub ipam: Arc<Ipam>,
+    pub admission: Admission,
+    pub ctx: Ctx,
+    pub listeners: Vec<Listener>,
+    pub server_port: u16,
+    pub client_port: u16,
+    pub deadline: Duration,
+    /// Clients with an IPAM operation in flight, one set per worker shard.
+    /// std Mutex: held for one insert/remove, never across an await.
+    pub inflight: Box<[Mutex<HashSet<ClientKey>>]>,
+    /// Bounds the operation tasks (durable writes waiting for a commit).
+    pub permits: Arc<Semaphore>,
+    /// The operation tasks, waited for at shutdown.
+    pub tasks: TaskTracker,
+}
+
+/// The DHCPv4 server, its sockets bound, not yet serving.
+pub struct DhcpServer {
+    inner: Inner,
+    workers: usize,
+    queue: usize,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for DhcpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhcpServer")
+            .field("listeners", &self.inner.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DhcpServer {
+    /// Binds the listen socket (`dhcp.listen`) and one socket per
+    /// `dhcp.interfaces` entry. Must be called inside a tokio runtime.
+    /// Errors: [`DhcpError::Bind`] (exit 69; EACCES on a port < 1024 says
+    /// "needs CAP_NET_BIND_SERVICE"), [`DhcpError::Interface`] (exit 69),
+    /// [`DhcpError::NoServerId`] (a config error).
+    pub fn bind(shared: &Shared, ipam: Arc<Ipam>) -> Result<Self, DhcpError> {
+        let cfg = &shared.config.dhcp;
+        let SocketAddr::V4(listen) = cfg.listen else {
+            return Err(DhcpError::Bind {
+                addr: cfg.listen.to_string(),
+                reason: "failed: DHCPv4 needs an IPv4 address".into(),
+            });
+        };
+        let server_id = cfg
+            .server_id
+            .or(Some(*listen.ip()).filter(|a| !a.is_unspecified()))
+            .ok_or(DhcpError::NoServerId)?;
+        let listeners = socket::bind_all(cfg.listen, &cfg.interfaces)?;
+        let workers = cfg.workers.max(1);
+        let queue = cfg.queue.max(workers);
+        let inner = Inner {
+            stats: shared.stats.clone(),
+            isolation: shared.isolation.clone(),
+            ipam,
+            admission: Admission::new(cfg),
+            ctx: Ctx {
+                server_id,
+                authoritative: cfg.authoritative,
+                rapid_commit: cfg.rapid_commit,
+            },
+            listeners,
+            server_port: listen.port(),
+            client_port: listen.port().wrapping_add(1),
+            deadline: cfg.deadline,
+            inflight: (0..workers).map(|_| Mutex::default()).collect(),
+            permits: Arc::new(Semaphore::new(queue)),
+            tasks: TaskTracker::new(),
+        };
+        Ok(Self {
+            inner,
+            workers,
+            queue,
+            cancel: shared.cancel.clone(),
+        })
+    }
+
+    /// The bound addresses (listen socket first), e.g. to learn port 0's pick.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner
+            .listeners
+            .iter()
+            .filter_map(|l| l.socket.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until the cancel token of the `Shared` it was bound with
+    /// fires, then stops receiving, discards what is queued (no new IPAM
+    /// operation starts) and waits up to [`DRAIN`] for in-flight ones, which
+    /// reply once durable. The IPAM's committer must outlive this future:
+    /// cancel it only after `run` returns (see the report / `app.rs`).
+    /// Cancel-safety: stop it with the token, not by dropping this future;
+    /// if dropped, the spawned loops still stop on the token and the
+    /// operation tasks still finish.
+    pub async fn run(self) {
+        let Self {
+            inner,
+            workers,
+            queue,
+            cancel,
+        } = self;
+        let per_worker = (queue / workers).max(1);
+        inner
+            .stats
+            .dhcp
+            .queue_capacity
+            .store((per_worker * workers) as u64, Relaxed);
+        let inner = Arc::new(inner);
+        let loops = TaskTracker::new();
+        let mut senders = Vec::with_capacity(workers);
+        for shard in 0..workers {
+            let (tx, rx) = mpsc::channel(per_worker);
+            senders.push(tx);
+            loops.spawn(super::worker::run(inner.clone(), shard, rx, cancel.clone()));
+        }
+        let senders: Arc<[mpsc::Sender<Job>]> = senders.into();
+        for i in 0..inner.listeners.len() {
+            loops.spawn(receive(inner.clone(), i, senders.clone(), cancel.clone()));
+        }
+        drop(senders);
+        loops.spawn(housekeeping(inner.clone(), cancel.clone()));
+        loops.close();
+        loops.wait().await;
+        inner.tasks.close();
+        let left = inner.tasks.len();
+        if tokio::time::timeout(DRAIN, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = inner.tasks.len(),
+                "dhcp: in-flight IPAM operations did not finish; their clients get no reply"
+            );
+        }
+        tracing::info!(drained = left, "dhcp server stopped");
+    }
+}
+
+/// Trims the keyed limiters every [`HOUSEKEEPING`].
+async fn housekeeping(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => inner.admission.housekeeping(),
+        }
+    }
+}
+
+/// One socket's receive loop. `recv_from` is cancel-safe, so stopping on
+/// the token loses no datagram that was already taken from the socket.
+async fn receive(
+    inner: Arc<Inner>,
+    idx: usize,
+    queues: Arc<[mpsc::Sender<Job>]>,
+    cancel: CancellationToken,
+) {
+    // One byte over the limit, so oversize datagrams are seen as such.
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            r = inner.listeners[idx].socket.recv_from(&mut buf) => match r {
+                Ok((n, _)) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dhcp recv");
+                    continue;
+                }
+            },
+        };
+        inner.admit(&buf[..n], idx, &queues);
+    }
+}
+
+pub(super) fn kind_of(msg_type: u8) -> DhcpKind {
+    match msg_type {
+        1 => DhcpKind::Discover,
+        3 => DhcpKind::Request,
+        4 => DhcpKind::Decline,
+        7 => DhcpKind::Release,
+        8 => DhcpKind::Inform,
+        _ => DhcpKind::Other,
+    }
+}
+
+impl Inner {
+    /// Admission, cheapest first: isolation by raw `chaddr`, framing and
+    /// client key, quotas, then the bounded queue. Never blocks.
+    fn admit(&self, buf: &[u8], idx: usize, queues: &[mpsc::Sender<Job>]) {
+        let now = Instant::now();
+        // Broadcasts reach the listen socket too; the interface's own
+        // socket answers those.
+        let has_ifaces = self.listeners.len() > 1;
+        if self.listeners[idx].iface.is_none()
+            && has_ifaces
+            && peek_giaddr(buf) == Some(Ipv4Addr::UNSPECIFIED)
+        {
+            return;
+        }
+        let Some(mac) = peek_mac(buf) else {
+            self.stats.drop_anonymous(DropReason::Malformed);
+            self.stats
+                .dhcp
+                .packet(DhcpKind::Malformed, DhcpOutcome::Dropped);
+            return;
+        };
+        if self.isolation.is_isolated_mac(mac) {
+            self.stats
+                .drop_for(&ClientKey::Mac(mac), DropReason::Isolated, now);
+            return;
+        }
+        let malformed = |key: &ClientKey| {
+            self.stats.drop_for(key, DropReason::Malformed, now);
+            self.stats
+                .dhcp
+                .packet(DhcpKind::Malformed, DhcpOutcome::Dropped);
+        };
+        let Ok(peek) = peek(buf) else {
+            return malformed(&ClientKey::Mac(mac));
+        };
+        let Some(key) = ClientKey::dhcp(peek.client_id(buf), mac) else {
+            return malformed(&ClientKey::Mac(mac));
+        };
+        // Every arrival, dropped or not: the rates show what a client sends.
+        self.stats.clients.request(&key, now);
+        if matches!(key, ClientKey::Id(_)) && self.isolation.is_isolated(&key) {
+            self.stats.drop_for(&key, DropReason::Isolated, now);
+            return;
+        }
+        let kind = kind_of(peek.msg_type);
+        if let Err(reason) = self.admission.check_client(&key) {
+            return self.refuse(&key, kind, reason);
+        }
+        let shard = shard_of(&key, queues.len());
+        let job = Job {
+            buf: buf.to_vec(),
+            listener: idx,
+            at: now,
+            key,
+            kind,
+            peek,
+        };
+        self.stats.dhcp.queue_depth.fetch_add(1, Relaxed);
+        if let Err(e) = queues[shard].try_send(job) {
+            self.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
+            if let mpsc::error::TrySendError::Full(job) = e {
+                self.refuse(&job.key, job.kind, DropReason::QueueFull);
+            }
+        }
+    }
+
+    /// Counts a refused packet by reason, for its client.
+    pub(super) fn refuse(&self, key: &ClientKey, kind: DhcpKind, reason: DropReason) {
+        self.stats.drop_for(key, reason, Instant::now());
+        self.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+    }
+}
+
+pub(super) fn shard_of(key: &ClientKey, n: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
+}

@@ -1,0 +1,171 @@
+//! Checks on the raw datagram, done before any decoding or allocation.
+//!
+//! Admission reads the client's identity from here: [`peek_mac`] is the
+//! first thing done with a datagram (isolation by MAC), [`peek`] validates
+//! the fixed header, the magic cookie and the option framing (including
+//! overloaded `sname`/`file` areas) and finds the options admission needs.
+//! Anything [`peek`] accepts is safe to hand to the decoder and the handler.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+/// Largest datagram we accept (an Ethernet MTU); larger ones are malformed.
+pub const MAX_DATAGRAM: usize = 1500;
+/// BOOTP header up to and including the magic cookie.
+pub const OPTIONS_START: usize = 240;
+pub const MAGIC: [u8; 4] = [99, 130, 83, 99];
+const SNAME: Range<usize> = 44..108;
+const FILE: Range<usize> = 108..236;
+
+/// Why a datagram was refused before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("shorter than a DHCP header")]
+    TooShort,
+    #[error("longer than {MAX_DATAGRAM} bytes")]
+    TooLong,
+    #[error("not a BOOTREQUEST")]
+    NotRequest,
+    #[error("hardware address length over 16")]
+    BadHlen,
+    #[error("bad magic cookie")]
+    BadCookie,
+    #[error("an option runs past the end of its field")]
+    OptionOverrun,
+    #[error("no end option")]
+    NoEnd,
+    #[error("bad option overload")]
+    BadOverload,
+    #[error("no or bad message type")]
+    NoMessageType,
+    #[error("bad client identifier")]
+    BadClientId,
+    #[error("undecodable")]
+    Undecodable,
+}
+
+/// What admission learns from a datagram without decoding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peek {
+    /// The first six bytes of `chaddr`.
+    pub mac: [u8; 6],
+    pub giaddr: Ipv4Addr,
+    /// Option 53's value (1..=18).
+    pub msg_type: u8,
+    /// Byte range of option 61's value in the datagram.
+    pub client_id: Option<Range<usize>>,
+    /// Byte range of option 82's value (echoed back verbatim).
+    pub relay_info: Option<Range<usize>>,
+}
+
+impl Peek {
+    pub fn client_id<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        self.client_id.clone().and_then(|r| buf.get(r))
+    }
+    pub fn relay_info<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        self.relay_info.clone().and_then(|r| buf.get(r))
+    }
+}
+
+/// `chaddr`'s first six bytes, if the datagram is long enough to hold them.
+/// The cheapest possible look: admission's isolation check runs on this.
+pub fn peek_mac(buf: &[u8]) -> Option<[u8; 6]> {
+    buf.get(28..34)?.try_into().ok()
+}
+
+/// `giaddr`, read raw.
+pub fn peek_giaddr(buf: &[u8]) -> Option<Ipv4Addr> {
+    let b: [u8; 4] = buf.get(24..28)?.try_into().ok()?;
+    Some(Ipv4Addr::from(b))
+}
+
+/// Validates the framing of a client datagram and finds the options
+/// admission needs. Never panics, never allocates.
+pub fn peek(buf: &[u8]) -> Result<Peek, Malformed> {
+    if buf.len() > MAX_DATAGRAM {
+        return Err(Malformed::TooLong);
+    }
+    if buf.len() < OPTIONS_START + 1 {
+        return Err(Malformed::TooShort);
+    }
+    if buf[0] != 1 {
+        return Err(Malformed::NotRequest);
+    }
+    if buf[2] > 16 {
+        return Err(Malformed::BadHlen);
+    }
+    if buf[236..240] != MAGIC {
+        return Err(Malformed::BadCookie);
+    }
+    let mut p = Peek {
+        mac: peek_mac(buf).ok_or(Malformed::TooShort)?,
+        giaddr: peek_giaddr(buf).ok_or(Malformed::TooShort)?,
+        msg_type: 0,
+        client_id: None,
+        relay_info: None,
+    };
+    let overload = std::cell::Cell::new(0u8);
+    let mut visit = |code: u8, r: Range<usize>| -> Result<(), Malformed> {
+        let len = r.len();
+        match code {
+            53 if len == 1 => p.msg_type = buf[r.start],
+            53 => return Err(Malformed::NoMessageType),
+            52 if len == 1 => overload.set(buf[r.start]),
+            52 => return Err(Malformed::BadOverload),
+            61 if len == 0 => return Err(Malformed::BadClientId),
+            61 => p.client_id = Some(r),
+            82 => p.relay_info = Some(r),
+            // RFC 4702: flags and two rcodes at least (dhcproto asserts it).
+            81 if len < 3 => return Err(Malformed::OptionOverrun),
+            _ => {}
+        }
+        Ok(())
+    };
+    walk(buf, OPTIONS_START..buf.len(), true, &mut visit)?;
+    match overload.get() {
+        0 => {}
+        1 => walk(buf, FILE, false, &mut visit)?,
+        2 => walk(buf, SNAME, false, &mut visit)?,
+        3 => {
+            walk(buf, FILE, false, &mut visit)?;
+            walk(buf, SNAME, false, &mut visit)?;
+        }
+        _ => return Err(Malformed::BadOverload),
+    }
+    if !(1..=18).contains(&p.msg_type) {
+        return Err(Malformed::NoMessageType);
+    }
+    Ok(p)
+}
+
+/// Walks the options in `area` of `buf`, calling `visit(code, value range)`.
+/// The main options field must end with END (255); an overloaded field may
+/// instead run out in padding.
+fn walk(
+    buf: &[u8],
+    area: Range<usize>,
+    need_end: bool,
+    visit: &mut impl FnMut(u8, Range<usize>) -> Result<(), Malformed>,
+) -> Result<(), Malformed> {
+    let mut i = area.start;
+    while i < area.end {
+        match buf[i] {
+            0 => i += 1,
+            255 => return Ok(()),
+            code => {
+                let len = usize::from(*buf.get(i + 1).ok_or(Malformed::OptionOverrun)?);
+                let value = i + 2..i + 2 + len;
+                if value.end > area.end {
+                    return Err(Malformed::OptionOverrun);
+                }
+                visit(code, value.clone())?;
+                i = value.end;
+            }
+        }
+    }
+    if need_end {
+        Err(Malformed::NoEnd)
+    } else {
+        Ok(())
+    }
+}

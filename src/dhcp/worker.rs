@@ -1,0 +1,233 @@
+//! Workers: deadline, decode, subnet, the pure handler, then the IPAM.
+//!
+//! Answers that need no durable write (offers, replies from memory, NAKs,
+//! INFORM) are sent by the worker itself. Durable operations (bind, renew,
+//! release, decline) run as tasks so a worker never waits for a group
+//! commit; one client has at most one in flight (a second packet meanwhile
+//! is dropped as a duplicate: the client retransmits, and the answer to the
+//! first is on its way).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::handler::{after, handle, Action, Done, Op};
+use super::reply::{Dest, Reply};
+use super::request::Request;
+use super::server::{Inner, Job};
+use crate::client::ClientKey;
+use crate::ipam::{IpamError, SubnetSpec};
+use crate::stats::{DhcpKind, DhcpOutcome, DropReason};
+
+/// A second packet from a client whose previous one is still being handled.
+/// Counted under this reason until the stats grow a `duplicate` one.
+pub const DUPLICATE: DropReason = DropReason::RateLimited;
+
+/// A durable IPAM operation, performed in its own task.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Bind { ip: Ipv4Addr, rapid: bool },
+    Renew { ip: Ipv4Addr, rapid: bool },
+    Release { ip: Ipv4Addr },
+    Decline { ip: Ipv4Addr },
+}
+
+/// One worker: takes jobs from its queue until `cancel` fires (jobs still
+/// queued then are discarded: no new IPAM operation starts during
+/// shutdown) or every sender is gone.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    shard: usize,
+    mut rx: mpsc::Receiver<Job>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let job = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            job = rx.recv() => job,
+        };
+        let Some(job) = job else { break };
+        inner.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
+        process(&inner, shard, job).await;
+    }
+    rx.close();
+    let left = rx.len();
+    inner.stats.dhcp.queue_depth.fetch_sub(left as i64, Relaxed);
+}
+
+async fn process(inner: &Arc<Inner>, shard: usize, job: Job) {
+    if job.at.elapsed() > inner.deadline {
+        return inner.refuse(&job.key, job.kind, DropReason::Deadline);
+    }
+    let Ok(req) = Request::decode(&job.buf, &job.peek) else {
+        return inner.refuse(&job.key, DhcpKind::Malformed, DropReason::Malformed);
+    };
+    let Some(subnet) = subnet_of(inner, &req, job.listener) else {
+        return inner.refuse(&job.key, job.kind, DropReason::NoSubnet);
+    };
+    let lease = inner.ipam.lease_of(&req.client);
+    let now = SystemTime::now();
+    let action = handle(&req, &subnet, lease.as_ref(), &inner.ctx, now);
+    let pending = match action {
+        Action::Reply(r) => return send(inner, job.listener, job.kind, &req.client, r).await,
+        Action::Silent => return inner.stats.dhcp.packet(job.kind, DhcpOutcome::Silent),
+        Action::Drop(reason) => return inner.refuse(&job.key, job.kind, reason),
+        Action::Offer {
+            requested,
+            new,
+            rapid,
+        } => {
+            if new && !inner.admission.check_new_lease(&subnet.id, req.giaddr) {
+                return inner.refuse(&job.key, job.kind, DropReason::LeaseCap);
+            }
+            let offered = inner.ipam.offer(&subnet.id, &req.client, requested, now);
+            match offered {
+                Ok(l) if rapid => Pending::Bind { ip: l.ip, rapid },
+                res => {
+                    let done = after(&req, &subnet, &inner.ctx, Op::Offer, res, now);
+                    return finish(inner, &job, &req, done).await;
+                }
+            }
+        }
+        Action::Bind { ip, new } => {
+            if new && !inner.admission.check_new_lease(&subnet.id, req.giaddr) {
+                return inner.refuse(&job.key, job.kind, DropReason::LeaseCap);
+            }
+            Pending::Bind { ip, rapid: false }
+        }
+        Action::Renew { ip, rapid } => Pending::Renew { ip, rapid },
+        Action::Release { ip } | Action::Forget { ip } => Pending::Release { ip },
+        Action::Decline { ip } => Pending::Decline { ip },
+    };
+    spawn(inner, shard, job, req, subnet, pending);
+}
+
+fn subnet_of(inner: &Inner, req: &Request, listener: usize) -> Option<Arc<SubnetSpec>> {
+    if req.is_relayed() {
+        return inner.ipam.subnet_for_relay(req.giaddr);
+    }
+    let iface = inner.listeners.get(listener)?.iface.as_ref()?;
+    iface
+        .addrs
+        .iter()
+        .find_map(|a| inner.ipam.subnet_for_interface(*a))
+}
+
+/// Removes the client from the in-flight set when the operation ends,
+/// however it ends (so the task is cancel-safe in this respect).
+struct InFlight {
+    inner: Arc<Inner>,
+    shard: usize,
+    key: ClientKey,
+}
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>, shard: usize, key: &ClientKey) -> Option<Self> {
+        let mut set = inner.inflight[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !set.insert(key.clone()) {
+            return None;
+        }
+        inner.stats.clients.pending(key, 1);
+        Some(Self {
+            inner: inner.clone(),
+            shard,
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut set = self.inner.inflight[self.shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.key);
+        self.inner.stats.clients.pending(&self.key, -1);
+    }
+}
+
+fn spawn(
+    inner: &Arc<Inner>,
+    shard: usize,
+    job: Job,
+    req: Request,
+    subnet: Arc<SubnetSpec>,
+    op: Pending,
+) {
+    let Some(guard) = InFlight::enter(inner, shard, &req.client) else {
+        return inner.refuse(&job.key, job.kind, DUPLICATE);
+    };
+    let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
+        drop(guard);
+        return inner.refuse(&job.key, job.kind, DropReason::QueueFull);
+    };
+    let inner = inner.clone();
+    inner.tasks.clone().spawn(async move {
+        let done = perform(&inner, &req, &subnet, op).await;
+        drop(guard);
+        drop(permit);
+        finish(&inner, &job, &req, done).await;
+    });
+}
+
+/// Performs `op`. The IPAM's operations are cancel-safe (a write made is
+/// flushed anyway); this task is never cancelled, only waited for.
+async fn perform(inner: &Inner, req: &Request, subnet: &SubnetSpec, op: Pending) -> Done {
+    let ipam = &inner.ipam;
+    let now = SystemTime::now();
+    let quiet = |r: Result<(), IpamError>| match r {
+        Ok(()) | Err(IpamError::NotOwner { .. } | IpamError::NoLease) => Done::Silent,
+        Err(_) => Done::Drop(DropReason::Storage),
+    };
+    match op {
+        Pending::Bind { ip, rapid } => {
+            let r = ipam
+                .bind(&subnet.id, &req.client, ip, req.hostname.as_deref(), now)
+                .await;
+            after(req, subnet, &inner.ctx, Op::Commit { rapid }, r, now)
+        }
+        Pending::Renew { ip, rapid } => {
+            let r = ipam.renew(&req.client, ip, now).await;
+            after(req, subnet, &inner.ctx, Op::Commit { rapid }, r, now)
+        }
+        Pending::Release { ip } => quiet(ipam.release(&req.client, ip, now).await),
+        Pending::Decline { ip } => quiet(ipam.decline(&req.client, ip, now).await),
+    }
+}
+
+async fn finish(inner: &Inner, job: &Job, req: &Request, done: Done) {
+    match done {
+        Done::Reply(r) => send(inner, job.listener, job.kind, &req.client, r).await,
+        Done::Silent => inner.stats.dhcp.packet(job.kind, DhcpOutcome::Silent),
+        Done::Drop(reason) => inner.refuse(&job.key, job.kind, reason),
+    }
+}
+
+/// Sends a reply on the socket the request came in on.
+async fn send(inner: &Inner, listener: usize, kind: DhcpKind, key: &ClientKey, reply: Reply) {
+    let to = match reply.to {
+        Dest::Relay(g) => SocketAddrV4::new(g, inner.server_port),
+        Dest::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, inner.client_port),
+        Dest::Unicast(ip) => SocketAddrV4::new(ip, inner.client_port),
+    };
+    let Some(l) = inner.listeners.get(listener) else {
+        return;
+    };
+    match l.socket.send_to(&reply.bytes, SocketAddr::V4(to)).await {
+        Ok(_) => {
+            inner.stats.dhcp.packet(kind, reply.outcome);
+            inner.stats.clients.served(key, Instant::now());
+        }
+        Err(e) => {
+            tracing::debug!(%to, error = %e, "dhcp send");
+            inner.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Real clients in network namespaces: busybox udhcpc and ISC dhclient on a
+//! veth attached to the server, perfdhcp through a relayed path.
+//!
+//! ```text
+//!  ns cli: vc<t> ──veth── vs<t> (10.90.0.1/24)  ns srv  vr<t> (10.92.0.1/24) ──veth── vq<t>  ns rel
+//!          udhcpc/dhclient      vpcbox :67, interfaces = [vs<t>]      10.92.0.2/24 + 10.91.0.1 (giaddr)
+//! ```
+//!
+//! The server runs in-process on a thread inside `srv` on the real IPAM;
+//! with `VPCBOX_DHCP_BINARY=1` the tests start `vpcbox run --headless`
+//! there instead (once `app.rs` serves DHCP).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::dhcp_support::InProcess;
+use crate::netns::{require_root, sh, tag, veth, Netns, Proc};
+
+struct Topo {
+    srv: Netns,
+    cli: Netns,
+    rel: Netns,
+    srv_if: String,
+    cli_if: String,
+    dir: tempfile::TempDir,
+}
+
+fn topo() -> Topo {
+    let t = tag();
+    let (srv, cli, rel) = (Netns::new(), Netns::new(), Netns::new());
+    let (srv_if, cli_if, srv_rel, rel_if) = (
+        format!("vs{t}"),
+        format!("vc{t}"),
+        format!("vr{t}"),
+        format!("vq{t}"),
+    );
+    veth(&srv, &srv_if, &cli, &cli_if);
+    veth(&srv, &srv_rel, &rel, &rel_if);
+    srv.ip(&["addr", "add", "10.90.0.1/24", "dev", &srv_if]);
+    srv.ip(&["addr", "add", "10.92.0.1/24", "dev", &srv_rel]);
+    srv.ip(&["route", "add", "10.91.0.0/16", "via", "10.92.0.2"]);
+    rel.ip(&["addr", "add", "10.92.0.2/24", "dev", &rel_if]);
+    rel.ip(&["addr", "add", "10.91.0.1/32", "dev", &rel_if]);
+    Topo {
+        srv,
+        cli,
+        rel,
+        srv_if,
+        cli_if,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+fn config(t: &Topo) -> String {
+    format!(
+        r#"[storage]
+path = "{data}"
+[dhcp]
+listen = "0.0.0.0:67"
+interfaces = ["{srv_if}"]
+server_id = "10.90.0.1"
+[gateway]
+enabled = false
+[[subnet]]
+id = "direct"
+cidr = "10.90.0.0/24"
+pools = ["10.90.0.100-10.90.0.199"]
+gateway = "10.90.0.1"
+dns = ["10.90.0.1"]
+lease_time = "1h"
+[[subnet]]
+id = "relayed"
+cidr = "10.91.0.0/16"
+pools = ["10.91.1.0-10.91.255.254"]
+gateway = "10.91.0.1"
+lease_time = "1h"
+"#,
+        data = t.dir.path().join("data").display(),
+        srv_if = t.srv_if
+    )
+}
+
+enum Server {
+    InProcess(InProcess),
+    Binary(Proc),
+}
+
+impl Server {
+    fn start(t: &Topo) -> Self {
+        let text = config(t);
+        if std::env::var("VPCBOX_DHCP_BINARY").as_deref() == Ok("1") {
+            let path = t.dir.path().join("config.toml");
+            std::fs::write(&path, text).expect("write config");
+            let bin = crate::support::bin();
+            let p = t.srv.spawn(
+                bin.to_str().expect("utf-8 path"),
+                &[
+                    "run",
+                    "--headless",
+                    "--config",
+                    path.to_str().expect("utf-8"),
+                ],
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            Self::Binary(p)
+        } else {
+            Self::InProcess(InProcess::start_in(&text, t.dir.path(), Some(&t.srv)))
+        }
+    }
+
+    fn ipam(&self) -> Option<&vpcbox::ipam::Ipam> {
+        match self {
+            Self::InProcess(s) => Some(&s.ipam),
+            Self::Binary(_) => None,
+        }
+    }
+}
+
+/// A client hook script logging "<event> <ip>" lines to `log` and
+/// configuring the address (/24) so unicast renewals work.
+fn script(
+    dir: &Path,
+    name: &str,
+    event: &str,
+    ip: &str,
+    up: &str,
+    down: &str,
+) -> (PathBuf, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let path = dir.join(format!("{name}.sh"));
+    let text = format!(
+        "#!/bin/sh\necho \"{event} {ip}\" >> {log}\ncase \"{event}\" in\n  {up}) ip addr flush dev \"$interface\"; ip addr add {ip}/24 dev \"$interface\" ;;\n  {down}) ip addr flush dev \"$interface\" ;;\nesac\nexit 0\n",
+        log = log.display()
+    );
+    std::fs::write(&path, text).expect("script");
+    sh("chmod", &["+x", path.to_str().expect("utf-8")]);
+    (path, log)
+}
+
+/// Waits until `log` has a line starting with `event`; returns its address.
+fn wait_event(log: &Path, event: &str, after: usize, limit: Duration) -> Ipv4Addr {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let hit = text
+            .lines()
+            .skip(after)
+            .find_map(|l| l.strip_prefix(event).and_then(|r| r.trim().parse().ok()));
+        if let Some(ip) = hit {
+            return ip;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no '{event}' in {}: {}",
+        log.display(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn lines(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn in_direct(ip: Ipv4Addr) -> bool {
+    (Ipv4Addr::new(10, 90, 0, 100)..=Ipv4Addr::new(10, 90, 0, 199)).contains(&ip)
+}
+
+#[test]
+fn udhcpc_gets_renews_and_releases_a_lease() {
+    if !require_root("udhcpc_gets_renews_and_releases_a_lease") {
+        return;
+    }
+    let t = topo();
+    let server = Server::start(&t);
+    t.cli
+        .ip(&["link", "set", &t.cli_if, "address", "02:00:00:00:01:01"]);
+    let (s, log) = script(
+        t.dir.path(),
+        "udhcpc",
+        "$1",
+        "$ip",
+        "bound|renew",
+        "deconfig",
+    );
+    let args = [
+        "-f",
+        "-i",
+        &t.cli_if,
+        "-s",
+        s.to_str().expect("utf-8"),
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-A",
+        "1",
+        "-x",
+        "hostname:udhcpc-1",
+    ];
+    let client = t.cli.spawn("udhcpc", &args);
+    let ip = wait_event(&log, "bound", 0, Duration::from_secs(10));
+    assert!(in_direct(ip), "{ip}");
+    if let Some(ipam) = server.ipam() {
+        let l = ipam.lookup(ip).expect("lease stored");
+        assert_eq!(l.hostname.as_deref(), Some("udhcpc-1"));
+    }
+    // SIGUSR1: renew (unicast REQUEST with ciaddr) → the same address.
+    let n = lines(&log);
+    client.signal("USR1");
+    assert_eq!(wait_event(&log, "renew", n, Duration::from_secs(10)), ip);
+    // SIGUSR2: release.
+    client.signal("USR2");
+    if let Some(ipam) = server.ipam() {
+        let released = crate::support::eventually(Duration::from_secs(5), || {
+            ipam.lookup(ip)
+                .is_some_and(|l| l.state == vpcbox::ipam::LeaseState::Released)
+        });
+        assert!(released, "lease not released: {:?}", ipam.lookup(ip));
+    }
+    // SIGUSR1 again: a new DISCOVER; the released address comes back.
+    let n = lines(&log);
+    client.signal("USR1");
+    assert_eq!(wait_event(&log, "bound", n, Duration::from_secs(10)), ip);
+}
+
+#[test]
+fn dhclient_gets_the_same_address_back_on_init_reboot() {
+    if !require_root("dhclient_gets_the_same_address_back_on_init_reboot") {
+        return;
+    }
+    let t = topo();
+    let server = Server::start(&t);
+    t.cli
+        .ip(&["link", "set", &t.cli_if, "address", "02:00:00:00:02:02"]);
+    let (s, log) = script(
+        t.dir.path(),
+        "dhclient",
+        "$reason",
+        "$new_ip_address",
+        "BOUND|RENEW|REBIND|REBOOT",
+        "RELEASE|EXPIRE|STOP",
+    );
+    let lf = t.dir.path().join("dhclient.leases");
+    let pf = t.dir.path().join("dhclient.pid");
+    let (s, lf, pf) = (
+        s.to_str().expect("utf-8"),
+        lf.to_str().expect("utf-8"),
+        pf.to_str().expect("utf-8"),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-4", "-v", "-lf", lf, "-pf", pf, "-sf", s];
+        args.extend_from_slice(extra);
+        args.push(&t.cli_if);
+        t.cli.spawn("dhclient", &args)
+    };
+    let c = run(&["-d", "-1"]);
+    let ip = wait_event(&log, "BOUND", 0, Duration::from_secs(15));
+    assert!(in_direct(ip), "{ip}");
+    // dhclient writes its lease file after running the script.
+    let written = crate::support::eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(lf).is_ok_and(|t| t.contains(&format!("fixed-address {ip};")))
+    });
+    assert!(written, "lease file: {:?}", std::fs::read_to_string(lf));
+    drop(c); // killed: no RELEASE; the lease file remembers the address
+             // Restart: INIT-REBOOT (REQUEST with option 50, no server id) → same address.
+    let n = lines(&log);
+    let c = run(&["-d", "-1"]);
+    assert_eq!(wait_event(&log, "REBOOT", n, Duration::from_secs(15)), ip);
+    drop(c);
+    // Release (dhclient then forgets the lease), and start again: the
+    // released address comes back.
+    let (ok, out) = run(&["-r"]).wait();
+    assert!(ok, "dhclient -r: {out}");
+    if let Some(ipam) = server.ipam() {
+        let released = crate::support::eventually(Duration::from_secs(5), || {
+            ipam.lookup(ip)
+                .is_some_and(|l| l.state == vpcbox::ipam::LeaseState::Released)
+        });
+        assert!(released, "lease not released: {:?}", ipam.lookup(ip));
+    }
+    let n = lines(&log);
+    let _c = run(&["-d", "-1"]);
+    assert_eq!(wait_event(&log, "BOUND", n, Duration::from_secs(15)), ip);
+}
+
+/// perfdhcp through a relay (giaddr 10.91.0.1 selects subnet "relayed"),
+/// 1,000 DORA/s for 3 s with address-uniqueness checking.
+#[test]
+fn perfdhcp_relayed_1000_per_second_unique_and_no_drops() {
+    if !require_root("perfdhcp_relayed_1000_per_second_unique_and_no_drops") {
+        return;
+    }
+    let t = topo();
+    let server = Server::start(&t);
+    // VPCBOX_PERF_RATE: a lower rate for slow (debug, shared) machines.
+    let rate = std::env::var("VPCBOX_PERF_RATE").unwrap_or_else(|_| "1000".into());
+    let (ok, out) = t
+        .rel
+        .spawn(
+            "perfdhcp",
+            &[
+                "-4",
+                "-l",
+                "10.91.0.1",
+                "-r",
+                &rate,
+                "-p",
+                "3",
+                "-R",
+                "1000000",
+                "-u",
+                // Wait 1 s after the last request for replies still in flight.
+                "-W",
+                "1000000",
+                "10.92.0.1",
+            ],
+        )
+        .wait();
+    let field = |prefix: &str| -> Vec<f64> {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix(prefix))
+            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let (drops, non_unique, sent) = (
+        field("drops ratio:"),
+        field("non unique addresses:"),
+        field("sent packets:"),
+    );
+    eprintln!("{out}");
+    if let Server::InProcess(s) = &server {
+        let st = &s.shared.stats;
+        let drops: Vec<_> = vpcbox::stats::DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), st.drops(*r)))
+            .filter(|d| d.1 > 0)
+            .collect();
+        eprintln!("server drops: {drops:?}");
+    }
+    assert!(ok || !drops.is_empty(), "perfdhcp failed: {out}");
+    assert_eq!(drops.len(), 2, "DO and RA drop ratios in: {out}");
+    assert!(drops.iter().all(|d| *d == 0.0), "drops {drops:?}");
+    assert!(
+        non_unique.iter().all(|n| *n == 0.0),
+        "non-unique {non_unique:?}"
+    );
+    let want = rate.parse::<f64>().unwrap_or(1000.0) * 2.5;
+    assert!(sent.first().is_some_and(|s| *s >= want), "sent {sent:?}");
+    if let Some(ipam) = server.ipam() {
+        let filter = vpcbox::ipam::LeaseFilter {
+            subnet: Some("relayed".into()),
+            ..Default::default()
+        };
+        let leases = ipam.leases(&filter);
+        assert!(
+            leases.len() as f64 >= want,
+            "{} leases in 'relayed'",
+            leases.len()
+        );
+        assert!(leases.iter().all(|l| l.ip >= Ipv4Addr::new(10, 91, 1, 0)));
+    }
+}
