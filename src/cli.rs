@@ -59,6 +59,8 @@ pub enum Command {
     /// Backup and restore of the store
     #[command(subcommand)]
     Db(DbCommand),
+    /// Replay the incident against a vpcbox and report what held
+    Replay(Box<crate::replay::ReplayArgs>),
     #[command(flatten)]
     Admin(crate::admin_cli::AdminCommand),
 }

@@ -49,6 +49,10 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
             emit(&config.to_toml())
         }
         Some(Command::Db(cmd)) => db(cmd),
+        Some(Command::Replay(mut args)) => {
+            args.config = cli.run.config.config.clone();
+            vpcbox::replay::run(*args)
+        }
         Some(Command::Admin(cmd)) => {
             let (config, _) = load(&cli.run.config)?;
             vpcbox::admin_cli::run(cmd, &config)

@@ -83,7 +83,8 @@ fn concurrent_readers_see_changes_without_blocking() {
             let (set, stop) = (set.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut seen = (0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) {
+                // At least one read even if the writer finishes first.
+                while seen.0 + seen.1 == 0 || !stop.load(Ordering::Relaxed) {
                     if set.is_isolated(&mac(7)) {
                         seen.0 += 1;
                     } else {
