@@ -200,13 +200,24 @@ impl Governor {
         self.config = config;
     }
 
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Samples until `cancel`; new marks from `updates` (SIGHUP) apply at
+    /// once. Cancel-safe: all state is local.
+    pub async fn run(
+        mut self,
+        mut updates: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+        cancel: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(self.config.sample_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => self.step(Instant::now()),
+                Ok(()) = updates.changed() => {
+                    let memory = updates.borrow_and_update().memory.clone();
+                    tracing::info!(budget = memory.budget, "memory marks reloaded");
+                    self.reconfigure(memory);
+                }
             }
         }
     }

@@ -98,7 +98,14 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     ipam.spawn(&store_tasks, store_cancel.clone());
 
     let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
-    shared.tracker.spawn(governor.run(shared.cancel.clone()));
+    shared
+        .tracker
+        .spawn(governor.run(shared.updates.subscribe(), shared.cancel.clone()));
+    shared.tracker.spawn(reload::apply_to_store(
+        ipam.clone(),
+        shared.updates.subscribe(),
+        shared.cancel.clone(),
+    ));
     let (publisher, snapshots) = Publisher::new(stats.clone());
     let interval = config.stats.publish_interval;
     shared

@@ -73,3 +73,28 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         .map(|(k, _)| k)
         .collect()
 }
+
+/// Applies reloaded subnets and reservations to the store (the other
+/// services watch `updates` themselves). Cancel-safe.
+pub async fn apply_to_store(
+    ipam: Arc<crate::ipam::Ipam>,
+    mut updates: tokio::sync::watch::Receiver<Arc<Config>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let config = updates.borrow_and_update().clone();
+                let now = std::time::SystemTime::now();
+                match ipam.apply_config(&config.subnets, &config.reservations, now) {
+                    Ok(()) => tracing::info!(subnets = config.subnets.len(), "subnets and reservations reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reloaded subnets/reservations refused by the store; the store keeps its own"),
+                }
+            }
+        }
+    }
+}

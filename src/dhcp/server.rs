@@ -24,9 +24,12 @@ use super::wire::{peek, peek_giaddr, peek_mac, Peek, MAX_DATAGRAM};
 use super::DhcpError;
 use crate::app::Shared;
 use crate::client::ClientKey;
+use crate::config::Config;
 use crate::ipam::Ipam;
 use crate::isolation::IsolationSet;
 use crate::stats::{DhcpKind, DhcpOutcome, DropReason, Stats};
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 /// How long `run` waits for in-flight IPAM operations after the token fires.
 pub const DRAIN: Duration = Duration::from_secs(5);
@@ -46,7 +49,8 @@ pub(super) struct Inner {
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
     pub ipam: Arc<Ipam>,
-    pub admission: Admission,
+    /// Swapped whole when SIGHUP brings new rates (quotas restart then).
+    pub admission: ArcSwap<Admission>,
     pub ctx: Ctx,
     pub listeners: Vec<Listener>,
     pub server_port: u16,
@@ -64,6 +68,7 @@ pub(super) struct Inner {
 /// The DHCPv4 server, its sockets bound, not yet serving.
 pub struct DhcpServer {
     inner: Inner,
+    updates: watch::Receiver<Arc<Config>>,
     workers: usize,
     queue: usize,
     cancel: CancellationToken,
@@ -102,7 +107,7 @@ impl DhcpServer {
             stats: shared.stats.clone(),
             isolation: shared.isolation.clone(),
             ipam,
-            admission: Admission::new(cfg),
+            admission: ArcSwap::from_pointee(Admission::new(cfg)),
             ctx: Ctx {
                 server_id,
                 authoritative: cfg.authoritative,
@@ -118,6 +123,7 @@ impl DhcpServer {
         };
         Ok(Self {
             inner,
+            updates: shared.updates.subscribe(),
             workers,
             queue,
             cancel: shared.cancel.clone(),
@@ -144,6 +150,7 @@ impl DhcpServer {
     pub async fn run(self) {
         let Self {
             inner,
+            updates,
             workers,
             queue,
             cancel,
@@ -167,7 +174,7 @@ impl DhcpServer {
             loops.spawn(receive(inner.clone(), i, senders.clone(), cancel.clone()));
         }
         drop(senders);
-        loops.spawn(housekeeping(inner.clone(), cancel.clone()));
+        loops.spawn(housekeeping(inner.clone(), updates, cancel.clone()));
         loops.close();
         loops.wait().await;
         inner.tasks.close();
@@ -185,13 +192,28 @@ impl DhcpServer {
     }
 }
 
-/// Trims the keyed limiters every [`HOUSEKEEPING`].
-async fn housekeeping(inner: Arc<Inner>, cancel: CancellationToken) {
+/// Trims the keyed limiters every [`HOUSEKEEPING`], and swaps in new
+/// quotas when a reloaded config changes the `[dhcp]` rates.
+async fn housekeeping(
+    inner: Arc<Inner>,
+    mut updates: watch::Receiver<Arc<Config>>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => inner.admission.housekeeping(),
+            _ = tick.tick() => inner.admission.load().housekeeping(),
+            Ok(()) = updates.changed() => {
+                let dhcp = updates.borrow_and_update().dhcp.clone();
+                inner.admission.store(Arc::new(Admission::new(&dhcp)));
+                tracing::info!(
+                    per_client_rate = %dhcp.per_client_rate,
+                    global_rate = %dhcp.global_rate,
+                    new_lease_rate = %dhcp.new_lease_rate,
+                    "dhcp quotas reloaded"
+                );
+            }
         }
     }
 }
@@ -278,7 +300,7 @@ impl Inner {
             return;
         }
         let kind = kind_of(peek.msg_type);
-        if let Err(reason) = self.admission.check_client(&key) {
+        if let Err(reason) = self.admission.load().check_client(&key) {
             return self.refuse(&key, kind, reason);
         }
         let shard = shard_of(&key, queues.len());
@@ -297,6 +319,25 @@ impl Inner {
                 self.refuse(&job.key, job.kind, DropReason::QueueFull);
             }
         }
+    }
+
+    /// Whether one more *new* lease may be handed out: not while the memory
+    /// governor sheds load (renewals of existing leases still are), and
+    /// within the per-subnet / per-relay cap.
+    pub(super) fn admit_new_lease(&self, subnet: &str, giaddr: Ipv4Addr) -> Result<(), DropReason> {
+        if self
+            .stats
+            .memory
+            .overload_state
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+        {
+            return Err(DropReason::Overload);
+        }
+        if !self.admission.load().check_new_lease(subnet, giaddr) {
+            return Err(DropReason::LeaseCap);
+        }
+        Ok(())
     }
 
     /// Counts a refused packet by reason, for its client.

@@ -82,8 +82,10 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job) {
             new,
             rapid,
         } => {
-            if new && !inner.admission.check_new_lease(&subnet.id, req.giaddr) {
-                return inner.refuse(&job.key, job.kind, DropReason::LeaseCap);
+            if new {
+                if let Err(reason) = inner.admit_new_lease(&subnet.id, req.giaddr) {
+                    return inner.refuse(&job.key, job.kind, reason);
+                }
             }
             let offered = inner.ipam.offer(&subnet.id, &req.client, requested, now);
             match offered {
@@ -95,8 +97,10 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job) {
             }
         }
         Action::Bind { ip, new } => {
-            if new && !inner.admission.check_new_lease(&subnet.id, req.giaddr) {
-                return inner.refuse(&job.key, job.kind, DropReason::LeaseCap);
+            if new {
+                if let Err(reason) = inner.admit_new_lease(&subnet.id, req.giaddr) {
+                    return inner.refuse(&job.key, job.kind, reason);
+                }
             }
             Pending::Bind { ip, rapid: false }
         }

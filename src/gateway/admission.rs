@@ -70,21 +70,41 @@ fn quota(rate: Rate, burst: u32) -> Quota {
 }
 
 pub(crate) struct Admission {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Swapped whole when SIGHUP brings a new per-client rate.
+    limiter: arc_swap::ArcSwap<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
     stats: Arc<Stats>,
-    budget: i64,
+    budget: std::sync::atomic::AtomicI64,
 }
 
 impl Admission {
     pub(crate) fn new(cfg: &GatewayConfig, stats: Arc<Stats>) -> Self {
         stats.gateway.body_budget.store(cfg.body_budget, Relaxed);
         Self {
-            limiter: RateLimiter::keyed(quota(cfg.per_client_rate, cfg.per_client_burst)),
+            limiter: arc_swap::ArcSwap::from_pointee(RateLimiter::keyed(quota(
+                cfg.per_client_rate,
+                cfg.per_client_burst,
+            ))),
             clock: DefaultClock::default(),
-            budget: i64::try_from(cfg.body_budget).unwrap_or(i64::MAX),
+            budget: std::sync::atomic::AtomicI64::new(
+                i64::try_from(cfg.body_budget).unwrap_or(i64::MAX),
+            ),
             stats,
         }
+    }
+
+    /// New per-client quota and body budget from a reloaded config (the
+    /// quotas start afresh; bodies in flight keep what they hold).
+    pub(crate) fn reconfigure(&self, cfg: &GatewayConfig) {
+        let limiter = RateLimiter::keyed(quota(cfg.per_client_rate, cfg.per_client_burst));
+        self.limiter.store(Arc::new(limiter));
+        let budget = i64::try_from(cfg.body_budget).unwrap_or(i64::MAX);
+        self.budget.store(budget, Relaxed);
+        self.stats
+            .gateway
+            .body_budget
+            .store(cfg.body_budget, Relaxed);
+        tracing::info!(per_client_rate = %cfg.per_client_rate, body_budget = cfg.body_budget, "gateway limits reloaded");
     }
 
     /// The memory governor asks to shed new work (state 2).
@@ -95,6 +115,7 @@ impl Admission {
     /// One request from `ip` against its quota.
     pub(crate) fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
         self.limiter
+            .load()
             .check_key(&ip)
             .map_err(|not_until| Refusal::RateLimited {
                 retry_after: not_until.wait_time_from(self.clock.now()),
@@ -106,7 +127,7 @@ impl Admission {
     pub(crate) fn reserve(&self, n: u64) -> Option<BodyPermit> {
         let mut permit = BodyPermit {
             stats: self.stats.clone(),
-            budget: self.budget,
+            budget: self.budget.load(Relaxed),
             held: 0,
         };
         permit.grow(n).then_some(permit)
@@ -115,14 +136,25 @@ impl Admission {
     /// Forgets quota state of clients idle long enough to be full again,
     /// so a flood of source addresses does not grow the map for good.
     /// Cancel-safe (only sleeps between synchronous sweeps).
-    pub(crate) async fn housekeeping(&self, cancel: &CancellationToken) {
+    /// Applies reloaded limits from `updates` as they come.
+    pub(crate) async fn housekeeping(
+        &self,
+        mut updates: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+        cancel: &CancellationToken,
+    ) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(HOUSEKEEPING) => {}
+                Ok(()) = updates.changed() => {
+                    let cfg = updates.borrow_and_update().gateway.clone();
+                    self.reconfigure(&cfg);
+                    continue;
+                }
             }
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
+            let limiter = self.limiter.load();
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
     }
 }

@@ -72,6 +72,7 @@ pub struct Gateway {
     listener: TcpListener,
     inner: Arc<Inner>,
     tracker: TaskTracker,
+    updates: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
 }
 
 impl Gateway {
@@ -100,6 +101,7 @@ impl Gateway {
             listener,
             inner: Arc::new(inner),
             tracker: shared.tracker.clone(),
+            updates: shared.updates.subscribe(),
         })
     }
 
@@ -118,10 +120,11 @@ impl Gateway {
     /// running under the tracker and still see the token.
     pub async fn run(self) {
         let housekeeping = self.inner.clone();
+        let updates = self.updates;
         self.tracker.spawn(async move {
             housekeeping
                 .admission
-                .housekeeping(&housekeeping.cancel)
+                .housekeeping(updates, &housekeeping.cancel)
                 .await;
         });
         listener::accept_loop(self.listener, self.inner, self.tracker).await;

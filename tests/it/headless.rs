@@ -88,3 +88,119 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+/// One HTTP/1.1 GET; the status code.
+fn get_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sighup_applies_a_changed_rate_to_the_running_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, _, http) = write_config(dir.path(), "");
+    let original = std::fs::read_to_string(&cfg).expect("read");
+    let mut vb = Running::start(&cfg);
+    assert!(crate::support::eventually(
+        Duration::from_secs(10),
+        || get_status(http, "/healthz") == 200
+    ));
+    let before: Vec<u16> = (0..10).map(|_| get_status(http, "/healthz")).collect();
+    assert!(before.iter().all(|c| *c == 200), "{before:?}");
+    let slow = original.replace(
+        "[gateway]\n",
+        "[gateway]\nper_client_rate = \"1/m\"\nper_client_burst = 2\n",
+    );
+    std::fs::write(&cfg, slow).expect("write");
+    vb.signal("HUP");
+    let limited = crate::support::eventually(Duration::from_secs(5), || {
+        (0..3)
+            .map(|_| get_status(http, "/healthz"))
+            .any(|c| c == 429)
+    });
+    vb.signal("TERM");
+    assert_eq!(vb.wait(Duration::from_secs(15)), Some(0));
+    let log = vb.stderr();
+    assert!(limited, "the reloaded 1/m rate never limited: {log}");
+    assert!(log.contains("gateway limits reloaded"), "{log}");
+    assert!(log.contains("dhcp quotas reloaded"), "{log}");
+    assert!(log.contains("memory marks reloaded"), "{log}");
+}
+
+fn get_body(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf
+}
+
+#[test]
+fn headless_serves_health_readiness_and_every_design_metric() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subnet =
+        "[[subnet]]\nid = \"lab\"\ncidr = \"10.0.0.0/24\"\npools = [\"10.0.0.100-10.0.0.199\"]\n";
+    let (cfg, _, http) = write_config(dir.path(), subnet);
+    let mut vb = Running::start(&cfg);
+    assert!(crate::support::eventually(
+        Duration::from_secs(10),
+        || get_status(http, "/readyz") == 200
+    ));
+    assert_eq!(get_status(http, "/healthz"), 200);
+    // Snapshots are published every 250 ms: let one include those requests.
+    std::thread::sleep(Duration::from_millis(600));
+    let metrics = get_body(http, "/metrics");
+    let names: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty() && l.starts_with("vpcbox_"))
+        .map(|l| l.split(['{', ' ']).next().unwrap_or(""))
+        .collect();
+    for want in [
+        "vpcbox_dhcp_packets_total",
+        "vpcbox_dhcp_queue_depth",
+        "vpcbox_ipam_leases",
+        "vpcbox_ipam_commit_seconds_bucket",
+        "vpcbox_gateway_requests_total",
+        "vpcbox_gateway_pending",
+        "vpcbox_gateway_streams",
+        "vpcbox_memory_rss_bytes",
+        "vpcbox_heap_allocated_bytes",
+        "vpcbox_heap_resident_bytes",
+        "vpcbox_heap_shrinks_total",
+        "vpcbox_overload_state",
+        "vpcbox_isolated_clients",
+        "vpcbox_client_drops_total",
+    ] {
+        assert!(
+            names.contains(want),
+            "{want} missing from /metrics:\n{metrics}"
+        );
+    }
+    vb.signal("TERM");
+    assert_eq!(vb.wait(Duration::from_secs(15)), Some(0));
+    assert!(vb.stderr().contains("store flushed"));
+}
