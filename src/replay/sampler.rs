@@ -186,7 +186,7 @@ impl Sampler {
 /// One health probe and one `/metrics` scrape, each on its own HTTP/1.1
 /// connection pool; reports (sample index, healthy, scrape).
 async fn probe(base: String, i: usize, tx: Probes) {
-    let (metrics, health) = (h1_client(), h1_client());
+    let (metrics, health) = (h1_client(&base), h1_client(&base));
     let (scrape, ok) = tokio::join!(
         get(&metrics, format!("{base}/metrics")),
         get(&health, format!("{base}/healthz")),
@@ -194,9 +194,19 @@ async fn probe(base: String, i: usize, tx: Probes) {
     let _ = tx.send((i, ok.is_some(), scrape.map(|t| parse_metrics(&t))));
 }
 
-fn h1_client() -> H1Client {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+/// The prober is a client of its own (its own loopback source address on a
+/// loopback target), as an operator's monitoring would be: the load
+/// generators' per-client quotas and connection caps are not its to share.
+fn h1_client(base: &str) -> H1Client {
+    let mut conn = HttpConnector::new();
+    if base.contains("://127.") || base.contains("://localhost") {
+        conn.set_local_address(Some(std::net::IpAddr::V4(PROBE_SOURCE)));
+    }
+    Client::builder(TokioExecutor::new()).build(conn)
 }
+
+/// Source address of the health and metrics probes on a loopback target.
+const PROBE_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 254);
 
 /// GET with a 1 s timeout; the body on a 2xx.
 async fn get(client: &H1Client, url: String) -> Option<String> {
