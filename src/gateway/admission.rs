@@ -136,21 +136,11 @@ impl Admission {
     /// Forgets quota state of clients idle long enough to be full again,
     /// so a flood of source addresses does not grow the map for good.
     /// Cancel-safe (only sleeps between synchronous sweeps).
-    /// Applies reloaded limits from `updates` as they come.
-    pub(crate) async fn housekeeping(
-        &self,
-        mut updates: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
-        cancel: &CancellationToken,
-    ) {
+    pub(crate) async fn housekeeping(&self, cancel: &CancellationToken) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(HOUSEKEEPING) => {}
-                Ok(()) = updates.changed() => {
-                    let cfg = updates.borrow_and_update().gateway.clone();
-                    self.reconfigure(&cfg);
-                    continue;
-                }
             }
             let limiter = self.limiter.load();
             limiter.retain_recent();

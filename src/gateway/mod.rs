@@ -56,7 +56,9 @@ pub(crate) struct Inner {
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
     pub admission: admission::Admission,
-    pub routes: proxy::Routes,
+    /// Swapped whole when SIGHUP brings new routes; requests in flight keep
+    /// the routes (and pending permits) they started with.
+    pub routes: arc_swap::ArcSwap<proxy::Routes>,
     pub api: ApiContext,
     /// Response codes of internal API requests (route "api").
     pub api_stats: Arc<crate::stats::RouteStats>,
@@ -65,6 +67,33 @@ pub(crate) struct Inner {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancellationToken,
     pub grace: std::time::Duration,
+}
+
+/// Applies reloaded limits and routes (SIGHUP) until cancelled.
+/// Cancel-safe: only waits between synchronous swaps.
+async fn apply_reloads(
+    inner: Arc<Inner>,
+    mut updates: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+) {
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let config = updates.borrow_and_update().clone();
+                inner.admission.reconfigure(&config.gateway);
+                match proxy::Routes::new(&config.routes, &inner.cfg, &inner.stats) {
+                    Ok(routes) => {
+                        inner.routes.store(Arc::new(routes));
+                        tracing::info!(routes = config.routes.len(), "gateway routes reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "reloaded routes refused; keeping the old ones"),
+                }
+            }
+        }
+    }
 }
 
 /// A bound, not yet running gateway.
@@ -90,7 +119,7 @@ impl Gateway {
             stats: shared.stats.clone(),
             isolation: shared.isolation.clone(),
             api_stats: shared.stats.gateway.route("api", 0),
-            routes,
+            routes: arc_swap::ArcSwap::from_pointee(routes),
             api,
             tls,
             cancel: shared.cancel.clone(),
@@ -120,13 +149,14 @@ impl Gateway {
     /// running under the tracker and still see the token.
     pub async fn run(self) {
         let housekeeping = self.inner.clone();
-        let updates = self.updates;
         self.tracker.spawn(async move {
             housekeeping
                 .admission
-                .housekeeping(updates, &housekeeping.cancel)
+                .housekeeping(&housekeeping.cancel)
                 .await;
         });
+        self.tracker
+            .spawn(apply_reloads(self.inner.clone(), self.updates));
         listener::accept_loop(self.listener, self.inner, self.tracker).await;
     }
 }

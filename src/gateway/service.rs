@@ -64,7 +64,8 @@ pub(crate) async fn handle(
     let now = Instant::now();
     inner.stats.clients.request(&key, now);
     let stream = StreamGuard::new(&inner.stats, key.clone());
-    let route = inner.routes.find(req.uri().path()).cloned();
+    let routes = inner.routes.load_full();
+    let route = routes.find(req.uri().path()).cloned();
     let route_stats = route
         .as_ref()
         .map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
@@ -73,8 +74,7 @@ pub(crate) async fn handle(
         Ok(()) => match route {
             Some(route) => {
                 let hold = Box::new((stream, activity));
-                inner
-                    .routes
+                routes
                     .forward(&route, &inner.admission, req, ip, hold)
                     .await
             }

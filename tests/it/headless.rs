@@ -34,10 +34,14 @@ fn sigint_is_quick() {
 #[test]
 fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cfg, _, _) = write_config(dir.path(), "");
+    let (cfg, _, http) = write_config(dir.path(), "");
     let original = std::fs::read_to_string(&cfg).expect("read");
     let mut vb = Running::start(&cfg);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(crate::support::eventually(
+        Duration::from_secs(10),
+        || get_status(http, "/healthz") == 200
+    ));
+    assert_eq!(get_status(http, "/added/x"), 404, "no such route yet");
     // A broken config: refused, the process keeps running.
     std::fs::write(&cfg, format!("{original}\n[tui]\nrefresh = \"never\"\n")).expect("write");
     vb.signal("HUP");
@@ -46,10 +50,19 @@ fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
         vb.child.try_wait().expect("try_wait").is_none(),
         "died on a bad reload"
     );
-    // A valid change: applied.
-    std::fs::write(&cfg, format!("{original}\n[tui]\nrefresh = \"500ms\"\n")).expect("write");
+    // A valid change, with a new route: applied. Nothing listens on the
+    // upstream's port, so the route answers 502 where there was a 404.
+    let route = "[[route]]\nprefix = \"/added/\"\nupstream = \"http://127.0.0.1:9\"\n";
+    std::fs::write(
+        &cfg,
+        format!("{original}\n{route}[tui]\nrefresh = \"500ms\"\n"),
+    )
+    .expect("write");
     vb.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(crate::support::eventually(
+        Duration::from_secs(5),
+        || get_status(http, "/added/x") == 502
+    ));
     vb.signal("TERM");
     assert_eq!(vb.wait(Duration::from_secs(15)), Some(0));
     let log = vb.stderr();
@@ -60,6 +73,7 @@ fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
         "{log}"
     );
     assert!(log.contains("config reloaded from"), "{log}");
+    assert!(log.contains("gateway routes reloaded"), "{log}");
 }
 
 #[test]
