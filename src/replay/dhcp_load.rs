@@ -152,17 +152,21 @@ pub async fn legit(
     }
     // std Mutex: held for a map insert/lookup, never across an `.await`.
     let waiters: Waiters = Arc::default();
-    tokio::spawn(route_replies(sock.clone(), waiters.clone(), cancel.clone()));
+    // The reply router outlives the load: exchanges in flight when it stops
+    // still finish (or time out) and are counted.
+    let router = CancellationToken::new();
+    tokio::spawn(route_replies(sock.clone(), waiters.clone(), router.clone()));
+    let exchanges = tokio_util::task::TaskTracker::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     let mut n: u32 = 0;
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         n = n.wrapping_add(1);
         let (sock, waiters, rec) = (sock.clone(), waiters.clone(), rec.clone());
-        tokio::spawn(async move {
+        exchanges.spawn(async move {
             let phase = rec.phase();
             let t0 = Instant::now();
             match dora(&sock, server, giaddr, n, &waiters).await {
@@ -171,6 +175,9 @@ pub async fn legit(
             }
         });
     }
+    exchanges.close();
+    let _ = tokio::time::timeout(RETRY_AFTER * TRIES + RETRY_AFTER, exchanges.wait()).await;
+    router.cancel();
 }
 
 async fn route_replies(sock: Arc<UdpSocket>, waiters: Waiters, cancel: CancellationToken) {
