@@ -103,22 +103,11 @@ fn json_logs_are_one_object_per_line() {
     }
 }
 
-/// One HTTP/1.1 GET; the status code.
+/// One HTTP/1.1 GET; the status code (0 if nothing answered).
 fn get_status(port: u16, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace()
+    let reply = get_body(port, path);
+    reply
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
@@ -156,6 +145,7 @@ fn sighup_applies_a_changed_rate_to_the_running_gateway() {
     assert!(log.contains("memory marks reloaded"), "{log}");
 }
 
+/// One HTTP/1.1 GET; the whole reply, head and body (empty if refused).
 fn get_body(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
