@@ -222,9 +222,7 @@ impl Ipam {
             self.note_change(&st);
             t
         };
-        self.committer
-            .wait(ticket, self.store.as_ref(), &self.stats)
-            .await
+        self.durable(Some(ticket)).await
     }
 
     /// Deletes a subnet with its leases and reservations; durable on return.
@@ -284,9 +282,7 @@ impl Ipam {
             self.note_change(&st);
             t
         };
-        self.committer
-            .wait(ticket, self.store.as_ref(), &self.stats)
-            .await
+        self.durable(Some(ticket)).await
     }
 
     pub fn reservations(&self) -> Vec<ReservationSpec> {
@@ -332,9 +328,7 @@ impl Ipam {
             st.reserve(r);
             t
         };
-        self.committer
-            .wait(ticket, self.store.as_ref(), &self.stats)
-            .await
+        self.durable(Some(ticket)).await
     }
 
     /// Durable on return. Cancel-safe as `add_subnet`.
@@ -360,9 +354,7 @@ impl Ipam {
             st.unreserve(subnet, client);
             t
         };
-        self.committer
-            .wait(ticket, self.store.as_ref(), &self.stats)
-            .await
+        self.durable(Some(ticket)).await
     }
 
     /// Per-subnet pool usage.

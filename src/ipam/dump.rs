@@ -178,8 +178,6 @@ impl Ipam {
             self.refresh_specs(&st);
             ticket
         };
-        self.committer
-            .wait(ticket, self.store.as_ref(), &self.stats)
-            .await
+        self.durable(Some(ticket)).await
     }
 }

@@ -257,6 +257,20 @@ impl Ipam {
         })
     }
 
+    /// Returns once `ticket`'s write is durable (nothing to wait for
+    /// without one). Cancel-safe: dropping it abandons the wait, never the
+    /// write.
+    async fn durable(&self, ticket: Option<commit::Ticket>) -> Result<(), IpamError> {
+        match ticket {
+            Some(t) => {
+                self.committer
+                    .wait(t, self.store.as_ref(), &self.stats)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Waits until everything written so far is durable (used at shutdown
     /// and by `vpcbox db`). Cancel-safe: dropping it only stops the wait.
     pub async fn flush(&self) -> Result<(), IpamError> {
@@ -264,8 +278,6 @@ impl Ipam {
             let mut st = self.lock();
             self.committer.submit(&mut st, &[], &self.stats)
         };
-        self.committer
-            .wait(ticket, self.store.as_ref(), &self.stats)
-            .await
+        self.durable(Some(ticket)).await
     }
 }

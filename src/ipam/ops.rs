@@ -186,14 +186,7 @@ impl Ipam {
                 }
             }
         };
-        match ticket {
-            Some(t) => {
-                self.committer
-                    .wait(t, self.store.as_ref(), &self.stats)
-                    .await
-            }
-            None => Ok(()),
-        }
+        self.durable(ticket).await
     }
 
     /// Quarantines `ip` for `decline_quarantine`; durable on return.
@@ -213,14 +206,7 @@ impl Ipam {
             self.note_change(&st);
             t
         };
-        match ticket {
-            Some(t) => {
-                self.committer
-                    .wait(t, self.store.as_ref(), &self.stats)
-                    .await
-            }
-            None => Ok(()),
-        }
+        self.durable(ticket).await
     }
 
     /// API allocation: offer + bind in one step; idempotent per client (a
