@@ -270,11 +270,14 @@ impl AsTheUnit {
             .unwrap_or_default()
     }
 
-    /// Waits until it runs as `uid` and checks its credentials.
+    /// Waits until vpcbox itself runs as `uid` and checks its credentials.
     fn assert_confined(&mut self, uid: u32) {
         let uid = uid.to_string();
+        // setpriv changes uid before it drops capabilities and execs, so
+        // wait for the exec (the name turns to vpcbox), not just the uid.
         let ok = eventually(Duration::from_secs(5), || {
-            Self::field(&self.status(), "Uid") == uid
+            let status = self.status();
+            Self::field(&status, "Name") == "vpcbox" && Self::field(&status, "Uid") == uid
         });
         assert!(ok, "never ran as vpcbox: {}", self.stderr_now());
         let status = self.status();
