@@ -12,6 +12,7 @@ use crate::stats::Stats;
 pub fn ipam_options(config: &Config) -> IpamOptions {
     IpamOptions {
         cache_capacity: config.storage.cache,
+        commit_interval: config.storage.commit_interval,
         cache_threshold: config.dhcp.cache_threshold,
         offer_hold: config.dhcp.offer_hold,
         decline_quarantine: config.dhcp.decline_quarantine,

@@ -78,6 +78,8 @@ pub struct Config {
 pub struct StorageConfig {
     pub path: PathBuf,
     pub cache: u64,
+    /// Shortest time between two group-commit flushes.
+    pub commit_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

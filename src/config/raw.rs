@@ -26,6 +26,7 @@ pub struct RawConfig {
 pub struct Storage {
     pub path: String,
     pub cache: String,
+    pub commit_interval: String,
 }
 
 impl Default for Storage {
@@ -33,6 +34,7 @@ impl Default for Storage {
         Self {
             path: "./data".into(),
             cache: "32MiB".into(),
+            commit_interval: "2ms".into(),
         }
     }
 }

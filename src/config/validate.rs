@@ -32,6 +32,17 @@ fn dur(key: &str, v: &str) -> R<Duration> {
     Ok(d)
 }
 
+/// 0 (flush as soon as the previous flush ends) to 100ms (an ACK waits at
+/// most that much longer).
+fn commit_interval(v: &str) -> R<Duration> {
+    const KEY: &str = "storage.commit_interval";
+    let d = at(KEY, v, parse::duration(v))?;
+    if d > Duration::from_millis(100) {
+        return Err(ConfigError::invalid(KEY, v, "must be at most 100ms"));
+    }
+    Ok(d)
+}
+
 fn size(key: &str, v: &str) -> R<u64> {
     at(key, v, parse::size(v))
 }
@@ -88,6 +99,7 @@ impl TryFrom<RawConfig> for Config {
             storage: StorageConfig {
                 path: non_empty_path("storage.path", &raw.storage.path)?,
                 cache: size_in("storage.cache", &raw.storage.cache, 1 << 20, 1 << 40)?,
+                commit_interval: commit_interval(&raw.storage.commit_interval)?,
             },
             dhcp,
             subnets,

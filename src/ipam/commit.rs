@@ -1,72 +1,153 @@
-//! Group commit: durable writes wait for one `flush_async` shared by
-//! everything that was written while the previous flush ran.
+//! Group commit: durable writes wait for one flush shared by everything
+//! that was written while the previous flush ran.
 //!
 //! Each write takes a sequence number under the state lock, queues its
-//! store ops (`State::queue`) and a waiter on an unbounded channel (bounded
-//! in practice by the number of callers awaiting, each holds one). The
-//! committer takes every waiter queued so far as a batch, applies all queued
-//! ops as one sled transaction under the state lock, flushes once, and
-//! answers every waiter. A waiter is queued after its ops, so the batch's
-//! transaction always contains them.
+//! store ops (`State::queue`) and a waiter. The committer, a thread of its
+//! own, takes every waiter queued so far as a batch, applies all queued ops
+//! as one sled transaction under the state lock, flushes once (blocking),
+//! and answers every waiter. A waiter is queued after its ops, so the
+//! batch's transaction always contains them.
+//!
+//! Flushes are spaced at least `commit_interval` apart: under load, writes
+//! arriving meanwhile join the next flush (an fsync, and a wake-up of every
+//! sled I/O thread, per batch instead of per write); when idle, a write is
+//! flushed at once.
+//!
+//! A thread, not a task: sled's `flush_async` hands every flush to its I/O
+//! thread pool (waking all of its threads) and back, which cost more CPU
+//! than the DHCP work itself at a few thousand leases a second.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{oneshot, watch};
 
 use super::state::State;
 use super::store::Store;
 use super::{Ipam, IpamError};
 use crate::stats::Stats;
 
-type Done = oneshot::Sender<Result<(), IpamError>>;
+/// Called on the committer thread with the batch's outcome, once the write
+/// is durable (or failed). Must not block: it runs before the next flush.
+pub type Callback = Box<dyn FnOnce(Result<(), IpamError>) + Send>;
 
-#[derive(Debug)]
+/// How a waiter is answered.
+enum Done {
+    Channel(oneshot::Sender<Result<(), IpamError>>),
+    Call(Callback),
+}
+
+impl Done {
+    fn answer(self, res: Result<(), IpamError>) {
+        match self {
+            Self::Channel(tx) => {
+                let _ = tx.send(res);
+            }
+            Self::Call(f) => f(res),
+        }
+    }
+}
+
 pub struct Waiter {
     seq: u64,
     submitted: Instant,
     done: Done,
 }
 
-/// A queued durable write; redeem it with [`Committer::wait`].
-#[derive(Debug)]
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter").field("seq", &self.seq).finish()
+    }
+}
+
+/// A queued durable write: wait for it with [`Committer::wait`]; or, if
+/// submitted with a callback, hand it to [`Committer::finish`], which flushes
+/// inline when no committer took the callback.
 pub struct Ticket {
     seq: u64,
     submitted: Instant,
     rx: Option<oneshot::Receiver<Result<(), IpamError>>>,
+    /// The callback, back, when no committer runs.
+    unqueued: Option<Callback>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("seq", &self.seq).finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    waiters: Vec<Waiter>,
+    /// A committer thread takes waiters (else writers flush inline).
+    live: bool,
+    /// Asked to stop: flush what is queued, then exit.
+    stop: bool,
+    /// The thread waits on the condvar (so a submit must wake it).
+    sleeping: bool,
+}
+
+/// The queue the committer thread drains; shared with the thread so the
+/// thread does not keep the [`Ipam`] alive.
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self) {
+        let mut q = self.lock();
+        q.stop = true;
+        drop(q);
+        self.wake.notify_all();
+    }
 }
 
 #[derive(Debug)]
 pub struct Committer {
-    tx: OnceLock<mpsc::UnboundedSender<Waiter>>,
+    shared: Arc<Shared>,
     /// Highest sequence number known durable.
     flushed: watch::Sender<u64>,
+    /// Shortest time between two flushes.
+    interval: Duration,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
 }
 
 impl Committer {
-    pub fn new() -> Self {
+    pub fn new(interval: Duration) -> Self {
         Self {
-            tx: OnceLock::new(),
+            shared: Arc::default(),
             flushed: watch::Sender::new(0),
+            interval,
         }
-    }
-
-    /// Creates the queue the committer task drains (once; later calls get
-    /// a receiver nothing is sent to).
-    pub fn start(&self) -> mpsc::UnboundedReceiver<Waiter> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.tx.set(tx);
-        rx
     }
 
     pub fn flushed(&self) -> u64 {
         *self.flushed.borrow()
     }
 
-    /// Called under the state lock right after the write reached the store.
-    pub fn submit(&self, st: &mut State, ips: &[u32], stats: &Stats) -> Ticket {
+    /// Called under the state lock right after the write reached the
+    /// store. With `then`, the committer calls it once the write is durable
+    /// (no task needs to wait); without, wait for the ticket.
+    pub fn submit(
+        &self,
+        st: &mut State,
+        ips: &[u32],
+        stats: &Stats,
+        then: Option<Callback>,
+    ) -> Ticket {
         st.seq += 1;
         let seq = st.seq;
         if st.pending.len() > 4096 {
@@ -78,17 +159,39 @@ impl Committer {
         }
         stats.ipam.commits_waiting.fetch_add(1, Relaxed);
         let submitted = Instant::now();
-        let rx = self.tx.get().and_then(|tx| {
-            let (done, rx) = oneshot::channel();
-            tx.send(Waiter {
-                seq,
-                submitted,
-                done,
-            })
-            .ok()
-            .map(|()| rx)
+        let (done, rx) = match then {
+            Some(f) => (Done::Call(f), None),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                (Done::Channel(tx), Some(rx))
+            }
+        };
+        let mut t = Ticket {
+            seq,
+            submitted,
+            rx,
+            unqueued: None,
+        };
+        let mut q = self.shared.lock();
+        if !q.live {
+            drop(q);
+            t.rx = None;
+            if let Done::Call(f) = done {
+                t.unqueued = Some(f);
+            }
+            return t;
+        }
+        q.waiters.push(Waiter {
+            seq,
+            submitted,
+            done,
         });
-        Ticket { seq, submitted, rx }
+        let wake = q.sleeping;
+        drop(q);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        t
     }
 
     /// Returns once the ticket's write is durable. Cancel-safe: dropping
@@ -102,16 +205,33 @@ impl Committer {
         }
         // No committer (before `spawn`, or after shutdown): flush inline.
         let res = store.flush_async().await;
+        self.inline_done(t.seq, t.submitted, &res, stats);
+        if let Some(f) = t.unqueued {
+            f(res.clone());
+        }
+        res
+    }
+
+    /// For a ticket submitted with a callback, outside the state lock: if
+    /// no committer took the callback, flushes inline and calls it.
+    pub fn finish(&self, t: Ticket, store: &dyn Store, stats: &Stats) {
+        if let Some(f) = t.unqueued {
+            let res = store.flush();
+            self.inline_done(t.seq, t.submitted, &res, stats);
+            f(res);
+        }
+    }
+
+    fn inline_done(&self, seq: u64, submitted: Instant, res: &Result<(), IpamError>, stats: &Stats) {
         if res.is_ok() {
-            self.mark_flushed(t.seq);
+            self.mark_flushed(seq);
         }
         stats.ipam.commits_waiting.fetch_sub(1, Relaxed);
         stats.ipam.batch_size.observe(1.0);
         stats
             .ipam
             .commit_seconds
-            .observe(t.submitted.elapsed().as_secs_f64());
-        res
+            .observe(submitted.elapsed().as_secs_f64());
     }
 
     fn mark_flushed(&self, seq: u64) {
@@ -123,49 +243,89 @@ impl Committer {
             newer
         });
     }
+
+    /// Starts the committer thread. Err: the thread could not be started
+    /// (writes then flush inline).
+    pub(super) fn start(ipam: &Arc<Ipam>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let shared = ipam.committer.shared.clone();
+        shared.lock().live = true;
+        let weak = Arc::downgrade(ipam);
+        let interval = ipam.committer.interval;
+        std::thread::Builder::new()
+            .name("vpcbox-commit".into())
+            .spawn({
+                let shared = shared.clone();
+                move || run(&shared, &weak, interval)
+            })
+            .inspect_err(|_| shared.lock().live = false)
+    }
+
+    /// Asks the committer thread to flush what is queued and exit.
+    pub(super) fn stop(&self) {
+        self.shared.stop();
+    }
 }
 
-/// The committer task. On cancellation it drains and flushes what is
-/// queued, then closes the queue (later writes flush inline).
-pub async fn run(
-    ipam: Arc<Ipam>,
-    mut rx: mpsc::UnboundedReceiver<Waiter>,
-    cancel: CancellationToken,
-) {
+/// The committer thread: batches until stopped (or the IPAM is dropped),
+/// then hands writes back to inline flushing and commits the rest.
+fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
+    let mut last: Option<Instant> = None;
     loop {
-        let first = tokio::select! {
-            biased;
-            w = rx.recv() => w,
-            () = cancel.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            batch.push(w);
+        let mut q = shared.lock();
+        while q.waiters.is_empty() && !q.stop {
+            q.sleeping = true;
+            q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.sleeping = false;
         }
-        commit(&ipam, batch).await;
+        if q.stop {
+            break;
+        }
+        if let Some(due) = last.map(|t| t + interval) {
+            let now = Instant::now();
+            if due > now {
+                drop(q);
+                std::thread::sleep(due - now);
+                q = shared.lock();
+            }
+        }
+        let batch = std::mem::take(&mut q.waiters);
+        drop(q);
+        last = Some(Instant::now());
+        let Some(ipam) = ipam.upgrade() else {
+            fail(batch);
+            return;
+        };
+        commit(&ipam, batch);
     }
+    let Some(ipam) = ipam.upgrade() else {
+        let rest = std::mem::take(&mut shared.lock().waiters);
+        return fail(rest);
+    };
     // From here on writes apply inline; what is queued goes first.
     {
         let mut st = ipam.lock();
         st.committer_live = false;
         let _ = ipam.drain(&mut st);
     }
-    rx.close();
-    let mut rest = Vec::new();
-    while let Ok(w) = rx.try_recv() {
-        rest.push(w);
-    }
-    commit(&ipam, rest).await;
+    let rest = {
+        let mut q = shared.lock();
+        q.live = false;
+        std::mem::take(&mut q.waiters)
+    };
+    commit(&ipam, rest);
     tracing::debug!("ipam committer stopped");
 }
 
-async fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
+fn fail(batch: Vec<Waiter>) {
+    for w in batch {
+        w.done
+            .answer(Err(IpamError::Storage("the store was closed".into())));
+    }
+}
+
+fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
     let applied = ipam.drain(&mut ipam.lock());
-    let res = match applied {
-        Ok(()) => ipam.store.flush_async().await,
-        Err(e) => Err(e),
-    };
+    let res = applied.and_then(|()| ipam.store.flush());
     let stats = &ipam.stats.ipam;
     if let Err(e) = &res {
         tracing::error!(error = %e, "ipam flush failed");
@@ -173,12 +333,15 @@ async fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
         ipam.committer.mark_flushed(max);
     }
     let n = batch.len();
+    if n == 0 {
+        return;
+    }
     stats.batch_size.observe(n as f64);
     stats.commits_waiting.fetch_sub(n as i64, Relaxed);
     for w in batch {
         stats
             .commit_seconds
             .observe(w.submitted.elapsed().as_secs_f64());
-        let _ = w.done.send(res.clone());
+        w.done.answer(res.clone());
     }
 }

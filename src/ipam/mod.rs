@@ -113,10 +113,10 @@ impl Ipam {
             path,
             store,
             state: Mutex::new(state),
+            committer: Committer::new(opts.commit_interval),
             opts,
             stats,
-            committer: Committer::new(),
-            reaper_wake: Notify::new(),
+                        reaper_wake: Notify::new(),
             published: Mutex::new(None),
             dirty: Default::default(),
             specs: ArcSwap::default(),
@@ -134,15 +134,30 @@ impl Ipam {
         tracker.spawn(reaper::run(self.clone(), cancel));
     }
 
-    /// Starts only the group committer (tests drive expiry themselves).
+    /// Starts only the group committer (tests drive expiry themselves):
+    /// its thread runs until `cancel` fires (then flushes what is queued)
+    /// or the IPAM is dropped; `tracker` waits for it.
     pub(crate) fn spawn_committer(
         self: &Arc<Self>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) {
-        let rx = self.committer.start();
+        let thread = match Committer::start(self) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "no committer thread; every write flushes on its own");
+                return;
+            }
+        };
         self.lock().committer_live = true;
-        tracker.spawn(commit::run(self.clone(), rx, cancel));
+        let weak = Arc::downgrade(self);
+        tracker.spawn(async move {
+            cancel.cancelled().await;
+            if let Some(ipam) = weak.upgrade() {
+                ipam.committer.stop();
+            }
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        });
     }
 
     pub fn options(&self) -> &IpamOptions {
@@ -221,7 +236,7 @@ impl Ipam {
         // Queued writes always get a commit (a non-durable one just drops
         // its ticket) so the committer applies them.
         Ok((durable || queued)
-            .then(|| self.committer.submit(st, &ips, &self.stats))
+            .then(|| self.committer.submit(st, &ips, &self.stats, None))
             .filter(|_| durable))
     }
 
@@ -276,7 +291,7 @@ impl Ipam {
     pub async fn flush(&self) -> Result<(), IpamError> {
         let ticket = {
             let mut st = self.lock();
-            self.committer.submit(&mut st, &[], &self.stats)
+            self.committer.submit(&mut st, &[], &self.stats, None)
         };
         self.durable(Some(ticket)).await
     }

@@ -281,6 +281,9 @@ pub struct IpamOptions {
     pub offer_hold: Duration,
     /// How long a declined address is kept out of the pool.
     pub decline_quarantine: Duration,
+    /// Shortest time between two group-commit flushes (writes arriving
+    /// meanwhile share the next one).
+    pub commit_interval: Duration,
 }
 
 impl Default for IpamOptions {
@@ -290,6 +293,7 @@ impl Default for IpamOptions {
             cache_threshold: 0.25,
             offer_hold: Duration::from_secs(30),
             decline_quarantine: Duration::from_secs(600),
+            commit_interval: Duration::from_millis(2),
         }
     }
 }
