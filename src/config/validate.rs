@@ -537,9 +537,15 @@ fn routes(raw: &[raw::Route]) -> R<Vec<RouteConfig>> {
             .upstream
             .parse()
             .ok()
-            .filter(|u: &http::Uri| u.scheme_str() == Some("http") && u.authority().is_some())
+            .filter(|u: &http::Uri| {
+                matches!(u.scheme_str(), Some("http" | "h2c")) && u.authority().is_some()
+            })
             .ok_or_else(|| {
-                ConfigError::invalid(k("upstream"), &r.upstream, "is not an http://host:port URL")
+                ConfigError::invalid(
+                    k("upstream"),
+                    &r.upstream,
+                    "is not an http://host:port (HTTP/1.1) or h2c://host:port (HTTP/2) URL",
+                )
             })?;
         let name = r.name.clone().unwrap_or_else(|| {
             let n = r.prefix.trim_matches('/').replace('/', "_");

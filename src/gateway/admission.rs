@@ -1,13 +1,13 @@
-//! Admission, cheapest check first: isolation (client IP) → memory
-//! governor shedding → per-client quota → per-route pending cap → the
-//! global request-body byte budget. Each refusal is a [`Refusal`]; the
+//! Admission, cheapest check first: isolation (client IP, then the API
+//! token identity if the request carries one) → memory governor shedding →
+//! per-client quota (keyed by the token identity when present, else the
+//! IP) → per-route pending cap → the global request-body byte budget. Each refusal is a [`Refusal`]; the
 //! caller counts it (by reason, attributed to the client) and answers it.
 //!
 //! Nothing here queues: the pending cap is a `try_acquire` on a semaphore
 //! and the body budget a compare-and-swap on one counter, so a refused
 //! request costs no memory beyond its headers.
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::ClientKey;
 use crate::config::{GatewayConfig, Rate};
 use crate::stats::{DropReason, Stats};
 
@@ -71,7 +72,7 @@ fn quota(rate: Rate, burst: u32) -> Quota {
 
 pub(crate) struct Admission {
     /// Swapped whole when SIGHUP brings a new per-client rate.
-    limiter: arc_swap::ArcSwap<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: arc_swap::ArcSwap<DefaultKeyedRateLimiter<ClientKey>>,
     clock: DefaultClock,
     stats: Arc<Stats>,
     budget: std::sync::atomic::AtomicI64,
@@ -112,11 +113,11 @@ impl Admission {
         self.stats.memory.overload_state.load(Relaxed) >= 2
     }
 
-    /// One request from `ip` against its quota.
-    pub(crate) fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
+    /// One request from `client` against its quota.
+    pub(crate) fn check_rate(&self, client: &ClientKey) -> Result<(), Refusal> {
         self.limiter
             .load()
-            .check_key(&ip)
+            .check_key(client)
             .map_err(|not_until| Refusal::RateLimited {
                 retry_after: not_until.wait_time_from(self.clock.now()),
             })
@@ -222,14 +223,19 @@ mod tests {
     #[test]
     fn quota_is_per_client_with_retry_after() {
         let a = admission(1);
-        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert!(a.check_rate(x).is_ok() && a.check_rate(x).is_ok());
-        match a.check_rate(x) {
+        let (x, y): (ClientKey, ClientKey) = (
+            "ip:10.0.0.1".parse().unwrap(),
+            "ip:10.0.0.2".parse().unwrap(),
+        );
+        let t = ClientKey::token(b"t");
+        assert!(a.check_rate(&x).is_ok() && a.check_rate(&x).is_ok());
+        match a.check_rate(&x) {
             Err(Refusal::RateLimited { retry_after }) => {
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(500))
             }
             other => panic!("{other:?}"),
         }
-        assert!(a.check_rate(y).is_ok());
+        assert!(a.check_rate(&y).is_ok());
+        assert!(a.check_rate(&t).is_ok(), "a token has its own quota");
     }
 }

@@ -1,11 +1,14 @@
 //! Upstream routes: a reverse proxy by path prefix to HTTP/1.1 upstreams
-//! over one pooled client. (h2c upstreams need a per-route option that
-//! `[[route]]` does not have yet; the client speaks HTTP/1.1 only.)
+//! (`http://`, one pooled connection per request in flight) or HTTP/2
+//! prior-knowledge upstreams (`h2c://`, one multiplexed connection per
+//! upstream carrying every stream).
 //!
 //! Memory per proxied stream is bounded on all three legs: the downstream
-//! h2 stream window (see [`super::limits`]), hyper's HTTP/1 client buffer
-//! (`http1_max_buf_size`, not its ~400 KiB default) and the upstream
-//! socket's send buffer (`socket_buffer`). The request body's share of the
+//! h2 stream window (see [`super::limits`]), toward the upstream hyper's
+//! HTTP/1 client buffer (`http1_max_buf_size`, not its ~400 KiB default)
+//! or the upstream h2 windows (the same `[gateway]` stream and connection
+//! windows as downstream, no adaptive growth) and send buffer, and the
+//! upstream socket's buffers (`socket_buffer`). The request body's share of the
 //! global budget is the sum of the first two; the pending slot, the stream
 //! count and the budget live in guards owned by the bodies, so an upstream
 //! that resets, closes or times out releases them when hyper drops those.
@@ -23,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Admission, Refusal};
-use super::body::{BodyError, GwBody, Hold, ProxyBody};
+use super::body::{BodyError, GwBody, Held, Hold, ProxyBody};
 use super::GatewayError;
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::stats::{RouteStats, Stats};
@@ -37,8 +40,11 @@ const MAX_IDLE_PER_HOST: usize = 512;
 pub(crate) struct Route {
     pub name: Arc<str>,
     prefix: String,
-    scheme: Scheme,
+    /// `h2c://` upstream: HTTP/2 prior knowledge on the multiplexed client.
+    h2: bool,
     authority: Authority,
+    /// `Host` for HTTP/1.1 upstreams, built once.
+    host: HeaderValue,
     /// Upstream base path without a trailing `/`.
     base: String,
     strip: bool,
@@ -52,6 +58,18 @@ pub(crate) struct Route {
 pub(crate) struct PendingGuard {
     _permit: OwnedSemaphorePermit,
     stats: Arc<RouteStats>,
+}
+
+/// A response body's hold: the request's own plus its pending slot.
+struct WithPending {
+    hold: Hold,
+    _pending: PendingGuard,
+}
+
+impl Held for WithPending {
+    fn timed_out(&self) {
+        self.hold.timed_out();
+    }
 }
 
 impl Drop for PendingGuard {
@@ -71,21 +89,29 @@ impl Route {
             .scheme()
             .cloned()
             .ok_or_else(|| bad("has no scheme"))?;
-        if scheme != Scheme::HTTP {
-            return Err(bad("must be http:// (TLS upstreams are not supported)"));
-        }
+        let h2 = match scheme.as_str() {
+            "http" => false,
+            "h2c" => true,
+            _ => {
+                return Err(bad(
+                    "must be http:// or h2c:// (TLS upstreams are not supported)",
+                ))
+            }
+        };
         let authority = rc
             .upstream
             .authority()
             .cloned()
             .ok_or_else(|| bad("has no host"))?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("has a bad host"))?;
         let base = rc.upstream.path().trim_end_matches('/').to_owned();
         let max = u64::try_from(rc.max_pending).unwrap_or(u64::MAX);
         Ok(Self {
             name: rc.name.as_str().into(),
             prefix: rc.prefix.clone(),
-            scheme,
+            h2,
             authority,
+            host,
             base,
             strip: rc.strip_prefix,
             timeout: rc.timeout,
@@ -122,7 +148,7 @@ impl Route {
         let sep = if rest.starts_with('/') { "" } else { "/" };
         let pq = format!("{}{sep}{rest}", self.base);
         Uri::builder()
-            .scheme(self.scheme.clone())
+            .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
@@ -134,6 +160,8 @@ pub(crate) struct Routes {
     /// Longest prefix first.
     list: Vec<Arc<Route>>,
     client: Client<HttpConnector, ProxyBody>,
+    /// HTTP/2 prior knowledge: one connection per upstream, multiplexed.
+    h2c: Client<HttpConnector, ProxyBody>,
     max_body: u64,
     /// Budget a streamed body can occupy here: window + client buffer.
     stream_share: u64,
@@ -154,6 +182,7 @@ impl Routes {
         Ok(Self {
             list,
             client: client(cfg, buf),
+            h2c: h2c_client(cfg),
             max_body: cfg.max_body,
             stream_share: u64::from(cfg.initial_stream_window) + buf as u64,
         })
@@ -177,20 +206,26 @@ impl Routes {
         hold: Hold,
     ) -> Result<Response<GwBody>, Refusal> {
         let pending = route.try_pending()?;
+        // One timer for the whole exchange: headers here, then the body.
+        let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
-        let resp = match tokio::time::timeout(route.timeout, self.client.request(upstream)).await {
-            Err(_) => return Err(Refusal::Timeout),
-            Ok(Err(e)) => return Err(upstream_error(&e)),
-            Ok(Ok(resp)) => resp,
+        let client = if route.h2 { &self.h2c } else { &self.client };
+        let resp = tokio::select! {
+            r = client.request(upstream) => r.map_err(|e| upstream_error(&e))?,
+            () = deadline.as_mut() => return Err(Refusal::Timeout),
         };
         let (mut parts, inner) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let hold: Hold = Box::new((pending, hold));
+        let hold: Hold = Box::new(WithPending {
+            hold,
+            _pending: pending,
+        });
         Ok(Response::from_parts(
             parts,
             GwBody::Upstream {
                 inner,
                 hold: Some(hold),
+                deadline,
             },
         ))
     }
@@ -214,8 +249,17 @@ impl Routes {
             Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?)
         };
         parts.uri = route.upstream_uri(&parts.uri)?;
-        parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        if route.h2 {
+            // `:authority` comes from the URI; a `Host` header would repeat it.
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            if !parts.headers.contains_key(header::HOST) {
+                parts.headers.insert(header::HOST, route.host.clone());
+            }
+        }
         append_forwarded_for(&mut parts.headers, client_ip);
         Ok(Request::from_parts(
             parts,
@@ -236,6 +280,34 @@ fn client(cfg: &GatewayConfig, buf: usize) -> Client<HttpConnector, ProxyBody> {
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
         .http1_max_buf_size(buf)
+        .build(conn)
+}
+
+/// The h2c client: one multiplexed connection per upstream (the legacy
+/// pool shares an HTTP/2 connection among all requests to a host), with
+/// the same bounded windows as the downstream side and no adaptive growth.
+/// A stream the upstream resets or a GOAWAY fails only its own requests.
+fn h2c_client(cfg: &GatewayConfig) -> Client<HttpConnector, ProxyBody> {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    let sock_buf = usize::try_from(cfg.socket_buffer).ok();
+    conn.set_send_buffer_size(sock_buf);
+    conn.set_recv_buffer_size(sock_buf);
+    conn.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .http2_only(true)
+        .http2_initial_stream_window_size(cfg.initial_stream_window)
+        .http2_initial_connection_window_size(cfg.initial_connection_window)
+        .http2_adaptive_window(false)
+        .http2_max_frame_size(cfg.max_frame_size)
+        .http2_max_header_list_size(cfg.max_header_list_size)
+        .http2_max_send_buf_size(cfg.max_send_buffer)
+        .http2_keep_alive_interval(cfg.keepalive_interval)
+        .http2_keep_alive_timeout(cfg.keepalive_timeout)
+        .set_host(false)
         .build(conn)
 }
 

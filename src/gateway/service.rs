@@ -15,7 +15,7 @@ use super::body::{collect, GwBody};
 use super::conn::ActivityGuard;
 use super::{api, error, Inner};
 use crate::client::ClientKey;
-use crate::stats::{RouteStats, Stats};
+use crate::stats::{DropReason, RouteStats, Stats};
 
 /// Counts one stream in flight (overall and for its client) until dropped.
 struct StreamGuard {
@@ -34,6 +34,21 @@ impl StreamGuard {
     }
 }
 
+/// What a proxied response body holds for this request: its stream count
+/// and its connection's activity mark.
+struct Held {
+    stream: StreamGuard,
+    _activity: ActivityGuard,
+}
+
+impl super::body::Held for Held {
+    fn timed_out(&self) {
+        let s = &self.stream;
+        s.stats
+            .drop_for(&s.key, DropReason::Timeout, Instant::now());
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.stats.gateway.streams.fetch_sub(1, Relaxed);
@@ -41,15 +56,26 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Admission checks that need no route: isolation, shedding, quota.
-fn admit(inner: &Inner, ip: IpAddr, key: &ClientKey) -> Result<(), Refusal> {
+/// The client a request is attributed to: its API token identity when it
+/// carries `Authorization: Bearer`, else its IP. Only the token's hash is
+/// kept (see [`ClientKey::token`]).
+fn client_key(ip: IpAddr, req: &Request<Incoming>) -> ClientKey {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| ClientKey::bearer(v.as_bytes()))
+        .unwrap_or(ClientKey::Ip(ip))
+}
+
+/// Admission checks that need no route: isolation of `key` (the caller
+/// has already made an isolated IP the key), shedding, quota (per `key`).
+fn admit(inner: &Inner, key: &ClientKey) -> Result<(), Refusal> {
     if inner.isolation.is_isolated(key) {
         return Err(Refusal::Isolated);
     }
     if inner.admission.shedding() {
         return Err(Refusal::Overload);
     }
-    inner.admission.check_rate(ip)
+    inner.admission.check_rate(key)
 }
 
 /// The hyper service body. Never fails: every problem is a JSON answer.
@@ -60,20 +86,31 @@ pub(crate) async fn handle(
     activity: ActivityGuard,
     req: Request<Incoming>,
 ) -> Result<Response<GwBody>, Infallible> {
-    let key = ClientKey::Ip(ip);
+    // An isolated IP is refused (and its drops counted) as that IP, whatever
+    // token it presents; otherwise the token identity, if any, is the client.
+    let ip_key = ClientKey::Ip(ip);
+    let key = match inner.isolation.is_isolated(&ip_key) {
+        true => ip_key,
+        false => client_key(ip, &req),
+    };
     let now = Instant::now();
     inner.stats.clients.request(&key, now);
     let stream = StreamGuard::new(&inner.stats, key.clone());
+    // The prefix lookup only picks the metrics label; a refusal below does
+    // no routing work (no upstream URI, pending slot or body budget).
     let routes = inner.routes.load_full();
     let route = routes.find(req.uri().path()).cloned();
     let route_stats = route
         .as_ref()
         .map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
-    let result = match admit(&inner, ip, &key) {
+    let result = match admit(&inner, &key) {
         Err(r) => Err(r),
         Ok(()) => match route {
             Some(route) => {
-                let hold = Box::new((stream, activity));
+                let hold = Box::new(Held {
+                    stream,
+                    _activity: activity,
+                });
                 routes
                     .forward(&route, &inner.admission, req, ip, hold)
                     .await

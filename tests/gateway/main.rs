@@ -10,3 +10,4 @@ mod h2frames;
 mod limits;
 mod support;
 mod tls;
+mod token;
