@@ -11,3 +11,4 @@ mod limits;
 mod support;
 mod tls;
 mod token;
+mod upstream;
