@@ -71,9 +71,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let threads: usize = env("GW_THREADS", "1").parse()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?;
+    // GW_RUNTIME=current: one current-thread runtime (GW_THREADS ignored).
+    let rt = if env("GW_RUNTIME", "multi") == "current" {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()?
+    };
     rt.block_on(run(config()?))
 }

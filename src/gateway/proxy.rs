@@ -138,6 +138,18 @@ impl Route {
 
     /// The upstream URI for a request path (and query).
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, Refusal> {
+        if !self.strip && self.base.is_empty() {
+            // The path goes upstream as it came: share it, no copy.
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query = Some(
+                uri.path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            return Uri::from_parts(parts).map_err(|_| Refusal::BadBody);
+        }
         let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let rest = match self.strip {
             true => pq
@@ -211,6 +223,7 @@ impl Routes {
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
         let client = if route.h2 { &self.h2c } else { &self.client };
         let resp = tokio::select! {
+            biased;
             r = client.request(upstream) => r.map_err(|e| upstream_error(&e))?,
             () = deadline.as_mut() => return Err(Refusal::Timeout),
         };
@@ -342,11 +355,21 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 fn append_forwarded_for(h: &mut HeaderMap, ip: std::net::IpAddr) {
-    let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
+    use std::io::Write;
+    let name = header::HeaderName::from_static("x-forwarded-for");
+    // The usual case (no earlier hop) formats on the stack: one allocation.
+    let mut buf = [0u8; 64];
+    let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
+        None => {
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            let n = write!(cur, "{ip}")
+                .ok()
+                .and_then(|()| usize::try_from(cur.position()).ok());
+            n.and_then(|n| HeaderValue::from_bytes(&buf[..n]).ok())
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = value {
+        h.insert(name, v);
     }
 }

@@ -115,7 +115,10 @@ pub(crate) async fn handle(
                     .forward(&route, &inner.admission, req, ip, hold)
                     .await
             }
-            None => internal(&inner, req, ip).await,
+            // Boxed: the API handlers' futures are ~3 KiB, and every
+            // stream's task (proxied ones included) would otherwise be
+            // that large (memory per held stream, copies at spawn).
+            None => Box::pin(internal(&inner, req, ip)).await,
         },
     };
     Ok(finish(&inner.stats, &route_stats, &key, result))
