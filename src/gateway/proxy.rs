@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Admission, Refusal};
 use super::body::{BodyError, GwBody, Held, Hold, ProxyBody};
+use super::h2c::H2cUpstream;
 use super::GatewayError;
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::stats::{RouteStats, Stats};
@@ -40,8 +41,8 @@ const MAX_IDLE_PER_HOST: usize = 512;
 pub(crate) struct Route {
     pub name: Arc<str>,
     prefix: String,
-    /// `h2c://` upstream: HTTP/2 prior knowledge on the multiplexed client.
-    h2: bool,
+    /// `h2c://` upstream: one multiplexed HTTP/2 connection.
+    h2c: Option<H2cUpstream>,
     authority: Authority,
     /// `Host` for HTTP/1.1 upstreams, built once.
     host: HeaderValue,
@@ -79,7 +80,7 @@ impl Drop for PendingGuard {
 }
 
 impl Route {
-    fn new(rc: &RouteConfig, stats: &Stats) -> Result<Self, GatewayError> {
+    fn new(rc: &RouteConfig, cfg: &GatewayConfig, stats: &Stats) -> Result<Self, GatewayError> {
         let bad = |reason: &str| GatewayError::Route {
             route: rc.name.clone(),
             reason: format!("upstream '{}' {reason}", rc.upstream),
@@ -89,27 +90,27 @@ impl Route {
             .scheme()
             .cloned()
             .ok_or_else(|| bad("has no scheme"))?;
-        let h2 = match scheme.as_str() {
-            "http" => false,
-            "h2c" => true,
+        let authority = rc
+            .upstream
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("has no host"))?;
+        let h2c = match scheme.as_str() {
+            "http" => None,
+            "h2c" => Some(H2cUpstream::new(authority.clone(), cfg)),
             _ => {
                 return Err(bad(
                     "must be http:// or h2c:// (TLS upstreams are not supported)",
                 ))
             }
         };
-        let authority = rc
-            .upstream
-            .authority()
-            .cloned()
-            .ok_or_else(|| bad("has no host"))?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("has a bad host"))?;
         let base = rc.upstream.path().trim_end_matches('/').to_owned();
         let max = u64::try_from(rc.max_pending).unwrap_or(u64::MAX);
         Ok(Self {
             name: rc.name.as_str().into(),
             prefix: rc.prefix.clone(),
-            h2,
+            h2c,
             authority,
             host,
             base,
@@ -171,9 +172,8 @@ impl Route {
 pub(crate) struct Routes {
     /// Longest prefix first.
     list: Vec<Arc<Route>>,
+    /// HTTP/1.1 upstreams (`h2c://` routes have their own connection).
     client: Client<HttpConnector, ProxyBody>,
-    /// HTTP/2 prior knowledge: one connection per upstream, multiplexed.
-    h2c: Client<HttpConnector, ProxyBody>,
     max_body: u64,
     /// Budget a streamed body can occupy here: window + client buffer.
     stream_share: u64,
@@ -187,14 +187,13 @@ impl Routes {
     ) -> Result<Self, GatewayError> {
         let mut list = routes
             .iter()
-            .map(|r| Route::new(r, stats).map(Arc::new))
+            .map(|r| Route::new(r, cfg, stats).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         list.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let buf = super::limits::http1_buf(cfg);
         Ok(Self {
             list,
             client: client(cfg, buf),
-            h2c: h2c_client(cfg),
             max_body: cfg.max_body,
             stream_share: u64::from(cfg.initial_stream_window) + buf as u64,
         })
@@ -221,10 +220,9 @@ impl Routes {
         // One timer for the whole exchange: headers here, then the body.
         let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
-        let client = if route.h2 { &self.h2c } else { &self.client };
         let resp = tokio::select! {
             biased;
-            r = client.request(upstream) => r.map_err(|e| upstream_error(&e))?,
+            r = self.send(route, upstream) => r?,
             () = deadline.as_mut() => return Err(Refusal::Timeout),
         };
         let (mut parts, inner) = resp.into_parts();
@@ -241,6 +239,22 @@ impl Routes {
                 deadline,
             },
         ))
+    }
+
+    /// Cancel-safe: dropping it drops (h2: resets) the upstream request.
+    async fn send(
+        &self,
+        route: &Route,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, Refusal> {
+        match &route.h2c {
+            Some(up) => up.request(req).await.map_err(|e| upstream_error(&e)),
+            None => self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| upstream_error(&e)),
+        }
     }
 
     fn upstream_request(
@@ -263,7 +277,7 @@ impl Routes {
         };
         parts.uri = route.upstream_uri(&parts.uri)?;
         strip_hop_by_hop(&mut parts.headers);
-        if route.h2 {
+        if route.h2c.is_some() {
             // `:authority` comes from the URI; a `Host` header would repeat it.
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
@@ -296,37 +310,9 @@ fn client(cfg: &GatewayConfig, buf: usize) -> Client<HttpConnector, ProxyBody> {
         .build(conn)
 }
 
-/// The h2c client: one multiplexed connection per upstream (the legacy
-/// pool shares an HTTP/2 connection among all requests to a host), with
-/// the same bounded windows as the downstream side and no adaptive growth.
-/// A stream the upstream resets or a GOAWAY fails only its own requests.
-fn h2c_client(cfg: &GatewayConfig) -> Client<HttpConnector, ProxyBody> {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    let sock_buf = usize::try_from(cfg.socket_buffer).ok();
-    conn.set_send_buffer_size(sock_buf);
-    conn.set_recv_buffer_size(sock_buf);
-    conn.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .http2_only(true)
-        .http2_initial_stream_window_size(cfg.initial_stream_window)
-        .http2_initial_connection_window_size(cfg.initial_connection_window)
-        .http2_adaptive_window(false)
-        .http2_max_frame_size(cfg.max_frame_size)
-        .http2_max_header_list_size(cfg.max_header_list_size)
-        .http2_max_send_buf_size(cfg.max_send_buffer)
-        .http2_keep_alive_interval(cfg.keepalive_interval)
-        .http2_keep_alive_timeout(cfg.keepalive_timeout)
-        .set_host(false)
-        .build(conn)
-}
-
 /// 413 if our own body cap aborted the request, else 502.
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> Refusal {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn upstream_error(e: &(dyn std::error::Error + 'static)) -> Refusal {
+    let mut src = Some(e);
     while let Some(s) = src {
         if let Some(BodyError::TooLarge(max)) = s.downcast_ref::<BodyError>() {
             return Refusal::TooLarge { max: *max };

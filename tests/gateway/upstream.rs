@@ -179,7 +179,8 @@ async fn h2c_upstream_resets_and_goaways_do_not_leak() {
         assert_released(&gw, name).await;
         let base = heap_allocated();
         let codes = burst(&c, &url, 1000, 32, body.clone()).await;
-        assert!(codes.iter().all(|c| *c == 502), "{name}: {codes:?}");
+        let other: Vec<_> = codes.iter().filter(|c| **c != 502).collect();
+        assert!(other.is_empty(), "{name}: not 502: {other:?}");
         assert_released(&gw, name).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let grown = heap_allocated().saturating_sub(base);
