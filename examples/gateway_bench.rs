@@ -1,8 +1,12 @@
 //! The gateway alone, for `bench/gateway.sh`: one route `/` → an upstream,
 //! limits from the shipped defaults except a quota high enough for a load
 //! generator on one IP. Env: `GW_LISTEN` (127.0.0.1:18445), `GW_UPSTREAM`
-//! (http://127.0.0.1:18080), `GW_THREADS` (1: haproxy runs one thread too),
-//! `GW_MAX_PENDING` (10000), `GW_PID_FILE`. Stops on SIGTERM/SIGINT.
+//! (http://127.0.0.1:18080; `h2c://` for an HTTP/2 upstream), `GW_THREADS`
+//! (1: haproxy runs one thread too), `GW_RUNTIME` (`multi`, or `current`
+//! for one current-thread runtime), `GW_PREFIX` (the route's prefix, `/`;
+//! e.g. `/up/` leaves `/v1/...` to the in-process API), `GW_MAX_PENDING`
+//! (10000), `GW_DATA` (the store, `./data`), `GW_PID_FILE`. Stops on
+//! SIGTERM/SIGINT.
 //!
 //! The route prefix `/` is set after validation: the config refuses it
 //! because it shadows the API, but the harness requests `/`.
@@ -29,9 +33,10 @@ fn config() -> anyhow::Result<Config> {
          max_connections_per_client = 8192\nmax_connections = 8192\n"
     );
     let mut config = Config::parse(&text, "<bench>")?;
+    config.storage.path = env("GW_DATA", "./data").into();
     config.routes = vec![RouteConfig {
         name: "bench".into(),
-        prefix: "/".into(),
+        prefix: env("GW_PREFIX", "/"),
         upstream: env("GW_UPSTREAM", "http://127.0.0.1:18080").parse()?,
         max_pending: env("GW_MAX_PENDING", "10000").parse()?,
         timeout: Duration::from_secs(30),
