@@ -38,6 +38,13 @@ use crate::stats::{RouteStats, Stats};
 /// half the throughput at 500 streams); each idle one holds a few KiB.
 const MAX_IDLE_PER_HOST: usize = 512;
 
+/// How long an idle upstream connection is kept. Each holds hyper's two
+/// ~8 KiB buffers, so after a burst of N streams an N-connection pool would
+/// hold N × ~20 KiB for this long; short enough that RSS is back near idle
+/// within seconds (invariant 4), long enough that steady traffic reuses
+/// connections (the pool sweeps every timeout, so they go within 2 s).
+const POOL_IDLE: Duration = Duration::from_secs(1);
+
 pub(crate) struct Route {
     pub name: Arc<str>,
     prefix: String,
@@ -304,7 +311,7 @@ fn client(cfg: &GatewayConfig, buf: usize) -> Client<HttpConnector, ProxyBody> {
     conn.set_connect_timeout(Some(Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
         .http1_max_buf_size(buf)
         .build(conn)
