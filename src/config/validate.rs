@@ -502,6 +502,7 @@ fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
         body_budget,
         max_body,
         socket_buffer: u32size("gateway.socket_buffer", &g.socket_buffer, 4096, 1 << 26)?,
+        threads: range_check("gateway.threads", g.threads, 0, 64)?,
     })
 }
 

@@ -71,8 +71,11 @@ impl Body for GwBody {
                 hold,
                 deadline,
             } => {
-                if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
-                    if !matches!(frame, Some(Ok(_))) {
+                if let Poll::Ready(frame) = Pin::new(&mut *inner).poll_frame(cx) {
+                    // Released with the last frame, not when hyper gets
+                    // round to dropping the body: a client that has the
+                    // whole answer sees the slot free.
+                    if !matches!(frame, Some(Ok(_))) || inner.is_end_stream() {
                         hold.take();
                     }
                     return Poll::Ready(frame.map(|r| r.map_err(ResponseError::from)));

@@ -106,7 +106,15 @@ async fn burst(c: &TestClient, url: &str, n: usize, conc: usize, body: Bytes) ->
                 let body = if i % 2 == 0 { Bytes::new() } else { body };
                 tokio::time::timeout(Duration::from_secs(10), send(&c, method, &url, body))
                     .await
-                    .map_or(0, |r| r.map_or(1, |r| r.0))
+                    .map_or(0, |r| {
+                        r.map_or_else(
+                            |e| {
+                                eprintln!("request failed: {e}");
+                                1
+                            },
+                            |r| r.0,
+                        )
+                    })
             }
         })
         .buffer_unordered(conc)
@@ -155,6 +163,12 @@ async fn h2c_upstream_multiplexes_streams_on_one_connection() {
     assert_released(&gw, "h2").await;
 }
 
+/// 502 for a reset stream or a refused one; a request racing a GOAWAY can
+/// also wait out the route timeout (504, rare) — bounded either way.
+fn failed(route: &str, code: u16) -> bool {
+    code == 502 || (route == "goaway" && code == 504)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upstream_resets_and_goaways_do_not_leak() {
     let _s = serial().await;
@@ -175,12 +189,13 @@ async fn h2c_upstream_resets_and_goaways_do_not_leak() {
         let url = gw.url(&format!("/{name}/x"));
         // Warm-up (connections, pools, tables), then the measured round.
         let codes = burst(&c, &url, 200, 32, body.clone()).await;
-        assert!(codes.iter().all(|c| *c == 502), "{name}: {codes:?}");
+        let other: Vec<_> = codes.iter().filter(|c| !failed(name, **c)).collect();
+        assert!(other.is_empty(), "{name} warm-up: {other:?}");
         assert_released(&gw, name).await;
         let base = heap_allocated();
         let codes = burst(&c, &url, 1000, 32, body.clone()).await;
-        let other: Vec<_> = codes.iter().filter(|c| **c != 502).collect();
-        assert!(other.is_empty(), "{name}: not 502: {other:?}");
+        let other: Vec<_> = codes.iter().filter(|c| !failed(name, **c)).collect();
+        assert!(other.is_empty(), "{name}: {other:?}");
         assert_released(&gw, name).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let grown = heap_allocated().saturating_sub(base);
