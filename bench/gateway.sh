@@ -2,11 +2,13 @@
 # bench/gateway.sh — the vpcbox gateway against haproxy and nginx, in the same run,
 # through the shared harness (referenced, not copied):
 #   1. throughput + CPU/request: fast nginx backend, REPS interleaved rounds (h2load -c 50 -m 10);
-#      two vpcbox processes: "gw" (one current-thread runtime) and "gwmt" (multi-thread runtime, 1 worker)
+#      two vpcbox processes: "gw" ([gateway] threads = 1: the gateway on a current-thread runtime of its
+#      own) and "gwmt" (threads = 0: the gateway on the process's multi-thread runtime, 1 worker)
 #   2. memory per held stream against a 5 s backend:
 #      a. the harness's Python HTTP/1.1 backend (haproxy and gw over HTTP/1.1)
 #      b. examples/slow_backend (h2c): haproxy `proto h2` and gw `h2c://`, each one multiplexed connection
-#      c. the pending cap: PENDING_CAP held, the excess answered 503 (latency of the 503s from h2load --log-file)
+#      c. the pending cap: PENDING_CAP held, the excess answered 503 (latency of the 503s from h2load --log-file):
+#         one burst of 2,000 streams, then a steady client (-c 10 -m 10) while PENDING_CAP streams are held
 #   3. 400 x 1 MiB request bodies against a stalled upstream (backend sleeps before reading), shipped
 #      body_budget and BODY_BUDGET2; RSS sampled every 0.25 s to give RSS 5 s after each run
 #   4. in-process IPAM reads: GET /v1/leases/IP, h2load -c 50 -m 10 (gw and gwmt)
@@ -35,7 +37,7 @@ echo "# $(date -u '+%F %T UTC'), $(nproc) cores, $(uname -r), commit $(git rev-p
 
 start_gw() {   # start_gw <name> <port> <upstream URL> [VAR=value...]
   local name=$1 port=$2 up=$3; shift 3
-  env GW_RUNTIME=current "$@" GW_LISTEN=127.0.0.1:$port GW_UPSTREAM=$up GW_PID_FILE=$RUN/proxy-$name.pid \
+  env GW_RUNTIME=multi GW_THREADS=1 GW_GATEWAY_EXTRA="threads = 1" "$@" GW_LISTEN=127.0.0.1:$port GW_UPSTREAM=$up GW_PID_FILE=$RUN/proxy-$name.pid \
     GW_DATA=$RUN/gw-data-$name $(pinargs "${PROXY_CPUS:-}") "$GW_BIN" >>"$LOGS/$name.log" 2>&1 &
   for _ in $(seq 50); do [ -s "$RUN/proxy-$name.pid" ] && break; sleep 0.1; done
   sleep 0.3
@@ -63,9 +65,9 @@ held() {
 }
 
 "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
-echo "== 1. throughput: haproxy, nginx, gw (current-thread), gwmt (multi-thread, 1 worker) interleaved, $REPS rounds" | tee -a "$out"
+echo "== 1. throughput: haproxy, nginx, gw (threads = 1), gwmt (threads = 0, multi-thread runtime, 1 worker) interleaved, $REPS rounds" | tee -a "$out"
 start_gw gw "$GW_PORT" "http://127.0.0.1:$FAST_BACKEND_PORT"
-start_gw gwmt "$GWMT_PORT" "http://127.0.0.1:$FAST_BACKEND_PORT" GW_RUNTIME=multi GW_THREADS=1
+start_gw gwmt "$GWMT_PORT" "http://127.0.0.1:$FAST_BACKEND_PORT" GW_GATEWAY_EXTRA="threads = 0"
 EXTRA="gw:$GW_PORT gwmt:$GWMT_PORT" "$HARNESS/run_fast_suite.sh" "$REPS" 2>&1 | tee -a "$out"
 stop_gw gw; stop_gw gwmt
 
@@ -105,16 +107,24 @@ echo "== 2c. pending cap $PENDING_CAP on a 5 s HTTP/1.1 backend, 2,000 streams: 
 start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT" GW_MAX_PENDING="$PENDING_CAP"
 sleep 1
 h2load -c 20 -m 100 -n 2000 -t 1 -T 120 --log-file="$RUN/pending.tsv" "http://127.0.0.1:$GW_PORT/" >"$RUN/pending.txt" 2>&1 || true
-grep -E '^status codes' "$RUN/pending.txt" | sed 's/^/[gw pending cap] /' | tee -a "$out"
-python3 - "$RUN/pending.tsv" <<'EOF' | tee -a "$out"
+grep -E '^status codes' "$RUN/pending.txt" | sed 's/^/[gw pending cap, burst] /' | tee -a "$out"
+# steady: PENDING_CAP streams held (5 s), meanwhile another client keeps 100 requests in flight
+h2load -c 10 -m 100 -n "$PENDING_CAP" -t 1 -T 120 "http://127.0.0.1:$GW_PORT/" >"$RUN/pending-hold.txt" 2>&1 &
+sleep 1.5
+h2load -c 10 -m 10 -n 5000 -t 1 -T 120 --log-file="$RUN/pending-steady.tsv" "http://127.0.0.1:$GW_PORT/" >"$RUN/pending-steady.txt" 2>&1 || true
+wait
+grep -E '^status codes' "$RUN/pending-hold.txt" | sed 's/^/[gw pending cap, held] /' | tee -a "$out"
+grep -E '^status codes' "$RUN/pending-steady.txt" | sed 's/^/[gw pending cap, steady] /' | tee -a "$out"
+python3 - "$RUN/pending.tsv" "$RUN/pending-steady.tsv" <<'EOF' | tee -a "$out"
 import sys
-lat = {}
-for ln in open(sys.argv[1]):
-    f = ln.split()
-    if len(f) >= 3: lat.setdefault(f[1], []).append(int(f[2]) / 1000.0)
-for code, v in sorted(lat.items()):
-    v.sort(); p = lambda q: v[min(len(v) - 1, int(q * len(v)))]
-    print(f"[gw pending cap] status {code}: n={len(v)} latency ms p50={p(0.5):.2f} p99={p(0.99):.2f} max={v[-1]:.2f}")
+for label, path in zip(["burst", "steady"], sys.argv[1:]):
+    lat = {}
+    for ln in open(path):
+        f = ln.split()
+        if len(f) >= 3: lat.setdefault(f[1], []).append(int(f[2]) / 1000.0)
+    for code, v in sorted(lat.items()):
+        v.sort(); p = lambda q: v[min(len(v) - 1, int(q * len(v)))]
+        print(f"[gw pending cap, {label}] status {code}: n={len(v)} latency ms p50={p(0.5):.2f} p99={p(0.99):.2f} max={v[-1]:.2f}")
 EOF
 stop_gw
 "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
@@ -126,7 +136,7 @@ for shape in $BODY; do
   export SLOW_BACKEND_ARGS=--sleep-first
   "$HARNESS/run_slow_suite.sh" haproxy "$c" "$m" 1048576 2>&1 | tee -a "$out"
   for budget in shipped "$BODY_BUDGET2"; do
-    extra=; [ "$budget" != shipped ] && extra="body_budget = \"$budget\""
+    extra="threads = 1"; [ "$budget" != shipped ] && extra="threads = 1;body_budget = \"$budget\""
     echo "[gw] body_budget: $budget" | tee -a "$out"
     start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT" GW_GATEWAY_EXTRA="$extra"
     "$HARNESS/run_slow_suite.sh" gw "$c" "$m" 1048576 2>&1 | tee -a "$out"
@@ -149,8 +159,8 @@ EOF
 
 echo "== 4. in-process IPAM reads: GET /v1/leases/IP" | tee -a "$out"
 for name in gw gwmt; do
-  port=$GW_PORT; rt=current; [ $name = gwmt ] && { port=$GWMT_PORT; rt=multi; }
-  start_gw $name "$port" "http://127.0.0.1:$FAST_BACKEND_PORT" GW_PREFIX=/up/ GW_RUNTIME=$rt GW_THREADS=1
+  port=$GW_PORT; threads=1; [ $name = gwmt ] && { port=$GWMT_PORT; threads=0; }
+  start_gw $name "$port" "http://127.0.0.1:$FAST_BACKEND_PORT" GW_PREFIX=/up/ GW_GATEWAY_EXTRA="threads = $threads"
   auth="Authorization: Bearer bench-token"
   curl -sf -H "$auth" -X POST "http://127.0.0.1:$port/v1/subnets" \
     -d '{"id":"lab","cidr":"10.0.0.0/24","pools":[{"start":"10.0.0.100","end":"10.0.0.199"}],"lease_time":"1h"}' >/dev/null
