@@ -13,7 +13,8 @@
 #      body_budget and BODY_BUDGET2; RSS sampled every 0.25 s to give RSS 5 s after each run
 #   4. in-process IPAM reads: GET /v1/leases/IP, h2load -c 50 -m 10 (gw and gwmt)
 # Env: HARNESS (default ../shared/bench/gateway), BENCH_OUT and *_PORT (own defaults, see below), REPS (3),
-#      SLOW ("20x100 80x100"), BODY ("4x100"), BODY_BUDGET2 (16MiB), PENDING_CAP (1000).
+#      SLOW ("20x100 80x100"), BODY ("4x100"), BODY_BUDGET2 (16MiB), PENDING_CAP (1000),
+#      SECTIONS ("1 2a 2b 2c 3 4": which of the above to run).
 # Output: the harness's result lines on stdout and in $BENCH_OUT/logs/gateway-<ts>.txt,
 # then a markdown summary (summarize.py). Needs: h2load, haproxy, nginx (nginx-light).
 set -euo pipefail
@@ -28,6 +29,8 @@ GWMT_PORT=${GWMT_PORT:-28446} H2_BACKEND_PORT=${H2_BACKEND_PORT:-28082}
 . "$HARNESS/env.sh"
 REPS=${REPS:-3}; SLOW=${SLOW:-"20x100 80x100"}; BODY=${BODY:-"4x100"}
 BODY_BUDGET2=${BODY_BUDGET2:-16MiB}; PENDING_CAP=${PENDING_CAP:-1000}
+SECTIONS=" ${SECTIONS:-1 2a 2b 2c 3 4} "
+want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 out=$LOGS/gateway-$(date +%Y%m%d-%H%M%S).txt
 
 cargo build --release --example gateway_bench --example slow_backend
@@ -65,17 +68,20 @@ held() {
 }
 
 "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
+if want 1; then
 echo "== 1. throughput: haproxy, nginx, gw (threads = 1), gwmt (threads = 0, multi-thread runtime, 1 worker) interleaved, $REPS rounds" | tee -a "$out"
 start_gw gw "$GW_PORT" "http://127.0.0.1:$FAST_BACKEND_PORT"
 start_gw gwmt "$GWMT_PORT" "http://127.0.0.1:$FAST_BACKEND_PORT" GW_GATEWAY_EXTRA="threads = 0"
 EXTRA="gw:$GW_PORT gwmt:$GWMT_PORT" "$HARNESS/run_fast_suite.sh" "$REPS" 2>&1 | tee -a "$out"
 stop_gw gw; stop_gw gwmt
 
+fi
 # RSS of the gw process every 0.25 s from here on ("epoch_s rss_kib"), for "RSS 5 s after".
 ( while :; do p=$(cat "$RUN/proxy-gw.pid" 2>/dev/null || echo 0)
     [ "$p" != 0 ] && echo "$(date +%s.%N) $(rss_tree "$p")"; sleep 0.25; done ) > "$RUN/gw-rss.log" &
 sampler_pid=$!
 
+if want 2a; then
 echo "== 2a. memory per held stream, 5 s HTTP/1.1 backend (harness, Python)" | tee -a "$out"
 for shape in $SLOW; do
   c=${shape%x*}; m=${shape#*x}
@@ -86,6 +92,8 @@ for shape in $SLOW; do
 done
 "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
 
+fi
+if want 2b; then
 echo "== 2b. memory per held stream, 5 s h2c backend (examples/slow_backend); haproxy 'proto h2', gw h2c://" | tee -a "$out"
 PID_FILE=$RUN/backend-slowh2.pid "$SLOW_H2_BIN" "$H2_BACKEND_PORT" 5 >>"$LOGS/backend-slowh2.log" 2>&1 &
 sleep 0.5
@@ -102,6 +110,8 @@ for shape in $SLOW; do
 done
 stop_pidfile "$RUN/backend-slowh2.pid"
 
+fi
+if want 2c; then
 echo "== 2c. pending cap $PENDING_CAP on a 5 s HTTP/1.1 backend, 2,000 streams: the excess answered 503" | tee -a "$out"
 "$HARNESS/start_backend.sh" slow 5 >/dev/null
 start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT" GW_MAX_PENDING="$PENDING_CAP"
@@ -110,9 +120,10 @@ h2load -c 20 -m 100 -n 2000 -t 1 -T 120 --log-file="$RUN/pending.tsv" "http://12
 grep -E '^status codes' "$RUN/pending.txt" | sed 's/^/[gw pending cap, burst] /' | tee -a "$out"
 # steady: PENDING_CAP streams held (5 s), meanwhile another client keeps 100 requests in flight
 h2load -c 10 -m 100 -n "$PENDING_CAP" -t 1 -T 120 "http://127.0.0.1:$GW_PORT/" >"$RUN/pending-hold.txt" 2>&1 &
+hold_pid=$!
 sleep 1.5
 h2load -c 10 -m 10 -n 5000 -t 1 -T 120 --log-file="$RUN/pending-steady.tsv" "http://127.0.0.1:$GW_PORT/" >"$RUN/pending-steady.txt" 2>&1 || true
-wait
+wait "$hold_pid" || true
 grep -E '^status codes' "$RUN/pending-hold.txt" | sed 's/^/[gw pending cap, held] /' | tee -a "$out"
 grep -E '^status codes' "$RUN/pending-steady.txt" | sed 's/^/[gw pending cap, steady] /' | tee -a "$out"
 python3 - "$RUN/pending.tsv" "$RUN/pending-steady.tsv" <<'EOF' | tee -a "$out"
@@ -129,6 +140,8 @@ EOF
 stop_gw
 "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
 
+fi
+if want 3; then
 echo "== 3. 1 MiB bodies against a stalled upstream (backend sleeps before reading)" | tee -a "$out"
 mark=$(date +%s)
 for shape in $BODY; do
@@ -144,6 +157,7 @@ for shape in $BODY; do
   done
   "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
 done
+fi
 kill "$sampler_pid" 2>/dev/null; sampler_pid=
 # RSS 5 s after each gw run of sections 2-3: the sample nearest end+5 s (end = mtime of h2load's output).
 python3 - "$RUN/gw-rss.log" "$LOGS" "$mark" <<'EOF' | tee -a "$out"
@@ -157,6 +171,7 @@ for f in sorted(glob.glob(os.path.join(sys.argv[2], "bench-gw-*.txt"))):
     if after: print(f"[gw] {os.path.basename(f)}: rss_kib 5s after = {int(after[0])} (lowest in the 2 min before: {int(min(during)) if during else '-'})")
 EOF
 
+if want 4; then
 echo "== 4. in-process IPAM reads: GET /v1/leases/IP" | tee -a "$out"
 for name in gw gwmt; do
   port=$GW_PORT; threads=1; [ $name = gwmt ] && { port=$GWMT_PORT; threads=0; }
@@ -177,5 +192,6 @@ for name in gw gwmt; do
   stop_gw $name
 done
 
+fi
 echo "== summary ($out)"
 python3 "$HARNESS/summarize.py" "$out"
