@@ -61,6 +61,7 @@ cleanup() {
   "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 # held <name> <port> <c> <m> : run_slow_suite.sh's measurement for a proxy already running
 held() {
   "$HARNESS/bench.sh" "$1" "$2" -c "$3" -m "$4" -n $(($3 * $4)) -t 1 -T 120
@@ -116,6 +117,7 @@ echo "== 2c. pending cap $PENDING_CAP on a 5 s HTTP/1.1 backend, 2,000 streams: 
 "$HARNESS/start_backend.sh" slow 5 >/dev/null
 start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT" GW_MAX_PENDING="$PENDING_CAP"
 sleep 1
+rm -f "$RUN"/pending*.tsv   # h2load appends to its log file
 h2load -c 20 -m 100 -n 2000 -t 1 -T 120 --log-file="$RUN/pending.tsv" "http://127.0.0.1:$GW_PORT/" >"$RUN/pending.txt" 2>&1 || true
 grep -E '^status codes' "$RUN/pending.txt" | sed 's/^/[gw pending cap, burst] /' | tee -a "$out"
 # steady: PENDING_CAP streams held (5 s), meanwhile another client keeps 100 requests in flight
