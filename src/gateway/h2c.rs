@@ -9,9 +9,12 @@
 //! thousands of streams wait on a slow upstream. Requests in flight when
 //! the connection fails get an error (502), and are not retried.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::Either;
+use futures::TryFutureExt;
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -75,17 +78,6 @@ impl H2cUpstream {
         cur.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    /// The live connection, or a new one. Cancel-safe: a dropped connect
-    /// leaves nothing behind (the lock and the socket go with it).
-    async fn sender(&self) -> Result<http2::SendRequest<ProxyBody>, H2cError> {
-        if let Some(s) = self.live() {
-            return Ok(s);
-        }
-        // Boxed: the connect and handshake futures are large and rare; the
-        // per-request future stays small.
-        Box::pin(self.connect()).await
-    }
-
     async fn connect(&self) -> Result<http2::SendRequest<ProxyBody>, H2cError> {
         let _one = self.connecting.lock().await;
         if let Some(s) = self.live() {
@@ -114,12 +106,23 @@ impl H2cUpstream {
         Ok(send)
     }
 
-    /// Sends one request. Cancel-safe: dropping it resets the stream.
-    pub(crate) async fn request(
-        &self,
+    /// Sends one request on the live connection (the usual case: the
+    /// returned future is hyper's own, ~300 bytes, nothing boxed), or
+    /// connects first (boxed: the connect and handshake futures are large
+    /// and rare). Cancel-safe: dropping it resets the stream.
+    pub(crate) fn request(
+        this: &Arc<Self>,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, H2cError> {
-        let mut send = self.sender().await?;
-        Ok(send.send_request(req).await?)
+    ) -> impl Future<Output = Result<Response<Incoming>, H2cError>> + Send + 'static {
+        match this.live() {
+            Some(mut send) => Either::Left(send.send_request(req).map_err(H2cError::from)),
+            None => {
+                let this = this.clone();
+                Either::Right(Box::pin(async move {
+                    let mut send = this.connect().await?;
+                    Ok(send.send_request(req).await?)
+                }))
+            }
+        }
     }
 }

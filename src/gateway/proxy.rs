@@ -13,6 +13,7 @@
 //! count and the budget live in guards owned by the bodies, so an upstream
 //! that resets, closes or times out releases them when hyper drops those.
 
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Admission, Refusal};
 use super::body::{BodyError, GwBody, Held, Hold, ProxyBody};
+use futures::future::Either;
+use futures::FutureExt;
+
 use super::h2c::H2cUpstream;
 use super::GatewayError;
 use crate::config::{GatewayConfig, RouteConfig};
@@ -49,7 +53,7 @@ pub(crate) struct Route {
     pub name: Arc<str>,
     prefix: String,
     /// `h2c://` upstream: one multiplexed HTTP/2 connection.
-    h2c: Option<H2cUpstream>,
+    h2c: Option<Arc<H2cUpstream>>,
     authority: Authority,
     /// `Host` for HTTP/1.1 upstreams, built once.
     host: HeaderValue,
@@ -104,7 +108,7 @@ impl Route {
             .ok_or_else(|| bad("has no host"))?;
         let h2c = match scheme.as_str() {
             "http" => None,
-            "h2c" => Some(H2cUpstream::new(authority.clone(), cfg)),
+            "h2c" => Some(Arc::new(H2cUpstream::new(authority.clone(), cfg))),
             _ => {
                 return Err(bad(
                     "must be http:// or h2c:// (TLS upstreams are not supported)",
@@ -212,56 +216,58 @@ impl Routes {
             .find(|r| path.starts_with(r.prefix.as_str()))
     }
 
-    /// Forwards `req` upstream. `hold` (stream and connection guards) and
-    /// the pending slot move into the response body. Cancel-safe: dropping
-    /// it (client reset) drops the upstream request and every guard.
-    pub(crate) async fn forward(
+    /// Forwards `req` upstream: the pending slot, the body budget and the
+    /// upstream request are taken here, synchronously (a refusal costs no
+    /// future); the returned future only waits for the answer. `hold`
+    /// (stream and connection guards) and the pending slot move into the
+    /// response body. Kept small on purpose — it lives as long as the
+    /// stream waits, so its size is memory per held stream. Cancel-safe:
+    /// dropping it (client reset) drops the upstream request and every guard.
+    pub(crate) fn forward(
         &self,
         route: &Route,
         admission: &Admission,
         req: Request<Incoming>,
         client_ip: std::net::IpAddr,
         hold: Hold,
-    ) -> Result<Response<GwBody>, Refusal> {
+    ) -> Result<impl Future<Output = Result<Response<GwBody>, Refusal>> + Send + 'static, Refusal>
+    {
         let pending = route.try_pending()?;
-        // One timer for the whole exchange: headers here, then the body.
-        let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
-        let resp = tokio::select! {
-            biased;
-            r = self.send(route, upstream) => r?,
-            () = deadline.as_mut() => return Err(Refusal::Timeout),
+        let sent = match &route.h2c {
+            Some(up) => Either::Left(
+                H2cUpstream::request(up, upstream).map(|r| r.map_err(|e| upstream_error(&e))),
+            ),
+            None => Either::Right(
+                self.client
+                    .request(upstream)
+                    .map(|r| r.map_err(|e| upstream_error(&e))),
+            ),
         };
-        let (mut parts, inner) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let hold: Hold = Box::new(WithPending {
-            hold,
-            _pending: pending,
-        });
-        Ok(Response::from_parts(
-            parts,
-            GwBody::Upstream {
-                inner,
-                hold: Some(hold),
-                deadline,
-            },
-        ))
-    }
-
-    /// Cancel-safe: dropping it drops (h2: resets) the upstream request.
-    async fn send(
-        &self,
-        route: &Route,
-        req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, Refusal> {
-        match &route.h2c {
-            Some(up) => up.request(req).await.map_err(|e| upstream_error(&e)),
-            None => self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| upstream_error(&e)),
-        }
+        // One timer for the whole exchange: headers here, then the body.
+        let timeout = route.timeout;
+        Ok(async move {
+            let mut deadline = Box::pin(tokio::time::sleep(timeout));
+            let resp = tokio::select! {
+                biased;
+                r = sent => r?,
+                () = deadline.as_mut() => return Err(Refusal::Timeout),
+            };
+            let (mut parts, inner) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let hold: Hold = Box::new(WithPending {
+                hold,
+                _pending: pending,
+            });
+            Ok(Response::from_parts(
+                parts,
+                GwBody::Upstream {
+                    inner,
+                    hold: Some(hold),
+                    deadline,
+                },
+            ))
+        })
     }
 
     fn upstream_request(

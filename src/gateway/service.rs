@@ -2,11 +2,14 @@
 //! Every refusal is counted by reason and attributed to the client.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::future::{ready, Either};
+use futures::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -79,13 +82,19 @@ fn admit(inner: &Inner, key: &ClientKey) -> Result<(), Refusal> {
 }
 
 /// The hyper service body. Never fails: every problem is a JSON answer.
-/// Cancel-safe: a reset stream drops this future and with it every guard.
-pub(crate) async fn handle(
+///
+/// Admission, routing and the upstream request happen here, synchronously;
+/// the returned future only waits (for the upstream, or for the API
+/// handler, boxed). Its size is memory per held stream: it is hyper's
+/// per-stream task, so nothing large may live in it (the request, for one,
+/// is moved out before the wait). Cancel-safe: a reset stream drops this
+/// future and with it every guard.
+pub(crate) fn handle(
     inner: Arc<Inner>,
     ip: IpAddr,
     activity: ActivityGuard,
     req: Request<Incoming>,
-) -> Result<Response<GwBody>, Infallible> {
+) -> impl Future<Output = Result<Response<GwBody>, Infallible>> + Send + 'static {
     // An isolated IP is refused (and its drops counted) as that IP, whatever
     // token it presents; otherwise the token identity, if any, is the client.
     let ip_key = ClientKey::Ip(ip);
@@ -98,30 +107,35 @@ pub(crate) async fn handle(
     let stream = StreamGuard::new(&inner.stats, key.clone());
     // The prefix lookup only picks the metrics label; a refusal below does
     // no routing work (no upstream URI, pending slot or body budget).
-    let routes = inner.routes.load_full();
-    let route = routes.find(req.uri().path()).cloned();
-    let route_stats = route
-        .as_ref()
-        .map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
-    let result = match admit(&inner, &key) {
-        Err(r) => Err(r),
-        Ok(()) => match route {
-            Some(route) => {
-                let hold = Box::new(Held {
-                    stream,
-                    _activity: activity,
-                });
-                routes
-                    .forward(&route, &inner.admission, req, ip, hold)
-                    .await
+    let routes = inner.routes.load();
+    let route = routes.find(req.uri().path());
+    let route_stats = route.map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
+    // What the request waits for, and the guards that wait with it (a
+    // proxied request's guards move into its response body instead).
+    let (work, guards) = match (admit(&inner, &key), route) {
+        (Err(r), _) => (Either::Left(ready(Err(r))), Some((stream, activity))),
+        (Ok(()), Some(route)) => {
+            let hold = Box::new(Held {
+                stream,
+                _activity: activity,
+            });
+            match routes.forward(route, &inner.admission, req, ip, hold) {
+                Ok(sent) => (Either::Right(Either::Left(sent)), None),
+                Err(r) => (Either::Left(ready(Err(r))), None),
             }
-            // Boxed: the API handlers' futures are ~3 KiB, and every
-            // stream's task (proxied ones included) would otherwise be
-            // that large (memory per held stream, copies at spawn).
-            None => Box::pin(internal(&inner, req, ip)).await,
-        },
+        }
+        // Boxed: the API handlers' futures are ~3 KiB.
+        (Ok(()), None) => {
+            let api = Box::pin(internal(inner.clone(), req, ip));
+            (Either::Right(Either::Right(api)), Some((stream, activity)))
+        }
     };
-    Ok(finish(&inner.stats, &route_stats, &key, result))
+    let stats = inner.stats.clone();
+    work.map(move |result| {
+        let resp = finish(&stats, &route_stats, &key, result);
+        drop(guards);
+        Ok(resp)
+    })
 }
 
 /// Counts the outcome and turns a refusal into its answer.
@@ -149,7 +163,7 @@ fn finish(
 /// budget, then [`api::handle`], all within `request_timeout`.
 /// Cancel-safe: dropping it drops the partial body and returns its budget.
 async fn internal(
-    inner: &Inner,
+    inner: Arc<Inner>,
     req: Request<Incoming>,
     ip: IpAddr,
 ) -> Result<Response<GwBody>, Refusal> {
