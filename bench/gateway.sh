@@ -78,6 +78,7 @@ stop_gw gw; stop_gw gwmt
 
 fi
 # RSS of the gw process every 0.25 s from here on ("epoch_s rss_kib"), for "RSS 5 s after".
+mark=$(date +%s)
 ( while :; do p=$(cat "$RUN/proxy-gw.pid" 2>/dev/null || echo 0)
     [ "$p" != 0 ] && echo "$(date +%s.%N) $(rss_tree "$p")"; sleep 0.25; done ) > "$RUN/gw-rss.log" &
 sampler_pid=$!
@@ -145,7 +146,6 @@ stop_gw
 fi
 if want 3; then
 echo "== 3. 1 MiB bodies against a stalled upstream (backend sleeps before reading)" | tee -a "$out"
-mark=$(date +%s)
 for shape in $BODY; do
   c=${shape%x*}; m=${shape#*x}
   export SLOW_BACKEND_ARGS=--sleep-first
