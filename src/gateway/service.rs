@@ -71,14 +71,14 @@ fn client_key(ip: IpAddr, req: &Request<Incoming>) -> ClientKey {
 
 /// Admission checks that need no route: isolation of `key` (the caller
 /// has already made an isolated IP the key), shedding, quota (per `key`).
-fn admit(inner: &Inner, key: &ClientKey) -> Result<(), Refusal> {
+fn admit(inner: &Inner, key: &ClientKey, ip: IpAddr) -> Result<(), Refusal> {
     if inner.isolation.is_isolated(key) {
         return Err(Refusal::Isolated);
     }
     if inner.admission.shedding() {
         return Err(Refusal::Overload);
     }
-    inner.admission.check_rate(key)
+    inner.admission.check_rate(key, ip)
 }
 
 /// The hyper service body. Never fails: every problem is a JSON answer.
@@ -112,7 +112,7 @@ pub(crate) fn handle(
     let route_stats = route.map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
     // What the request waits for, and the guards that wait with it (a
     // proxied request's guards move into its response body instead).
-    let (work, guards) = match (admit(&inner, &key), route) {
+    let (work, guards) = match (admit(&inner, &key, ip), route) {
         (Err(r), _) => (Either::Left(ready(Err(r))), Some((stream, activity))),
         (Ok(()), Some(route)) => {
             let hold = Box::new(Held {
