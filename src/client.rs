@@ -3,7 +3,9 @@
 //! Text forms are stable (operators type them, the store persists them):
 //! `mac:02:00:00:00:00:01` (DHCP hardware address, or a client identifier of
 //! type 1 carrying one), `id:0a0b0c` (any other DHCP client identifier, hex),
-//! `ip:192.0.2.7` (API client address).
+//! `ip:192.0.2.7` (API client address), `token:0123456789abcdef` (an API
+//! client's bearer token: the first 8 bytes of its SHA-256, in hex — the
+//! token itself is never stored, logged or shown).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -18,10 +20,18 @@ pub enum ClientKey {
     Mac([u8; 6]),
     Id(Box<[u8]>),
     Ip(IpAddr),
+    /// An API token identity: a SHA-256 prefix of the bearer token.
+    Token([u8; TOKEN_ID_LEN]),
 }
 
+/// Bytes of the token hash kept as its identity (16 hex characters): enough
+/// that two live tokens never collide, too few to brute-force the token.
+pub const TOKEN_ID_LEN: usize = 8;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a client key (expected mac:xx:xx:xx:xx:xx:xx, id:HEX or ip:ADDR)")]
+#[error(
+    "'{0}' is not a client key (expected mac:xx:xx:xx:xx:xx:xx, id:HEX, ip:ADDR or token:16 HEX)"
+)]
 pub struct ParseClientKeyError(pub String);
 
 impl ClientKey {
@@ -37,8 +47,28 @@ impl ClientKey {
         }
     }
 
+    /// The identity of an API bearer token (see [`TOKEN_ID_LEN`]).
+    pub fn token(token: &[u8]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(token);
+        let mut id = [0u8; TOKEN_ID_LEN];
+        id.copy_from_slice(&digest[..TOKEN_ID_LEN]);
+        Self::Token(id)
+    }
+
+    /// The token identity of an `Authorization: Bearer <token>` header
+    /// value; `None` for any other scheme or an empty token.
+    pub fn bearer(authorization: &[u8]) -> Option<Self> {
+        let (scheme, rest) = authorization.split_at_checked(7)?;
+        if !scheme.eq_ignore_ascii_case(b"bearer ") {
+            return None;
+        }
+        let token = rest.trim_ascii();
+        (!token.is_empty()).then(|| Self::token(token))
+    }
+
     pub fn is_dhcp(&self) -> bool {
-        !matches!(self, Self::Ip(_))
+        matches!(self, Self::Mac(_) | Self::Id(_))
     }
 }
 
@@ -55,6 +85,10 @@ impl fmt::Display for ClientKey {
                 id.iter().try_for_each(|b| write!(f, "{b:02x}"))
             }
             Self::Ip(ip) => write!(f, "ip:{ip}"),
+            Self::Token(id) => {
+                f.write_str("token:")?;
+                id.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
         }
     }
 }
@@ -72,6 +106,10 @@ impl FromStr for ClientKey {
                 .map(|v| Self::Id(v.into()))
                 .ok_or_else(bad),
             "ip" => rest.parse().map(Self::Ip).map_err(|_| bad()),
+            "token" => parse_hex(rest)
+                .and_then(|v| <[u8; TOKEN_ID_LEN]>::try_from(v.as_slice()).ok())
+                .map(Self::Token)
+                .ok_or_else(bad),
             _ => Err(bad()),
         }
     }
@@ -125,6 +163,7 @@ mod tests {
             "id:ff00aa",
             "ip:10.0.0.1",
             "ip:::1",
+            "token:0123456789abcdef",
         ] {
             let k: ClientKey = s.parse().unwrap();
             assert_eq!(k.to_string(), s);
@@ -141,9 +180,36 @@ mod tests {
             "id:f",
             "ip:x",
             "foo:1",
+            "token:",
+            "token:0123456789abcde",
+            "token:0123456789abcdef00",
+            "token:0123456789abcdeg",
         ] {
             assert!(s.parse::<ClientKey>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn token_identity_is_a_sha256_prefix_never_the_token() {
+        // SHA-256("secret") = 2bb80d53 7b1da3e3 8bd30361 aa855686 ...
+        let k = ClientKey::token(b"secret");
+        assert_eq!(k.to_string(), "token:2bb80d537b1da3e3");
+        assert!(!k.is_dhcp());
+        assert_eq!(ClientKey::bearer(b"Bearer secret"), Some(k.clone()));
+        assert_eq!(ClientKey::bearer(b"bearer  secret "), Some(k));
+        for bad in [
+            &b"Basic c2VjcmV0"[..],
+            b"Bearer ",
+            b"Bearer",
+            b"",
+            b"Bearer\t",
+        ] {
+            assert_eq!(ClientKey::bearer(bad), None);
+        }
+        assert_eq!(
+            "token:2BB80D537B1DA3E3".parse::<ClientKey>(),
+            Ok(ClientKey::token(b"secret"))
+        );
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub struct GatewayConfig {
     pub body_budget: u64,
     pub max_body: u64,
     pub socket_buffer: u32,
+    /// 0: serve on the process runtime; N: N threads, each a current-thread
+    /// runtime accepting on the same socket (read at start only).
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -176,6 +176,7 @@ pub struct Gateway {
     pub body_budget: String,
     pub max_body: String,
     pub socket_buffer: String,
+    pub threads: usize,
 }
 
 impl Default for Gateway {
@@ -205,6 +206,7 @@ impl Default for Gateway {
             body_budget: "32MiB".into(),
             max_body: "1MiB".into(),
             socket_buffer: "64KiB".into(),
+            threads: 0,
         }
     }
 }

@@ -514,6 +514,7 @@ fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
         body_budget,
         max_body,
         socket_buffer: u32size("gateway.socket_buffer", &g.socket_buffer, 4096, 1 << 26)?,
+        threads: range_check("gateway.threads", g.threads, 0, 64)?,
     })
 }
 
@@ -549,9 +550,15 @@ fn routes(raw: &[raw::Route]) -> R<Vec<RouteConfig>> {
             .upstream
             .parse()
             .ok()
-            .filter(|u: &http::Uri| u.scheme_str() == Some("http") && u.authority().is_some())
+            .filter(|u: &http::Uri| {
+                matches!(u.scheme_str(), Some("http" | "h2c")) && u.authority().is_some()
+            })
             .ok_or_else(|| {
-                ConfigError::invalid(k("upstream"), &r.upstream, "is not an http://host:port URL")
+                ConfigError::invalid(
+                    k("upstream"),
+                    &r.upstream,
+                    "is not an http://host:port (HTTP/1.1) or h2c://host:port (HTTP/2) URL",
+                )
             })?;
         let name = r.name.clone().unwrap_or_else(|| {
             let n = r.prefix.trim_matches('/').replace('/', "_");

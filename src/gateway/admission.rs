@@ -1,6 +1,7 @@
-//! Admission, cheapest check first: isolation (client IP) → memory
-//! governor shedding → per-client quota → per-route pending cap → the
-//! global request-body byte budget. Each refusal is a [`Refusal`]; the
+//! Admission, cheapest check first: isolation (client IP, then the API
+//! token identity if the request carries one) → memory governor shedding →
+//! per-client quota (keyed by the token identity when present, else the
+//! IP) → per-route pending cap → the global request-body byte budget. Each refusal is a [`Refusal`]; the
 //! caller counts it (by reason, attributed to the client) and answers it.
 //!
 //! Nothing here queues: the pending cap is a `try_acquire` on a semaphore
@@ -17,11 +18,19 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::ClientKey;
 use crate::config::{GatewayConfig, Rate};
 use crate::stats::{DropReason, Stats};
 
 /// How often idle quota state is forgotten and the map shrunk.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+/// Quota entries past which a token never seen before is held to its IP's
+/// quota instead of getting one of its own. Bearer tokens cost a client
+/// nothing to invent, so without this a flood of random tokens would grow
+/// the quota map (~100 bytes a key) by its request rate until the next
+/// sweep, and each invented token would start with a full burst.
+pub(crate) const MAX_QUOTA_KEYS: usize = 65_536;
 
 /// Why a request was not (fully) served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +80,7 @@ fn quota(rate: Rate, burst: u32) -> Quota {
 
 pub(crate) struct Admission {
     /// Swapped whole when SIGHUP brings a new per-client rate.
-    limiter: arc_swap::ArcSwap<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: arc_swap::ArcSwap<DefaultKeyedRateLimiter<ClientKey>>,
     clock: DefaultClock,
     stats: Arc<Stats>,
     budget: std::sync::atomic::AtomicI64,
@@ -112,11 +121,21 @@ impl Admission {
         self.stats.memory.overload_state.load(Relaxed) >= 2
     }
 
-    /// One request from `ip` against its quota.
-    pub(crate) fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
-        self.limiter
-            .load()
-            .check_key(&ip)
+    /// One request from `client` (connected from `ip`) against its quota.
+    /// A token identity has a quota of its own while the map has room (see
+    /// [`MAX_QUOTA_KEYS`]); past that, new tokens share their IP's.
+    pub(crate) fn check_rate(&self, client: &ClientKey, ip: IpAddr) -> Result<(), Refusal> {
+        let limiter = self.limiter.load();
+        let by_ip;
+        let key = match client {
+            ClientKey::Token(_) if limiter.len() >= MAX_QUOTA_KEYS => {
+                by_ip = ClientKey::Ip(ip);
+                &by_ip
+            }
+            _ => client,
+        };
+        limiter
+            .check_key(key)
             .map_err(|not_until| Refusal::RateLimited {
                 retry_after: not_until.wait_time_from(self.clock.now()),
             })
@@ -222,14 +241,39 @@ mod tests {
     #[test]
     fn quota_is_per_client_with_retry_after() {
         let a = admission(1);
-        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert!(a.check_rate(x).is_ok() && a.check_rate(x).is_ok());
-        match a.check_rate(x) {
+        let (x, y): (ClientKey, ClientKey) = (
+            "ip:10.0.0.1".parse().unwrap(),
+            "ip:10.0.0.2".parse().unwrap(),
+        );
+        let t = ClientKey::token(b"t");
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        assert!(a.check_rate(&x, ip).is_ok() && a.check_rate(&x, ip).is_ok());
+        match a.check_rate(&x, ip) {
             Err(Refusal::RateLimited { retry_after }) => {
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(500))
             }
             other => panic!("{other:?}"),
         }
-        assert!(a.check_rate(y).is_ok());
+        assert!(a.check_rate(&y, ip).is_ok());
+        assert!(a.check_rate(&t, ip).is_ok(), "a token has its own quota");
+    }
+
+    #[test]
+    fn invented_tokens_past_the_key_cap_share_their_ip_quota() {
+        let a = admission(1);
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        for i in 0..MAX_QUOTA_KEYS as u64 {
+            let _ = a.check_rate(&ClientKey::token(&i.to_be_bytes()), ip);
+        }
+        // The map is full: fresh tokens from one IP now draw on its quota
+        // (2 a second, burst 2), and the map stops growing.
+        let results: Vec<bool> = (0..4u64)
+            .map(|i| {
+                a.check_rate(&ClientKey::token(&(u64::MAX - i).to_be_bytes()), ip)
+                    .is_ok()
+            })
+            .collect();
+        assert_eq!(results, [true, true, false, false]);
+        assert!(a.limiter.load().len() <= MAX_QUOTA_KEYS + 1);
     }
 }

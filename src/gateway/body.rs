@@ -3,6 +3,7 @@
 //! guards until it ends), the budgeted, size-capped request body streamed
 //! to an upstream, and the budgeted collection of internal API bodies.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -10,20 +11,29 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use super::admission::{BodyPermit, Refusal};
 
 /// Whatever must live exactly as long as a response body: pending slot,
-/// stream count, connection activity.
-pub(crate) type Hold = Box<dyn Send + Sync>;
+/// stream count, connection activity. Told when the route's deadline cut
+/// the body off, so the timeout is counted against the client.
+pub(crate) trait Held: Send + Sync {
+    fn timed_out(&self);
+}
+
+pub(crate) type Hold = Box<dyn Held>;
 
 /// The gateway's response body.
 pub(crate) enum GwBody {
     Full(Full<Bytes>),
-    /// `hold` is dropped as soon as the body ends, fails or is dropped.
+    /// `hold` is dropped as soon as the body ends, fails, times out or is
+    /// dropped. `deadline` is the route timeout, counted from the request:
+    /// it covers the whole response, not only its headers.
     Upstream {
         inner: Incoming,
         hold: Option<Hold>,
+        deadline: Pin<Box<Sleep>>,
     },
 }
 
@@ -33,22 +43,50 @@ impl GwBody {
     }
 }
 
+/// Why a response body stopped early. hyper answers either by resetting
+/// the stream (h2: RST_STREAM) or closing the connection (HTTP/1.1).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResponseError {
+    #[error("upstream body: {0}")]
+    Upstream(#[from] hyper::Error),
+    #[error("upstream body not finished within the route timeout")]
+    Timeout,
+}
+
 impl Body for GwBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseError;
 
+    /// The deadline is checked whenever hyper polls for more (it does not
+    /// while the client's window is closed: that case is bounded by the
+    /// windows and the send buffer, not by time).
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
         match self.get_mut() {
             Self::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
-            Self::Upstream { inner, hold } => {
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
-                if !matches!(frame, Some(Ok(_))) {
-                    hold.take();
+            Self::Upstream {
+                inner,
+                hold,
+                deadline,
+            } => {
+                if let Poll::Ready(frame) = Pin::new(&mut *inner).poll_frame(cx) {
+                    // Released with the last frame, not when hyper gets
+                    // round to dropping the body: a client that has the
+                    // whole answer sees the slot free.
+                    if !matches!(frame, Some(Ok(_))) || inner.is_end_stream() {
+                        hold.take();
+                    }
+                    return Poll::Ready(frame.map(|r| r.map_err(ResponseError::from)));
                 }
-                Poll::Ready(frame)
+                if hold.is_none() || deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if let Some(h) = hold.take() {
+                    h.timed_out();
+                }
+                Poll::Ready(Some(Err(ResponseError::Timeout)))
             }
         }
     }

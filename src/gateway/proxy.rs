@@ -1,15 +1,19 @@
 //! Upstream routes: a reverse proxy by path prefix to HTTP/1.1 upstreams
-//! over one pooled client. (h2c upstreams need a per-route option that
-//! `[[route]]` does not have yet; the client speaks HTTP/1.1 only.)
+//! (`http://`, one pooled connection per request in flight) or HTTP/2
+//! prior-knowledge upstreams (`h2c://`, one multiplexed connection per
+//! upstream carrying every stream).
 //!
 //! Memory per proxied stream is bounded on all three legs: the downstream
-//! h2 stream window (see [`super::limits`]), hyper's HTTP/1 client buffer
-//! (`http1_max_buf_size`, not its ~400 KiB default) and the upstream
-//! socket's send buffer (`socket_buffer`). The request body's share of the
+//! h2 stream window (see [`super::limits`]), toward the upstream hyper's
+//! HTTP/1 client buffer (`http1_max_buf_size`, not its ~400 KiB default)
+//! or the upstream h2 windows (the same `[gateway]` stream and connection
+//! windows as downstream, no adaptive growth) and send buffer, and the
+//! upstream socket's buffers (`socket_buffer`). The request body's share of the
 //! global budget is the sum of the first two; the pending slot, the stream
 //! count and the budget live in guards owned by the bodies, so an upstream
 //! that resets, closes or times out releases them when hyper drops those.
 
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +27,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Admission, Refusal};
-use super::body::{BodyError, GwBody, Hold, ProxyBody};
+use super::body::{BodyError, GwBody, Held, Hold, ProxyBody};
+use futures::future::Either;
+use futures::FutureExt;
+
+use super::h2c::H2cUpstream;
 use super::GatewayError;
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::stats::{RouteStats, Stats};
@@ -34,11 +42,21 @@ use crate::stats::{RouteStats, Stats};
 /// half the throughput at 500 streams); each idle one holds a few KiB.
 const MAX_IDLE_PER_HOST: usize = 512;
 
+/// How long an idle upstream connection is kept. Each holds hyper's two
+/// ~8 KiB buffers, so after a burst of N streams an N-connection pool would
+/// hold N × ~20 KiB for this long; short enough that RSS is back near idle
+/// within seconds (invariant 4), long enough that steady traffic reuses
+/// connections (the pool sweeps every timeout, so they go within 2 s).
+const POOL_IDLE: Duration = Duration::from_secs(1);
+
 pub(crate) struct Route {
     pub name: Arc<str>,
     prefix: String,
-    scheme: Scheme,
+    /// `h2c://` upstream: one multiplexed HTTP/2 connection.
+    h2c: Option<Arc<H2cUpstream>>,
     authority: Authority,
+    /// `Host` for HTTP/1.1 upstreams, built once.
+    host: HeaderValue,
     /// Upstream base path without a trailing `/`.
     base: String,
     strip: bool,
@@ -54,6 +72,18 @@ pub(crate) struct PendingGuard {
     stats: Arc<RouteStats>,
 }
 
+/// A response body's hold: the request's own plus its pending slot.
+struct WithPending {
+    hold: Hold,
+    _pending: PendingGuard,
+}
+
+impl Held for WithPending {
+    fn timed_out(&self) {
+        self.hold.timed_out();
+    }
+}
+
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.stats.pending.fetch_sub(1, Relaxed);
@@ -61,7 +91,7 @@ impl Drop for PendingGuard {
 }
 
 impl Route {
-    fn new(rc: &RouteConfig, stats: &Stats) -> Result<Self, GatewayError> {
+    fn new(rc: &RouteConfig, cfg: &GatewayConfig, stats: &Stats) -> Result<Self, GatewayError> {
         let bad = |reason: &str| GatewayError::Route {
             route: rc.name.clone(),
             reason: format!("upstream '{}' {reason}", rc.upstream),
@@ -71,21 +101,29 @@ impl Route {
             .scheme()
             .cloned()
             .ok_or_else(|| bad("has no scheme"))?;
-        if scheme != Scheme::HTTP {
-            return Err(bad("must be http:// (TLS upstreams are not supported)"));
-        }
         let authority = rc
             .upstream
             .authority()
             .cloned()
             .ok_or_else(|| bad("has no host"))?;
+        let h2c = match scheme.as_str() {
+            "http" => None,
+            "h2c" => Some(Arc::new(H2cUpstream::new(authority.clone(), cfg))),
+            _ => {
+                return Err(bad(
+                    "must be http:// or h2c:// (TLS upstreams are not supported)",
+                ))
+            }
+        };
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("has a bad host"))?;
         let base = rc.upstream.path().trim_end_matches('/').to_owned();
         let max = u64::try_from(rc.max_pending).unwrap_or(u64::MAX);
         Ok(Self {
             name: rc.name.as_str().into(),
             prefix: rc.prefix.clone(),
-            scheme,
+            h2c,
             authority,
+            host,
             base,
             strip: rc.strip_prefix,
             timeout: rc.timeout,
@@ -112,6 +150,18 @@ impl Route {
 
     /// The upstream URI for a request path (and query).
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, Refusal> {
+        if !self.strip && self.base.is_empty() {
+            // The path goes upstream as it came: share it, no copy.
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query = Some(
+                uri.path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            return Uri::from_parts(parts).map_err(|_| Refusal::BadBody);
+        }
         let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let rest = match self.strip {
             true => pq
@@ -122,7 +172,7 @@ impl Route {
         let sep = if rest.starts_with('/') { "" } else { "/" };
         let pq = format!("{}{sep}{rest}", self.base);
         Uri::builder()
-            .scheme(self.scheme.clone())
+            .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
@@ -133,6 +183,7 @@ impl Route {
 pub(crate) struct Routes {
     /// Longest prefix first.
     list: Vec<Arc<Route>>,
+    /// HTTP/1.1 upstreams (`h2c://` routes have their own connection).
     client: Client<HttpConnector, ProxyBody>,
     max_body: u64,
     /// Budget a streamed body can occupy here: window + client buffer.
@@ -147,7 +198,7 @@ impl Routes {
     ) -> Result<Self, GatewayError> {
         let mut list = routes
             .iter()
-            .map(|r| Route::new(r, stats).map(Arc::new))
+            .map(|r| Route::new(r, cfg, stats).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         list.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let buf = super::limits::http1_buf(cfg);
@@ -165,34 +216,58 @@ impl Routes {
             .find(|r| path.starts_with(r.prefix.as_str()))
     }
 
-    /// Forwards `req` upstream. `hold` (stream and connection guards) and
-    /// the pending slot move into the response body. Cancel-safe: dropping
-    /// it (client reset) drops the upstream request and every guard.
-    pub(crate) async fn forward(
+    /// Forwards `req` upstream: the pending slot, the body budget and the
+    /// upstream request are taken here, synchronously (a refusal costs no
+    /// future); the returned future only waits for the answer. `hold`
+    /// (stream and connection guards) and the pending slot move into the
+    /// response body. Kept small on purpose — it lives as long as the
+    /// stream waits, so its size is memory per held stream. Cancel-safe:
+    /// dropping it (client reset) drops the upstream request and every guard.
+    pub(crate) fn forward(
         &self,
         route: &Route,
         admission: &Admission,
         req: Request<Incoming>,
         client_ip: std::net::IpAddr,
         hold: Hold,
-    ) -> Result<Response<GwBody>, Refusal> {
+    ) -> Result<impl Future<Output = Result<Response<GwBody>, Refusal>> + Send + 'static, Refusal>
+    {
         let pending = route.try_pending()?;
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
-        let resp = match tokio::time::timeout(route.timeout, self.client.request(upstream)).await {
-            Err(_) => return Err(Refusal::Timeout),
-            Ok(Err(e)) => return Err(upstream_error(&e)),
-            Ok(Ok(resp)) => resp,
+        let sent = match &route.h2c {
+            Some(up) => Either::Left(
+                H2cUpstream::request(up, upstream).map(|r| r.map_err(|e| upstream_error(&e))),
+            ),
+            None => Either::Right(
+                self.client
+                    .request(upstream)
+                    .map(|r| r.map_err(|e| upstream_error(&e))),
+            ),
         };
-        let (mut parts, inner) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let hold: Hold = Box::new((pending, hold));
-        Ok(Response::from_parts(
-            parts,
-            GwBody::Upstream {
-                inner,
-                hold: Some(hold),
-            },
-        ))
+        // One timer for the whole exchange: headers here, then the body.
+        let timeout = route.timeout;
+        Ok(async move {
+            let mut deadline = Box::pin(tokio::time::sleep(timeout));
+            let resp = tokio::select! {
+                biased;
+                r = sent => r?,
+                () = deadline.as_mut() => return Err(Refusal::Timeout),
+            };
+            let (mut parts, inner) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let hold: Hold = Box::new(WithPending {
+                hold,
+                _pending: pending,
+            });
+            Ok(Response::from_parts(
+                parts,
+                GwBody::Upstream {
+                    inner,
+                    hold: Some(hold),
+                    deadline,
+                },
+            ))
+        })
     }
 
     fn upstream_request(
@@ -214,8 +289,17 @@ impl Routes {
             Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?)
         };
         parts.uri = route.upstream_uri(&parts.uri)?;
-        parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        if route.h2c.is_some() {
+            // `:authority` comes from the URI; a `Host` header would repeat it.
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            if !parts.headers.contains_key(header::HOST) {
+                parts.headers.insert(header::HOST, route.host.clone());
+            }
+        }
         append_forwarded_for(&mut parts.headers, client_ip);
         Ok(Request::from_parts(
             parts,
@@ -233,15 +317,15 @@ fn client(cfg: &GatewayConfig, buf: usize) -> Client<HttpConnector, ProxyBody> {
     conn.set_connect_timeout(Some(Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
         .http1_max_buf_size(buf)
         .build(conn)
 }
 
 /// 413 if our own body cap aborted the request, else 502.
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> Refusal {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn upstream_error(e: &(dyn std::error::Error + 'static)) -> Refusal {
+    let mut src = Some(e);
     while let Some(s) = src {
         if let Some(BodyError::TooLarge(max)) = s.downcast_ref::<BodyError>() {
             return Refusal::TooLarge { max: *max };
@@ -270,11 +354,21 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 fn append_forwarded_for(h: &mut HeaderMap, ip: std::net::IpAddr) {
-    let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
+    use std::io::Write;
+    let name = header::HeaderName::from_static("x-forwarded-for");
+    // The usual case (no earlier hop) formats on the stack: one allocation.
+    let mut buf = [0u8; 64];
+    let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
+        None => {
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            let n = write!(cur, "{ip}")
+                .ok()
+                .and_then(|()| usize::try_from(cur.position()).ok());
+            n.and_then(|n| HeaderValue::from_bytes(&buf[..n]).ok())
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = value {
+        h.insert(name, v);
     }
 }

@@ -2,11 +2,14 @@
 //! Every refusal is counted by reason and attributed to the client.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::future::{ready, Either};
+use futures::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -15,7 +18,7 @@ use super::body::{collect, GwBody};
 use super::conn::ActivityGuard;
 use super::{api, error, Inner};
 use crate::client::ClientKey;
-use crate::stats::{RouteStats, Stats};
+use crate::stats::{DropReason, RouteStats, Stats};
 
 /// Counts one stream in flight (overall and for its client) until dropped.
 struct StreamGuard {
@@ -34,6 +37,21 @@ impl StreamGuard {
     }
 }
 
+/// What a proxied response body holds for this request: its stream count
+/// and its connection's activity mark.
+struct Held {
+    stream: StreamGuard,
+    _activity: ActivityGuard,
+}
+
+impl super::body::Held for Held {
+    fn timed_out(&self) {
+        let s = &self.stream;
+        s.stats
+            .drop_for(&s.key, DropReason::Timeout, Instant::now());
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.stats.gateway.streams.fetch_sub(1, Relaxed);
@@ -41,47 +59,83 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Admission checks that need no route: isolation, shedding, quota.
-fn admit(inner: &Inner, ip: IpAddr, key: &ClientKey) -> Result<(), Refusal> {
+/// The client a request is attributed to: its API token identity when it
+/// carries `Authorization: Bearer`, else its IP. Only the token's hash is
+/// kept (see [`ClientKey::token`]).
+fn client_key(ip: IpAddr, req: &Request<Incoming>) -> ClientKey {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| ClientKey::bearer(v.as_bytes()))
+        .unwrap_or(ClientKey::Ip(ip))
+}
+
+/// Admission checks that need no route: isolation of `key` (the caller
+/// has already made an isolated IP the key), shedding, quota (per `key`).
+fn admit(inner: &Inner, key: &ClientKey, ip: IpAddr) -> Result<(), Refusal> {
     if inner.isolation.is_isolated(key) {
         return Err(Refusal::Isolated);
     }
     if inner.admission.shedding() {
         return Err(Refusal::Overload);
     }
-    inner.admission.check_rate(ip)
+    inner.admission.check_rate(key, ip)
 }
 
 /// The hyper service body. Never fails: every problem is a JSON answer.
-/// Cancel-safe: a reset stream drops this future and with it every guard.
-pub(crate) async fn handle(
+///
+/// Admission, routing and the upstream request happen here, synchronously;
+/// the returned future only waits (for the upstream, or for the API
+/// handler, boxed). Its size is memory per held stream: it is hyper's
+/// per-stream task, so nothing large may live in it (the request, for one,
+/// is moved out before the wait). Cancel-safe: a reset stream drops this
+/// future and with it every guard.
+pub(crate) fn handle(
     inner: Arc<Inner>,
     ip: IpAddr,
     activity: ActivityGuard,
     req: Request<Incoming>,
-) -> Result<Response<GwBody>, Infallible> {
-    let key = ClientKey::Ip(ip);
+) -> impl Future<Output = Result<Response<GwBody>, Infallible>> + Send + 'static {
+    // An isolated IP is refused (and its drops counted) as that IP, whatever
+    // token it presents; otherwise the token identity, if any, is the client.
+    let ip_key = ClientKey::Ip(ip);
+    let key = match inner.isolation.is_isolated(&ip_key) {
+        true => ip_key,
+        false => client_key(ip, &req),
+    };
     let now = Instant::now();
     inner.stats.clients.request(&key, now);
     let stream = StreamGuard::new(&inner.stats, key.clone());
-    let routes = inner.routes.load_full();
-    let route = routes.find(req.uri().path()).cloned();
-    let route_stats = route
-        .as_ref()
-        .map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
-    let result = match admit(&inner, ip, &key) {
-        Err(r) => Err(r),
-        Ok(()) => match route {
-            Some(route) => {
-                let hold = Box::new((stream, activity));
-                routes
-                    .forward(&route, &inner.admission, req, ip, hold)
-                    .await
+    // The prefix lookup only picks the metrics label; a refusal below does
+    // no routing work (no upstream URI, pending slot or body budget).
+    let routes = inner.routes.load();
+    let route = routes.find(req.uri().path());
+    let route_stats = route.map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
+    // What the request waits for, and the guards that wait with it (a
+    // proxied request's guards move into its response body instead).
+    let (work, guards) = match (admit(&inner, &key, ip), route) {
+        (Err(r), _) => (Either::Left(ready(Err(r))), Some((stream, activity))),
+        (Ok(()), Some(route)) => {
+            let hold = Box::new(Held {
+                stream,
+                _activity: activity,
+            });
+            match routes.forward(route, &inner.admission, req, ip, hold) {
+                Ok(sent) => (Either::Right(Either::Left(sent)), None),
+                Err(r) => (Either::Left(ready(Err(r))), None),
             }
-            None => internal(&inner, req, ip).await,
-        },
+        }
+        // Boxed: the API handlers' futures are ~3 KiB.
+        (Ok(()), None) => {
+            let api = Box::pin(internal(inner.clone(), req, ip));
+            (Either::Right(Either::Right(api)), Some((stream, activity)))
+        }
     };
-    Ok(finish(&inner.stats, &route_stats, &key, result))
+    let stats = inner.stats.clone();
+    work.map(move |result| {
+        let resp = finish(&stats, &route_stats, &key, result);
+        drop(guards);
+        Ok(resp)
+    })
 }
 
 /// Counts the outcome and turns a refusal into its answer.
@@ -109,7 +163,7 @@ fn finish(
 /// budget, then [`api::handle`], all within `request_timeout`.
 /// Cancel-safe: dropping it drops the partial body and returns its budget.
 async fn internal(
-    inner: &Inner,
+    inner: Arc<Inner>,
     req: Request<Incoming>,
     ip: IpAddr,
 ) -> Result<Response<GwBody>, Refusal> {
@@ -122,12 +176,20 @@ async fn internal(
         .admission
         .reserve(declared)
         .ok_or(Refusal::BodyBudget)?;
+    // A GET without a body has nothing to wait for: its handlers are
+    // synchronous reads, so a timer could not cut them anyway (and arming
+    // one is a measurable share of an IPAM read).
+    let bodiless_get =
+        req.method() == http::Method::GET && http_body::Body::is_end_stream(req.body());
     let work = async {
         let (parts, body) = req.into_parts();
         let bytes = collect(body, &mut permit, max).await?;
         let resp = api::handle(&inner.api, Request::from_parts(parts, bytes), ip).await;
         Ok(resp.map(GwBody::Full))
     };
+    if bodiless_get {
+        return work.await;
+    }
     tokio::time::timeout(inner.cfg.request_timeout, work)
         .await
         .unwrap_or(Err(Refusal::Timeout))

@@ -396,3 +396,35 @@ async fn proxied_bodies_over_max_body_get_413() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_threads_serve_and_drain_on_shutdown() {
+    let _s = serial().await;
+    let up = upstream(Upstream::Sleep(Duration::from_millis(300))).await;
+    let gw = TestGateway::start(config("threads = 2", &route("/up/", up, 64, "5s"))).await;
+    for h2 in [false, true] {
+        let c = client("127.0.0.1", h2);
+        assert_eq!(get(&c, &gw.url("/healthz")).await.0, 200, "h2={h2}");
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, url) = (c.clone(), gw.url("/up/x"));
+                tokio::spawn(async move { send(&c, "GET", &url, Bytes::new()).await.map(|r| r.0) })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), Ok(200), "h2={h2}");
+        }
+    }
+    // A request in flight at shutdown finishes; then every thread stops.
+    let c = client("127.0.0.1", true);
+    let url = gw.url("/up/slow");
+    let in_flight =
+        tokio::spawn(async move { send(&c, "GET", &url, Bytes::new()).await.map(|r| r.0) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.shared.cancel.cancel();
+    gw.shared.tracker.close();
+    assert_eq!(in_flight.await.unwrap(), Ok(200));
+    tokio::time::timeout(Duration::from_secs(5), gw.shared.tracker.wait())
+        .await
+        .expect("gateway threads drained and stopped");
+}

@@ -10,3 +10,5 @@ mod h2frames;
 mod limits;
 mod support;
 mod tls;
+mod token;
+mod upstream;
