@@ -50,8 +50,9 @@ TOML
 
 cd "$REPO"
 if [ "$SERVER" = binary ]; then
-  cargo build --release --bin vpcbox
-  run="$REPO/target/release/vpcbox run --headless --config $BENCH_OUT/bench.toml"
+  # VPCBOX_BIN: an already built binary (A/B comparisons of two builds).
+  [ -n "${VPCBOX_BIN:-}" ] || cargo build --release --bin vpcbox
+  run="${VPCBOX_BIN:-$REPO/target/release/vpcbox} run --headless --config $BENCH_OUT/bench.toml"
 else
   exe=$(cargo test --release --test it --no-run --message-format=json 2>/dev/null \
         | sed -n 's/.*"executable":"\([^"]*\/deps\/it-[^"]*\)".*/\1/p' | tail -1)

@@ -198,7 +198,7 @@ impl Ipam {
             .ipam
             .writes_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(self.committer.submit(st, &[], &self.stats, None))
+        Ok(self.committer.submit(st, &[], &self.stats))
     }
 
     /// Adds a subnet; durable on return. Cancel-safe (the write happens or

@@ -28,26 +28,8 @@ use super::store::Store;
 use super::{Ipam, IpamError};
 use crate::stats::Stats;
 
-/// Called on the committer thread with the batch's outcome, once the write
-/// is durable (or failed). Must not block: it runs before the next flush.
-pub type Callback = Box<dyn FnOnce(Result<(), IpamError>) + Send>;
-
 /// How a waiter is answered.
-enum Done {
-    Channel(oneshot::Sender<Result<(), IpamError>>),
-    Call(Callback),
-}
-
-impl Done {
-    fn answer(self, res: Result<(), IpamError>) {
-        match self {
-            Self::Channel(tx) => {
-                let _ = tx.send(res);
-            }
-            Self::Call(f) => f(res),
-        }
-    }
-}
+type Done = oneshot::Sender<Result<(), IpamError>>;
 
 pub struct Waiter {
     seq: u64,
@@ -61,15 +43,12 @@ impl std::fmt::Debug for Waiter {
     }
 }
 
-/// A queued durable write: wait for it with [`Committer::wait`]; or, if
-/// submitted with a callback, hand it to [`Committer::finish`], which flushes
-/// inline when no committer took the callback.
+/// A queued durable write: wait for it with [`Committer::wait`].
 pub struct Ticket {
     seq: u64,
     submitted: Instant,
+    /// None when no committer runs: the waiter flushes inline.
     rx: Option<oneshot::Receiver<Result<(), IpamError>>>,
-    /// The callback, back, when no committer runs.
-    unqueued: Option<Callback>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -139,15 +118,8 @@ impl Committer {
     }
 
     /// Called under the state lock right after the write reached the
-    /// store. With `then`, the committer calls it once the write is durable
-    /// (no task needs to wait); without, wait for the ticket.
-    pub fn submit(
-        &self,
-        st: &mut State,
-        ips: &[u32],
-        stats: &Stats,
-        then: Option<Callback>,
-    ) -> Ticket {
+    /// store; wait for the ticket outside it.
+    pub fn submit(&self, st: &mut State, ips: &[u32], stats: &Stats) -> Ticket {
         st.seq += 1;
         let seq = st.seq;
         if st.pending.len() > 4096 {
@@ -159,26 +131,16 @@ impl Committer {
         }
         stats.ipam.commits_waiting.fetch_add(1, Relaxed);
         let submitted = Instant::now();
-        let (done, rx) = match then {
-            Some(f) => (Done::Call(f), None),
-            None => {
-                let (tx, rx) = oneshot::channel();
-                (Done::Channel(tx), Some(rx))
-            }
-        };
+        let (done, rx) = oneshot::channel();
         let mut t = Ticket {
             seq,
             submitted,
-            rx,
-            unqueued: None,
+            rx: Some(rx),
         };
         let mut q = self.shared.lock();
         if !q.live {
             drop(q);
             t.rx = None;
-            if let Done::Call(f) = done {
-                t.unqueued = Some(f);
-            }
             return t;
         }
         q.waiters.push(Waiter {
@@ -206,23 +168,16 @@ impl Committer {
         // No committer (before `spawn`, or after shutdown): flush inline.
         let res = store.flush_async().await;
         self.inline_done(t.seq, t.submitted, &res, stats);
-        if let Some(f) = t.unqueued {
-            f(res.clone());
-        }
         res
     }
 
-    /// For a ticket submitted with a callback, outside the state lock: if
-    /// no committer took the callback, flushes inline and calls it.
-    pub fn finish(&self, t: Ticket, store: &dyn Store, stats: &Stats) {
-        if let Some(f) = t.unqueued {
-            let res = store.flush();
-            self.inline_done(t.seq, t.submitted, &res, stats);
-            f(res);
-        }
-    }
-
-    fn inline_done(&self, seq: u64, submitted: Instant, res: &Result<(), IpamError>, stats: &Stats) {
+    fn inline_done(
+        &self,
+        seq: u64,
+        submitted: Instant,
+        res: &Result<(), IpamError>,
+        stats: &Stats,
+    ) {
         if res.is_ok() {
             self.mark_flushed(seq);
         }
@@ -318,8 +273,9 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
 
 fn fail(batch: Vec<Waiter>) {
     for w in batch {
-        w.done
-            .answer(Err(IpamError::Storage("the store was closed".into())));
+        let _ = w
+            .done
+            .send(Err(IpamError::Storage("the store was closed".into())));
     }
 }
 
@@ -342,6 +298,6 @@ fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
         stats
             .commit_seconds
             .observe(w.submitted.elapsed().as_secs_f64());
-        w.done.answer(res.clone());
+        let _ = w.done.send(res.clone());
     }
 }

@@ -172,7 +172,7 @@ impl Ipam {
             for chunk in ops.chunks(CHUNK) {
                 self.store.apply(chunk)?;
             }
-            let ticket = self.committer.submit(&mut st, &[], &self.stats, None);
+            let ticket = self.committer.submit(&mut st, &[], &self.stats);
             *st = load(self.store.as_ref(), st.tuning)?;
             self.publish_locked(&st);
             self.refresh_specs(&st);

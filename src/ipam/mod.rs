@@ -116,7 +116,7 @@ impl Ipam {
             committer: Committer::new(opts.commit_interval),
             opts,
             stats,
-                        reaper_wake: Notify::new(),
+            reaper_wake: Notify::new(),
             published: Mutex::new(None),
             dirty: Default::default(),
             specs: ArcSwap::default(),
@@ -236,7 +236,7 @@ impl Ipam {
         // Queued writes always get a commit (a non-durable one just drops
         // its ticket) so the committer applies them.
         Ok((durable || queued)
-            .then(|| self.committer.submit(st, &ips, &self.stats, None))
+            .then(|| self.committer.submit(st, &ips, &self.stats))
             .filter(|_| durable))
     }
 
@@ -291,7 +291,7 @@ impl Ipam {
     pub async fn flush(&self) -> Result<(), IpamError> {
         let ticket = {
             let mut st = self.lock();
-            self.committer.submit(&mut st, &[], &self.stats, None)
+            self.committer.submit(&mut st, &[], &self.stats)
         };
         self.durable(Some(ticket)).await
     }

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use vpcbox::app::Shared;
 use vpcbox::config::{Config, SubnetConfig};
 use vpcbox::dhcp::DhcpServer;
-use vpcbox::ipam::{self, Ipam, IpamOptions, ReservationSpec, SubnetSpec};
+use vpcbox::ipam::{self, Ipam, ReservationSpec, SubnetSpec};
 use vpcbox::isolation::IsolationSet;
 use vpcbox::stats::Stats;
 
@@ -64,12 +64,7 @@ pub fn open_ipam(
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Arc<Ipam> {
-    let opts = IpamOptions {
-        cache_capacity: config.storage.cache,
-        cache_threshold: config.dhcp.cache_threshold,
-        offer_hold: config.dhcp.offer_hold,
-        decline_quarantine: config.dhcp.decline_quarantine,
-    };
+    let opts = vpcbox::app::store::ipam_options(config);
     let ipam = Ipam::open(&config.storage.path, opts, stats).expect("open ipam");
     let subnets: Vec<_> = config.subnets.iter().map(spec).collect();
     let res: Vec<_> = config
