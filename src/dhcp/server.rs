@@ -147,7 +147,58 @@ impl DhcpServer {
     /// Cancel-safety: stop it with the token, not by dropping this future;
     /// if dropped, the spawned loops still stop on the token and the
     /// operation tasks still finish.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        // Serve on a thread of our own, a current-thread runtime: the
+        // receive loops, workers and operation tasks then hand packets to
+        // each other without cross-thread wake-ups or work stealing. The
+        // sockets move to its reactor.
+        let moved: Vec<_> = std::mem::take(&mut self.inner.listeners)
+            .into_iter()
+            .map(|l| l.socket.into_std().map(|s| (s, l.iface)))
+            .collect();
+        let moved = match moved.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(m) => m,
+            Err(e) => {
+                return tracing::error!(error = %e, "dhcp sockets cannot move to their thread")
+            }
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let cancel = self.cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vpcbox-dhcp".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match rt {
+                    Ok(rt) => rt.block_on(async move {
+                        match socket::adopt(moved) {
+                            Ok(listeners) => {
+                                self.inner.listeners = listeners;
+                                self.serve().await;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "dhcp sockets cannot join their thread");
+                            }
+                        }
+                    }),
+                    Err(e) => tracing::error!(error = %e, "dhcp thread runtime cannot start"),
+                }
+                drop(done_tx);
+            });
+        match spawned {
+            Ok(t) => {
+                let _ = done_rx.await;
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dhcp thread cannot start: DHCP is not served");
+                cancel.cancelled().await;
+            }
+        }
+    }
+
+    async fn serve(self) {
         let Self {
             inner,
             updates,

@@ -129,6 +129,20 @@ fn ifaddrs() -> std::io::Result<Vec<(String, Option<Ipv4Addr>)>> {
     Ok(out)
 }
 
+/// Registers sockets taken out of another runtime (`into_std`) with the
+/// current one, keeping each one's interface.
+pub fn adopt(moved: Vec<(std::net::UdpSocket, Option<Iface>)>) -> std::io::Result<Vec<Listener>> {
+    moved
+        .into_iter()
+        .map(|(s, iface)| {
+            Ok(Listener {
+                socket: UdpSocket::from_std(s)?,
+                iface,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
