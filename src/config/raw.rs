@@ -206,7 +206,7 @@ impl Default for Gateway {
             body_budget: "32MiB".into(),
             max_body: "1MiB".into(),
             socket_buffer: "64KiB".into(),
-            threads: 0,
+            threads: 1,
         }
     }
 }
