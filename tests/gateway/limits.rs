@@ -297,17 +297,7 @@ async fn failing_upstreams_do_not_leak_pending_or_budget() {
             "a truncated body must fail, not look complete: {r:?}"
         );
     }
-    let trunc = truncating.stats().gateway.route("trunc", 8);
-    assert!(eventually(Duration::from_secs(1), || trunc.pending.load(Relaxed) == 0).await);
-    assert!(
-        eventually(Duration::from_secs(1), || truncating
-            .stats()
-            .gateway
-            .streams
-            .load(Relaxed)
-            == 0)
-        .await
-    );
+    assert_released(&truncating, "trunc").await;
     for name in ["close", "stall"] {
         assert_eq!(
             gw.stats().gateway.route(name, 8).pending.load(Relaxed),

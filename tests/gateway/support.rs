@@ -307,3 +307,26 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Waits (at most 2 s each) until `route` has nothing pending and no
+/// stream is open, then checks the body budget is all back.
+pub async fn assert_released(gw: &TestGateway, route: &str) {
+    let pending = gw.stats().gateway.route(route, 0);
+    assert!(
+        eventually(Duration::from_secs(2), || pending.pending.load(Relaxed)
+            == 0)
+        .await,
+        "{route}: pending {}",
+        pending.pending.load(Relaxed)
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || gw
+            .stats()
+            .gateway
+            .streams
+            .load(Relaxed)
+            == 0)
+        .await
+    );
+    assert_eq!(gw.stats().gateway.body_bytes_in_use.load(Relaxed), 0);
+}

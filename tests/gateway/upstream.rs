@@ -122,27 +122,6 @@ async fn burst(c: &TestClient, url: &str, n: usize, conc: usize, body: Bytes) ->
         .await
 }
 
-async fn assert_released(gw: &TestGateway, route: &str) {
-    let pending = gw.stats().gateway.route(route, 0);
-    assert!(
-        eventually(Duration::from_secs(2), || pending.pending.load(Relaxed)
-            == 0)
-        .await,
-        "{route}: pending {}",
-        pending.pending.load(Relaxed)
-    );
-    assert!(
-        eventually(Duration::from_secs(2), || gw
-            .stats()
-            .gateway
-            .streams
-            .load(Relaxed)
-            == 0)
-        .await
-    );
-    assert_eq!(gw.stats().gateway.body_bytes_in_use.load(Relaxed), 0);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upstream_multiplexes_streams_on_one_connection() {
     let _s = serial().await;
