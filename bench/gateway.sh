@@ -13,7 +13,7 @@
 #      body_budget and BODY_BUDGET2; RSS sampled every 0.25 s to give RSS 5 s after each run
 #   4. in-process IPAM reads: GET /v1/leases/IP, h2load -c 50 -m 10 (gw and gwmt)
 # Env: HARNESS (default ../shared/bench/gateway), BENCH_OUT and *_PORT (own defaults, see below), REPS (3),
-#      SLOW ("20x100 80x100"), BODY ("4x100"), BODY_BUDGET2 (16MiB), PENDING_CAP (1000),
+#      SLOW ("20x100 80x100"), BODY ("4x100"), BODY_BUDGET2 (32MiB, the default until 2026-11-27), PENDING_CAP (1000),
 #      SECTIONS ("1 2a 2b 2c 3 4": which of the above to run).
 # Output: the harness's result lines on stdout and in $BENCH_OUT/logs/gateway-<ts>.txt,
 # then a markdown summary (summarize.py). Needs: h2load, haproxy, nginx (nginx-light).
@@ -28,7 +28,7 @@ export HAPX_PORT=${HAPX_PORT:-28443} NGX_PORT=${NGX_PORT:-28444} GW_PORT=${GW_PO
 GWMT_PORT=${GWMT_PORT:-28446} H2_BACKEND_PORT=${H2_BACKEND_PORT:-28082}
 . "$HARNESS/env.sh"
 REPS=${REPS:-3}; SLOW=${SLOW:-"20x100 80x100"}; BODY=${BODY:-"4x100"}
-BODY_BUDGET2=${BODY_BUDGET2:-16MiB}; PENDING_CAP=${PENDING_CAP:-1000}
+BODY_BUDGET2=${BODY_BUDGET2:-32MiB}; PENDING_CAP=${PENDING_CAP:-1000}
 SECTIONS=" ${SECTIONS:-1 2a 2b 2c 3 4} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 out=$LOGS/gateway-$(date +%Y%m%d-%H%M%S).txt

@@ -203,7 +203,7 @@ impl Default for Gateway {
             max_connections_per_client: 256,
             per_client_rate: "200/s".into(),
             per_client_burst: 400,
-            body_budget: "32MiB".into(),
+            body_budget: "16MiB".into(),
             max_body: "1MiB".into(),
             socket_buffer: "64KiB".into(),
             threads: 1,
