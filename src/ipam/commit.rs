@@ -17,6 +17,7 @@
 //! thread pool (waking all of its threads) and back, which cost more CPU
 //! than the DHCP work itself at a few thousand leases a second.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -210,7 +211,14 @@ impl Committer {
             .name("vpcbox-commit".into())
             .spawn({
                 let shared = shared.clone();
-                move || run(&shared, &weak, interval)
+                move || {
+                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        run(&shared, &weak, interval);
+                    }));
+                    if ran.is_err() {
+                        degrade(&shared, &weak);
+                    }
+                }
             })
             .inspect_err(|_| shared.lock().live = false)
     }
@@ -269,6 +277,25 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
     };
     commit(&ipam, rest);
     tracing::debug!("ipam committer stopped");
+}
+
+/// After a panic on the committer thread (the store's own code): nothing
+/// may wait for a thread that is gone, so writes go back to applying and
+/// flushing inline, and the batch it was working on is answered with an
+/// error (its clients retry).
+fn degrade(shared: &Shared, ipam: &Weak<Ipam>) {
+    tracing::error!("ipam committer thread panicked; writes now flush inline");
+    if let Some(ipam) = ipam.upgrade() {
+        let mut st = ipam.lock();
+        st.committer_live = false;
+        let _ = ipam.drain(&mut st);
+    }
+    let rest = {
+        let mut q = shared.lock();
+        q.live = false;
+        std::mem::take(&mut q.waiters)
+    };
+    fail(rest);
 }
 
 fn fail(batch: Vec<Waiter>) {

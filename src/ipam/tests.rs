@@ -515,3 +515,89 @@ async fn reaper_expires_on_time_after_being_woken() {
     tracker.close();
     tracker.wait().await;
 }
+
+/// A sled store whose first `flush` panics (as sled might on a bug).
+struct PanicOnce {
+    inner: SledStore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Store for PanicOnce {
+    fn get(&self, tree: store::TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, IpamError> {
+        self.inner.get(tree, key)
+    }
+    fn scan(&self, tree: store::TreeId, from: &[u8], to: Option<&[u8]>) -> store::KvIter<'_> {
+        self.inner.scan(tree, from, to)
+    }
+    fn apply(&self, ops: &[store::Op]) -> Result<(), IpamError> {
+        self.inner.apply(ops)
+    }
+    fn flush(&self) -> Result<(), IpamError> {
+        if self.armed.swap(false, Relaxed) {
+            panic!("injected: the store panicked in flush");
+        }
+        self.inner.flush()
+    }
+    fn flush_async(&self) -> futures::future::BoxFuture<'static, Result<(), IpamError>> {
+        self.inner.flush_async()
+    }
+    fn size_on_disk(&self) -> u64 {
+        self.inner.size_on_disk()
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_committer_degrades_to_inline_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PanicOnce {
+        inner: SledStore::open(dir.path(), 1 << 20).unwrap(),
+        armed: false.into(),
+    };
+    let store = Arc::new(store);
+    let ipam = Ipam::with_store(
+        dir.path().into(),
+        store.clone(),
+        IpamOptions::default(),
+        Stats::new(16),
+    )
+    .unwrap();
+    ipam.apply_config(
+        &[spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")],
+        &[],
+        at(0),
+    )
+    .unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    ipam.spawn_committer(&tracker, cancel.clone());
+    store.armed.store(true, Relaxed);
+    // The bind whose commit hit the panic is still made durable (inline),
+    // and later ones neither hang nor fail.
+    for n in 1..=3 {
+        let bound = tokio::time::timeout(Duration::from_secs(5), bind_new(&ipam, &mac(n), at(1)))
+            .await
+            .expect("no durable operation may wait for a dead committer");
+        assert_eq!(bound.state, LeaseState::Bound);
+    }
+    assert!(!store.armed.load(Relaxed), "the panic was injected");
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    drop((ipam, store));
+    let ipam = reopen(dir.path());
+    for n in 1..=3 {
+        assert!(ipam.lease_of(&mac(n)).is_some(), "lease {n} survived");
+    }
+}
+
+/// Opens the store again once the previous handle has let go of it (sled's
+/// flush thread may hold the file lock for a moment).
+fn reopen(dir: &Path) -> Arc<Ipam> {
+    for _ in 0..200 {
+        match Ipam::open(dir, IpamOptions::default(), Stats::new(16)) {
+            Err(IpamError::Locked { .. }) => std::thread::sleep(Duration::from_millis(5)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("store still locked after 1 s");
+}
