@@ -62,6 +62,8 @@ pub struct Shared {
     pub events: Arc<EventLog>,
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
+    /// Why a service the appliance cannot run without died, if one did.
+    failure: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Shared {
@@ -77,7 +79,24 @@ impl Shared {
             events,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            failure: Arc::default(),
         }
+    }
+
+    /// A service the appliance cannot run without has died: remember why
+    /// (the first reason wins), and shut down, so the process exits 70
+    /// after draining and a supervisor restarts it — rather than run on,
+    /// healthy-looking, without it.
+    pub fn fail(&self, why: impl Into<String>) {
+        let why = why.into();
+        tracing::error!(%why, "a service died; shutting down");
+        let _ = self.failure.set(why);
+        self.cancel.cancel();
+    }
+
+    /// The reason given to [`Shared::fail`], if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
     }
 }
 
@@ -140,6 +159,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     ipam.flush()
         .await
         .map_err(|e| Exit::software(format!("final store flush failed: {e}")))?;
+    if let Some(why) = shared.failure() {
+        return Err(Exit::software(why));
+    }
     tracing::info!("store flushed; bye");
     Ok(())
 }
@@ -279,5 +301,24 @@ async fn shutdown(shared: &Shared, stop: Stop) {
             tracing::warn!(grace = ?grace, tasks = shared.tracker.len(), "grace time over; abandoning the rest");
         }
         _ = second => tracing::warn!("second signal; abandoning the drain"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_service_shuts_down_and_the_first_reason_is_kept() {
+        let shared = Shared::new(
+            Arc::new(Config::embedded().unwrap()),
+            Stats::new(16),
+            IsolationSet::in_memory(),
+        );
+        assert_eq!(shared.failure(), None);
+        shared.fail("the dhcp thread panicked");
+        shared.clone().fail("a later one");
+        assert!(shared.cancel.is_cancelled());
+        assert_eq!(shared.failure(), Some("the dhcp thread panicked"));
     }
 }

@@ -72,6 +72,8 @@ pub struct DhcpServer {
     workers: usize,
     queue: usize,
     cancel: CancellationToken,
+    /// To stop the appliance if the DHCP thread dies.
+    shared: Shared,
 }
 
 impl std::fmt::Debug for DhcpServer {
@@ -127,6 +129,7 @@ impl DhcpServer {
             workers,
             queue,
             cancel: shared.cancel.clone(),
+            shared: shared.clone(),
         })
     }
 
@@ -159,11 +162,13 @@ impl DhcpServer {
         let moved = match moved.into_iter().collect::<Result<Vec<_>, _>>() {
             Ok(m) => m,
             Err(e) => {
-                return tracing::error!(error = %e, "dhcp sockets cannot move to their thread")
+                return self
+                    .shared
+                    .fail(format!("the dhcp sockets cannot move to their thread: {e}"))
             }
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let cancel = self.cancel.clone();
+        let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("vpcbox-dhcp".into())
             .spawn(move || {
@@ -186,15 +191,16 @@ impl DhcpServer {
                 }
                 drop(done_tx);
             });
-        match spawned {
-            Ok(t) => {
-                let _ = done_rx.await;
-                let _ = tokio::task::spawn_blocking(move || t.join()).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "dhcp thread cannot start: DHCP is not served");
-                cancel.cancelled().await;
-            }
+        let t = match spawned {
+            Ok(t) => t,
+            Err(e) => return shared.fail(format!("the dhcp thread cannot start: {e}")),
+        };
+        let _ = done_rx.await;
+        let joined = tokio::task::spawn_blocking(move || t.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            shared.fail("the dhcp thread panicked");
+        } else if !shared.cancel.is_cancelled() {
+            shared.fail("the dhcp server stopped on its own");
         }
     }
 
@@ -205,6 +211,7 @@ impl DhcpServer {
             workers,
             queue,
             cancel,
+            shared: _,
         } = self;
         let per_worker = (queue / workers).max(1);
         inner
