@@ -260,11 +260,25 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
         };
         commit(&ipam, batch);
     }
+    hand_back(shared, ipam);
+    tracing::debug!("ipam committer stopped");
+}
+
+/// After a panic on the committer thread (the store's own code): nothing
+/// may wait for a thread that is gone. The batch it was working on went
+/// with the panic (its waiters flush inline); the rest is handed back.
+fn degrade(shared: &Shared, ipam: &Weak<Ipam>) {
+    tracing::error!("ipam committer thread panicked; writes now flush inline");
+    hand_back(shared, ipam);
+}
+
+/// From here on writes apply and flush inline: what is queued goes to the
+/// store first, then the waiters still queued are committed.
+fn hand_back(shared: &Shared, ipam: &Weak<Ipam>) {
     let Some(ipam) = ipam.upgrade() else {
         let rest = std::mem::take(&mut shared.lock().waiters);
         return fail(rest);
     };
-    // From here on writes apply inline; what is queued goes first.
     {
         let mut st = ipam.lock();
         st.committer_live = false;
@@ -276,26 +290,6 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
         std::mem::take(&mut q.waiters)
     };
     commit(&ipam, rest);
-    tracing::debug!("ipam committer stopped");
-}
-
-/// After a panic on the committer thread (the store's own code): nothing
-/// may wait for a thread that is gone, so writes go back to applying and
-/// flushing inline, and the batch it was working on is answered with an
-/// error (its clients retry).
-fn degrade(shared: &Shared, ipam: &Weak<Ipam>) {
-    tracing::error!("ipam committer thread panicked; writes now flush inline");
-    if let Some(ipam) = ipam.upgrade() {
-        let mut st = ipam.lock();
-        st.committer_live = false;
-        let _ = ipam.drain(&mut st);
-    }
-    let rest = {
-        let mut q = shared.lock();
-        q.live = false;
-        std::mem::take(&mut q.waiters)
-    };
-    fail(rest);
 }
 
 fn fail(batch: Vec<Waiter>) {
