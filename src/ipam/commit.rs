@@ -15,7 +15,8 @@
 //!
 //! A thread, not a task: sled's `flush_async` hands every flush to its I/O
 //! thread pool (waking all of its threads) and back, which cost more CPU
-//! than the DHCP work itself at a few thousand leases a second.
+//! than the DHCP work itself at a few thousand leases a second. Should the
+//! thread panic (in the store's code), writes fall back to flushing inline.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
