@@ -8,10 +8,11 @@
 //! and answers every waiter. A waiter is queued after its ops, so the
 //! batch's transaction always contains them.
 //!
-//! Flushes are spaced at least `commit_interval` apart: under load, writes
-//! arriving meanwhile join the next flush (an fsync, and a wake-up of every
-//! sled I/O thread, per batch instead of per write); when idle, a write is
-//! flushed at once.
+//! Flushes are spaced at least `commit_interval` apart while writes keep
+//! arriving during flushes (load): they join the next flush (an fsync, and
+//! a wake-up of every sled I/O thread, per batch instead of per write).
+//! After a flush that nobody queued behind, the next write is flushed at
+//! once, so a lone writer waiting on each write is not slowed down.
 //!
 //! A thread, not a task: sled's `flush_async` hands every flush to its I/O
 //! thread pool (waking all of its threads) and back, which cost more CPU
@@ -233,6 +234,9 @@ impl Committer {
 /// The committer thread: batches until stopped (or the IPAM is dropped),
 /// then hands writes back to inline flushing and commits the rest.
 fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
+    // When the last flush started, if writes kept arriving while it ran
+    // (load: batching pays); None after a flush nobody queued behind (a
+    // lone writer, or a quiet moment: flush its next write at once).
     let mut last: Option<Instant> = None;
     loop {
         let mut q = shared.lock();
@@ -254,12 +258,13 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
         }
         let batch = std::mem::take(&mut q.waiters);
         drop(q);
-        last = Some(Instant::now());
+        let started = Instant::now();
         let Some(ipam) = ipam.upgrade() else {
             fail(batch);
             return;
         };
         commit(&ipam, batch);
+        last = (!shared.lock().waiters.is_empty()).then_some(started);
     }
     hand_back(shared, ipam);
     tracing::debug!("ipam committer stopped");
