@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::tests::{at, mac, spec};
+use super::tests::{at, mac, open_unlocked, spec};
 use super::*;
-use crate::stats::Stats;
 
 const POOL: u32 = 8;
 const BASE: u32 = 0x0a00_0001; // 10.0.0.1 – 10.0.0.8
@@ -162,15 +161,7 @@ fn open(dir: &Path) -> Arc<Ipam> {
         decline_quarantine: Duration::from_secs(QUARANTINE),
         ..IpamOptions::default()
     };
-    // sled's flush thread may hold the dropped store's file lock for a
-    // moment after the last handle goes: retry briefly.
-    for _ in 0..200 {
-        match Ipam::open(dir, opts.clone(), Stats::new(4)) {
-            Err(IpamError::Locked { .. }) => std::thread::sleep(Duration::from_millis(5)),
-            other => return other.unwrap(),
-        }
-    }
-    panic!("store still locked after 1 s");
+    open_unlocked(dir, opts).unwrap()
 }
 
 fn apply(rt: &tokio::runtime::Runtime, ipam: &Ipam, m: &mut Model, s: &Step) {

@@ -328,16 +328,7 @@ fn newer_schema_is_refused() {
         s.apply(&[op]).unwrap();
         s.flush().unwrap();
     }
-    // sled's flush thread may hold the dropped store's file lock for a
-    // moment after the last handle goes: retry briefly (as proptests.rs).
-    let mut err = IpamError::NoLease;
-    for _ in 0..200 {
-        err = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(4)).unwrap_err();
-        if !matches!(err, IpamError::Locked { .. }) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let err = open_unlocked(dir.path(), IpamOptions::default()).unwrap_err();
     assert_eq!(
         err,
         IpamError::NewerSchema {
@@ -584,20 +575,21 @@ async fn a_panicking_committer_degrades_to_inline_flushes() {
     tracker.close();
     tracker.wait().await;
     drop((ipam, store));
-    let ipam = reopen(dir.path());
+    let ipam = open_unlocked(dir.path(), IpamOptions::default()).unwrap();
     for n in 1..=3 {
         assert!(ipam.lease_of(&mac(n)).is_some(), "lease {n} survived");
     }
 }
 
-/// Opens the store again once the previous handle has let go of it (sled's
-/// flush thread may hold the file lock for a moment).
-fn reopen(dir: &Path) -> Arc<Ipam> {
+/// Opens the store in `dir` once a dropped handle has let go of it:
+/// sled's flush thread may hold the file lock for a moment after the last
+/// handle goes, so `Locked` is retried for up to 1 s.
+pub fn open_unlocked(dir: &Path, opts: IpamOptions) -> Result<Arc<Ipam>, IpamError> {
     for _ in 0..200 {
-        match Ipam::open(dir, IpamOptions::default(), Stats::new(16)) {
+        match Ipam::open(dir, opts.clone(), Stats::new(16)) {
             Err(IpamError::Locked { .. }) => std::thread::sleep(Duration::from_millis(5)),
-            other => return other.unwrap(),
+            other => return other,
         }
     }
-    panic!("store still locked after 1 s");
+    Ipam::open(dir, opts, Stats::new(16))
 }
