@@ -78,7 +78,7 @@ pub struct Config {
 pub struct StorageConfig {
     pub path: PathBuf,
     pub cache: u64,
-    /// Shortest time between two group-commit flushes.
+    /// Shortest time between two group-commit flushes under load.
     pub commit_interval: Duration,
 }
 

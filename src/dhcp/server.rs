@@ -71,8 +71,8 @@ pub struct DhcpServer {
     updates: watch::Receiver<Arc<Config>>,
     workers: usize,
     queue: usize,
-    cancel: CancellationToken,
-    /// To stop the appliance if the DHCP thread dies.
+    /// Its cancel token stops the server; `fail` stops the appliance if
+    /// the DHCP thread dies.
     shared: Shared,
 }
 
@@ -128,7 +128,6 @@ impl DhcpServer {
             updates: shared.updates.subscribe(),
             workers,
             queue,
-            cancel: shared.cancel.clone(),
             shared: shared.clone(),
         })
     }
@@ -155,11 +154,11 @@ impl DhcpServer {
         // receive loops, workers and operation tasks then hand packets to
         // each other without cross-thread wake-ups or work stealing. The
         // sockets move to its reactor.
-        let moved: Vec<_> = std::mem::take(&mut self.inner.listeners)
+        let moved: Result<Vec<_>, _> = std::mem::take(&mut self.inner.listeners)
             .into_iter()
             .map(|l| l.socket.into_std().map(|s| (s, l.iface)))
             .collect();
-        let moved = match moved.into_iter().collect::<Result<Vec<_>, _>>() {
+        let moved = match moved {
             Ok(m) => m,
             Err(e) => {
                 return self
@@ -210,9 +209,9 @@ impl DhcpServer {
             updates,
             workers,
             queue,
-            cancel,
-            shared: _,
+            shared,
         } = self;
+        let cancel = shared.cancel;
         let per_worker = (queue / workers).max(1);
         inner
             .stats

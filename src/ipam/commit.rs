@@ -170,26 +170,16 @@ impl Committer {
         }
         // No committer (before `spawn`, or after shutdown): flush inline.
         let res = store.flush_async().await;
-        self.inline_done(t.seq, t.submitted, &res, stats);
-        res
-    }
-
-    fn inline_done(
-        &self,
-        seq: u64,
-        submitted: Instant,
-        res: &Result<(), IpamError>,
-        stats: &Stats,
-    ) {
         if res.is_ok() {
-            self.mark_flushed(seq);
+            self.mark_flushed(t.seq);
         }
         stats.ipam.commits_waiting.fetch_sub(1, Relaxed);
         stats.ipam.batch_size.observe(1.0);
         stats
             .ipam
             .commit_seconds
-            .observe(submitted.elapsed().as_secs_f64());
+            .observe(t.submitted.elapsed().as_secs_f64());
+        res
     }
 
     fn mark_flushed(&self, seq: u64) {

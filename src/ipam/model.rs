@@ -281,8 +281,8 @@ pub struct IpamOptions {
     pub offer_hold: Duration,
     /// How long a declined address is kept out of the pool.
     pub decline_quarantine: Duration,
-    /// Shortest time between two group-commit flushes (writes arriving
-    /// meanwhile share the next one).
+    /// Shortest time between two group-commit flushes while writes keep
+    /// arriving during flushes (they share the next one).
     pub commit_interval: Duration,
 }
 
