@@ -46,10 +46,28 @@ pub fn bind(addr: SocketAddr, device: Option<&str>) -> Result<UdpSocket, DhcpErr
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
+/// Fails if another socket (another vpcbox, a DHCP server) holds `addr`.
+/// Our sockets share their port with SO_REUSEADDR, which would also let a
+/// second process bind it, and then the kernel hands that process every
+/// datagram: a bind without SO_REUSEADDR, closed at once, finds it first.
+fn probe(addr: SocketAddr, device: Option<&str>) -> Result<(), DhcpError> {
+    let err = |e: std::io::Error| DhcpError::bind(addr, device, &e);
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    if let Some(dev) = device {
+        s.bind_device(Some(dev.as_bytes())).map_err(err)?;
+    }
+    s.bind(&addr.into()).map_err(err)
+}
+
 /// Binds the listen socket and one socket per interface (on the listen
 /// port). Interfaces without an IPv4 address are an error: their subnet
 /// could never be found.
 pub fn bind_all(listen: SocketAddr, interfaces: &[String]) -> Result<Vec<Listener>, DhcpError> {
+    let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, listen.port()));
+    probe(listen, None)?;
+    for name in interfaces {
+        probe(any, Some(name))?;
+    }
     let mut out = vec![Listener {
         socket: bind(listen, None)?,
         iface: None,
@@ -62,7 +80,6 @@ pub fn bind_all(listen: SocketAddr, interfaces: &[String]) -> Result<Vec<Listene
                 reason: "has no IPv4 address".into(),
             });
         }
-        let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, listen.port()));
         out.push(Listener {
             socket: bind(any, Some(name))?,
             iface: Some(Iface {
@@ -168,5 +185,22 @@ mod tests {
             "binding 0.0.0.0:67 needs CAP_NET_BIND_SERVICE"
         );
         assert!(bind("127.0.0.1:0".parse().unwrap(), None).is_ok());
+    }
+
+    /// A second server on our port would silently receive every datagram
+    /// (SO_REUSEADDR); it must be refused instead, and the port must be
+    /// ours alone again once we let go of it.
+    #[tokio::test]
+    async fn a_second_server_on_the_same_port_is_refused() {
+        let first = bind_all("127.0.0.1:0".parse().unwrap(), &[]).unwrap();
+        let addr = first[0].socket.local_addr().unwrap();
+        let e = bind_all(addr, &[]).unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("binding {addr} failed: address already in use")
+        );
+        drop(first);
+        assert!(bind_all(addr, &[]).is_ok());
     }
 }

@@ -16,13 +16,23 @@ pub fn vpcbox(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("run vpcbox")
 }
 
-/// A free TCP/UDP port on loopback (racy by nature, good enough for tests).
+/// A free TCP/UDP port on loopback (racy by nature, good enough for tests),
+/// never the same one twice in this process: two servers handed one port
+/// would be refused (or, over SO_REUSEADDR, steal each other's packets).
 pub fn free_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let t = std::net::TcpListener::bind(("127.0.0.1", s.local_addr().expect("addr").port()));
-    match t {
-        Ok(t) => t.local_addr().expect("addr").port(),
-        Err(_) => free_port(),
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = s.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
     }
 }
 
