@@ -55,9 +55,21 @@ fn cache_mib() -> u64 {
         .unwrap_or(32)
 }
 
+/// `[storage] commit_interval` in ms: `COMMIT_INTERVAL_MS` (default: the shipped one).
+fn commit_interval() -> Duration {
+    std::env::var("COMMIT_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(
+            IpamOptions::default().commit_interval,
+            Duration::from_millis,
+        )
+}
+
 fn opts() -> IpamOptions {
     IpamOptions {
         cache_capacity: cache_mib() << 20,
+        commit_interval: commit_interval(),
         ..IpamOptions::default()
     }
 }

@@ -12,7 +12,10 @@
 //! arriving during flushes (load): they join the next flush (an fsync, and
 //! a wake-up of every sled I/O thread, per batch instead of per write).
 //! After a flush that nobody queued behind, the next write is flushed at
-//! once, so a lone writer waiting on each write is not slowed down.
+//! once, so a lone writer waiting on each write is not slowed down; and a
+//! batch stops waiting once writes have stopped arriving for a quarter of
+//! the interval, so a few writers each waiting on its own write are not
+//! held for the whole interval either.
 //!
 //! A thread, not a task: sled's `flush_async` hands every flush to its I/O
 //! thread pool (waking all of its threads) and back, which cost more CPU
@@ -238,13 +241,8 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
         if q.stop {
             break;
         }
-        if let Some(due) = last.map(|t| t + interval) {
-            let now = Instant::now();
-            if due > now {
-                drop(q);
-                std::thread::sleep(due - now);
-                q = shared.lock();
-            }
+        if let Some(started) = last {
+            q = gather(shared, q, started + interval, interval / 4);
         }
         let batch = std::mem::take(&mut q.waiters);
         drop(q);
@@ -258,6 +256,30 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
     }
     hand_back(shared, ipam);
     tracing::debug!("ipam committer stopped");
+}
+
+/// Under load, lets the batch grow until `due` (the last flush's start +
+/// `commit_interval`), or until writers have stopped arriving for `quiet`:
+/// a fixed set of writers each waiting on its write (an API client pool)
+/// are all queued by then, and waiting longer would only slow them down.
+/// Takes and returns the queue lock; sleeps without it.
+fn gather<'a>(
+    shared: &'a Shared,
+    mut q: MutexGuard<'a, Queue>,
+    due: Instant,
+    quiet: Duration,
+) -> MutexGuard<'a, Queue> {
+    loop {
+        let now = Instant::now();
+        let newest = q.waiters.last().map_or(now, |w| w.submitted);
+        let until = due.min(newest + quiet);
+        if q.stop || now >= until {
+            return q;
+        }
+        drop(q);
+        std::thread::sleep(until - now);
+        q = shared.lock();
+    }
 }
 
 /// After a panic on the committer thread (the store's own code): nothing
@@ -316,5 +338,72 @@ fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
             .commit_seconds
             .observe(w.submitted.elapsed().as_secs_f64());
         let _ = w.done.send(res.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(shared: &Shared, submitted: Instant) {
+        let (done, _rx) = oneshot::channel();
+        shared.lock().waiters.push(Waiter {
+            seq: 1,
+            submitted,
+            done,
+        });
+    }
+
+    /// Writers stopped arriving a while ago: the batch goes now, not at `due`.
+    #[test]
+    fn a_batch_nobody_joins_any_more_is_not_held_to_the_interval() {
+        let shared = Shared::default();
+        let start = Instant::now();
+        queued(&shared, start - Duration::from_millis(50));
+        let due = start + Duration::from_secs(30);
+        let q = gather(&shared, shared.lock(), due, Duration::from_millis(10));
+        assert_eq!(q.waiters.len(), 1);
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Writers still arriving: the batch waits for `due`, even when the
+    /// last arrival is recent all along.
+    #[test]
+    fn a_growing_batch_waits_until_due() {
+        let shared = Arc::new(Shared::default());
+        let start = Instant::now();
+        queued(&shared, start);
+        let due = start + Duration::from_millis(60);
+        let feeder = std::thread::spawn({
+            let shared = shared.clone();
+            move || {
+                while Instant::now() < due {
+                    queued(&shared, Instant::now());
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        let q = gather(&shared, shared.lock(), due, Duration::from_secs(5));
+        assert!(Instant::now() >= due);
+        assert!(q.waiters.len() > 1);
+        drop(q);
+        feeder.join().unwrap();
+    }
+
+    /// A stop request ends the wait at once.
+    #[test]
+    fn stop_ends_the_wait() {
+        let shared = Shared::default();
+        let start = Instant::now();
+        queued(&shared, start);
+        shared.lock().stop = true;
+        let q = gather(
+            &shared,
+            shared.lock(),
+            start + Duration::from_secs(30),
+            Duration::from_secs(30),
+        );
+        assert!(q.stop);
+        assert!(start.elapsed() < Duration::from_secs(10));
     }
 }
