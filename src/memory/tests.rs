@@ -55,6 +55,21 @@ fn malloc_conf_is_applied() {
     #[allow(unsafe_code)]
     let decay = unsafe { tikv_jemalloc_ctl::raw::read::<isize>(b"opt.dirty_decay_ms\0") }.unwrap();
     assert_eq!(decay, 1000);
+    // slab_sizes: the 8 KiB size class comes in 64 KiB slabs.
+    let read = |name: String| {
+        let name = format!("{name}\0");
+        // SAFETY: arenas.bin.<i>.size and .slab_size are size_t.
+        #[allow(unsafe_code)]
+        let v = unsafe { tikv_jemalloc_ctl::raw::read::<usize>(name.as_bytes()) };
+        v.unwrap()
+    };
+    // SAFETY: arenas.nbins is an unsigned int.
+    #[allow(unsafe_code)]
+    let nbins = unsafe { tikv_jemalloc_ctl::raw::read::<u32>(b"arenas.nbins\0") }.unwrap();
+    let bin = (0..nbins)
+        .find(|i| read(format!("arenas.bin.{i}.size")) == 8192)
+        .expect("an 8 KiB size class");
+    assert_eq!(read(format!("arenas.bin.{bin}.slab_size")), 64 << 10);
 }
 
 /// RSS is process-wide and other tests allocate concurrently, so the purge
