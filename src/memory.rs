@@ -5,6 +5,8 @@
 //! and publishes them to `stats.memory`. It purges every arena (returning
 //! dirty pages to the OS) on `shrink_interval`, on entering the shrink state
 //! and more often while there, and after a burst of connections closes.
+//! A purge reaches only the calling thread's tcache, so gateway threads
+//! flush their own while busy ([`trim_thread_cache`]).
 //! Above the shed mark the gateway and DHCP read `overload_state == 2` and
 //! refuse new work; the state falls back with hysteresis.
 

@@ -133,7 +133,12 @@ impl H2cUpstream {
         let _ = sock.set_recv_buffer_size(this.socket_buffer);
         let (send, conn) = this.builder.handshake(TokioIo::new(tcp)).await?;
         let id = this.opened.fetch_add(1, Relaxed);
-        tokio::spawn(drive(conn, Arc::downgrade(this), id));
+        tokio::spawn(drive(
+            conn,
+            Arc::downgrade(this),
+            id,
+            this.authority.clone(),
+        ));
         *this.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, send.clone()));
         Ok(send)
     }
@@ -168,10 +173,11 @@ async fn drive(
     conn: http2::Connection<TokioIo<tokio::net::TcpStream>, ProxyBody, TokioExecutor>,
     up: Weak<H2cUpstream>,
     id: u64,
+    authority: Authority,
 ) {
     let ended = |r: Result<(), hyper::Error>| {
         if let Err(e) = r {
-            tracing::debug!(error = %e, "h2c upstream connection ended");
+            tracing::debug!(upstream = %authority, error = %e, "h2c upstream connection ended");
         }
     };
     tokio::pin!(conn);
@@ -179,6 +185,9 @@ async fn drive(
         return ended(conn.await);
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    // Late ticks must not come back to back: two looks a moment apart
+    // would see no request between them and retire a busy connection.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = None;
     loop {
         tokio::select! {
