@@ -5,6 +5,8 @@
 //! and publishes them to `stats.memory`. It purges every arena (returning
 //! dirty pages to the OS) on `shrink_interval`, on entering the shrink state
 //! and more often while there, and after a burst of connections closes.
+//! A purge reaches only the calling thread's tcache, so gateway threads
+//! flush their own while busy ([`trim_thread_cache`]).
 //! Above the shed mark the gateway and DHCP read `overload_state == 2` and
 //! refuse new work; the state falls back with hysteresis.
 
@@ -148,25 +150,69 @@ impl Heap {
 /// `mallctl` call with null pointers. The calling thread's tcache is flushed
 /// first so its cached blocks are purgeable too.
 pub fn purge() -> bool {
-    const FLUSH: &CStr = c"thread.tcache.flush";
     const PURGE: &CStr = c"arena.4096.purge"; // 4096 == MALLCTL_ARENAS_ALL
-    let call = |name: &CStr| {
-        // SAFETY: both controls are "void" operations: jemalloc reads no
-        // input and writes no output when all four pointers are null/0.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                name.as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        rc == 0
+    let _ = flush_thread_cache();
+    void_ctl(PURGE)
+}
+
+/// Hands the calling thread's cached free blocks (its jemalloc tcache) back
+/// to their arenas, where whole free pages can then be purged. Other
+/// threads' caches are out of reach: each thread flushes its own.
+pub fn flush_thread_cache() -> bool {
+    void_ctl(c"thread.tcache.flush")
+}
+
+/// A `mallctl` that takes and returns nothing.
+fn void_ctl(name: &CStr) -> bool {
+    // SAFETY: only called with "void" controls: jemalloc reads no input
+    // and writes no output when all four pointers are null/0.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
     };
-    let _ = call(FLUSH);
-    call(PURGE)
+    rc == 0
+}
+
+/// Bytes the calling thread has allocated since it started (a counter).
+fn thread_allocated() -> Option<u64> {
+    tikv_jemalloc_ctl::thread::allocatedp::read()
+        .ok()
+        .map(|p| p.get())
+}
+
+/// Keeps the calling thread's tcache from holding on to a burst: every
+/// `every`, if the thread allocated since the last look, its tcache is
+/// flushed. jemalloc trims a tcache only as its thread allocates, so after
+/// a burst a thread that goes quiet would otherwise keep up to a few MiB of
+/// free blocks cached — and the pages under them resident — indefinitely
+/// (the governor's purge cannot reach another thread's cache). Costs one
+/// flush per `every` while busy, nothing while idle.
+///
+/// Must run on a current-thread runtime (a gateway thread's): the counter
+/// and the cache are the polling thread's. Cancel-safe: holds no state
+/// worth keeping.
+pub async fn trim_thread_cache(every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = thread_allocated();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = thread_allocated();
+        if now != seen {
+            let _ = flush_thread_cache();
+            // The flush itself may allocate bookkeeping; count from here.
+            seen = thread_allocated();
+        }
+    }
 }
 
 /// The sampler/governor task. Cancel-safe: all state is local.

@@ -208,6 +208,11 @@ async fn run_threads(listener: TcpListener, inner: Arc<Inner>, n: usize) {
     }
 }
 
+/// How often a busy gateway thread hands its jemalloc tcache back (see
+/// [`crate::memory::trim_thread_cache`]): well inside the 5 s in which RSS
+/// should be back near idle after a burst.
+const TCACHE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One gateway thread: accept until cancelled, drain its connections (each
 /// bounded by the grace time), then wait for the other threads to drain.
 fn serve_thread(l: std::net::TcpListener, inner: Arc<Inner>, drained: &tokio::sync::Barrier) {
@@ -225,6 +230,10 @@ fn serve_thread(l: std::net::TcpListener, inner: Arc<Inner>, drained: &tokio::sy
         }
     };
     rt.block_on(async move {
+        tokio::spawn(crate::memory::trim_thread_cache(
+            TCACHE_TRIM,
+            inner.cancel.clone(),
+        ));
         let conns = TaskTracker::new();
         match TcpListener::from_std(l) {
             Ok(listener) => listener::accept_loop(listener, inner, conns.clone()).await,

@@ -47,7 +47,7 @@ const MAX_IDLE_PER_HOST: usize = 512;
 /// hold N × ~20 KiB for this long; short enough that RSS is back near idle
 /// within seconds (invariant 4), long enough that steady traffic reuses
 /// connections (the pool sweeps every timeout, so they go within 2 s).
-const POOL_IDLE: Duration = Duration::from_secs(1);
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Route {
     pub name: Arc<str>,
@@ -108,7 +108,11 @@ impl Route {
             .ok_or_else(|| bad("has no host"))?;
         let h2c = match scheme.as_str() {
             "http" => None,
-            "h2c" => Some(Arc::new(H2cUpstream::new(authority.clone(), cfg))),
+            "h2c" => Some(Arc::new(H2cUpstream::new(
+                authority.clone(),
+                cfg,
+                POOL_IDLE,
+            ))),
             _ => {
                 return Err(bad(
                     "must be http:// or h2c:// (TLS upstreams are not supported)",

@@ -55,6 +55,21 @@ fn malloc_conf_is_applied() {
     #[allow(unsafe_code)]
     let decay = unsafe { tikv_jemalloc_ctl::raw::read::<isize>(b"opt.dirty_decay_ms\0") }.unwrap();
     assert_eq!(decay, 1000);
+    // slab_sizes: the 8 KiB size class comes in 64 KiB slabs.
+    let read = |name: String| {
+        let name = format!("{name}\0");
+        // SAFETY: arenas.bin.<i>.size and .slab_size are size_t.
+        #[allow(unsafe_code)]
+        let v = unsafe { tikv_jemalloc_ctl::raw::read::<usize>(name.as_bytes()) };
+        v.unwrap()
+    };
+    // SAFETY: arenas.nbins is an unsigned int.
+    #[allow(unsafe_code)]
+    let nbins = unsafe { tikv_jemalloc_ctl::raw::read::<u32>(b"arenas.nbins\0") }.unwrap();
+    let bin = (0..nbins)
+        .find(|i| read(format!("arenas.bin.{i}.size")) == 8192)
+        .expect("an 8 KiB size class");
+    assert_eq!(read(format!("arenas.bin.{bin}.slab_size")), 64 << 10);
 }
 
 /// RSS is process-wide and other tests allocate concurrently, so the purge
@@ -159,4 +174,65 @@ fn governor_sheds_over_budget_and_logs_once() {
         .filter(|e| e.kind == EventKind::Overload)
         .collect();
     assert_eq!(overload.len(), 1, "{overload:?}");
+}
+
+/// Bytes sitting in all threads' tcaches (process-wide).
+fn tcache_bytes() -> usize {
+    let _ = tikv_jemalloc_ctl::epoch::advance();
+    // SAFETY: stats.arenas.<i>.tcache_bytes is a size_t.
+    #[allow(unsafe_code)]
+    let n = unsafe { tikv_jemalloc_ctl::raw::read::<usize>(b"stats.arenas.4096.tcache_bytes\0") };
+    n.unwrap()
+}
+
+/// tcache sizes are process-wide, so this runs alone in a child copy of
+/// this test binary (as the purge test).
+#[test]
+fn a_busy_thread_hands_its_tcache_back() {
+    if std::env::var_os("VPCBOX_TCACHE_CHILD").is_some() {
+        return tcache_child();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "memory::tests::a_busy_thread_hands_its_tcache_back",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("VPCBOX_TCACHE_CHILD", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+fn tcache_child() {
+    // Blocks of many small size classes, allocated then freed: the frees
+    // stay in this thread's tcache.
+    fn churn() {
+        let blocks: Vec<Vec<u8>> = (0..4000).map(|i| vec![1u8; 64 + (i % 64) * 200]).collect();
+        drop(std::hint::black_box(blocks));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        let trim = tokio::spawn(trim_thread_cache(Duration::from_millis(20), cancel.clone()));
+        tokio::task::yield_now().await;
+        churn();
+        let cached = tcache_bytes();
+        assert!(cached >= 64 << 10, "churn left only {cached} B in tcaches");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = tcache_bytes();
+        assert!(
+            after < cached / 4,
+            "tcaches held {cached} B after the churn and still {after} B after trimming"
+        );
+        cancel.cancel();
+        trim.await.unwrap();
+    });
 }

@@ -32,17 +32,28 @@ enum H2Up {
 /// An HTTP/2 prior-knowledge upstream on 127.0.0.1:0 and the number of
 /// connections it has accepted.
 async fn h2_upstream(kind: H2Up) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, accepted, _) = h2_upstream_counted(kind).await;
+    (addr, accepted)
+}
+
+/// [`h2_upstream`], also counting the connections open now.
+async fn h2_upstream_counted(kind: H2Up) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let n = conns.clone();
+    let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, o) = (accepted.clone(), open.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             n.fetch_add(1, Relaxed);
-            tokio::spawn(serve_h2(s, kind));
+            o.fetch_add(1, Relaxed);
+            let o = o.clone();
+            tokio::spawn(async move {
+                serve_h2(s, kind).await;
+                o.fetch_sub(1, Relaxed);
+            });
         }
     });
-    (addr, conns)
+    (addr, accepted, open)
 }
 
 async fn serve_h2(s: tokio::net::TcpStream, kind: H2Up) {
@@ -139,6 +150,33 @@ async fn h2c_upstream_multiplexes_streams_on_one_connection() {
         1,
         "200 requests (100 concurrent) on one upstream connection"
     );
+    assert_released(&gw, "h2").await;
+}
+
+/// An upstream connection that went idle is closed — it keeps the stream
+/// tables its busiest moment grew — but only after the streams still in
+/// flight on it have finished; the next request opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_connection_is_closed_once_idle() {
+    let _s = serial().await;
+    // Each answer takes longer than the idle period (1 s) plus a check.
+    let (up, accepted, open) = h2_upstream_counted(H2Up::Echo(Duration::from_millis(2500))).await;
+    let gw = TestGateway::start(config("", &h2c_route("/h2/", up, 256, "10s"))).await;
+    let c = client("127.0.0.1", true);
+    let codes = burst(&c, &gw.url("/h2/x"), 50, 50, Bytes::from_static(b"body")).await;
+    assert!(
+        codes.iter().all(|c| *c == 200),
+        "retired mid-stream: {codes:?}"
+    );
+    assert_eq!(accepted.load(Relaxed), 1, "one connection for the burst");
+    assert!(
+        eventually(Duration::from_secs(3), || open.load(Relaxed) == 0).await,
+        "the idle upstream connection is still open"
+    );
+    let (code, _, body) = get(&c, &gw.url("/h2/again")).await;
+    assert_eq!(code, 200);
+    assert_eq!(body, "/again v=HTTP/2.0");
+    assert_eq!(accepted.load(Relaxed), 2, "the next request reconnected");
     assert_released(&gw, "h2").await;
 }
 
