@@ -6,7 +6,7 @@
 //! durable operations run as tasks (bounded by a semaphore), and at most one
 //! per client at a time (see [`super::worker`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -56,9 +56,9 @@ pub(super) struct Inner {
     pub server_port: u16,
     pub client_port: u16,
     pub deadline: Duration,
-    /// Clients with an IPAM operation in flight, one set per worker shard.
+    /// Clients with an IPAM operation in flight, one map per worker shard.
     /// std Mutex: held for one insert/remove, never across an await.
-    pub inflight: Box<[Mutex<HashSet<ClientKey>>]>,
+    pub inflight: Box<[Mutex<HashMap<ClientKey, super::worker::Busy>>]>,
     /// Bounds the operation tasks (durable writes waiting for a commit).
     pub permits: Arc<Semaphore>,
     /// The operation tasks, waited for at shutdown.

@@ -3,9 +3,12 @@
 //! Answers that need no durable write (offers, replies from memory, NAKs,
 //! INFORM) are sent by the worker itself. Durable operations (bind, renew,
 //! release, decline) run as tasks so a worker never waits for a group
-//! commit; one client has at most one in flight (a second packet meanwhile
-//! is dropped as a duplicate: the client retransmits, and the answer to the
-//! first is on its way).
+//! commit; one client has at most one in flight. A retransmission of the
+//! packet in flight (same type and xid) is dropped as a duplicate: its
+//! answer is on its way. Another packet meanwhile (a REQUEST right after a
+//! RELEASE) waits, and is handled as soon as the operation ends; only the
+//! latest one waits (one per client), an earlier one is dropped as a
+//! duplicate.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,9 +26,17 @@ use crate::client::ClientKey;
 use crate::ipam::{IpamError, SubnetSpec};
 use crate::stats::{DhcpKind, DhcpOutcome, DropReason};
 
-/// A second packet from a client whose previous one is still being handled.
-/// Counted under this reason until the stats grow a `duplicate` one.
+/// A retransmission of the packet in flight, or a waiting packet that a
+/// newer one replaced.
 pub const DUPLICATE: DropReason = DropReason::Duplicate;
+
+/// A client's operation in flight: which packet it answers, and the
+/// client's next packet, waiting for it to end.
+pub(super) struct Busy {
+    kind: DhcpKind,
+    xid: u32,
+    next: Option<Job>,
+}
 
 /// A durable IPAM operation, performed in its own task.
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +133,7 @@ fn subnet_of(inner: &Inner, req: &Request, listener: usize) -> Option<Arc<Subnet
         .find_map(|a| inner.ipam.subnet_for_interface(*a))
 }
 
-/// Removes the client from the in-flight set when the operation ends,
+/// Removes the client from the in-flight map when the operation ends,
 /// however it ends (so the task is cancel-safe in this respect).
 struct InFlight {
     inner: Arc<Inner>,
@@ -130,30 +141,72 @@ struct InFlight {
     key: ClientKey,
 }
 
+/// What [`InFlight::enter`] made of a packet.
+enum Entry {
+    /// The client had nothing in flight: this packet's operation is.
+    Started(InFlight, Job),
+    /// A retransmission of the packet in flight.
+    Duplicate(Job),
+    /// Waits for the operation in flight (and may be replaced).
+    Waiting,
+}
+
 impl InFlight {
-    fn enter(inner: &Arc<Inner>, shard: usize, key: &ClientKey) -> Option<Self> {
-        let mut set = inner.inflight[shard]
+    fn enter(inner: &Arc<Inner>, shard: usize, req: &Request, job: Job) -> Entry {
+        use std::collections::hash_map::Entry as E;
+        let mut map = inner.inflight[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if !set.insert(key.clone()) {
-            return None;
+        match map.entry(req.client.clone()) {
+            E::Occupied(mut busy) => {
+                let busy = busy.get_mut();
+                if busy.kind == job.kind && busy.xid == req.xid {
+                    return Entry::Duplicate(job);
+                }
+                let replaced = busy.next.replace(job);
+                drop(map);
+                if let Some(old) = replaced {
+                    inner.refuse(&old.key, old.kind, DUPLICATE);
+                }
+                Entry::Waiting
+            }
+            E::Vacant(v) => {
+                v.insert(Busy {
+                    kind: job.kind,
+                    xid: req.xid,
+                    next: None,
+                });
+                drop(map);
+                inner.stats.clients.pending(&req.client, 1);
+                let guard = Self {
+                    inner: inner.clone(),
+                    shard,
+                    key: req.client.clone(),
+                };
+                Entry::Started(guard, job)
+            }
         }
-        inner.stats.clients.pending(key, 1);
-        Some(Self {
-            inner: inner.clone(),
-            shard,
-            key: key.clone(),
-        })
+    }
+
+    /// Ends the operation; returns the client's packet that waited for it.
+    fn leave(&self) -> Option<Job> {
+        let busy = self.inner.inflight[self.shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        if busy.is_some() {
+            self.inner.stats.clients.pending(&self.key, -1);
+        }
+        busy.and_then(|b| b.next)
     }
 }
 
 impl Drop for InFlight {
+    /// Cancelled (shutdown): a waiting packet is dropped with it.
     fn drop(&mut self) {
-        let mut set = self.inner.inflight[self.shard]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        set.remove(&self.key);
-        self.inner.stats.clients.pending(&self.key, -1);
+        if let Some(job) = self.leave() {
+            self.inner.refuse(&job.key, job.kind, DropReason::Deadline);
+        }
     }
 }
 
@@ -165,19 +218,24 @@ fn spawn(
     subnet: Arc<SubnetSpec>,
     op: Pending,
 ) {
-    let Some(guard) = InFlight::enter(inner, shard, &req.client) else {
-        return inner.refuse(&job.key, job.kind, DUPLICATE);
-    };
     let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
-        drop(guard);
         return inner.refuse(&job.key, job.kind, DropReason::QueueFull);
+    };
+    let (guard, job) = match InFlight::enter(inner, shard, &req, job) {
+        Entry::Started(g, job) => (g, job),
+        Entry::Duplicate(job) => return inner.refuse(&job.key, job.kind, DUPLICATE),
+        Entry::Waiting => return,
     };
     let inner = inner.clone();
     inner.tasks.clone().spawn(async move {
         let done = perform(&inner, &req, &subnet, op).await;
+        let next = guard.leave();
         drop(guard);
         drop(permit);
         finish(&inner, &job, &req, done).await;
+        if let Some(next) = next {
+            process(&inner, shard, next).await;
+        }
     });
 }
 

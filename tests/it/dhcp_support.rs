@@ -231,3 +231,53 @@ pub fn exchange(
 pub fn msg_type(m: &v4::Message) -> Option<M> {
     m.opts().msg_type()
 }
+
+/// Sends `packets` to `to` in one `sendmmsg` call, so they arrive back to
+/// back (within microseconds): the first one's IPAM operation is still in
+/// flight when the others reach the server.
+pub fn send_burst(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
+    use std::os::fd::AsRawFd;
+    let SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut iovs: Vec<libc::iovec> = packets
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: an all-zero msghdr is valid (no name, no control).
+            #[allow(unsafe_code)]
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = &addr as *const libc::sockaddr_in as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: every header points at `addr` and one iovec over a packet,
+    // all alive until the call returns.
+    #[allow(unsafe_code)]
+    let sent = unsafe {
+        libc::sendmmsg(
+            sock.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            0,
+        )
+    };
+    assert_eq!(sent, packets.len() as libc::c_int, "sendmmsg");
+}
