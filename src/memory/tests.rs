@@ -76,17 +76,23 @@ fn malloc_conf_is_applied() {
 /// test runs alone in a child copy of this test binary.
 #[test]
 fn purge_returns_freed_memory_to_the_os() {
-    if std::env::var_os("VPCBOX_PURGE_CHILD").is_some() {
-        return purge_child();
+    alone(
+        "memory::tests::purge_returns_freed_memory_to_the_os",
+        purge_child,
+    );
+}
+
+/// Runs `child` in a copy of this test binary that runs only `test` (its
+/// own name), so process-wide allocator figures see no other test; here,
+/// waits for it and fails with its output if it failed.
+fn alone(test: &str, child: fn()) {
+    const CHILD: &str = "VPCBOX_ALONE_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return child();
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "memory::tests::purge_returns_freed_memory_to_the_os",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("VPCBOX_PURGE_CHILD", "1")
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
         .output()
         .unwrap();
     let text =
@@ -189,23 +195,10 @@ fn tcache_bytes() -> usize {
 /// this test binary (as the purge test).
 #[test]
 fn a_busy_thread_hands_its_tcache_back() {
-    if std::env::var_os("VPCBOX_TCACHE_CHILD").is_some() {
-        return tcache_child();
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "memory::tests::a_busy_thread_hands_its_tcache_back",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("VPCBOX_TCACHE_CHILD", "1")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "{text}");
+    alone(
+        "memory::tests::a_busy_thread_hands_its_tcache_back",
+        tcache_child,
+    );
 }
 
 fn tcache_child() {
