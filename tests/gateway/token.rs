@@ -193,10 +193,21 @@ async fn token_isolation_survives_a_store_restart() {
     let config = config("", "");
     let key = ClientKey::token(b"persisted-token");
     for round in 0..2 {
-        let stats = vpcbox::stats::Stats::new(16);
-        let ipam =
-            vpcbox::ipam::Ipam::open(dir.path(), vpcbox::app::store::ipam_options(&config), stats)
-                .unwrap();
+        // sled's flush thread may keep the first round's file lock for a
+        // moment after the last handle is gone: retry `Locked` for up to 1 s.
+        let open = || {
+            let opts = vpcbox::app::store::ipam_options(&config);
+            vpcbox::ipam::Ipam::open(dir.path(), opts, vpcbox::stats::Stats::new(16))
+        };
+        let mut ipam = open();
+        for _ in 0..200 {
+            if !matches!(ipam, Err(vpcbox::ipam::IpamError::Locked { .. })) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            ipam = open();
+        }
+        let ipam = ipam.unwrap();
         let set = vpcbox::isolation::IsolationSet::open(ipam.isolation_store()).unwrap();
         if round == 0 {
             assert!(set.isolate(&key, "api").unwrap());
