@@ -17,20 +17,19 @@ pub fn vpcbox(args: &[&str]) -> Output {
 }
 
 /// A free TCP/UDP port on loopback (racy by nature, good enough for tests),
-/// never the same one twice in this process: two servers handed one port
-/// would be refused (or, over SO_REUSEADDR, steal each other's packets).
+/// never the same one twice in this process: the second of two servers
+/// handed one port would be refused.
 pub fn free_port() -> u16 {
-    use std::collections::HashSet;
+    use std::collections::BTreeSet;
     use std::sync::Mutex;
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = s.local_addr().expect("addr").port();
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             continue;
         }
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.get_or_insert_with(HashSet::new).insert(port) {
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
             return port;
         }
     }
