@@ -1,6 +1,7 @@
 //! Loading the index from the store, and the rare administrative writes:
 //! configuration, subnets, reservations, utilisation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,11 +28,13 @@ pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
         }
     }
     let mut skipped = 0u64;
-    // A client's bound record is always the one its clients-tree entry
-    // names (binding elsewhere releases it first), so only clients without
-    // one need a point lookup in the clients tree — scanning that whole
-    // tree would double start-up time and sled's memory.
-    let mut unsure = Vec::new();
+    // A client's address is its bound record's (binding elsewhere releases
+    // the old one first), else its latest ended one (released or expired:
+    // offered to it again first), which its clients-tree entry names. An
+    // entry is not deleted when its address goes to another client: the
+    // client then has none. Without an entry (a store written by hand),
+    // the latest by update time.
+    let mut ended: HashMap<ClientKey, (u32, u32)> = HashMap::new();
     for kv in store.scan(TreeId::Leases, &[], None) {
         let (k, v) = kv?;
         match (key_ip(&k), Record::decode(&v)) {
@@ -40,20 +43,29 @@ pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
                 if r.state == LeaseState::Bound {
                     st.clients.insert(&r.client, ip);
                 } else {
-                    unsure.push(r.client);
+                    let latest = ended.entry(r.client).or_insert((r.updated, ip));
+                    *latest = (*latest).max((r.updated, ip));
                 }
             }
             _ => skipped += 1,
         }
     }
-    for c in unsure {
+    for (c, (_, latest)) in ended {
         if st.clients.get(&c).is_some() {
             continue;
         }
-        let ip = store
-            .get(TreeId::Clients, c.to_string().as_bytes())?
-            .as_deref()
-            .and_then(key_ip);
+        let named = store.get(TreeId::Clients, c.to_string().as_bytes())?;
+        let ip = match named.as_deref().map(key_ip) {
+            None => Some(latest),
+            Some(ip) => ip.filter(|ip| {
+                store
+                    .get(TreeId::Leases, &ip_key(*ip))
+                    .ok()
+                    .flatten()
+                    .and_then(|v| Record::decode(&v).ok())
+                    .is_some_and(|r| r.client == c)
+            }),
+        };
         if let Some(ip) = ip.filter(|ip| st.code(*ip) != FREE) {
             st.clients.insert(&c, ip);
         }
@@ -140,7 +152,7 @@ impl Ipam {
         _now: SystemTime,
     ) -> Result<(), IpamError> {
         subnets.iter().try_for_each(SubnetSpec::validate)?;
-        let mut st = self.lock();
+        let (_applying, mut st) = self.lock_store();
         let kept: Vec<SubnetSpec> = st
             .subnets
             .iter()
@@ -240,11 +252,6 @@ impl Ipam {
             for ip in st.subnets[s].stored() {
                 if let Some(r) = self.read(&st, ip)? {
                     if st.clients.get(&r.client) == Some(ip) {
-                        ops.push(Op {
-                            tree: TreeId::Clients,
-                            key: r.client.to_string().into_bytes(),
-                            value: None,
-                        });
                         gone_clients.push(r.client);
                     }
                 }

@@ -4,8 +4,8 @@
 //! Each write takes a sequence number under the state lock, queues its
 //! store ops (`State::queue`) and a waiter. The committer, a thread of its
 //! own, takes every waiter queued so far as a batch, applies all queued ops
-//! as one sled transaction under the state lock, flushes once (blocking),
-//! and answers every waiter. A waiter is queued after its ops, so the
+//! as one sled transaction (outside the state lock: reads find them in the
+//! overlay meanwhile), flushes once (blocking), and answers every waiter. A waiter is queued after its ops, so the
 //! batch's transaction always contains them.
 //!
 //! Flushes are spaced at least `commit_interval` apart while writes keep
@@ -298,7 +298,7 @@ fn hand_back(shared: &Shared, ipam: &Weak<Ipam>) {
         return fail(rest);
     };
     {
-        let mut st = ipam.lock();
+        let (_applying, mut st) = ipam.lock_store();
         st.committer_live = false;
         let _ = ipam.drain(&mut st);
     }
@@ -319,7 +319,7 @@ fn fail(batch: Vec<Waiter>) {
 }
 
 fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
-    let applied = ipam.drain(&mut ipam.lock());
+    let applied = ipam.drain_unlocked();
     let res = applied.and_then(|()| ipam.store.flush());
     let stats = &ipam.stats.ipam;
     if let Err(e) = &res {

@@ -25,7 +25,7 @@ const CHUNK: usize = 4096;
 
 impl Ipam {
     pub fn export(&self) -> Result<Dump, IpamError> {
-        self.drain(&mut self.lock())?;
+        self.drain(&mut self.lock_store().1)?;
         let isolations = self
             .store
             .scan(TreeId::Isolations, &[], None)
@@ -167,7 +167,7 @@ impl Ipam {
             });
         }
         let ticket = {
-            let mut st = self.lock();
+            let (_applying, mut st) = self.lock_store();
             self.drain(&mut st)?;
             for chunk in ops.chunks(CHUNK) {
                 self.store.apply(chunk)?;

@@ -5,8 +5,9 @@
 //! index ([`state`]) under one std mutex (critical sections are short and
 //! never span an await), then queued together with an overlay that reads
 //! consult, and applied to the index. The group committer ([`commit`])
-//! applies everything queued as ONE sled transaction (under the same mutex,
-//! so writes reach sled in order), flushes, and only then answers the
+//! applies everything queued as ONE sled transaction (outside that mutex,
+//! under one that keeps writes reaching sled in order), flushes, and only
+//! then answers the
 //! waiting operations; a crash before that loses writes whose callers were
 //! never answered, so DHCP never ACKs a lease that is not on disk. Without a
 //! running committer (before `spawn`, after shutdown) writes are applied
@@ -61,9 +62,12 @@ use crate::stats::Stats;
 pub struct Ipam {
     path: PathBuf,
     store: Arc<dyn Store>,
-    /// std Mutex: every critical section is CPU-only (index + sled's
-    /// in-memory transaction) and never held across an await.
+    /// std Mutex: every critical section is CPU-only and never held across
+    /// an await.
     state: Mutex<State>,
+    /// Held while queued writes go to the store, so they reach it in
+    /// order; taken before `state` (see [`Ipam::lock_store`]).
+    applying: Mutex<()>,
     opts: IpamOptions,
     stats: Arc<Stats>,
     committer: Committer,
@@ -113,6 +117,7 @@ impl Ipam {
             path,
             store,
             state: Mutex::new(state),
+            applying: Mutex::new(()),
             committer: Committer::new(opts.commit_interval),
             opts,
             stats,
@@ -169,6 +174,13 @@ impl Ipam {
         self.store.size_on_disk()
     }
 
+    /// The state, for a caller that applies the queued writes itself
+    /// ([`Ipam::drain`]): no committer's apply is in flight while held.
+    fn lock_store(&self) -> (MutexGuard<'_, ()>, MutexGuard<'_, State>) {
+        let applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        (applying, self.lock())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the index possibly behind
         // the store; the next restart rebuilds it, so keep serving.
@@ -221,7 +233,7 @@ impl Ipam {
         if changes.is_empty() {
             return Ok(None);
         }
-        let ops = st.ops(changes);
+        let ops = State::ops(changes);
         let queued = self.store_apply(st, ops)?;
         self.stats
             .ipam
@@ -250,7 +262,7 @@ impl Ipam {
         for op in &ops {
             if op.tree == store::TreeId::Leases {
                 if let Some(ip) = record::key_ip(&op.key) {
-                    st.overlay.insert(ip, op.value.clone());
+                    st.overlay.insert(ip, (st.drains, op.value.clone()));
                 }
             }
         }
@@ -258,18 +270,39 @@ impl Ipam {
         Ok(true)
     }
 
-    /// Applies every queued write in one transaction. Called under the
-    /// state lock (by the committer before each flush, and by whoever needs
-    /// the store itself current), so writes reach sled in order.
+    /// Applies every queued write in one transaction, under the state lock
+    /// taken with [`Ipam::lock_store`] (by whoever needs the store itself
+    /// current), so writes reach sled in order.
     fn drain(&self, st: &mut State) -> Result<(), IpamError> {
         if st.queue.is_empty() {
             return Ok(());
         }
         let ops = std::mem::take(&mut st.queue);
+        st.drains += 1;
         st.overlay.clear();
-        self.store.apply(&ops).inspect_err(|e| {
-            tracing::error!(error = %e, writes = ops.len(), "ipam write failed; memory is ahead of the store until restart");
-        })
+        self.store
+            .apply(&ops)
+            .inspect_err(|e| write_failed(e, ops.len()))
+    }
+
+    /// The committer's [`Ipam::drain`]: the transaction runs outside the
+    /// state lock (a batch of a few dozen leases takes a while in sled, and
+    /// the DHCP thread would otherwise sleep on the lock meanwhile). Reads
+    /// keep finding the batch's records in the overlay until the store has
+    /// them; only entries queued before the batch was taken leave it then.
+    fn drain_unlocked(&self) -> Result<(), IpamError> {
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let (ops, batch) = {
+            let mut st = self.lock();
+            if st.queue.is_empty() {
+                return Ok(());
+            }
+            st.drains += 1;
+            (std::mem::take(&mut st.queue), st.drains - 1)
+        };
+        let res = self.store.apply(&ops);
+        self.lock().overlay.retain(|_, (queued, _)| *queued > batch);
+        res.inspect_err(|e| write_failed(e, ops.len()))
     }
 
     /// Returns once `ticket`'s write is durable (nothing to wait for
@@ -295,4 +328,8 @@ impl Ipam {
         };
         self.durable(Some(ticket)).await
     }
+}
+
+fn write_failed(e: &IpamError, writes: usize) {
+    tracing::error!(error = %e, writes, "ipam write failed; memory is ahead of the store until restart");
 }

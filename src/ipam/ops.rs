@@ -26,7 +26,7 @@ impl Ipam {
     /// The stored record of `ip`, including writes still queued.
     pub(super) fn read(&self, st: &State, ip: u32) -> Result<Option<Record>, IpamError> {
         let bytes = match st.overlay.get(&ip) {
-            Some(queued) => queued.clone(),
+            Some((_, queued)) => queued.clone(),
             None => self.store.get(TreeId::Leases, &ip_key(ip))?,
         };
         bytes.map(|b| Record::decode(&b)).transpose()
@@ -290,7 +290,7 @@ impl Ipam {
                 .collect();
         }
         let (subnets, mut out) = {
-            let mut st = self.lock();
+            let (_applying, mut st) = self.lock_store();
             // Listing scans the store: apply queued writes first.
             if let Err(e) = self.drain(&mut st) {
                 tracing::warn!(error = %e, "listing leases without queued writes");

@@ -102,8 +102,12 @@ pub struct State {
     /// group commit (a sled transaction costs two log-buffer writes however
     /// small it is, so one per bind would cap throughput).
     pub queue: Vec<Op>,
-    /// Lease records in `queue`, by address, so reads see them.
-    pub overlay: HashMap<u32, Option<Vec<u8>>>,
+    /// Lease records in `queue` (or being applied by the committer), by
+    /// address, so reads see them; each tagged with the `drains` count when
+    /// it was queued.
+    pub overlay: HashMap<u32, (u64, Option<Vec<u8>>)>,
+    /// How many times the queue was taken for the store.
+    pub drains: u64,
     /// The committer runs: writes are queued, not applied inline.
     pub committer_live: bool,
 }
@@ -124,6 +128,7 @@ impl State {
             pending: HashMap::new(),
             queue: Vec::new(),
             overlay: HashMap::new(),
+            drains: 0,
             committer_live: false,
         }
     }
@@ -293,26 +298,19 @@ impl State {
         self.offers.get(&ip).map(|o| (ip, o))
     }
 
-    /// Store writes for `changes`, computed against the current client index.
-    pub fn ops(&self, changes: &[Change]) -> Vec<Op> {
-        let mut ops = Vec::with_capacity(changes.len() * 2);
+    /// Store writes for `changes`: the lease record, and for a lease that
+    /// ended (released, expired, declined) the client's entry in the clients
+    /// tree, which says at open which of a client's ended leases is its
+    /// latest. A bound record needs none (a client has one at most, and it
+    /// wins), so a bind or renewal is one write to one tree.
+    pub fn ops(changes: &[Change]) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(changes.len());
         for c in changes {
             let key = ip_key(c.ip).to_vec();
-            if let Some(o) = &c.old_client {
-                let replaced = c.new.as_ref().is_none_or(|r| &r.client != o);
-                if replaced && self.clients.get(o) == Some(c.ip) {
-                    ops.push(Op {
-                        tree: TreeId::Clients,
-                        key: o.to_string().into_bytes(),
-                        value: None,
-                    });
-                }
-            }
-            if let Some(r) = &c.new {
-                let ck = r.client.to_string().into_bytes();
+            if let Some(r) = c.new.as_ref().filter(|r| r.state != LeaseState::Bound) {
                 ops.push(Op {
                     tree: TreeId::Clients,
-                    key: ck,
+                    key: r.client.to_string().into_bytes(),
                     value: Some(key.clone()),
                 });
             }
@@ -388,5 +386,51 @@ impl State {
         self.subnet_of(ip)
             .map(|s| self.subnets[s].state(ip))
             .unwrap_or(FREE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: LeaseState) -> Record {
+        Record {
+            state,
+            client: ClientKey::Mac([2, 0, 0, 0, 0, 1]),
+            expires: 100,
+            updated: 1,
+            hostname: None,
+        }
+    }
+
+    /// A bind or renewal is one write to one tree (no transaction); a lease
+    /// that ends also names itself the client's latest in the clients tree.
+    #[test]
+    fn only_an_ended_lease_writes_the_clients_tree() {
+        let change = |state| Change {
+            ip: 7,
+            old_client: None,
+            new: Some(record(state)),
+        };
+        let bound = State::ops(&[change(LeaseState::Bound)]);
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].tree, TreeId::Leases);
+        for ended in [
+            LeaseState::Released,
+            LeaseState::Expired,
+            LeaseState::Declined,
+        ] {
+            let ops = State::ops(&[change(ended)]);
+            let trees: Vec<TreeId> = ops.iter().map(|o| o.tree).collect();
+            assert_eq!(trees, [TreeId::Clients, TreeId::Leases], "{ended:?}");
+            assert_eq!(ops[0].value.as_deref(), Some(&ip_key(7)[..]));
+        }
+        let freed = State::ops(&[Change {
+            ip: 7,
+            old_client: Some(record(LeaseState::Bound).client),
+            new: None,
+        }]);
+        assert_eq!(freed.len(), 1);
+        assert_eq!(freed[0].value, None);
     }
 }
