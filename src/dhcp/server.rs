@@ -1,4 +1,4 @@
-//! The server: binds the sockets, runs one receive loop per socket
+//! The server: binds the sockets, runs one receive loop over them
 //! (admission, cheapest check first) feeding a bounded queue per worker.
 //!
 //! Packets are sharded to workers by client key, so one client's packets
@@ -227,10 +227,7 @@ impl DhcpServer {
             loops.spawn(super::worker::run(inner.clone(), shard, rx, cancel.clone()));
         }
         let senders: Arc<[mpsc::Sender<Job>]> = senders.into();
-        for i in 0..inner.listeners.len() {
-            loops.spawn(receive(inner.clone(), i, senders.clone(), cancel.clone()));
-        }
-        drop(senders);
+        loops.spawn(receive(inner.clone(), senders, cancel.clone()));
         loops.spawn(housekeeping(inner.clone(), updates, cancel.clone()));
         loops.close();
         loops.wait().await;
@@ -275,29 +272,112 @@ async fn housekeeping(
     }
 }
 
-/// One socket's receive loop. `recv_from` is cancel-safe, so stopping on
-/// the token loses no datagram that was already taken from the socket.
-async fn receive(
-    inner: Arc<Inner>,
-    idx: usize,
-    queues: Arc<[mpsc::Sender<Job>]>,
-    cancel: CancellationToken,
-) {
+/// Under load the receive loop sleeps this long between looks at the
+/// sockets, and takes what gathered meanwhile in one go: a sleeping thread
+/// woken for every datagram (and the peer woken for every reply) costs more
+/// CPU than answering it. Bounds the extra wait of a packet under load.
+pub const COALESCE: Duration = Duration::from_micros(300);
+
+/// Datagrams per second from which the loop sleeps [`COALESCE`] between
+/// looks: enough that a look finds a few of them; below it, every datagram
+/// wakes the loop at once.
+const BUSY_RATE: u32 = 5_000;
+
+/// Datagrams taken from one socket per look, so the others get their turn.
+const BUDGET: usize = 256;
+
+/// Counts arrivals per 10 ms window: is the loop busy enough to coalesce?
+#[derive(Debug)]
+struct Pace {
+    since: Instant,
+    count: u32,
+    previous: u32,
+}
+
+impl Pace {
+    const WINDOW: Duration = Duration::from_millis(10);
+    const BUSY: u32 = BUSY_RATE / 100;
+
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            count: 0,
+            previous: 0,
+        }
+    }
+
+    fn busy(&mut self, got: usize, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed >= Self::WINDOW {
+            // A quiet window after a busy one counts as quiet.
+            self.previous = if elapsed >= 2 * Self::WINDOW {
+                0
+            } else {
+                self.count
+            };
+            self.count = 0;
+            self.since = now;
+        }
+        self.count = self.count.saturating_add(got as u32);
+        self.count.max(self.previous) >= Self::BUSY
+    }
+}
+
+/// The receive loop, for every socket: takes what each one holds, admits
+/// it, lets the workers answer, and then either waits for the next datagram
+/// or, under load, sleeps [`COALESCE`] first (the thread is the DHCP
+/// server's own, so nothing else waits on it). Stopping on the token loses
+/// no datagram already taken from a socket.
+async fn receive(inner: Arc<Inner>, queues: Arc<[mpsc::Sender<Job>]>, cancel: CancellationToken) {
     // One byte over the limit, so oversize datagrams are seen as such.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut pace = Pace::new(Instant::now());
+    let mut busy = false;
     loop {
-        let n = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            r = inner.listeners[idx].socket.recv_from(&mut buf) => match r {
-                Ok((n, _)) => n,
-                Err(e) => {
-                    tracing::debug!(error = %e, "dhcp recv");
-                    continue;
+        if !busy {
+            let ready = futures::future::select_all(
+                inner
+                    .listeners
+                    .iter()
+                    .map(|l| Box::pin(l.socket.readable())),
+            );
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = ready => {}
+            }
+        } else if cancel.is_cancelled() {
+            return;
+        }
+        let mut got = 0;
+        let mut full = false;
+        for (idx, l) in inner.listeners.iter().enumerate() {
+            let mut n = 0;
+            while n < BUDGET {
+                match l.socket.try_recv_from(&mut buf) {
+                    Ok((len, _)) => {
+                        n += 1;
+                        inner.admit(&buf[..len], idx, &queues);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP errors of earlier sends surface here; the
+                        // socket itself is fine. Counted against the
+                        // budget, so no error can keep the loop here.
+                        n += 1;
+                        tracing::debug!(error = %e, "dhcp recv");
+                    }
                 }
-            },
-        };
-        inner.admit(&buf[..n], idx, &queues);
+            }
+            full |= n == BUDGET;
+            got += n;
+        }
+        busy = pace.busy(got, Instant::now());
+        // The workers answer what was admitted before the loop sleeps.
+        tokio::task::yield_now().await;
+        if busy && !full {
+            std::thread::sleep(COALESCE);
+        }
     }
 }
 
@@ -408,4 +488,26 @@ pub(super) fn shard_of(key: &ClientKey, n: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     (h.finish() % n.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop coalesces from BUSY_RATE datagrams a second on, and stops
+    /// once a whole window passes below it.
+    #[test]
+    fn pace_turns_busy_at_the_busy_rate_and_quiet_after_a_quiet_window() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut pace = Pace::new(t0);
+        // 1,000 a second: one every millisecond.
+        assert!((0..30).all(|i| !pace.busy(1, ms(i))));
+        // 10,000 a second: ten every millisecond.
+        assert!(!pace.busy(10, ms(30)));
+        assert!(pace.busy(Pace::BUSY as usize, ms(31)));
+        assert!(pace.busy(1, ms(41)), "the busy window still counts");
+        // Silence for two windows: quiet at once.
+        assert!(!pace.busy(1, ms(70)));
+    }
 }
