@@ -1,0 +1,288 @@
+//! One `http://` upstream: HTTP/1.1 connections opened here, one per
+//! request in flight, and a small pool of the idle ones between requests.
+//!
+//! hyper's connection API (`hyper::client::conn::http1`) speaks the
+//! protocol; this only connects and keeps the idle `SendRequest`s. It is
+//! lighter than hyper-util's pooled client, which it replaced: a request on
+//! a pooled connection is hyper's small response future in a small async
+//! block (no boxed 3.4 KiB checkout future, no task spawned per request to
+//! watch the connection go idle), and a held request holds nothing else.
+//!
+//! The pool is a LIFO stack: the most recently used connection goes out
+//! first, so after a burst the surplus sits unused at the bottom and is
+//! closed after [`super::proxy::POOL_IDLE`]. A connection is out of the
+//! pool while a request uses it and goes back when that response's body has
+//! ended ([`Lease`]'s drop) — unless hyper is done with it (upstream closed,
+//! error, `Connection: close`), the body was cut short, or the pool already
+//! holds `max_idle`; then it is dropped, which closes it. A request that
+//! finds a pooled connection closed under it before the request went out
+//! (the upstream's keep-alive ran out) is sent once more on a new one.
+//!
+//! Buffers, per connection: hyper's header write buffer (8 KiB, fixed) and
+//! a read buffer that starts at 8 KiB and grows to `max_buf`
+//! ([`super::limits::http1_buf`], 24 KiB with the shipped limits). Response
+//! headers must fit in `max_buf`: larger ones fail the request (502) and
+//! close that connection.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures::future::Either;
+use http::uri::Authority;
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::body::ProxyBody;
+use crate::config::GatewayConfig;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Sender = http1::SendRequest<ProxyBody>;
+
+pub(crate) struct H1Upstream {
+    authority: Authority,
+    host: String,
+    port: u16,
+    builder: http1::Builder,
+    socket_buffer: u32,
+    /// Idle connections, oldest first, each with when it went idle. std
+    /// `Mutex`: held only to push, pop or trim, never across an await.
+    idle: Mutex<Idle>,
+    /// How long a connection may stay idle.
+    idle_timeout: Duration,
+    /// Most idle connections kept.
+    max_idle: usize,
+}
+
+#[derive(Default)]
+struct Idle {
+    conns: Vec<(Instant, Sender)>,
+    /// A sweep task is running (it stops when the pool is empty).
+    sweeping: bool,
+}
+
+/// Why a request could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum H1Error {
+    #[error("connecting to {0}: {1}")]
+    Connect(Authority, String),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// The connection a request was sent on, out of the pool until its
+/// response is done; dropped, it goes back if hyper can send on it again.
+/// Lives in the response body's hold (see [`super::body::GwBody`]), which
+/// is dropped when the body ends, fails, times out or is dropped.
+pub(crate) struct Lease {
+    up: Arc<H1Upstream>,
+    send: Option<Sender>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(send) = self.send.take() else { return };
+        // Ready: hyper's connection task has finished the response and
+        // waits for the next request. Anything else (closed, mid-body, a
+        // `Connection: close` answer) is dropped, which closes it. A clean
+        // end is nearly always ready: the task sends the last chunk and
+        // goes idle in the same poll; on a multi-thread runtime the body's
+        // reader can see that chunk a moment before, and then the
+        // connection is closed instead of kept — a lost reuse, not an error.
+        if send.is_ready() {
+            self.up.put(send);
+        }
+    }
+}
+
+impl H1Upstream {
+    /// `max_buf`: hyper's read buffer cap, which response headers must fit.
+    pub(crate) fn new(
+        authority: Authority,
+        cfg: &GatewayConfig,
+        max_buf: usize,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Self {
+        let mut builder = http1::Builder::new();
+        builder.max_buf_size(max_buf);
+        let host = authority.host();
+        let host = host.strip_prefix('[').unwrap_or(host);
+        let host = host.strip_suffix(']').unwrap_or(host).to_owned();
+        Self {
+            port: authority.port_u16().unwrap_or(80),
+            host,
+            authority,
+            builder,
+            socket_buffer: cfg.socket_buffer,
+            idle: Mutex::new(Idle::default()),
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently idle connection that can take a request; closed
+    /// ones met on the way are dropped.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.lock();
+        let mut dead = Vec::new();
+        let found = loop {
+            match idle.conns.pop() {
+                Some((_, s)) if s.is_ready() => break Some(s),
+                Some((_, s)) => dead.push(s),
+                None => break None,
+            }
+        };
+        drop(idle);
+        drop(dead);
+        found
+    }
+
+    /// Back into the pool, or dropped when it is full. Starts a sweep
+    /// task if none runs.
+    fn put(self: &Arc<Self>, send: Sender) {
+        let mut idle = self.lock();
+        if idle.conns.len() >= self.max_idle {
+            drop(idle);
+            drop(send);
+            return;
+        }
+        idle.conns.push((Instant::now(), send));
+        if !idle.sweeping {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                let dropped = idle.conns.pop();
+                drop(idle);
+                drop(dropped);
+                return;
+            };
+            idle.sweeping = true;
+            rt.spawn(sweep(Arc::downgrade(self), self.idle_timeout));
+        }
+    }
+
+    /// Sends one request on a pooled connection (the usual case: the
+    /// returned future is hyper's response future and the connection,
+    /// nothing boxed), or connects first (boxed: the connect future is
+    /// large and rare). The response comes with the connection's [`Lease`].
+    /// Cancel-safe: dropping it drops the request, and hyper then closes
+    /// that connection (an HTTP/1.1 request cannot be abandoned otherwise).
+    pub(crate) fn request(
+        this: &Arc<Self>,
+        req: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, Lease), H1Error>> + Send + 'static {
+        let up = this.clone();
+        match this.checkout() {
+            Some(mut send) => {
+                // Handed to the connection task now; the future only waits.
+                let sent = send.try_send_request(req);
+                Either::Left(async move {
+                    match sent.await {
+                        Ok(resp) => Ok(up.lease(send, resp)),
+                        // It closed before the request went out: not
+                        // sent, so safe to send once more, on a new one.
+                        Err(mut e) => match e.take_message() {
+                            Some(req) => Box::pin(Self::connect_and_send(up, req)).await,
+                            None => Err(e.into_error().into()),
+                        },
+                    }
+                })
+            }
+            None => Either::Right(Box::pin(Self::connect_and_send(up, req))),
+        }
+    }
+
+    async fn connect_and_send(
+        up: Arc<Self>,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Lease), H1Error> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, up.connect())
+            .await
+            .map_err(|_| H1Error::Connect(up.authority.clone(), "timed out".into()))?
+            .map_err(|e| H1Error::Connect(up.authority.clone(), e.to_string()))?;
+        let (mut send, conn) = up.builder.handshake(TokioIo::new(tcp)).await?;
+        let authority = up.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %authority, error = %e, "upstream connection ended");
+            }
+        });
+        let resp = send.send_request(req).await?;
+        Ok(up.lease(send, resp))
+    }
+
+    /// The upstream's addresses tried in turn. Socket buffers are set
+    /// before the connect, so the window scale offered in the SYN already
+    /// follows the capped receive buffer.
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+            match connect_one(addr, self.socket_buffer).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+    }
+
+    /// A response and its connection; one the upstream will close
+    /// (`Connection: close`) is not kept.
+    fn lease(
+        self: Arc<Self>,
+        send: Sender,
+        resp: Response<Incoming>,
+    ) -> (Response<Incoming>, Lease) {
+        let closing = resp
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let send = (!closing).then_some(send);
+        (resp, Lease { up: self, send })
+    }
+}
+
+async fn connect_one(addr: SocketAddr, buf: u32) -> std::io::Result<TcpStream> {
+    let sock = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    sock.set_send_buffer_size(buf)?;
+    sock.set_recv_buffer_size(buf)?;
+    sock.set_nodelay(true)?;
+    sock.connect(addr).await
+}
+
+/// Closes connections idle longer than `timeout`, checking every
+/// `timeout` (so they go within twice that), until the pool is empty or
+/// the upstream is gone (routes replaced). Idle connections are in the
+/// order they went idle, so the expired ones are a prefix.
+async fn sweep(up: Weak<H1Upstream>, timeout: Duration) {
+    loop {
+        tokio::time::sleep(timeout).await;
+        let Some(up) = up.upgrade() else { return };
+        let mut idle = up.lock();
+        let now = Instant::now();
+        let n = idle
+            .conns
+            .partition_point(|(t, _)| now.duration_since(*t) >= timeout);
+        let expired: Vec<_> = idle.conns.drain(..n).collect();
+        let empty = idle.conns.is_empty();
+        if empty {
+            idle.sweeping = false;
+        }
+        drop(idle);
+        drop(expired);
+        if empty {
+            return;
+        }
+    }
+}
