@@ -29,7 +29,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use futures::future::Either;
+use futures::future::{self, Either};
+use futures::FutureExt;
 use http::uri::Authority;
 use http::{header, Request, Response};
 use hyper::body::Incoming;
@@ -183,18 +184,18 @@ impl H1Upstream {
         match this.checkout() {
             Some(mut send) => {
                 // Handed to the connection task now; the future only waits.
+                // Combinators, not an async block: that would keep hyper's
+                // ~300-byte future twice (captured, then awaited).
                 let sent = send.try_send_request(req);
-                Either::Left(async move {
-                    match sent.await {
-                        Ok(resp) => Ok(up.lease(send, resp)),
-                        // It closed before the request went out: not
-                        // sent, so safe to send once more, on a new one.
-                        Err(mut e) => match e.take_message() {
-                            Some(req) => Box::pin(Self::connect_and_send(up, req)).await,
-                            None => Err(e.into_error().into()),
-                        },
-                    }
-                })
+                Either::Left(sent.then(move |r| match r {
+                    Ok(resp) => Either::Left(future::ready(Ok(up.lease(send, resp)))),
+                    // It closed before the request went out: not sent, so
+                    // safe to send once more, on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => Either::Right(Box::pin(Self::connect_and_send(up, req))),
+                        None => Either::Left(future::ready(Err(e.into_error().into()))),
+                    },
+                }))
             }
             None => Either::Right(Box::pin(Self::connect_and_send(up, req))),
         }
@@ -284,5 +285,30 @@ async fn sweep(up: Weak<H1Upstream>, timeout: Duration) {
         if empty {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` returns, without calling it.
+    fn ret_size<F, R>(_: &F) -> usize
+    where
+        F: Fn(&Arc<H1Upstream>, Request<ProxyBody>) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// A request waiting on a pooled connection lives in its stream's
+    /// task for as long as the upstream takes: it must stay hyper's
+    /// response future (which holds the request until sent, ~300 bytes)
+    /// plus the connection, not grow by whole futures.
+    #[test]
+    fn pooled_request_future_stays_small() {
+        let request = ret_size(&|u: &Arc<H1Upstream>, r| H1Upstream::request(u, r));
+        let req = std::mem::size_of::<Request<ProxyBody>>();
+        eprintln!("request future {request} B, Request<ProxyBody> {req} B");
+        assert!(request <= req + 64, "{request} B");
     }
 }
