@@ -89,15 +89,28 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let Some(send) = self.send.take() else { return };
         // Ready: hyper's connection task has finished the response and
-        // waits for the next request. Anything else (closed, mid-body, a
-        // `Connection: close` answer) is dropped, which closes it. A clean
-        // end is nearly always ready: the task sends the last chunk and
-        // goes idle in the same poll; on a multi-thread runtime the body's
-        // reader can see that chunk a moment before, and then the
-        // connection is closed instead of kept — a lost reuse, not an error.
+        // waits for the next request. Closed: dropped here.
         if send.is_ready() {
             self.up.put(send);
+            return;
         }
+        if send.is_closed() {
+            return;
+        }
+        // Neither, usually because the body's reader saw the last chunk
+        // a moment before the connection task (on another worker thread)
+        // went idle; or the body was cut short, and hyper is closing it.
+        // Wait for either off this path, at most the idle time.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let up = self.up.clone();
+        rt.spawn(async move {
+            let mut send = send;
+            if let Ok(Ok(())) = tokio::time::timeout(up.idle_timeout, send.ready()).await {
+                up.put(send);
+            }
+        });
     }
 }
 

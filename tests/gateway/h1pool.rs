@@ -123,19 +123,17 @@ async fn h1_upstream_connections_are_reused() {
         1,
         "40 requests in turn, one connection"
     );
+    // 8 at a time need 8 connections; a lease can come back a moment
+    // after its client has its answer (the connection task finishing on
+    // the other worker), so allow one or two more — not one per request.
     let c = client("127.0.0.1", true);
-    concurrent_gets(&c, &gw.url("/up/x"), 200, 8).await;
-    let burst = n.accepted.load(Relaxed);
+    for _ in 0..2 {
+        concurrent_gets(&c, &gw.url("/up/x"), 200, 8).await;
+    }
+    let opened = n.accepted.load(Relaxed);
     assert!(
-        burst <= 9,
-        "8 at a time need at most 8 connections: {burst}"
-    );
-    // The pool kept them: another round opens none.
-    concurrent_gets(&c, &gw.url("/up/x"), 200, 8).await;
-    assert_eq!(
-        n.accepted.load(Relaxed),
-        burst,
-        "the second round reused them"
+        opened <= 10,
+        "400 requests, 8 at a time: {opened} connections"
     );
     assert_released(&gw, "up").await;
 }
