@@ -4,9 +4,11 @@
 //! hyper's connection API (`hyper::client::conn::http1`) speaks the
 //! protocol; this only connects and keeps the idle `SendRequest`s. It is
 //! lighter than hyper-util's pooled client, which it replaced: a request on
-//! a pooled connection is hyper's small response future in a small async
-//! block (no boxed 3.4 KiB checkout future, no task spawned per request to
-//! watch the connection go idle), and a held request holds nothing else.
+//! a pooled connection is hyper's response future plus the connection, 352
+//! bytes (no boxed 3.4 KiB checkout future, no task spawned per request to
+//! watch the connection go idle but in a rare race, see [`Lease`]), and a
+//! held request holds nothing else. What a connection costs is hyper's:
+//! see "Buffers" below and `bench/RESULTS-gateway.md`.
 //!
 //! The pool is a LIFO stack: the most recently used connection goes out
 //! first, so after a burst the surplus sits unused at the bottom and is
@@ -18,11 +20,13 @@
 //! finds a pooled connection closed under it before the request went out
 //! (the upstream's keep-alive ran out) is sent once more on a new one.
 //!
-//! Buffers, per connection: hyper's header write buffer (8 KiB, fixed) and
-//! a read buffer that starts at 8 KiB and grows to `max_buf`
-//! ([`super::limits::http1_buf`], 24 KiB with the shipped limits). Response
-//! headers must fit in `max_buf`: larger ones fail the request (502) and
-//! close that connection.
+//! Buffers, per connection: hyper's header write buffer (8 KiB, fixed), its
+//! request channel to the connection task (a 12 KiB block of 32 request
+//! slots) and a read buffer that starts at 8 KiB and grows to `max_buf`
+//! ([`super::limits::http1_buf`], 24 KiB with the shipped limits). A smaller
+//! start is only `read_buf_exact_size`, which would also be the most a
+//! response head may take. Response heads must fit in `max_buf`: longer ones
+//! fail the request (502) and close that connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
