@@ -268,6 +268,8 @@ impl H1Upstream {
     }
 }
 
+/// A socket whose buffers cannot be capped is not used: the caps are what
+/// bounds the kernel memory behind each upstream connection.
 async fn connect_one(addr: SocketAddr, buf: u32) -> std::io::Result<TcpStream> {
     let sock = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -327,5 +329,18 @@ mod tests {
         let req = std::mem::size_of::<Request<ProxyBody>>();
         eprintln!("request future {request} B, Request<ProxyBody> {req} B");
         assert!(request <= req + 64, "{request} B");
+    }
+
+    /// `socket_buffer` caps both buffers of an upstream socket (Linux
+    /// reports twice the value set, for its bookkeeping).
+    #[tokio::test]
+    async fn upstream_sockets_get_the_configured_buffers() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let tcp = connect_one(addr, 8192).await.unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert_eq!(sock.recv_buffer_size().unwrap(), 2 * 8192);
+        assert_eq!(sock.send_buffer_size().unwrap(), 2 * 8192);
+        assert!(sock.tcp_nodelay().unwrap());
     }
 }
