@@ -16,6 +16,7 @@ pub mod api;
 mod body;
 mod conn;
 mod error;
+mod h1;
 mod h2c;
 mod limits;
 mod listener;

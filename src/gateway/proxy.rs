@@ -1,11 +1,12 @@
 //! Upstream routes: a reverse proxy by path prefix to HTTP/1.1 upstreams
-//! (`http://`, one pooled connection per request in flight) or HTTP/2
-//! prior-knowledge upstreams (`h2c://`, one multiplexed connection per
-//! upstream carrying every stream).
+//! (`http://`, one pooled connection per request in flight, see
+//! [`super::h1`]) or HTTP/2 prior-knowledge upstreams (`h2c://`, one
+//! multiplexed connection per upstream carrying every stream, see
+//! [`super::h2c`]).
 //!
 //! Memory per proxied stream is bounded on all three legs: the downstream
 //! h2 stream window (see [`super::limits`]), toward the upstream hyper's
-//! HTTP/1 client buffer (`http1_max_buf_size`, not its ~400 KiB default)
+//! HTTP/1 connection buffer (`max_buf_size`, not its ~400 KiB default)
 //! or the upstream h2 windows (the same `[gateway]` stream and connection
 //! windows as downstream, no adaptive growth) and send buffer, and the
 //! upstream socket's buffers (`socket_buffer`). The request body's share of the
@@ -21,9 +22,6 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Admission, Refusal};
@@ -31,6 +29,7 @@ use super::body::{BodyError, GwBody, Held, Hold, ProxyBody};
 use futures::future::Either;
 use futures::FutureExt;
 
+use super::h1::{H1Upstream, Lease};
 use super::h2c::H2cUpstream;
 use super::GatewayError;
 use crate::config::{GatewayConfig, RouteConfig};
@@ -52,8 +51,7 @@ pub(crate) const POOL_IDLE: Duration = Duration::from_secs(1);
 pub(crate) struct Route {
     pub name: Arc<str>,
     prefix: String,
-    /// `h2c://` upstream: one multiplexed HTTP/2 connection.
-    h2c: Option<Arc<H2cUpstream>>,
+    upstream: Upstream,
     authority: Authority,
     /// `Host` for HTTP/1.1 upstreams, built once.
     host: HeaderValue,
@@ -65,6 +63,13 @@ pub(crate) struct Route {
     pub stats: Arc<RouteStats>,
 }
 
+enum Upstream {
+    /// `http://`: HTTP/1.1, a pool of connections.
+    Http1(Arc<H1Upstream>),
+    /// `h2c://`: one multiplexed HTTP/2 connection.
+    H2c(Arc<H2cUpstream>),
+}
+
 /// One in-flight request on a route; `pending` is exact because it only
 /// moves here and in `Drop`.
 pub(crate) struct PendingGuard {
@@ -72,10 +77,12 @@ pub(crate) struct PendingGuard {
     stats: Arc<RouteStats>,
 }
 
-/// A response body's hold: the request's own plus its pending slot.
+/// A response body's hold: the request's own, its pending slot and, for
+/// HTTP/1.1, its upstream connection (back to the pool when the body ends).
 struct WithPending {
     hold: Hold,
     _pending: PendingGuard,
+    _conn: Option<Lease>,
 }
 
 impl Held for WithPending {
@@ -106,9 +113,15 @@ impl Route {
             .authority()
             .cloned()
             .ok_or_else(|| bad("has no host"))?;
-        let h2c = match scheme.as_str() {
-            "http" => None,
-            "h2c" => Some(Arc::new(H2cUpstream::new(
+        let upstream = match scheme.as_str() {
+            "http" => Upstream::Http1(Arc::new(H1Upstream::new(
+                authority.clone(),
+                cfg,
+                super::limits::http1_buf(cfg),
+                POOL_IDLE,
+                MAX_IDLE_PER_HOST,
+            ))),
+            "h2c" => Upstream::H2c(Arc::new(H2cUpstream::new(
                 authority.clone(),
                 cfg,
                 POOL_IDLE,
@@ -125,7 +138,7 @@ impl Route {
         Ok(Self {
             name: rc.name.as_str().into(),
             prefix: rc.prefix.clone(),
-            h2c,
+            upstream,
             authority,
             host,
             base,
@@ -152,43 +165,40 @@ impl Route {
         })
     }
 
-    /// The upstream URI for a request path (and query).
+    /// The upstream URI for a request path (and query): origin-form
+    /// (`/path?q`) for HTTP/1.1, whose connection sends it as it is;
+    /// absolute for h2c, where it gives `:scheme` and `:authority`.
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, Refusal> {
-        if !self.strip && self.base.is_empty() {
+        let pq = if !self.strip && self.base.is_empty() {
             // The path goes upstream as it came: share it, no copy.
-            let mut parts = http::uri::Parts::default();
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        } else {
+            let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            let rest = match self.strip {
+                true => pq
+                    .strip_prefix(self.prefix.trim_end_matches('/'))
+                    .unwrap_or(pq),
+                false => pq,
+            };
+            let sep = if rest.starts_with('/') { "" } else { "/" };
+            PathAndQuery::try_from(format!("{}{sep}{rest}", self.base))
+                .map_err(|_| Refusal::BadBody)?
+        };
+        let mut parts = http::uri::Parts::default();
+        if let Upstream::H2c(_) = self.upstream {
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = Some(self.authority.clone());
-            parts.path_and_query = Some(
-                uri.path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            );
-            return Uri::from_parts(parts).map_err(|_| Refusal::BadBody);
         }
-        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let rest = match self.strip {
-            true => pq
-                .strip_prefix(self.prefix.trim_end_matches('/'))
-                .unwrap_or(pq),
-            false => pq,
-        };
-        let sep = if rest.starts_with('/') { "" } else { "/" };
-        let pq = format!("{}{sep}{rest}", self.base);
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| Refusal::BadBody)
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|_| Refusal::BadBody)
     }
 }
 
 pub(crate) struct Routes {
     /// Longest prefix first.
     list: Vec<Arc<Route>>,
-    /// HTTP/1.1 upstreams (`h2c://` routes have their own connection).
-    client: Client<HttpConnector, ProxyBody>,
     max_body: u64,
     /// Budget a streamed body can occupy here: window + client buffer.
     stream_share: u64,
@@ -208,7 +218,6 @@ impl Routes {
         let buf = super::limits::http1_buf(cfg);
         Ok(Self {
             list,
-            client: client(cfg, buf),
             max_body: cfg.max_body,
             stream_share: u64::from(cfg.initial_stream_window) + buf as u64,
         })
@@ -238,21 +247,21 @@ impl Routes {
     {
         let pending = route.try_pending()?;
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
-        let sent = match &route.h2c {
-            Some(up) => Either::Left(
-                H2cUpstream::request(up, upstream).map(|r| r.map_err(|e| upstream_error(&e))),
+        let sent = match &route.upstream {
+            Upstream::H2c(up) => Either::Left(
+                H2cUpstream::request(up, upstream)
+                    .map(|r| r.map(|resp| (resp, None)).map_err(|e| upstream_error(&e))),
             ),
-            None => Either::Right(
-                self.client
-                    .request(upstream)
-                    .map(|r| r.map_err(|e| upstream_error(&e))),
-            ),
+            Upstream::Http1(up) => Either::Right(H1Upstream::request(up, upstream).map(|r| {
+                r.map(|(resp, lease)| (resp, Some(lease)))
+                    .map_err(|e| upstream_error(&e))
+            })),
         };
         // One timer for the whole exchange: headers here, then the body.
         let timeout = route.timeout;
         Ok(async move {
             let mut deadline = Box::pin(tokio::time::sleep(timeout));
-            let resp = tokio::select! {
+            let (resp, conn) = tokio::select! {
                 biased;
                 r = sent => r?,
                 () = deadline.as_mut() => return Err(Refusal::Timeout),
@@ -262,6 +271,7 @@ impl Routes {
             let hold: Hold = Box::new(WithPending {
                 hold,
                 _pending: pending,
+                _conn: conn,
             });
             Ok(Response::from_parts(
                 parts,
@@ -294,7 +304,7 @@ impl Routes {
         };
         parts.uri = route.upstream_uri(&parts.uri)?;
         strip_hop_by_hop(&mut parts.headers);
-        if route.h2c.is_some() {
+        if matches!(route.upstream, Upstream::H2c(_)) {
             // `:authority` comes from the URI; a `Host` header would repeat it.
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
@@ -310,21 +320,6 @@ impl Routes {
             ProxyBody::new(body, permit, self.max_body),
         ))
     }
-}
-
-fn client(cfg: &GatewayConfig, buf: usize) -> Client<HttpConnector, ProxyBody> {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    let sock_buf = usize::try_from(cfg.socket_buffer).ok();
-    conn.set_send_buffer_size(sock_buf);
-    conn.set_recv_buffer_size(sock_buf);
-    conn.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-        .http1_max_buf_size(buf)
-        .build(conn)
 }
 
 /// 413 if our own body cap aborted the request, else 502.
