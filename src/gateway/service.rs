@@ -144,9 +144,10 @@ pub(crate) fn handle(
 
 thread_local! {
     /// Streams refused on this thread so far, for [`refusals_first`]. A
-    /// thread-local: the gateway's threads are current-thread runtimes, and
-    /// on the shared multi-thread runtime a wrong reading costs at most two
-    /// yields.
+    /// thread-local: the gateway's threads are current-thread runtimes. On
+    /// the shared multi-thread runtime a stream may be polled on another
+    /// worker than the one that admitted it; comparing two threads' counts
+    /// then only costs or saves two yields.
     static REFUSED: Cell<u64> = const { Cell::new(0) };
 }
 
