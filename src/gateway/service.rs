@@ -1,6 +1,7 @@
 //! One request: admission, then the internal API or an upstream route.
 //! Every refusal is counted by reason and attributed to the client.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -8,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::{ready, Either};
+use futures::future::{ready, Either, Ready};
 use futures::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -113,15 +114,18 @@ pub(crate) fn handle(
     // What the request waits for, and the guards that wait with it (a
     // proxied request's guards move into its response body instead).
     let (work, guards) = match (admit(&inner, &key, ip), route) {
-        (Err(r), _) => (Either::Left(ready(Err(r))), Some((stream, activity))),
+        (Err(r), _) => (Either::Left(refuse(r)), Some((stream, activity))),
         (Ok(()), Some(route)) => {
             let hold = Box::new(Held {
                 stream,
                 _activity: activity,
             });
             match routes.forward(route, &inner.admission, req, ip, hold) {
-                Ok(sent) => (Either::Right(Either::Left(sent)), None),
-                Err(r) => (Either::Left(ready(Err(r))), None),
+                Ok(sent) => {
+                    let sent = refusals_first(sent, refused());
+                    (Either::Right(Either::Left(sent)), None)
+                }
+                Err(r) => (Either::Left(refuse(r)), None),
             }
         }
         // Boxed: the API handlers' futures are ~3 KiB.
@@ -136,6 +140,54 @@ pub(crate) fn handle(
         drop(guards);
         Ok(resp)
     })
+}
+
+thread_local! {
+    /// Streams refused on this thread so far, for [`refusals_first`]. A
+    /// thread-local: the gateway's threads are current-thread runtimes. On
+    /// the shared multi-thread runtime a stream may be polled on another
+    /// worker than the one that admitted it; comparing two threads' counts
+    /// then only costs or saves two yields.
+    static REFUSED: Cell<u64> = const { Cell::new(0) };
+}
+
+fn refused() -> u64 {
+    REFUSED.with(Cell::get)
+}
+
+/// A refusal decided in `handle`; its 503 is ready at the first poll.
+fn refuse(r: Refusal) -> Ready<Result<Response<GwBody>, Refusal>> {
+    REFUSED.with(|n| n.set(n.get() + 1));
+    ready(Err(r))
+}
+
+/// An admitted stream's upstream request; if streams were refused on this
+/// thread since it was admitted (`refused_before`), started only after it
+/// has yielded twice. Its first poll does the upstream work (for HTTP/1.1
+/// a pooled connection's TCP connect, ~70 µs), while a refused stream's
+/// 503, produced by its task's first poll, leaves only when its connection
+/// task runs next; on a gateway thread all of them wait in one FIFO queue,
+/// the refused behind the admitted they arrived after. Without the yields,
+/// a burst that overflows the pending cap had its 503s wait behind every
+/// admitted stream's connect (bench/RESULTS-gateway.md, 2c: ~80–100 ms for
+/// 1,000). tokio re-queues a yielded task only at its next driver poll,
+/// behind every task queued by then: after the first yield behind those
+/// refused streams, after the second behind the connection tasks they
+/// woke, which write the 503s (one yield is not enough: the 503s then left
+/// after the connects). With no refusal since, no yield: steady proxying
+/// pays two thread-local reads. Cancel-safe: dropping it drops `sent`.
+///
+/// `then`, not an `async fn` awaiting `sent`: rustc keeps such an argument
+/// and its awaited copy in separate slots, which made a 514-byte future
+/// 1,560 bytes (this one lives as long as the stream is held).
+fn refusals_first<F: Future>(sent: F, refused_before: u64) -> impl Future<Output = F::Output> {
+    let yields = async move {
+        if refused() != refused_before {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+        }
+    };
+    yields.then(move |()| sent)
 }
 
 /// Counts the outcome and turns a refusal into its answer.
@@ -193,4 +245,21 @@ async fn internal(
     tokio::time::timeout(inner.cfg.request_timeout, work)
         .await
         .unwrap_or(Err(Refusal::Timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_first_stores_the_request_future_once() {
+        let big = async {
+            let x = [7u8; 512];
+            tokio::task::yield_now().await;
+            x[3]
+        };
+        let inner = std::mem::size_of_val(&big);
+        let outer = std::mem::size_of_val(&refusals_first(big, 0));
+        assert!(outer <= inner + 64, "{inner} B became {outer} B");
+    }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // helpers are shared by some modules, not all
 
+mod burst;
 mod h1pool;
 mod h2attack;
 mod h2frames;
