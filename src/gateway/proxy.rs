@@ -257,15 +257,13 @@ impl Routes {
                     .map_err(|e| upstream_error(&e))
             })),
         };
-        // One timer for the whole exchange: headers here, then the body.
-        let timeout = route.timeout;
-        Ok(async move {
-            let mut deadline = Box::pin(tokio::time::sleep(timeout));
-            let (resp, conn) = tokio::select! {
-                biased;
-                r = sent => r?,
-                () = deadline.as_mut() => return Err(Refusal::Timeout),
-            };
+        // The route timeout covers the whole exchange: the headers here,
+        // then the body (a second timer at the same instant). Combinators,
+        // not an async block: a block would keep `sent` twice per held
+        // stream (captured, then moved into its select).
+        let until = tokio::time::Instant::now() + route.timeout;
+        Ok(tokio::time::timeout_at(until, sent).map(move |r| {
+            let (resp, conn) = r.map_err(|_| Refusal::Timeout)??;
             let (mut parts, inner) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let hold: Hold = Box::new(WithPending {
@@ -278,10 +276,10 @@ impl Routes {
                 GwBody::Upstream {
                     inner,
                     hold: Some(hold),
-                    deadline,
+                    deadline: Box::pin(tokio::time::sleep_until(until)),
                 },
             ))
-        })
+        }))
     }
 
     fn upstream_request(
