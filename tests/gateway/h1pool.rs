@@ -3,12 +3,10 @@
 //! response headers bounded by the connection's read buffer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use super::support::*;
 
@@ -26,30 +24,9 @@ enum Raw {
     BigHeader(usize),
 }
 
-/// Connections accepted so far and open now.
-struct Counts {
-    accepted: Arc<AtomicUsize>,
-    open: Arc<AtomicUsize>,
-}
-
 /// A raw HTTP/1.1 upstream on 127.0.0.1:0 (bodiless requests only).
 async fn raw_upstream(kind: Raw) -> (SocketAddr, Counts) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (a, o) = (accepted.clone(), open.clone());
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            a.fetch_add(1, Relaxed);
-            o.fetch_add(1, Relaxed);
-            let o = o.clone();
-            tokio::spawn(async move {
-                serve_raw(s, kind).await;
-                o.fetch_sub(1, Relaxed);
-            });
-        }
-    });
-    (addr, Counts { accepted, open })
+    counted_upstream(move |s| serve_raw(s, kind)).await
 }
 
 async fn serve_raw(mut s: tokio::net::TcpStream, kind: Raw) {

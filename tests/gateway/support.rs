@@ -330,3 +330,36 @@ pub async fn assert_released(gw: &TestGateway, route: &str) {
     );
     assert_eq!(gw.stats().gateway.body_bytes_in_use.load(Relaxed), 0);
 }
+
+/// Connections a test upstream has accepted so far, and has open now.
+#[derive(Clone, Default)]
+pub struct Counts {
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A test upstream on 127.0.0.1:0: `serve` runs for each accepted
+/// connection, which is counted while it runs.
+pub async fn counted_upstream<F, Fut>(serve: F) -> (SocketAddr, Counts)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let counts = Counts::default();
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            c.accepted.fetch_add(1, Relaxed);
+            c.open.fetch_add(1, Relaxed);
+            let open = c.open.clone();
+            let served = serve(s);
+            tokio::spawn(async move {
+                served.await;
+                open.fetch_sub(1, Relaxed);
+            });
+        }
+    });
+    (addr, counts)
+}

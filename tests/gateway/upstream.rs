@@ -38,22 +38,8 @@ async fn h2_upstream(kind: H2Up) -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// [`h2_upstream`], also counting the connections open now.
 async fn h2_upstream_counted(kind: H2Up) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (n, o) = (accepted.clone(), open.clone());
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            n.fetch_add(1, Relaxed);
-            o.fetch_add(1, Relaxed);
-            let o = o.clone();
-            tokio::spawn(async move {
-                serve_h2(s, kind).await;
-                o.fetch_sub(1, Relaxed);
-            });
-        }
-    });
-    (addr, accepted, open)
+    let (addr, c) = counted_upstream(move |s| serve_h2(s, kind)).await;
+    (addr, c.accepted, c.open)
 }
 
 async fn serve_h2(s: tokio::net::TcpStream, kind: H2Up) {
