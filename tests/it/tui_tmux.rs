@@ -31,9 +31,23 @@ relays = ["127.0.0.2"]
 refresh = "250ms"
 "#;
 
-struct Session(String);
+/// A tmux session on a server of its own, whose socket is in the test's
+/// directory: with one shared server, a test ending its session as another
+/// test starts one could meet the server exiting ("server exited
+/// unexpectedly", seen once in CI).
+struct Session(String, std::path::PathBuf);
+
+fn tmux(socket: &Path) -> Command {
+    let mut c = Command::new("tmux");
+    c.arg("-S").arg(socket);
+    c
+}
 
 impl Session {
+    fn tmux(&self) -> Command {
+        tmux(&self.1)
+    }
+
     fn start(dir: &Path) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -42,7 +56,8 @@ impl Session {
             "cd {} && env -u INVOCATION_ID -u JOURNAL_STREAM PS1='{PROMPT} ' bash --norc --noprofile",
             dir.display()
         );
-        let ok = Command::new("tmux")
+        let socket = dir.join("tmux.sock");
+        let ok = tmux(&socket)
             .args([
                 "new-session",
                 "-d",
@@ -57,11 +72,12 @@ impl Session {
             .status()
             .expect("tmux is installed (apt-get install tmux)");
         assert!(ok.success(), "tmux new-session");
-        Self(name)
+        Self(name, socket)
     }
 
     fn keys(&self, keys: &[&str]) {
-        let ok = Command::new("tmux")
+        let ok = self
+            .tmux()
             .args(["send-keys", "-t", &self.0])
             .args(keys)
             .status()
@@ -74,7 +90,8 @@ impl Session {
     }
 
     fn pane(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["capture-pane", "-p", "-t", &self.0])
             .output()
             .expect("tmux capture-pane");
@@ -98,7 +115,8 @@ impl Session {
     }
 
     fn resize(&self, w: u16, h: u16) {
-        let ok = Command::new("tmux")
+        let ok = self
+            .tmux()
             .args([
                 "resize-window",
                 "-t",
@@ -115,7 +133,8 @@ impl Session {
 
     /// The pid of the process running in the pane's shell.
     fn child_pid(&self) -> Option<String> {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["list-panes", "-t", &self.0, "-F", "#{pane_pid}"])
             .output()
             .ok()?;
@@ -147,7 +166,7 @@ impl Session {
     }
 
     fn alive(&self) -> bool {
-        Command::new("tmux")
+        self.tmux()
             .args(["has-session", "-t", &self.0])
             .status()
             .is_ok_and(|s| s.success())
@@ -156,9 +175,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
+        let _ = self.tmux().args(["kill-session", "-t", &self.0]).status();
     }
 }
 
