@@ -139,6 +139,8 @@ struct InFlight {
     inner: Arc<Inner>,
     shard: usize,
     key: ClientKey,
+    /// [`InFlight::leave`] ran: nothing left for `Drop` to do.
+    left: bool,
 }
 
 /// What [`InFlight::enter`] made of a packet.
@@ -182,6 +184,7 @@ impl InFlight {
                     inner: inner.clone(),
                     shard,
                     key: req.client.clone(),
+                    left: false,
                 };
                 Entry::Started(guard, job)
             }
@@ -189,7 +192,8 @@ impl InFlight {
     }
 
     /// Ends the operation; returns the client's packet that waited for it.
-    fn leave(&self) -> Option<Job> {
+    fn leave(&mut self) -> Option<Job> {
+        self.left = true;
         let busy = self.inner.inflight[self.shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -204,6 +208,9 @@ impl InFlight {
 impl Drop for InFlight {
     /// Cancelled (shutdown): a waiting packet is dropped with it.
     fn drop(&mut self) {
+        if self.left {
+            return;
+        }
         if let Some(job) = self.leave() {
             self.inner.refuse(&job.key, job.kind, DropReason::Deadline);
         }
@@ -221,7 +228,7 @@ fn spawn(
     let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
         return inner.refuse(&job.key, job.kind, DropReason::QueueFull);
     };
-    let (guard, job) = match InFlight::enter(inner, shard, &req, job) {
+    let (mut guard, job) = match InFlight::enter(inner, shard, &req, job) {
         Entry::Started(g, job) => (g, job),
         Entry::Duplicate(job) => return inner.refuse(&job.key, job.kind, DUPLICATE),
         Entry::Waiting => return,
