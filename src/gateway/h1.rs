@@ -165,8 +165,8 @@ impl H1Upstream {
         found
     }
 
-    /// Back into the pool, or dropped when it is full. Starts a sweep
-    /// task if none runs.
+    /// Back into the pool, or dropped when it is full (or when no sweep
+    /// task runs and none can be started). Starts a sweep task if none runs.
     fn put(self: &Arc<Self>, send: Sender) {
         let mut idle = self.lock();
         if idle.conns.len() >= self.max_idle {
@@ -174,17 +174,16 @@ impl H1Upstream {
             drop(send);
             return;
         }
-        idle.conns.push((Instant::now(), send));
         if !idle.sweeping {
             let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                let dropped = idle.conns.pop();
                 drop(idle);
-                drop(dropped);
+                drop(send);
                 return;
             };
             idle.sweeping = true;
             rt.spawn(sweep(Arc::downgrade(self), self.idle_timeout));
         }
+        idle.conns.push((Instant::now(), send));
     }
 
     /// Sends one request on a pooled connection (the usual case: the
