@@ -4,9 +4,10 @@
 //! Each write takes a sequence number under the state lock, queues its
 //! store ops (`State::queue`) and a waiter. The committer, a thread of its
 //! own, takes every waiter queued so far as a batch, applies all queued ops
-//! as one sled transaction (outside the state lock: reads find them in the
-//! overlay meanwhile), flushes once (blocking), and answers every waiter. A waiter is queued after its ops, so the
-//! batch's transaction always contains them.
+//! as one sled write (outside the state lock: reads find them in the
+//! overlay meanwhile), flushes once (blocking), and answers every waiter.
+//! A waiter is queued after its ops, so the batch's write always contains
+//! them.
 //!
 //! Flushes are spaced at least `commit_interval` apart while writes keep
 //! arriving during flushes (load): they join the next flush (an fsync, and

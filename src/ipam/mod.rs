@@ -5,13 +5,12 @@
 //! index ([`state`]) under one std mutex (critical sections are short and
 //! never span an await), then queued together with an overlay that reads
 //! consult, and applied to the index. The group committer ([`commit`])
-//! applies everything queued as ONE sled transaction (outside that mutex,
+//! applies everything queued as ONE atomic sled write (outside that mutex,
 //! under one that keeps writes reaching sled in order), flushes, and only
-//! then answers the
-//! waiting operations; a crash before that loses writes whose callers were
-//! never answered, so DHCP never ACKs a lease that is not on disk. Without a
-//! running committer (before `spawn`, after shutdown) writes are applied
-//! and flushed inline.
+//! then answers the waiting operations; a crash before that loses writes
+//! whose callers were never answered, so DHCP never ACKs a lease that is
+//! not on disk. Without a running committer (before `spawn`, after
+//! shutdown) writes are applied and flushed inline.
 //!
 //! Memory per lease is kept small for million-lease stores: ~5 bytes per
 //! address of each subnet's CIDR, a 12-byte MAC→IPv4 entry per client; the
@@ -270,7 +269,7 @@ impl Ipam {
         Ok(true)
     }
 
-    /// Applies every queued write in one transaction, under the state lock
+    /// Applies every queued write as one atomic write, under the state lock
     /// taken with [`Ipam::lock_store`] (by whoever needs the store itself
     /// current), so writes reach sled in order.
     fn drain(&self, st: &mut State) -> Result<(), IpamError> {

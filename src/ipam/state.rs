@@ -98,9 +98,10 @@ pub struct State {
     /// Address → sequence number of its latest write (pruned once flushed):
     /// a cached answer about an address waits for that write's flush.
     pub pending: HashMap<u32, u64>,
-    /// Writes waiting for the committer, applied as ONE sled transaction per
-    /// group commit (a sled transaction costs two log-buffer writes however
-    /// small it is, so one per bind would cap throughput).
+    /// Writes waiting for the committer, applied as ONE atomic sled write
+    /// per group commit (a batch for one tree, else a transaction; each
+    /// costs log-buffer writes however small it is, so one per bind would
+    /// cap throughput).
     pub queue: Vec<Op>,
     /// Lease records in `queue` (or being applied by the committer), by
     /// address, so reads see them; each tagged with the `drains` count when
