@@ -293,7 +293,7 @@ impl Default for IpamOptions {
             cache_threshold: 0.25,
             offer_hold: Duration::from_secs(30),
             decline_quarantine: Duration::from_secs(600),
-            commit_interval: Duration::from_millis(5),
+            commit_interval: Duration::from_millis(10),
         }
     }
 }
