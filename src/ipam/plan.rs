@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::model::LeaseState;
-use super::record::Record;
+use super::record::{Record, FREE};
 use super::state::{Change, Plan, Reader, State};
 use super::IpamError;
 use crate::client::ClientKey;
@@ -65,7 +65,13 @@ impl State {
             return Err(IpamError::AddressTaken { ip: addr });
         }
         let current = self.clients.get(client);
-        let rec = read(ip)?;
+        // The index knows which addresses have a record: a never-leased
+        // address (most binds under a boot storm) costs no store read.
+        let rec = if sub.state(ip) == FREE {
+            None
+        } else {
+            read(ip)?
+        };
         if current == Some(ip) && sub.is_bound(ip, now) {
             if let Some(r) = rec.as_ref().filter(|r| &r.client == client) {
                 if hostname.is_none_or(|h| r.hostname.as_deref() == Some(h))
