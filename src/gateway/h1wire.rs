@@ -346,7 +346,7 @@ impl Chunked {
             (DataCr, b'\r') => DataLf,
             (DataLf, b'\n') => SizeStart,
             (TrailerStart, b'\r') => EndLf,
-            (TrailerStart | Trailer, b'\r') => TrailerLf,
+            (Trailer, b'\r') => TrailerLf,
             (TrailerStart | Trailer, b'\n') => return bad("bare LF in trailer"),
             (TrailerStart | Trailer, _) => {
                 self.meta_byte()?;

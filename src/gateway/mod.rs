@@ -17,6 +17,7 @@ mod body;
 mod conn;
 mod error;
 mod h1;
+mod h1io;
 mod h1wire;
 mod h2c;
 mod limits;

@@ -25,11 +25,11 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Admission, Refusal};
-use super::body::{BodyError, GwBody, Held, Hold, ProxyBody};
+use super::body::{BodyError, GwBody, Held, Hold, ProxyBody, UpstreamBody};
 use futures::future::Either;
 use futures::FutureExt;
 
-use super::h1::{H1Upstream, Lease};
+use super::h1::H1Upstream;
 use super::h2c::H2cUpstream;
 use super::GatewayError;
 use crate::config::{GatewayConfig, RouteConfig};
@@ -77,12 +77,10 @@ pub(crate) struct PendingGuard {
     stats: Arc<RouteStats>,
 }
 
-/// A response body's hold: the request's own, its pending slot and, for
-/// HTTP/1.1, its upstream connection (back to the pool when the body ends).
+/// A response body's hold: the request's own and its pending slot.
 struct WithPending {
     hold: Hold,
     _pending: PendingGuard,
-    _conn: Option<Lease>,
 }
 
 impl Held for WithPending {
@@ -248,12 +246,12 @@ impl Routes {
         let pending = route.try_pending()?;
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
         let sent = match &route.upstream {
-            Upstream::H2c(up) => Either::Left(
-                H2cUpstream::request(up, upstream)
-                    .map(|r| r.map(|resp| (resp, None)).map_err(|e| upstream_error(&e))),
-            ),
+            Upstream::H2c(up) => Either::Left(H2cUpstream::request(up, upstream).map(|r| {
+                r.map(|resp| resp.map(UpstreamBody::H2c))
+                    .map_err(|e| upstream_error(&e))
+            })),
             Upstream::Http1(up) => Either::Right(H1Upstream::request(up, upstream).map(|r| {
-                r.map(|(resp, lease)| (resp, Some(lease)))
+                r.map(|resp| resp.map(UpstreamBody::H1))
                     .map_err(|e| upstream_error(&e))
             })),
         };
@@ -263,13 +261,12 @@ impl Routes {
         // stream (captured, then moved into its select).
         let until = tokio::time::Instant::now() + route.timeout;
         Ok(tokio::time::timeout_at(until, sent).map(move |r| {
-            let (resp, conn) = r.map_err(|_| Refusal::Timeout)??;
+            let resp = r.map_err(|_| Refusal::Timeout)??;
             let (mut parts, inner) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let hold: Hold = Box::new(WithPending {
                 hold,
                 _pending: pending,
-                _conn: conn,
             });
             Ok(Response::from_parts(
                 parts,
