@@ -5,8 +5,9 @@
 //! [`super::h2c`]).
 //!
 //! Memory per proxied stream is bounded on all three legs: the downstream
-//! h2 stream window (see [`super::limits`]), toward the upstream hyper's
-//! HTTP/1 connection buffer (`max_buf_size`, not its ~400 KiB default)
+//! h2 stream window (see [`super::limits`]), toward the upstream one
+//! request body frame at a time and a response head of at most
+//! [`super::limits::http1_buf`] (our HTTP/1.1 client, [`super::h1io`])
 //! or the upstream h2 windows (the same `[gateway]` stream and connection
 //! windows as downstream, no adaptive growth) and send buffer, and the
 //! upstream socket's buffers (`socket_buffer`). The request body's share of the
@@ -41,11 +42,12 @@ use crate::stats::{RouteStats, Stats};
 /// half the throughput at 500 streams); each idle one holds a few KiB.
 const MAX_IDLE_PER_HOST: usize = 512;
 
-/// How long an idle upstream connection is kept. Each holds hyper's two
-/// ~8 KiB buffers, so after a burst of N streams an N-connection pool would
-/// hold N × ~20 KiB for this long; short enough that RSS is back near idle
-/// within seconds (invariant 4), long enough that steady traffic reuses
-/// connections (the pool sweeps every timeout, so they go within 2 s).
+/// How long an idle upstream connection is kept. An idle HTTP/1.1
+/// connection holds no buffer of ours, but its socket and the kernel's
+/// (capped by `socket_buffer`); short enough that memory is back near idle
+/// within seconds after a burst (invariant 4), long enough that steady
+/// traffic reuses connections (the pool sweeps every timeout, so they go
+/// within 2 s).
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Route {

@@ -216,3 +216,40 @@ fn malformed_chunks_are_errors() {
     let (data, _) = dechunk(b"ffffffffffffffff\r\nabc", 64).unwrap();
     assert_eq!(data, b"abc", "the largest size is fine, and streamed");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever an upstream sends, parsing is an answer, never a panic.
+        #[test]
+        fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), head_req: bool) {
+            let mut with_head = b"HTTP/1.1 200 OK\r\n".to_vec();
+            with_head.extend_from_slice(&bytes);
+            for input in [&bytes[..], &with_head[..]] {
+                if let Ok(Parsed::Final(h)) = parse_head(input, head_req) {
+                    prop_assert!(h.len <= input.len());
+                    prop_assert!(header_map(&Bytes::copy_from_slice(input)).is_ok());
+                }
+                let _ = dechunk(input, 7);
+            }
+        }
+
+        /// Chunks written as we write them decode to the same data, split
+        /// anywhere.
+        #[test]
+        fn chunks_round_trip(data in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..8), step in 1usize..64) {
+            let mut wire = Vec::new();
+            for d in &data {
+                wire.extend_from_slice(format!("{:x}\r\n", d.len()).as_bytes());
+                wire.extend_from_slice(d);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let (got, left) = dechunk(&wire, step).unwrap();
+            prop_assert_eq!(got, data.concat());
+            prop_assert_eq!(left, 0);
+        }
+    }
+}
