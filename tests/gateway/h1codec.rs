@@ -381,3 +381,37 @@ async fn request_bodies_with_and_without_a_length() {
     assert_eq!(n.accepted.load(Relaxed), 1);
     assert_released(&gw, "up").await;
 }
+
+/// 1 MiB request bodies toward an upstream that never reads: what the
+/// gateway holds per stream is the downstream window and one frame (the
+/// socket's buffers are capped), not the body; the route timeout ends
+/// each one (504) and returns its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_to_a_stalled_upstream_stay_bounded() {
+    let _s = serial().await;
+    let up = upstream(Upstream::Stall).await;
+    let gw = TestGateway::start(config(UNLIMITED, &route("/up/", up, 64, "1s"))).await;
+    let c = client("127.0.0.1", true);
+    let body = Bytes::from(vec![b'x'; 1 << 20]);
+    let heap = HeapWatch::start();
+    let uploads: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, url, body) = (c.clone(), gw.url("/up/x"), body.clone());
+            tokio::spawn(async move { send(&c, "POST", &url, body).await.map(|r| r.0) })
+        })
+        .collect();
+    for u in uploads {
+        let code = u.await.unwrap();
+        assert!(matches!(code, Ok(504) | Err(_)), "{code:?}");
+    }
+    let grown = heap.growth();
+    eprintln!(
+        "heap growth, 20 × 1 MiB to a stalled upstream: {} KiB",
+        grown / 1024
+    );
+    // The client's 20 MiB of bodies were allocated before the watch, but
+    // its h2 send side shares this heap (3.3 MiB in all when written): a
+    // gateway that buffered the bodies would add 20 MiB.
+    assert!(grown < 8 * MIB, "heap grew {} KiB", grown / 1024);
+    assert_released(&gw, "up").await;
+}
