@@ -247,9 +247,16 @@ pub(crate) fn header_map(head: &Bytes) -> Result<HeaderMap, WireError> {
     for f in resp.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| WireError::Head("bad field name"))?;
-        let at = f.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(head.slice(at..at + f.value.len()))
-            .map_err(|_| WireError::Head("bad field value"))?;
+        let at = (f.value.as_ptr() as usize).wrapping_sub(base);
+        let shared = at
+            .checked_add(f.value.len())
+            .filter(|end| !f.value.is_empty() && *end <= head.len());
+        let value = match shared {
+            Some(end) => HeaderValue::from_maybe_shared(head.slice(at..end)),
+            // Not a slice of `head` (an empty value may not be one).
+            None => HeaderValue::from_bytes(f.value),
+        }
+        .map_err(|_| WireError::Head("bad field value"))?;
         map.append(name, value);
     }
     Ok(map)

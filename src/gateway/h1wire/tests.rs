@@ -152,8 +152,12 @@ fn malformed_heads_are_errors() {
 
 #[test]
 fn header_map_shares_the_head() {
-    let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nServer: t\r\n\r\n");
+    let head = Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nServer: t\r\nx-empty:\r\nx-e2:  \r\n\r\n",
+    );
     let map = header_map(&head).unwrap();
+    assert_eq!(map["x-empty"], "");
+    assert_eq!(map["x-e2"], "");
     let a: Vec<_> = map.get_all("x-a").iter().collect();
     assert_eq!(a, ["1", "2"]);
     assert_eq!(map["server"], "t");
