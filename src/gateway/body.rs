@@ -14,6 +14,8 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::admission::{BodyPermit, Refusal};
+use super::h1::H1Error;
+use super::h1io::H1Body;
 
 /// Whatever must live exactly as long as a response body: pending slot,
 /// stream count, connection activity. Told when the route's deadline cut
@@ -31,7 +33,7 @@ pub(crate) enum GwBody {
     /// dropped. `deadline` is the route timeout, counted from the request:
     /// it covers the whole response, not only its headers.
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         hold: Option<Hold>,
         deadline: Pin<Box<Sleep>>,
     },
@@ -43,12 +45,50 @@ impl GwBody {
     }
 }
 
+/// A response body as an upstream sends it: hyper's for h2c, our own
+/// client's for HTTP/1.1. An enum, not a box: nothing allocated per request.
+pub(crate) enum UpstreamBody {
+    H2c(Incoming),
+    H1(H1Body),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = ResponseError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+        match self.get_mut() {
+            Self::H2c(b) => Pin::new(b).poll_frame(cx).map_err(ResponseError::from),
+            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(ResponseError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H2c(b) => b.is_end_stream(),
+            Self::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::H2c(b) => b.size_hint(),
+            Self::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Why a response body stopped early. hyper answers either by resetting
 /// the stream (h2: RST_STREAM) or closing the connection (HTTP/1.1).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ResponseError {
     #[error("upstream body: {0}")]
     Upstream(#[from] hyper::Error),
+    #[error("upstream body: {0}")]
+    H1(#[from] H1Error),
     #[error("upstream body not finished within the route timeout")]
     Timeout,
 }
@@ -78,7 +118,7 @@ impl Body for GwBody {
                     if !matches!(frame, Some(Ok(_))) || inner.is_end_stream() {
                         hold.take();
                     }
-                    return Poll::Ready(frame.map(|r| r.map_err(ResponseError::from)));
+                    return Poll::Ready(frame);
                 }
                 if hold.is_none() || deadline.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;

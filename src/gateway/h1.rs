@@ -1,60 +1,67 @@
 //! One `http://` upstream: HTTP/1.1 connections opened here, one per
 //! request in flight, and a small pool of the idle ones between requests.
 //!
-//! hyper's connection API (`hyper::client::conn::http1`) speaks the
-//! protocol; this only connects and keeps the idle `SendRequest`s. It is
-//! lighter than hyper-util's pooled client, which it replaced: a request on
-//! a pooled connection is hyper's response future plus the connection, 352
-//! bytes (no boxed 3.4 KiB checkout future, no task spawned per request to
-//! watch the connection go idle but in a rare race, see [`Lease`]), and a
-//! held request holds nothing else. What a connection costs is hyper's:
-//! see "Buffers" below and `bench/RESULTS-gateway.md`.
+//! The protocol is our own small client ([`super::h1wire`] for the bytes,
+//! [`super::h1io`] for the I/O): a request's exchange runs inside its
+//! stream's own future and its response body's polls — no task per
+//! connection or per request, no channel. hyper's `conn::http1`, which it
+//! replaced, cost ~30 KiB per connection that no setting controlled (an
+//! 8 KiB header write buffer, an 8 KiB read buffer, a 12 KiB request
+//! channel block, a connection task).
 //!
 //! The pool is a LIFO stack: the most recently used connection goes out
 //! first, so after a burst the surplus sits unused at the bottom and is
 //! closed after [`super::proxy::POOL_IDLE`]. A connection is out of the
-//! pool while a request uses it and goes back when that response's body has
-//! ended ([`Lease`]'s drop) — unless hyper is done with it (upstream closed,
-//! error, `Connection: close`), the body was cut short, or the pool already
-//! holds `max_idle`; then it is dropped, which closes it. A request that
-//! finds a pooled connection closed under it before the request went out
-//! (the upstream's keep-alive ran out) is sent once more on a new one.
+//! pool while a request uses it and goes back when that response's body
+//! has been read to its end — unless the upstream said `Connection: close`,
+//! the body was delimited by the close, the framing was doubtful, an error
+//! happened, the body was cut short (dropped early: closed), or the pool
+//! already holds `max_idle`. A pooled connection found closed (or with
+//! unexpected bytes) at checkout is dropped; a request whose first write
+//! on a pooled connection fails (nothing went out) is sent once more, on a
+//! new connection. Connections are pooled per runtime (the gateway threads
+//! each run their own): a socket is driven by the runtime it was opened on.
 //!
-//! Buffers, per connection: hyper's header write buffer (8 KiB, fixed), its
-//! request channel to the connection task (a 12 KiB block of 32 request
-//! slots) and a read buffer that starts at 8 KiB and grows to `max_buf`
-//! ([`super::limits::http1_buf`], 24 KiB with the shipped limits). A smaller
-//! start is only `read_buf_exact_size`, which would also be the most a
-//! response head may take. Response heads must fit in `max_buf`: longer ones
-//! fail the request (502) and close that connection.
+//! Buffers: none while a connection idles or a request waits for its
+//! answer. The request head is one allocation of its exact size, freed once
+//! written; a request body is sent one frame at a time (the frame the
+//! client sent, no copy), chunked when its length is unknown. Reads go
+//! into a 16 KiB stack buffer and only what arrived is copied out: the
+//! response head's bytes (kept until they are parsed; heads over `max_buf`,
+//! [`super::limits::http1_buf`], 24 KiB with the shipped limits, fail the
+//! request with a 502 and close the connection), then each body read as
+//! one frame. What a held stream costs here is its socket and the
+//! exchange future in its task (280 bytes; a size test below keeps it
+//! small): 8,000 streams held against a 5 s upstream took 2.9 KiB of RSS
+//! each in all, downstream side included (haproxy 7.5, hyper's client
+//! 19–22; `bench/RESULTS-gateway.md`).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use futures::future::{self, Either};
-use futures::FutureExt;
 use http::uri::Authority;
-use http::{header, Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::{header, Method, Request};
+use http_body::Body;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::runtime::{Handle, Id};
 
-use super::body::ProxyBody;
+use super::body::{BodyError, ProxyBody};
+use super::h1io::Exchange;
+use super::h1wire::{encode_head, ReqFraming, WireError};
 use crate::config::GatewayConfig;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Sender = http1::SendRequest<ProxyBody>;
 
 pub(crate) struct H1Upstream {
     authority: Authority,
     host: String,
     port: u16,
-    builder: http1::Builder,
     socket_buffer: u32,
+    /// The longest response head accepted.
+    pub(super) max_head: usize,
     /// Idle connections, oldest first, each with when it went idle. std
     /// `Mutex`: held only to push, pop or trim, never across an await.
     idle: Mutex<Idle>,
@@ -64,62 +71,43 @@ pub(crate) struct H1Upstream {
     max_idle: usize,
 }
 
+/// An upstream connection and the runtime whose I/O driver it is
+/// registered with.
+pub(crate) struct Conn {
+    pub(super) tcp: TcpStream,
+    rt: Id,
+}
+
 #[derive(Default)]
 struct Idle {
-    conns: Vec<(Instant, Sender)>,
+    conns: Vec<(Instant, Conn)>,
     /// A sweep task is running (it stops when the pool is empty).
     sweeping: bool,
 }
 
-/// Why a request could not be sent.
+/// Why a request or its response failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum H1Error {
     #[error("connecting to {0}: {1}")]
     Connect(Authority, String),
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    #[error("upstream connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upstream sent {0}")]
+    Wire(#[from] WireError),
+    #[error("upstream closed the connection before the response ended")]
+    Closed,
+    #[error("request body: {0}")]
+    Body(#[source] BodyError),
+    #[error("request body does not match its content-length")]
+    BodyLength,
 }
 
-/// The connection a request was sent on, out of the pool until its
-/// response is done; dropped, it goes back if hyper can send on it again.
-/// Lives in the response body's hold (see [`super::body::GwBody`]), which
-/// is dropped when the body ends, fails, times out or is dropped.
-pub(crate) struct Lease {
-    up: Arc<H1Upstream>,
-    send: Option<Sender>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(send) = self.send.take() else { return };
-        // Ready: hyper's connection task has finished the response and
-        // waits for the next request. Closed: dropped here.
-        if send.is_ready() {
-            self.up.put(send);
-            return;
-        }
-        if send.is_closed() {
-            return;
-        }
-        // Neither, usually because the body's reader saw the last chunk
-        // a moment before the connection task (on another worker thread)
-        // went idle; or the body was cut short, and hyper is closing it.
-        // Wait for either off this path, at most the idle time.
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let up = self.up.clone();
-        rt.spawn(async move {
-            let mut send = send;
-            if let Ok(Ok(())) = tokio::time::timeout(up.idle_timeout, send.ready()).await {
-                up.put(send);
-            }
-        });
-    }
-}
+/// A boxed connect: large and rare, so it is not kept inline in every
+/// exchange.
+pub(super) type Connecting = Pin<Box<dyn Future<Output = Result<Conn, H1Error>> + Send>>;
 
 impl H1Upstream {
-    /// `max_buf`: hyper's read buffer cap, which response headers must fit.
+    /// `max_buf`: the longest response head accepted.
     pub(crate) fn new(
         authority: Authority,
         cfg: &GatewayConfig,
@@ -127,8 +115,6 @@ impl H1Upstream {
         idle_timeout: Duration,
         max_idle: usize,
     ) -> Self {
-        let mut builder = http1::Builder::new();
-        builder.max_buf_size(max_buf);
         let host = authority.host();
         let host = host.strip_prefix('[').unwrap_or(host);
         let host = host.strip_suffix(']').unwrap_or(host).to_owned();
@@ -136,8 +122,8 @@ impl H1Upstream {
             port: authority.port_u16().unwrap_or(80),
             host,
             authority,
-            builder,
             socket_buffer: cfg.socket_buffer,
+            max_head: max_buf,
             idle: Mutex::new(Idle::default()),
             idle_timeout,
             max_idle,
@@ -148,92 +134,75 @@ impl H1Upstream {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently idle connection that can take a request; closed
-    /// ones met on the way are dropped.
-    fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.lock();
-        let mut dead = Vec::new();
-        let found = loop {
-            match idle.conns.pop() {
-                Some((_, s)) if s.is_ready() => break Some(s),
-                Some((_, s)) => dead.push(s),
-                None => break None,
+    /// The most recently idle connection of this runtime that is still
+    /// open; closed ones met on the way are dropped.
+    fn checkout(&self) -> Option<Conn> {
+        let rt = Handle::try_current().ok()?.id();
+        loop {
+            let mut idle = self.lock();
+            let at = idle.conns.iter().rposition(|(_, c)| c.rt == rt)?;
+            let (_, conn) = idle.conns.remove(at);
+            drop(idle);
+            if open(&conn.tcp) {
+                return Some(conn);
             }
-        };
-        drop(idle);
-        drop(dead);
-        found
+        }
     }
 
     /// Back into the pool, or dropped when it is full (or when no sweep
     /// task runs and none can be started). Starts a sweep task if none runs.
-    fn put(self: &Arc<Self>, send: Sender) {
+    pub(super) fn put(self: &Arc<Self>, conn: Conn) {
         let mut idle = self.lock();
         if idle.conns.len() >= self.max_idle {
             drop(idle);
-            drop(send);
+            drop(conn);
             return;
         }
         if !idle.sweeping {
-            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            let Ok(rt) = Handle::try_current() else {
                 drop(idle);
-                drop(send);
+                drop(conn);
                 return;
             };
             idle.sweeping = true;
             rt.spawn(sweep(Arc::downgrade(self), self.idle_timeout));
         }
-        idle.conns.push((Instant::now(), send));
+        idle.conns.push((Instant::now(), conn));
     }
 
-    /// Sends one request on a pooled connection (the usual case: the
-    /// returned future is hyper's response future and the connection,
-    /// nothing boxed), or connects first (boxed: the connect future is
-    /// large and rare). The response comes with the connection's [`Lease`].
-    /// Cancel-safe: dropping it drops the request, and hyper then closes
-    /// that connection (an HTTP/1.1 request cannot be abandoned otherwise).
-    pub(crate) fn request(
-        this: &Arc<Self>,
-        req: Request<ProxyBody>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, Lease), H1Error>> + Send + 'static {
-        let up = this.clone();
-        match this.checkout() {
-            Some(mut send) => {
-                // Handed to the connection task now; the future only waits.
-                // Combinators, not an async block: that would keep hyper's
-                // ~300-byte future twice (captured, then awaited).
-                let sent = send.try_send_request(req);
-                Either::Left(sent.then(move |r| match r {
-                    Ok(resp) => Either::Left(future::ready(Ok(up.lease(send, resp)))),
-                    // It closed before the request went out: not sent, so
-                    // safe to send once more, on a new connection.
-                    Err(mut e) => match e.take_message() {
-                        Some(req) => Either::Right(Box::pin(Self::connect_and_send(up, req))),
-                        None => Either::Left(future::ready(Err(e.into_error().into()))),
-                    },
-                }))
-            }
-            None => Either::Right(Box::pin(Self::connect_and_send(up, req))),
-        }
+    /// Starts one request: its head is encoded and a pooled connection
+    /// taken here, synchronously; the returned future sends it (connecting
+    /// first if none was idle) and waits for the response head. The
+    /// response body reads the rest and puts the connection back.
+    /// Cancel-safe: dropping it (or the body before its end) closes the
+    /// connection, the only way to abandon an HTTP/1.1 request.
+    pub(crate) fn request(this: &Arc<Self>, req: Request<ProxyBody>) -> Exchange {
+        let (parts, body) = req.into_parts();
+        let empty = body.is_end_stream();
+        let framing = ReqFraming::of(
+            &parts.method,
+            empty,
+            body.size_hint().exact(),
+            parts.headers.contains_key(header::CONTENT_LENGTH),
+        );
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let head = encode_head(&parts.method, target, &parts.headers, framing);
+        let body = (!empty).then_some(body);
+        let head_req = parts.method == Method::HEAD;
+        Exchange::new(this.clone(), this.checkout(), head, body, framing, head_req)
     }
 
-    async fn connect_and_send(
-        up: Arc<Self>,
-        req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Lease), H1Error> {
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, up.connect())
-            .await
-            .map_err(|_| H1Error::Connect(up.authority.clone(), "timed out".into()))?
-            .map_err(|e| H1Error::Connect(up.authority.clone(), e.to_string()))?;
-        let (mut send, conn) = up.builder.handshake(TokioIo::new(tcp)).await?;
-        let authority = up.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(upstream = %authority, error = %e, "upstream connection ended");
-            }
-        });
-        let resp = send.send_request(req).await?;
-        Ok(up.lease(send, resp))
+    /// A new connection, boxed (see [`Connecting`]).
+    pub(super) fn connecting(self: &Arc<Self>) -> Connecting {
+        let up = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, up.connect())
+                .await
+                .map_err(|_| H1Error::Connect(up.authority.clone(), "timed out".into()))?
+                .map_err(|e| H1Error::Connect(up.authority.clone(), e.to_string()))?;
+            let rt = Handle::current().id();
+            Ok(Conn { tcp, rt })
+        })
     }
 
     /// The upstream's addresses tried in turn. Socket buffers are set
@@ -249,22 +218,14 @@ impl H1Upstream {
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
     }
+}
 
-    /// A response and its connection; one the upstream will close
-    /// (`Connection: close`) is not kept.
-    fn lease(
-        self: Arc<Self>,
-        send: Sender,
-        resp: Response<Incoming>,
-    ) -> (Response<Incoming>, Lease) {
-        let closing = resp
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let send = (!closing).then_some(send);
-        (resp, Lease { up: self, send })
-    }
+/// An idle connection is usable if reading it would block: not closed by
+/// the upstream, no error, no stray bytes. A read is only tried when the
+/// runtime has seen the socket readable, so this usually costs no syscall.
+fn open(tcp: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A socket whose buffers cannot be capped is not used: the caps are what
@@ -310,24 +271,16 @@ async fn sweep(up: Weak<H1Upstream>, timeout: Duration) {
 mod tests {
     use super::*;
 
-    /// The size of what `f` returns, without calling it.
-    fn ret_size<F, R>(_: &F) -> usize
-    where
-        F: Fn(&Arc<H1Upstream>, Request<ProxyBody>) -> R,
-    {
-        std::mem::size_of::<R>()
-    }
-
-    /// A request waiting on a pooled connection lives in its stream's
-    /// task for as long as the upstream takes: it must stay hyper's
-    /// response future (which holds the request until sent, ~300 bytes)
-    /// plus the connection, not grow by whole futures.
+    /// An exchange lives in its stream's task for as long as the upstream
+    /// takes to answer: it must stay no larger than the request it sends
+    /// (whose parts are encoded and dropped before it starts; 280 bytes
+    /// against 304 when written), not grow by whole futures or buffers.
     #[test]
-    fn pooled_request_future_stays_small() {
-        let request = ret_size(&|u: &Arc<H1Upstream>, r| H1Upstream::request(u, r));
+    fn exchange_future_stays_small() {
+        let exchange = std::mem::size_of::<Exchange>();
         let req = std::mem::size_of::<Request<ProxyBody>>();
-        eprintln!("request future {request} B, Request<ProxyBody> {req} B");
-        assert!(request <= req + 64, "{request} B");
+        eprintln!("exchange future {exchange} B, Request<ProxyBody> {req} B");
+        assert!(exchange <= req, "{exchange} B");
     }
 
     /// `socket_buffer` caps both buffers of an upstream socket (Linux

@@ -17,6 +17,8 @@ mod body;
 mod conn;
 mod error;
 mod h1;
+mod h1io;
+mod h1wire;
 mod h2c;
 mod limits;
 mod listener;
@@ -178,9 +180,9 @@ async fn run_threads(listener: TcpListener, inner: Arc<Inner>, n: usize) {
         Ok(l) => l,
         Err(e) => return tracing::error!(error = %e, "gateway listener cannot move to its threads"),
     };
-    // Upstream connections are pooled across threads, so a runtime may
-    // drive a connection another thread's request uses: no runtime goes
-    // away before every thread has drained its own connections.
+    // An h2c upstream connection is shared by every thread, driven by the
+    // runtime that opened it (HTTP/1.1 ones are pooled per runtime): no
+    // runtime goes away before every thread has drained its own connections.
     let drained = Arc::new(tokio::sync::Barrier::new(n));
     let mut threads = Vec::with_capacity(n);
     for i in 0..n {

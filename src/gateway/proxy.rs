@@ -5,8 +5,9 @@
 //! [`super::h2c`]).
 //!
 //! Memory per proxied stream is bounded on all three legs: the downstream
-//! h2 stream window (see [`super::limits`]), toward the upstream hyper's
-//! HTTP/1 connection buffer (`max_buf_size`, not its ~400 KiB default)
+//! h2 stream window (see [`super::limits`]), toward the upstream one
+//! request body frame at a time and a response head of at most
+//! [`super::limits::http1_buf`] (our HTTP/1.1 client, [`super::h1io`])
 //! or the upstream h2 windows (the same `[gateway]` stream and connection
 //! windows as downstream, no adaptive growth) and send buffer, and the
 //! upstream socket's buffers (`socket_buffer`). The request body's share of the
@@ -25,11 +26,11 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admission::{Admission, Refusal};
-use super::body::{BodyError, GwBody, Held, Hold, ProxyBody};
+use super::body::{BodyError, GwBody, Held, Hold, ProxyBody, UpstreamBody};
 use futures::future::Either;
 use futures::FutureExt;
 
-use super::h1::{H1Upstream, Lease};
+use super::h1::H1Upstream;
 use super::h2c::H2cUpstream;
 use super::GatewayError;
 use crate::config::{GatewayConfig, RouteConfig};
@@ -41,11 +42,12 @@ use crate::stats::{RouteStats, Stats};
 /// half the throughput at 500 streams); each idle one holds a few KiB.
 const MAX_IDLE_PER_HOST: usize = 512;
 
-/// How long an idle upstream connection is kept. Each holds hyper's two
-/// ~8 KiB buffers, so after a burst of N streams an N-connection pool would
-/// hold N × ~20 KiB for this long; short enough that RSS is back near idle
-/// within seconds (invariant 4), long enough that steady traffic reuses
-/// connections (the pool sweeps every timeout, so they go within 2 s).
+/// How long an idle upstream connection is kept. An idle HTTP/1.1
+/// connection holds no buffer of ours, but its socket and the kernel's
+/// (capped by `socket_buffer`); short enough that memory is back near idle
+/// within seconds after a burst (invariant 4), long enough that steady
+/// traffic reuses connections (the pool sweeps every timeout, so they go
+/// within 2 s).
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Route {
@@ -77,12 +79,10 @@ pub(crate) struct PendingGuard {
     stats: Arc<RouteStats>,
 }
 
-/// A response body's hold: the request's own, its pending slot and, for
-/// HTTP/1.1, its upstream connection (back to the pool when the body ends).
+/// A response body's hold: the request's own and its pending slot.
 struct WithPending {
     hold: Hold,
     _pending: PendingGuard,
-    _conn: Option<Lease>,
 }
 
 impl Held for WithPending {
@@ -248,12 +248,12 @@ impl Routes {
         let pending = route.try_pending()?;
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
         let sent = match &route.upstream {
-            Upstream::H2c(up) => Either::Left(
-                H2cUpstream::request(up, upstream)
-                    .map(|r| r.map(|resp| (resp, None)).map_err(|e| upstream_error(&e))),
-            ),
+            Upstream::H2c(up) => Either::Left(H2cUpstream::request(up, upstream).map(|r| {
+                r.map(|resp| resp.map(UpstreamBody::H2c))
+                    .map_err(|e| upstream_error(&e))
+            })),
             Upstream::Http1(up) => Either::Right(H1Upstream::request(up, upstream).map(|r| {
-                r.map(|(resp, lease)| (resp, Some(lease)))
+                r.map(|resp| resp.map(UpstreamBody::H1))
                     .map_err(|e| upstream_error(&e))
             })),
         };
@@ -263,13 +263,12 @@ impl Routes {
         // stream (captured, then moved into its select).
         let until = tokio::time::Instant::now() + route.timeout;
         Ok(tokio::time::timeout_at(until, sent).map(move |r| {
-            let (resp, conn) = r.map_err(|_| Refusal::Timeout)??;
+            let resp = r.map_err(|_| Refusal::Timeout)??;
             let (mut parts, inner) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let hold: Hold = Box::new(WithPending {
                 hold,
                 _pending: pending,
-                _conn: conn,
             });
             Ok(Response::from_parts(
                 parts,

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // helpers are shared by some modules, not all
 
 mod burst;
+mod h1codec;
 mod h1pool;
 mod h2attack;
 mod h2frames;

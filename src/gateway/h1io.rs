@@ -1,0 +1,445 @@
+//! The I/O of one HTTP/1.1 exchange with an upstream: [`Exchange`], the
+//! future that sends the request and reads the response head, and
+//! [`H1Body`], the response body that reads the rest and hands the
+//! connection back to the pool. Both are polled by the stream that owns
+//! them: nothing here spawns.
+//!
+//! Nothing is buffered while waiting: reads go into a stack buffer once
+//! the socket is readable, and only the bytes that arrived are kept.
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::body::ProxyBody;
+use super::h1::{Conn, Connecting, H1Error, H1Upstream};
+use super::h1wire::{
+    header_map, parse_head, Chunked, Framing, Head, Parsed, ReqFraming, WireError,
+};
+
+/// The most one read takes (on the stack, then copied out at its size).
+const READ: usize = 16 * 1024;
+
+/// Reads at most `max` bytes into a stack buffer and appends what came.
+/// `Ok(0)`: the upstream closed.
+fn poll_read_into(
+    tcp: &mut TcpStream,
+    cx: &mut Context<'_>,
+    max: usize,
+    dst: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut raw = [MaybeUninit::<u8>::uninit(); READ];
+    let mut buf = ReadBuf::uninit(&mut raw[..max.clamp(1, READ)]);
+    ready!(Pin::new(tcp).poll_read(cx, &mut buf))?;
+    dst.extend_from_slice(buf.filled());
+    Poll::Ready(Ok(buf.filled().len()))
+}
+
+/// What is still to be written: a chunk's size line, data, then a fixed
+/// tail (a chunk's CRLF, the last chunk).
+#[derive(Default)]
+struct Out {
+    line: [u8; 18],
+    line_at: u8,
+    line_end: u8,
+    data: Bytes,
+    tail: &'static [u8],
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        self.line_at == self.line_end && self.data.is_empty() && self.tail.is_empty()
+    }
+
+    /// `data` as one chunk: `{len:x}\r\n{data}\r\n`.
+    fn chunk(&mut self, data: Bytes) {
+        let mut n = data.len();
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[n % 16];
+            n /= 16;
+            if n == 0 {
+                break;
+            }
+        }
+        let len = digits.len() - i;
+        self.line[..len].copy_from_slice(&digits[i..]);
+        self.line[len..len + 2].copy_from_slice(b"\r\n");
+        (self.line_at, self.line_end) = (0, (len + 2) as u8);
+        self.data = data;
+        self.tail = b"\r\n";
+    }
+
+    /// One vectored write of what is left; how many bytes went out.
+    fn poll_write(&mut self, tcp: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let line = &self.line[usize::from(self.line_at)..usize::from(self.line_end)];
+        let parts = [
+            IoSlice::new(line),
+            IoSlice::new(&self.data),
+            IoSlice::new(self.tail),
+        ];
+        let n = ready!(Pin::new(tcp).poll_write_vectored(cx, &parts))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let mut left = n;
+        let from_line = left.min(line.len());
+        self.line_at += from_line as u8;
+        left -= from_line;
+        let from_data = left.min(self.data.len());
+        self.data.advance(from_data);
+        left -= from_data;
+        self.tail = &self.tail[left.min(self.tail.len())..];
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// One request to an upstream, from its first write to its response head.
+/// Lives in the stream's task while the stream waits, so it is kept
+/// small: the request is already encoded (the head) or streamed (the body
+/// frame being written), and no read buffer exists until bytes arrive.
+pub(crate) struct Exchange {
+    up: Arc<H1Upstream>,
+    conn: Option<Conn>,
+    connecting: Option<Connecting>,
+    /// `conn` came from the pool and nothing went out on it yet: if the
+    /// first write fails, the request is sent once more on a new one.
+    pooled: bool,
+    out: Out,
+    /// The request body still to send; `None` once sent (or if none).
+    body: Option<ProxyBody>,
+    framing: ReqFraming,
+    /// Body bytes still due under `content-length`.
+    due: u64,
+    /// Response bytes that came before a whole head.
+    pending: BytesMut,
+    head_req: bool,
+}
+
+impl Exchange {
+    pub(super) fn new(
+        up: Arc<H1Upstream>,
+        conn: Option<Conn>,
+        head: Vec<u8>,
+        body: Option<ProxyBody>,
+        framing: ReqFraming,
+        head_req: bool,
+    ) -> Self {
+        Self {
+            up,
+            pooled: conn.is_some(),
+            conn,
+            connecting: None,
+            out: Out {
+                data: head.into(),
+                ..Out::default()
+            },
+            body,
+            framing,
+            due: match framing {
+                ReqFraming::Length(n) => n,
+                _ => 0,
+            },
+            pending: BytesMut::new(),
+            head_req,
+        }
+    }
+
+    /// Writes the head, then the body frame by frame.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        loop {
+            while !self.out.is_empty() {
+                let Some(conn) = self.conn.as_mut() else {
+                    return Poll::Ready(Err(H1Error::Closed));
+                };
+                ready!(self.out.poll_write(&mut conn.tcp, cx))?;
+                self.pooled = false;
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+            let end = body.is_end_stream();
+            match frame {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        self.queue(data)?;
+                    }
+                    if end {
+                        self.end_body()?;
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(H1Error::Body(e))),
+                None => self.end_body()?,
+            }
+        }
+    }
+
+    fn queue(&mut self, data: Bytes) -> Result<(), H1Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.framing {
+            ReqFraming::Chunked => self.out.chunk(data),
+            _ => {
+                self.due = self
+                    .due
+                    .checked_sub(data.len() as u64)
+                    .ok_or(H1Error::BodyLength)?;
+                self.out.data = data;
+            }
+        }
+        Ok(())
+    }
+
+    /// The body is done: the last chunk goes out, and its budget returns.
+    fn end_body(&mut self) -> Result<(), H1Error> {
+        self.body = None;
+        match self.framing {
+            ReqFraming::Chunked if self.out.tail.is_empty() => self.out.tail = b"0\r\n\r\n",
+            ReqFraming::Chunked => self.out.tail = b"\r\n0\r\n\r\n",
+            _ if self.due != 0 => return Err(H1Error::BodyLength),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reads until a final response head has come, skipping 1xx ones.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Head, Bytes), H1Error>> {
+        let max = self.up.max_head;
+        loop {
+            if !self.pending.is_empty() {
+                match parse_head(&self.pending, self.head_req)? {
+                    Parsed::Interim(n) => {
+                        self.pending.advance(n);
+                        continue;
+                    }
+                    Parsed::Final(head) => {
+                        let all = std::mem::take(&mut self.pending).freeze();
+                        return Poll::Ready(Ok((head, all)));
+                    }
+                    Parsed::Partial if self.pending.len() >= max => {
+                        return Poll::Ready(Err(WireError::HeadTooLarge(max).into()));
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(Err(H1Error::Closed));
+            };
+            let room = max - self.pending.len();
+            if ready!(poll_read_into(&mut conn.tcp, cx, room, &mut self.pending))? == 0 {
+                return Poll::Ready(Err(H1Error::Closed));
+            }
+        }
+    }
+
+    /// The response, its body reading on from the bytes after the head.
+    /// `whole`: the request went out whole, so the connection may serve
+    /// another one after this response.
+    fn respond(
+        &mut self,
+        head: Head,
+        all: Bytes,
+        whole: bool,
+    ) -> Result<Response<H1Body>, H1Error> {
+        let mut headers = header_map(&all)?;
+        if matches!(head.framing, Framing::Chunked | Framing::Eof) {
+            // Not the length of what we forward (RFC 9112 §6.3: a proxy
+            // removes it when a transfer coding overrides it).
+            headers.remove(http::header::CONTENT_LENGTH);
+        }
+        let rest = all.slice(head.len..);
+        let state = match head.framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunked::default()),
+            Framing::Eof => State::Eof,
+        };
+        let mut body = H1Body {
+            up: self.up.clone(),
+            conn: self.conn.take(),
+            buf: rest,
+            state,
+            reuse: head.reuse && whole,
+        };
+        if matches!(body.state, State::Done) {
+            body.finish();
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    }
+}
+
+impl std::future::Future for Exchange {
+    type Output = Result<Response<H1Body>, H1Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            if let Some(connecting) = this.connecting.as_mut() {
+                this.conn = Some(ready!(connecting.as_mut().poll(cx))?);
+                this.connecting = None;
+            }
+            if this.conn.is_none() {
+                this.connecting = Some(this.up.connecting());
+                continue;
+            }
+            let sent = match this.poll_send(cx) {
+                Poll::Ready(Ok(())) => true,
+                // Nothing went out on a pooled connection, which the
+                // upstream must have closed: once more, on a new one.
+                Poll::Ready(Err(H1Error::Io(_))) if this.pooled => {
+                    this.pooled = false;
+                    this.conn = None;
+                    continue;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // Still sending: an answer may come early (an error that
+                // does not wait for the body); the rest is then not sent.
+                Poll::Pending => false,
+            };
+            let (head, all) = ready!(this.poll_head(cx))?;
+            this.body = None;
+            return Poll::Ready(this.respond(head, all, sent));
+        }
+    }
+}
+
+enum State {
+    Length(u64),
+    Chunked(Chunked),
+    Eof,
+    Done,
+}
+
+/// A response body from an HTTP/1.1 upstream, read as it is polled. Its
+/// connection goes back to the pool once the body has been read to its
+/// end and nothing is left over; dropped before that, or on an error, the
+/// connection is closed.
+pub(crate) struct H1Body {
+    up: Arc<H1Upstream>,
+    conn: Option<Conn>,
+    /// Bytes read and not yet decoded.
+    buf: Bytes,
+    state: State,
+    reuse: bool,
+}
+
+impl H1Body {
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reuse && self.buf.is_empty() {
+                self.up.put(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: impl Into<H1Error>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.conn = None;
+        self.state = State::Done;
+        Poll::Ready(Some(Err(e.into())))
+    }
+
+    /// Decodes the next data from `buf`, if any is there.
+    fn decode(&mut self) -> Result<Option<Bytes>, WireError> {
+        let data = match &mut self.state {
+            State::Done => return Ok(None),
+            State::Eof => std::mem::take(&mut self.buf),
+            State::Length(left) => {
+                let take = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                *left -= take as u64;
+                if *left == 0 {
+                    self.state = State::Done;
+                }
+                self.buf.split_to(take)
+            }
+            State::Chunked(c) => {
+                let (used, found) = c.decode(&self.buf)?;
+                let data = found.map(|r| self.buf.slice(r));
+                if c.is_done() {
+                    self.state = State::Done;
+                }
+                self.buf.advance(used);
+                data.unwrap_or_default()
+            }
+        };
+        Ok(Some(data))
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = self.get_mut();
+        loop {
+            if matches!(this.state, State::Done) {
+                this.finish();
+                return Poll::Ready(None);
+            }
+            if this.buf.is_empty() {
+                let Some(conn) = this.conn.as_mut() else {
+                    return this.fail(H1Error::Closed);
+                };
+                let want = match this.state {
+                    State::Length(left) => usize::try_from(left).unwrap_or(READ),
+                    _ => READ,
+                };
+                let mut read = BytesMut::new();
+                match ready!(poll_read_into(&mut conn.tcp, cx, want, &mut read)) {
+                    Err(e) => return this.fail(e),
+                    Ok(0) if matches!(this.state, State::Eof) => {
+                        this.reuse = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(0) => return this.fail(H1Error::Closed),
+                    Ok(_) => this.buf = read.freeze(),
+                }
+            }
+            match this.decode() {
+                Err(e) => return this.fail(e),
+                Ok(Some(data)) if !data.is_empty() => {
+                    if matches!(this.state, State::Done) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

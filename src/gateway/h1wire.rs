@@ -1,0 +1,385 @@
+//! The HTTP/1.1 wire format of the upstream client, without I/O: request
+//! heads out, response heads in (`httparse`), and the response body's
+//! framing (RFC 9112 §6), including the chunked decoder. Pure functions
+//! and a byte-at-a-time state machine, so every malformed input is an
+//! error value and the unit tests need no sockets.
+
+use std::io::Write;
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+
+/// Most header fields a response head may have (hyper's default too).
+const MAX_HEADERS: usize = 100;
+
+/// Most bytes of chunk extensions plus trailers one body may carry; they
+/// are skipped, not kept, but an endless stream of them must end.
+const MAX_CHUNK_META: usize = 16 * 1024;
+
+/// What is wrong with what the upstream sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    #[error("bad response head: {0}")]
+    Head(&'static str),
+    #[error("response head over {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("bad content-length")]
+    ContentLength,
+    #[error("bad chunked body: {0}")]
+    Chunk(&'static str),
+}
+
+/// How the request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReqFraming {
+    /// No body and no framing header (GET and friends).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl ReqFraming {
+    /// `exact`: the body's exact length if known; `empty`: it has none.
+    /// An empty body of a method that usually has one says so with
+    /// `content-length: 0`, as the downstream client's would have.
+    pub(crate) fn of(method: &Method, empty: bool, exact: Option<u64>, had_length: bool) -> Self {
+        let bodiless = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+        );
+        match (empty, exact) {
+            (true, _) if bodiless && !had_length => Self::None,
+            (true, _) => Self::Length(0),
+            (false, Some(n)) => Self::Length(n),
+            (false, None) => Self::Chunked,
+        }
+    }
+}
+
+/// The longest framing field written: `content-length: ` and 20 digits.
+const FRAMING_FIELD: usize = 16 + 20 + 2;
+
+/// The request head: request line, `Host` first, the other fields as they
+/// are (hop-by-hop ones were stripped by the caller), and the framing
+/// header chosen here (any `content-length` or `transfer-encoding` in
+/// `headers` is replaced). One allocation of the exact size.
+pub(crate) fn encode_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: ReqFraming,
+) -> Vec<u8> {
+    let skip = |n: &HeaderName| {
+        n == header::HOST || n == header::CONTENT_LENGTH || n == header::TRANSFER_ENCODING
+    };
+    let fields: usize = headers
+        .iter()
+        .filter(|(n, _)| !skip(n))
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let host = headers.get(header::HOST);
+    let len = method.as_str().len()
+        + target.len()
+        + " HTTP/1.1\r\n".len()
+        + 1
+        + host.map_or(0, |h| h.len() + "host: \r\n".len())
+        + fields
+        + FRAMING_FIELD
+        + 2;
+    let mut out = Vec::with_capacity(len);
+    let mut put = |parts: &[&[u8]]| parts.iter().for_each(|p| out.extend_from_slice(p));
+    put(&[
+        method.as_str().as_bytes(),
+        b" ",
+        target.as_bytes(),
+        b" HTTP/1.1\r\n",
+    ]);
+    if let Some(h) = host {
+        put(&[b"host: ", h.as_bytes(), b"\r\n"]);
+    }
+    for (n, v) in headers.iter().filter(|(n, _)| !skip(n)) {
+        put(&[n.as_str().as_bytes(), b": ", v.as_bytes(), b"\r\n"]);
+    }
+    match framing {
+        ReqFraming::None => {}
+        ReqFraming::Chunked => put(&[b"transfer-encoding: chunked\r\n"]),
+        // Writing to a Vec cannot fail.
+        ReqFraming::Length(n) => drop(write!(out, "content-length: {n}\r\n")),
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (HEAD, 204, 304, or `content-length: 0`).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the connection cannot be reused.
+    Eof,
+}
+
+/// A response head, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// Its length in bytes, the blank line included.
+    pub len: usize,
+    pub status: StatusCode,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub reuse: bool,
+}
+
+/// What the bytes so far hold.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A 1xx interim response of this many bytes, to be skipped.
+    Interim(usize),
+    Final(Head),
+}
+
+/// Parses the response head at the start of `buf`. `head_req`: the
+/// request was HEAD, so the response has no body whatever it says.
+pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(WireError::Head("too many fields")),
+        Err(_) => return Err(WireError::Head("malformed")),
+    };
+    let code = resp.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| WireError::Head("bad status"))?;
+    match code {
+        101 => return Err(WireError::Head("unexpected 101")),
+        100..=199 => return Ok(Parsed::Interim(len)),
+        _ => {}
+    }
+    let mut close = resp.version != Some(1);
+    let mut keep_alive = false;
+    let mut chunked = None;
+    let mut length = None;
+    for f in resp.headers.iter() {
+        let name = f.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(f.value) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only the last coding counts: chunked must be the final one.
+            if let Some(last) = tokens(f.value).last() {
+                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for v in f.value.split(|b| *b == b',') {
+                let n = content_length(v.trim_ascii())?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(WireError::ContentLength);
+                }
+                length = Some(n);
+            }
+        }
+    }
+    // An HTTP/1.0 upstream keeps the connection only when it says so.
+    if resp.version == Some(0) && keep_alive {
+        close = false;
+    }
+    let framing = if head_req || code == 204 || code == 304 {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            // Both: chunked wins (RFC 9112 §6.3), and the connection is
+            // not trusted with another request.
+            (Some(true), l) => {
+                close |= l.is_some();
+                Framing::Chunked
+            }
+            // A transfer coding we cannot delimit: read until close.
+            (Some(false), _) | (None, None) => Framing::Eof,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    let reuse = !close && framing != Framing::Eof;
+    Ok(Parsed::Final(Head {
+        len,
+        status,
+        framing,
+        reuse,
+    }))
+}
+
+/// Digits only, no sign, no overflow.
+fn content_length(v: &[u8]) -> Result<u64, WireError> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(WireError::ContentLength);
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(WireError::ContentLength)
+    })
+}
+
+/// The non-empty comma-separated tokens of a field value.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// The header fields of `head`, a complete response head that
+/// [`parse_head`] accepted; the values share its bytes (no copy each).
+pub(crate) fn header_map(head: &Bytes) -> Result<HeaderMap, WireError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    resp.parse(head).map_err(|_| WireError::Head("malformed"))?;
+    let mut map = HeaderMap::with_capacity(resp.headers.len());
+    let base = head.as_ptr() as usize;
+    for f in resp.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| WireError::Head("bad field name"))?;
+        let at = (f.value.as_ptr() as usize).wrapping_sub(base);
+        let shared = at
+            .checked_add(f.value.len())
+            .filter(|end| !f.value.is_empty() && *end <= head.len());
+        let value = match shared {
+            Some(end) => HeaderValue::from_maybe_shared(head.slice(at..end)),
+            // Not a slice of `head` (an empty value may not be one).
+            None => HeaderValue::from_bytes(f.value),
+        }
+        .map_err(|_| WireError::Head("bad field value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// A chunked body decoder, fed bytes as they arrive; extensions and
+/// trailers are skipped (bounded by [`MAX_CHUNK_META`]). Line ends must be
+/// CRLF: the stricter reading leaves no room for a desync.
+#[derive(Debug, Default)]
+pub(crate) struct Chunked {
+    state: Chunk,
+    /// Bytes left in the current chunk, or the size being read.
+    size: u64,
+    /// Extension and trailer bytes seen.
+    meta: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before the first hex digit of a size.
+    #[default]
+    SizeStart,
+    Size,
+    /// Whitespace after the size, before `;` or CR.
+    SizeWs,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl Chunked {
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == Chunk::Done
+    }
+
+    /// Consumes from `input` up to and including the first data it finds;
+    /// returns how many bytes it consumed and where in `input` that data is.
+    /// Consumes nothing once done.
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+    ) -> Result<(usize, Option<Range<usize>>), WireError> {
+        let mut i = 0;
+        while i < input.len() && self.state != Chunk::Done {
+            if self.state == Chunk::Data {
+                let take = usize::try_from(self.size)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len() - i);
+                self.size -= take as u64;
+                if self.size == 0 {
+                    self.state = Chunk::DataCr;
+                }
+                return Ok((i + take, Some(i..i + take)));
+            }
+            self.step(input[i])?;
+            i += 1;
+        }
+        Ok((i, None))
+    }
+
+    fn step(&mut self, b: u8) -> Result<(), WireError> {
+        use Chunk::*;
+        let bad = |what| Err(WireError::Chunk(what));
+        self.state = match (self.state, b) {
+            (SizeStart | Size, b) if b.is_ascii_hexdigit() => {
+                let digit = u64::from(hex(b));
+                self.size = self
+                    .size
+                    .checked_mul(16)
+                    .and_then(|s| s.checked_add(digit))
+                    .ok_or(WireError::Chunk("size overflows"))?;
+                Size
+            }
+            (SizeStart, _) => return bad("size expected"),
+            (Size | SizeWs, b' ' | b'\t') => SizeWs,
+            (Size | SizeWs, b';') => Ext,
+            (Size | SizeWs, b'\r') => SizeLf,
+            (Size | SizeWs, _) => return bad("bad size"),
+            (Ext, b'\r') => SizeLf,
+            (Ext, b'\n') => return bad("bare LF in extension"),
+            (Ext, _) => {
+                self.meta_byte()?;
+                Ext
+            }
+            (SizeLf, b'\n') if self.size == 0 => TrailerStart,
+            (SizeLf, b'\n') => Data,
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => SizeStart,
+            (TrailerStart, b'\r') => EndLf,
+            (Trailer, b'\r') => TrailerLf,
+            (TrailerStart | Trailer, b'\n') => return bad("bare LF in trailer"),
+            (TrailerStart | Trailer, _) => {
+                self.meta_byte()?;
+                Trailer
+            }
+            (TrailerLf, b'\n') => TrailerStart,
+            (EndLf, b'\n') => Done,
+            (SizeLf | DataLf | TrailerLf | EndLf, _) => return bad("LF expected"),
+            (DataCr, _) => return bad("CRLF expected after data"),
+            (Data | Done, _) => return bad("internal state"),
+        };
+        Ok(())
+    }
+
+    fn meta_byte(&mut self) -> Result<(), WireError> {
+        self.meta += 1;
+        if self.meta > MAX_CHUNK_META {
+            return Err(WireError::Chunk("extensions or trailers too long"));
+        }
+        Ok(())
+    }
+}
+
+fn hex(b: u8) -> u32 {
+    char::from(b).to_digit(16).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
