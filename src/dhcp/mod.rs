@@ -17,7 +17,9 @@ pub mod admission;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handler;
+pub mod mmsg;
 pub mod options;
+mod outbox;
 pub mod reply;
 pub mod request;
 mod server;

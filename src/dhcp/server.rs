@@ -19,6 +19,8 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::{Admission, HOUSEKEEPING};
 use super::handler::Ctx;
+use super::mmsg::{RecvBatch, BATCH};
+use super::outbox::{self, Outbox};
 use super::socket::{self, Listener};
 use super::wire::{peek, peek_giaddr, peek_mac, Peek, MAX_DATAGRAM};
 use super::DhcpError;
@@ -63,6 +65,8 @@ pub(super) struct Inner {
     pub permits: Arc<Semaphore>,
     /// The operation tasks, waited for at shutdown.
     pub tasks: TaskTracker,
+    /// Replies waiting for the end of the receive loop's look.
+    pub outbox: Outbox,
 }
 
 /// The DHCPv4 server, its sockets bound, not yet serving.
@@ -115,6 +119,7 @@ impl DhcpServer {
                 authoritative: cfg.authoritative,
                 rapid_commit: cfg.rapid_commit,
             },
+            outbox: Outbox::new(listeners.len()),
             listeners,
             server_port: listen.port(),
             client_port: listen.port().wrapping_add(1),
@@ -324,13 +329,15 @@ impl Pace {
 }
 
 /// The receive loop, for every socket: takes what each one holds, admits
-/// it, lets the workers answer, and then either waits for the next datagram
-/// or, under load, sleeps [`COALESCE`] first (the thread is the DHCP
-/// server's own, so nothing else waits on it). Stopping on the token loses
-/// no datagram already taken from a socket.
+/// it, lets the workers answer, sends the replies they queued, and then
+/// either waits for the next datagram or, under load, sleeps [`COALESCE`]
+/// first (the thread is the DHCP server's own, so nothing else waits on
+/// it). Stopping on the token loses no datagram already taken from a
+/// socket, and sends the replies still queued.
 async fn receive(inner: Arc<Inner>, queues: Arc<[mpsc::Sender<Job>]>, cancel: CancellationToken) {
     // One byte over the limit, so oversize datagrams are seen as such.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut batch = RecvBatch::new(MAX_DATAGRAM + 1);
+    let mut spare = Vec::new();
     let mut pace = Pace::new(Instant::now());
     let mut busy = false;
     loop {
@@ -343,42 +350,66 @@ async fn receive(inner: Arc<Inner>, queues: Arc<[mpsc::Sender<Job>]>, cancel: Ca
             );
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = ready => {}
             }
         } else if cancel.is_cancelled() {
-            return;
+            break;
         }
         let mut got = 0;
         let mut full = false;
         for (idx, l) in inner.listeners.iter().enumerate() {
-            let mut n = 0;
-            while n < BUDGET {
-                match l.socket.try_recv_from(&mut buf) {
-                    Ok((len, _)) => {
-                        n += 1;
-                        inner.admit(&buf[..len], idx, &queues);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        // ICMP errors of earlier sends surface here; the
-                        // socket itself is fine. Counted against the
-                        // budget, so no error can keep the loop here.
-                        n += 1;
-                        tracing::debug!(error = %e, "dhcp recv");
-                    }
-                }
-            }
+            let n = take(&inner, idx, &l.socket, &mut batch, &queues);
             full |= n == BUDGET;
             got += n;
         }
         busy = pace.busy(got, Instant::now());
+        inner.outbox.set_batching(busy);
         // The workers answer what was admitted before the loop sleeps.
         tokio::task::yield_now().await;
+        outbox::flush(&inner, &mut spare).await;
         if busy && !full {
             std::thread::sleep(COALESCE);
         }
     }
+    inner.outbox.set_batching(false);
+    outbox::flush(&inner, &mut spare).await;
+}
+
+/// Takes up to [`BUDGET`] datagrams from listener `idx`'s socket, [`BATCH`]
+/// per system call, and admits them; returns how many it took.
+fn take(
+    inner: &Inner,
+    idx: usize,
+    socket: &tokio::net::UdpSocket,
+    batch: &mut RecvBatch,
+    queues: &[mpsc::Sender<Job>],
+) -> usize {
+    let mut n = 0;
+    while n < BUDGET {
+        let want = (BUDGET - n).min(BATCH);
+        match batch.recv(socket, want) {
+            Ok(k) => {
+                n += k;
+                let now = Instant::now();
+                for i in 0..k {
+                    inner.admit(batch.get(i), idx, queues, now);
+                }
+                if k < want {
+                    break; // the socket had no more
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here; the socket
+                // itself is fine. Counted against the budget, so no error
+                // can keep the loop here.
+                n += 1;
+                tracing::debug!(error = %e, "dhcp recv");
+            }
+        }
+    }
+    n
 }
 
 pub(super) fn kind_of(msg_type: u8) -> DhcpKind {
@@ -395,8 +426,8 @@ pub(super) fn kind_of(msg_type: u8) -> DhcpKind {
 impl Inner {
     /// Admission, cheapest first: isolation by raw `chaddr`, framing and
     /// client key, quotas, then the bounded queue. Never blocks.
-    fn admit(&self, buf: &[u8], idx: usize, queues: &[mpsc::Sender<Job>]) {
-        let now = Instant::now();
+    /// `now` is when the datagram was taken from its socket.
+    fn admit(&self, buf: &[u8], idx: usize, queues: &[mpsc::Sender<Job>], now: Instant) {
         // Broadcasts reach the listen socket too; the interface's own
         // socket answers those.
         let has_ifaces = self.listeners.len() > 1;

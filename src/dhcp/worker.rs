@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{after, handle, Action, Done, Op};
+use super::outbox::{self, Outgoing};
 use super::reply::{Dest, Reply};
 use super::request::Request;
 use super::server::{Inner, Job};
@@ -279,7 +280,8 @@ async fn finish(inner: &Inner, job: &Job, req: &Request, done: Done) {
     }
 }
 
-/// Sends a reply on the socket the request came in on.
+/// Sends a reply on the socket the request came in on: queued for the
+/// receive loop's flush while it is busy, at once otherwise.
 async fn send(inner: &Inner, listener: usize, kind: DhcpKind, key: &ClientKey, reply: Reply) {
     let to = match reply.to {
         Dest::Relay(g) => SocketAddrV4::new(g, inner.server_port),
@@ -289,14 +291,20 @@ async fn send(inner: &Inner, listener: usize, kind: DhcpKind, key: &ClientKey, r
     let Some(l) = inner.listeners.get(listener) else {
         return;
     };
+    if inner.outbox.batching() {
+        return inner.outbox.push(
+            listener,
+            Outgoing {
+                bytes: reply.bytes,
+                to,
+                kind,
+                outcome: reply.outcome,
+                key: key.clone(),
+            },
+        );
+    }
     match l.socket.send_to(&reply.bytes, SocketAddr::V4(to)).await {
-        Ok(_) => {
-            inner.stats.dhcp.packet(kind, reply.outcome);
-            inner.stats.clients.served(key, Instant::now());
-        }
-        Err(e) => {
-            tracing::debug!(%to, error = %e, "dhcp send");
-            inner.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
-        }
+        Ok(_) => outbox::sent(inner, kind, reply.outcome, key, Instant::now()),
+        Err(e) => outbox::unsent(inner, kind, to, &e),
     }
 }

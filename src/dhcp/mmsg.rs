@@ -1,0 +1,151 @@
+//! Batched datagram I/O on a tokio `UdpSocket`: recvmmsg(2) takes up to
+//! [`BATCH`] waiting datagrams in one system call, sendmmsg(2) sends up to
+//! [`BATCH`] replies in one. Neither ever waits: they run through
+//! `try_io`, so a `WouldBlock` clears the socket's readiness as
+//! `try_recv_from` / `try_send_to` do.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams one call receives or sends at most.
+pub const BATCH: usize = 32;
+
+/// Room for [`BATCH`] datagrams of up to `size` bytes each, reused from
+/// one call to the next (no allocation per datagram).
+#[derive(Debug)]
+pub struct RecvBatch {
+    size: usize,
+    bufs: Vec<u8>,
+    lens: [usize; BATCH],
+}
+
+impl RecvBatch {
+    /// `size` is the longest datagram kept whole; a longer one is cut to
+    /// `size` bytes, so one byte over a limit shows oversize datagrams as
+    /// such.
+    pub fn new(size: usize) -> Self {
+        Self {
+            size: size.max(1),
+            bufs: vec![0; size.max(1) * BATCH],
+            lens: [0; BATCH],
+        }
+    }
+
+    /// Takes up to `max` (at most [`BATCH`]) datagrams waiting on `socket`
+    /// without waiting, and returns how many; fewer than asked means the
+    /// socket had no more. `Err(WouldBlock)` when none was waiting.
+    #[allow(unsafe_code)]
+    pub fn recv(&mut self, socket: &UdpSocket, max: usize) -> io::Result<usize> {
+        let want = max.clamp(1, BATCH);
+        let (size, fd) = (self.size, socket.as_raw_fd());
+        let base = self.bufs.as_mut_ptr();
+        let lens = &mut self.lens;
+        socket.try_io(Interest::READABLE, || {
+            let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
+                iov_base: base.wrapping_add(i * size).cast(),
+                iov_len: size,
+            });
+            // SAFETY: an all-zero mmsghdr is valid (null pointers, zero
+            // lengths: no name, no control data).
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: the first `want` headers each point at one iovec of
+            // `size` bytes inside `bufs` (BATCH * size bytes, borrowed
+            // mutably for this call), all alive until it returns; the
+            // kernel writes only there and into the headers.
+            let got = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    want as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+            for (len, h) in lens.iter_mut().zip(&hdrs).take(got) {
+                *len = (h.msg_len as usize).min(size);
+            }
+            Ok(got)
+        })
+    }
+
+    /// Datagram `i` of the last [`RecvBatch::recv`].
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = i.min(BATCH - 1) * self.size;
+        &self.bufs[start..start + self.lens[i.min(BATCH - 1)]]
+    }
+}
+
+/// Sends the first [`BATCH`] or fewer of `msgs` (each one's bytes and
+/// destination, as `parts` gives them) in one system call, without
+/// waiting. Returns how many the kernel took, at least one: the rest are
+/// for another call. `Err` is the first message's error (`WouldBlock`:
+/// the socket buffer is full; any other: that message cannot be sent, the
+/// others may well be).
+#[allow(unsafe_code)]
+pub fn send<T>(
+    socket: &UdpSocket,
+    msgs: &[T],
+    parts: impl Fn(&T) -> (&[u8], SocketAddrV4),
+) -> io::Result<usize> {
+    let n = msgs.len().min(BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let fd = socket.as_raw_fd();
+    socket.try_io(Interest::WRITABLE, || {
+        let mut addrs = [sockaddr(SocketAddrV4::new(0.into(), 0)); BATCH];
+        let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        });
+        for ((m, a), v) in msgs.iter().zip(&mut addrs).zip(&mut iov) {
+            let (bytes, to) = parts(m);
+            *a = sockaddr(to);
+            // The kernel only reads through it (sendmsg).
+            v.iov_base = bytes.as_ptr().cast_mut().cast();
+            v.iov_len = bytes.len();
+        }
+        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero
+        // lengths: no name, no control data).
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for ((h, a), v) in hdrs.iter_mut().zip(&mut addrs).zip(&mut iov).take(n) {
+            h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the first `n` headers each point at one sockaddr_in in
+        // `addrs` and one iovec over a message's bytes (borrowed from
+        // `msgs` for this call), all alive until it returns; the kernel
+        // reads those and writes only `msg_len` in the headers.
+        let sent = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+    })
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}

@@ -1,0 +1,145 @@
+//! Replies gathered while the receive loop is busy, sent together at the
+//! end of its look (sendmmsg) rather than one system call each: the peer
+//! is then woken once per batch, not once per reply.
+//!
+//! Everything here runs on the DHCP thread: workers and operation tasks
+//! push, the receive loop flushes before it sleeps. A reply pushed while
+//! the loop sleeps (an ACK whose commit ended meanwhile) goes out with the
+//! next look's. When the loop is not busy, replies are sent at once.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+
+use super::mmsg;
+use super::server::Inner;
+use crate::client::ClientKey;
+use crate::stats::{DhcpKind, DhcpOutcome};
+
+/// A reply waiting for the flush, with what counting it needs.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub to: SocketAddrV4,
+    pub kind: DhcpKind,
+    pub outcome: DhcpOutcome,
+    pub key: ClientKey,
+}
+
+/// The replies waiting for the receive loop's flush, per listener. Holds
+/// at most what one look produces (bounded by the work queue and the
+/// operation permits), as every look ends with a flush.
+#[derive(Debug)]
+pub(super) struct Outbox {
+    /// Set by the receive loop while it coalesces.
+    batching: AtomicBool,
+    /// std Mutex: held to push or to swap the queue out, never across an
+    /// await (and only ever taken on the DHCP thread).
+    queues: Box<[Mutex<Vec<Outgoing>>]>,
+}
+
+impl Outbox {
+    pub fn new(listeners: usize) -> Self {
+        Self {
+            batching: AtomicBool::new(false),
+            queues: (0..listeners).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// Whether replies now wait for the flush instead of going out at once.
+    pub fn batching(&self) -> bool {
+        self.batching.load(Relaxed)
+    }
+
+    pub fn set_batching(&self, on: bool) {
+        self.batching.store(on, Relaxed);
+    }
+
+    /// Queues a reply to go out on `listener`'s socket at the next flush.
+    pub fn push(&self, listener: usize, out: Outgoing) {
+        if let Some(q) = self.queues.get(listener) {
+            q.lock().unwrap_or_else(|e| e.into_inner()).push(out);
+        }
+    }
+
+    /// Swaps `listener`'s queue with `spare` (empty, keeping its capacity).
+    fn take(&self, listener: usize, spare: &mut Vec<Outgoing>) {
+        if let Some(q) = self.queues.get(listener) {
+            std::mem::swap(&mut *q.lock().unwrap_or_else(|e| e.into_inner()), spare);
+        }
+    }
+}
+
+/// Sends every queued reply, socket by socket, until the queues are
+/// empty. `spare` is an empty vector reused between flushes. Cancel-safe
+/// only in that nothing is sent twice: replies taken and not yet sent
+/// when the future is dropped are lost (the receive loop is stopped by
+/// its token, and flushes before it returns).
+pub(super) async fn flush(inner: &Inner, spare: &mut Vec<Outgoing>) {
+    for (idx, l) in inner.listeners.iter().enumerate() {
+        loop {
+            inner.outbox.take(idx, spare);
+            if spare.is_empty() {
+                break;
+            }
+            send_all(inner, &l.socket, spare).await;
+            spare.clear();
+        }
+    }
+}
+
+/// Sends `msgs` on `socket`, [`mmsg::BATCH`] per system call, counting
+/// each one: sent once the kernel took it, dropped on its error.
+async fn send_all(inner: &Inner, socket: &UdpSocket, msgs: &[Outgoing]) {
+    let now = Instant::now();
+    let mut at = 0;
+    while let Some(rest) = msgs.get(at..).filter(|r| !r.is_empty()) {
+        match mmsg::send(socket, rest, |m| (&m.bytes, m.to)) {
+            Ok(n) if n > 0 => {
+                for m in &rest[..n.min(rest.len())] {
+                    sent(inner, m.kind, m.outcome, &m.key, now);
+                }
+                at += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.writable().await {
+                    for m in rest {
+                        unsent(inner, m.kind, m.to, &e);
+                    }
+                    return;
+                }
+            }
+            // An error of the first message (no route to it, say): the
+            // others may well go.
+            Ok(_) => {
+                unsent(inner, rest[0].kind, rest[0].to, &std::io::Error::other("none sent"));
+                at += 1;
+            }
+            Err(e) => {
+                unsent(inner, rest[0].kind, rest[0].to, &e);
+                at += 1;
+            }
+        }
+    }
+}
+
+/// Counts a reply the kernel took.
+pub(super) fn sent(
+    inner: &Inner,
+    kind: DhcpKind,
+    outcome: DhcpOutcome,
+    key: &ClientKey,
+    now: Instant,
+) {
+    inner.stats.dhcp.packet(kind, outcome);
+    inner.stats.clients.served(key, now);
+}
+
+/// Counts a reply that could not be sent.
+pub(super) fn unsent(inner: &Inner, kind: DhcpKind, to: SocketAddrV4, e: &std::io::Error) {
+    tracing::debug!(%to, error = %e, "dhcp send");
+    inner.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+}
