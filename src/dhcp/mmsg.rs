@@ -127,14 +127,8 @@ pub fn send<T>(
         // `addrs` and one iovec over a message's bytes (borrowed from
         // `msgs` for this call), all alive until it returns; the kernel
         // reads those and writes only `msg_len` in the headers.
-        let sent = unsafe {
-            libc::sendmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let sent =
+            unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
         usize::try_from(sent).map_err(|_| io::Error::last_os_error())
     })
 }
@@ -147,5 +141,86 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
             s_addr: u32::from(*a.ip()).to_be(),
         },
         sin_zero: [0; 8],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    async fn pair() -> (UdpSocket, UdpSocket, SocketAddrV4) {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(to) = b.local_addr().unwrap() else {
+            unreachable!()
+        };
+        (a, b, to)
+    }
+
+    /// Receives every datagram waiting on `b`, [`BATCH`] at most per call.
+    async fn drain(b: &UdpSocket, batch: &mut RecvBatch, want: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while out.len() < want {
+            b.readable().await.unwrap();
+            match batch.recv(b, usize::MAX) {
+                Ok(n) => out.extend((0..n).map(|i| batch.get(i).to_vec())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        out
+    }
+
+    /// More than one batch goes out in several calls, each taking at most
+    /// BATCH; all arrive, in order, and a datagram over the buffer size
+    /// arrives cut to it (one byte over the limit: seen as oversize).
+    #[tokio::test]
+    async fn batches_go_out_and_come_in_whole_and_oversize_ones_are_seen() {
+        let (a, b, to) = pair().await;
+        let mut msgs: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 300]).collect();
+        msgs[40] = vec![40; 1600];
+        let mut at = 0;
+        while at < msgs.len() {
+            a.writable().await.unwrap();
+            match send(&a, &msgs[at..], |m| (m, to)) {
+                Ok(n) => {
+                    assert!((1..=BATCH).contains(&n), "{n}");
+                    at += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut batch = RecvBatch::new(1501);
+        let got = drain(&b, &mut batch, msgs.len()).await;
+        assert_eq!(got.len(), 70);
+        for (i, g) in got.iter().enumerate() {
+            let len = if i == 40 { 1501 } else { 300 };
+            assert_eq!(g, &vec![i as u8; len], "datagram {i}");
+        }
+        assert_eq!(
+            batch.recv(&b, 8).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    /// A message the kernel refuses (a broadcast on a socket without
+    /// SO_BROADCAST) fails alone: the ones before it went, the ones after
+    /// it go with the next call.
+    #[tokio::test]
+    async fn a_refused_message_fails_alone() {
+        let (a, b, to) = pair().await;
+        let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, to.port());
+        let msgs = [(1u8, to), (2, to), (3, bcast), (4, to)];
+        let bytes = |m: &(u8, SocketAddrV4)| -> ([u8; 1], SocketAddrV4) { ([m.0], m.1) };
+        let parts: Vec<_> = msgs.iter().map(bytes).collect();
+        a.writable().await.unwrap();
+        assert_eq!(send(&a, &parts, |p| (&p.0, p.1)).unwrap(), 2);
+        let e = send(&a, &parts[2..], |p| (&p.0, p.1)).unwrap_err();
+        assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert_eq!(send(&a, &parts[3..], |p| (&p.0, p.1)).unwrap(), 1);
+        let got = drain(&b, &mut RecvBatch::new(16), 3).await;
+        assert_eq!(got, vec![vec![1], vec![2], vec![4]]);
     }
 }

@@ -115,7 +115,12 @@ async fn send_all(inner: &Inner, socket: &UdpSocket, msgs: &[Outgoing]) {
             // An error of the first message (no route to it, say): the
             // others may well go.
             Ok(_) => {
-                unsent(inner, rest[0].kind, rest[0].to, &std::io::Error::other("none sent"));
+                unsent(
+                    inner,
+                    rest[0].kind,
+                    rest[0].to,
+                    &std::io::Error::other("none sent"),
+                );
                 at += 1;
             }
             Err(e) => {
