@@ -281,7 +281,11 @@ async fn housekeeping(
 /// sockets, and takes what gathered meanwhile in one go: a sleeping thread
 /// woken for every datagram (and the peer woken for every reply) costs more
 /// CPU than answering it. Bounds the extra wait of a packet under load.
-pub const COALESCE: Duration = Duration::from_micros(300);
+/// 500 µs rather than 300: at 6,000 DORA/s the DHCP thread spends ~4 µs
+/// less per DORA (fewer sleeps, fuller batches), and the average
+/// DISCOVER→OFFER time stays ~0.6 ms, as the replies of a look now go
+/// out together at its end.
+pub const COALESCE: Duration = Duration::from_micros(500);
 
 /// Datagrams per second from which the loop sleeps [`COALESCE`] between
 /// looks: enough that a look finds a few of them; below it, every datagram
