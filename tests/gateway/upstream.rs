@@ -178,15 +178,19 @@ async fn h2c_upstream_resets_and_goaways_do_not_leak() {
     let (reset, _) = h2_upstream(H2Up::Reset).await;
     let (goaway, goaway_conns) = h2_upstream(H2Up::GoAway).await;
     let routes = h2c_route("/reset/", reset, 64, "2s") + &h2c_route("/goaway/", goaway, 64, "2s");
+    // A POST body that has not arrived whole when its 502 goes out is cut
+    // short: the gateway resets that stream, and on a busy machine enough
+    // of those trip its MadeYouReset guard (GOAWAY "too_many_internal_resets"
+    // to this client; tested in h2attack). Raised here: this test is about
+    // the upstream side.
     let gw = TestGateway::start(config(
-        "per_client_rate = \"100000/s\"\nper_client_burst = 100000",
+        "per_client_rate = \"100000/s\"\nper_client_burst = 100000\n\
+         max_local_error_reset_streams = 100000",
         &routes,
     ))
     .await;
     let c = client("127.0.0.1", true);
-    // Small enough to arrive whole before the 502: a body cut short by an
-    // early answer makes the downstream side reset streams, and enough of
-    // those trip the gateway's own reset limit (GOAWAY to this client).
+    // Small, so that it mostly arrives whole before the 502.
     let body = Bytes::from(vec![7u8; 1000]);
     for name in ["reset", "goaway"] {
         let url = gw.url(&format!("/{name}/x"));
