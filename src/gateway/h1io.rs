@@ -7,7 +7,7 @@
 //! Nothing is buffered while waiting: reads go into a stack buffer once
 //! the socket is readable, and only the bytes that arrived are kept.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -61,21 +61,12 @@ impl Out {
 
     /// `data` as one chunk: `{len:x}\r\n{data}\r\n`.
     fn chunk(&mut self, data: Bytes) {
-        let mut n = data.len();
-        let mut digits = [0u8; 16];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[n % 16];
-            n /= 16;
-            if n == 0 {
-                break;
-            }
-        }
-        let len = digits.len() - i;
-        self.line[..len].copy_from_slice(&digits[i..]);
-        self.line[len..len + 2].copy_from_slice(b"\r\n");
-        (self.line_at, self.line_end) = (0, (len + 2) as u8);
+        let size = self.line.len();
+        let mut rest = &mut self.line[..];
+        // At most 16 hex digits and CRLF: the 18 bytes always hold it.
+        let _ = write!(rest, "{:x}\r\n", data.len());
+        let end = size - rest.len();
+        (self.line_at, self.line_end) = (0, end as u8);
         self.data = data;
         self.tail = b"\r\n";
     }
