@@ -2,6 +2,7 @@
 //! `{"error": {"code": "...", "message": "..."}}`. 429 carries
 //! `Retry-After`; 503s name the limit that tripped.
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::admission::Refusal;
@@ -9,8 +10,43 @@ use super::body::GwBody;
 
 /// A JSON error response.
 pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<GwBody> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    let mut resp = Response::new(GwBody::full(body.to_string()));
+    let mut body = Vec::with_capacity(40 + code.len() + message.len());
+    body.extend_from_slice(b"{\"error\":{\"code\":");
+    json_str(&mut body, code);
+    body.extend_from_slice(b",\"message\":");
+    json_str(&mut body, message);
+    body.extend_from_slice(b"}}");
+    with_body(status, Bytes::from(body))
+}
+
+/// `s` as a JSON string literal (quoted, escaped).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+/// The body of a [`json_error`] whose code and message are literals without
+/// quotes or backslashes, built at compile time: a burst of refusals then
+/// costs no formatting (the `shapes` test checks each against `json_error`).
+macro_rules! fixed_body {
+    ($code:literal, $message:literal) => {
+        concat!(
+            "{\"error\":{\"code\":\"",
+            $code,
+            "\",\"message\":\"",
+            $message,
+            "\"}}"
+        )
+    };
+}
+
+/// A [`json_error`] with a body from [`fixed_body!`].
+fn fixed(status: StatusCode, body: &'static str) -> Response<GwBody> {
+    with_body(status, Bytes::from_static(body.as_bytes()))
+}
+
+fn with_body(status: StatusCode, body: Bytes) -> Response<GwBody> {
+    let mut resp = Response::new(GwBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -19,20 +55,19 @@ pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Respo
     resp
 }
 
+const ISOLATED: &str = fixed_body!("isolated", "this client is isolated by the operator");
+const OVERLOAD: &str = fixed_body!("overload", "memory governor is shedding load; retry later");
+const BODY_BUDGET: &str = fixed_body!("body_budget", "request body budget exhausted; retry later");
+const TIMEOUT: &str = fixed_body!("timeout", "no answer within the request timeout");
+const UPSTREAM: &str = fixed_body!("upstream", "the upstream failed");
+const BAD_BODY: &str = fixed_body!("bad_body", "the request body could not be read");
+
 /// The answer to a refusal.
 pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
     use StatusCode as S;
     match r {
-        Refusal::Isolated => json_error(
-            S::FORBIDDEN,
-            "isolated",
-            "this client is isolated by the operator",
-        ),
-        Refusal::Overload => json_error(
-            S::SERVICE_UNAVAILABLE,
-            "overload",
-            "memory governor is shedding load; retry later",
-        ),
+        Refusal::Isolated => fixed(S::FORBIDDEN, ISOLATED),
+        Refusal::Overload => fixed(S::SERVICE_UNAVAILABLE, OVERLOAD),
         Refusal::RateLimited { retry_after } => {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             let mut resp = json_error(
@@ -44,32 +79,22 @@ pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             resp
         }
-        Refusal::PendingCap { route } => json_error(
-            S::SERVICE_UNAVAILABLE,
-            "pending_cap",
-            &format!("route '{route}' has its maximum of requests in flight"),
-        ),
-        Refusal::BodyBudget => json_error(
-            S::SERVICE_UNAVAILABLE,
-            "body_budget",
-            "request body budget exhausted; retry later",
-        ),
+        Refusal::PendingCap { route } => {
+            let mut message = String::with_capacity(48 + route.len());
+            message.push_str("route '");
+            message.push_str(route);
+            message.push_str("' has its maximum of requests in flight");
+            json_error(S::SERVICE_UNAVAILABLE, "pending_cap", &message)
+        }
+        Refusal::BodyBudget => fixed(S::SERVICE_UNAVAILABLE, BODY_BUDGET),
         Refusal::TooLarge { max } => json_error(
             S::PAYLOAD_TOO_LARGE,
             "body_too_large",
             &format!("request body over {max} bytes"),
         ),
-        Refusal::Timeout => json_error(
-            S::GATEWAY_TIMEOUT,
-            "timeout",
-            "no answer within the request timeout",
-        ),
-        Refusal::Upstream => json_error(S::BAD_GATEWAY, "upstream", "the upstream failed"),
-        Refusal::BadBody => json_error(
-            S::BAD_REQUEST,
-            "bad_body",
-            "the request body could not be read",
-        ),
+        Refusal::Timeout => fixed(S::GATEWAY_TIMEOUT, TIMEOUT),
+        Refusal::Upstream => fixed(S::BAD_GATEWAY, UPSTREAM),
+        Refusal::BadBody => fixed(S::BAD_REQUEST, BAD_BODY),
     }
 }
 
@@ -88,7 +113,36 @@ mod tests {
         let body = r.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "rate_limited");
-        let r = refusal(&Refusal::PendingCap { route: "up".into() });
+        let r = refusal(&Refusal::PendingCap {
+            route: "up\"x".into(),
+        });
         assert_eq!(r.status(), 503);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "pending_cap");
+        assert_eq!(
+            v["error"]["message"],
+            "route 'up\"x' has its maximum of requests in flight"
+        );
+    }
+
+    /// Each compile-time body is exactly what `json_error` would write.
+    #[tokio::test]
+    async fn fixed_bodies_match_json_error() {
+        for (body, code) in [
+            (ISOLATED, "isolated"),
+            (OVERLOAD, "overload"),
+            (BODY_BUDGET, "body_budget"),
+            (TIMEOUT, "timeout"),
+            (UPSTREAM, "upstream"),
+            (BAD_BODY, "bad_body"),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["error"]["code"], code);
+            let message = v["error"]["message"].as_str().unwrap();
+            let built = json_error(StatusCode::OK, code, message);
+            let built = built.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(built, body.as_bytes(), "{code}");
+        }
     }
 }
