@@ -8,7 +8,9 @@
 #      a. the harness's Python HTTP/1.1 backend (haproxy and gw over HTTP/1.1)
 #      b. examples/slow_backend (h2c): haproxy `proto h2` and gw `h2c://`, each one multiplexed connection
 #      c. the pending cap: PENDING_CAP held, the excess answered 503 (latency of the 503s from h2load --log-file):
-#         one burst of 2,000 streams, then a steady client (-c 10 -m 10) while PENDING_CAP streams are held
+#         one burst of 2,000 streams, then a steady client (-c 10 -m 10) while PENDING_CAP streams are held;
+#         haproxy with `server maxconn PENDING_CAP maxqueue 1` (503 once its 1-request queue is full) as the
+#         reference, REPS alternating rounds
 #   3. 400 x 1 MiB request bodies against a stalled upstream (backend sleeps before reading), shipped
 #      body_budget and BODY_BUDGET2; RSS sampled every 0.25 s to give RSS 5 s after each run
 #   4. in-process IPAM reads: GET /v1/leases/IP, h2load -c 50 -m 10 (gw and gwmt)
@@ -114,33 +116,48 @@ stop_pidfile "$RUN/backend-slowh2.pid"
 
 fi
 if want 2c; then
-echo "== 2c. pending cap $PENDING_CAP on a 5 s HTTP/1.1 backend, 2,000 streams: the excess answered 503" | tee -a "$out"
+echo "== 2c. pending cap $PENDING_CAP on a 5 s HTTP/1.1 backend, 2,000 streams: the excess answered 503 (haproxy: server maxconn $PENDING_CAP maxqueue 1, timeout queue 1ms)" | tee -a "$out"
 "$HARNESS/start_backend.sh" slow 5 >/dev/null
-start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT" GW_MAX_PENDING="$PENDING_CAP"
-sleep 1
-rm -f "$RUN"/pending*.tsv   # h2load appends to its log file
-h2load -c 20 -m 100 -n 2000 -t 1 -T 120 --log-file="$RUN/pending.tsv" "http://127.0.0.1:$GW_PORT/" >"$RUN/pending.txt" 2>&1 || true
-grep -E '^status codes' "$RUN/pending.txt" | sed 's/^/[gw pending cap, burst] /' | tee -a "$out"
-# steady: PENDING_CAP streams held (5 s), meanwhile another client keeps 100 requests in flight
-h2load -c 10 -m 100 -n "$PENDING_CAP" -t 1 -T 120 "http://127.0.0.1:$GW_PORT/" >"$RUN/pending-hold.txt" 2>&1 &
-hold_pid=$!
-sleep 1.5
-h2load -c 10 -m 10 -n 5000 -t 1 -T 120 --log-file="$RUN/pending-steady.tsv" "http://127.0.0.1:$GW_PORT/" >"$RUN/pending-steady.txt" 2>&1 || true
-wait "$hold_pid" || true
-grep -E '^status codes' "$RUN/pending-hold.txt" | sed 's/^/[gw pending cap, held] /' | tee -a "$out"
-grep -E '^status codes' "$RUN/pending-steady.txt" | sed 's/^/[gw pending cap, steady] /' | tee -a "$out"
-python3 - "$RUN/pending.tsv" "$RUN/pending-steady.tsv" <<'EOF' | tee -a "$out"
+# pending_cap <label> <port>: a burst of 2,000 streams, then PENDING_CAP streams
+# held (5 s) while another client keeps 100 requests in flight; 503 latencies.
+pending_cap() {
+  local label=$1 port=$2 hold_pid
+  rm -f "$RUN"/pending*.tsv   # h2load appends to its log file
+  h2load -c 20 -m 100 -n 2000 -t 1 -T 120 --log-file="$RUN/pending.tsv" "http://127.0.0.1:$port/" >"$RUN/pending.txt" 2>&1 || true
+  grep -E '^status codes' "$RUN/pending.txt" | sed "s/^/[$label pending cap, burst] /" | tee -a "$out"
+  sleep 6   # the burst's admitted streams end
+  h2load -c 10 -m 100 -n "$PENDING_CAP" -t 1 -T 120 "http://127.0.0.1:$port/" >"$RUN/pending-hold.txt" 2>&1 &
+  hold_pid=$!
+  sleep 1.5
+  h2load -c 10 -m 10 -n 5000 -t 1 -T 120 --log-file="$RUN/pending-steady.tsv" "http://127.0.0.1:$port/" >"$RUN/pending-steady.txt" 2>&1 || true
+  wait "$hold_pid" || true
+  grep -E '^status codes' "$RUN/pending-hold.txt" | sed "s/^/[$label pending cap, held] /" | tee -a "$out"
+  grep -E '^status codes' "$RUN/pending-steady.txt" | sed "s/^/[$label pending cap, steady] /" | tee -a "$out"
+  python3 - "$label" "$RUN/pending.tsv" "$RUN/pending-steady.tsv" <<'EOF' | tee -a "$out"
 import sys
-for label, path in zip(["burst", "steady"], sys.argv[1:]):
+for label, path in zip(["burst", "steady"], sys.argv[2:]):
     lat = {}
     for ln in open(path):
         f = ln.split()
         if len(f) >= 3: lat.setdefault(f[1], []).append(int(f[2]) / 1000.0)
     for code, v in sorted(lat.items()):
         v.sort(); p = lambda q: v[min(len(v) - 1, int(q * len(v)))]
-        print(f"[gw pending cap, {label}] status {code}: n={len(v)} latency ms p50={p(0.5):.2f} p99={p(0.99):.2f} max={v[-1]:.2f}")
+        print(f"[{sys.argv[1]} pending cap, {label}] status {code}: n={len(v)} latency ms p50={p(0.5):.2f} p99={p(0.99):.2f} max={v[-1]:.2f}")
 EOF
-stop_gw
+}
+# The reference: haproxy answers 503 once the server's maxconn and its queue
+# (one request, 1 ms) are full; same run, same loads, alternating with ours.
+sed -e "s/^  server s1 .*/  server s1 127.0.0.1:\"\${BACKEND_PORT}\" maxconn $PENDING_CAP maxqueue 1/" \
+    -e "s/^  timeout connect 5s/  timeout connect 5s\n  timeout queue 1ms/" "$CONF/proxy-haproxy.cfg" > "$RUN/proxy-haproxy-cap.cfg"
+for _ in $(seq "$REPS"); do
+  HAPX_THREADS=1 HAPX_PORT=$HAPX_PORT BACKEND_PORT=$SLOW_BACKEND_PORT haproxy -db -f "$RUN/proxy-haproxy-cap.cfg" \
+    >>"$LOGS/proxy-haproxy-cap.log" 2>&1 & echo $! > "$RUN/proxy-haproxy.pid"
+  sleep 1; pending_cap haproxy "$HAPX_PORT"
+  stop_pidfile "$RUN/proxy-haproxy.pid"; sleep 6
+  start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT" GW_MAX_PENDING="$PENDING_CAP"
+  sleep 1; pending_cap gw "$GW_PORT"
+  stop_gw; sleep 6
+done
 "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
 
 fi
