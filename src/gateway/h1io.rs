@@ -244,12 +244,10 @@ impl Exchange {
         all: Bytes,
         whole: bool,
     ) -> Result<Response<H1Body>, H1Error> {
-        let mut headers = header_map(&all)?;
-        if matches!(head.framing, Framing::Chunked | Framing::Eof) {
-            // Not the length of what we forward (RFC 9112 §6.3: a proxy
-            // removes it when a transfer coding overrides it).
-            headers.remove(http::header::CONTENT_LENGTH);
-        }
+        // With a transfer coding, Content-Length is not the length of what
+        // we forward (RFC 9112 §6.3: a proxy removes it).
+        let drop_length = matches!(head.framing, Framing::Chunked | Framing::Eof);
+        let headers = header_map(&all, drop_length)?;
         let rest = all.slice(head.len..);
         let state = match head.framing {
             Framing::Empty => State::Done,

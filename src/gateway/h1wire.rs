@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
+use super::proxy::is_hop_by_hop;
+
 /// Most header fields a response head may have (hyper's default too).
 const MAX_HEADERS: usize = 100;
 
@@ -238,7 +240,9 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// The header fields of `head`, a complete response head that
 /// [`parse_head`] accepted; the values share its bytes (no copy each).
-pub(crate) fn header_map(head: &Bytes) -> Result<HeaderMap, WireError> {
+/// Hop-by-hop fields are left out (a proxy does not forward them), and so
+/// is `Content-Length` when `drop_length` (a transfer coding overrides it).
+pub(crate) fn header_map(head: &Bytes, drop_length: bool) -> Result<HeaderMap, WireError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     resp.parse(head).map_err(|_| WireError::Head("malformed"))?;
@@ -247,6 +251,9 @@ pub(crate) fn header_map(head: &Bytes) -> Result<HeaderMap, WireError> {
     for f in resp.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| WireError::Head("bad field name"))?;
+        if is_hop_by_hop(&name) || (drop_length && name == header::CONTENT_LENGTH) {
+            continue;
+        }
         let at = (f.value.as_ptr() as usize).wrapping_sub(base);
         let shared = at
             .checked_add(f.value.len())

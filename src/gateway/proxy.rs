@@ -16,14 +16,17 @@
 //! that resets, closes or times out releases them when hyper drops those.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use super::admission::{Admission, Refusal};
 use super::body::{BodyError, GwBody, Held, Hold, ProxyBody, UpstreamBody};
@@ -257,15 +260,24 @@ impl Routes {
                     .map_err(|e| upstream_error(&e))
             })),
         };
-        // The route timeout covers the whole exchange: the headers here,
-        // then the body (a second timer at the same instant). Combinators,
-        // not an async block: a block would keep `sent` twice per held
-        // stream (captured, then moved into its select).
-        let until = tokio::time::Instant::now() + route.timeout;
-        Ok(tokio::time::timeout_at(until, sent).map(move |r| {
-            let resp = r.map_err(|_| Refusal::Timeout)??;
-            let (mut parts, inner) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+        // The route timeout covers the whole exchange: the head here, then
+        // the body, on one timer that moves into the response body.
+        // Combinators, not an async block: a block would keep `sent` twice
+        // per held stream (captured, then moved into its select).
+        let strip = matches!(route.upstream, Upstream::H2c(_));
+        let deadline = Box::pin(tokio::time::sleep(route.timeout));
+        let head = HeadWithin {
+            sent,
+            deadline: Some(deadline),
+        };
+        Ok(head.map(move |r| {
+            let (resp, deadline) = r.ok_or(Refusal::Timeout)?;
+            let (mut parts, inner) = resp?.into_parts();
+            // Our HTTP/1.1 client leaves hop-by-hop fields out of the head
+            // it builds (`h1wire::header_map`).
+            if strip {
+                strip_hop_by_hop(&mut parts.headers);
+            }
             let hold: Hold = Box::new(WithPending {
                 hold,
                 _pending: pending,
@@ -275,7 +287,7 @@ impl Routes {
                 GwBody::Upstream {
                     inner,
                     hold: Some(hold),
-                    deadline: Box::pin(tokio::time::sleep_until(until)),
+                    deadline,
                 },
             ))
         }))
@@ -347,6 +359,47 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     h.remove("keep-alive");
     h.remove("proxy-connection");
+}
+
+/// A field [`strip_hop_by_hop`] removes: it describes one connection, not
+/// the message.
+pub(crate) fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream exchange until its response head, cut off at the route
+    /// deadline. When the head comes in time, its timer comes out with it,
+    /// to go on bounding the body: one timer per proxied request, not one
+    /// for the head and another for the body.
+    struct HeadWithin<F> {
+        #[pin]
+        sent: F,
+        deadline: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for HeadWithin<F> {
+    /// `None`: the deadline passed first.
+    type Output = Option<(F::Output, Pin<Box<Sleep>>)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // Polled after it completed: nothing more will come.
+        let Some(deadline) = this.deadline.as_mut() else {
+            return Poll::Pending;
+        };
+        if let Poll::Ready(out) = this.sent.poll(cx) {
+            return Poll::Ready(this.deadline.take().map(|d| (out, d)));
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                *this.deadline = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 fn append_forwarded_for(h: &mut HeaderMap, ip: std::net::IpAddr) {

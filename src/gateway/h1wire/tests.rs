@@ -155,12 +155,27 @@ fn header_map_shares_the_head() {
     let head = Bytes::from_static(
         b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nServer: t\r\nx-empty:\r\nx-e2:  \r\n\r\n",
     );
-    let map = header_map(&head).unwrap();
+    let map = header_map(&head, false).unwrap();
     assert_eq!(map["x-empty"], "");
     assert_eq!(map["x-e2"], "");
     let a: Vec<_> = map.get_all("x-a").iter().collect();
     assert_eq!(a, ["1", "2"]);
     assert_eq!(map["server"], "t");
+}
+
+#[test]
+fn header_map_leaves_out_hop_by_hop_fields() {
+    let head = Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+          Transfer-Encoding: chunked\r\nContent-Length: 5\r\nTrailer: x\r\n\
+          Upgrade: h2c\r\nTE: trailers\r\nProxy-Connection: close\r\nX-Kept: 1\r\n\r\n",
+    );
+    let map = header_map(&head, true).unwrap();
+    let names: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-kept"]);
+    let map = header_map(&head, false).unwrap();
+    assert_eq!(map[http::header::CONTENT_LENGTH], "5");
+    assert_eq!(map.len(), 2);
 }
 
 /// Decodes `input` fed in pieces of `step` bytes; the data and what was
@@ -234,7 +249,7 @@ mod props {
             for input in [&bytes[..], &with_head[..]] {
                 if let Ok(Parsed::Final(h)) = parse_head(input, head_req) {
                     prop_assert!(h.len <= input.len());
-                    prop_assert!(header_map(&Bytes::copy_from_slice(input)).is_ok());
+                    prop_assert!(header_map(&Bytes::copy_from_slice(input), false).is_ok());
                 }
                 let _ = dechunk(input, 7);
             }
