@@ -178,16 +178,23 @@ for shape in $BODY; do
 done
 fi
 kill "$sampler_pid" 2>/dev/null; sampler_pid=
-# RSS 5 s after each gw run of sections 2-3: the sample nearest end+5 s (end = mtime of h2load's output).
-python3 - "$RUN/gw-rss.log" "$LOGS" "$mark" <<'EOF' | tee -a "$out"
+# RSS 5 s after each gw run of sections 2-3: the sample nearest end+5 s (end = mtime of h2load's output),
+# against the harness's "rss_kib before" of the same run (that process, just before its load).
+python3 - "$RUN/gw-rss.log" "$LOGS" "$mark" "$out" <<'EOF' | tee -a "$out"
 import glob, os, re, sys
-samples = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
+# A sample of 0 is a moment with no gw process running (between two runs).
+samples = [(t, r) for t, r in (tuple(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2) if r > 0]
+before = {}
+for l in open(sys.argv[4]):
+    m = re.search(r"rss_kib before=(\d+).*log=(\S+)", l)
+    if m: before[os.path.basename(m.group(2))] = int(m.group(1))
 for f in sorted(glob.glob(os.path.join(sys.argv[2], "bench-gw-*.txt"))):
     end = os.path.getmtime(f)
     if end < float(sys.argv[3]) - 600 or not samples or end < samples[0][0]: continue
     after = [r for t, r in samples if t >= end + 5.0]
-    during = [r for t, r in samples if end - 130 <= t <= end]
-    if after: print(f"[gw] {os.path.basename(f)}: rss_kib 5s after = {int(after[0])} (lowest in the 2 min before: {int(min(during)) if during else '-'})")
+    b = before.get(os.path.basename(f))
+    if after and b:
+        print(f"[gw] {os.path.basename(f)}: rss_kib before = {b}, 5s after = {int(after[0])} ({100 * (after[0] - b) / b:+.1f} %)")
 EOF
 
 if want 4; then
