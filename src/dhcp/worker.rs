@@ -85,16 +85,20 @@ pub(super) async fn run(
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     loop {
+        // Queued packets before ended operations: a look's offers then go
+        // out ahead of the acks a group commit released at once (dozens,
+        // each taking the peer's receive path in the send), as they did
+        // when the operations were tasks woken from the committer's thread.
         tokio::select! {
             biased;
             _ = &mut cancelled => break,
-            Some(ended) = ops.next(), if !ops.is_empty() => {
-                after_op(&inner, shard, ended, &mut ops).await;
-            }
             job = rx.recv() => {
                 let Some(job) = job else { break };
                 inner.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
                 process(&inner, shard, job, &mut ops).await;
+            }
+            Some(ended) = ops.next(), if !ops.is_empty() => {
+                after_op(&inner, shard, ended, &mut ops).await;
             }
         }
     }
