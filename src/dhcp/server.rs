@@ -3,7 +3,7 @@
 //!
 //! Packets are sharded to workers by client key, so one client's packets
 //! are handled in order by one worker; a worker never waits on the store:
-//! durable operations run as tasks (bounded by a semaphore), and at most one
+//! durable operations run alongside (bounded by a semaphore), and at most one
 //! per client at a time (see [`super::worker`]).
 
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ pub(super) struct Job {
     pub peek: Peek,
 }
 
-/// State shared by the receive loops, the workers and the operation tasks.
+/// State shared by the receive loops, the workers and their operations.
 pub(super) struct Inner {
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
@@ -61,9 +61,10 @@ pub(super) struct Inner {
     /// Clients with an IPAM operation in flight, one map per worker shard.
     /// std Mutex: held for one insert/remove, never across an await.
     pub inflight: Box<[Mutex<HashMap<ClientKey, super::worker::Busy>>]>,
-    /// Bounds the operation tasks (durable writes waiting for a commit).
+    /// Bounds the operations (durable writes waiting for a commit).
     pub permits: Arc<Semaphore>,
-    /// The operation tasks, waited for at shutdown.
+    /// Counts the operations in flight (a token each), waited for at
+    /// shutdown.
     pub tasks: TaskTracker,
     /// Replies waiting for the end of the receive loop's look.
     pub outbox: Outbox,

@@ -71,8 +71,24 @@ impl Peek {
         self.relay_info.clone().and_then(|r| buf.get(r))
     }
     /// Option codes in the main options field.
+    /// Walks the set bits only (a packet has a handful of options), not
+    /// all 254 codes.
     pub fn seen_codes(&self) -> impl Iterator<Item = u8> + '_ {
-        (1..=254u8).filter(|c| self.seen[usize::from(*c / 64)] & (1 << (c % 64)) != 0)
+        self.seen
+            .iter()
+            .enumerate()
+            .flat_map(|(word, &bits)| {
+                let mut rest = bits;
+                std::iter::from_fn(move || {
+                    let bit = rest.trailing_zeros();
+                    (rest != 0).then(|| {
+                        rest &= rest - 1;
+                        word as u32 * 64 + bit
+                    })
+                })
+            })
+            .filter_map(|c| u8::try_from(c).ok())
+            .filter(|c| (1..=254).contains(c))
     }
 }
 
@@ -197,5 +213,40 @@ fn walk(
         Err(Malformed::NoEnd)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The set codes, ascending, as the plain filter over every code gives
+    /// them (0 and 255, pad and end, are never options).
+    #[test]
+    fn seen_codes_are_the_set_bits_in_order() {
+        let mut p = Peek {
+            mac: [0; 6],
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            msg_type: 1,
+            client_id: None,
+            relay_info: None,
+            seen: [0; 4],
+        };
+        for set in [
+            [0, 0, 0, 0],
+            [u64::MAX; 4],
+            [
+                1 | 1 << 53 | 1 << 63,
+                1 << 1 | 1 << 19,
+                0,
+                1 << 62 | 1 << 63,
+            ],
+        ] {
+            p.seen = set;
+            let all: Vec<u8> = (1..=254u8)
+                .filter(|c| set[usize::from(*c / 64)] & (1 << (c % 64)) != 0)
+                .collect();
+            assert_eq!(p.seen_codes().collect::<Vec<_>>(), all);
+        }
     }
 }
