@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -71,6 +72,11 @@ struct Ended {
 /// committer's answers to a whole batch wake once.
 type Ops = FuturesUnordered<Operation>;
 
+/// Jobs a worker takes from its queue in a row before it finishes the
+/// operations that have ended meanwhile (their acks), even if more jobs
+/// are queued.
+const FAIR_SHARE: usize = 32;
+
 /// One worker: takes jobs from its queue and finishes its operations until
 /// `cancel` fires (jobs still queued then are discarded: no new IPAM
 /// operation starts) or every sender is gone; then the operations in
@@ -84,6 +90,8 @@ pub(super) async fn run(
     let mut ops = Ops::new();
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
+    // Jobs taken from the queue since operations were last looked at.
+    let mut in_a_row = 0;
     loop {
         // Queued packets before ended operations: a look's offers then go
         // out ahead of the acks a group commit released at once (dozens,
@@ -96,8 +104,18 @@ pub(super) async fn run(
                 let Some(job) = job else { break };
                 inner.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
                 process(&inner, shard, job, &mut ops).await;
+                in_a_row += 1;
+                if in_a_row >= FAIR_SHARE {
+                    // A queue that never empties (a flood) must not starve
+                    // the acks: finish what has ended before more jobs.
+                    in_a_row = 0;
+                    while let Some(Some(ended)) = ops.next().now_or_never() {
+                        after_op(&inner, shard, ended, &mut ops).await;
+                    }
+                }
             }
             Some(ended) = ops.next(), if !ops.is_empty() => {
+                in_a_row = 0;
                 after_op(&inner, shard, ended, &mut ops).await;
             }
         }
