@@ -186,6 +186,12 @@ fn thread_allocated() -> Option<u64> {
         .map(|p| p.get())
 }
 
+/// Flushes made by [`trim_thread_cache`] on every thread (what its test
+/// checks: jemalloc also trims tcaches on its own, so their size cannot
+/// tell whether the trim ran).
+#[cfg(test)]
+static TRIM_FLUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Keeps the calling thread's tcache from holding on to a burst: every
 /// `every`, if the thread allocated since the last look, its tcache is
 /// flushed. jemalloc trims a tcache only as its thread allocates, so after
@@ -209,6 +215,8 @@ pub async fn trim_thread_cache(every: Duration, cancel: CancellationToken) {
         let now = thread_allocated();
         if now != seen {
             let _ = flush_thread_cache();
+            #[cfg(test)]
+            TRIM_FLUSHES.fetch_add(1, Relaxed);
             // The flush itself may allocate bookkeeping; count from here.
             seen = thread_allocated();
         }
