@@ -102,71 +102,40 @@ impl ClientKey {
 impl ClientKey {
     /// Appends the text form (as [`fmt::Display`] writes it) to `out`.
     pub fn write_text(&self, out: &mut Vec<u8>) {
-        match self.hex_text() {
-            Some(t) => out.extend_from_slice(t.as_bytes()),
-            None => out.extend_from_slice(self.to_string().as_bytes()),
+        let hex = self.hex_text(|piece| {
+            out.extend_from_slice(piece);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        if hex.is_none() {
+            use std::io::Write as _;
+            // A Vec takes every write.
+            let _ = write!(out, "{self}");
         }
     }
 
-    /// The text of the hex forms (all but `ip:`), built on the stack by
+    /// Puts the text of a hex form (all but `ip:`) piece by piece, by
     /// table rather than through `write!`: a lease record carries its
     /// client's text, and formatting it byte by byte through the `fmt`
-    /// machinery cost ~3 % of the DHCP thread at 6,000 DORA/s.
-    fn hex_text(&self) -> Option<Text> {
-        let mut t = Text::default();
-        match self {
-            Self::Mac(m) => {
-                t.push(b"mac:");
-                for (i, b) in m.iter().enumerate() {
-                    if i > 0 {
-                        t.push(b":");
-                    }
-                    t.push(&hex(*b));
-                }
-            }
-            // Longer than any key `dhcp` or `from_str` makes: by `write!`.
-            Self::Id(id) if id.len() > MAX_CLIENT_ID => return None,
-            Self::Id(id) => {
-                t.push(b"id:");
-                id.iter().for_each(|b| t.push(&hex(*b)));
-            }
-            Self::Token(id) => {
-                t.push(b"token:");
-                id.iter().for_each(|b| t.push(&hex(*b)));
-            }
+    /// machinery cost ~3 % of the DHCP thread at 6,000 DORA/s. `None` for
+    /// an `ip:` key.
+    fn hex_text<E>(&self, mut put: impl FnMut(&[u8]) -> Result<(), E>) -> Option<Result<(), E>> {
+        let (prefix, bytes, colons): (&[u8], &[u8], bool) = match self {
+            Self::Mac(m) => (b"mac:", m, true),
+            Self::Id(id) => (b"id:", id, false),
+            Self::Token(id) => (b"token:", id, false),
             Self::Ip(_) => return None,
-        }
-        Some(t)
-    }
-}
-
-/// A hex-form key's text: the longest is "id:" and [`MAX_CLIENT_ID`]
-/// bytes in hex.
-struct Text {
-    bytes: [u8; 3 + 2 * MAX_CLIENT_ID],
-    len: usize,
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        Self {
-            bytes: [0; 3 + 2 * MAX_CLIENT_ID],
-            len: 0,
-        }
-    }
-}
-
-impl Text {
-    /// Appends `b`; cut at the capacity (never reached: keys are bounded).
-    fn push(&mut self, b: &[u8]) {
-        let end = (self.len + b.len()).min(self.bytes.len());
-        let n = end - self.len;
-        self.bytes[self.len..end].copy_from_slice(&b[..n]);
-        self.len = end;
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        };
+        let mut all = || {
+            put(prefix)?;
+            for (i, b) in bytes.iter().enumerate() {
+                if colons && i > 0 {
+                    put(b":")?;
+                }
+                put(&hex(*b))?;
+            }
+            Ok(())
+        };
+        Some(all())
     }
 }
 
@@ -178,22 +147,13 @@ fn hex(b: u8) -> [u8; 2] {
 
 impl fmt::Display for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(t) = self.hex_text() {
-            // Only ASCII is ever written.
-            return f.write_str(std::str::from_utf8(t.as_bytes()).map_err(|_| fmt::Error)?);
-        }
-        match self {
-            Self::Ip(ip) => write!(f, "ip:{ip}"),
-            Self::Mac(_) | Self::Id(_) | Self::Token(_) => {
-                let (prefix, bytes): (&str, &[u8]) = match self {
-                    Self::Mac(m) => ("mac:", m),
-                    Self::Id(id) => ("id:", id),
-                    Self::Token(id) => ("token:", id),
-                    Self::Ip(_) => ("", &[]),
-                };
-                f.write_str(prefix)?;
-                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
-            }
+        // Only ASCII is ever put.
+        let hex =
+            self.hex_text(|piece| f.write_str(std::str::from_utf8(piece).map_err(|_| fmt::Error)?));
+        match (hex, self) {
+            (Some(written), _) => written,
+            (None, Self::Ip(ip)) => write!(f, "ip:{ip}"),
+            (None, _) => Err(fmt::Error),
         }
     }
 }

@@ -113,7 +113,7 @@ pub fn key_ip(k: &[u8]) -> Option<u32> {
 pub fn reservation_key(subnet: &str, client: &ClientKey) -> Vec<u8> {
     let mut k = subnet.as_bytes().to_vec();
     k.push(0);
-    k.extend_from_slice(client.to_string().as_bytes());
+    client.write_text(&mut k);
     k
 }
 
