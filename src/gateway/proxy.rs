@@ -344,27 +344,28 @@ fn upstream_error(e: &(dyn std::error::Error + 'static)) -> Refusal {
     Refusal::Upstream
 }
 
-const HOP_BY_HOP: [header::HeaderName; 6] = [
+/// Fields that describe one connection, not the message: a proxy does not
+/// forward them.
+const HOP_BY_HOP: [header::HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    header::HeaderName::from_static("keep-alive"),
+    header::HeaderName::from_static("proxy-connection"),
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         h.remove(name);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
 }
 
-/// A field [`strip_hop_by_hop`] removes: it describes one connection, not
-/// the message.
+/// A field [`strip_hop_by_hop`] removes.
 pub(crate) fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+    HOP_BY_HOP.contains(name)
 }
 
 pin_project_lite::pin_project! {
