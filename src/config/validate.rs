@@ -557,7 +557,7 @@ fn routes(raw: &[raw::Route]) -> R<Vec<RouteConfig>> {
                 ConfigError::invalid(
                     k("upstream"),
                     &r.upstream,
-                    "is not an http://host:port (HTTP/1.1) or h2c://host:port (HTTP/2) URL",
+                    "is not an http://host[:port] (HTTP/1.1) or h2c://host[:port] (HTTP/2) URL",
                 )
             })?;
         let name = r.name.clone().unwrap_or_else(|| {

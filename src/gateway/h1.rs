@@ -57,8 +57,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct H1Upstream {
     authority: Authority,
-    host: String,
-    port: u16,
+    target: Target,
     socket_buffer: u32,
     /// The longest response head accepted.
     pub(super) max_head: usize,
@@ -115,12 +114,8 @@ impl H1Upstream {
         idle_timeout: Duration,
         max_idle: usize,
     ) -> Self {
-        let host = authority.host();
-        let host = host.strip_prefix('[').unwrap_or(host);
-        let host = host.strip_suffix(']').unwrap_or(host).to_owned();
         Self {
-            port: authority.port_u16().unwrap_or(80),
-            host,
+            target: Target::of(&authority),
             authority,
             socket_buffer: cfg.socket_buffer,
             max_head: max_buf,
@@ -205,18 +200,8 @@ impl H1Upstream {
         })
     }
 
-    /// The upstream's addresses tried in turn. Socket buffers are set
-    /// before the connect, so the window scale offered in the SYN already
-    /// follows the capped receive buffer.
     async fn connect(&self) -> std::io::Result<TcpStream> {
-        let mut last = None;
-        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
-            match connect_one(addr, self.socket_buffer).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+        self.target.connect(self.socket_buffer).await
     }
 }
 
@@ -226,6 +211,40 @@ impl H1Upstream {
 fn open(tcp: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Where an upstream is: its host (an IPv6 literal without brackets) and
+/// port, 80 when the URL gives none.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    pub(super) fn of(authority: &Authority) -> Self {
+        let host = authority.host();
+        let host = host.strip_prefix('[').unwrap_or(host);
+        let host = host.strip_suffix(']').unwrap_or(host);
+        Self {
+            host: host.to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+        }
+    }
+
+    /// The target's addresses tried in turn. Socket buffers are set before
+    /// the connect, so the window scale offered in the SYN already follows
+    /// the capped receive buffer.
+    pub(super) async fn connect(&self, buf: u32) -> std::io::Result<TcpStream> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+            match connect_one(addr, buf).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+    }
 }
 
 /// A socket whose buffers cannot be capped is not used: the caps are what
@@ -294,5 +313,21 @@ mod tests {
         assert_eq!(sock.recv_buffer_size().unwrap(), 2 * 8192);
         assert_eq!(sock.send_buffer_size().unwrap(), 2 * 8192);
         assert!(sock.tcp_nodelay().unwrap());
+    }
+
+    /// An upstream URL without a port means port 80 (`h2c://backend` as
+    /// well as `http://backend`); an IPv6 literal loses its brackets, and a
+    /// name is resolved when connecting.
+    #[tokio::test]
+    async fn a_target_without_a_port_is_port_80() {
+        let t = Target::of(&Authority::from_static("backend.example"));
+        assert_eq!((t.host.as_str(), t.port), ("backend.example", 80));
+        let t = Target::of(&Authority::from_static("[::1]:8080"));
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = Target::of(&Authority::try_from(format!("localhost:{port}")).unwrap());
+        let tcp = t.connect(8192).await.unwrap();
+        assert_eq!(tcp.peer_addr().unwrap().port(), port);
     }
 }

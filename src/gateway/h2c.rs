@@ -31,14 +31,16 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::ProxyBody;
+use super::h1::Target;
 use crate::config::GatewayConfig;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct H2cUpstream {
     authority: Authority,
+    target: Target,
     builder: http2::Builder<TokioExecutor>,
-    socket_buffer: usize,
+    socket_buffer: u32,
     /// The live connection's sender and its number (which connection an
     /// idle watch may retire). std `Mutex`: held only to clone, replace or
     /// take it, never across an await.
@@ -82,9 +84,10 @@ impl H2cUpstream {
             .keep_alive_interval(cfg.keepalive_interval)
             .keep_alive_timeout(cfg.keepalive_timeout);
         Self {
+            target: Target::of(&authority),
             authority,
             builder,
-            socket_buffer: usize::try_from(cfg.socket_buffer).unwrap_or(usize::MAX),
+            socket_buffer: cfg.socket_buffer,
             current: Mutex::new(None),
             opened: AtomicU64::new(0),
             sent: AtomicU64::new(0),
@@ -120,17 +123,11 @@ impl H2cUpstream {
             return Ok(s);
         }
         let fail = |e: String| H2cError::Connect(this.authority.clone(), e);
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect(this.authority.as_str()),
-        )
-        .await
-        .map_err(|_| fail("timed out".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let sock = socket2::SockRef::from(&tcp);
-        let _ = sock.set_send_buffer_size(this.socket_buffer);
-        let _ = sock.set_recv_buffer_size(this.socket_buffer);
+        // Port 80 when the URL gives none; buffers capped before the SYN.
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, this.target.connect(this.socket_buffer))
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
         let (send, conn) = this.builder.handshake(TokioIo::new(tcp)).await?;
         let id = this.opened.fetch_add(1, Relaxed);
         tokio::spawn(drive(
