@@ -19,12 +19,16 @@
 //! already holds `max_idle`. A pooled connection found closed (or with
 //! unexpected bytes) at checkout is dropped; a request whose first write
 //! on a pooled connection fails (nothing went out) is sent once more, on a
-//! new connection. Connections are pooled per runtime (the gateway threads
+//! new connection; so is one that went out on a pooled connection the
+//! upstream then closed before answering (its keep-alive timeout ran out
+//! meanwhile), if its method is idempotent and it has no body — its head is
+//! kept until the answer starts. Connections are pooled per runtime (the gateway threads
 //! each run their own): a socket is driven by the runtime it was opened on.
 //!
 //! Buffers: none while a connection idles or a request waits for its
 //! answer. The request head is one allocation of its exact size, freed once
-//! written; a request body is sent one frame at a time (the frame the
+//! written (or, for a request that may be sent again, until its answer
+//! starts); a request body is sent one frame at a time (the frame the
 //! client sent, no copy), chunked when its length is unknown. Reads go
 //! into a 16 KiB stack buffer and only what arrived is copied out: the
 //! response head's bytes (kept until they are parsed; heads over `max_buf`,
@@ -184,7 +188,16 @@ impl H1Upstream {
         let head = encode_head(&parts.method, target, &parts.headers, framing);
         let body = (!empty).then_some(body);
         let head_req = parts.method == Method::HEAD;
-        Exchange::new(this.clone(), this.checkout(), head, body, framing, head_req)
+        let idempotent = parts.method.is_idempotent();
+        Exchange::new(
+            this.clone(),
+            this.checkout(),
+            head,
+            body,
+            framing,
+            head_req,
+            idempotent,
+        )
     }
 
     /// A new connection, boxed (see [`Connecting`]).

@@ -107,8 +107,9 @@ pub(crate) struct Exchange {
     /// first write fails, the request is sent once more on a new one.
     pooled: bool,
     out: Out,
-    /// The request body still to send; `None` once sent (or if none).
-    body: Option<ProxyBody>,
+    /// What follows the head: the body still to send, or, for a request
+    /// that may be sent again, its head.
+    rest: Rest,
     framing: ReqFraming,
     /// Body bytes still due under `content-length`.
     due: u64,
@@ -117,7 +118,23 @@ pub(crate) struct Exchange {
     head_req: bool,
 }
 
+/// What an exchange holds beside the head it writes.
+enum Rest {
+    /// The request body, streamed after the head.
+    Body(ProxyBody),
+    /// The head once more: the request has no body, its method is
+    /// idempotent and it goes out on a pooled connection, which the
+    /// upstream may close (its keep-alive timeout) as the request reaches
+    /// it. Closed before any byte of an answer came, the request is sent
+    /// once more on a new connection (RFC 9112 §9.3.1), as nginx and
+    /// browsers do.
+    Replay(Bytes),
+    /// Nothing (more) to send, and no second try.
+    Done,
+}
+
 impl Exchange {
+    /// `idempotent`: the method may be sent twice (RFC 9110 §9.2.2).
     pub(super) fn new(
         up: Arc<H1Upstream>,
         conn: Option<Conn>,
@@ -125,17 +142,24 @@ impl Exchange {
         body: Option<ProxyBody>,
         framing: ReqFraming,
         head_req: bool,
+        idempotent: bool,
     ) -> Self {
+        let head = Bytes::from(head);
+        let rest = match body {
+            Some(b) => Rest::Body(b),
+            None if idempotent && conn.is_some() => Rest::Replay(head.clone()),
+            None => Rest::Done,
+        };
         Self {
             up,
             pooled: conn.is_some(),
             conn,
             connecting: None,
             out: Out {
-                data: head.into(),
+                data: head,
                 ..Out::default()
             },
-            body,
+            rest,
             framing,
             due: match framing {
                 ReqFraming::Length(n) => n,
@@ -156,7 +180,7 @@ impl Exchange {
                 ready!(self.out.poll_write(&mut conn.tcp, cx))?;
                 self.pooled = false;
             }
-            let Some(body) = self.body.as_mut() else {
+            let Rest::Body(body) = &mut self.rest else {
                 return Poll::Ready(Ok(()));
             };
             let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
@@ -195,7 +219,7 @@ impl Exchange {
 
     /// The body is done: the last chunk goes out, and its budget returns.
     fn end_body(&mut self) -> Result<(), H1Error> {
-        self.body = None;
+        self.rest = Rest::Done;
         match self.framing {
             ReqFraming::Chunked if self.out.tail.is_empty() => self.out.tail = b"0\r\n\r\n",
             ReqFraming::Chunked => self.out.tail = b"\r\n0\r\n\r\n",
@@ -294,6 +318,11 @@ impl std::future::Future for Exchange {
                 Poll::Ready(Err(H1Error::Io(_))) if this.pooled => {
                     this.pooled = false;
                     this.conn = None;
+                    // The second try: a new connection that fails is not
+                    // the keep-alive race a replay is for.
+                    if matches!(this.rest, Rest::Replay(_)) {
+                        this.rest = Rest::Done;
+                    }
                     continue;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -301,10 +330,39 @@ impl std::future::Future for Exchange {
                 // does not wait for the body); the rest is then not sent.
                 Poll::Pending => false,
             };
-            let (head, all) = ready!(this.poll_head(cx))?;
-            this.body = None;
+            let (head, all) = match ready!(this.poll_head(cx)) {
+                Ok(answer) => answer,
+                Err(e) if this.pending.is_empty() && closed(&e) => {
+                    // The pooled connection closed under the request.
+                    match std::mem::replace(&mut this.rest, Rest::Done) {
+                        Rest::Replay(head) => {
+                            this.out.data = head;
+                            this.conn = None;
+                            this.pooled = false;
+                            continue;
+                        }
+                        _ => return Poll::Ready(Err(e)),
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            this.rest = Rest::Done;
             return Poll::Ready(this.respond(head, all, sent));
         }
+    }
+}
+
+/// The connection ended (closed, reset) rather than sent something wrong.
+fn closed(e: &H1Error) -> bool {
+    match e {
+        H1Error::Closed => true,
+        H1Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
     }
 }
 

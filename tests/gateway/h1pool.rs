@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::support::*;
@@ -22,6 +23,10 @@ enum Raw {
     /// Answers with an `x-big` header of this many bytes, keeps the
     /// connection.
     BigHeader(usize),
+    /// Answers the first request and keeps the connection, then closes it
+    /// on the second one without answering: an upstream whose keep-alive
+    /// timeout ran out as that request reached it.
+    DropSecond,
 }
 
 /// A raw HTTP/1.1 upstream on 127.0.0.1:0 (bodiless requests only).
@@ -31,6 +36,7 @@ async fn raw_upstream(kind: Raw) -> (SocketAddr, Counts) {
 
 async fn serve_raw(mut s: tokio::net::TcpStream, kind: Raw) {
     let mut buf = Vec::new();
+    let mut served = 0;
     loop {
         // One request head (no bodies in these tests).
         while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -41,8 +47,12 @@ async fn serve_raw(mut s: tokio::net::TcpStream, kind: Raw) {
             }
         }
         buf.clear();
+        served += 1;
+        if matches!(kind, Raw::DropSecond) && served == 2 {
+            return;
+        }
         let resp = match kind {
-            Raw::KeepAlive | Raw::SilentClose => {
+            Raw::KeepAlive | Raw::SilentClose | Raw::DropSecond => {
                 "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned()
             }
             Raw::Close => {
@@ -192,4 +202,45 @@ async fn h1_upstream_oversized_response_headers_get_502() {
     );
     assert!(eventually(Duration::from_secs(2), || huge_n.open.load(Relaxed) == 0).await);
     assert_released(&gw, "huge").await;
+}
+
+/// A pooled connection the upstream closes as a request reaches it (its
+/// keep-alive timeout), before any byte of an answer: an idempotent
+/// request without a body is sent once more on a new connection and
+/// answered; a POST is not sent twice (502, the upstream may have acted on
+/// it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_upstream_closed_under_an_idempotent_request_is_retried_once() {
+    let _s = serial().await;
+    let (up, n) = raw_upstream(Raw::DropSecond).await;
+    let gw = TestGateway::start(config(UNLIMITED, &route("/up/", up, 64, "5s"))).await;
+    let c = client("127.0.0.1", true);
+    let url = gw.url("/up/x");
+    for method in ["GET", "PUT", "DELETE"] {
+        let before = n.accepted.load(Relaxed);
+        // The first request opens a connection and leaves it pooled; the
+        // second finds it, and the upstream closes it unanswered.
+        for i in 0..2 {
+            let (code, _, _) = send(&c, method, &url, Bytes::new()).await.expect("request");
+            assert_eq!(code, 200, "{method} #{i}");
+        }
+        assert_eq!(
+            n.accepted.load(Relaxed),
+            before + 2,
+            "{method}: the second request went out once more, on a new connection"
+        );
+        // Let the upstream's copy of the retried connection serve its one
+        // request, so the next round starts from a connection it answers.
+        assert!(eventually(Duration::from_secs(2), || n.open.load(Relaxed) <= 1).await);
+    }
+    // Fresh state for the POST: only new connections from here.
+    let (up, n) = raw_upstream(Raw::DropSecond).await;
+    let gw = TestGateway::start(config(UNLIMITED, &route("/up/", up, 64, "5s"))).await;
+    let url = gw.url("/up/x");
+    let (code, _, _) = send(&c, "POST", &url, Bytes::new()).await.expect("request");
+    assert_eq!(code, 200);
+    let (code, _, body) = send(&c, "POST", &url, Bytes::new()).await.expect("request");
+    assert_eq!((code, error_code(&body).as_str()), (502, "upstream"));
+    assert_eq!(n.accepted.load(Relaxed), 1, "a POST is not sent twice");
+    assert_released(&gw, "up").await;
 }
