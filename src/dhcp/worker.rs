@@ -88,6 +88,68 @@ pub(super) async fn run(
     cancel: CancellationToken,
 ) {
     let mut ops = Ops::new();
+    let mut worker = Worker {
+        inner: &inner,
+        shard,
+    };
+    serve(&mut rx, &mut ops, &cancel, &mut worker).await;
+    rx.close();
+    let left = rx.len();
+    inner.stats.dhcp.queue_depth.fetch_sub(left as i64, Relaxed);
+    if !ops.is_empty() {
+        // Not tracked itself: the operations' tracker tokens are, and the
+        // server waits on those for up to DRAIN.
+        tokio::spawn(drain(inner, shard, ops));
+    }
+}
+
+/// What a worker does with a job and with an operation that ended;
+/// [`serve`] decides when. A trait rather than two async closures: rustc
+/// cannot prove `Send` (the worker is spawned) for a generic await of an
+/// async closure's future that borrows the closure's captures.
+trait Handler {
+    type Job;
+    type Op: Future;
+    async fn job(&mut self, job: Self::Job, ops: &mut FuturesUnordered<Self::Op>);
+    async fn ended(
+        &mut self,
+        ended: <Self::Op as Future>::Output,
+        ops: &mut FuturesUnordered<Self::Op>,
+    );
+}
+
+/// The DHCP worker of one shard.
+struct Worker<'a> {
+    inner: &'a Arc<Inner>,
+    shard: usize,
+}
+
+impl Handler for Worker<'_> {
+    type Job = Job;
+    type Op = Operation;
+
+    async fn job(&mut self, job: Job, ops: &mut Ops) {
+        self.inner.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
+        process(self.inner, self.shard, job, ops).await;
+    }
+
+    async fn ended(&mut self, ended: Ended, ops: &mut Ops) {
+        after_op(self.inner, self.shard, ended, ops).await;
+    }
+}
+
+/// A worker's schedule: `cancel` first, then the queue, then the
+/// operations that ended, but never more than [`FAIR_SHARE`] jobs in a
+/// row while operations have ended. Returns when `cancel` fires or every
+/// sender is gone, leaving the jobs still queued and the operations in
+/// flight to the caller. Generic so that tests can drive it with plain
+/// jobs and futures.
+async fn serve<H: Handler>(
+    rx: &mut mpsc::Receiver<H::Job>,
+    ops: &mut FuturesUnordered<H::Op>,
+    cancel: &CancellationToken,
+    handler: &mut H,
+) {
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     // Jobs taken from the queue since operations were last looked at.
@@ -102,31 +164,22 @@ pub(super) async fn run(
             _ = &mut cancelled => break,
             job = rx.recv() => {
                 let Some(job) = job else { break };
-                inner.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
-                process(&inner, shard, job, &mut ops).await;
+                handler.job(job, ops).await;
                 in_a_row += 1;
                 if in_a_row >= FAIR_SHARE {
                     // A queue that never empties (a flood) must not starve
                     // the acks: finish what has ended before more jobs.
                     in_a_row = 0;
                     while let Some(Some(ended)) = ops.next().now_or_never() {
-                        after_op(&inner, shard, ended, &mut ops).await;
+                        handler.ended(ended, ops).await;
                     }
                 }
             }
             Some(ended) = ops.next(), if !ops.is_empty() => {
                 in_a_row = 0;
-                after_op(&inner, shard, ended, &mut ops).await;
+                handler.ended(ended, ops).await;
             }
         }
-    }
-    rx.close();
-    let left = rx.len();
-    inner.stats.dhcp.queue_depth.fetch_sub(left as i64, Relaxed);
-    if !ops.is_empty() {
-        // Not tracked itself: the operations' tracker tokens are, and the
-        // server waits on those for up to DRAIN.
-        tokio::spawn(drain(inner, shard, ops));
     }
 }
 
