@@ -27,7 +27,7 @@ rm -f "$BENCH_OUT/results.tsv"
 cat > "$BENCH_OUT/bench.toml" <<TOML
 [storage]
 path = "$BENCH_OUT/data"
-commit_interval = "${COMMIT_INTERVAL:-10ms}"
+commit_interval = "${COMMIT_INTERVAL:-20ms}"
 [dhcp]
 listen = "0.0.0.0:67"
 interfaces = ["vsrv0"]

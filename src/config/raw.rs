@@ -34,7 +34,7 @@ impl Default for Storage {
         Self {
             path: "./data".into(),
             cache: "32MiB".into(),
-            commit_interval: "10ms".into(),
+            commit_interval: "20ms".into(),
         }
     }
 }

@@ -282,7 +282,11 @@ pub struct IpamOptions {
     /// How long a declined address is kept out of the pool.
     pub decline_quarantine: Duration,
     /// Shortest time between two group-commit flushes while writes keep
-    /// arriving during flushes (they share the next one).
+    /// arriving during flushes (they share the next one). 20 ms: at 6,000
+    /// DORA/s each flush costs the committer and sled's I/O threads a
+    /// fixed ~0.3 ms of CPU (sled wakes all seven of its I/O threads per
+    /// write), so 10 ms took ~5 µs more CPU per DORA; a DHCPACK under that
+    /// load then waits ~13 ms instead of ~7 (bench/RESULTS-dhcp.md).
     pub commit_interval: Duration,
 }
 
@@ -293,7 +297,7 @@ impl Default for IpamOptions {
             cache_threshold: 0.25,
             offer_hold: Duration::from_secs(30),
             decline_quarantine: Duration::from_secs(600),
-            commit_interval: Duration::from_millis(10),
+            commit_interval: Duration::from_millis(20),
         }
     }
 }
