@@ -15,7 +15,7 @@
 //! After a flush that nobody queued behind, the next write is flushed at
 //! once, so a lone writer waiting on each write is not slowed down; and a
 //! batch stops waiting once writes have stopped arriving for a quarter of
-//! the interval, so a few writers each waiting on its own write are not
+//! the interval (at most [`QUIET_MAX`]), so a few writers each waiting on its own write are not
 //! held for the whole interval either.
 //!
 //! A thread, not a task: sled's `flush_async` hands every flush to its I/O
@@ -34,6 +34,13 @@ use super::state::State;
 use super::store::Store;
 use super::{Ipam, IpamError};
 use crate::stats::Stats;
+
+/// The longest pause in arrivals a batch waits out: a quarter of the
+/// interval, but no more than this, so writers that each wait on their own
+/// write (an API client pool) are flushed as soon as all of them are in,
+/// whatever the interval. 2.5 ms: a quarter of the 10 ms default that
+/// closed-loop writers were measured with (bench/RESULTS-ipam.md).
+const QUIET_MAX: Duration = Duration::from_micros(2500);
 
 /// How a waiter is answered.
 type Done = oneshot::Sender<Result<(), IpamError>>;
@@ -243,7 +250,7 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
             break;
         }
         if let Some(started) = last {
-            q = gather(shared, q, started + interval, interval / 4);
+            q = gather(shared, q, started + interval, (interval / 4).min(QUIET_MAX));
         }
         let batch = std::mem::take(&mut q.waiters);
         drop(q);
