@@ -313,6 +313,10 @@ impl Routes {
         };
         parts.uri = route.upstream_uri(&parts.uri)?;
         strip_hop_by_hop(&mut parts.headers);
+        // A client's `Expect: 100-continue` is answered here (hyper sends
+        // 100 Continue when the body is first read); the body goes upstream
+        // without waiting, so the upstream is not asked to expect anything.
+        parts.headers.remove(header::EXPECT);
         if matches!(route.upstream, Upstream::H2c(_)) {
             // `:authority` comes from the URI; a `Host` header would repeat it.
             parts.version = Version::HTTP_2;

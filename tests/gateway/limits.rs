@@ -265,6 +265,50 @@ async fn proxy_forwards_with_strip_prefix_and_forwarded_for() {
     }
 }
 
+/// `Expect: 100-continue` is answered by the gateway (100 Continue once
+/// the body is wanted) and not forwarded: the upstream gets the body
+/// without being asked to expect anything (an HTTP/1.0 or picky upstream
+/// would answer 417).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_is_answered_here_not_forwarded() {
+    let _s = serial().await;
+    let up = upstream(Upstream::Echo).await;
+    let gw = TestGateway::start(config("", &route("/echo/", up, 8, "2s"))).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /echo/up HTTP/1.1\r\nhost: gw\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an interim answer before the body")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut rest = String::new();
+    while !rest.ends_with("xff=127.0.0.1") && !rest.contains("expect=") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the answer")
+            .unwrap();
+        assert!(n > 0, "closed: {rest}");
+        rest.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    assert!(rest.ends_with("\r\n\r\n/up xff=127.0.0.1"), "{rest}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_upstreams_do_not_leak_pending_or_budget() {
     let _s = serial().await;

@@ -207,7 +207,8 @@ pub enum Upstream {
     Close,
     /// Accepts and never reads nor answers.
     Stall,
-    /// Answers `{path} xff={x-forwarded-for}`.
+    /// Answers `{path} xff={x-forwarded-for}`, then ` expect={expect}` if
+    /// the request had that field.
     Echo,
     /// Promises 1 MiB, sends 100 KiB, closes.
     Truncate,
@@ -247,14 +248,17 @@ async fn serve_upstream(s: tokio::net::TcpStream, kind: Upstream) {
         Upstream::Sleep(_) | Upstream::Big(_) | Upstream::Echo => {
             let svc = hyper::service::service_fn(
                 move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let echo = format!(
-                        "{} xff={}",
-                        req.uri(),
+                    let field = |name| {
                         req.headers()
-                            .get("x-forwarded-for")
+                            .get(name)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("")
-                    );
+                            .to_owned()
+                    };
+                    let mut echo = format!("{} xff={}", req.uri(), field("x-forwarded-for"));
+                    if req.headers().contains_key("expect") {
+                        echo += &format!(" expect={}", field("expect"));
+                    }
                     let _ = req.into_body().collect().await;
                     let body = match kind {
                         Upstream::Echo => {
