@@ -183,7 +183,9 @@ kill "$sampler_pid" 2>/dev/null; sampler_pid=
 python3 - "$RUN/gw-rss.log" "$LOGS" "$mark" "$out" <<'EOF' | tee -a "$out"
 import glob, os, re, sys
 # A sample of 0 is a moment with no gw process running (between two runs).
-samples = [(t, r) for t, r in (tuple(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2) if r > 0]
+# No samples file when the sampler had no time to start (only section 1 ran).
+lines = open(sys.argv[1]) if os.path.exists(sys.argv[1]) else []
+samples = [(t, r) for t, r in (tuple(map(float, l.split())) for l in lines if len(l.split()) == 2) if r > 0]
 before = {}
 for l in open(sys.argv[4]):
     m = re.search(r"rss_kib before=(\d+).*log=(\S+)", l)
