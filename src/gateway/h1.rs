@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use http::{header, Method, Request};
+use http::{header, Request};
 use http_body::Body;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::runtime::{Handle, Id};
@@ -187,16 +187,13 @@ impl H1Upstream {
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let head = encode_head(&parts.method, target, &parts.headers, framing);
         let body = (!empty).then_some(body);
-        let head_req = parts.method == Method::HEAD;
-        let idempotent = parts.method.is_idempotent();
         Exchange::new(
             this.clone(),
             this.checkout(),
             head,
             body,
             framing,
-            head_req,
-            idempotent,
+            &parts.method,
         )
     }
 

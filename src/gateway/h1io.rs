@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Response, Version};
+use http::{Method, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -134,20 +134,20 @@ enum Rest {
 }
 
 impl Exchange {
-    /// `idempotent`: the method may be sent twice (RFC 9110 §9.2.2).
+    /// `method`: the request's, which says how to read the answer (HEAD)
+    /// and whether it may be sent twice (idempotent, RFC 9110 §9.2.2).
     pub(super) fn new(
         up: Arc<H1Upstream>,
         conn: Option<Conn>,
         head: Vec<u8>,
         body: Option<ProxyBody>,
         framing: ReqFraming,
-        head_req: bool,
-        idempotent: bool,
+        method: &Method,
     ) -> Self {
         let head = Bytes::from(head);
         let rest = match body {
             Some(b) => Rest::Body(b),
-            None if idempotent && conn.is_some() => Rest::Replay(head.clone()),
+            None if method.is_idempotent() && conn.is_some() => Rest::Replay(head.clone()),
             None => Rest::Done,
         };
         Self {
@@ -166,7 +166,7 @@ impl Exchange {
                 _ => 0,
             },
             pending: BytesMut::new(),
-            head_req,
+            head_req: *method == Method::HEAD,
         }
     }
 

@@ -15,8 +15,8 @@
 //! After a flush that nobody queued behind, the next write is flushed at
 //! once, so a lone writer waiting on each write is not slowed down; and a
 //! batch stops waiting once writes have stopped arriving for a quarter of
-//! the interval (at most [`QUIET_MAX`]), so a few writers each waiting on its own write are not
-//! held for the whole interval either.
+//! the interval (at most [`QUIET_MAX`]), so a few writers each waiting on
+//! its own write are not held for the whole interval either.
 //!
 //! A thread, not a task: sled's `flush_async` hands every flush to its I/O
 //! thread pool (waking all of its threads) and back, which cost more CPU
