@@ -16,7 +16,8 @@
 #   4. in-process IPAM reads: GET /v1/leases/IP, h2load -c 50 -m 10 (gw and gwmt)
 # Env: HARNESS (default ../shared/bench/gateway), BENCH_OUT and *_PORT (own defaults, see below), REPS (3),
 #      SLOW ("20x100 80x100"), BODY ("4x100"), BODY_BUDGET2 (32MiB, the default until 2026-11-27), PENDING_CAP (1000),
-#      SECTIONS ("1 2a 2b 2c 3 4": which of the above to run).
+#      SECTIONS ("1 2a 2b 2c 3 4": which of the above to run), AGAIN (1: every gw load of 2a, 2b and 3
+#      twice on the same process, see again()).
 # Output: the harness's result lines on stdout and in $BENCH_OUT/logs/gateway-<ts>.txt,
 # then a markdown summary (summarize.py). Needs: h2load, haproxy, nginx (nginx-light).
 set -euo pipefail
@@ -33,6 +34,11 @@ REPS=${REPS:-3}; SLOW=${SLOW:-"20x100 80x100"}; BODY=${BODY:-"4x100"}
 BODY_BUDGET2=${BODY_BUDGET2:-32MiB}; PENDING_CAP=${PENDING_CAP:-1000}
 SECTIONS=" ${SECTIONS:-1 2a 2b 2c 3 4} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
+# AGAIN=1 (the default): each gw load of sections 2a, 2b and 3 runs a second time on the
+# same process, announced by a line; its "before" is then the RSS after the first load, so
+# the second "RSS 5 s after" shows what a load leaves behind once the process is warm.
+AGAIN=${AGAIN:-1}
+again() { [ "$AGAIN" = 1 ] && echo "[gw] the same load again, same process:" | tee -a "$out"; }
 out=$LOGS/gateway-$(date +%Y%m%d-%H%M%S).txt
 
 cargo build --release --example gateway_bench --example slow_backend
@@ -92,6 +98,7 @@ for shape in $SLOW; do
   "$HARNESS/run_slow_suite.sh" haproxy "$c" "$m" 2>&1 | tee -a "$out"
   start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT"
   "$HARNESS/run_slow_suite.sh" gw "$c" "$m" 2>&1 | tee -a "$out"
+  again && "$HARNESS/run_slow_suite.sh" gw "$c" "$m" 2>&1 | tee -a "$out"
   stop_gw
 done
 "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true
@@ -110,6 +117,7 @@ for shape in $SLOW; do
   stop_pidfile "$RUN/proxy-haproxy.pid"
   start_gw gw "$GW_PORT" "h2c://127.0.0.1:$H2_BACKEND_PORT"
   sleep 1; held gw "$GW_PORT" "$c" "$m" 2>&1 | tee -a "$out"
+  again && held gw "$GW_PORT" "$c" "$m" 2>&1 | tee -a "$out"
   stop_gw
 done
 stop_pidfile "$RUN/backend-slowh2.pid"
@@ -172,6 +180,7 @@ for shape in $BODY; do
     echo "[gw] body_budget: $budget" | tee -a "$out"
     start_gw gw "$GW_PORT" "http://127.0.0.1:$SLOW_BACKEND_PORT" GW_GATEWAY_EXTRA="$extra"
     "$HARNESS/run_slow_suite.sh" gw "$c" "$m" 1048576 2>&1 | tee -a "$out"
+    again && "$HARNESS/run_slow_suite.sh" gw "$c" "$m" 1048576 2>&1 | tee -a "$out"
     stop_gw
   done
   "$HARNESS/stop_all.sh" >/dev/null 2>&1 || true

@@ -40,8 +40,9 @@ pub(crate) enum Refusal {
     RateLimited {
         retry_after: Duration,
     },
+    /// `body`: the route's answer, built once (`error::pending_cap_body`).
     PendingCap {
-        route: Arc<str>,
+        body: bytes::Bytes,
     },
     BodyBudget,
     TooLarge {

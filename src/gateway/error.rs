@@ -10,13 +10,28 @@ use super::body::GwBody;
 
 /// A JSON error response.
 pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<GwBody> {
+    with_body(status, json_body(code, message))
+}
+
+/// The body of a [`json_error`].
+fn json_body(code: &str, message: &str) -> Bytes {
     let mut body = Vec::with_capacity(40 + code.len() + message.len());
     body.extend_from_slice(b"{\"error\":{\"code\":");
     json_str(&mut body, code);
     body.extend_from_slice(b",\"message\":");
     json_str(&mut body, message);
     body.extend_from_slice(b"}}");
-    with_body(status, Bytes::from(body))
+    Bytes::from(body)
+}
+
+/// The body of route `route`'s 503 `pending_cap`, built once per route: a
+/// burst over the cap then costs no formatting, only a reference count.
+pub(crate) fn pending_cap_body(route: &str) -> Bytes {
+    let mut message = String::with_capacity(48 + route.len());
+    message.push_str("route '");
+    message.push_str(route);
+    message.push_str("' has its maximum of requests in flight");
+    json_body("pending_cap", &message)
 }
 
 /// `s` as a JSON string literal (quoted, escaped).
@@ -79,13 +94,7 @@ pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             resp
         }
-        Refusal::PendingCap { route } => {
-            let mut message = String::with_capacity(48 + route.len());
-            message.push_str("route '");
-            message.push_str(route);
-            message.push_str("' has its maximum of requests in flight");
-            json_error(S::SERVICE_UNAVAILABLE, "pending_cap", &message)
-        }
+        Refusal::PendingCap { body } => with_body(S::SERVICE_UNAVAILABLE, body.clone()),
         Refusal::BodyBudget => fixed(S::SERVICE_UNAVAILABLE, BODY_BUDGET),
         Refusal::TooLarge { max } => json_error(
             S::PAYLOAD_TOO_LARGE,
@@ -114,7 +123,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "rate_limited");
         let r = refusal(&Refusal::PendingCap {
-            route: "up\"x".into(),
+            body: pending_cap_body("up\"x"),
         });
         assert_eq!(r.status(), 503);
         let body = r.into_body().collect().await.unwrap().to_bytes();

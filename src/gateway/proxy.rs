@@ -54,7 +54,8 @@ const MAX_IDLE_PER_HOST: usize = 512;
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Route {
-    pub name: Arc<str>,
+    /// The answer past the pending cap, built once.
+    cap_body: bytes::Bytes,
     prefix: String,
     upstream: Upstream,
     authority: Authority,
@@ -139,7 +140,7 @@ impl Route {
         let base = rc.upstream.path().trim_end_matches('/').to_owned();
         let max = u64::try_from(rc.max_pending).unwrap_or(u64::MAX);
         Ok(Self {
-            name: rc.name.as_str().into(),
+            cap_body: super::error::pending_cap_body(&rc.name),
             prefix: rc.prefix.clone(),
             upstream,
             authority,
@@ -159,7 +160,7 @@ impl Route {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::PendingCap {
-                route: self.name.clone(),
+                body: self.cap_body.clone(),
             })?;
         self.stats.pending.fetch_add(1, Relaxed);
         Ok(PendingGuard {
