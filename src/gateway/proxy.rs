@@ -83,6 +83,14 @@ pub(crate) struct PendingGuard {
     stats: Arc<RouteStats>,
 }
 
+/// An admitted request on its way upstream: `answer` waits for the
+/// response head; `connects` says its first poll opens a new upstream
+/// connection (no pooled one was idle), the costly part of a cold start.
+pub(crate) struct Forwarded<F> {
+    pub answer: F,
+    pub connects: bool,
+}
+
 /// A response body's hold: the request's own and its pending slot.
 struct WithPending {
     hold: Hold,
@@ -247,19 +255,29 @@ impl Routes {
         req: Request<Incoming>,
         client_ip: std::net::IpAddr,
         hold: Hold,
-    ) -> Result<impl Future<Output = Result<Response<GwBody>, Refusal>> + Send + 'static, Refusal>
-    {
+    ) -> Result<
+        Forwarded<impl Future<Output = Result<Response<GwBody>, Refusal>> + Send + 'static>,
+        Refusal,
+    > {
         let pending = route.try_pending()?;
         let upstream = self.upstream_request(route, admission, req, client_ip)?;
-        let sent = match &route.upstream {
-            Upstream::H2c(up) => Either::Left(H2cUpstream::request(up, upstream).map(|r| {
-                r.map(|resp| resp.map(UpstreamBody::H2c))
-                    .map_err(|e| upstream_error(&e))
-            })),
-            Upstream::Http1(up) => Either::Right(H1Upstream::request(up, upstream).map(|r| {
-                r.map(|resp| resp.map(UpstreamBody::H1))
-                    .map_err(|e| upstream_error(&e))
-            })),
+        let (sent, connects) = match &route.upstream {
+            Upstream::H2c(up) => {
+                let sent = H2cUpstream::request(up, upstream).map(|r| {
+                    r.map(|resp| resp.map(UpstreamBody::H2c))
+                        .map_err(|e| upstream_error(&e))
+                });
+                (Either::Left(sent), false)
+            }
+            Upstream::Http1(up) => {
+                let exchange = H1Upstream::request(up, upstream);
+                let connects = exchange.connects();
+                let sent = exchange.map(|r| {
+                    r.map(|resp| resp.map(UpstreamBody::H1))
+                        .map_err(|e| upstream_error(&e))
+                });
+                (Either::Right(sent), connects)
+            }
         };
         // The route timeout covers the whole exchange: the head here, then
         // the body, on one timer that moves into the response body.
@@ -271,7 +289,7 @@ impl Routes {
             sent,
             deadline: Some(deadline),
         };
-        Ok(head.map(move |r| {
+        let answer = head.map(move |r| {
             let (resp, deadline) = r.ok_or(Refusal::Timeout)?;
             let (mut parts, inner) = resp?.into_parts();
             // Our HTTP/1.1 client leaves hop-by-hop fields out of the head
@@ -291,7 +309,8 @@ impl Routes {
                     deadline,
                 },
             ))
-        }))
+        });
+        Ok(Forwarded { answer, connects })
     }
 
     fn upstream_request(
