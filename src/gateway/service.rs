@@ -121,8 +121,8 @@ pub(crate) fn handle(
                 _activity: activity,
             });
             match routes.forward(route, &inner.admission, req, ip, hold) {
-                Ok(sent) => {
-                    let sent = refusals_first(sent.answer, sent.connects, refused());
+                Ok(forwarded) => {
+                    let sent = refusals_first(forwarded.answer, forwarded.connects, refused());
                     (Either::Right(Either::Left(sent)), None)
                 }
                 Err(r) => (Either::Left(refuse(r)), None),
