@@ -19,7 +19,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::listener::ConnGuard;
-use super::{service, Inner};
+use super::streams::Streams;
+use super::{limits, service, Inner};
 use crate::client::ClientKey;
 use crate::stats::DropReason;
 
@@ -129,7 +130,9 @@ where
             service::handle(inner.clone(), ip, act.begin(), req)
         })
     };
-    let conn = inner.http.serve_connection(io, svc);
+    let streams = Streams::new();
+    let http = limits::http_builder(&inner.cfg, streams.spawner());
+    let conn = http.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut drain_until: Option<Instant> = None;
     let cfg = &inner.cfg;
@@ -140,13 +143,17 @@ where
                 None => std::future::pending().await,
             }
         };
+        // Biased: the connection first, then the streams its read accepted,
+        // in the same turn (their responses are written on the next).
         tokio::select! {
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(client = %ip, error = %e, "gateway connection ended");
                 }
                 return;
             }
+            never = streams.run() => match never {},
             _ = inner.cancel.cancelled(), if drain_until.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 drain_until = Some(Instant::now() + inner.grace);

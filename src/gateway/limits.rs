@@ -12,12 +12,10 @@
 //! connection that never finishes its first header block, idle h2
 //! connections) is enforced by the connection watchdog in [`super::conn`].
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 
 use crate::config::GatewayConfig;
-
-pub(crate) type HttpBuilder = auto::Builder<TokioExecutor>;
 
 /// hyper's HTTP/1 read/write buffer cap. Headers must fit (the header list
 /// limit plus the request line), and it bounds what one HTTP/1 connection
@@ -29,9 +27,10 @@ pub(crate) fn http1_buf(cfg: &GatewayConfig) -> usize {
         .clamp(16 * 1024, 256 * 1024)
 }
 
-/// The auto-detecting (HTTP/1.1 or h2 prior knowledge) server builder.
-pub(crate) fn http_builder(cfg: &GatewayConfig) -> HttpBuilder {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// The auto-detecting (HTTP/1.1 or h2 prior knowledge) server builder;
+/// h2 streams go to `exec` (one connection's [`super::streams::Streams`]).
+pub(crate) fn http_builder<E>(cfg: &GatewayConfig, exec: E) -> auto::Builder<E> {
+    let mut b = auto::Builder::new(exec);
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)

@@ -24,6 +24,7 @@ mod limits;
 mod listener;
 mod proxy;
 mod service;
+mod streams;
 mod tls;
 
 use std::net::SocketAddr;
@@ -66,7 +67,6 @@ pub(crate) struct Inner {
     pub api: ApiContext,
     /// Response codes of internal API requests (route "api").
     pub api_stats: Arc<crate::stats::RouteStats>,
-    pub http: limits::HttpBuilder,
     pub conns: Arc<listener::ConnLimiter>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancellationToken,
@@ -118,7 +118,6 @@ impl Gateway {
         let routes = proxy::Routes::new(&shared.config.routes, &cfg, &shared.stats)?;
         let inner = Inner {
             admission: admission::Admission::new(&cfg, shared.stats.clone()),
-            http: limits::http_builder(&cfg),
             conns: Arc::new(listener::ConnLimiter::new(&cfg)),
             stats: shared.stats.clone(),
             isolation: shared.isolation.clone(),

@@ -86,8 +86,8 @@ fn admit(inner: &Inner, key: &ClientKey, ip: IpAddr) -> Result<(), Refusal> {
 ///
 /// Admission, routing and the upstream request happen here, synchronously;
 /// the returned future only waits (for the upstream, or for the API
-/// handler, boxed). Its size is memory per held stream: it is hyper's
-/// per-stream task, so nothing large may live in it (the request, for one,
+/// handler, boxed). Its size is memory per held stream: it lives in hyper's
+/// per-stream future for as long as the stream, so nothing large may live in it (the request, for one,
 /// is moved out before the wait). Cancel-safe: a reset stream drops this
 /// future and with it every guard.
 pub(crate) fn handle(
@@ -165,17 +165,18 @@ fn refuse(r: Refusal) -> Ready<Result<Response<GwBody>, Refusal>> {
 /// HTTP/1.1 connection was idle) or streams were refused on this thread
 /// since it was admitted (`refused_before`), started only after it has
 /// yielded twice. Its first poll does the upstream work (for a new HTTP/1.1
-/// connection a TCP connect, ~70 µs), while a refused stream's
-/// 503, produced by its task's first poll, leaves only when its connection
-/// task runs next; on a gateway thread all of them wait in one FIFO queue,
-/// the refused behind the admitted they arrived after. Without the yields,
-/// a burst that overflows the pending cap had its 503s wait behind every
-/// admitted stream's connect (bench/RESULTS-gateway.md, 2c: ~80–100 ms for
-/// 1,000). tokio re-queues a yielded task only at its next driver poll,
-/// behind every task queued by then: after the first yield behind those
-/// refused streams, after the second behind the connection tasks they
-/// woke, which write the 503s (one yield is not enough: the 503s then left
-/// after the connects). `connects` covers the first streams of a burst,
+/// connection a TCP connect, ~70 µs), while a refused stream's 503,
+/// produced by its first poll, leaves only when its connection's task runs
+/// next (streams run in their connection's task, see [`super::streams`]);
+/// on a gateway thread all connection tasks wait in one FIFO queue. Without
+/// the yields, a burst that overflows the pending cap had its 503s wait
+/// behind every admitted stream's connect (bench/RESULTS-gateway.md, 2c:
+/// ~80–100 ms for 1,000). tokio wakes a yielded stream (and so re-queues
+/// its connection's task) only at its next driver poll, behind every task
+/// queued by then: after the first yield behind the connections whose
+/// streams were refused, after the second behind their next turn, which
+/// writes the 503s (one yield is not enough: the 503s then left after the
+/// connects). `connects` covers the first streams of a burst,
 /// admitted and polled before any refusal: their connects used to go ahead
 /// of every 503 (2c: 503 p99 median 21 → 15 ms over 6 alternating runs).
 /// A warm pool, no refusal since: no yield, steady proxying pays two
@@ -271,9 +272,10 @@ mod tests {
         assert!(outer <= inner + 64, "{inner} B became {outer} B");
     }
 
-    /// The order in which two streams' tasks do their work on a gateway
-    /// thread: an admitted one spawned first (its work behind
-    /// [`refusals_first`]), then one whose work is ready at once (a 503).
+    /// The order in which two streams on two connections (each its own
+    /// task) do their work on a gateway thread: an admitted one first (its
+    /// work behind [`refusals_first`]), then one whose work is ready at
+    /// once (a 503).
     async fn order(connects: bool, refusal_between: bool) -> Vec<&'static str> {
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (a, b) = (log.clone(), log.clone());
