@@ -143,17 +143,13 @@ where
                 None => std::future::pending().await,
             }
         };
-        // Biased: the connection first, then the streams its read accepted,
-        // in the same turn (their responses are written on the next).
         tokio::select! {
-            biased;
-            r = conn.as_mut() => {
+            r = streams.serve(conn.as_mut()) => {
                 if let Err(e) = r {
                     tracing::debug!(client = %ip, error = %e, "gateway connection ended");
                 }
                 return;
             }
-            never = streams.run() => match never {},
             _ = inner.cancel.cancelled(), if drain_until.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 drain_until = Some(Instant::now() + inner.grace);

@@ -15,11 +15,10 @@
 //! other threads (an upstream connection task, an API handler on the
 //! blocking pool) go through the set's ready queue to the connection task.
 
-use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -80,19 +79,48 @@ impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner
 }
 
 impl Streams {
-    /// Polls every stream that is ready until none is; never completes, so
-    /// it sits in the connection's `select!` beside the connection. An
-    /// empty set registers no waker: streams only arrive while the
-    /// connection is polled, which is in the same task turn just before.
-    /// Cancel-safe: the streams stay in the set.
-    pub(crate) fn run(&self) -> impl Future<Output = Infallible> + '_ {
-        poll_fn(|cx| {
-            let mut set = self.set.lock().unwrap_or_else(PoisonError::into_inner);
-            while let Poll::Ready(Some(())) = set.poll_next_unpin(cx) {}
+    /// Drives `conn` with its streams: polls the connection (whose read
+    /// accepts streams), then the streams that are ready, and the
+    /// connection again while streams finished, so that the responses they
+    /// queued are written in the same task turn. Waiting for the wake the
+    /// responses cause put every connection's writes behind every other
+    /// ready connection's read: in a burst of new connections, each
+    /// connection's 503s waited for all the others to be read (and for the
+    /// upstream connects of the admitted streams among them).
+    /// Cancel-safe: the connection and the streams stay where they are.
+    pub(crate) fn serve<'a, C: Future>(
+        &'a self,
+        mut conn: Pin<&'a mut C>,
+    ) -> impl Future<Output = C::Output> + 'a {
+        poll_fn(move |cx| {
+            for _ in 0..ROUNDS {
+                if let Poll::Ready(out) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(out);
+                }
+                if self.poll_streams(cx) == 0 {
+                    break;
+                }
+            }
             Poll::Pending
         })
     }
+
+    /// Polls every stream that is ready until none is; returns how many
+    /// finished. An empty set registers no waker: streams only arrive while
+    /// the connection is polled, which [`Self::serve`] does just before.
+    fn poll_streams(&self, cx: &mut Context<'_>) -> usize {
+        let mut set = self.set.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut finished = 0;
+        while let Poll::Ready(Some(())) = set.poll_next_unpin(cx) {
+            finished += 1;
+        }
+        finished
+    }
 }
+
+/// Connection polls per task turn at most: read and write, and one more
+/// write for streams that finished after a first one woke them.
+const ROUNDS: usize = 3;
 
 #[cfg(test)]
 mod tests {
@@ -100,30 +128,82 @@ mod tests {
     use hyper::rt::Executor;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
+    /// A connection that never ends and counts its polls; what a stream
+    /// spawns while it is polled (as hyper's read does) goes in on the
+    /// first poll.
+    struct Conn {
+        polls: Arc<AtomicUsize>,
+        accept: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+        spawner: Spawner,
+    }
+
+    impl Future for Conn {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, SeqCst);
+            if let Some(stream) = self.accept.take() {
+                self.spawner.execute(stream);
+            }
+            Poll::Pending
+        }
+    }
+
+    fn conn(
+        streams: &Streams,
+        accept: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    ) -> (Conn, Arc<AtomicUsize>) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let conn = Conn {
+            polls: polls.clone(),
+            accept,
+            spawner: streams.spawner(),
+        };
+        (conn, polls)
+    }
+
     #[tokio::test(flavor = "current_thread")]
-    async fn runs_what_is_executed_and_drops_what_is_left() {
-        let done = Arc::new(AtomicUsize::new(0));
+    async fn a_finished_stream_gets_its_connection_polled_again_in_the_same_turn() {
         let streams = Streams::new();
-        let spawner = streams.spawner();
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        let (mut c, polls) = conn(
+            &streams,
+            Some(Box::pin(async move {
+                d.fetch_add(1, SeqCst);
+            })),
+        );
+        assert!(futures::poll!(streams.serve(Pin::new(&mut c))).is_pending());
+        // Read (accepts the stream), the stream answers, write.
+        assert_eq!((done.load(SeqCst), polls.load(SeqCst)), (1, 2));
+        // Nothing finished: one poll.
+        assert!(futures::poll!(streams.serve(Pin::new(&mut c))).is_pending());
+        assert_eq!(polls.load(SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiting_stream_is_polled_again_when_woken_from_elsewhere() {
+        let streams = Streams::new();
+        let done = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let d = done.clone();
-        spawner.execute(async move {
-            d.fetch_add(1, SeqCst);
-        });
-        let d = done.clone();
-        spawner.execute(async move {
-            let _ = rx.await;
-            d.fetch_add(1, SeqCst);
-        });
-        let run = streams.run();
-        tokio::pin!(run);
-        // One turn: the first finishes, the second waits on the channel.
-        assert!(futures::poll!(run.as_mut()).is_pending());
-        assert_eq!((done.load(SeqCst), streams.len()), (1, 1));
-        // A wake from elsewhere reaches the waiting stream.
+        let (mut c, polls) = conn(
+            &streams,
+            Some(Box::pin(async move {
+                let _ = rx.await;
+                d.fetch_add(1, SeqCst);
+            })),
+        );
+        assert!(futures::poll!(streams.serve(Pin::new(&mut c))).is_pending());
+        assert_eq!(
+            (done.load(SeqCst), streams.len(), polls.load(SeqCst)),
+            (0, 1, 1)
+        );
         tx.send(()).unwrap();
-        assert!(futures::poll!(run.as_mut()).is_pending());
-        assert_eq!((done.load(SeqCst), streams.len()), (2, 0));
+        assert!(futures::poll!(streams.serve(Pin::new(&mut c))).is_pending());
+        assert_eq!(
+            (done.load(SeqCst), streams.len(), polls.load(SeqCst)),
+            (1, 0, 3)
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -137,7 +217,8 @@ mod tests {
             let _keep = (held, s);
             std::future::pending::<()>().await
         });
-        assert!(futures::poll!(std::pin::pin!(streams.run())).is_pending());
+        let mut idle = std::future::pending::<()>();
+        assert!(futures::poll!(streams.serve(Pin::new(&mut idle))).is_pending());
         assert_eq!(Arc::strong_count(&alive), 2);
         drop(streams);
         assert_eq!(Arc::strong_count(&alive), 1, "the stream was not dropped");
