@@ -135,6 +135,15 @@ impl H1Upstream {
 
     /// The most recently idle connection of this runtime that is still
     /// open; closed ones met on the way are dropped.
+    /// A pooled connection of this thread's runtime is idle (it may still
+    /// turn out closed when taken).
+    pub(crate) fn has_idle(&self) -> bool {
+        let Ok(rt) = Handle::try_current().map(|h| h.id()) else {
+            return false;
+        };
+        self.lock().conns.iter().any(|(_, c)| c.rt == rt)
+    }
+
     fn checkout(&self) -> Option<Conn> {
         let rt = Handle::try_current().ok()?.id();
         loop {
@@ -323,6 +332,44 @@ mod tests {
         assert_eq!(sock.recv_buffer_size().unwrap(), 2 * 8192);
         assert_eq!(sock.send_buffer_size().unwrap(), 2 * 8192);
         assert!(sock.tcp_nodelay().unwrap());
+    }
+
+    /// `has_idle` peeks: it sees a pooled connection of this runtime
+    /// without taking it, and none of another runtime's.
+    #[tokio::test]
+    async fn has_idle_sees_this_runtimes_pooled_connections_without_taking_them() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let cfg = crate::config::Config::embedded().unwrap().gateway;
+        let authority = Authority::try_from(addr.to_string()).unwrap();
+        let up = Arc::new(H1Upstream::new(
+            authority,
+            &cfg,
+            16 * 1024,
+            Duration::from_secs(5),
+            4,
+        ));
+        assert!(!up.has_idle());
+        let tcp = connect_one(addr, 8192).await.unwrap();
+        let _accepted = l.accept().await.unwrap();
+        up.put(Conn {
+            tcp,
+            rt: Handle::current().id(),
+        });
+        assert!(up.has_idle());
+        assert!(up.has_idle(), "the peek took the connection");
+        let other = std::thread::spawn({
+            let up = up.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move { up.has_idle() })
+            }
+        });
+        assert!(!other.join().unwrap(), "another runtime's connection");
+        assert!(up.checkout().is_some());
+        assert!(!up.has_idle());
     }
 
     /// An upstream URL without a port means port 80 (`h2c://backend` as

@@ -134,11 +134,6 @@ enum Rest {
 }
 
 impl Exchange {
-    /// Its first poll opens a new connection: none was idle in the pool.
-    pub(crate) fn connects(&self) -> bool {
-        self.conn.is_none()
-    }
-
     /// `method`: the request's, which says how to read the answer (HEAD)
     /// and whether it may be sent twice (idempotent, RFC 9110 §9.2.2).
     pub(super) fn new(

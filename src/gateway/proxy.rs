@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
-use super::admission::{Admission, Refusal};
+use super::admission::{Admission, BodyPermit, Refusal};
 use super::body::{BodyError, GwBody, Held, Hold, ProxyBody, UpstreamBody};
 use futures::future::Either;
 use futures::FutureExt;
@@ -81,14 +81,6 @@ enum Upstream {
 pub(crate) struct PendingGuard {
     _permit: OwnedSemaphorePermit,
     stats: Arc<RouteStats>,
-}
-
-/// An admitted request on its way upstream: `answer` waits for the
-/// response head; `connects` says its first poll opens a new upstream
-/// connection (no pooled one was idle), the costly part of a cold start.
-pub(crate) struct Forwarded<F> {
-    pub answer: F,
-    pub connects: bool,
 }
 
 /// A response body's hold: the request's own and its pending slot.
@@ -241,43 +233,88 @@ impl Routes {
             .find(|r| path.starts_with(r.prefix.as_str()))
     }
 
-    /// Forwards `req` upstream: the pending slot, the body budget and the
-    /// upstream request are taken here, synchronously (a refusal costs no
-    /// future); the returned future only waits for the answer. `hold`
-    /// (stream and connection guards) and the pending slot move into the
-    /// response body. Kept small on purpose — it lives as long as the
-    /// stream waits, so its size is memory per held stream. Cancel-safe:
-    /// dropping it (client reset) drops the upstream request and every guard.
-    pub(crate) fn forward(
+    /// Admits `req` to `route`: takes its pending slot and, for a body,
+    /// its share of the body budget. Both refusals are decided here,
+    /// synchronously and in arrival order (a refusal costs no future);
+    /// building and sending the upstream request is left to
+    /// [`Admitted::forward`], which the caller may run later.
+    pub(crate) fn admit(
         &self,
-        route: &Route,
+        route: &Arc<Route>,
         admission: &Admission,
         req: Request<Incoming>,
+    ) -> Result<Admitted, Refusal> {
+        let pending = route.try_pending()?;
+        let permit = if http_body::Body::is_end_stream(req.body()) {
+            None
+        } else {
+            let declared = http_body::Body::size_hint(req.body()).exact();
+            if declared.is_some_and(|n| n > self.max_body) {
+                return Err(Refusal::TooLarge { max: self.max_body });
+            }
+            let share = declared.unwrap_or(self.stream_share).min(self.stream_share);
+            Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?)
+        };
+        Ok(Admitted {
+            route: route.clone(),
+            pending,
+            permit,
+            req,
+            max_body: self.max_body,
+        })
+    }
+}
+
+/// A request admitted to a route, its pending slot and body budget held,
+/// not yet sent. Dropping it releases both.
+pub(crate) struct Admitted {
+    route: Arc<Route>,
+    pending: PendingGuard,
+    permit: Option<BodyPermit>,
+    req: Request<Incoming>,
+    max_body: u64,
+}
+
+impl Admitted {
+    /// Sending it will open a new upstream connection: no pooled HTTP/1.1
+    /// connection is idle (h2c streams share one connection). The costly
+    /// part of a cold start; a peek, the pool is not taken from.
+    pub(crate) fn connects(&self) -> bool {
+        match &self.route.upstream {
+            Upstream::H2c(_) => false,
+            Upstream::Http1(up) => !up.has_idle(),
+        }
+    }
+
+    /// Sends it upstream; the returned future only waits for the answer.
+    /// `hold` (stream and connection guards) and the pending slot move
+    /// into the response body. Kept small on purpose — it lives as long
+    /// as the stream waits, so its size is memory per held stream.
+    /// Cancel-safe: dropping it (client reset) drops the upstream request
+    /// and every guard.
+    pub(crate) fn forward(
+        self,
         client_ip: std::net::IpAddr,
         hold: Hold,
-    ) -> Result<
-        Forwarded<impl Future<Output = Result<Response<GwBody>, Refusal>> + Send + 'static>,
-        Refusal,
-    > {
-        let pending = route.try_pending()?;
-        let upstream = self.upstream_request(route, admission, req, client_ip)?;
-        let (sent, connects) = match &route.upstream {
-            Upstream::H2c(up) => {
-                let sent = H2cUpstream::request(up, upstream).map(|r| {
-                    r.map(|resp| resp.map(UpstreamBody::H2c))
-                        .map_err(|e| upstream_error(&e))
-                });
-                (Either::Left(sent), false)
-            }
-            Upstream::Http1(up) => {
-                let exchange = H1Upstream::request(up, upstream);
-                let connects = exchange.connects();
-                let sent = exchange.map(|r| {
-                    r.map(|resp| resp.map(UpstreamBody::H1))
-                        .map_err(|e| upstream_error(&e))
-                });
-                (Either::Right(sent), connects)
-            }
+    ) -> Result<impl Future<Output = Result<Response<GwBody>, Refusal>> + Send + 'static, Refusal>
+    {
+        let Self {
+            route,
+            pending,
+            permit,
+            req,
+            max_body,
+        } = self;
+        let upstream = upstream_request(&route, req, permit, max_body, client_ip)?;
+        let sent = match &route.upstream {
+            Upstream::H2c(up) => Either::Left(H2cUpstream::request(up, upstream).map(|r| {
+                r.map(|resp| resp.map(UpstreamBody::H2c))
+                    .map_err(|e| upstream_error(&e))
+            })),
+            Upstream::Http1(up) => Either::Right(H1Upstream::request(up, upstream).map(|r| {
+                r.map(|resp| resp.map(UpstreamBody::H1))
+                    .map_err(|e| upstream_error(&e))
+            })),
         };
         // The route timeout covers the whole exchange: the head here, then
         // the body, on one timer that moves into the response body.
@@ -289,7 +326,7 @@ impl Routes {
             sent,
             deadline: Some(deadline),
         };
-        let answer = head.map(move |r| {
+        Ok(head.map(move |r| {
             let (resp, deadline) = r.ok_or(Refusal::Timeout)?;
             let (mut parts, inner) = resp?.into_parts();
             // Our HTTP/1.1 client leaves hop-by-hop fields out of the head
@@ -309,50 +346,41 @@ impl Routes {
                     deadline,
                 },
             ))
-        });
-        Ok(Forwarded { answer, connects })
+        }))
     }
+}
 
-    fn upstream_request(
-        &self,
-        route: &Route,
-        admission: &Admission,
-        req: Request<Incoming>,
-        client_ip: std::net::IpAddr,
-    ) -> Result<Request<ProxyBody>, Refusal> {
-        let (mut parts, body) = req.into_parts();
-        let permit = if http_body::Body::is_end_stream(&body) {
-            None
-        } else {
-            let declared = http_body::Body::size_hint(&body).exact();
-            if declared.is_some_and(|n| n > self.max_body) {
-                return Err(Refusal::TooLarge { max: self.max_body });
-            }
-            let share = declared.unwrap_or(self.stream_share).min(self.stream_share);
-            Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?)
-        };
-        parts.uri = route.upstream_uri(&parts.uri)?;
-        strip_hop_by_hop(&mut parts.headers);
-        // A client's `Expect: 100-continue` is answered here (hyper sends
-        // 100 Continue when the body is first read); the body goes upstream
-        // without waiting, so the upstream is not asked to expect anything.
-        parts.headers.remove(header::EXPECT);
-        if matches!(route.upstream, Upstream::H2c(_)) {
-            // `:authority` comes from the URI; a `Host` header would repeat it.
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        } else {
-            parts.version = Version::HTTP_11;
-            if !parts.headers.contains_key(header::HOST) {
-                parts.headers.insert(header::HOST, route.host.clone());
-            }
+/// The request as it goes upstream: its URI, its headers without the
+/// hop-by-hop fields, `Host` or `:authority`, `X-Forwarded-For`.
+fn upstream_request(
+    route: &Route,
+    req: Request<Incoming>,
+    permit: Option<BodyPermit>,
+    max_body: u64,
+    client_ip: std::net::IpAddr,
+) -> Result<Request<ProxyBody>, Refusal> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = route.upstream_uri(&parts.uri)?;
+    strip_hop_by_hop(&mut parts.headers);
+    // A client's `Expect: 100-continue` is answered here (hyper sends
+    // 100 Continue when the body is first read); the body goes upstream
+    // without waiting, so the upstream is not asked to expect anything.
+    parts.headers.remove(header::EXPECT);
+    if matches!(route.upstream, Upstream::H2c(_)) {
+        // `:authority` comes from the URI; a `Host` header would repeat it.
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, route.host.clone());
         }
-        append_forwarded_for(&mut parts.headers, client_ip);
-        Ok(Request::from_parts(
-            parts,
-            ProxyBody::new(body, permit, self.max_body),
-        ))
     }
+    append_forwarded_for(&mut parts.headers, client_ip);
+    Ok(Request::from_parts(
+        parts,
+        ProxyBody::new(body, permit, max_body),
+    ))
 }
 
 /// 413 if our own body cap aborted the request, else 502.

@@ -115,19 +115,18 @@ pub(crate) fn handle(
     // proxied request's guards move into its response body instead).
     let (work, guards) = match (admit(&inner, &key, ip), route) {
         (Err(r), _) => (Either::Left(refuse(r)), Some((stream, activity))),
-        (Ok(()), Some(route)) => {
-            let hold = Box::new(Held {
-                stream,
-                _activity: activity,
-            });
-            match routes.forward(route, &inner.admission, req, ip, hold) {
-                Ok(forwarded) => {
-                    let sent = refusals_first(forwarded.answer, forwarded.connects, refused());
-                    (Either::Right(Either::Left(sent)), None)
-                }
-                Err(r) => (Either::Left(refuse(r)), None),
+        (Ok(()), Some(route)) => match routes.admit(route, &inner.admission, req) {
+            Ok(admitted) => {
+                let hold = Box::new(Held {
+                    stream,
+                    _activity: activity,
+                });
+                let connects = admitted.connects();
+                let sent = refusals_first(move || admitted.forward(ip, hold), connects, refused());
+                (Either::Right(Either::Left(sent)), None)
             }
-        }
+            Err(r) => (Either::Left(refuse(r)), Some((stream, activity))),
+        },
         // Boxed: the API handlers' futures are ~3 KiB.
         (Ok(()), None) => {
             let api = Box::pin(internal(inner.clone(), req, ip));
@@ -161,45 +160,52 @@ fn refuse(r: Refusal) -> Ready<Result<Response<GwBody>, Refusal>> {
     ready(Err(r))
 }
 
-/// An admitted stream's upstream request; if it `connects` (no pooled
-/// HTTP/1.1 connection was idle) or streams were refused on this thread
-/// since it was admitted (`refused_before`), started only after it has
-/// yielded twice. Its first poll does the upstream work (for a new HTTP/1.1
-/// connection a TCP connect, ~70 µs), while a refused stream's 503,
-/// produced by its first poll, leaves only when its connection's task runs
-/// next (streams run in their connection's task, see [`super::streams`]);
-/// on a gateway thread all connection tasks wait in one FIFO queue. Without
-/// the yields, a burst that overflows the pending cap had its 503s wait
-/// behind every admitted stream's connect (bench/RESULTS-gateway.md, 2c:
-/// ~80–100 ms for 1,000). tokio wakes a yielded stream (and so re-queues
-/// its connection's task) only at its next driver poll, behind every task
-/// queued by then: after the first yield behind the connections whose
-/// streams were refused, after the second behind their next turn, which
-/// writes the 503s (one yield is not enough: the 503s then left after the
-/// connects). `connects` covers the first streams of a burst,
+/// An admitted stream's upstream request, built and sent by `send`; if it
+/// `connects` (no pooled HTTP/1.1 connection was idle) or streams were
+/// refused on this thread since it was admitted (`refused_before`), only
+/// after it has yielded twice. Building the request (URI, headers, the
+/// HTTP/1.1 head, the route timer) and sending it (for a new HTTP/1.1
+/// connection a TCP connect, ~70 µs) then wait, while a refused stream's
+/// 503 is produced by its first poll and written in the same turn of its
+/// connection's task (see [`super::streams`]); on a gateway thread all
+/// connection tasks wait in one FIFO queue. Without the yields, a burst
+/// that overflows the pending cap had its 503s wait behind every admitted
+/// stream's connect (bench/RESULTS-gateway.md, 2c: ~80–100 ms for 1,000).
+/// tokio wakes a yielded stream (and so re-queues its connection's task)
+/// only at its next driver poll, behind every task queued by then: after
+/// the first yield behind the connections read so far, after the second
+/// behind those read since (one yield was not enough: the 503s then left
+/// after the connects). `connects` covers the first streams of a burst,
 /// admitted and polled before any refusal: their connects used to go ahead
 /// of every 503 (2c: 503 p99 median 21 → 15 ms over 6 alternating runs).
 /// A warm pool, no refusal since: no yield, steady proxying pays two
-/// thread-local reads. Cancel-safe: dropping it drops `sent`.
+/// thread-local reads. Cancel-safe: dropping it drops `send` or what it
+/// sent.
 ///
-/// `then`, not an `async fn` awaiting `sent`: rustc keeps such an argument
-/// and its awaited copy in separate slots, which made a 514-byte future
-/// 1,560 bytes (this one lives as long as the stream is held).
-fn refusals_first<F: Future>(
-    sent: F,
+/// `then`, not an `async fn` awaiting the sent request: rustc keeps such a
+/// future and its awaited copy in separate slots, which made a 514-byte
+/// future 1,560 bytes (this one lives as long as the stream is held).
+fn refusals_first<S, F, T, E>(
+    send: S,
     connects: bool,
     refused_before: u64,
-) -> impl Future<Output = F::Output> {
+) -> impl Future<Output = Result<T, E>>
+where
+    S: FnOnce() -> Result<F, E>,
+    F: Future<Output = Result<T, E>>,
+{
     let yields = async move {
         if connects || refused() != refused_before {
             tokio::task::yield_now().await;
             tokio::task::yield_now().await;
         }
     };
-    yields.then(move |()| sent)
+    yields.then(move |()| match send() {
+        Ok(sent) => Either::Left(sent),
+        Err(e) => Either::Right(ready(Err(e))),
+    })
 }
 
-/// Counts the outcome and turns a refusal into its answer.
 fn finish(
     stats: &Stats,
     route: &RouteStats,
@@ -265,10 +271,10 @@ mod tests {
         let big = async {
             let x = [7u8; 512];
             tokio::task::yield_now().await;
-            x[3]
+            Ok::<u8, ()>(x[3])
         };
         let inner = std::mem::size_of_val(&big);
-        let outer = std::mem::size_of_val(&refusals_first(big, false, 0));
+        let outer = std::mem::size_of_val(&refusals_first(move || Ok(big), false, 0));
         assert!(outer <= inner + 64, "{inner} B became {outer} B");
     }
 
@@ -281,7 +287,10 @@ mod tests {
         let (a, b) = (log.clone(), log.clone());
         let before = refused();
         let admitted = tokio::spawn(refusals_first(
-            async move { a.lock().unwrap().push("upstream") },
+            move || {
+                a.lock().unwrap().push("upstream request built");
+                Ok::<_, ()>(ready(Ok(())))
+            },
             connects,
             before,
         ));
@@ -289,7 +298,7 @@ mod tests {
             drop(refuse(Refusal::Overload));
         }
         let refused = tokio::spawn(async move { b.lock().unwrap().push("503") });
-        admitted.await.unwrap();
+        admitted.await.unwrap().unwrap();
         refused.await.unwrap();
         let order = log.lock().unwrap().clone();
         order
@@ -297,16 +306,16 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_stream_that_must_connect_lets_the_503s_queued_behind_it_go_first() {
-        assert_eq!(order(true, false).await, ["503", "upstream"]);
+        assert_eq!(order(true, false).await, ["503", "upstream request built"]);
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_refusal_since_admission_lets_the_503s_go_first() {
-        assert_eq!(order(false, true).await, ["503", "upstream"]);
+        assert_eq!(order(false, true).await, ["503", "upstream request built"]);
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_pooled_stream_with_no_refusal_since_goes_at_once() {
-        assert_eq!(order(false, false).await, ["upstream", "503"]);
+        assert_eq!(order(false, false).await, ["upstream request built", "503"]);
     }
 }
