@@ -70,10 +70,27 @@ fn client_key(ip: IpAddr, req: &Request<Incoming>) -> ClientKey {
         .unwrap_or(ClientKey::Ip(ip))
 }
 
-/// Admission checks that need no route: isolation of `key` (the caller
-/// has already made an isolated IP the key), shedding, quota (per `key`).
-fn admit(inner: &Inner, key: &ClientKey, ip: IpAddr) -> Result<(), Refusal> {
-    if inner.isolation.is_isolated(key) {
+/// The client a request is attributed to, and whether it is isolated. An
+/// isolated IP is refused (and its drops counted) as that IP, whatever
+/// token it presents; otherwise the token identity, if any, is the client.
+fn identify(inner: &Inner, ip: IpAddr, req: &Request<Incoming>) -> (ClientKey, bool) {
+    let ip_key = ClientKey::Ip(ip);
+    if inner.isolation.is_isolated(&ip_key) {
+        return (ip_key, true);
+    }
+    match client_key(ip, req) {
+        ClientKey::Ip(_) => (ip_key, false),
+        token => {
+            let isolated = inner.isolation.is_isolated(&token);
+            (token, isolated)
+        }
+    }
+}
+
+/// Admission checks that need no route: isolation (decided by
+/// [`identify`]), shedding, quota (per `key`).
+fn admit(inner: &Inner, key: &ClientKey, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
+    if isolated {
         return Err(Refusal::Isolated);
     }
     if inner.admission.shedding() {
@@ -87,25 +104,19 @@ fn admit(inner: &Inner, key: &ClientKey, ip: IpAddr) -> Result<(), Refusal> {
 /// Admission, routing and the upstream request happen here, synchronously;
 /// the returned future only waits (for the upstream, or for the API
 /// handler, boxed). Its size is memory per held stream: it lives in hyper's
-/// per-stream future for as long as the stream, so nothing large may live in it (the request, for one,
-/// is moved out before the wait). Cancel-safe: a reset stream drops this
-/// future and with it every guard.
+/// per-stream future for as long as the stream, so nothing large may live
+/// in it (the request, for one, is moved out before the wait). Only an
+/// admitted request counts as a stream in flight (`gateway.streams`, the
+/// client's pending work); a refused one is answered at its first poll.
+/// Cancel-safe: a reset stream drops this future and with it every guard.
 pub(crate) fn handle(
     inner: Arc<Inner>,
     ip: IpAddr,
     activity: ActivityGuard,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<GwBody>, Infallible>> + Send + 'static {
-    // An isolated IP is refused (and its drops counted) as that IP, whatever
-    // token it presents; otherwise the token identity, if any, is the client.
-    let ip_key = ClientKey::Ip(ip);
-    let key = match inner.isolation.is_isolated(&ip_key) {
-        true => ip_key,
-        false => client_key(ip, &req),
-    };
-    let now = Instant::now();
-    inner.stats.clients.request(&key, now);
-    let stream = StreamGuard::new(&inner.stats, key.clone());
+    let (key, isolated) = identify(&inner, ip, &req);
+    inner.stats.clients.request(&key, Instant::now());
     // The prefix lookup only picks the metrics label; a refusal below does
     // no routing work (no upstream URI, pending slot or body budget).
     let routes = inner.routes.load();
@@ -113,24 +124,28 @@ pub(crate) fn handle(
     let route_stats = route.map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
     // What the request waits for, and the guards that wait with it (a
     // proxied request's guards move into its response body instead).
-    let (work, guards) = match (admit(&inner, &key, ip), route) {
-        (Err(r), _) => (Either::Left(refuse(r)), Some((stream, activity))),
+    let (work, guards) = match (admit(&inner, &key, isolated, ip), route) {
+        (Err(r), _) => (Either::Left(refuse(r)), Some((None, activity))),
         (Ok(()), Some(route)) => match routes.admit(route, &inner.admission, req) {
             Ok(admitted) => {
                 let hold = Box::new(Held {
-                    stream,
+                    stream: StreamGuard::new(&inner.stats, key.clone()),
                     _activity: activity,
                 });
                 let connects = admitted.connects();
                 let sent = refusals_first(move || admitted.forward(ip, hold), connects, refused());
                 (Either::Right(Either::Left(sent)), None)
             }
-            Err(r) => (Either::Left(refuse(r)), Some((stream, activity))),
+            Err(r) => (Either::Left(refuse(r)), Some((None, activity))),
         },
         // Boxed: the API handlers' futures are ~3 KiB.
         (Ok(()), None) => {
+            let stream = StreamGuard::new(&inner.stats, key.clone());
             let api = Box::pin(internal(inner.clone(), req, ip));
-            (Either::Right(Either::Right(api)), Some((stream, activity)))
+            (
+                Either::Right(Either::Right(api)),
+                Some((Some(stream), activity)),
+            )
         }
     };
     let stats = inner.stats.clone();
