@@ -133,8 +133,6 @@ impl H1Upstream {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently idle connection of this runtime that is still
-    /// open; closed ones met on the way are dropped.
     /// A pooled connection of this thread's runtime is idle (it may still
     /// turn out closed when taken).
     pub(crate) fn has_idle(&self) -> bool {
@@ -144,6 +142,8 @@ impl H1Upstream {
         self.lock().conns.iter().any(|(_, c)| c.rt == rt)
     }
 
+    /// The most recently idle connection of this runtime that is still
+    /// open; closed ones met on the way are dropped.
     fn checkout(&self) -> Option<Conn> {
         let rt = Handle::try_current().ok()?.id();
         loop {

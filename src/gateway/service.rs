@@ -221,6 +221,7 @@ where
     })
 }
 
+/// Counts the outcome and turns a refusal into its answer.
 fn finish(
     stats: &Stats,
     route: &RouteStats,

@@ -6,8 +6,10 @@
 //! a trip through the run queue, and a wake of the connection task for each
 //! response it queued. Here the connection's [`Streams`] keeps them in a
 //! `FuturesUnordered` that the connection's own task polls right after the
-//! connection (see `conn::drive`): the streams a read accepted run in the
-//! same task turn, and their responses are written on the next.
+//! connection ([`Streams::serve`], from `conn::drive`): the streams a read
+//! accepted run in the same task turn, and so are the writes of the
+//! responses that finished in it. A stream still waiting (a proxied body
+//! that streams) is written when it wakes the connection, as before.
 //!
 //! What changes for a stream: it lives exactly as long as its connection
 //! (dropping the connection task drops its streams, and with them every
