@@ -101,8 +101,9 @@ fn admit(inner: &Inner, key: &ClientKey, isolated: bool, ip: IpAddr) -> Result<(
 
 /// The hyper service body. Never fails: every problem is a JSON answer.
 ///
-/// Admission, routing and the upstream request happen here, synchronously;
-/// the returned future only waits (for the upstream, or for the API
+/// Admission (every refusal) and routing happen here, synchronously; the
+/// returned future builds and sends a proxied request's upstream request
+/// (see [`refusals_first`]) and waits (for the upstream, or for the API
 /// handler, boxed). Its size is memory per held stream: it lives in hyper's
 /// per-stream future for as long as the stream, so nothing large may live
 /// in it (the request, for one, is moved out before the wait). Only an

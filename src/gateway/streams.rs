@@ -59,28 +59,7 @@ impl Streams {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
-}
 
-/// The executor hyper's h2 server spawns a connection's streams into.
-/// Weak: hyper keeps a clone in every stream it spawns, so a strong
-/// reference would make the set own itself and outlive its connection.
-#[derive(Clone)]
-pub(crate) struct Spawner {
-    set: Weak<Mutex<FuturesUnordered<StreamFuture>>>,
-}
-
-impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner {
-    /// After the connection's task has ended, `fut` is dropped unpolled.
-    fn execute(&self, fut: F) {
-        if let Some(set) = self.set.upgrade() {
-            set.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Box::pin(fut));
-        }
-    }
-}
-
-impl Streams {
     /// Drives `conn` with its streams: polls the connection (whose read
     /// accepts streams), then the streams that are ready, and the
     /// connection again while streams finished, so that the responses they
@@ -117,6 +96,25 @@ impl Streams {
             finished += 1;
         }
         finished
+    }
+}
+
+/// The executor hyper's h2 server spawns a connection's streams into.
+/// Weak: hyper keeps a clone in every stream it spawns, so a strong
+/// reference would make the set own itself and outlive its connection.
+#[derive(Clone)]
+pub(crate) struct Spawner {
+    set: Weak<Mutex<FuturesUnordered<StreamFuture>>>,
+}
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner {
+    /// After the connection's task has ended, `fut` is dropped unpolled.
+    fn execute(&self, fut: F) {
+        if let Some(set) = self.set.upgrade() {
+            set.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Box::pin(fut));
+        }
     }
 }
 
