@@ -21,9 +21,7 @@ use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
 use super::h1::{Conn, Connecting, H1Error, H1Upstream};
-use super::h1wire::{
-    header_map, parse_head, Chunked, Framing, Head, Parsed, ReqFraming, WireError,
-};
+use super::h1wire::{header_map, take_head, BodyState, Framing, Head, ReqFraming};
 
 /// The most one read takes (on the stack, then copied out at its size).
 const READ: usize = 16 * 1024;
@@ -233,21 +231,9 @@ impl Exchange {
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Head, Bytes), H1Error>> {
         let max = self.up.max_head;
         loop {
-            if !self.pending.is_empty() {
-                match parse_head(&self.pending, self.head_req)? {
-                    Parsed::Interim(n) => {
-                        self.pending.advance(n);
-                        continue;
-                    }
-                    Parsed::Final(head) => {
-                        let all = std::mem::take(&mut self.pending).freeze();
-                        return Poll::Ready(Ok((head, all)));
-                    }
-                    Parsed::Partial if self.pending.len() >= max => {
-                        return Poll::Ready(Err(WireError::HeadTooLarge(max).into()));
-                    }
-                    Parsed::Partial => {}
-                }
+            if let Some(head) = take_head(&mut self.pending, self.head_req, max)? {
+                let all = std::mem::take(&mut self.pending).freeze();
+                return Poll::Ready(Ok((head, all)));
             }
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(Err(H1Error::Closed));
@@ -273,20 +259,14 @@ impl Exchange {
         let drop_length = matches!(head.framing, Framing::Chunked | Framing::Eof);
         let headers = header_map(&all, drop_length)?;
         let rest = all.slice(head.len..);
-        let state = match head.framing {
-            Framing::Empty => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(Chunked::default()),
-            Framing::Eof => State::Eof,
-        };
         let mut body = H1Body {
             up: self.up.clone(),
             conn: self.conn.take(),
             buf: rest,
-            state,
+            state: BodyState::new(head.framing),
             reuse: head.reuse && whole,
         };
-        if matches!(body.state, State::Done) {
+        if body.state.is_done() {
             body.finish();
         }
         let mut resp = Response::new(body);
@@ -366,13 +346,6 @@ fn closed(e: &H1Error) -> bool {
     }
 }
 
-enum State {
-    Length(u64),
-    Chunked(Chunked),
-    Eof,
-    Done,
-}
-
 /// A response body from an HTTP/1.1 upstream, read as it is polled. Its
 /// connection goes back to the pool once the body has been read to its
 /// end and nothing is left over; dropped before that, or on an error, the
@@ -382,13 +355,13 @@ pub(crate) struct H1Body {
     conn: Option<Conn>,
     /// Bytes read and not yet decoded.
     buf: Bytes,
-    state: State,
+    state: BodyState,
     reuse: bool,
 }
 
 impl H1Body {
     fn finish(&mut self) {
-        self.state = State::Done;
+        self.state = BodyState::Done;
         if let Some(conn) = self.conn.take() {
             if self.reuse && self.buf.is_empty() {
                 self.up.put(conn);
@@ -398,36 +371,8 @@ impl H1Body {
 
     fn fail(&mut self, e: impl Into<H1Error>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
         self.conn = None;
-        self.state = State::Done;
+        self.state = BodyState::Done;
         Poll::Ready(Some(Err(e.into())))
-    }
-
-    /// Decodes the next data from `buf`, if any is there.
-    fn decode(&mut self) -> Result<Option<Bytes>, WireError> {
-        let data = match &mut self.state {
-            State::Done => return Ok(None),
-            State::Eof => std::mem::take(&mut self.buf),
-            State::Length(left) => {
-                let take = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(self.buf.len());
-                *left -= take as u64;
-                if *left == 0 {
-                    self.state = State::Done;
-                }
-                self.buf.split_to(take)
-            }
-            State::Chunked(c) => {
-                let (used, found) = c.decode(&self.buf)?;
-                let data = found.map(|r| self.buf.slice(r));
-                if c.is_done() {
-                    self.state = State::Done;
-                }
-                self.buf.advance(used);
-                data.unwrap_or_default()
-            }
-        };
-        Ok(Some(data))
     }
 }
 
@@ -441,7 +386,7 @@ impl Body for H1Body {
     ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
         let this = self.get_mut();
         loop {
-            if matches!(this.state, State::Done) {
+            if this.state.is_done() {
                 this.finish();
                 return Poll::Ready(None);
             }
@@ -449,14 +394,11 @@ impl Body for H1Body {
                 let Some(conn) = this.conn.as_mut() else {
                     return this.fail(H1Error::Closed);
                 };
-                let want = match this.state {
-                    State::Length(left) => usize::try_from(left).unwrap_or(READ),
-                    _ => READ,
-                };
+                let want = this.state.read_size(READ);
                 let mut read = BytesMut::new();
                 match ready!(poll_read_into(&mut conn.tcp, cx, want, &mut read)) {
                     Err(e) => return this.fail(e),
-                    Ok(0) if matches!(this.state, State::Eof) => {
+                    Ok(0) if matches!(this.state, BodyState::Eof) => {
                         this.reuse = false;
                         this.finish();
                         return Poll::Ready(None);
@@ -465,10 +407,10 @@ impl Body for H1Body {
                     Ok(_) => this.buf = read.freeze(),
                 }
             }
-            match this.decode() {
+            match this.state.decode(&mut this.buf) {
                 Err(e) => return this.fail(e),
-                Ok(Some(data)) if !data.is_empty() => {
-                    if matches!(this.state, State::Done) {
+                Ok(data) if !data.is_empty() => {
+                    if this.state.is_done() {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -479,13 +421,13 @@ impl Body for H1Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.state.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done => SizeHint::with_exact(0),
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            BodyState::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
     }

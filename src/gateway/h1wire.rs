@@ -7,18 +7,18 @@
 use std::io::Write;
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::proxy::is_hop_by_hop;
 
 /// Most header fields a response head may have (hyper's default too).
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Most bytes of chunk extensions plus trailers one body may carry; they
 /// are skipped, not kept, but an endless stream of them must end.
-const MAX_CHUNK_META: usize = 16 * 1024;
+pub(crate) const MAX_CHUNK_META: usize = 16 * 1024;
 
 /// What is wrong with what the upstream sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +148,12 @@ pub(crate) enum Parsed {
 
 /// Parses the response head at the start of `buf`. `head_req`: the
 /// request was HEAD, so the response has no body whatever it says.
+///
+/// Framing that could be read two ways is an error (RFC 9112 allows it,
+/// and it is how responses are smuggled): a bare LF (`httparse` takes it
+/// as a line end), blank lines before the status line, Transfer-Encoding
+/// with Content-Length, in HTTP/1.0, empty or chunked twice, and
+/// Content-Lengths that differ.
 pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
@@ -157,6 +163,13 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
         Err(httparse::Error::TooManyHeaders) => return Err(WireError::Head("too many fields")),
         Err(_) => return Err(WireError::Head("malformed")),
     };
+    // httparse has checked that every CR is followed by LF.
+    if !buf.starts_with(b"HTTP/") {
+        return Err(WireError::Head("bytes before the status line"));
+    }
+    if has_bare_lf(&buf[..len]) {
+        return Err(WireError::Head("bare LF"));
+    }
     let code = resp.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| WireError::Head("bad status"))?;
     match code {
@@ -164,9 +177,13 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
         100..=199 => return Ok(Parsed::Interim(len)),
         _ => {}
     }
-    let mut close = resp.version != Some(1);
+    let http10 = resp.version != Some(1);
+    let mut close = false;
     let mut keep_alive = false;
-    let mut chunked = None;
+    let mut coded = false;
+    let mut codings = 0;
+    let mut chunked = 0;
+    let mut last_chunked = false;
     let mut length = None;
     for f in resp.headers.iter() {
         let name = f.name.as_bytes();
@@ -176,9 +193,11 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only the last coding counts: chunked must be the final one.
-            if let Some(last) = tokens(f.value).last() {
-                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            coded = true;
+            for coding in tokens(f.value) {
+                codings += 1;
+                last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                chunked += usize::from(last_chunked);
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
             for v in f.value.split(|b| *b == b',') {
@@ -190,24 +209,23 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
             }
         }
     }
-    // An HTTP/1.0 upstream keeps the connection only when it says so.
-    if resp.version == Some(0) && keep_alive {
-        close = false;
+    if coded && (length.is_some() || http10 || codings == 0 || chunked > 1) {
+        return Err(WireError::Head("ambiguous transfer-encoding"));
     }
+    // An HTTP/1.0 upstream keeps the connection only when it says so.
+    close |= http10 && !keep_alive;
     let framing = if head_req || code == 204 || code == 304 {
         Framing::Empty
+    } else if coded && last_chunked {
+        Framing::Chunked
+    } else if coded {
+        // A coding after chunked: the body ends at the close (§6.3).
+        Framing::Eof
     } else {
-        match (chunked, length) {
-            // Both: chunked wins (RFC 9112 §6.3), and the connection is
-            // not trusted with another request.
-            (Some(true), l) => {
-                close |= l.is_some();
-                Framing::Chunked
-            }
-            // A transfer coding we cannot delimit: read until close.
-            (Some(false), _) | (None, None) => Framing::Eof,
-            (None, Some(0)) => Framing::Empty,
-            (None, Some(n)) => Framing::Length(n),
+        match length {
+            None => Framing::Eof,
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
         }
     };
     let reuse = !close && framing != Framing::Eof;
@@ -217,6 +235,32 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
         framing,
         reuse,
     }))
+}
+
+/// An LF not preceded by CR.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// Skips the 1xx heads at the start of `pending` and parses the final
+/// one, which stays in `pending`; `None` until it has all come. A head
+/// (each one) longer than `max` bytes is an error.
+pub(crate) fn take_head(
+    pending: &mut BytesMut,
+    head_req: bool,
+    max: usize,
+) -> Result<Option<Head>, WireError> {
+    while !pending.is_empty() {
+        match parse_head(pending, head_req)? {
+            Parsed::Interim(n) => pending.advance(n),
+            Parsed::Final(head) => return Ok(Some(head)),
+            Parsed::Partial if pending.len() >= max => return Err(WireError::HeadTooLarge(max)),
+            Parsed::Partial => break,
+        }
+    }
+    Ok(None)
 }
 
 /// Digits only, no sign, no overflow.
@@ -267,6 +311,67 @@ pub(crate) fn header_map(head: &Bytes, drop_length: bool) -> Result<HeaderMap, W
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// What is left of a response body, by its framing.
+#[derive(Debug)]
+pub(crate) enum BodyState {
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the upstream closes.
+    Eof,
+    Done,
+}
+
+impl BodyState {
+    pub(crate) fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => Self::Done,
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::Chunked(Chunked::default()),
+            Framing::Eof => Self::Eof,
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self, Self::Done)
+    }
+
+    /// The most the next read may take, at most `max`: never past the end
+    /// of a body of known length, so what follows it stays unread.
+    pub(crate) fn read_size(&self, max: usize) -> usize {
+        match self {
+            Self::Length(left) => usize::try_from(*left).unwrap_or(max).min(max),
+            _ => max,
+        }
+    }
+
+    /// Takes the next data out of `buf`: empty when `buf` held only
+    /// framing (or nothing). Bytes after the body's end stay in `buf`.
+    pub(crate) fn decode(&mut self, buf: &mut Bytes) -> Result<Bytes, WireError> {
+        let data = match self {
+            Self::Done => Bytes::new(),
+            Self::Eof => std::mem::take(buf),
+            Self::Length(left) => {
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                *left -= take as u64;
+                if *left == 0 {
+                    *self = Self::Done;
+                }
+                buf.split_to(take)
+            }
+            Self::Chunked(c) => {
+                let (used, found) = c.decode(buf)?;
+                let data = found.map(|r| buf.slice(r)).unwrap_or_default();
+                if c.is_done() {
+                    *self = Self::Done;
+                }
+                buf.advance(used);
+                data
+            }
+        };
+        Ok(data)
+    }
 }
 
 /// A chunked body decoder, fed bytes as they arrive; extensions and
@@ -350,7 +455,7 @@ impl Chunked {
             (Size | SizeWs, b'\r') => SizeLf,
             (Size | SizeWs, _) => return bad("bad size"),
             (Ext, b'\r') => SizeLf,
-            (Ext, b'\n') => return bad("bare LF in extension"),
+            (Ext, b) if !field_byte(b) => return bad("control byte in extension"),
             (Ext, _) => {
                 self.meta_byte()?;
                 Ext
@@ -361,7 +466,7 @@ impl Chunked {
             (DataLf, b'\n') => SizeStart,
             (TrailerStart, b'\r') => EndLf,
             (Trailer, b'\r') => TrailerLf,
-            (TrailerStart | Trailer, b'\n') => return bad("bare LF in trailer"),
+            (TrailerStart | Trailer, b) if !field_byte(b) => return bad("control byte in trailer"),
             (TrailerStart | Trailer, _) => {
                 self.meta_byte()?;
                 Trailer
@@ -382,6 +487,12 @@ impl Chunked {
         }
         Ok(())
     }
+}
+
+/// What a field value, an extension or a trailer may hold: VCHAR,
+/// obs-text, SP and HTAB; no other control byte (LF, NUL, DEL).
+fn field_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
 fn hex(b: u8) -> u32 {

@@ -16,6 +16,7 @@ pub mod api;
 mod body;
 mod conn;
 mod error;
+pub mod fuzz;
 mod h1;
 mod h1io;
 mod h1wire;
