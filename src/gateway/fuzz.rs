@@ -102,8 +102,7 @@ fn read(case: &Case<'_>) -> Option<Outcome> {
     };
     let all = pending.freeze();
     let head_end = up.at - all.len() + head.len;
-    let drop_length = matches!(head.framing, Framing::Chunked | Framing::Eof);
-    header_map(&all, drop_length).ok()?;
+    header_map(&all, head.length).ok()?;
     let mut buf = all.slice(head.len..);
     let mut state = BodyState::new(head.framing);
     let mut body = Vec::new();

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
 use super::h1::{Conn, Connecting, H1Error, H1Upstream};
-use super::h1wire::{header_map, take_head, BodyState, Framing, Head, ReqFraming};
+use super::h1wire::{header_map, take_head, BodyState, Head, ReqFraming};
 
 /// The most one read takes (on the stack, then copied out at its size).
 const READ: usize = 16 * 1024;
@@ -254,10 +254,7 @@ impl Exchange {
         all: Bytes,
         whole: bool,
     ) -> Result<Response<H1Body>, H1Error> {
-        // With a transfer coding, Content-Length is not the length of what
-        // we forward (RFC 9112 §6.3: a proxy removes it).
-        let drop_length = matches!(head.framing, Framing::Chunked | Framing::Eof);
-        let headers = header_map(&all, drop_length)?;
+        let headers = header_map(&all, head.length)?;
         let rest = all.slice(head.len..);
         let mut body = H1Body {
             up: self.up.clone(),

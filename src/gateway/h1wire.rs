@@ -132,6 +132,8 @@ pub(crate) struct Head {
     pub len: usize,
     pub status: StatusCode,
     pub framing: Framing,
+    /// Its Content-Length (without a transfer coding, which excludes one).
+    pub length: Option<u64>,
     /// The connection may carry another request after this response.
     pub reuse: bool,
 }
@@ -233,6 +235,7 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
         len,
         status,
         framing,
+        length,
         reuse,
     }))
 }
@@ -285,8 +288,10 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// The header fields of `head`, a complete response head that
 /// [`parse_head`] accepted; the values share its bytes (no copy each).
 /// Hop-by-hop fields are left out (a proxy does not forward them), and so
-/// is `Content-Length` when `drop_length` (a transfer coding overrides it).
-pub(crate) fn header_map(head: &Bytes, drop_length: bool) -> Result<HeaderMap, WireError> {
+/// is `Content-Length`: `length` (the head's, checked by [`parse_head`])
+/// takes its place as one value, since repeated or listed ones are not
+/// valid downstream (h2 clients reset such a stream).
+pub(crate) fn header_map(head: &Bytes, length: Option<u64>) -> Result<HeaderMap, WireError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     resp.parse(head).map_err(|_| WireError::Head("malformed"))?;
@@ -295,7 +300,7 @@ pub(crate) fn header_map(head: &Bytes, drop_length: bool) -> Result<HeaderMap, W
     for f in resp.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())
             .map_err(|_| WireError::Head("bad field name"))?;
-        if is_hop_by_hop(&name) || (drop_length && name == header::CONTENT_LENGTH) {
+        if is_hop_by_hop(&name) || name == header::CONTENT_LENGTH {
             continue;
         }
         let at = (f.value.as_ptr() as usize).wrapping_sub(base);
@@ -309,6 +314,9 @@ pub(crate) fn header_map(head: &Bytes, drop_length: bool) -> Result<HeaderMap, W
         }
         .map_err(|_| WireError::Head("bad field value"))?;
         map.append(name, value);
+    }
+    if let Some(n) = length {
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(map)
 }
