@@ -235,7 +235,7 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
         len,
         status,
         framing,
-        length,
+        length: length.filter(|_| !coded),
         reuse,
     }))
 }

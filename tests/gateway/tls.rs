@@ -1,5 +1,6 @@
 //! TLS with ALPN: curl negotiates h2 and http/1.1 against a self-signed
-//! certificate made by openssl (skipped, loudly, if either tool is missing).
+//! certificate made by openssl (the test fails if either tool is missing;
+//! scripts/test installs both).
 
 use std::process::Command;
 
@@ -33,9 +34,11 @@ fn curl(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_alpn_h2_and_http1() {
-    if !have("openssl") || !have("curl") {
-        eprintln!("SKIPPED: openssl and curl are needed for the TLS test");
-        return;
+    for tool in ["openssl", "curl"] {
+        assert!(
+            have(tool),
+            "the TLS test needs {tool}: scripts/test installs it (apt-get install openssl curl)"
+        );
     }
     let _s = serial().await;
     let dir = tempfile::tempdir().unwrap();
