@@ -6,14 +6,16 @@
 //! - lines end with CRLF (no bare LF, no bare CR), nothing before the
 //!   status line, no obs-fold, no space before a field's colon;
 //! - 1xx heads (not 101) are skipped; they have no body;
-//! - Transfer-Encoding with Content-Length, in HTTP/1.0, empty, or with
-//!   chunked twice is an error; chunked last is chunked, else until close;
+//! - Transfer-Encoding with Content-Length, in HTTP/1.0, with an empty
+//!   element (or empty), or with chunked twice is an error; chunked last
+//!   is chunked, else the body ends at the close;
 //! - Content-Length values (comma lists, repeated fields) must be digits
 //!   and all equal;
 //! - HEAD, 204 and 304 have no body; nor does Content-Length 0;
 //! - chunk lines: hex size, optional SP/HTAB, optional `;` extension,
-//!   CRLF; extensions and trailer lines are visible bytes, SP or HTAB, at
-//!   most `MAX_CHUNK_META` of them in all.
+//!   CRLF; extensions are visible bytes, SP or HTAB; trailer lines are
+//!   field lines (`name:value`, no OWS before the colon); at most
+//!   `MAX_CHUNK_META` bytes of both in all.
 //!
 //! Included by the fuzz target and, for `cargo test`, by
 //! `src/gateway/fuzz.rs`; `super` provides `Case`, `Outcome`, `Body` and
@@ -132,12 +134,11 @@ fn finish(s: &[u8], at: usize, head: Head, head_req: bool) -> Option<Outcome> {
         let codings: Vec<&[u8]> = values(b"transfer-encoding")
             .into_iter()
             .map(trim_ows)
-            .filter(|c| !c.is_empty())
             .collect();
         let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
         if head.minor == 0
             || length.is_some()
-            || codings.is_empty()
+            || codings.iter().any(|c| c.is_empty())
             || codings.iter().filter(|c| chunked(c)).count() > 1
         {
             return None;
@@ -235,7 +236,12 @@ fn dechunk(s: &[u8]) -> Option<(Vec<u8>, usize)> {
         if line.is_empty() {
             break;
         }
-        if !line.iter().all(|b| *b == b'\t' || visible_or_space(*b)) {
+        let colon = line.iter().position(|b| *b == b':')?;
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty()
+            || !name.iter().all(|b| is_tchar(*b))
+            || !value.iter().all(|b| *b == b'\t' || visible_or_space(*b))
+        {
             return None;
         }
         meta += line.len();

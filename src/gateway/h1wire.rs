@@ -154,7 +154,8 @@ pub(crate) enum Parsed {
 /// Framing that could be read two ways is an error (RFC 9112 allows it,
 /// and it is how responses are smuggled): a bare LF (`httparse` takes it
 /// as a line end), blank lines before the status line, Transfer-Encoding
-/// with Content-Length, in HTTP/1.0, empty or chunked twice, and
+/// with Content-Length, in HTTP/1.0, with an empty element or chunked
+/// twice, and
 /// Content-Lengths that differ.
 pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -196,6 +197,14 @@ pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             coded = true;
+            // Empty elements are legal, but some readers then take the
+            // last (empty) one as the final coding: not chunked.
+            if f.value
+                .split(|b| *b == b',')
+                .any(|c| c.trim_ascii().is_empty())
+            {
+                return Err(WireError::Head("empty transfer coding"));
+            }
             for coding in tokens(f.value) {
                 codings += 1;
                 last_chunked = coding.eq_ignore_ascii_case(b"chunked");
@@ -383,8 +392,9 @@ impl BodyState {
 }
 
 /// A chunked body decoder, fed bytes as they arrive; extensions and
-/// trailers are skipped (bounded by [`MAX_CHUNK_META`]). Line ends must be
-/// CRLF: the stricter reading leaves no room for a desync.
+/// trailer fields are checked and skipped (bounded by [`MAX_CHUNK_META`]).
+/// Line ends must be CRLF: the stricter reading leaves no room for a
+/// desync.
 #[derive(Debug, Default)]
 pub(crate) struct Chunked {
     state: Chunk,
@@ -408,6 +418,8 @@ enum Chunk {
     DataCr,
     DataLf,
     TrailerStart,
+    TrailerName,
+    /// A trailer field's value.
     Trailer,
     TrailerLf,
     EndLf,
@@ -473,12 +485,20 @@ impl Chunked {
             (DataCr, b'\r') => DataLf,
             (DataLf, b'\n') => SizeStart,
             (TrailerStart, b'\r') => EndLf,
-            (Trailer, b'\r') => TrailerLf,
-            (TrailerStart | Trailer, b) if !field_byte(b) => return bad("control byte in trailer"),
-            (TrailerStart | Trailer, _) => {
+            (TrailerStart | TrailerName, b) if is_tchar(b) => {
+                self.meta_byte()?;
+                TrailerName
+            }
+            (TrailerName, b':') => {
                 self.meta_byte()?;
                 Trailer
             }
+            (Trailer, b'\r') => TrailerLf,
+            (Trailer, b) if field_byte(b) => {
+                self.meta_byte()?;
+                Trailer
+            }
+            (TrailerStart | TrailerName | Trailer, _) => return bad("bad trailer field"),
             (TrailerLf, b'\n') => TrailerStart,
             (EndLf, b'\n') => Done,
             (SizeLf | DataLf | TrailerLf | EndLf, _) => return bad("LF expected"),
@@ -501,6 +521,11 @@ impl Chunked {
 /// obs-text, SP and HTAB; no other control byte (LF, NUL, DEL).
 fn field_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+}
+
+/// A byte of a field name (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> u32 {

@@ -67,6 +67,10 @@ fn content_length_with_transfer_encoding_is_an_error() {
 fn transfer_encoding_that_is_empty_repeated_or_in_http10_is_an_error() {
     error("HTTP/1.1 200 OK\r\ntransfer-encoding: \r\ncontent-length: 2\r\n\r\nok");
     error("HTTP/1.1 200 OK\r\ntransfer-encoding: ,\r\n\r\nok");
+    // Found by the hyper check: hyper takes the last element as the final
+    // coding, so an empty one after chunked means "until the close" to it.
+    error("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: \r\n\r\n0\r\n\r\n");
+    error("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, \r\n\r\n0\r\n\r\n");
     error("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n");
     error("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n");
     // A coding after chunked: the body ends at the close (RFC 9112 §6.3).
@@ -135,6 +139,10 @@ fn chunk_extensions_are_skipped_to_their_crlf() {
         "2;a\rb\r\nok\r\n0\r\n\r\n",
         "2;a\nok\r\n0\r\n\r\n",
         "0\r\nx: \x01\r\n\r\n",
+        // Found by the hyper check: a trailer is a field line.
+        "0\r\n\u{80}-t: 1\r\n\r\n",
+        "0\r\nnot a field\r\n\r\n",
+        "0\r\nx : 1\r\n\r\n",
         "2 2\r\nok\r\n0\r\n\r\n",
     ] {
         error(&format!(
@@ -389,5 +397,82 @@ proptest! {
     fn fuzz_inputs_agree(data in proptest::collection::vec(any::<u8>(), 0..200)) {
         let case = Case::new(&data);
         prop_assert_eq!(ours(&case), reference::read(&case));
+    }
+}
+
+/// hyper's HTTP/1.1 client reading `stream` as the answer to one request
+/// over an in-memory pipe: its status and body, `None` if it failed.
+fn hyper_reads(stream: &[u8], head_req: bool) -> Option<(u16, Vec<u8>)> {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let stream = stream.to_vec();
+        tokio::spawn(async move {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match server.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = server.write_all(&stream).await;
+            let _ = server.shutdown().await;
+            // Keep reading so the client's writes never block.
+            while matches!(server.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        let method = if head_req { "HEAD" } else { "GET" };
+        let req = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "up")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .ok()?;
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), send.send_request(req))
+            .await
+            .ok()?
+            .ok()?;
+        let status = resp.status().as_u16();
+        let body = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            resp.into_body().collect(),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some((status, body.to_bytes().to_vec()))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// A second, independent opinion: whatever ours accepts, hyper's
+    /// client reads the same way (hyper is more lenient, so not the other
+    /// way round).
+    #[test]
+    fn hyper_agrees_with_what_ours_accepts(
+        stream in mutated(),
+        head_req in proptest::bool::weighted(0.1),
+    ) {
+        let case = Case { stream: &stream, head_req, max_head: 8 * 1024, reads: [usize::MAX; 4] };
+        if let Outcome::Response { status, body, .. } = ours(&case) {
+            prop_assert_eq!(
+                hyper_reads(&stream, head_req),
+                Some((status, body)),
+                "{:?}",
+                String::from_utf8_lossy(&stream)
+            );
+        }
     }
 }
