@@ -372,7 +372,7 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(1500))]
 
     /// Generated responses: ours and the reference agree on every one.
     #[test]
@@ -455,7 +455,7 @@ fn hyper_reads(stream: &[u8], head_req: bool) -> Option<(u16, Vec<u8>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(500))]
 
     /// A second, independent opinion: whatever ours accepts, hyper's
     /// client reads the same way (hyper is more lenient, so not the other
