@@ -342,9 +342,15 @@ fn gather<'a>(
 fn degrade(shared: &Shared, ipam: &Weak<Ipam>) {
     tracing::error!("ipam committer thread panicked; writes now flush inline");
     if let Some(ipam) = ipam.upgrade() {
-        let (_applying, mut st) = ipam.lock_store();
-        let e = IpamError::Storage("the committer thread panicked".into());
-        ipam.roll_back(&mut st, &e);
+        {
+            let (_applying, mut st) = ipam.lock_store();
+            let e = IpamError::Storage("the committer thread panicked".into());
+            ipam.roll_back(&mut st, &e);
+        }
+        // No thread is left to probe: try once now (a panic is no I/O error).
+        if ipam.probe() {
+            shared.lock().degraded = false;
+        }
     }
     hand_back(shared, ipam);
 }

@@ -312,11 +312,23 @@ impl Store for SledStore {
     }
 
     /// The old handle must be gone before the new open (sled locks its
-    /// files); a scan still iterating the old one makes the open fail with
-    /// `Locked`, and the caller tries again later.
+    /// files, and its flush thread lets go a moment after the last handle:
+    /// `Locked` is retried for up to 1 s); a scan still iterating the old
+    /// one keeps it locked, and the caller tries again later.
     fn reopen(&self) -> Result<(), IpamError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         drop(inner.take());
+        for _ in 0..200 {
+            match open_sled(&self.dir, self.cache_capacity) {
+                Err(IpamError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => {
+                    *inner = Some(other?);
+                    return Ok(());
+                }
+            }
+        }
         *inner = Some(open_sled(&self.dir, self.cache_capacity)?);
         Ok(())
     }
