@@ -411,7 +411,11 @@ fn commit(ipam: &Ipam) {
         let mut st = ipam.lock();
         let (ops, batch) = take_batch(ipam, &mut st);
         st.drains += 1;
-        let ok = if ops.is_empty() { st.writable() } else { Ok(()) };
+        let ok = if ops.is_empty() {
+            st.writable()
+        } else {
+            Ok(())
+        };
         (ops, batch, st.drains - 1, ok)
     };
     let res = st_ok.and_then(|()| {

@@ -92,10 +92,18 @@ impl Ipam {
             host(&r.subnet, r.ip).map_err(|e| bad(format!("{}: {e}", name())))?;
             check_hostname(r.hostname.as_deref()).map_err(|e| bad(format!("{}: {e}", name())))?;
             if let Some(o) = reserved.insert(r.ip, r).filter(|o| o.client != r.client) {
-                return Err(bad(format!("{}: {} is also reserved for {}", name(), r.ip, o.client)));
+                return Err(bad(format!(
+                    "{}: {} is also reserved for {}",
+                    name(),
+                    r.ip,
+                    o.client
+                )));
             }
             if !reservation_of.insert((&r.subnet, &r.client)) {
-                return Err(bad(format!("{}: a second reservation of the client in the subnet", name())));
+                return Err(bad(format!(
+                    "{}: a second reservation of the client in the subnet",
+                    name()
+                )));
             }
         }
         let mut leased: HashSet<Ipv4Addr> = HashSet::new();
@@ -120,7 +128,12 @@ impl Ipam {
             }
             if let Some(r) = reserved.get(&l.ip).filter(|r| r.client != l.client) {
                 if l.state == LeaseState::Bound {
-                    return Err(bad(format!("{}: {} is reserved for {}", name(), l.ip, r.client)));
+                    return Err(bad(format!(
+                        "{}: {} is reserved for {}",
+                        name(),
+                        l.ip,
+                        r.client
+                    )));
                 }
             }
         }

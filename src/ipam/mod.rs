@@ -299,7 +299,9 @@ impl Ipam {
         let ops = std::mem::take(&mut st.queue);
         st.drains += 1;
         st.overlay.clear();
-        self.store.apply(&ops).inspect_err(|e| self.roll_back(st, e))
+        self.store
+            .apply(&ops)
+            .inspect_err(|e| self.roll_back(st, e))
     }
 
     /// Returns once `ticket`'s write is durable (nothing to wait for

@@ -130,7 +130,10 @@ impl SledStore {
     }
 
     fn db(&self) -> Result<sled::Db, IpamError> {
-        self.read().as_ref().map(|s| s.db.clone()).ok_or_else(closed)
+        self.read()
+            .as_ref()
+            .map(|s| s.db.clone())
+            .ok_or_else(closed)
     }
 
     fn check_schema(&self, path: &Path) -> Result<(), IpamError> {
@@ -169,7 +172,6 @@ impl SledStore {
             }
         }
     }
-
 }
 
 fn closed() -> IpamError {
@@ -308,7 +310,10 @@ impl Store for SledStore {
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.db().ok().and_then(|db| db.size_on_disk().ok()).unwrap_or(0)
+        self.db()
+            .ok()
+            .and_then(|db| db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 
     /// The old handle must be gone before the new open (sled locks its

@@ -529,7 +529,8 @@ impl Faulty {
 }
 
 fn take_one(n: &std::sync::atomic::AtomicU32) -> bool {
-    n.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1)).is_ok()
+    n.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1))
+        .is_ok()
 }
 
 impl Store for Faulty {
@@ -636,7 +637,10 @@ async fn a_failed_apply_or_flush_fails_its_write_and_rolls_back() {
         // Memory holds what the store holds.
         let on_disk = ipam
             .store
-            .get(store::TreeId::Leases, &record::ip_key(u32::from(ip("10.0.0.11"))))
+            .get(
+                store::TreeId::Leases,
+                &record::ip_key(u32::from(ip("10.0.0.11"))),
+            )
             .unwrap()
             .is_some();
         assert_eq!(ipam.lease_of(&mac(n)).is_some(), on_disk, "client {n}");

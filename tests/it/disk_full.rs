@@ -69,7 +69,10 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
 
 fn client(n: u32) -> String {
     let b = n.to_be_bytes();
-    format!("mac:02:00:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+    format!(
+        "mac:02:00:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3]
+    )
 }
 
 /// POSTs an allocation; the address if answered 201.
@@ -114,7 +117,10 @@ fn a_full_disk_refuses_writes_and_serves_again_once_space_returns() {
 
     let mut acked: Vec<(u32, String)> = Vec::new();
     for n in 0..10 {
-        acked.push((n, allocate(port, n).expect("allocation before the disk fills")));
+        acked.push((
+            n,
+            allocate(port, n).expect("allocation before the disk fills"),
+        ));
     }
     let filler = mnt.join("filler");
     fill(&filler);
@@ -144,9 +150,16 @@ fn a_full_disk_refuses_writes_and_serves_again_once_space_returns() {
     let back = eventually(Duration::from_secs(10), || {
         http(port, "GET", "/readyz", "").0 == 200
     });
-    assert!(back, "not ready again after space returned: {}", vb.stderr());
+    assert!(
+        back,
+        "not ready again after space returned: {}",
+        vb.stderr()
+    );
     for n in 200..205 {
-        acked.push((n, allocate(port, n).expect("allocation after space returned")));
+        acked.push((
+            n,
+            allocate(port, n).expect("allocation after space returned"),
+        ));
     }
     eprintln!("while full: {full_acks} answered 201, {refused} refused");
 

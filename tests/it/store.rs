@@ -131,7 +131,12 @@ fn an_invalid_import_names_the_record_and_writes_nothing() {
     let dumps = crate::support::repo().join("tests/dumps");
     let valid = dumps.join("valid.json");
     let out = run(&["db", "import", valid.to_str().unwrap()], &cfg);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = run(&["db", "export"], &cfg);
     assert_eq!(before.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&before.stdout).contains("web-1"));
@@ -148,7 +153,10 @@ fn an_invalid_import_names_the_record_and_writes_nothing() {
         let out = run(&["db", "import", "--force", path.to_str().unwrap()], &cfg);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{path:?}: {stderr}");
-        assert!(stderr.contains(&expect), "{path:?}: {stderr:?} lacks {expect:?}");
+        assert!(
+            stderr.contains(&expect),
+            "{path:?}: {stderr:?} lacks {expect:?}"
+        );
         let after = run(&["db", "export"], &cfg);
         assert_eq!(after.stdout, before.stdout, "{path:?} changed the store");
         checked += 1;

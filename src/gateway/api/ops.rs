@@ -6,9 +6,9 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::error::ApiError;
-use crate::ipam::IpamError;
 use super::wire::{ok, response, Resp};
 use super::{ApiContext, OPENAPI};
+use crate::ipam::IpamError;
 
 /// 200 for as long as the process serves at all.
 pub fn healthz() -> Result<Resp, ApiError> {
