@@ -369,8 +369,10 @@ fn hand_back(shared: &Shared, ipam: &Weak<Ipam>) {
         let (ops, batch) = take_batch(&ipam, &mut st);
         shared.lock().live = false;
         let res = write_batch(&ipam, &st, &ops);
-        if let Err(e) = &res {
-            ipam.roll_back(&mut st, e);
+        match &res {
+            // Degraded already: nothing was tried.
+            Ok(()) | Err(IpamError::Degraded(_)) => {}
+            Err(e) => ipam.roll_back(&mut st, e),
         }
         (batch, res)
     };

@@ -16,6 +16,8 @@
 //! write that was not durable with an error, reopens the store and rebuilds
 //! the index from disk (so memory never runs ahead of it), and refuses
 //! writes until a probe write succeeds; reads and cached renewals go on.
+//! Only the committer thread probes: without one (before `spawn`, after
+//! shutdown) a failure refuses writes until the next start.
 //!
 //! Memory per lease is kept small for million-lease stores: ~5 bytes per
 //! address of each subnet's CIDR, a 12-byte MAC→IPv4 entry per client; the

@@ -626,6 +626,8 @@ async fn until_writable(ipam: &Ipam) {
 async fn a_failed_apply_or_flush_fails_its_write_and_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let (ipam, store, tracker, cancel) = faulty_lab(dir.path(), "10.0.0.200");
+    let events = Arc::new(crate::events::EventLog::default());
+    ipam.attach_events(events.clone());
     let now = SystemTime::now();
     let mut ok = Vec::new();
     ok.push(ipam.allocate("lab", &mac(1), now).await.unwrap());
@@ -654,6 +656,12 @@ async fn a_failed_apply_or_flush_fails_its_write_and_rolls_back() {
         ok.push(ipam.allocate("lab", &mac(100 + n), now).await.unwrap());
     }
     assert_eq!(ipam.stats.ipam.storage_errors_total.load(Relaxed), 2);
+    let kinds: Vec<_> = events.recent(10).into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [crate::events::EventKind::Storage; 4],
+        "failed, recovered, twice"
+    );
     assert_eq!(ipam.stats.ipam.storage_degraded.load(Relaxed), 0);
     close(ipam, store, tracker, cancel).await;
     let ipam = open_unlocked(dir.path(), IpamOptions::default()).unwrap();

@@ -142,6 +142,11 @@ fn a_full_disk_refuses_writes_and_serves_again_once_space_returns() {
     let (ready, why) = http(port, "GET", "/readyz", "");
     assert_eq!(ready, 503, "{why}");
     assert!(why.contains("degraded"), "{why}");
+    let metrics = eventually(Duration::from_secs(5), || {
+        let m = http(port, "GET", "/metrics", "").1;
+        m.contains("vpcbox_storage_degraded 1") && !m.contains("vpcbox_storage_errors_total 0")
+    });
+    assert!(metrics, "{}", http(port, "GET", "/metrics", "").1);
     // Reads still answer.
     let (st, _) = http(port, "GET", &format!("/v1/leases?client={}", client(0)), "");
     assert_eq!(st, 200);
