@@ -748,6 +748,14 @@ async fn a_panicking_committer_degrades_to_inline_flushes() {
     .expect("no durable operation may wait for a dead committer");
     assert!(lost.is_err(), "{lost:?}");
     assert!(!store.armed.load(Relaxed), "the panic was injected");
+    // The roll-back after the panic fails what is queued: wait for the
+    // hand-back to inline flushing first.
+    for _ in 0..300 {
+        if !ipam.lock().committer_live {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     until_writable(&ipam).await;
     for n in 2..=3 {
         let bound = tokio::time::timeout(Duration::from_secs(5), bind_new(&ipam, &mac(n), at(1)))
