@@ -17,6 +17,7 @@ pub enum EventKind {
     HeapShrink,
     ConfigReload,
     Service,
+    Storage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

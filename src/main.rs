@@ -114,9 +114,10 @@ fn db(cmd: DbCommand) -> Result<(), Exit> {
             force,
         } => {
             let (config, _) = load(&config)?;
-            let text = std::fs::read_to_string(&file)
+            let text = std::fs::read(&file)
                 .map_err(|e| Exit::usage(format!("{}: cannot be read: {e}", file.display())))?;
-            let dump: vpcbox::ipam::Dump = serde_json::from_str(&text).map_err(|e| {
+            // Bytes, not a String: invalid UTF-8 is reported with its line.
+            let dump: vpcbox::ipam::Dump = serde_json::from_slice(&text).map_err(|e| {
                 Exit::usage(format!("{}: not a vpcbox export: {e}", file.display()))
             })?;
             let ipam = vpcbox::app::store::open(&config, stats)?;
@@ -124,6 +125,10 @@ fn db(cmd: DbCommand) -> Result<(), Exit> {
                 ipam.import(dump, force).await.map_err(|e| match e {
                     vpcbox::ipam::IpamError::NotEmpty => {
                         Exit::usage("the store is not empty; use --force to replace it")
+                    }
+                    e @ (vpcbox::ipam::IpamError::Storage(_)
+                    | vpcbox::ipam::IpamError::Degraded(_)) => {
+                        Exit::unavailable(format!("import failed, nothing written: {e}"))
                     }
                     other => Exit::usage(format!("{}: {other}", file.display())),
                 })?;

@@ -110,6 +110,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let isolation = IsolationSet::open(ipam.isolation_store())
         .map_err(|e| Exit::unavailable(format!("isolation set: {e}")))?;
     let shared = Shared::new(config.clone(), stats.clone(), isolation);
+    ipam.attach_events(shared.events.clone());
     // The store's committer and reaper live on their own tree: they must
     // outlive the services' drain, whose last binds still need group commit
     // (without it each would flush sled on its own).

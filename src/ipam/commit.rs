@@ -3,11 +3,16 @@
 //!
 //! Each write takes a sequence number under the state lock, queues its
 //! store ops (`State::queue`) and a waiter. The committer, a thread of its
-//! own, takes every waiter queued so far as a batch, applies all queued ops
-//! as one sled write (outside the state lock: reads find them in the
-//! overlay meanwhile), flushes once (blocking), and answers every waiter.
-//! A waiter is queued after its ops, so the batch's write always contains
-//! them.
+//! own, takes the queued ops and the queued waiters together under the
+//! state lock (so a batch's waiters are exactly those of its ops), applies
+//! the ops as one sled write (outside the state lock: reads find them in
+//! the overlay meanwhile), flushes once (blocking), and answers every
+//! waiter with that batch's fate.
+//!
+//! A failed apply or flush answers the batch, and every write queued
+//! behind it, with an error, and rolls the index back to what is on disk
+//! ([`Ipam::roll_back`]); writes are then refused, and the committer probes
+//! the store every [`PROBE_EVERY`] until a write is durable again.
 //!
 //! Flushes are spaced at least `commit_interval` apart while writes keep
 //! arriving during flushes (load): they join the next flush (an fsync, and
@@ -30,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+use super::admin::load;
 use super::state::State;
-use super::store::Store;
+use super::store::{Op, Store, TreeId};
 use super::{Ipam, IpamError};
 use crate::stats::Stats;
 
@@ -41,6 +47,10 @@ use crate::stats::Stats;
 /// whatever the interval. 2.5 ms: a quarter of the 10 ms default that
 /// closed-loop writers were measured with (bench/RESULTS-ipam.md).
 const QUIET_MAX: Duration = Duration::from_micros(2500);
+
+/// While the store refuses writes, how often the committer tries a
+/// durable probe write (reopening the store first).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// How a waiter is answered.
 type Done = oneshot::Sender<Result<(), IpamError>>;
@@ -65,6 +75,13 @@ pub struct Ticket {
     rx: Option<oneshot::Receiver<Result<(), IpamError>>>,
 }
 
+impl Ticket {
+    /// No committer took it: the waiter flushes inline.
+    pub fn inline(&self) -> bool {
+        self.rx.is_none()
+    }
+}
+
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket").field("seq", &self.seq).finish()
@@ -80,6 +97,8 @@ struct Queue {
     stop: bool,
     /// The thread waits on the condvar (so a submit must wake it).
     sleeping: bool,
+    /// The store refuses writes: the thread wakes to probe it.
+    degraded: bool,
 }
 
 /// The queue the committer thread drains; shared with the thread so the
@@ -175,9 +194,12 @@ impl Committer {
     /// it anyway).
     pub async fn wait(&self, t: Ticket, store: &dyn Store, stats: &Stats) -> Result<(), IpamError> {
         if let Some(rx) = t.rx {
-            if let Ok(res) = rx.await {
-                return res;
-            }
+            // A dropped sender: the committer died with this write's batch.
+            return rx.await.unwrap_or_else(|_| {
+                Err(IpamError::Storage(
+                    "the committer stopped before this write was durable".into(),
+                ))
+            });
         }
         // No committer (before `spawn`, or after shutdown): flush inline.
         let res = store.flush_async().await;
@@ -233,7 +255,8 @@ impl Committer {
 }
 
 /// The committer thread: batches until stopped (or the IPAM is dropped),
-/// then hands writes back to inline flushing and commits the rest.
+/// then hands writes back to inline flushing and commits the rest. While
+/// the store refuses writes it probes it every [`PROBE_EVERY`].
 fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
     // When the last flush started, if writes kept arriving while it ran
     // (load: batching pays); None after a flush nobody queued behind (a
@@ -241,25 +264,47 @@ fn run(shared: &Shared, ipam: &Weak<Ipam>, interval: Duration) {
     let mut last: Option<Instant> = None;
     loop {
         let mut q = shared.lock();
+        let mut probe = false;
         while q.waiters.is_empty() && !q.stop {
             q.sleeping = true;
-            q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            if q.degraded {
+                let (g, timeout) = shared
+                    .wake
+                    .wait_timeout(q, PROBE_EVERY)
+                    .unwrap_or_else(|e| e.into_inner());
+                q = g;
+                if timeout.timed_out() {
+                    q.sleeping = false;
+                    probe = true;
+                    break;
+                }
+            } else {
+                q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
             q.sleeping = false;
         }
         if q.stop {
             break;
         }
+        if probe {
+            drop(q);
+            let Some(ipam) = ipam.upgrade() else { return };
+            if ipam.probe() {
+                shared.lock().degraded = false;
+            }
+            continue;
+        }
         if let Some(started) = last {
             q = gather(shared, q, started + interval, (interval / 4).min(QUIET_MAX));
         }
-        let batch = std::mem::take(&mut q.waiters);
         drop(q);
         let started = Instant::now();
         let Some(ipam) = ipam.upgrade() else {
+            let batch = std::mem::take(&mut shared.lock().waiters);
             fail(batch);
             return;
         };
-        commit(&ipam, batch);
+        commit(&ipam);
         last = (!shared.lock().waiters.is_empty()).then_some(started);
     }
     hand_back(shared, ipam);
@@ -290,32 +335,48 @@ fn gather<'a>(
     }
 }
 
-/// After a panic on the committer thread (the store's own code): nothing
-/// may wait for a thread that is gone. The batch it was working on went
-/// with the panic (its waiters flush inline); the rest is handed back.
+/// After a panic on the committer thread (the store's own code): the batch
+/// it was working on went with the panic (its waiters get an error, its
+/// writes may be lost), so the index is rolled back to the store; the rest
+/// is handed back to inline flushing.
 fn degrade(shared: &Shared, ipam: &Weak<Ipam>) {
     tracing::error!("ipam committer thread panicked; writes now flush inline");
+    if let Some(ipam) = ipam.upgrade() {
+        {
+            let (_applying, mut st) = ipam.lock_store();
+            let e = IpamError::Storage("the committer thread panicked".into());
+            ipam.roll_back(&mut st, &e);
+        }
+        // No thread is left to probe: try once now (a panic is no I/O error).
+        if ipam.probe() {
+            shared.lock().degraded = false;
+        }
+    }
     hand_back(shared, ipam);
 }
 
 /// From here on writes apply and flush inline: what is queued goes to the
-/// store first, then the waiters still queued are committed.
+/// store first (under the state lock, so no inline write overtakes it),
+/// then its waiters are answered.
 fn hand_back(shared: &Shared, ipam: &Weak<Ipam>) {
     let Some(ipam) = ipam.upgrade() else {
         let rest = std::mem::take(&mut shared.lock().waiters);
         return fail(rest);
     };
-    {
+    let (batch, res) = {
         let (_applying, mut st) = ipam.lock_store();
         st.committer_live = false;
-        let _ = ipam.drain(&mut st);
-    }
-    let rest = {
-        let mut q = shared.lock();
-        q.live = false;
-        std::mem::take(&mut q.waiters)
+        let (ops, batch) = take_batch(&ipam, &mut st);
+        shared.lock().live = false;
+        let res = write_batch(&ipam, &st, &ops);
+        match &res {
+            // Degraded already: nothing was tried.
+            Ok(()) | Err(IpamError::Degraded(_)) => {}
+            Err(e) => ipam.roll_back(&mut st, e),
+        }
+        (batch, res)
     };
-    commit(&ipam, rest);
+    answer(&ipam, batch, res);
 }
 
 fn fail(batch: Vec<Waiter>) {
@@ -326,19 +387,65 @@ fn fail(batch: Vec<Waiter>) {
     }
 }
 
-fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
-    let applied = ipam.drain_unlocked();
-    let res = applied.and_then(|()| ipam.store.flush());
-    let stats = &ipam.stats.ipam;
-    if let Err(e) = &res {
-        tracing::error!(error = %e, "ipam flush failed");
-    } else if let Some(max) = batch.iter().map(|w| w.seq).max() {
-        ipam.committer.mark_flushed(max);
+/// Takes the queued ops and exactly their waiters (both are queued under
+/// the state lock, which the caller holds).
+fn take_batch(ipam: &Ipam, st: &mut State) -> (Vec<Op>, Vec<Waiter>) {
+    let batch = std::mem::take(&mut ipam.committer.shared.lock().waiters);
+    (std::mem::take(&mut st.queue), batch)
+}
+
+/// Applies and flushes a batch. A batch without writes (waiters of
+/// `Ipam::flush`) while writes are refused has nothing to make durable
+/// that is not already on disk, and must not touch the failed store.
+fn write_batch(ipam: &Ipam, st: &State, ops: &[Op]) -> Result<(), IpamError> {
+    if ops.is_empty() {
+        st.writable()?;
     }
+    ipam.store.apply(ops)?;
+    ipam.store.flush()
+}
+
+/// One group commit: applies and flushes the queued ops (outside the state
+/// lock) and answers their waiters with the result.
+fn commit(ipam: &Ipam) {
+    let _applying = ipam.applying.lock().unwrap_or_else(|e| e.into_inner());
+    let (ops, batch, drained, st_ok) = {
+        let mut st = ipam.lock();
+        let (ops, batch) = take_batch(ipam, &mut st);
+        st.drains += 1;
+        let ok = if ops.is_empty() {
+            st.writable()
+        } else {
+            Ok(())
+        };
+        (ops, batch, st.drains - 1, ok)
+    };
+    let res = st_ok.and_then(|()| {
+        ipam.store.apply(&ops)?;
+        ipam.store.flush()
+    });
+    match &res {
+        Ok(()) => {
+            ipam.lock()
+                .overlay
+                .retain(|_, (queued, _)| *queued > drained);
+            if let Some(max) = batch.iter().map(|w| w.seq).max() {
+                ipam.committer.mark_flushed(max);
+            }
+        }
+        // Degraded already: nothing was tried.
+        Err(IpamError::Degraded(_)) => {}
+        Err(e) => ipam.roll_back(&mut ipam.lock(), e),
+    }
+    answer(ipam, batch, res);
+}
+
+fn answer(ipam: &Ipam, batch: Vec<Waiter>, res: Result<(), IpamError>) {
     let n = batch.len();
     if n == 0 {
         return;
     }
+    let stats = &ipam.stats.ipam;
     stats.batch_size.observe(n as f64);
     stats.commits_waiting.fetch_sub(n as i64, Relaxed);
     for w in batch {
@@ -346,6 +453,104 @@ fn commit(ipam: &Ipam, batch: Vec<Waiter>) {
             .commit_seconds
             .observe(w.submitted.elapsed().as_secs_f64());
         let _ = w.done.send(res.clone());
+    }
+}
+
+impl Ipam {
+    /// A store write or flush failed: writes not yet durable are lost.
+    /// Answers every queued waiter with the error, drops the queued writes,
+    /// reopens the store (sled refuses all writes after an I/O error) and
+    /// rebuilds the index from it, so memory holds exactly what is on disk;
+    /// then refuses writes until [`Ipam::probe`] succeeds. The caller holds
+    /// `applying` and the state lock.
+    pub(super) fn roll_back(&self, st: &mut State, e: &IpamError) {
+        let why = format!("a store write failed ({e}); writes are refused until one succeeds");
+        tracing::error!(error = %e, "ipam write failed; rolling back to the store");
+        self.stats.ipam.storage_errors_total.fetch_add(1, Relaxed);
+        st.queue.clear();
+        st.overlay.clear();
+        st.pending.clear();
+        let queued = {
+            let mut q = self.committer.shared.lock();
+            q.degraded = true;
+            std::mem::take(&mut q.waiters)
+        };
+        let fresh = self
+            .store
+            .reopen()
+            .and_then(|()| load(self.store.as_ref(), st.tuning));
+        match fresh {
+            Ok(fresh) => self.replace_state(st, fresh),
+            Err(e) => {
+                tracing::error!(error = %e, "reopening the store failed; retrying");
+                st.stale = true;
+                st.epoch += 1;
+            }
+        }
+        if st.degraded.is_none() {
+            self.event(&why);
+        }
+        st.degraded = Some(why);
+        self.stats.ipam.storage_degraded.store(1, Relaxed);
+        answer(self, queued, Err(e.clone()));
+    }
+
+    /// Puts a freshly loaded index in place, keeping the sequence numbers
+    /// and flags that outlive a reload.
+    fn replace_state(&self, st: &mut State, mut fresh: State) {
+        fresh.seq = st.seq;
+        fresh.drains = st.drains;
+        fresh.committer_live = st.committer_live;
+        fresh.degraded = st.degraded.take();
+        fresh.epoch = st.epoch + 1;
+        *st = fresh;
+        self.refresh_specs(st);
+        self.publish_locked(st);
+    }
+
+    /// While writes are refused: reopens the store and tries one durable
+    /// write. On success writes are accepted again (the index is reloaded
+    /// first if the roll-back could not). Returns whether it succeeded.
+    pub(super) fn probe(&self) -> bool {
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        let probe = Op {
+            tree: TreeId::Meta,
+            key: b"probe".to_vec(),
+            value: Some(vec![0; 64]),
+        };
+        let res = self
+            .store
+            .reopen()
+            .and_then(|()| self.store.apply(&[probe]))
+            .and_then(|()| self.store.flush());
+        let mut st = self.lock();
+        let res = res.and_then(|()| {
+            if st.stale {
+                let fresh = load(self.store.as_ref(), st.tuning)?;
+                self.replace_state(&mut st, fresh);
+                st.stale = false;
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) => {
+                st.degraded = None;
+                self.stats.ipam.storage_degraded.store(0, Relaxed);
+                tracing::warn!("ipam store accepts writes again");
+                self.event("the store accepts writes again");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "ipam store still refuses writes");
+                false
+            }
+        }
+    }
+
+    fn event(&self, message: &str) {
+        if let Some(events) = self.events.get() {
+            events.push(crate::events::EventKind::Storage, message);
+        }
     }
 }
 

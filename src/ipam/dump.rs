@@ -1,5 +1,8 @@
 //! `vpcbox db export|import`: the whole store as one JSON document.
 
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
 use super::admin::{check_overlaps, load};
@@ -7,6 +10,7 @@ use super::model::{LeaseFilter, LeaseState, ReservationSpec, SubnetSpec};
 use super::record::{from_json, ip_key, reservation_key, to_json, Record};
 use super::store::{Op, TreeId, SCHEMA};
 use super::{Ipam, IpamError, Lease};
+use crate::client::ClientKey;
 use crate::isolation::IsolationEntry;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,8 +24,23 @@ pub struct Dump {
     pub isolations: Vec<IsolationEntry>,
 }
 
-/// Writes are applied in chunks of this many keys (one transaction each).
-const CHUNK: usize = 4096;
+/// Longest stored hostname, in bytes (the record's length is one byte).
+const HOSTNAME_MAX: usize = 255;
+
+/// A hostname must fit a record whole: cutting it would split a character
+/// or silently change the name.
+fn check_hostname(h: Option<&str>) -> Result<(), String> {
+    match h {
+        Some(h) if h.len() > HOSTNAME_MAX => Err(format!(
+            "hostname is {} bytes (at most {HOSTNAME_MAX})",
+            h.len()
+        )),
+        Some(h) if h.chars().any(char::is_control) => {
+            Err("hostname holds control characters".into())
+        }
+        _ => Ok(()),
+    }
+}
 
 impl Ipam {
     pub fn export(&self) -> Result<Dump, IpamError> {
@@ -51,28 +70,72 @@ impl Ipam {
                 supported: SCHEMA,
             });
         }
-        dump.subnets.iter().try_for_each(SubnetSpec::validate)?;
-        check_overlaps(dump.subnets.iter())?;
-        let inside = |id: &str, ip| {
-            dump.subnets
-                .iter()
-                .any(|s| s.id == id && s.cidr.contains(&ip))
-        };
-        if let Some(r) = dump.reservations.iter().find(|r| !inside(&r.subnet, r.ip)) {
-            return Err(IpamError::InvalidDump(format!(
-                "reservation {} {} is outside its subnet",
-                r.client, r.ip
-            )));
+        let bad = |what: String| IpamError::InvalidDump(what);
+        for s in &dump.subnets {
+            s.validate()
+                .map_err(|e| bad(format!("subnet '{}': {e}", s.id)))?;
         }
-        if let Some(l) = dump
-            .leases
-            .iter()
-            .find(|l| !inside(&l.subnet, l.ip) || l.state == LeaseState::Offered)
-        {
-            return Err(IpamError::InvalidDump(format!(
-                "lease {} is outside its subnet or offered",
-                l.ip
-            )));
+        check_overlaps(dump.subnets.iter()).map_err(|e| bad(e.to_string()))?;
+        // A host address of the named subnet (not its network or broadcast
+        // address, not outside it).
+        let host = |id: &str, ip| match dump.subnets.iter().find(|s| s.id == id) {
+            None => Err(format!("names unknown subnet '{id}'")),
+            Some(s) if s.is_unassignable(ip) => {
+                Err(format!("{ip} is not a host address of subnet '{id}'"))
+            }
+            Some(_) => Ok(()),
+        };
+        let mut reserved: HashMap<Ipv4Addr, &ReservationSpec> = HashMap::new();
+        let mut reservation_of: HashSet<(&str, &ClientKey)> = HashSet::new();
+        for r in &dump.reservations {
+            let name = || format!("reservation {} {} in '{}'", r.client, r.ip, r.subnet);
+            host(&r.subnet, r.ip).map_err(|e| bad(format!("{}: {e}", name())))?;
+            check_hostname(r.hostname.as_deref()).map_err(|e| bad(format!("{}: {e}", name())))?;
+            if let Some(o) = reserved.insert(r.ip, r).filter(|o| o.client != r.client) {
+                return Err(bad(format!(
+                    "{}: {} is also reserved for {}",
+                    name(),
+                    r.ip,
+                    o.client
+                )));
+            }
+            if !reservation_of.insert((&r.subnet, &r.client)) {
+                return Err(bad(format!(
+                    "{}: a second reservation of the client in the subnet",
+                    name()
+                )));
+            }
+        }
+        let mut leased: HashSet<Ipv4Addr> = HashSet::new();
+        let mut bound: HashMap<&ClientKey, Ipv4Addr> = HashMap::new();
+        for l in &dump.leases {
+            let name = || format!("lease {} of {}", l.ip, l.client);
+            if l.state == LeaseState::Offered {
+                return Err(bad(format!("{}: offers are not stored", name())));
+            }
+            host(&l.subnet, l.ip).map_err(|e| bad(format!("{}: {e}", name())))?;
+            check_hostname(l.hostname.as_deref()).map_err(|e| bad(format!("{}: {e}", name())))?;
+            if !leased.insert(l.ip) {
+                return Err(bad(format!("{}: a second lease of {}", name(), l.ip)));
+            }
+            if l.state == LeaseState::Bound {
+                if let Some(other) = bound.insert(&l.client, l.ip) {
+                    return Err(bad(format!(
+                        "{}: the client is also bound to {other}",
+                        name()
+                    )));
+                }
+            }
+            if let Some(r) = reserved.get(&l.ip).filter(|r| r.client != l.client) {
+                if l.state == LeaseState::Bound {
+                    return Err(bad(format!(
+                        "{}: {} is reserved for {}",
+                        name(),
+                        l.ip,
+                        r.client
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -92,9 +155,8 @@ impl Ipam {
     }
 
     /// Restores a dump into an empty store (`force`: replaces the contents).
-    /// Not atomic: written in chunks, then flushed; if it fails midway,
-    /// import again with `force`. Not cancel-safe for the same reason —
-    /// run it to completion (it is a CLI operation).
+    /// All or nothing: the dump is checked whole first (an error names the
+    /// record), then written as one transaction and flushed.
     pub async fn import(&self, dump: Dump, force: bool) -> Result<(), IpamError> {
         Self::check_dump(&dump)?;
         if !force && !self.is_empty_store()? {
@@ -169,8 +231,10 @@ impl Ipam {
         let ticket = {
             let (_applying, mut st) = self.lock_store();
             self.drain(&mut st)?;
-            for chunk in ops.chunks(CHUNK) {
-                self.store.apply(chunk)?;
+            st.writable()?;
+            if let Err(e) = self.store.apply(&ops) {
+                self.roll_back(&mut st, &e);
+                return Err(e);
             }
             let ticket = self.committer.submit(&mut st, &[], &self.stats);
             *st = load(self.store.as_ref(), st.tuning)?;

@@ -14,6 +14,9 @@ pub enum IpamError {
     NewerSchema { found: u32, supported: u32 },
     #[error("storage: {0}")]
     Storage(String),
+    /// Writes are refused until the store accepts a write again.
+    #[error("storage degraded, writes refused: {0}")]
+    Degraded(String),
     #[error("unknown subnet '{0}'")]
     UnknownSubnet(String),
     #[error("subnet '{0}' already exists")]

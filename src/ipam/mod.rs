@@ -12,6 +12,13 @@
 //! not on disk. Without a running committer (before `spawn`, after
 //! shutdown) writes are applied and flushed inline.
 //!
+//! A failed store write or flush (a full disk, an I/O error) answers every
+//! write that was not durable with an error, reopens the store and rebuilds
+//! the index from disk (so memory never runs ahead of it), and refuses
+//! writes until a probe write succeeds; reads and cached renewals go on.
+//! Only the committer thread probes: without one (before `spawn`, after
+//! shutdown) a failure refuses writes until the next start.
+//!
 //! Memory per lease is kept small for million-lease stores: ~5 bytes per
 //! address of each subnet's CIDR, a 12-byte MAC→IPv4 entry per client; the
 //! full record (hostname, times) stays in sled and is read on demand.
@@ -80,6 +87,8 @@ pub struct Ipam {
     specs: ArcSwap<Vec<Arc<SubnetSpec>>>,
     /// Lease counts changed since the last publication.
     dirty: std::sync::atomic::AtomicBool,
+    /// The operator event log (storage degraded / recovered).
+    events: std::sync::OnceLock<Arc<crate::events::EventLog>>,
 }
 
 impl std::fmt::Debug for Ipam {
@@ -124,6 +133,7 @@ impl Ipam {
             published: Mutex::new(None),
             dirty: Default::default(),
             specs: ArcSwap::default(),
+            events: Default::default(),
         });
         ipam.publish_counts(true);
         ipam.refresh_specs(&ipam.lock());
@@ -162,6 +172,16 @@ impl Ipam {
             }
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         });
+    }
+
+    /// Where storage failures and recoveries are reported.
+    pub fn attach_events(&self, events: Arc<crate::events::EventLog>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Why writes are refused, if they are (the store failed).
+    pub fn degraded(&self) -> Option<String> {
+        self.lock().degraded.clone()
     }
 
     pub fn options(&self) -> &IpamOptions {
@@ -232,6 +252,7 @@ impl Ipam {
         if changes.is_empty() {
             return Ok(None);
         }
+        st.writable()?;
         let ops = State::ops(changes);
         let queued = self.store_apply(st, ops)?;
         self.stats
@@ -254,6 +275,7 @@ impl Ipam {
     /// Writes `ops`: queued for the committer's next transaction while it
     /// runs (returns true), else applied at once.
     fn store_apply(&self, st: &mut State, ops: Vec<store::Op>) -> Result<bool, IpamError> {
+        st.writable()?;
         if !st.committer_live {
             self.store.apply(&ops)?;
             return Ok(false);
@@ -281,27 +303,7 @@ impl Ipam {
         st.overlay.clear();
         self.store
             .apply(&ops)
-            .inspect_err(|e| write_failed(e, ops.len()))
-    }
-
-    /// The committer's [`Ipam::drain`]: the transaction runs outside the
-    /// state lock (a batch of a few dozen leases takes a while in sled, and
-    /// the DHCP thread would otherwise sleep on the lock meanwhile). Reads
-    /// keep finding the batch's records in the overlay until the store has
-    /// them; only entries queued before the batch was taken leave it then.
-    fn drain_unlocked(&self) -> Result<(), IpamError> {
-        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
-        let (ops, batch) = {
-            let mut st = self.lock();
-            if st.queue.is_empty() {
-                return Ok(());
-            }
-            st.drains += 1;
-            (std::mem::take(&mut st.queue), st.drains - 1)
-        };
-        let res = self.store.apply(&ops);
-        self.lock().overlay.retain(|_, (queued, _)| *queued > batch);
-        res.inspect_err(|e| write_failed(e, ops.len()))
+            .inspect_err(|e| self.roll_back(st, e))
     }
 
     /// Returns once `ticket`'s write is durable (nothing to wait for
@@ -309,13 +311,24 @@ impl Ipam {
     /// write.
     async fn durable(&self, ticket: Option<commit::Ticket>) -> Result<(), IpamError> {
         match ticket {
-            Some(t) => {
-                self.committer
-                    .wait(t, self.store.as_ref(), &self.stats)
-                    .await
-            }
+            Some(t) => self.wait(t).await,
             None => Ok(()),
         }
+    }
+
+    /// [`Committer::wait`]; a failed inline flush (no committer) rolls the
+    /// index back as a failed batch does.
+    async fn wait(&self, t: commit::Ticket) -> Result<(), IpamError> {
+        let inline = t.inline();
+        let res = self
+            .committer
+            .wait(t, self.store.as_ref(), &self.stats)
+            .await;
+        if let (Err(e), true) = (&res, inline) {
+            let (_applying, mut st) = self.lock_store();
+            self.roll_back(&mut st, e);
+        }
+        res
     }
 
     /// Waits until everything written so far is durable (used at shutdown
@@ -327,8 +340,4 @@ impl Ipam {
         };
         self.durable(Some(ticket)).await
     }
-}
-
-fn write_failed(e: &IpamError, writes: usize) {
-    tracing::error!(error = %e, writes, "ipam write failed; memory is ahead of the store until restart");
 }

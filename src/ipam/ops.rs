@@ -18,8 +18,9 @@ enum Settle {
     Ready(Lease),
     /// Wait for this write's batch to be flushed.
     Commit(Ticket, Lease),
-    /// Cached answer about an address whose last write is not flushed yet.
-    AfterFlush(Lease),
+    /// Cached answer about an address whose last write is not flushed yet
+    /// (and the index's epoch when it was planned).
+    AfterFlush(Lease, u64),
 }
 
 impl Ipam {
@@ -38,7 +39,8 @@ impl Ipam {
         if st.purge_offers(now) {
             self.note_change(st);
         }
-        if now >= st.next_expiry {
+        // While writes are refused, expiry waits (the leases stay held).
+        if now >= st.next_expiry && st.degraded.is_none() {
             let view: &State = st;
             let (changes, next) = view.plan_expiry(now, &|ip| self.read(view, ip))?;
             self.write(st, &changes, false)?;
@@ -57,7 +59,7 @@ impl Ipam {
                     .get(&ip)
                     .is_some_and(|s| *s > self.committer.flushed());
                 Ok(if unflushed {
-                    Settle::AfterFlush(lease)
+                    Settle::AfterFlush(lease, st.epoch)
                 } else {
                     Settle::Ready(lease)
                 })
@@ -76,12 +78,15 @@ impl Ipam {
     async fn settle(&self, s: Settle) -> Result<Lease, IpamError> {
         match s {
             Settle::Ready(l) => Ok(l),
-            Settle::Commit(t, l) => self
-                .committer
-                .wait(t, self.store.as_ref(), &self.stats)
-                .await
-                .map(|()| l),
-            Settle::AfterFlush(l) => self.flush().await.map(|()| l),
+            Settle::Commit(t, l) => self.wait(t).await.map(|()| l),
+            Settle::AfterFlush(l, epoch) => {
+                self.flush().await?;
+                // A roll-back since may have taken the write it rests on.
+                if self.lock().epoch != epoch {
+                    return Err(IpamError::Storage("the lease's write was lost".into()));
+                }
+                Ok(l)
+            }
         }
     }
 
@@ -105,6 +110,8 @@ impl Ipam {
                 return Ok(r.to_lease(Ipv4Addr::from(ip), subnet));
             }
         }
+        // No offer that could not be bound: its REQUEST needs a write.
+        st.writable()?;
         let first = st.next_offer_expiry().is_none();
         let lease = st.offer(s, client, ip, now);
         if first {

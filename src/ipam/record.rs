@@ -26,7 +26,13 @@ pub struct Record {
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
         let host = self.hostname.as_deref().unwrap_or("");
-        let host = &host.as_bytes()[..host.len().min(255)];
+        // At most 255 bytes, cut on a character boundary (a record that
+        // ends mid-character would not decode).
+        let mut end = host.len().min(255);
+        while !host.is_char_boundary(end) {
+            end -= 1;
+        }
+        let host = &host.as_bytes()[..end];
         // 21 bytes: the text of a MAC key, nearly every client's.
         let mut v = Vec::with_capacity(11 + host.len() + 21);
         v.push(VERSION);
@@ -128,6 +134,21 @@ pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, IpamErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hostname over 255 bytes is cut on a character boundary, so the
+    /// record still decodes.
+    #[test]
+    fn a_long_hostname_is_cut_between_characters() {
+        let r = Record {
+            state: LeaseState::Bound,
+            client: "id:0a0b".parse().unwrap(),
+            expires: 1,
+            updated: 1,
+            hostname: Some("é".repeat(200)),
+        };
+        let back = Record::decode(&r.encode()).unwrap();
+        assert_eq!(back.hostname.unwrap(), "é".repeat(127));
+    }
 
     #[test]
     fn record_round_trip() {

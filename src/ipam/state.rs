@@ -5,8 +5,8 @@
 //! planned here as a list of [`Change`]s, turned into store ops (queued for
 //! the committer's next transaction, or applied at once without one), then
 //! [`State::apply`]d. A failed inline write leaves memory untouched; a
-//! failed batched write fails every waiter of the batch and is logged (the
-//! index is then ahead of the store until restart).
+//! failed batched write fails every waiter whose write was not durable and
+//! rebuilds this index from what is on disk (`Ipam::roll_back`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -111,6 +111,15 @@ pub struct State {
     pub drains: u64,
     /// The committer runs: writes are queued, not applied inline.
     pub committer_live: bool,
+    /// Why writes are refused (a store write or flush failed and no probe
+    /// has succeeded since); None when healthy.
+    pub degraded: Option<String>,
+    /// Bumped each time the index is rolled back to the store, so an answer
+    /// planned before that can tell it may rest on a lost write.
+    pub epoch: u64,
+    /// The roll-back could not reload the index: it may hold lost writes
+    /// until a probe reloads it.
+    pub stale: bool,
 }
 
 impl State {
@@ -131,6 +140,17 @@ impl State {
             overlay: HashMap::new(),
             drains: 0,
             committer_live: false,
+            degraded: None,
+            epoch: 0,
+            stale: false,
+        }
+    }
+
+    /// Err while writes are refused.
+    pub fn writable(&self) -> Result<(), IpamError> {
+        match &self.degraded {
+            Some(why) => Err(IpamError::Degraded(why.clone())),
+            None => Ok(()),
         }
     }
 

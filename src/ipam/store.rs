@@ -5,6 +5,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use futures::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -75,11 +76,24 @@ pub trait Store: Send + Sync {
     /// Same, without blocking the calling thread.
     fn flush_async(&self) -> BoxFuture<'static, Result<(), IpamError>>;
     fn size_on_disk(&self) -> u64;
+    /// Drops the open database and opens it again from disk: after a failed
+    /// write or flush, what is on disk is all that counts.
+    fn reopen(&self) -> Result<(), IpamError>;
 }
 
-pub struct SledStore {
+struct Sled {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+}
+
+/// sled behind a lock that [`Store::reopen`] takes: sled 0.34 refuses every
+/// write after one I/O error (its global error is only reset by opening the
+/// database again), so recovering from a full disk needs a fresh handle.
+pub struct SledStore {
+    dir: PathBuf,
+    cache_capacity: u64,
+    /// None while a reopen failed (every call errs until one succeeds).
+    inner: RwLock<Option<Sled>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -93,30 +107,33 @@ impl SledStore {
     /// it gives `Locked`; garbage gives `Corrupt` (sled may panic on garbage,
     /// so the open runs under `catch_unwind`).
     pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, IpamError> {
-        let path = dir.to_path_buf();
-        let config = sled::Config::new().path(dir).cache_capacity(cache_capacity);
-        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Self, sled::Error> {
-            let db = config.open()?;
-            let trees = TreeId::ALL
-                .iter()
-                .map(|t| db.open_tree(t.name()))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Self { db, trees })
-        }));
-        let store = match opened {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(open_error(path, e)),
-            Err(panic) => {
-                let reason = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "sled panicked while opening".into());
-                return Err(IpamError::Corrupt { path, reason });
-            }
+        let store = Self {
+            dir: dir.to_path_buf(),
+            cache_capacity,
+            inner: RwLock::new(Some(open_sled(dir, cache_capacity)?)),
         };
-        store.check_schema(&path)?;
+        store.check_schema(dir)?;
         Ok(store)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Option<Sled>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tree `t` of the open database (a cheap handle).
+    fn tree(&self, t: TreeId) -> Result<sled::Tree, IpamError> {
+        match self.read().as_ref() {
+            // The vector is built from TreeId::ALL in order.
+            Some(s) => Ok(s.trees[TreeId::ALL.iter().position(|x| *x == t).unwrap_or(0)].clone()),
+            None => Err(closed()),
+        }
+    }
+
+    fn db(&self) -> Result<sled::Db, IpamError> {
+        self.read()
+            .as_ref()
+            .map(|s| s.db.clone())
+            .ok_or_else(closed)
     }
 
     fn check_schema(&self, path: &Path) -> Result<(), IpamError> {
@@ -137,7 +154,9 @@ impl SledStore {
                 Ok(())
             }
             None => {
-                let empty = TreeId::ALL.iter().all(|t| self.tree(*t).is_empty());
+                let empty = TreeId::ALL
+                    .iter()
+                    .all(|t| self.tree(*t).is_ok_and(|t| t.is_empty()));
                 if !empty {
                     return Err(IpamError::Corrupt {
                         path: path.to_path_buf(),
@@ -153,10 +172,35 @@ impl SledStore {
             }
         }
     }
+}
 
-    fn tree(&self, t: TreeId) -> &sled::Tree {
-        // The vector is built from TreeId::ALL in order.
-        &self.trees[TreeId::ALL.iter().position(|x| *x == t).unwrap_or(0)]
+fn closed() -> IpamError {
+    IpamError::Storage("the store is closed (reopening it failed)".into())
+}
+
+/// Opens sled in `dir` (sled may panic on garbage, so under `catch_unwind`).
+fn open_sled(dir: &Path, cache_capacity: u64) -> Result<Sled, IpamError> {
+    let path = dir.to_path_buf();
+    let config = sled::Config::new().path(dir).cache_capacity(cache_capacity);
+    let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Sled, sled::Error> {
+        let db = config.open()?;
+        let trees = TreeId::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Sled { db, trees })
+    }));
+    match opened {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(open_error(path, e)),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "sled panicked while opening".into());
+            Err(IpamError::Corrupt { path, reason })
+        }
     }
 }
 
@@ -178,11 +222,14 @@ fn open_error(path: PathBuf, e: sled::Error) -> IpamError {
 
 impl Store for SledStore {
     fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, IpamError> {
-        Ok(self.tree(tree).get(key)?.map(|v| v.to_vec()))
+        Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
     }
 
     fn scan(&self, tree: TreeId, from: &[u8], to: Option<&[u8]>) -> KvIter<'_> {
-        let t = self.tree(tree);
+        let t = match self.tree(tree) {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
         let iter = match to {
             Some(to) => t.range(from.to_vec()..to.to_vec()),
             None => t.range(from.to_vec()..),
@@ -200,7 +247,7 @@ impl Store for SledStore {
         }
         if let [op] = ops {
             // A single key is atomic without a transaction.
-            let t = self.tree(op.tree);
+            let t = self.tree(op.tree)?;
             match &op.value {
                 Some(v) => t.insert(&op.key, v.as_slice())?,
                 None => t.remove(&op.key)?,
@@ -217,7 +264,7 @@ impl Store for SledStore {
                     None => batch.remove(op.key.as_slice()),
                 }
             }
-            self.tree(ops[0].tree).apply_batch(batch)?;
+            self.tree(ops[0].tree)?.apply_batch(batch)?;
             return Ok(());
         }
         let mut ids: Vec<TreeId> = Vec::new();
@@ -226,7 +273,10 @@ impl Store for SledStore {
                 ids.push(op.tree);
             }
         }
-        let trees: Vec<&sled::Tree> = ids.iter().map(|t| self.tree(*t)).collect();
+        let trees = ids
+            .iter()
+            .map(|t| self.tree(*t))
+            .collect::<Result<Vec<_>, _>>()?;
         let result = trees.as_slice().transaction(|txs| {
             for op in ops {
                 let i = ids.iter().position(|t| *t == op.tree).unwrap_or(0);
@@ -247,19 +297,44 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), IpamError> {
-        self.db.flush()?;
+        self.db()?.flush()?;
         Ok(())
     }
 
     fn flush_async(&self) -> BoxFuture<'static, Result<(), IpamError>> {
-        let db = self.db.clone();
+        let db = self.db();
         Box::pin(async move {
-            db.flush_async().await?;
+            db?.flush_async().await?;
             Ok(())
         })
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db()
+            .ok()
+            .and_then(|db| db.size_on_disk().ok())
+            .unwrap_or(0)
+    }
+
+    /// The old handle must be gone before the new open (sled locks its
+    /// files, and its flush thread lets go a moment after the last handle:
+    /// `Locked` is retried for up to 1 s); a scan still iterating the old
+    /// one keeps it locked, and the caller tries again later.
+    fn reopen(&self) -> Result<(), IpamError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        drop(inner.take());
+        for _ in 0..200 {
+            match open_sled(&self.dir, self.cache_capacity) {
+                Err(IpamError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => {
+                    *inner = Some(other?);
+                    return Ok(());
+                }
+            }
+        }
+        *inner = Some(open_sled(&self.dir, self.cache_capacity)?);
+        Ok(())
     }
 }

@@ -224,6 +224,10 @@ pub struct IpamStats {
     pub batch_size: Histogram,
     pub commits_waiting: AtomicI64,
     pub writes_total: AtomicU64,
+    /// Store writes or flushes that failed (each rolls memory back to disk).
+    pub storage_errors_total: AtomicU64,
+    /// 1 while the store refuses writes after a failure, else 0.
+    pub storage_degraded: AtomicI64,
     /// Set by the IPAM when lease states change (not a hot path: at most a
     /// few times a second). std Mutex: short critical sections, never held
     /// across an await.

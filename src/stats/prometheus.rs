@@ -197,6 +197,16 @@ fn ipam(reg: &mut Registry, snap: &Snapshot) {
         "Durable IPAM writes",
         Counters::single(snap.ipam_writes_total),
     );
+    reg.register(
+        "storage_errors",
+        "Store writes or flushes that failed",
+        Counters::single(snap.storage_errors_total),
+    );
+    reg.register(
+        "storage_degraded",
+        "1 while the store refuses writes after a failure",
+        Gauges::single(snap.storage_degraded),
+    );
 }
 
 fn gateway(reg: &mut Registry, snap: &Snapshot) {

@@ -77,6 +77,8 @@ fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
         ipam_batch_size: stats.ipam.batch_size.snapshot(),
         ipam_commits_waiting: stats.ipam.commits_waiting.load(Relaxed),
         ipam_writes_total: stats.ipam.writes_total.load(Relaxed),
+        storage_errors_total: stats.ipam.storage_errors_total.load(Relaxed),
+        storage_degraded: stats.ipam.storage_degraded.load(Relaxed),
         ipam_leases: stats
             .ipam
             .leases

@@ -15,6 +15,7 @@ mod dhcp;
 mod dhcp_bench;
 mod dhcp_netns;
 mod dhcp_support;
+mod disk_full;
 mod headless;
 mod netns;
 mod package;

@@ -120,3 +120,46 @@ subnet = "lab"
 client = "mac:02:00:00:00:00:10"
 ip = "10.0.0.10"
 "#;
+
+/// `db import` is checked whole before anything is written: each invalid
+/// dump in tests/dumps/invalid/ exits 64 naming its bad record (the text in
+/// its `_expect` field), and the store is exactly as before.
+#[test]
+fn an_invalid_import_names_the_record_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, _, _) = write_config(dir.path(), "");
+    let dumps = crate::support::repo().join("tests/dumps");
+    let valid = dumps.join("valid.json");
+    let out = run(&["db", "import", valid.to_str().unwrap()], &cfg);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = run(&["db", "export"], &cfg);
+    assert_eq!(before.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&before.stdout).contains("web-1"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dumps.join("invalid")).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let raw = std::fs::read(&path).expect("read");
+        let expect = String::from_utf8_lossy(&raw)
+            .split("\"_expect\": \"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("_expect")
+            .to_owned();
+        let out = run(&["db", "import", "--force", path.to_str().unwrap()], &cfg);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{path:?}: {stderr}");
+        assert!(
+            stderr.contains(&expect),
+            "{path:?}: {stderr:?} lacks {expect:?}"
+        );
+        let after = run(&["db", "export"], &cfg);
+        assert_eq!(after.stdout, before.stdout, "{path:?} changed the store");
+        checked += 1;
+    }
+    assert!(checked >= 9, "{checked} fixtures");
+}

@@ -96,6 +96,7 @@ fn ipam_status(e: &IpamError) -> (StatusCode, &'static str) {
         E::Reserved { .. } => (S::CONFLICT, "reserved"),
         E::ReservationConflict(_) => (S::CONFLICT, "reservation_conflict"),
         E::UnknownReservation => (S::NOT_FOUND, "unknown_reservation"),
+        E::Degraded(_) => (S::SERVICE_UNAVAILABLE, "degraded"),
         E::Storage(_) | E::Locked { .. } | E::Corrupt { .. } | E::NewerSchema { .. } => {
             (S::INTERNAL_SERVER_ERROR, "storage")
         }

@@ -8,19 +8,23 @@ use http::StatusCode;
 use super::error::ApiError;
 use super::wire::{ok, response, Resp};
 use super::{ApiContext, OPENAPI};
+use crate::ipam::IpamError;
 
 /// 200 for as long as the process serves at all.
 pub fn healthz() -> Result<Resp, ApiError> {
     ok(&serde_json::json!({"status": "ok"}))
 }
 
-/// 200 once every listener is bound and the store is open, else 503.
+/// 200 once every listener is bound and the store is open, else 503; 503
+/// `degraded` with the reason while the store refuses writes.
 pub fn readyz(ctx: &ApiContext) -> Result<Resp, ApiError> {
-    if ctx.ready.load(Ordering::Acquire) {
-        ok(&serde_json::json!({"status": "ready"}))
-    } else {
-        Err(ApiError::NotReady)
+    if !ctx.ready.load(Ordering::Acquire) {
+        return Err(ApiError::NotReady);
     }
+    if let Some(why) = ctx.ipam.degraded() {
+        return Err(IpamError::Degraded(why).into());
+    }
+    ok(&serde_json::json!({"status": "ready"}))
 }
 
 /// Prometheus text exposition of the latest snapshot (never of live state).

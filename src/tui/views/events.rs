@@ -23,6 +23,7 @@ fn kind(k: EventKind) -> (&'static str, Color) {
         EventKind::HeapShrink => ("heap", Color::Cyan),
         EventKind::ConfigReload => ("config", Color::Blue),
         EventKind::Service => ("service", Color::DarkGray),
+        EventKind::Storage => ("storage", Color::Red),
     }
 }
 
