@@ -15,6 +15,7 @@ mod dhcp;
 mod dhcp_bench;
 mod dhcp_netns;
 mod dhcp_support;
+mod gw_identity;
 mod headless;
 mod netns;
 mod package;
