@@ -21,7 +21,9 @@ pub enum ClientKey {
     Mac([u8; 6]),
     Id(Box<[u8]>),
     Ip(IpAddr),
-    /// An API token identity: a SHA-256 prefix of the bearer token.
+    /// An API token identity: a SHA-256 prefix of the bearer token. The
+    /// gateway makes a token a client only once it has verified it (the
+    /// admin token); the operator may isolate any token by this name.
     Token([u8; TOKEN_ID_LEN]),
 }
 

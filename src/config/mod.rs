@@ -132,6 +132,8 @@ pub struct GatewayConfig {
     pub max_connections_per_client: usize,
     pub per_client_rate: Rate,
     pub per_client_burst: u32,
+    /// Client IPs with a quota of their own; past it, new ones share one.
+    pub max_quota_clients: usize,
     pub body_budget: u64,
     pub max_body: u64,
     pub socket_buffer: u32,

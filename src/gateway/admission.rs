@@ -1,12 +1,15 @@
 //! Admission, cheapest check first: isolation (client IP, then the API
 //! token identity if the request carries one) → memory governor shedding →
-//! per-client quota (keyed by the token identity when present, else the
-//! IP) → per-route pending cap → the global request-body byte budget. Each refusal is a [`Refusal`]; the
-//! caller counts it (by reason, attributed to the client) and answers it.
+//! per-client quota (always the client IP's: a bearer token costs nothing
+//! to invent, so no token can buy a quota of its own) → per-route pending
+//! cap → the global request-body byte budget. Each refusal is a
+//! [`Refusal`]; the caller counts it (by reason, attributed to the client)
+//! and answers it.
 //!
 //! Nothing here queues: the pending cap is a `try_acquire` on a semaphore
 //! and the body budget a compare-and-swap on one counter, so a refused
-//! request costs no memory beyond its headers.
+//! request costs no memory beyond its headers. The quota map is capped
+//! ([`CappedStore`]), so neither can a flood of source addresses grow it.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -15,22 +18,95 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use governor::{Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::ClientKey;
 use crate::config::{GatewayConfig, Rate};
 use crate::stats::{DropReason, Stats};
 
 /// How often idle quota state is forgotten and the map shrunk.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
-/// Quota entries past which a token never seen before is held to its IP's
-/// quota instead of getting one of its own. Bearer tokens cost a client
-/// nothing to invent, so without this a flood of random tokens would grow
-/// the quota map (~100 bytes a key) by its request rate until the next
-/// sweep, and each invented token would start with a full burst.
-pub(crate) const MAX_QUOTA_KEYS: usize = 65_536;
+/// The per-client quota state: governor's DashMap of client IPs, holding at
+/// most `cap` of them. A client not in the map while it is full is charged
+/// to one shared bucket (one client's quota for all of them together), so
+/// a flood of source addresses (127.0.0.0/8 alone is 16M of them) neither
+/// grows the map past `cap` nor gets a fresh burst per address. Clients
+/// already in the map keep their own quota; the periodic sweep
+/// ([`Admission::housekeeping`]) frees the entries of idle ones.
+pub(crate) struct CappedStore {
+    map: DashMapStateStore<IpAddr>,
+    shared: InMemoryState,
+    cap: usize,
+}
+
+impl CappedStore {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: DashMapStateStore::default(),
+            shared: InMemoryState::default(),
+            cap,
+        }
+    }
+}
+
+impl StateStore for CappedStore {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if let Some(state) = self.map.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        // `len` and the insert are not one step: threads racing past a
+        // full check may each add one key, a few past `cap` at most.
+        if self.map.len() >= self.cap {
+            return self.shared.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        let state = self.map.entry(*key).or_default();
+        state.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<IpAddr> for CappedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.map.retain_recent(drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+type QuotaLimiter = RateLimiter<
+    IpAddr,
+    CappedStore,
+    DefaultClock,
+    NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+>;
+
+/// The quota limiter for a gateway config.
+fn limiter(cfg: &GatewayConfig) -> QuotaLimiter {
+    RateLimiter::new(
+        quota(cfg.per_client_rate, cfg.per_client_burst),
+        CappedStore::new(cfg.max_quota_clients),
+        DefaultClock::default(),
+    )
+}
 
 /// Why a request was not (fully) served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +156,8 @@ fn quota(rate: Rate, burst: u32) -> Quota {
 }
 
 pub(crate) struct Admission {
-    /// Swapped whole when SIGHUP brings a new per-client rate.
-    limiter: arc_swap::ArcSwap<DefaultKeyedRateLimiter<ClientKey>>,
+    /// Swapped whole when SIGHUP brings a new per-client rate or cap.
+    limiter: arc_swap::ArcSwap<QuotaLimiter>,
     clock: DefaultClock,
     stats: Arc<Stats>,
     budget: std::sync::atomic::AtomicI64,
@@ -91,10 +167,7 @@ impl Admission {
     pub(crate) fn new(cfg: &GatewayConfig, stats: Arc<Stats>) -> Self {
         stats.gateway.body_budget.store(cfg.body_budget, Relaxed);
         Self {
-            limiter: arc_swap::ArcSwap::from_pointee(RateLimiter::keyed(quota(
-                cfg.per_client_rate,
-                cfg.per_client_burst,
-            ))),
+            limiter: arc_swap::ArcSwap::from_pointee(limiter(cfg)),
             clock: DefaultClock::default(),
             budget: std::sync::atomic::AtomicI64::new(
                 i64::try_from(cfg.body_budget).unwrap_or(i64::MAX),
@@ -103,18 +176,17 @@ impl Admission {
         }
     }
 
-    /// New per-client quota and body budget from a reloaded config (the
-    /// quotas start afresh; bodies in flight keep what they hold).
+    /// New per-client quota, quota map cap and body budget from a reloaded
+    /// config (the quotas start afresh; bodies in flight keep what they hold).
     pub(crate) fn reconfigure(&self, cfg: &GatewayConfig) {
-        let limiter = RateLimiter::keyed(quota(cfg.per_client_rate, cfg.per_client_burst));
-        self.limiter.store(Arc::new(limiter));
+        self.limiter.store(Arc::new(limiter(cfg)));
         let budget = i64::try_from(cfg.body_budget).unwrap_or(i64::MAX);
         self.budget.store(budget, Relaxed);
         self.stats
             .gateway
             .body_budget
             .store(cfg.body_budget, Relaxed);
-        tracing::info!(per_client_rate = %cfg.per_client_rate, body_budget = cfg.body_budget, "gateway limits reloaded");
+        tracing::info!(per_client_rate = %cfg.per_client_rate, max_quota_clients = cfg.max_quota_clients, body_budget = cfg.body_budget, "gateway limits reloaded");
     }
 
     /// The memory governor asks to shed new work (state 2).
@@ -122,21 +194,13 @@ impl Admission {
         self.stats.memory.overload_state.load(Relaxed) >= 2
     }
 
-    /// One request from `client` (connected from `ip`) against its quota.
-    /// A token identity has a quota of its own while the map has room (see
-    /// [`MAX_QUOTA_KEYS`]); past that, new tokens share their IP's.
-    pub(crate) fn check_rate(&self, client: &ClientKey, ip: IpAddr) -> Result<(), Refusal> {
-        let limiter = self.limiter.load();
-        let by_ip;
-        let key = match client {
-            ClientKey::Token(_) if limiter.len() >= MAX_QUOTA_KEYS => {
-                by_ip = ClientKey::Ip(ip);
-                &by_ip
-            }
-            _ => client,
-        };
-        limiter
-            .check_key(key)
+    /// One request from `ip` against that IP's quota, whatever identity
+    /// the request claims (see [`CappedStore`] for an IP the full map has
+    /// no room for).
+    pub(crate) fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.limiter
+            .load()
+            .check_key(&ip)
             .map_err(|not_until| Refusal::RateLimited {
                 retry_after: not_until.wait_time_from(self.clock.now()),
             })
@@ -240,41 +304,42 @@ mod tests {
     }
 
     #[test]
-    fn quota_is_per_client_with_retry_after() {
+    fn quota_is_per_ip_with_retry_after() {
         let a = admission(1);
-        let (x, y): (ClientKey, ClientKey) = (
-            "ip:10.0.0.1".parse().unwrap(),
-            "ip:10.0.0.2".parse().unwrap(),
-        );
-        let t = ClientKey::token(b"t");
-        let ip: IpAddr = "10.0.0.9".parse().unwrap();
-        assert!(a.check_rate(&x, ip).is_ok() && a.check_rate(&x, ip).is_ok());
-        match a.check_rate(&x, ip) {
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(a.check_rate(x).is_ok() && a.check_rate(x).is_ok());
+        match a.check_rate(x) {
             Err(Refusal::RateLimited { retry_after }) => {
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(500))
             }
             other => panic!("{other:?}"),
         }
-        assert!(a.check_rate(&y, ip).is_ok());
-        assert!(a.check_rate(&t, ip).is_ok(), "a token has its own quota");
+        assert!(a.check_rate(y).is_ok());
     }
 
     #[test]
-    fn invented_tokens_past_the_key_cap_share_their_ip_quota() {
-        let a = admission(1);
-        let ip: IpAddr = "10.0.0.9".parse().unwrap();
-        for i in 0..MAX_QUOTA_KEYS as u64 {
-            let _ = a.check_rate(&ClientKey::token(&i.to_be_bytes()), ip);
+    fn past_the_cap_new_ips_share_one_bucket_and_the_map_stops_growing() {
+        let mut cfg = crate::config::Config::embedded().unwrap().gateway;
+        cfg.per_client_rate = Rate {
+            count: 1,
+            per: Duration::from_secs(3600),
+        };
+        cfg.per_client_burst = 2;
+        cfg.max_quota_clients = 100;
+        let a = Admission::new(&cfg, Stats::new(16));
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x7f00_0000 + i));
+        for i in 0..100 {
+            assert!(a.check_rate(ip(i)).is_ok());
         }
-        // The map is full: fresh tokens from one IP now draw on its quota
-        // (2 a second, burst 2), and the map stops growing.
-        let results: Vec<bool> = (0..4u64)
-            .map(|i| {
-                a.check_rate(&ClientKey::token(&(u64::MAX - i).to_be_bytes()), ip)
-                    .is_ok()
-            })
-            .collect();
-        assert_eq!(results, [true, true, false, false]);
-        assert!(a.limiter.load().len() <= MAX_QUOTA_KEYS + 1);
+        // Full: every new address draws on the one shared bucket (burst 2).
+        let fresh: Vec<bool> = (100..110).map(|i| a.check_rate(ip(i)).is_ok()).collect();
+        assert_eq!(
+            fresh,
+            [true, true, false, false, false, false, false, false, false, false]
+        );
+        assert_eq!(a.limiter.load().len(), 100);
+        // Addresses already in the map keep their own quota.
+        assert!(a.check_rate(ip(7)).is_ok());
+        assert!(a.check_rate(ip(7)).is_err());
     }
 }

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     /// the routes (and pending permits) they started with.
     pub routes: arc_swap::ArcSwap<proxy::Routes>,
     pub api: ApiContext,
+    /// The admin token's identity (`token:` key), the one verified token.
+    pub admin_key: crate::client::ClientKey,
     /// Response codes of internal API requests (route "api").
     pub api_stats: Arc<crate::stats::RouteStats>,
     pub conns: Arc<listener::ConnLimiter>,
@@ -124,6 +126,7 @@ impl Gateway {
             isolation: shared.isolation.clone(),
             api_stats: shared.stats.gateway.route("api", 0),
             routes: arc_swap::ArcSwap::from_pointee(routes),
+            admin_key: crate::client::ClientKey::token(api.admin_token.as_bytes()),
             api,
             tls,
             cancel: shared.cancel.clone(),

@@ -60,43 +60,47 @@ impl Drop for StreamGuard {
     }
 }
 
-/// The client a request is attributed to: its API token identity when it
-/// carries `Authorization: Bearer`, else its IP. Only the token's hash is
-/// kept (see [`ClientKey::token`]).
-fn client_key(ip: IpAddr, req: &Request<Incoming>) -> ClientKey {
-    req.headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| ClientKey::bearer(v.as_bytes()))
-        .unwrap_or(ClientKey::Ip(ip))
-}
-
-/// The client a request is attributed to, and whether it is isolated. An
-/// isolated IP is refused (and its drops counted) as that IP, whatever
-/// token it presents; otherwise the token identity, if any, is the client.
+/// The client a request is attributed to, and whether it is isolated.
+///
+/// An isolated IP is refused (and its drops counted) as that IP, whatever
+/// token it presents. A bearer token is only a claim: it becomes the client
+/// once verified, i.e. when it is the admin token (compared in constant
+/// time). Any other token leaves the request its IP's, unless the operator
+/// isolated that token's `token:` key, which refuses it as that key (the
+/// set is the operator's, so this creates no identity a client chose). The
+/// quota is the IP's in every case ([`admit`]).
 fn identify(inner: &Inner, ip: IpAddr, req: &Request<Incoming>) -> (ClientKey, bool) {
     let ip_key = ClientKey::Ip(ip);
     if inner.isolation.is_isolated(&ip_key) {
         return (ip_key, true);
     }
-    match client_key(ip, req) {
-        ClientKey::Ip(_) => (ip_key, false),
-        token => {
-            let isolated = inner.isolation.is_isolated(&token);
-            (token, isolated)
-        }
+    let Some(auth) = req.headers().get(http::header::AUTHORIZATION) else {
+        return (ip_key, false);
+    };
+    if api::authorized(req.headers(), &inner.api.admin_token) {
+        let admin = inner.admin_key.clone();
+        let isolated = inner.isolation.is_isolated(&admin);
+        return (admin, isolated);
+    }
+    if inner.isolation.is_empty() {
+        return (ip_key, false);
+    }
+    match ClientKey::bearer(auth.as_bytes()) {
+        Some(token) if inner.isolation.is_isolated(&token) => (token, true),
+        _ => (ip_key, false),
     }
 }
 
 /// Admission checks that need no route: isolation (decided by
-/// [`identify`]), shedding, quota (per `key`).
-fn admit(inner: &Inner, key: &ClientKey, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
+/// [`identify`]), shedding, then the quota of the IP the request came from.
+fn admit(inner: &Inner, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
     if isolated {
         return Err(Refusal::Isolated);
     }
     if inner.admission.shedding() {
         return Err(Refusal::Overload);
     }
-    inner.admission.check_rate(key, ip)
+    inner.admission.check_rate(ip)
 }
 
 /// The hyper service body. Never fails: every problem is a JSON answer.
@@ -125,7 +129,7 @@ pub(crate) fn handle(
     let route_stats = route.map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
     // What the request waits for, and the guards that wait with it (a
     // proxied request's guards move into its response body instead).
-    let (work, guards) = match (admit(&inner, &key, isolated, ip), route) {
+    let (work, guards) = match (admit(&inner, isolated, ip), route) {
         (Err(r), _) => (Either::Left(refuse(r)), Some((None, activity))),
         (Ok(()), Some(route)) => match routes.admit(route, &inner.admission, req) {
             Ok(admitted) => {

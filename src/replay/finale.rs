@@ -5,12 +5,12 @@
 //! leaves; whatever the target does with the bodies and the answers it
 //! cannot deliver is its own memory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::phases::{Kind, Recorder};
@@ -18,6 +18,9 @@ use super::phases::{Kind, Recorder};
 #[derive(Debug, Clone)]
 pub struct Finale {
     pub target: SocketAddr,
+    /// Source address of every finale connection: the flooder is one
+    /// client, as in the incident (`None`: the system's choice).
+    pub source: Option<IpAddr>,
     /// Path under the slow route.
     pub path: String,
     pub connections: u32,
@@ -45,7 +48,7 @@ pub async fn run(f: Finale, rec: Arc<Recorder>, cancel: CancellationToken) {
 
 async fn connection(f: &Finale, body: Bytes, rec: &Recorder, cancel: &CancellationToken) {
     let phase = rec.phase();
-    let Ok(tcp) = TcpStream::connect(f.target).await else {
+    let Ok(tcp) = connect(f.target, f.source).await else {
         rec.err(Kind::Finale, phase);
         return;
     };
@@ -92,4 +95,18 @@ async fn connection(f: &Finale, body: Bytes, rec: &Recorder, cancel: &Cancellati
     drop(held);
     drop(client);
     driver.abort();
+}
+
+/// A TCP connection to `target`, from `source` when given.
+async fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(target).await;
+    };
+    let sock = if ip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.bind(SocketAddr::new(ip, 0))?;
+    sock.connect(target).await
 }

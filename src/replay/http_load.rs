@@ -1,8 +1,9 @@
 //! Open-loop HTTP/2 load: requests start on schedule whether or not earlier
 //! ones have answered (a slow target does not slow the load down, as in the
 //! incident). Each client is its own h2c connection (prior knowledge) from
-//! its own loopback source address, so the target's per-client quotas apply
-//! per client, as they would to distinct machines.
+//! its own loopback source address, so the target's per-IP quotas apply per
+//! client, as they would to distinct machines; each client sends at most
+//! half its quota ([`Load::per_client`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -20,9 +21,12 @@ use super::phases::{Kind, Recorder, SKIPPED, TIMEOUT, TRANSPORT};
 
 pub type H2Client = Client<HttpConnector, Full<Bytes>>;
 
-/// Requests per second one client sends at most: half the shipped
-/// `gateway.per_client_rate` (200/s), so a legit client never trips its own quota.
-pub const PER_CLIENT_RATE: u32 = 100;
+/// Requests per second one legit client sends at most against a target
+/// whose `gateway.per_client_rate` is `quota_per_sec`: half of it, so a
+/// legit client never trips its own quota (100/s at the shipped 200/s).
+pub fn per_client_rate(quota_per_sec: f64) -> u32 {
+    (quota_per_sec / 2.0).clamp(1.0, f64::from(u32::MAX)) as u32
+}
 
 /// One load: what to send, how fast, from where.
 #[derive(Debug, Clone)]
@@ -31,6 +35,8 @@ pub struct Load {
     /// `http://host:port` of the target.
     pub base: String,
     pub rate: u32,
+    /// Requests per second per client (see [`per_client_rate`]).
+    pub per_client: u32,
     /// Source address of the first client; the others follow it.
     pub first_ip: Ipv4Addr,
     pub timeout: Duration,
@@ -56,9 +62,9 @@ pub fn h2_client(ip: Ipv4Addr) -> H2Client {
         .build(conn)
 }
 
-/// How many clients carry `rate` at [`PER_CLIENT_RATE`] each (1..=200).
-pub fn clients_for(rate: u32) -> u32 {
-    rate.div_ceil(PER_CLIENT_RATE).clamp(1, 200)
+/// How many clients carry `rate` at `per_client` each (1..=200).
+pub fn clients_for(rate: u32, per_client: u32) -> u32 {
+    rate.div_ceil(per_client.max(1)).clamp(1, 200)
 }
 
 /// Runs `load` until `cancel`.
@@ -66,7 +72,7 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
     if load.rate == 0 {
         return;
     }
-    let n = clients_for(load.rate);
+    let n = clients_for(load.rate, load.per_client);
     let clients: Vec<H2Client> = (0..n)
         .map(|i| {
             let [a, b, c, d] = load.first_ip.octets();
@@ -168,6 +174,7 @@ mod tests {
             kind,
             base: "http://127.0.0.1:8080".into(),
             rate: 2000,
+            per_client: 100,
             first_ip: Ipv4Addr::new(127, 0, 0, 10),
             timeout: Duration::from_secs(2),
             subnet: "lab".into(),
@@ -197,9 +204,14 @@ mod tests {
 
     #[test]
     fn clients_stay_under_their_quota() {
-        assert_eq!(clients_for(2000), 20);
-        assert_eq!(clients_for(4000), 40);
-        assert_eq!(clients_for(1), 1);
-        assert_eq!(clients_for(1_000_000), 200);
+        assert_eq!(per_client_rate(200.0), 100);
+        assert_eq!(per_client_rate(20.0), 10);
+        assert_eq!(per_client_rate(0.5), 1);
+        assert_eq!(clients_for(2000, 100), 20);
+        assert_eq!(clients_for(4000, 100), 40);
+        assert_eq!(clients_for(200, 10), 20);
+        assert_eq!(clients_for(1, 100), 1);
+        assert_eq!(clients_for(1_000_000, 100), 200);
+        assert_eq!(clients_for(100, 0), 100);
     }
 }

@@ -114,6 +114,10 @@ type Run = (
     Option<String>,
 );
 
+/// Source address of the finale's flooding HTTP/2 client on a loopback
+/// target: one address, as the incident's one misbehaving machine.
+const FLOODER: Ipv4Addr = Ipv4Addr::new(127, 0, 3, 1);
+
 /// Everything a phase needs to start its loads.
 struct Loads<'a> {
     args: &'a ReplayArgs,
@@ -139,6 +143,7 @@ impl Loads<'_> {
             kind,
             base: self.setup.base.clone(),
             rate,
+            per_client: self.setup.per_client,
             first_ip,
             timeout,
             subnet: self.setup.subnet.clone(),
@@ -204,8 +209,12 @@ impl Loads<'_> {
                 ));
             }
             Phase::Finale => {
+                let target = authority(&self.setup.base)?;
                 let f = finale::Finale {
-                    target: authority(&self.setup.base)?,
+                    target,
+                    // One flooding client, on a loopback address of its own
+                    // (legit clients use 127.0.0.10+ and 127.0.1.10+).
+                    source: target.ip().is_loopback().then_some(FLOODER.into()),
                     path: format!("{}finale", a.upstream_prefix),
                     connections: a.finale_connections,
                     streams_per_connection: a.finale_streams,

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::config_gen;
 use super::target::{self, Spawned};
 use super::ReplayArgs;
+use super::{config_gen, http_load};
 use crate::config::Config;
 
 /// Where the load goes and what it is judged against.
@@ -22,6 +22,9 @@ pub struct Setup {
     /// Admin bearer token for the IPAM writes (allocations); without one the
     /// API load sends only reads.
     pub token: Option<Arc<str>>,
+    /// Requests per second each legit HTTP client sends: half the target's
+    /// per-IP quota as the protected config has it.
+    pub per_client: u32,
     pub spawned: Option<Spawned>,
     pub scratch: Option<PathBuf>,
 }
@@ -40,12 +43,11 @@ pub async fn spawn(args: &ReplayArgs, upstream_port: u16) -> anyhow::Result<Setu
             "embedded config.toml".into(),
         ),
     };
-    // The budget is judged as the *protected* config has it, also when the
-    // run turns protections off: that is the comparison the lab is about.
-    let budget = Config::parse(&base, &origin)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .memory
-        .budget;
+    // The budget is judged, and the legit clients are laid out, as the
+    // *protected* config has it, also when the run turns protections off:
+    // that is the comparison the lab is about.
+    let protected = Config::parse(&base, &origin).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let budget = protected.memory.budget;
     let dir = target::scratch_dir()?;
     let plan = config_gen::Plan {
         dir: &dir,
@@ -85,6 +87,7 @@ pub async fn spawn(args: &ReplayArgs, upstream_port: u16) -> anyhow::Result<Setu
             .unwrap_or_else(|| config_gen::SUBNET.into()),
         // The target creates it on first start, before it is ready.
         token: read_token(&config.gateway.admin_token_file),
+        per_client: per_client(&protected),
         spawned: Some(child),
         scratch: Some(dir),
     })
@@ -131,9 +134,18 @@ pub async fn attach(args: &ReplayArgs) -> anyhow::Result<Setup> {
                 .as_ref()
                 .map(|c| c.gateway.admin_token_file.as_path()))
             .and_then(read_token),
+        per_client: match &config {
+            Some(c) => per_client(c),
+            None => per_client(&Config::embedded().map_err(|e| anyhow::anyhow!("{e}"))?),
+        },
         spawned: None,
         scratch: None,
     })
+}
+
+/// Half of `config`'s per-IP API quota (see [`http_load::per_client_rate`]).
+fn per_client(config: &Config) -> u32 {
+    http_load::per_client_rate(config.gateway.per_client_rate.per_second())
 }
 
 /// The admin token in `path`, trimmed; `None` when unreadable or empty.

@@ -16,6 +16,7 @@ mod dhcp_bench;
 mod dhcp_netns;
 mod dhcp_support;
 mod disk_full;
+mod gw_identity;
 mod headless;
 mod netns;
 mod package;

@@ -2,6 +2,12 @@
 //! incident with the shipped protections must end with the target alive,
 //! its peak RSS under the configured budget and legit clients served.
 //!
+//! The per-IP API quota is the shipped one scaled down tenfold (20/s, burst
+//! 40), with the API load scaled alike, so that a short run already shows
+//! whether the legit clients stay within their quota: each from its own
+//! address at half the quota, their admin-token writes (one in five)
+//! charged to their own IPs, not to one shared identity.
+//!
 //! Until the `replay` subcommand is wired into the CLI this calls the
 //! library's entry point in-process and points `--spawn` at the built
 //! binary; it needs DHCP and the gateway served by `vpcbox run`, and fails
@@ -16,7 +22,17 @@ use crate::support::{bin, repo};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_replay_with_protections_keeps_memory_and_legit_clients() {
     let out = tempfile::tempdir().unwrap();
-    let config = repo().join("config.toml");
+    let shipped = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let scaled = shipped
+        .replacen(
+            "per_client_rate = \"200/s\"",
+            "per_client_rate = \"20/s\"",
+            1,
+        )
+        .replacen("per_client_burst = 400", "per_client_burst = 40", 1);
+    assert_ne!(scaled, shipped, "the gateway quota lines of config.toml");
+    let config = out.path().join("base.toml");
+    std::fs::write(&config, scaled).unwrap();
     let mut args = ReplayArgs::parse_from([
         "--spawn",
         config.to_str().unwrap(),
@@ -25,7 +41,7 @@ async fn short_replay_with_protections_keeps_memory_and_legit_clients() {
         "--tail-secs",
         "3",
         "--api-rate",
-        "300",
+        "200",
         "--upstream-rate",
         "200",
         "--flood",

@@ -25,6 +25,7 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 
 pub use error::ApiError;
+pub(crate) use wire::authorized;
 pub use wire::constant_time_eq;
 
 use crate::ipam::Ipam;
