@@ -88,6 +88,10 @@ async fn apply_reloads(
                 }
                 let config = updates.borrow_and_update().clone();
                 inner.admission.reconfigure(&config.gateway);
+                inner
+                    .api
+                    .public_client_metrics
+                    .store(config.gateway.public_client_metrics, std::sync::atomic::Ordering::Relaxed);
                 match proxy::Routes::new(&config.routes, &inner.cfg, &inner.stats) {
                     Ok(routes) => {
                         inner.routes.store(Arc::new(routes));

@@ -43,6 +43,9 @@ pub struct ApiContext {
     pub admin_token: Arc<str>,
     pub ready: Arc<AtomicBool>,
     pub stats: Arc<Stats>,
+    /// `[gateway] public_client_metrics`: per-client series on `/metrics`
+    /// without the token. Swapped by SIGHUP.
+    pub public_client_metrics: Arc<AtomicBool>,
 }
 
 impl ApiContext {
@@ -61,6 +64,9 @@ impl ApiContext {
             admin_token,
             ready: Arc::new(AtomicBool::new(false)),
             stats: shared.stats.clone(),
+            public_client_metrics: Arc::new(AtomicBool::new(
+                shared.config.gateway.public_client_metrics,
+            )),
         }
     }
 }
@@ -196,7 +202,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<wire::Resp, 
     match route {
         Route::Healthz => ops::healthz(),
         Route::Readyz => ops::readyz(ctx),
-        Route::Metrics => ops::metrics(ctx),
+        Route::Metrics => ops::metrics(ctx, wire::authorized(&req.headers, &ctx.admin_token)),
         Route::OpenApi => ops::openapi(),
         Route::Subnets if m == Method::GET => ipam::list_subnets(ctx),
         Route::Subnets => ipam::create_subnet(ctx, req).await,
