@@ -24,6 +24,7 @@ mod index;
 mod isolation;
 mod model;
 mod ops;
+mod page;
 mod plan;
 mod reaper;
 mod record;
@@ -46,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use dump::Dump;
+pub use page::LeasePage;
 pub use error::IpamError;
 pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, ReservationSpec,

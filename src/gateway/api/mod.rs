@@ -211,15 +211,15 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<wire::Resp, 
         Route::SubnetUsage(id) => ipam::subnet_usage(ctx, &id),
         Route::Allocations(id) => ipam::allocate(ctx, &id, req).await,
         Route::Allocation(id, ip) => ipam::deallocate(ctx, &id, &ip).await,
-        Route::Leases => ipam::list_leases(ctx, req),
+        Route::Leases => ipam::list_leases(ctx, req).await,
         Route::Lease(ip) => ipam::get_lease(ctx, &ip),
         Route::Reservations if m == Method::GET => ipam::list_reservations(ctx, req),
         Route::Reservations if m == Method::POST => ipam::add_reservation(ctx, req).await,
         Route::Reservations => ipam::delete_reservation(ctx, req).await,
         Route::Clients => admin::clients(ctx, req),
         Route::Isolations if m == Method::GET => admin::isolations(ctx),
-        Route::Isolations => admin::isolate(ctx, req),
-        Route::Isolation(c) => admin::release(ctx, &c),
+        Route::Isolations => admin::isolate(ctx, req).await,
+        Route::Isolation(c) => admin::release(ctx, &c).await,
     }
 }
 
