@@ -185,7 +185,10 @@ async fn all_leases(target: &Target, query: &[String], want: usize) -> Result<Ve
     let mut cursor: Option<String> = None;
     loop {
         let mut q = query.to_vec();
-        q.push(format!("limit={}", (want - leases.len()).clamp(1, LEASE_PAGE)));
+        q.push(format!(
+            "limit={}",
+            (want - leases.len()).clamp(1, LEASE_PAGE)
+        ));
         if let Some(c) = &cursor {
             q.push(format!("cursor={}", encode(c)));
         }

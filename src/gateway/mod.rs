@@ -222,8 +222,11 @@ const TCACHE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
 /// One gateway thread: accept until cancelled, drain its connections (each
 /// bounded by the grace time), then wait for the other threads to drain.
 fn serve_thread(l: std::net::TcpListener, inner: Arc<Inner>, drained: &tokio::sync::Barrier) {
+    // Its blocking pool (store reads, isolation fsyncs) is named apart from
+    // the gateway thread, so `top -H` shows which one works.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_name("vpcbox-blocking")
         .build()
     {
         Ok(rt) => rt,

@@ -47,12 +47,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use dump::Dump;
-pub use page::LeasePage;
 pub use error::IpamError;
 pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, ReservationSpec,
     StaticRoute, SubnetSpec,
 };
+pub use page::LeasePage;
 pub use store::{SledStore, Store, SCHEMA};
 
 use commit::Committer;

@@ -123,7 +123,10 @@ impl Ipam {
                 .keys()
                 .copied()
                 .filter(|ip| *ip >= start)
-                .filter(|ip| st.subnet_of(*ip).is_some_and(|s| wanted(&st.subnets[s].spec.id)))
+                .filter(|ip| {
+                    st.subnet_of(*ip)
+                        .is_some_and(|s| wanted(&st.subnets[s].spec.id))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -135,7 +138,13 @@ impl Ipam {
             .filter_map(|ip| {
                 let o = st.offers.get(&ip)?;
                 let s = st.subnet_of(ip)?;
-                Some(offered(ip, &st.subnets[s].spec.id, &o.client, o.expires, o.at))
+                Some(offered(
+                    ip,
+                    &st.subnets[s].spec.id,
+                    &o.client,
+                    o.expires,
+                    o.at,
+                ))
             })
             .collect();
         (subnets, offers)
@@ -158,7 +167,10 @@ impl Paging {
 
     /// Adds the offers on addresses below `ip`; true when the page is full.
     fn offers_up_to(&mut self, ip: u32) -> bool {
-        while let Some(o) = self.offers.next_if(|o| u32::from(o.ip) < ip || ip == u32::MAX) {
+        while let Some(o) = self
+            .offers
+            .next_if(|o| u32::from(o.ip) < ip || ip == u32::MAX)
+        {
             if self.push(o) {
                 return true;
             }
@@ -221,7 +233,11 @@ mod tests {
         assert!(one_page.windows(2).all(|w| w[0] < w[1]), "{one_page:?}");
         assert!(one_page.contains(&ip("10.0.0.14")), "the offer");
         for (limit, budget) in [(1, usize::MAX), (2, 3), (4, 1), (3, 2)] {
-            assert_eq!(walk(&ipam, &every, limit, budget).0, one_page, "{limit} {budget}");
+            assert_eq!(
+                walk(&ipam, &every, limit, budget).0,
+                one_page,
+                "{limit} {budget}"
+            );
         }
         // A filter that matches nothing still reads at most `budget` records a page.
         let none = LeaseFilter {
@@ -235,7 +251,10 @@ mod tests {
             subnet: Some("b".into()),
             ..LeaseFilter::default()
         };
-        assert_eq!(walk(&ipam, &only_b, 3, usize::MAX).0, one_page[5..].to_vec());
+        assert_eq!(
+            walk(&ipam, &only_b, 3, usize::MAX).0,
+            one_page[5..].to_vec()
+        );
         let last = ipam.lease_page(&every, Some(ip("255.255.255.255")), 5, 5);
         assert_eq!(last, LeasePage::default());
     }

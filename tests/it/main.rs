@@ -18,6 +18,7 @@ mod dhcp_support;
 mod headless;
 mod netns;
 mod package;
+mod public;
 mod reload;
 mod replay;
 mod store;

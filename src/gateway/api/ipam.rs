@@ -226,7 +226,7 @@ pub fn limit(q: &Query, default: usize) -> Result<usize, ApiError> {
 /// Stored lease records one listing page may read: bounds the work of a
 /// request whose filter matches little (it then answers a short page and a
 /// `next_cursor`).
-pub const SCAN_BUDGET: usize = 20_000;
+pub const SCAN_BUDGET: usize = MAX_LIMIT;
 
 /// Lease pages read at once; each holds a blocking thread while it reads.
 static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
