@@ -91,6 +91,9 @@ fn metrics_name_clients_only_with_the_token_or_the_switch() {
 fn refused(cfg: &Path, want: &[&str]) {
     let mut vb = Running::start(cfg);
     let code = vb.wait(Duration::from_secs(10));
+    if code.is_none() {
+        let _ = vb.child.kill(); // so stderr ends
+    }
     let log = vb.stderr();
     assert_eq!(code, Some(69), "{log}");
     for w in want {
@@ -119,16 +122,43 @@ fn an_admin_token_file_others_can_read_is_refused_at_start() {
 fn a_tls_key_its_group_can_read_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed (apt-get install -y openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let tls = format!(
         "[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
         cert.display(),
         key.display()
     );
-    let (cfg, _, _) = write_config(dir.path(), &tls);
-    std::fs::write(&cert, "not checked before the key's mode\n").expect("write");
-    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").expect("write");
+    let (cfg, _, http) = write_config(dir.path(), &tls);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
     refused(&cfg, &[&key.display().to_string(), "has mode 0640"]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut vb = Running::start(&cfg);
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", http)).is_ok()
+    });
+    assert!(up, "a 0600 key starts: {}", {
+        let _ = vb.child.kill();
+        vb.stderr()
+    });
 }
 
 /// Bound leases in 10.8.0.0/16, more than one page may read.
