@@ -71,7 +71,7 @@ pub enum AdminCommand {
         /// Only this state (offered, bound, released, expired, declined)
         #[arg(long)]
         state: Option<String>,
-        /// At most this many (default 1000, at most 10000)
+        /// At most this many (default 1000); fetched a page at a time
         #[arg(long)]
         limit: Option<usize>,
         #[command(flatten)]
@@ -163,15 +163,61 @@ pub async fn execute(cmd: &AdminCommand, cfg: &Config) -> Result<String, Exit> {
             state
                 .iter()
                 .for_each(|s| q.push(format!("state={}", encode(s))));
-            limit.iter().for_each(|n| q.push(format!("limit={n}")));
-            let path = format!("/v1/leases?{}", q.join("&"));
-            let body = target.call(Method::GET, &path, None).await?;
+            let want = limit.unwrap_or(LEASE_PAGE);
+            let body = all_leases(&target, &q, want).await?;
             render(opts, &body, |v| render::leases(v, SystemTime::now()))
         }
         AdminCommand::Subnets { .. } => {
             let body = target.call(Method::GET, "/v1/subnets", None).await?;
             render(opts, &body, render::subnets)
         }
+    }
+}
+
+/// Leases asked for per request when following `next_cursor`.
+const LEASE_PAGE: usize = 1000;
+
+/// Up to `want` leases, following `next_cursor` page by page; answers in the
+/// API's shape (`leases`, `truncated`, `next_cursor`) for all of them.
+async fn all_leases(target: &Target, query: &[String], want: usize) -> Result<Vec<u8>, Exit> {
+    let unexpected = |e: String| Exit::software(format!("unexpected answer from vpcbox: {e}"));
+    let mut leases: Vec<serde_json::Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = query.to_vec();
+        q.push(format!(
+            "limit={}",
+            (want - leases.len()).clamp(1, LEASE_PAGE)
+        ));
+        if let Some(c) = &cursor {
+            q.push(format!("cursor={}", encode(c)));
+        }
+        let body = target
+            .call(Method::GET, &format!("/v1/leases?{}", q.join("&")), None)
+            .await?;
+        let mut page: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| unexpected(e.to_string()))?;
+        match page.get_mut("leases").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(more)) => leases.extend(more),
+            _ => return Err(unexpected("no leases array".into())),
+        }
+        let next = page
+            .get("next_cursor")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        if next.is_some() && next == cursor {
+            return Err(unexpected("next_cursor does not advance".into()));
+        }
+        if next.is_none() || leases.len() >= want {
+            leases.truncate(want);
+            let out = serde_json::json!({
+                "leases": leases,
+                "truncated": next.is_some(),
+                "next_cursor": next,
+            });
+            return Ok(out.to_string().into_bytes());
+        }
+        cursor = next;
     }
 }
 

@@ -54,8 +54,9 @@ pub struct RunArgs {
 pub enum Command {
     /// Run the appliance (the default)
     Run(RunArgs),
-    /// Validate a config, print the resolved config, exit 0 or 64
-    Check(ConfigArg),
+    /// Validate a config, print the resolved config (or, with --diff, the
+    /// changed keys), exit 0 or 64
+    Check(CheckArgs),
     /// Backup and restore of the store
     #[command(subcommand)]
     Db(DbCommand),
@@ -63,6 +64,17 @@ pub enum Command {
     Replay(Box<crate::replay::ReplayArgs>),
     #[command(flatten)]
     Admin(crate::admin_cli::AdminCommand),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Compare with the config the running vpcbox loaded (e.g. the installed
+    /// /etc/vpcbox/config.toml, before you replace it with --config PATH):
+    /// print each changed key and whether SIGHUP applies it or it needs a restart
+    #[arg(long, value_name = "RUNNING")]
+    pub diff: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -83,6 +83,9 @@ impl IsolationStore for MemoryStore {
 
 pub struct IsolationSet {
     current: ArcSwap<HashSet<ClientKey>>,
+    /// The entries as last published, for readers: they never wait on
+    /// `entries`, which a writer holds across its fsync.
+    listed: ArcSwap<Vec<IsolationEntry>>,
     /// `vpcbox_isolated_clients` (kept equal to the set's size) and the
     /// operator event log every change is written to.
     sinks: std::sync::OnceLock<(Arc<Stats>, Arc<EventLog>)>,
@@ -106,6 +109,7 @@ impl IsolationSet {
         let set = entries.iter().map(|e| e.client.clone()).collect();
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(set),
+            listed: ArcSwap::from_pointee(entries.clone()),
             sinks: std::sync::OnceLock::new(),
             entries: Mutex::new(entries),
             log: Mutex::new(VecDeque::new()),
@@ -177,17 +181,14 @@ impl IsolationSet {
     }
 
     /// The current entries, oldest first.
+    /// Lock-free (see `listed`).
     pub fn entries(&self) -> Vec<IsolationEntry> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.listed.load().as_ref().clone()
     }
 
     pub fn entry(&self, client: &ClientKey) -> Option<IsolationEntry> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.listed
+            .load()
             .iter()
             .find(|e| &e.client == client)
             .cloned()
@@ -206,6 +207,7 @@ impl IsolationSet {
     fn publish(&self, entries: &[IsolationEntry]) {
         self.current
             .store(Arc::new(entries.iter().map(|e| e.client.clone()).collect()));
+        self.listed.store(Arc::new(entries.to_vec()));
         if let Some((stats, _)) = self.sinks.get() {
             stats.isolated_clients.store(entries.len() as u64, Relaxed);
         }

@@ -43,10 +43,17 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
         None => run(cli.run),
         Some(Command::Run(args)) => run(merge(cli.run, args)),
         Some(Command::Check(c)) => {
-            let (config, origin) = load(&c)?;
+            let (config, origin) = load(&c.config)?;
             let origin = origin.map_or("embedded defaults".into(), |p| p.display().to_string());
             eprintln!("vpcbox: {origin}: ok");
-            emit(&config.to_toml())
+            match c.diff {
+                None => emit(&config.to_toml()),
+                Some(running) => {
+                    let running = Config::load(&running)?;
+                    let changes = vpcbox::config::diff::changes(&running.raw, &config.raw);
+                    emit(&vpcbox::config::diff::render(&changes))
+                }
+            }
         }
         Some(Command::Db(cmd)) => db(cmd),
         Some(Command::Replay(mut args)) => {

@@ -270,6 +270,10 @@ impl Governor {
                 Ok(()) = updates.changed() => {
                     let memory = updates.borrow_and_update().memory.clone();
                     tracing::info!(budget = memory.budget, "memory marks reloaded");
+                    if memory.sample_interval != self.config.sample_interval {
+                        tick = tokio::time::interval(memory.sample_interval);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    }
                     self.reconfigure(memory);
                 }
             }

@@ -24,6 +24,7 @@ use crate::stats::{Publisher, Stats};
 
 mod logging;
 mod reload;
+pub(crate) mod secret;
 pub mod store;
 mod token;
 

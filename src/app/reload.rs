@@ -1,15 +1,16 @@
 //! SIGHUP: re-read the config and apply what can change live, or refuse the
 //! new config with one clear log line and keep the old one.
 //!
-//! Live: rates, limits, routes, subnets/reservations, memory marks — services
-//! that support it watch `Shared::updates`. Needs a restart: listen
-//! addresses, interfaces, TLS, the storage path; those changes are logged and
-//! ignored until then.
+//! Live: the keys on [`crate::config::diff::LIVE`] (rates, the gateway's
+//! body budget, routes, subnets/reservations, memory marks); services that
+//! support it watch `Shared::updates`. Every other key needs a restart: the
+//! reload log line names each such key that differs from the config the
+//! process started with, so the log never claims more than was done.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{diff, Config};
 use crate::events::EventKind;
 
 use super::Shared;
@@ -17,7 +18,10 @@ use super::Shared;
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Applied { restart_needed: Vec<&'static str> },
+    Applied {
+        live: Vec<String>,
+        restart_needed: Vec<String>,
+    },
     Unchanged,
     Refused(String),
 }
@@ -44,34 +48,42 @@ pub fn reload(shared: &Shared, path: Option<&Path>) -> Outcome {
         tracing::info!(path = %path.display(), "config reload: nothing changed");
         return Outcome::Unchanged;
     }
-    let restart_needed = needs_restart(&old, &new);
-    if !restart_needed.is_empty() {
-        tracing::warn!(keys = ?restart_needed, "config reload: these keys only take effect after a restart");
-    }
+    let live: Vec<String> = diff::changes(&old.raw, &new.raw)
+        .into_iter()
+        .filter(|c| c.live)
+        .map(|c| c.key)
+        .collect();
+    // Against the start-up config: a restart-only key changed by an earlier
+    // reload is still not in effect, and is named again.
+    let restart_needed = diff::restart_only(&shared.config.raw, &new.raw);
     shared.updates.send_replace(Arc::new(new));
-    let msg = format!("config reloaded from {}", path.display());
-    tracing::info!("{msg}");
+    let msg = summary(path, &live, &restart_needed);
+    if restart_needed.is_empty() {
+        tracing::info!("{msg}");
+    } else {
+        tracing::warn!("{msg}");
+    }
     shared.events.push(EventKind::ConfigReload, msg);
-    Outcome::Applied { restart_needed }
+    Outcome::Applied {
+        live,
+        restart_needed,
+    }
 }
 
-fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 6] = [
-        ("storage.path", old.storage.path != new.storage.path),
-        ("storage.cache", old.storage.cache != new.storage.cache),
-        ("dhcp.listen", old.dhcp.listen != new.dhcp.listen),
-        (
-            "dhcp.interfaces",
-            old.dhcp.interfaces != new.dhcp.interfaces,
-        ),
-        ("gateway.listen", old.gateway.listen != new.gateway.listen),
-        ("gateway.tls", old.gateway.tls != new.gateway.tls),
-    ];
-    checks
-        .into_iter()
-        .filter(|(_, changed)| *changed)
-        .map(|(k, _)| k)
-        .collect()
+/// The one reload line: what was applied, and what waits for a restart.
+fn summary(path: &Path, live: &[String], restart_needed: &[String]) -> String {
+    let mut msg = format!("config reloaded from {}", path.display());
+    msg.push_str(&match live {
+        [] => "; applied live: nothing".to_owned(),
+        keys => format!("; applied live: {}", keys.join(", ")),
+    });
+    if !restart_needed.is_empty() {
+        msg.push_str(&format!(
+            "; NOT applied, need a restart (old values kept): {}",
+            restart_needed.join(", ")
+        ));
+    }
+    msg
 }
 
 /// Applies reloaded subnets and reservations to the store (the other

@@ -1,6 +1,7 @@
 //! The admin bearer token: read from `[gateway] admin_token_file`, or
 //! generated (32 random bytes, hex) into it with mode 0600 on first start.
-//! The package's postinst creates it root:vpcbox 0640 instead.
+//! The package's postinst creates it vpcbox:vpcbox 0600 instead. An existing
+//! file that its group or others can access is refused (exit 69).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,6 +13,9 @@ use crate::exit::Exit;
 pub fn load_or_create(path: &Path) -> Result<Arc<str>, Exit> {
     let unavailable =
         |why: String| Exit::unavailable(format!("admin token file '{}' {why}", path.display()));
+    if let Some(why) = super::secret::too_open(path) {
+        return Err(unavailable(why));
+    }
     match std::fs::read_to_string(path) {
         Ok(t) if t.trim().len() >= 16 => return Ok(Arc::from(t.trim())),
         Ok(_) => {

@@ -4,6 +4,7 @@
 //! error names the key and quotes the bad value on one line, e.g.
 //! `dhcp.per_client_rate: '0/s' must be at least 1/s`.
 
+pub mod diff;
 pub mod parse;
 pub mod raw;
 mod validate;
@@ -140,6 +141,8 @@ pub struct GatewayConfig {
     /// 0: serve on the process runtime; N: N threads, each a current-thread
     /// runtime accepting on the same socket (read at start only).
     pub threads: usize,
+    /// Per-client series on `/metrics` without the admin token.
+    pub public_client_metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -178,6 +178,7 @@ pub struct Gateway {
     pub max_body: String,
     pub socket_buffer: String,
     pub threads: usize,
+    pub public_client_metrics: bool,
 }
 
 impl Default for Gateway {
@@ -209,6 +210,7 @@ impl Default for Gateway {
             max_body: "1MiB".into(),
             socket_buffer: "64KiB".into(),
             threads: 1,
+            public_client_metrics: false,
         }
     }
 }

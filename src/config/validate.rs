@@ -524,6 +524,7 @@ fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
         max_body,
         socket_buffer: u32size("gateway.socket_buffer", &g.socket_buffer, 4096, 1 << 26)?,
         threads: range_check("gateway.threads", g.threads, 0, 64)?,
+        public_client_metrics: g.public_client_metrics,
     })
 }
 

@@ -91,6 +91,10 @@ async fn apply_reloads(
                 }
                 let config = updates.borrow_and_update().clone();
                 inner.admission.reconfigure(&config.gateway);
+                inner
+                    .api
+                    .public_client_metrics
+                    .store(config.gateway.public_client_metrics, std::sync::atomic::Ordering::Relaxed);
                 match proxy::Routes::new(&config.routes, &inner.cfg, &inner.stats) {
                     Ok(routes) => {
                         inner.routes.store(Arc::new(routes));
@@ -222,8 +226,11 @@ const TCACHE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
 /// One gateway thread: accept until cancelled, drain its connections (each
 /// bounded by the grace time), then wait for the other threads to drain.
 fn serve_thread(l: std::net::TcpListener, inner: Arc<Inner>, drained: &tokio::sync::Barrier) {
+    // Its blocking pool (store reads, isolation fsyncs) is named apart from
+    // the gateway thread, so `top -H` shows which one works.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_name("vpcbox-blocking")
         .build()
     {
         Ok(rt) => rt,

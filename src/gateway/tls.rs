@@ -38,6 +38,9 @@ fn key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, GatewayError> {
 
 /// The acceptor for `[gateway.tls]`.
 pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, GatewayError> {
+    if let Some(why) = crate::app::secret::too_open(&tls.key) {
+        return Err(err(&tls.key, why));
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

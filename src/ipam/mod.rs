@@ -31,6 +31,7 @@ mod index;
 mod isolation;
 mod model;
 mod ops;
+mod page;
 mod plan;
 mod reaper;
 mod record;
@@ -58,6 +59,7 @@ pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, ReservationSpec,
     StaticRoute, SubnetSpec,
 };
+pub use page::LeasePage;
 pub use store::{SledStore, Store, SCHEMA};
 
 use commit::Committer;

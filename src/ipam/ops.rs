@@ -388,7 +388,7 @@ impl Ipam {
     }
 }
 
-fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32) -> Lease {
+pub(super) fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32) -> Lease {
     Lease {
         ip: Ipv4Addr::from(ip),
         subnet: subnet.to_owned(),

@@ -115,14 +115,15 @@ impl EncodeMetric for ConstHistogram {
     }
 }
 
-/// Renders `snap` in the Prometheus text format (version 0.0.4).
-pub fn render(snap: &Snapshot) -> String {
+/// Renders `snap` in the Prometheus text format (version 0.0.4); the
+/// per-client series only if `per_client`.
+pub fn render(snap: &Snapshot, per_client: bool) -> String {
     let mut reg = Registry::with_prefix("vpcbox");
     dhcp(&mut reg, snap);
     ipam(&mut reg, snap);
     gateway(&mut reg, snap);
     memory(&mut reg, snap);
-    clients(&mut reg, snap);
+    clients(&mut reg, snap, per_client);
     let mut out = String::new();
     // Writing to a String cannot fail; only an encoder bug could, and a
     // partial page is then still the most useful answer.
@@ -305,7 +306,7 @@ fn memory(reg: &mut Registry, snap: &Snapshot) {
     );
 }
 
-fn clients(reg: &mut Registry, snap: &Snapshot) {
+fn clients(reg: &mut Registry, snap: &Snapshot, per_client: bool) {
     let drops = DropReason::ALL
         .iter()
         .map(|r| {
@@ -323,6 +324,9 @@ fn clients(reg: &mut Registry, snap: &Snapshot) {
         "Clients isolated by the operator",
         Gauges::single(snap.isolated_clients),
     );
+    if !per_client {
+        return;
+    }
     let top: Vec<_> = snap
         .clients
         .iter()

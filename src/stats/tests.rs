@@ -298,7 +298,7 @@ fn series<'a>(samples: &'a [Sample], name: &str) -> Vec<&'a Sample> {
 
 #[test]
 fn empty_snapshot_renders_every_metric() {
-    let text = prometheus::render(&Snapshot::default());
+    let text = prometheus::render(&Snapshot::default(), true);
     let (types, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for (name, ty) in DESIGN_METRICS {
         assert_eq!(
@@ -340,7 +340,7 @@ fn live_snapshot_renders_and_parses() {
     let snap = publisher.take(t0);
     assert_eq!(snap.clients.len(), 31, "30 clients and the others row");
 
-    let text = prometheus::render(&snap);
+    let text = prometheus::render(&snap, true);
     println!("{text}");
     let (types, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for (name, ty) in DESIGN_METRICS {

@@ -61,6 +61,7 @@ impl Api {
             snapshots,
             admin_token: Arc::from(TOKEN),
             ready: Arc::new(AtomicBool::new(true)),
+            public_client_metrics: Arc::new(AtomicBool::new(false)),
             stats,
         };
         Self {

@@ -20,6 +20,8 @@ mod gw_identity;
 mod headless;
 mod netns;
 mod package;
+mod public;
+mod reload;
 mod replay;
 mod store;
 mod support;

@@ -198,6 +198,7 @@ fn deb_installs_into_a_scratch_root_and_purges_cleanly() {
         .unwrap_or_else(|| panic!("no user vpcbox in {passwd}"));
     let fields: Vec<&str> = user.split(':').collect();
     assert_eq!(fields[5..], ["/var/lib/vpcbox", "/usr/sbin/nologin"]);
+    let uid: u32 = fields[2].parse().expect("uid");
     let group = std::fs::read_to_string(r.join("etc/group")).expect("group");
     let gid: u32 = group
         .lines()
@@ -217,7 +218,7 @@ fn deb_installs_into_a_scratch_root_and_purges_cleanly() {
     );
     let wants = r.join("etc/systemd/system/multi-user.target.wants/vpcbox.service");
     assert!(wants.is_symlink(), "unit not enabled in the scratch root");
-    assert_token(&r.join("etc/vpcbox/admin.token"), gid);
+    assert_token(&r.join("etc/vpcbox/admin.token"), uid, gid);
     let state = std::fs::metadata(r.join("var/lib/vpcbox")).expect("state dir");
     assert_eq!((state.gid(), state.mode() & 0o777), (gid, 0o750));
 
@@ -228,12 +229,13 @@ fn deb_installs_into_a_scratch_root_and_purges_cleanly() {
     assert!(!wants.exists(), "enable symlink left after purge");
 }
 
-/// 0640 root:vpcbox, 32 random bytes in base64 and a newline.
-fn assert_token(path: &Path, gid: u32) {
+/// 0600 vpcbox:vpcbox (vpcbox refuses a token others can read), 32 random
+/// bytes in base64 and a newline.
+fn assert_token(path: &Path, uid: u32, gid: u32) {
     let meta = std::fs::metadata(path).expect("admin token");
     assert_eq!(
         (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
-        (0, gid, 0o640),
+        (uid, gid, 0o600),
         "token owner/mode"
     );
     let token = std::fs::read_to_string(path).expect("read token");
@@ -356,7 +358,7 @@ fn deb_installs_for_real_and_the_conffile_runs_as_the_unit_would() {
 
     run(Command::new("/usr/bin/vpcbox").args(["check", "--config", "/etc/vpcbox/config.toml"]));
     let (uid, gid) = (pkg.uid(), pkg.gid());
-    assert_token(Path::new("/etc/vpcbox/admin.token"), gid);
+    assert_token(Path::new("/etc/vpcbox/admin.token"), uid, gid);
     let state = std::fs::metadata("/var/lib/vpcbox").expect("state dir");
     assert_eq!((state.uid(), state.mode() & 0o777), (uid, 0o750));
     verify_unit();

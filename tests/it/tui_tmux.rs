@@ -181,11 +181,16 @@ impl Drop for Session {
 
 /// `vpcbox_client_served_rate{client="…"}` from /metrics, if the gateway
 /// serves it: `None` when it does not answer or does not list the client.
-fn served_rate_metric(http_port: u16, client: &str) -> Option<f64> {
+/// Per-client series need the admin token (read from `dir`).
+fn served_rate_metric(dir: &std::path::Path, http_port: u16, client: &str) -> Option<f64> {
+    let token = std::fs::read_to_string(dir.join("data/admin.token")).ok()?;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: vpcbox\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nHost: vpcbox\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    );
+    s.write_all(req.as_bytes()).ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     let label = format!("vpcbox_client_served_rate{{client=\"{client}\"}} ");
@@ -247,9 +252,9 @@ fn tui_tmux_demo_isolate_the_flooder_and_quit_cleanly() {
 
     // From the gateway too, when it serves /metrics: within one refresh of
     // the 1 s window sliding past the isolation.
-    if served_rate_metric(http, FLOODER).is_some() {
+    if served_rate_metric(dir.path(), http, FLOODER).is_some() {
         let t0 = Instant::now();
-        while served_rate_metric(http, FLOODER).unwrap_or(0.0) > 0.0 {
+        while served_rate_metric(dir.path(), http, FLOODER).unwrap_or(0.0) > 0.0 {
             assert!(
                 t0.elapsed() < Duration::from_millis(1_500),
                 "/metrics still serving"

@@ -115,9 +115,21 @@ fn publish_count(ctx: &ApiContext) {
     ctx.stats.isolated_clients.store(n, Ordering::Relaxed);
 }
 
+/// Runs an isolation-set change (it fsyncs) on a blocking thread, never on
+/// the gateway's. Cancel-safe: dropped, the change still completes whole.
+async fn off_thread<T: Send + 'static>(
+    ctx: &ApiContext,
+    change: impl FnOnce(&crate::isolation::IsolationSet) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let set = ctx.isolation.clone();
+    tokio::task::spawn_blocking(move || change(&set))
+        .await
+        .map_err(|e| ApiError::Internal(format!("isolation change failed: {e}")))
+}
+
 /// 201 with the new entry; 200 with the existing one if already isolated.
 /// Durable before it answers.
-pub fn isolate(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
+pub async fn isolate(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
     let body: IsolateBody = json_body(&req.body)?;
     let source = match body.source.as_deref() {
         None | Some("api") => SOURCE,
@@ -128,7 +140,8 @@ pub fn isolate(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
             )))
         }
     };
-    let fresh = ctx.isolation.isolate(&body.client, source)?;
+    let client = body.client.clone();
+    let fresh = off_thread(ctx, move |set| set.isolate(&client, source)).await??;
     publish_count(ctx);
     let entry: Option<IsolationEntry> = ctx.isolation.entry(&body.client);
     match (fresh, entry) {
@@ -145,11 +158,12 @@ pub fn isolate(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
     }
 }
 
-pub fn release(ctx: &ApiContext, client: &str) -> Result<Resp, ApiError> {
+pub async fn release(ctx: &ApiContext, client: &str) -> Result<Resp, ApiError> {
     let key: ClientKey = client
         .parse()
         .map_err(|e: crate::client::ParseClientKeyError| ApiError::Invalid(e.to_string()))?;
-    if !ctx.isolation.release(&key, SOURCE)? {
+    let k = key.clone();
+    if !off_thread(ctx, move |set| set.release(&k, SOURCE)).await?? {
         return Err(ApiError::NotIsolated(key.to_string()));
     }
     publish_count(ctx);

@@ -223,7 +223,17 @@ pub fn limit(q: &Query, default: usize) -> Result<usize, ApiError> {
     }
 }
 
-pub fn list_leases(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
+/// Stored lease records one listing page may read: bounds the work of a
+/// request whose filter matches little (it then answers a short page and a
+/// `next_cursor`).
+pub const SCAN_BUDGET: usize = MAX_LIMIT;
+
+/// Lease pages read at once; each holds a blocking thread while it reads.
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// One page of leases in address order; `next_cursor` resumes after it.
+/// The store is read on a blocking thread, never on the gateway's.
+pub async fn list_leases(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
     let q = Query::parse(req.query.as_deref())?;
     let subnet = q.get("subnet").map(str::to_owned);
     if let Some(id) = &subnet {
@@ -232,15 +242,36 @@ pub fn list_leases(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
     let state = q.get("state").map(parse_state).transpose()?;
     let client = q.parse_opt::<ClientKey>("client")?;
     let limit = limit(&q, DEFAULT_LIMIT)?;
-    let mut leases = ctx.ipam.leases(&LeaseFilter {
+    let cursor = q
+        .get("cursor")
+        .map(|c| {
+            c.parse::<Ipv4Addr>().map_err(|_| {
+                ApiError::Invalid(format!("cursor: '{c}' is not a next_cursor from this API"))
+            })
+        })
+        .transpose()?;
+    let filter = LeaseFilter {
         subnet,
         state,
         client,
-        limit: Some(limit + 1),
-    });
-    let truncated = leases.len() > limit;
-    leases.truncate(limit);
-    ok(&serde_json::json!({ "leases": leases, "truncated": truncated }))
+        limit: None,
+    };
+    let permit = LISTINGS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("lease listing: {e}")))?;
+    let ipam = ctx.ipam.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        ipam.lease_page(&filter, cursor, limit, SCAN_BUDGET)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("lease listing failed: {e}")))?;
+    ok(&serde_json::json!({
+        "leases": page.leases,
+        "truncated": page.next.is_some(),
+        "next_cursor": page.next.map(|ip| ip.to_string()),
+    }))
 }
 
 pub fn get_lease(ctx: &ApiContext, ip: &str) -> Result<Resp, ApiError> {

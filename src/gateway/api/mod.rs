@@ -44,6 +44,9 @@ pub struct ApiContext {
     pub admin_token: Arc<str>,
     pub ready: Arc<AtomicBool>,
     pub stats: Arc<Stats>,
+    /// `[gateway] public_client_metrics`: per-client series on `/metrics`
+    /// without the token. Swapped by SIGHUP.
+    pub public_client_metrics: Arc<AtomicBool>,
 }
 
 impl ApiContext {
@@ -62,6 +65,9 @@ impl ApiContext {
             admin_token,
             ready: Arc::new(AtomicBool::new(false)),
             stats: shared.stats.clone(),
+            public_client_metrics: Arc::new(AtomicBool::new(
+                shared.config.gateway.public_client_metrics,
+            )),
         }
     }
 }
@@ -197,7 +203,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<wire::Resp, 
     match route {
         Route::Healthz => ops::healthz(),
         Route::Readyz => ops::readyz(ctx),
-        Route::Metrics => ops::metrics(ctx),
+        Route::Metrics => ops::metrics(ctx, wire::authorized(&req.headers, &ctx.admin_token)),
         Route::OpenApi => ops::openapi(),
         Route::Subnets if m == Method::GET => ipam::list_subnets(ctx),
         Route::Subnets => ipam::create_subnet(ctx, req).await,
@@ -206,15 +212,15 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<wire::Resp, 
         Route::SubnetUsage(id) => ipam::subnet_usage(ctx, &id),
         Route::Allocations(id) => ipam::allocate(ctx, &id, req).await,
         Route::Allocation(id, ip) => ipam::deallocate(ctx, &id, &ip).await,
-        Route::Leases => ipam::list_leases(ctx, req),
+        Route::Leases => ipam::list_leases(ctx, req).await,
         Route::Lease(ip) => ipam::get_lease(ctx, &ip),
         Route::Reservations if m == Method::GET => ipam::list_reservations(ctx, req),
         Route::Reservations if m == Method::POST => ipam::add_reservation(ctx, req).await,
         Route::Reservations => ipam::delete_reservation(ctx, req).await,
         Route::Clients => admin::clients(ctx, req),
         Route::Isolations if m == Method::GET => admin::isolations(ctx),
-        Route::Isolations => admin::isolate(ctx, req),
-        Route::Isolation(c) => admin::release(ctx, &c),
+        Route::Isolations => admin::isolate(ctx, req).await,
+        Route::Isolation(c) => admin::release(ctx, &c).await,
     }
 }
 

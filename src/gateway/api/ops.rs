@@ -28,9 +28,12 @@ pub fn readyz(ctx: &ApiContext) -> Result<Resp, ApiError> {
 }
 
 /// Prometheus text exposition of the latest snapshot (never of live state).
-pub fn metrics(ctx: &ApiContext) -> Result<Resp, ApiError> {
+/// Per-client series name client identities, which `/v1/clients` keeps
+/// behind the token: only with the token, or when the config makes them public.
+pub fn metrics(ctx: &ApiContext, authorized: bool) -> Result<Resp, ApiError> {
     let snap = ctx.snapshots.borrow().clone();
-    let text = crate::stats::prometheus::render(&snap);
+    let per_client = authorized || ctx.public_client_metrics.load(Ordering::Relaxed);
+    let text = crate::stats::prometheus::render(&snap, per_client);
     Ok(response(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

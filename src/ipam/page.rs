@@ -1,0 +1,261 @@
+//! One page of the lease listing, in address order, resumable after any
+//! address. The work per page is bounded twice: at most `limit` leases
+//! answered and at most `budget` stored records read, so a filter that
+//! matches little never turns one request into a scan of the whole store.
+
+use std::net::Ipv4Addr;
+
+use super::model::{Lease, LeaseFilter, LeaseState};
+use super::ops::offered;
+use super::record::{ip_key, key_ip, Record};
+use super::store::TreeId;
+use super::Ipam;
+
+/// Leases in address order; `next` is the last address this page covered
+/// when there may be more (pass it back as `after`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeasePage {
+    pub leases: Vec<Lease>,
+    pub next: Option<Ipv4Addr>,
+}
+
+impl Ipam {
+    /// Leases matching `filter` (its `limit` is ignored) on addresses after
+    /// `after`: at most `limit`, reading at most `budget` stored records.
+    /// A live offer stands in for the stored record on its address, as in
+    /// [`Ipam::lookup`]. Blocking (sled reads): call it off async threads.
+    pub fn lease_page(
+        &self,
+        filter: &LeaseFilter,
+        after: Option<Ipv4Addr>,
+        limit: usize,
+        budget: usize,
+    ) -> LeasePage {
+        let Some(start) = after.map_or(Some(0), |a| u32::from(a).checked_add(1)) else {
+            return LeasePage::default();
+        };
+        let limit = limit.max(1);
+        if let Some(c) = &filter.client {
+            let leases = self
+                .lease_of(c)
+                .filter(|l| filter.matches(l) && u32::from(l.ip) >= start)
+                .into_iter()
+                .collect();
+            return LeasePage { leases, next: None };
+        }
+        let (subnets, offers) = self.page_start(filter, start, limit);
+        let mut page = Paging {
+            out: Vec::new(),
+            offers: offers.into_iter().peekable(),
+            limit,
+        };
+        let mut scanned = 0;
+        for (id, first, last) in &subnets {
+            let from = ip_key(start.max(*first));
+            let to = last.checked_add(1).map(ip_key);
+            let records = self
+                .store
+                .scan(TreeId::Leases, &from, to.as_ref().map(|k| &k[..]));
+            for kv in records {
+                let Ok((k, v)) = kv else { continue };
+                let Some(ip) = key_ip(&k) else { continue };
+                if page.offers_up_to(ip) {
+                    return page.full();
+                }
+                let overridden = page.offers.peek().is_some_and(|o| u32::from(o.ip) == ip);
+                if !overridden {
+                    if let Ok(r) = Record::decode(&v) {
+                        let lease = r.to_lease(Ipv4Addr::from(ip), id);
+                        if filter.matches(&lease) && page.push(lease) {
+                            return page.full();
+                        }
+                    }
+                }
+                scanned += 1;
+                if scanned >= budget {
+                    // Out of budget: the page ends at `ip`, offers included.
+                    if page.offers_up_to(ip.saturating_add(1)) {
+                        return page.full();
+                    }
+                    return LeasePage {
+                        leases: page.out,
+                        next: Some(Ipv4Addr::from(ip)),
+                    };
+                }
+            }
+        }
+        if page.offers_up_to(u32::MAX) {
+            return page.full();
+        }
+        LeasePage {
+            leases: page.out,
+            next: None,
+        }
+    }
+
+    /// The subnets to scan (id, first, last address; in address order) and
+    /// the first `limit` matching offers from `start`, in address order.
+    fn page_start(
+        &self,
+        filter: &LeaseFilter,
+        start: u32,
+        limit: usize,
+    ) -> (Vec<(String, u32, u32)>, Vec<Lease>) {
+        let (_applying, mut st) = self.lock_store();
+        // Listing reads the store: apply queued writes first.
+        if let Err(e) = self.drain(&mut st) {
+            tracing::warn!(error = %e, "listing leases without queued writes");
+        }
+        let wanted = |id: &str| filter.subnet.as_deref().is_none_or(|w| w == id);
+        let mut subnets: Vec<(String, u32, u32)> = st
+            .subnets
+            .iter()
+            .filter(|s| wanted(&s.spec.id))
+            .map(|s| {
+                let (first, last) = (s.spec.cidr.network(), s.spec.cidr.broadcast());
+                (s.spec.id.clone(), u32::from(first), u32::from(last))
+            })
+            .filter(|(_, _, last)| *last >= start)
+            .collect();
+        subnets.sort_by_key(|s| s.1);
+        let mut ips: Vec<u32> = if filter.state.is_none_or(|s| s == LeaseState::Offered) {
+            st.offers
+                .keys()
+                .copied()
+                .filter(|ip| *ip >= start)
+                .filter(|ip| {
+                    st.subnet_of(*ip)
+                        .is_some_and(|s| wanted(&st.subnets[s].spec.id))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ips.sort_unstable();
+        ips.truncate(limit);
+        let offers = ips
+            .into_iter()
+            .filter_map(|ip| {
+                let o = st.offers.get(&ip)?;
+                let s = st.subnet_of(ip)?;
+                Some(offered(
+                    ip,
+                    &st.subnets[s].spec.id,
+                    &o.client,
+                    o.expires,
+                    o.at,
+                ))
+            })
+            .collect();
+        (subnets, offers)
+    }
+}
+
+/// A page being filled from the store scan and the sorted offers.
+struct Paging {
+    out: Vec<Lease>,
+    offers: std::iter::Peekable<std::vec::IntoIter<Lease>>,
+    limit: usize,
+}
+
+impl Paging {
+    /// Adds `lease`; true when the page is full.
+    fn push(&mut self, lease: Lease) -> bool {
+        self.out.push(lease);
+        self.out.len() >= self.limit
+    }
+
+    /// Adds the offers on addresses below `ip`; true when the page is full.
+    fn offers_up_to(&mut self, ip: u32) -> bool {
+        while let Some(o) = self
+            .offers
+            .next_if(|o| u32::from(o.ip) < ip || ip == u32::MAX)
+        {
+            if self.push(o) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn full(self) -> LeasePage {
+        let next = self.out.last().map(|l| l.ip);
+        LeasePage {
+            leases: self.out,
+            next,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{at, ip, mac, open, spec};
+    use super::*;
+
+    /// Two subnets; 10.0.1.x listed after 10.0.0.x whatever their order.
+    async fn two_subnets(dir: &std::path::Path) -> std::sync::Arc<Ipam> {
+        let ipam = open(dir);
+        let specs = [
+            spec("b", "10.0.1.0/24", "10.0.1.10", "10.0.1.19"),
+            spec("a", "10.0.0.0/24", "10.0.0.10", "10.0.0.19"),
+        ];
+        ipam.apply_config(&specs, &[], at(0)).unwrap();
+        for n in 0..4 {
+            ipam.allocate("a", &mac(n), at(1)).await.unwrap();
+            ipam.allocate("b", &mac(10 + n), at(1)).await.unwrap();
+        }
+        // A live offer on the next free address of "a".
+        ipam.offer("a", &mac(99), None, at(1)).unwrap();
+        ipam
+    }
+
+    fn walk(ipam: &Ipam, f: &LeaseFilter, limit: usize, budget: usize) -> (Vec<Ipv4Addr>, usize) {
+        let (mut all, mut pages, mut after) = (Vec::new(), 0, None);
+        loop {
+            let p = ipam.lease_page(f, after, limit, budget);
+            assert!(p.leases.len() <= limit);
+            pages += 1;
+            all.extend(p.leases.iter().map(|l| l.ip));
+            match p.next {
+                Some(n) => after = Some(n),
+                None => return (all, pages),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_cover_every_lease_once_in_address_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = two_subnets(dir.path()).await;
+        let every = LeaseFilter::default();
+        let (one_page, _) = walk(&ipam, &every, 100, usize::MAX);
+        assert_eq!(one_page.len(), 9, "{one_page:?}");
+        assert!(one_page.windows(2).all(|w| w[0] < w[1]), "{one_page:?}");
+        assert!(one_page.contains(&ip("10.0.0.14")), "the offer");
+        for (limit, budget) in [(1, usize::MAX), (2, 3), (4, 1), (3, 2)] {
+            assert_eq!(
+                walk(&ipam, &every, limit, budget).0,
+                one_page,
+                "{limit} {budget}"
+            );
+        }
+        // A filter that matches nothing still reads at most `budget` records a page.
+        let none = LeaseFilter {
+            state: Some(LeaseState::Expired),
+            ..LeaseFilter::default()
+        };
+        let (found, pages) = walk(&ipam, &none, 10, 3);
+        assert!(found.is_empty());
+        assert_eq!(pages, 3, "8 records, 3 a page");
+        let only_b = LeaseFilter {
+            subnet: Some("b".into()),
+            ..LeaseFilter::default()
+        };
+        assert_eq!(
+            walk(&ipam, &only_b, 3, usize::MAX).0,
+            one_page[5..].to_vec()
+        );
+        let last = ipam.lease_page(&every, Some(ip("255.255.255.255")), 5, 5);
+        assert_eq!(last, LeasePage::default());
+    }
+}
