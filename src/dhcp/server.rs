@@ -263,7 +263,12 @@ async fn housekeeping(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => inner.admission.load().housekeeping(),
+            _ = tick.tick() => {
+                let admission = inner.admission.load();
+                let tracked = admission.tracked() as u64;
+                inner.stats.dhcp.tracked_clients.store(tracked, Relaxed);
+                admission.housekeeping();
+            }
             Ok(()) = updates.changed() => {
                 let dhcp = updates.borrow_and_update().dhcp.clone();
                 inner.admission.store(Arc::new(Admission::new(&dhcp)));
