@@ -16,6 +16,7 @@ mod dhcp_bench;
 mod dhcp_netns;
 mod dhcp_support;
 mod headless;
+mod identity_flood;
 mod netns;
 mod package;
 mod replay;
