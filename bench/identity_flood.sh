@@ -4,6 +4,7 @@
 #
 #   bench/identity_flood.sh                  # target/release/vpcbox, 60 s
 #   BIN=/tmp/vpcbox-base DUR=60 bench/identity_flood.sh
+#   MAX_CLIENT_QUOTAS=2000 bench/identity_flood.sh   # a cap the senders can outrun
 #
 # Floods, all at once, as fast as the senders go:
 #   - DHCP: DISCOVERs relayed from 127.0.0.2, each with a fresh random MAC,
@@ -29,6 +30,7 @@ path = "$RUN/data"
 [dhcp]
 listen = "127.0.0.1:$DHCP_PORT"
 server_id = "10.0.0.1"
+${MAX_CLIENT_QUOTAS:+max_client_quotas = $MAX_CLIENT_QUOTAS}
 [gateway]
 listen = "127.0.0.1:$HTTP_PORT"
 admin_token_file = "$RUN/data/admin.token"
