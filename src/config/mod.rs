@@ -91,6 +91,9 @@ pub struct DhcpConfig {
     pub server_id: Option<Ipv4Addr>,
     pub per_client_rate: Rate,
     pub per_client_burst: u32,
+    /// Client keys with a quota of their own at once; past it, new keys
+    /// share one quota (see `dhcp::admission`).
+    pub max_client_quotas: usize,
     pub global_rate: Rate,
     pub queue: usize,
     pub workers: usize,

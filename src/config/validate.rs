@@ -178,6 +178,12 @@ fn dhcp(d: &raw::Dhcp) -> R<DhcpConfig> {
             .transpose()?,
         per_client_rate: rate("dhcp.per_client_rate", &d.per_client_rate)?,
         per_client_burst: range_check("dhcp.per_client_burst", d.per_client_burst, 1, 1_000_000)?,
+        max_client_quotas: range_check(
+            "dhcp.max_client_quotas",
+            d.max_client_quotas,
+            1,
+            10_000_000,
+        )?,
         global_rate: rate("dhcp.global_rate", &d.global_rate)?,
         queue: range_check("dhcp.queue", d.queue, 1, 1_000_000)?,
         workers: range_check("dhcp.workers", d.workers, 1, 64)?,

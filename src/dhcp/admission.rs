@@ -1,12 +1,20 @@
 //! Quotas applied before any work: per client, global, and the new-lease
 //! cap per subnet and per relay. All governor limiters (lock-free GCRA);
-//! the keyed ones are trimmed every [`HOUSEKEEPING`] so a random-MAC flood
-//! cannot grow them without bound.
+//! the keyed ones are trimmed every [`HOUSEKEEPING`]. The per-client one
+//! is keyed by what the client sends, so it also has a fixed size
+//! ([`CappedStore`]): a random-MAC or random-client-id flood fills it to
+//! `dhcp.max_client_quotas` keys, never more, and the identities past it
+//! share one client's quota.
 
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use governor::clock::DefaultClock;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::client::ClientKey;
@@ -16,8 +24,66 @@ use crate::stats::DropReason;
 /// How often the keyed limiters forget idle keys.
 pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// A keyed quota store of at most `cap` keys. A key not in it while it is
+/// full is measured against one shared state instead, so every identity
+/// past the cap together gets one key's quota. Keys are 64-bit hashes
+/// (seeded per process, so a client cannot aim at another's entry): a
+/// client-id of any length costs the same 16 bytes.
+#[derive(Debug)]
+pub struct CappedStore {
+    keys: DashMapStateStore<u64>,
+    shared: InMemoryState,
+    cap: usize,
+}
+
+impl CappedStore {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            keys: DashMapStateStore::default(),
+            shared: InMemoryState::default(),
+            cap,
+        }
+    }
+}
+
+impl StateStore for CappedStore {
+    type Key = u64;
+
+    /// One thread admits DHCP packets, so the length check and the insert
+    /// do not race; concurrent callers could pass the cap by one each.
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if !self.keys.contains_key(key) && self.keys.len() >= self.cap {
+            return self.shared.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        self.keys.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for CappedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.keys.retain_recent(drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.keys.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 pub struct Admission {
-    per_client: DefaultKeyedRateLimiter<ClientKey>,
+    /// Keyed by `hasher`'s hash of the client key.
+    per_client: RateLimiter<u64, CappedStore, DefaultClock>,
+    hasher: std::collections::hash_map::RandomState,
     global: DefaultDirectRateLimiter,
     /// Keyed by a hash of the subnet id (no allocation per check).
     per_subnet: DefaultKeyedRateLimiter<u64>,
@@ -48,18 +114,24 @@ impl Admission {
         let per_sec = |r: Rate| r.per_second().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
         let new_leases = quota(cfg.new_lease_rate, per_sec(cfg.new_lease_rate));
         Self {
-            per_client: RateLimiter::keyed(quota(cfg.per_client_rate, cfg.per_client_burst)),
+            per_client: RateLimiter::new(
+                quota(cfg.per_client_rate, cfg.per_client_burst),
+                CappedStore::new(cfg.max_client_quotas),
+                DefaultClock::default(),
+            ),
+            hasher: Default::default(),
             global: RateLimiter::direct(quota(cfg.global_rate, per_sec(cfg.global_rate))),
             per_subnet: RateLimiter::keyed(new_leases),
             per_relay: RateLimiter::keyed(new_leases),
         }
     }
 
-    /// The client's own quota, then the global one (a client over its own
-    /// quota does not spend the global one).
+    /// The client's own quota (or, while `max_client_quotas` keys are
+    /// tracked, the one all new keys share), then the global one (a client
+    /// over its own quota does not spend the global one).
     pub fn check_client(&self, key: &ClientKey) -> Result<(), DropReason> {
         self.per_client
-            .check_key(key)
+            .check_key(&self.hasher.hash_one(key))
             .map_err(|_| DropReason::RateLimited)?;
         self.global.check().map_err(|_| DropReason::GlobalRate)
     }
@@ -123,5 +195,41 @@ mod tests {
         let granted = (0..20).filter(|_| a.check_new_lease("lab", relay)).count();
         assert_eq!(granted, 5);
         assert_eq!(a.tracked(), 2);
+    }
+
+    /// A random-identity flood fills the table to its cap and no further;
+    /// the keys past it share one quota, and the clients already tracked
+    /// keep their own.
+    #[test]
+    fn keys_past_the_cap_share_one_quota() {
+        let mut cfg = Config::embedded().unwrap().dhcp;
+        // Nothing refills while the test runs.
+        cfg.per_client_rate = Rate {
+            count: 1,
+            per: Duration::from_secs(3600),
+        };
+        cfg.per_client_burst = 3;
+        cfg.global_rate = Rate {
+            count: 1_000_000,
+            per: Duration::from_secs(1),
+        };
+        cfg.max_client_quotas = 100;
+        let a = Admission::new(&cfg);
+        let mac = |i: u32| {
+            let b = i.to_be_bytes();
+            ClientKey::Mac([2, 0, b[0], b[1], b[2], b[3]])
+        };
+        let id = |i: u32| ClientKey::Id(i.to_be_bytes().repeat(16).into());
+        let tracked: Vec<_> = (0..100).map(mac).collect();
+        assert!(tracked.iter().all(|k| a.check_client(k).is_ok()));
+        assert_eq!(a.tracked(), 100);
+        let flood = (100..10_000).map(mac).chain((0..10_000).map(id));
+        let passed = flood.filter(|k| a.check_client(k).is_ok()).count();
+        assert_eq!(a.tracked(), 100, "the cap holds");
+        assert_eq!(passed, 3, "the flood shares one burst");
+        assert!(
+            tracked.iter().all(|k| a.check_client(k).is_ok()),
+            "tracked clients keep their own quota"
+        );
     }
 }

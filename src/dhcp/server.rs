@@ -59,7 +59,10 @@ pub(super) struct Inner {
     pub client_port: u16,
     pub deadline: Duration,
     /// Clients with an IPAM operation in flight, one map per worker shard.
-    /// std Mutex: held for one insert/remove, never across an await.
+    /// Bounded by `permits`: an entry is made only by an operation that
+    /// holds one, and removed before it gives it back (plus at most one
+    /// waiting packet per entry). std Mutex: held for one insert/remove,
+    /// never across an await.
     pub inflight: Box<[Mutex<HashMap<ClientKey, super::worker::Busy>>]>,
     /// Bounds the operations (durable writes waiting for a commit).
     pub permits: Arc<Semaphore>,
@@ -263,7 +266,12 @@ async fn housekeeping(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => inner.admission.load().housekeeping(),
+            _ = tick.tick() => {
+                let admission = inner.admission.load();
+                let tracked = admission.tracked() as u64;
+                inner.stats.dhcp.tracked_clients.store(tracked, Relaxed);
+                admission.housekeeping();
+            }
             Ok(()) = updates.changed() => {
                 let dhcp = updates.borrow_and_update().dhcp.clone();
                 inner.admission.store(Arc::new(Admission::new(&dhcp)));

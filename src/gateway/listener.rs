@@ -171,3 +171,37 @@ fn admit(inner: &Arc<Inner>, tracker: &TaskTracker, stream: TcpStream, ip: IpAdd
     let _ = stream.set_nodelay(true);
     tracker.spawn(super::conn::serve(inner.clone(), stream, ip, guard));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Connections from ever new source addresses add entries only while
+    /// they are open: the per-IP map never holds more than
+    /// `max_connections` addresses, and is empty once they close.
+    #[test]
+    fn per_ip_map_is_bounded_by_open_connections() {
+        let mut cfg = Config::embedded().unwrap().gateway;
+        cfg.max_connections = 4;
+        cfg.max_connections_per_client = 2;
+        let limiter = Arc::new(ConnLimiter::new(&cfg));
+        let stats = Stats::new(16);
+        let guards: Vec<ConnGuard> = (0..1_000u32)
+            .filter_map(|i| {
+                limiter.try_acquire(IpAddr::from((127 << 24 | i).to_be_bytes()), &stats)
+            })
+            .collect();
+        assert_eq!(guards.len(), 4);
+        let entries = || limiter.per_client.lock().unwrap().len();
+        assert_eq!(entries(), 4);
+        drop(guards);
+        assert_eq!(entries(), 0);
+        let one = IpAddr::from([127, 0, 0, 1]);
+        let two: Vec<_> = (0..5)
+            .filter_map(|_| limiter.try_acquire(one, &stats))
+            .collect();
+        assert_eq!(two.len(), 2, "per-IP limit");
+        assert_eq!(entries(), 1);
+    }
+}

@@ -251,11 +251,13 @@ impl State {
 
     /// Holds `ip` for `client` until `now + offer_hold` (memory only).
     pub fn offer(&mut self, s: usize, client: &ClientKey, ip: u32, now: u32) -> Lease {
+        let expires = now.saturating_add(self.tuning.offer_hold);
+        // The same offer made again within its second is queued already.
+        let queued = self.offers.get(&ip).is_some_and(|o| o.expires == expires);
         if let Some(old) = self.offer_of.get(client).copied() {
             self.drop_offer(old);
         }
         self.drop_offer(ip);
-        let expires = now.saturating_add(self.tuning.offer_hold);
         self.subnets[s].unindex(ip);
         self.subnets[s].offered += 1;
         self.offers.insert(
@@ -267,7 +269,10 @@ impl State {
             },
         );
         self.offer_of.insert(client.clone(), ip);
-        self.offer_queue.push_back((expires, ip));
+        if !queued {
+            self.offer_queue.push_back((expires, ip));
+            self.compact_offer_queue();
+        }
         Lease {
             ip: Ipv4Addr::from(ip),
             subnet: self.subnets[s].spec.id.clone(),
@@ -308,6 +313,26 @@ impl State {
             }
         }
         any
+    }
+
+    /// Drops the queue entries of offers replaced before they expired (a
+    /// client that DISCOVERs again, an offered address taken by a bind), so
+    /// the queue stays within twice the live offers, which the pools bound,
+    /// however fast clients ask. Amortised O(1) per offer.
+    fn compact_offer_queue(&mut self) {
+        if self.offer_queue.len() <= 2 * self.offers.len() + 64 {
+            return;
+        }
+        let offers = &self.offers;
+        self.offer_queue
+            .retain(|(exp, ip)| offers.get(ip).is_some_and(|o| o.expires == *exp));
+        self.offer_queue.shrink_to(2 * self.offer_queue.len() + 64);
+    }
+
+    /// Queue entries waiting for their offer's expiry (live or replaced).
+    #[cfg(test)]
+    pub fn offer_queue_len(&self) -> usize {
+        self.offer_queue.len()
     }
 
     pub fn next_offer_expiry(&self) -> Option<u32> {

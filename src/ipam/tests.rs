@@ -789,3 +789,33 @@ pub fn open_unlocked(dir: &Path, opts: IpamOptions) -> Result<Arc<Ipam>, IpamErr
     }
     Ipam::open(dir, opts, Stats::new(16))
 }
+
+/// A random-MAC DISCOVER flood and one client asking again and again hold
+/// at most one offer per pool address, and the expiry queue stays within
+/// twice that, however many offers were made.
+#[tokio::test]
+async fn offers_stay_bounded_by_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    let pool = 4;
+    for i in 0..1_000u32 {
+        let b = i.to_be_bytes();
+        let c = ClientKey::Mac([2, 1, b[0], b[1], b[2], b[3]]);
+        let _ = ipam.offer("lab", &c, None, at(1));
+        let _ = ipam.offer("lab", &mac(1), None, at(1));
+    }
+    // Once those expired, the pool's four holders ask again every second.
+    for t in 100..160 {
+        for c in 1..=4 {
+            let _ = ipam.offer("lab", &mac(c), None, at(t));
+        }
+    }
+    let st = ipam.lock();
+    assert!(st.offers.len() <= pool, "{} offers", st.offers.len());
+    assert!(st.offer_of(&mac(1)).is_some());
+    assert!(
+        st.offer_queue_len() <= 2 * pool + 64,
+        "{} queued expiries",
+        st.offer_queue_len()
+    );
+}

@@ -194,6 +194,9 @@ pub struct DhcpStats {
     packets: [[AtomicU64; N_OUTCOME]; N_KIND],
     pub queue_depth: AtomicI64,
     pub queue_capacity: AtomicU64,
+    /// Keys the per-client quota tracked at its last housekeeping, before
+    /// the idle ones were forgotten (at most `dhcp.max_client_quotas`).
+    pub tracked_clients: AtomicU64,
 }
 
 impl DhcpStats {

@@ -166,6 +166,11 @@ fn dhcp(reg: &mut Registry, snap: &Snapshot) {
         "Capacity of the DHCP work queue",
         Gauges::single(snap.dhcp_queue_capacity),
     );
+    reg.register(
+        "dhcp_tracked_clients",
+        "Client keys with a DHCP quota of their own (at most dhcp.max_client_quotas)",
+        Gauges::single(snap.dhcp_tracked_clients),
+    );
 }
 
 fn ipam(reg: &mut Registry, snap: &Snapshot) {

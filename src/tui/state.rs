@@ -225,6 +225,12 @@ impl UiState {
         }
     }
 
+    /// Clients whose drop marks are kept (at most one snapshot's rows).
+    #[cfg(test)]
+    pub(super) fn limited_len(&self) -> usize {
+        self.limited.len()
+    }
+
     fn track_served(&mut self, snap: &Snapshot) {
         let Some(Status::Isolated { client, since }) = &mut self.status else {
             return;

@@ -357,3 +357,30 @@ fn tui_only_on_a_terminal_outside_systemd() {
     assert!(!super::decide(false, false, false));
     assert!(!super::decide(false, true, true));
 }
+
+/// A random-MAC flood turns the table's rows over every snapshot; the
+/// dashboard's drop marks follow the rows and never pile up.
+#[test]
+fn limited_marks_stay_within_one_snapshot_of_rows() {
+    let mut ui = UiState::new(0);
+    for seq in 1..200u64 {
+        let mut snap = snapshot(seq, seq);
+        for i in 0..50u64 {
+            let n = seq * 100 + i;
+            let mac = format!(
+                "mac:02:ff:00:{:02x}:{:02x}:{:02x}",
+                n >> 16 & 0xff,
+                n >> 8 & 0xff,
+                n & 0xff
+            );
+            snap.clients.insert(0, client(&mac, 5.0, 1, 0.0));
+        }
+        let rows = snap.clients.len();
+        ui.update(Arc::new(snap));
+        assert!(
+            ui.limited_len() <= rows,
+            "{} marks, {rows} rows",
+            ui.limited_len()
+        );
+    }
+}

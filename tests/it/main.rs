@@ -18,6 +18,7 @@ mod dhcp_support;
 mod disk_full;
 mod gw_identity;
 mod headless;
+mod identity_flood;
 mod netns;
 mod package;
 mod public;
