@@ -22,6 +22,9 @@ pub struct Admission {
     /// Keyed by a hash of the subnet id (no allocation per check).
     per_subnet: DefaultKeyedRateLimiter<u64>,
     per_relay: DefaultKeyedRateLimiter<Ipv4Addr>,
+    /// `dhcp.max_leases_per_port` (0: no cap); enforced by the IPAM, which
+    /// counts each port's addresses.
+    pub port_cap: u32,
 }
 
 impl std::fmt::Debug for Admission {
@@ -52,6 +55,7 @@ impl Admission {
             global: RateLimiter::direct(quota(cfg.global_rate, per_sec(cfg.global_rate))),
             per_subnet: RateLimiter::keyed(new_leases),
             per_relay: RateLimiter::keyed(new_leases),
+            port_cap: cfg.max_leases_per_port,
         }
     }
 
