@@ -60,6 +60,8 @@ path = "{data}"
 listen = "0.0.0.0:67"
 interfaces = ["{srv_if}"]
 server_id = "10.90.0.1"
+# perfdhcp's relay inserts no circuit-id: the whole relay is one port.
+max_leases_per_port = 0
 [gateway]
 listen = "127.0.0.1:8080"
 admin_token_file = "{data}/admin.token"
@@ -76,6 +78,7 @@ cidr = "10.91.0.0/16"
 pools = ["10.91.1.0-10.91.255.254"]
 gateway = "10.91.0.1"
 lease_time = "1h"
+relays = ["10.91.0.1"]
 "#,
         data = t.dir.path().join("data").display(),
         srv_if = t.srv_if
