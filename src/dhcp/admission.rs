@@ -1,5 +1,6 @@
 //! Quotas applied before any work: per client, global, and the new-lease
-//! cap per subnet and per relay. All governor limiters (lock-free GCRA);
+//! rate per subnet and per relay. (The cap on the addresses one relay port
+//! holds, `port_cap`, is enforced by the IPAM, which counts them.) All governor limiters (lock-free GCRA);
 //! the keyed ones are trimmed every [`HOUSEKEEPING`] so a random-MAC flood
 //! cannot grow them without bound.
 

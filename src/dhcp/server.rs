@@ -29,7 +29,7 @@ use crate::app::Shared;
 use crate::client::ClientKey;
 use crate::config::Config;
 use crate::events::{EventKind, EventLog};
-use crate::ipam::Ipam;
+use crate::ipam::{Ipam, Port};
 use crate::isolation::IsolationSet;
 use crate::stats::{DhcpKind, DhcpOutcome, DropReason, Stats};
 use arc_swap::ArcSwap;
@@ -536,9 +536,17 @@ impl Inner {
     }
 
     /// Whether one more *new* lease may be handed out: not while the memory
-    /// governor sheds load (renewals of existing leases still are), and
-    /// within the per-subnet / per-relay cap.
-    pub(super) fn admit_new_lease(&self, subnet: &str, giaddr: Ipv4Addr) -> Result<(), DropReason> {
+    /// governor sheds load (renewals of existing leases still are), not to
+    /// a relay port holding its cap (checked before the rates, so a full
+    /// port's clients spend none of the subnet's new leases; the IPAM checks
+    /// again as it hands the address out), and within the per-subnet /
+    /// per-relay rate.
+    pub(super) fn admit_new_lease(
+        &self,
+        subnet: &str,
+        giaddr: Ipv4Addr,
+        port: Option<Port>,
+    ) -> Result<(), DropReason> {
         if self
             .stats
             .memory
@@ -547,6 +555,9 @@ impl Inner {
             >= 2
         {
             return Err(DropReason::Overload);
+        }
+        if port.is_some_and(|p| self.ipam.port_full(p)) {
+            return Err(DropReason::PortCap);
         }
         if !self.admission.load().check_new_lease(subnet, giaddr) {
             return Err(DropReason::LeaseCap);

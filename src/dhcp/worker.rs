@@ -216,6 +216,18 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job, ops: &mut Ops) {
     let lease = inner.ipam.lease_of(&req.client);
     let now = SystemTime::now();
     let action = handle(&req, &subnet, lease.as_ref(), &inner.ctx, now);
+    let port_id = req.port();
+    let cap = inner.admission.load().port_cap;
+    let port = port_id.as_deref().map(|id| Port { id, cap });
+    let admit_new = || {
+        inner
+            .admit_new_lease(&subnet.id, req.giaddr, port)
+            .inspect_err(|r| {
+                if *r == DropReason::PortCap {
+                    inner.port_full(&req);
+                }
+            })
+    };
     let pending = match action {
         Action::Reply(r) => return send(inner, job.listener, job.kind, &req.client, r).await,
         Action::Silent => return inner.stats.dhcp.packet(job.kind, DhcpOutcome::Silent),
@@ -226,13 +238,10 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job, ops: &mut Ops) {
             rapid,
         } => {
             if new {
-                if let Err(reason) = inner.admit_new_lease(&subnet.id, req.giaddr) {
+                if let Err(reason) = admit_new() {
                     return inner.refuse(&job.key, job.kind, reason);
                 }
             }
-            let port = req.port();
-            let cap = inner.admission.load().port_cap;
-            let port = port.as_deref().map(|id| Port { id, cap });
             let offered = inner
                 .ipam
                 .offer_via(&subnet.id, &req.client, requested, port, now);
@@ -246,7 +255,7 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job, ops: &mut Ops) {
         }
         Action::Bind { ip, new } => {
             if new {
-                if let Err(reason) = inner.admit_new_lease(&subnet.id, req.giaddr) {
+                if let Err(reason) = admit_new() {
                     return inner.refuse(&job.key, job.kind, reason);
                 }
             }

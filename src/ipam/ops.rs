@@ -167,6 +167,12 @@ impl Ipam {
         self.settle(settle).await
     }
 
+    /// Whether `port` holds its cap of addresses already (never without a
+    /// cap).
+    pub fn port_full(&self, port: Port) -> bool {
+        port.cap > 0 && self.port_held(port.id) >= port.cap
+    }
+
     /// The addresses (bound leases and live offers) relay port `id` holds.
     pub fn port_held(&self, id: &[u8]) -> u32 {
         let st = self.lock();
