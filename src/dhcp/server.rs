@@ -508,10 +508,9 @@ impl Inner {
         let kind = kind_of(peek.msg_type);
         // A relayed packet is trusted only from a configured relay: its
         // giaddr (which selects the subnet) and the datagram's source.
-        if !peek.giaddr.is_unspecified()
-            && !(self.ipam.is_relay(peek.giaddr)
-                && from.is_some_and(|f| self.ipam.is_relay(*f.ip())))
-        {
+        let trusted = |a: Ipv4Addr| self.ipam.is_relay(a);
+        let relayed = !peek.giaddr.is_unspecified();
+        if relayed && !(trusted(peek.giaddr) && from.is_some_and(|f| trusted(*f.ip()))) {
             return self.refuse(&key, kind, DropReason::UntrustedRelay);
         }
         if let Err(reason) = self.admission.load().check_client(&key) {
@@ -583,14 +582,21 @@ impl Inner {
         let circuit = req
             .relay_info
             .as_deref()
-            .and_then(super::request::circuit_id)
-            .map_or_else(|| "none".to_owned(), show_circuit);
+            .and_then(super::request::circuit_id);
         let cap = self.admission.load().port_cap;
-        let msg = format!(
-            "relay port {} circuit-id {circuit} holds its cap of {cap} addresses: \
+        let mut msg = format!(
+            "relay port {} circuit-id {} holds its cap of {cap} addresses: \
              {refused} new client(s) refused (latest {})",
-            req.giaddr, req.client
+            req.giaddr,
+            circuit.map_or_else(|| "none".to_owned(), show_circuit),
+            req.client
         );
+        if circuit.is_none() {
+            msg.push_str(
+                "; this relay inserts no circuit-id, so all its clients are one port \
+                 (raise dhcp.max_leases_per_port, or 0 for no cap)",
+            );
+        }
         tracing::warn!("{msg}");
         self.events.push(EventKind::PortCap, msg);
     }
