@@ -1,8 +1,8 @@
 //! Quotas applied before any work: per client, global, and the new-lease
-//! rate per subnet and per relay. (The cap on the addresses one relay port
-//! holds, `port_cap`, is enforced by the IPAM, which counts them.) All governor limiters (lock-free GCRA);
+//! rate per subnet and per relay. All governor limiters (lock-free GCRA);
 //! the keyed ones are trimmed every [`HOUSEKEEPING`] so a random-MAC flood
-//! cannot grow them without bound.
+//! cannot grow them without bound. (The cap on the addresses one relay
+//! port holds, `port_cap`, is enforced by the IPAM, which counts them.)
 
 use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
