@@ -46,6 +46,8 @@ pools = ["10.78.0.1-10.79.255.254"]
 gateway = "10.77.0.1"
 dns = ["10.77.0.1"]
 lease_time = "1h"
+# perfdhcp relays from the harness's load-generator addresses (giaddr = source).
+relays = ["10.77.0.2", "10.77.0.3"]
 TOML
 
 cd "$REPO"

@@ -124,15 +124,17 @@ impl Request {
     }
 
     /// The relay port the client asks through: giaddr, then option 82's
-    /// circuit-id (sub-option 1) when present. `None` if not relayed.
+    /// circuit-id (sub-option 1). `None` if not relayed or without a
+    /// circuit-id: the relay's clients then cannot be told apart by port,
+    /// and one cap over all of them would let 10 spoofed MACs starve the
+    /// whole relay.
     pub fn port(&self) -> Option<Vec<u8>> {
         if !self.is_relayed() {
             return None;
         }
+        let circuit = self.relay_info.as_deref().and_then(circuit_id)?;
         let mut id = self.giaddr.octets().to_vec();
-        if let Some(c) = self.relay_info.as_deref().and_then(circuit_id) {
-            id.extend_from_slice(c);
-        }
+        id.extend_from_slice(circuit);
         Some(id)
     }
 }

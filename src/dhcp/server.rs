@@ -582,21 +582,14 @@ impl Inner {
         let circuit = req
             .relay_info
             .as_deref()
-            .and_then(super::request::circuit_id);
+            .and_then(super::request::circuit_id)
+            .map_or_else(|| "none".to_owned(), show_circuit);
         let cap = self.admission.load().port_cap;
-        let mut msg = format!(
-            "relay port {} circuit-id {} holds its cap of {cap} addresses: \
+        let msg = format!(
+            "relay port {} circuit-id {circuit} holds its cap of {cap} addresses: \
              {refused} new client(s) refused (latest {})",
-            req.giaddr,
-            circuit.map_or_else(|| "none".to_owned(), show_circuit),
-            req.client
+            req.giaddr, req.client
         );
-        if circuit.is_none() {
-            msg.push_str(
-                "; this relay inserts no circuit-id, so all its clients are one port \
-                 (raise dhcp.max_leases_per_port, or 0 for no cap)",
-            );
-        }
         tracing::warn!("{msg}");
         self.events.push(EventKind::PortCap, msg);
     }

@@ -192,7 +192,7 @@ impl SubnetSpec {
 }
 
 /// The relay port a DHCP client asks through: its bytes (the relay's
-/// giaddr, then option 82's circuit-id when present) and the most
+/// giaddr, then option 82's circuit-id) and the most
 /// addresses (bound leases and live offers) it may hold; `cap` 0: no cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Port<'a> {

@@ -15,13 +15,6 @@ const RELAY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const WAIT: Duration = Duration::from_secs(2);
 
 fn config(port: u16, dhcp_extra: &str) -> String {
-    // The relay inserts no circuit-id: it is one port, holding up to the
-    // bursts' 90 clients unless a test caps it.
-    let cap = if dhcp_extra.contains("max_leases_per_port") {
-        ""
-    } else {
-        "max_leases_per_port = 0"
-    };
     format!(
         r#"[storage]
 path = "./unused"
@@ -31,7 +24,6 @@ server_id = "10.0.0.1"
 per_client_rate = "20/s"
 per_client_burst = 20
 {dhcp_extra}
-{cap}
 [gateway]
 enabled = false
 [[subnet]]

@@ -374,6 +374,24 @@ fn a_thousand_macs_behind_one_port_get_at_most_the_cap_by_discover() {
     assert_eq!(bound(&server, "relayed"), taken + 50);
 }
 
+/// A relay that inserts no circuit-id cannot tell its clients apart: they
+/// belong to no port and are not capped (one cap over them all would let
+/// ten spoofed MACs starve the whole relay).
+#[test]
+fn a_relay_without_circuit_ids_is_not_port_capped() {
+    if !require_root("a_relay_without_circuit_ids_is_not_port_capped") {
+        return;
+    }
+    let t = topo();
+    let server = start(&t, CAP);
+    let discovers = (0..50)
+        .map(|i| packet(M::Discover, mac(40_000 + i), RELAY, |_| {}))
+        .collect();
+    let got = exchange(&t.rel, relay_addr(), None, SERVER, discovers);
+    assert_eq!(of_type(&got, M::Offer).len(), 50);
+    assert_eq!(server.shared.stats.drops(DropReason::PortCap), 0);
+}
+
 /// The same attack without DISCOVER: 1,000 spoofed MACs behind one port
 /// each send an INIT-REBOOT REQUEST naming a free address. A client the
 /// server has no record of is NAKed (RFC 2131 4.3.2), so none binds.

@@ -60,8 +60,6 @@ path = "{data}"
 listen = "0.0.0.0:67"
 interfaces = ["{srv_if}"]
 server_id = "10.90.0.1"
-# perfdhcp's relay inserts no circuit-id: the whole relay is one port.
-max_leases_per_port = 0
 [gateway]
 listen = "127.0.0.1:8080"
 admin_token_file = "{data}/admin.token"
