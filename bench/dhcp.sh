@@ -33,9 +33,9 @@ listen = "0.0.0.0:67"
 interfaces = ["vsrv0"]
 server_id = "10.77.0.1"
 workers = 2
-# The sweep offers thousands of new clients a second: the starvation guard's
-# default (2000/s per subnet) would be what is measured. NEW_LEASE_RATE=2000/s
-# measures the guard instead.
+# The sweep offers thousands of new clients a second; NEW_LEASE_RATE=20000/s
+# measures at the shipped default (2000/s was the default before the per-port
+# cap took over starvation).
 new_lease_rate = "${NEW_LEASE_RATE:-1000000/s}"
 [gateway]
 enabled = false
@@ -46,6 +46,8 @@ pools = ["10.78.0.1-10.79.255.254"]
 gateway = "10.77.0.1"
 dns = ["10.77.0.1"]
 lease_time = "1h"
+# perfdhcp relays from the harness's load-generator addresses (giaddr = source).
+relays = ["10.77.0.2", "10.77.0.3"]
 TOML
 
 cd "$REPO"

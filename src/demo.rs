@@ -2,12 +2,13 @@
 //! so a newcomer sees the dashboard move and can isolate the flooder.
 //!
 //! - 50 well-behaved DHCP clients (`mac:02:00:00:00:01:01` … `:32`), one
-//!   packet a second each, sent as relayed packets (giaddr set) so the
-//!   server picks a subnet with `interfaces = []`. When the relay address
-//!   is a loopback address (a test config lists it in a subnet's `relays`),
-//!   the demo listens there and completes DISCOVER/OFFER/REQUEST/ACK;
-//!   otherwise replies go wherever giaddr routes and the clients keep
-//!   DISCOVERing, which is all the statistics need.
+//!   packet a second each, sent as relayed packets (giaddr set, each on a
+//!   relay port of its own: option 82 circuit-id `demo-<n>`) so the server
+//!   picks a subnet with `interfaces = []`. When the relay address is a
+//!   loopback address that a subnet lists in its `relays` (the shipped
+//!   config does), the demo sends from it and listens there, and completes
+//!   DISCOVER/OFFER/REQUEST/ACK; otherwise the server refuses them as an
+//!   untrusted relay, which the statistics show all the same.
 //! - 10 API clients, HTTP/1.1 GETs of `/healthz` and `/v1/leases` at a few
 //!   requests a second, each from its own loopback source address
 //!   (`127.0.0.10` …) so they show up as distinct `ip:` clients.
@@ -85,7 +86,7 @@ fn loopback_if_unspecified(mut a: SocketAddr) -> SocketAddr {
 }
 
 /// The first subnet's first listed relay, else its second host address
-/// (`10.0.0.2` in `10.0.0.0/24`): inside the subnet, so the server selects it.
+/// (`10.0.0.2` in `10.0.0.0/24`; not a relay the server trusts).
 fn relay_address(shared: &Shared) -> Ipv4Addr {
     let Some(s) = shared.config.subnets.first() else {
         return Ipv4Addr::new(10, 0, 0, 2);
@@ -101,6 +102,18 @@ pub fn client_mac(i: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x01, i]
 }
 
+/// Sends relayed packets from `giaddr` itself when it is a loopback
+/// address (a relay's source is its own address; the server trusts only
+/// listed relays), else from 127.0.0.1.
+async fn relay_socket(giaddr: Ipv4Addr) -> std::io::Result<UdpSocket> {
+    if giaddr.is_loopback() {
+        if let Ok(s) = UdpSocket::bind((giaddr, 0)).await {
+            return Ok(s);
+        }
+    }
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await
+}
+
 fn packet(
     mac: [u8; 6],
     xid: u32,
@@ -112,6 +125,12 @@ fn packet(
     let mut m = v4::Message::new_with_id(xid, u, u, u, giaddr, &mac);
     m.set_hops(1);
     m.opts_mut().insert(DhcpOption::MessageType(kind));
+    // The relay's port: one per client, as an access switch's would be.
+    let mut info = v4::relay::RelayAgentInformation::default();
+    info.insert(v4::relay::RelayInfo::AgentCircuitId(
+        format!("demo-{}", mac[5]).into_bytes(),
+    ));
+    m.opts_mut().insert(DhcpOption::RelayAgentInformation(info));
     if let Some((ip, server)) = request {
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
         m.opts_mut().insert(DhcpOption::ServerIdentifier(server));
@@ -129,7 +148,7 @@ async fn well_behaved(
     server_id: Ipv4Addr,
     cancel: CancellationToken,
 ) -> Result<(), DemoError> {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let sock = relay_socket(giaddr).await?;
     // std Mutex: one slot read or written at a time, never held across an await.
     let offers: Offers = Arc::new(Mutex::new(vec![None; usize::from(DHCP_CLIENTS)]));
     if giaddr.is_loopback() {
@@ -199,7 +218,7 @@ async fn flooder(
     giaddr: Ipv4Addr,
     cancel: CancellationToken,
 ) -> Result<(), DemoError> {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let sock = relay_socket(giaddr).await?;
     let mut buf = packet(FLOODER, 0, MessageType::Discover, giaddr, None)?;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -1,5 +1,5 @@
 //! The operator-facing event log: isolations, overload transitions, heap
-//! shrinks, config reloads. Bounded; the dashboard's Events view and the
+//! shrinks, config reloads, port-cap refusals. Bounded; the dashboard's Events view and the
 //! admin API read it. Not a hot path (a few events a minute at most).
 
 use std::collections::VecDeque;
@@ -18,6 +18,8 @@ pub enum EventKind {
     ConfigReload,
     Service,
     Storage,
+    /// New clients refused because their relay port holds its cap.
+    PortCap,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -101,8 +101,13 @@ pub struct DhcpConfig {
     pub cache_threshold: f64,
     pub offer_hold: Duration,
     pub decline_quarantine: Duration,
-    /// New leases per second per subnet and per relay (starvation guard).
+    /// New leases per second per subnet and per relay (a brake on a
+    /// runaway relay; the per-port cap guards against starvation).
     pub new_lease_rate: Rate,
+    /// Addresses (bound leases and live offers) one relay port may hold: a
+    /// port is a relay's giaddr plus option 82's circuit-id; packets without
+    /// a circuit-id belong to no port. 0: no cap.
+    pub max_leases_per_port: u32,
     pub rapid_commit: bool,
     pub authoritative: bool,
 }

@@ -57,6 +57,7 @@ pub struct Dhcp {
     pub offer_hold: String,
     pub decline_quarantine: String,
     pub new_lease_rate: String,
+    pub max_leases_per_port: u32,
     pub rapid_commit: bool,
     pub authoritative: bool,
 }
@@ -78,7 +79,8 @@ impl Default for Dhcp {
             cache_threshold: 0.25,
             offer_hold: "30s".into(),
             decline_quarantine: "10m".into(),
-            new_lease_rate: "2000/s".into(),
+            new_lease_rate: "20000/s".into(),
+            max_leases_per_port: 10,
             rapid_commit: false,
             authoritative: true,
         }

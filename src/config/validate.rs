@@ -192,6 +192,12 @@ fn dhcp(d: &raw::Dhcp) -> R<DhcpConfig> {
         offer_hold: dur("dhcp.offer_hold", &d.offer_hold)?,
         decline_quarantine: dur("dhcp.decline_quarantine", &d.decline_quarantine)?,
         new_lease_rate: rate("dhcp.new_lease_rate", &d.new_lease_rate)?,
+        max_leases_per_port: range_check(
+            "dhcp.max_leases_per_port",
+            d.max_leases_per_port,
+            0,
+            1_000_000,
+        )?,
         rapid_commit: d.rapid_commit,
         authoritative: d.authoritative,
     })

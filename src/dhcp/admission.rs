@@ -1,10 +1,11 @@
 //! Quotas applied before any work: per client, global, and the new-lease
-//! cap per subnet and per relay. All governor limiters (lock-free GCRA);
+//! rate per subnet and per relay. All governor limiters (lock-free GCRA);
 //! the keyed ones are trimmed every [`HOUSEKEEPING`]. The per-client one
 //! is keyed by what the client sends, so it also has a fixed size
 //! ([`CappedStore`]): a random-MAC or random-client-id flood fills it to
 //! `dhcp.max_client_quotas` keys, never more, and the identities past it
-//! share one client's quota.
+//! share one client's quota. (The cap on the addresses one relay port
+//! holds, `port_cap`, is enforced by the IPAM, which counts them.)
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -88,6 +89,9 @@ pub struct Admission {
     /// Keyed by a hash of the subnet id (no allocation per check).
     per_subnet: DefaultKeyedRateLimiter<u64>,
     per_relay: DefaultKeyedRateLimiter<Ipv4Addr>,
+    /// `dhcp.max_leases_per_port` (0: no cap); enforced by the IPAM, which
+    /// counts each port's addresses.
+    pub port_cap: u32,
 }
 
 impl std::fmt::Debug for Admission {
@@ -123,6 +127,7 @@ impl Admission {
             global: RateLimiter::direct(quota(cfg.global_rate, per_sec(cfg.global_rate))),
             per_subnet: RateLimiter::keyed(new_leases),
             per_relay: RateLimiter::keyed(new_leases),
+            port_cap: cfg.max_leases_per_port,
         }
     }
 

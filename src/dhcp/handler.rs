@@ -173,11 +173,10 @@ fn request(
             _ if !subnet.cidr.contains(&ip) => refuse(),
             Some(l) if l.ip == ip && bound(l) => Action::Renew { ip, rapid: false },
             Some(l) if l.ip == ip => Action::Bind { ip, new: false },
-            Some(_) => refuse(),
-            // No record (e.g. a lost store): authoritative servers grant the
-            // address if the IPAM finds it free, else NAK.
-            None if ctx.authoritative => Action::Bind { ip, new: true },
-            None => Action::Silent,
+            // No record of this client (RFC 2131 4.3.2: NAK when
+            // authoritative, else silence): a new lease comes only through
+            // DISCOVER, where every cap applies; the NAK sends it there.
+            Some(_) | None => refuse(),
         };
     }
     // RENEWING (unicast) or REBINDING (broadcast): ciaddr is the address.
@@ -245,6 +244,8 @@ pub fn after(
 fn refused(req: &Request, ctx: &Ctx, op: Op, e: &IpamError) -> Done {
     match e {
         IpamError::PoolExhausted { .. } => Done::Drop(DropReason::PoolExhausted),
+        // No OFFER, no ACK, no NAK: the client's port holds its cap.
+        IpamError::PortFull { .. } => Done::Drop(DropReason::PortCap),
         IpamError::UnknownSubnet(_) => Done::Drop(DropReason::NoSubnet),
         IpamError::NotOwner { .. }
         | IpamError::AddressTaken { .. }

@@ -21,6 +21,8 @@ pub struct RecvBatch {
     size: usize,
     bufs: Vec<u8>,
     lens: [usize; BATCH],
+    /// Each datagram's source address (`None`: not IPv4).
+    from: [Option<SocketAddrV4>; BATCH],
 }
 
 impl RecvBatch {
@@ -32,6 +34,7 @@ impl RecvBatch {
             size: size.max(1),
             bufs: vec![0; size.max(1) * BATCH],
             lens: [0; BATCH],
+            from: [None; BATCH],
         }
     }
 
@@ -43,8 +46,9 @@ impl RecvBatch {
         let want = max.clamp(1, BATCH);
         let (size, fd) = (self.size, socket.as_raw_fd());
         let base = self.bufs.as_mut_ptr();
-        let lens = &mut self.lens;
+        let (lens, from) = (&mut self.lens, &mut self.from);
         socket.try_io(Interest::READABLE, || {
+            let mut names = [sockaddr(SocketAddrV4::new(0.into(), 0)); BATCH];
             let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
                 iov_base: base.wrapping_add(i * size).cast(),
                 iov_len: size,
@@ -52,14 +56,17 @@ impl RecvBatch {
             // SAFETY: an all-zero mmsghdr is valid (null pointers, zero
             // lengths: no name, no control data).
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
+            for ((h, v), n) in hdrs.iter_mut().zip(iov.iter_mut()).zip(&mut names) {
                 h.msg_hdr.msg_iov = v;
                 h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = (n as *mut libc::sockaddr_in).cast();
+                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             }
             // SAFETY: the first `want` headers each point at one iovec of
             // `size` bytes inside `bufs` (BATCH * size bytes, borrowed
-            // mutably for this call), all alive until it returns; the
-            // kernel writes only there and into the headers.
+            // mutably for this call) and one sockaddr_in in `names`, all
+            // alive until it returns; the kernel writes only there and
+            // into the headers.
             let got = unsafe {
                 libc::recvmmsg(
                     fd,
@@ -70,11 +77,32 @@ impl RecvBatch {
                 )
             };
             let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
-            for (len, h) in lens.iter_mut().zip(&hdrs).take(got) {
+            for (((len, f), h), n) in lens
+                .iter_mut()
+                .zip(from.iter_mut())
+                .zip(&hdrs)
+                .zip(&names)
+                .take(got)
+            {
                 *len = (h.msg_len as usize).min(size);
+                // The kernel sets msg_namelen to the source's length; an
+                // IPv4 socket's sources are sockaddr_in.
+                let v4 = h.msg_hdr.msg_namelen as usize == std::mem::size_of::<libc::sockaddr_in>()
+                    && i32::from(n.sin_family) == libc::AF_INET;
+                *f = v4.then(|| {
+                    SocketAddrV4::new(
+                        u32::from_be(n.sin_addr.s_addr).into(),
+                        u16::from_be(n.sin_port),
+                    )
+                });
             }
             Ok(got)
         })
+    }
+
+    /// The source address of datagram `i` of the last [`RecvBatch::recv`].
+    pub fn from(&self, i: usize) -> Option<SocketAddrV4> {
+        self.from[i.min(BATCH - 1)]
     }
 
     /// Datagram `i` of the last [`RecvBatch::recv`].
@@ -199,6 +227,10 @@ mod tests {
             let len = if i == 40 { 1501 } else { 300 };
             assert_eq!(g, &vec![i as u8; len], "datagram {i}");
         }
+        let std::net::SocketAddr::V4(sender) = a.local_addr().unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(batch.from(0), Some(sender), "the source of the last batch");
         assert_eq!(
             batch.recv(&b, 8).unwrap_err().kind(),
             io::ErrorKind::WouldBlock

@@ -3,9 +3,11 @@
 //! ```text
 //! socket ─► admission ───────────────────────────► worker ──────────────► ipam
 //!           1 isolation (chaddr, raw)               deadline               offer / bind / renew …
-//!           2 peek: framing, client key             decode (dhcproto)      │
-//!           3 per-client + global quota (governor)  handler (pure) ◄───────┘ after (pure)
-//!           4 bounded queue (try_send)              send reply
+//!           2 peek: framing, client key             decode (dhcproto)      (relay port cap)
+//!           3 isolation (client key)                handler (pure) ◄───────┘ after (pure)
+//!           4 relay trust (giaddr + source)         send reply
+//!           5 per-client + global quota (governor)
+//!           6 bounded queue (try_send)
 //! ```
 //!
 //! * [`wire`]: raw checks before decoding; [`request`]: the decoded message.

@@ -38,7 +38,8 @@ pub struct Request {
     pub hostname: Option<String>,
     /// Option 80 present.
     pub rapid_commit: bool,
-    /// Option 82's value verbatim.
+    /// Option 82's value verbatim, from a relayed packet only: a client's
+    /// own option 82 (giaddr 0) is ignored, never echoed.
     pub relay_info: Option<Vec<u8>>,
 }
 
@@ -107,7 +108,10 @@ impl Request {
             max_size,
             hostname,
             rapid_commit: opts.get(OptionCode::RapidCommit).is_some(),
-            relay_info: peek.relay_info(buf).map(<[u8]>::to_vec),
+            relay_info: peek
+                .relay_info(buf)
+                .filter(|_| !msg.giaddr().is_unspecified())
+                .map(<[u8]>::to_vec),
         })
     }
 
@@ -118,6 +122,35 @@ impl Request {
     pub fn is_relayed(&self) -> bool {
         !self.giaddr.is_unspecified()
     }
+
+    /// The relay port the client asks through: giaddr, then option 82's
+    /// circuit-id (sub-option 1). `None` if not relayed or without a
+    /// circuit-id: the relay's clients then cannot be told apart by port,
+    /// and one cap over all of them would let 10 spoofed MACs starve the
+    /// whole relay.
+    pub fn port(&self) -> Option<Vec<u8>> {
+        if !self.is_relayed() {
+            return None;
+        }
+        let circuit = self.relay_info.as_deref().and_then(circuit_id)?;
+        let mut id = self.giaddr.octets().to_vec();
+        id.extend_from_slice(circuit);
+        Some(id)
+    }
+}
+
+/// Sub-option 1 (circuit-id) of an option 82 value (RFC 3046); `None` if
+/// absent or if the sub-options run past the end.
+pub fn circuit_id(info: &[u8]) -> Option<&[u8]> {
+    let mut rest = info;
+    while let [code, len, tail @ ..] = rest {
+        let (value, next) = tail.split_at_checked(usize::from(*len))?;
+        if *code == 1 {
+            return Some(value);
+        }
+        rest = next;
+    }
+    None
 }
 
 /// Keeps hostnames that are plain DNS labels (letters, digits, `-`, `.`,

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,13 +21,15 @@ use super::admission::{Admission, HOUSEKEEPING};
 use super::handler::Ctx;
 use super::mmsg::{RecvBatch, BATCH};
 use super::outbox::{self, Outbox};
+use super::request::Request;
 use super::socket::{self, Listener};
 use super::wire::{peek, peek_giaddr, peek_mac, Peek, MAX_DATAGRAM};
 use super::DhcpError;
 use crate::app::Shared;
 use crate::client::ClientKey;
 use crate::config::Config;
-use crate::ipam::Ipam;
+use crate::events::{EventKind, EventLog};
+use crate::ipam::{Ipam, Port};
 use crate::isolation::IsolationSet;
 use crate::stats::{DhcpKind, DhcpOutcome, DropReason, Stats};
 use arc_swap::ArcSwap;
@@ -71,7 +73,24 @@ pub(super) struct Inner {
     pub tasks: TaskTracker,
     /// Replies waiting for the end of the receive loop's look.
     pub outbox: Outbox,
+    /// The operator's event log (port-cap refusals).
+    pub events: Arc<EventLog>,
+    /// Port-cap refusals not yet reported as an event.
+    pub port_notes: Mutex<PortNotes>,
 }
+
+/// Port-cap refusals since the last event: one event per
+/// [`PORT_EVENT_EVERY`] at most, naming the latest port refused and how many
+/// clients were refused meanwhile (ports are attacker-chosen: an event per
+/// port would flood the log).
+#[derive(Debug, Default)]
+pub(super) struct PortNotes {
+    last: Option<Instant>,
+    refused: u64,
+}
+
+/// The least time between two port-cap events.
+pub const PORT_EVENT_EVERY: Duration = Duration::from_secs(1);
 
 /// The DHCPv4 server, its sockets bound, not yet serving.
 pub struct DhcpServer {
@@ -131,6 +150,8 @@ impl DhcpServer {
             inflight: (0..workers).map(|_| Mutex::default()).collect(),
             permits: Arc::new(Semaphore::new(queue)),
             tasks: TaskTracker::new(),
+            events: shared.events.clone(),
+            port_notes: Mutex::default(),
         };
         Ok(Self {
             inner,
@@ -279,6 +300,7 @@ async fn housekeeping(
                     per_client_rate = %dhcp.per_client_rate,
                     global_rate = %dhcp.global_rate,
                     new_lease_rate = %dhcp.new_lease_rate,
+                    max_leases_per_port = dhcp.max_leases_per_port,
                     "dhcp quotas reloaded"
                 );
             }
@@ -406,7 +428,7 @@ fn take(
                 n += k;
                 let now = Instant::now();
                 for i in 0..k {
-                    inner.admit(batch.get(i), idx, queues, now);
+                    inner.admit(batch.get(i), batch.from(i), idx, queues, now);
                 }
                 if k < want {
                     break; // the socket had no more
@@ -438,9 +460,17 @@ pub(super) fn kind_of(msg_type: u8) -> DhcpKind {
 
 impl Inner {
     /// Admission, cheapest first: isolation by raw `chaddr`, framing and
-    /// client key, quotas, then the bounded queue. Never blocks.
-    /// `now` is when the datagram was taken from its socket.
-    fn admit(&self, buf: &[u8], idx: usize, queues: &[mpsc::Sender<Job>], now: Instant) {
+    /// client key, isolation by that key, the relay's trust, quotas, then
+    /// the bounded queue. Never blocks. `from` is the datagram's source,
+    /// `now` when it was taken from its socket.
+    fn admit(
+        &self,
+        buf: &[u8],
+        from: Option<SocketAddrV4>,
+        idx: usize,
+        queues: &[mpsc::Sender<Job>],
+        now: Instant,
+    ) {
         // Broadcasts reach the listen socket too; the interface's own
         // socket answers those.
         let has_ifaces = self.listeners.len() > 1;
@@ -474,13 +504,23 @@ impl Inner {
         let Some(key) = ClientKey::dhcp(peek.client_id(buf), mac) else {
             return malformed(&ClientKey::Mac(mac));
         };
-        // Every arrival, dropped or not: the rates show what a client sends.
-        self.stats.clients.request(&key, now);
-        if matches!(key, ClientKey::Id(_)) && self.isolation.is_isolated(&key) {
+        // The key the operator sees (an option 61 of type 1 names a MAC
+        // other than chaddr's), as well as chaddr above.
+        if key != ClientKey::Mac(mac) && self.isolation.is_isolated(&key) {
             self.stats.drop_for(&key, DropReason::Isolated, now);
             return;
         }
+        // Every arrival past isolation, dropped or not: the rates show what
+        // a client sends.
+        self.stats.clients.request(&key, now);
         let kind = kind_of(peek.msg_type);
+        // A relayed packet is trusted only from a configured relay: its
+        // giaddr (which selects the subnet) and the datagram's source.
+        let trusted = |a: Ipv4Addr| self.ipam.is_relay(a);
+        let relayed = !peek.giaddr.is_unspecified();
+        if relayed && !(trusted(peek.giaddr) && from.is_some_and(|f| trusted(*f.ip()))) {
+            return self.refuse(&key, kind, DropReason::UntrustedRelay);
+        }
         if let Err(reason) = self.admission.load().check_client(&key) {
             return self.refuse(&key, kind, reason);
         }
@@ -503,9 +543,17 @@ impl Inner {
     }
 
     /// Whether one more *new* lease may be handed out: not while the memory
-    /// governor sheds load (renewals of existing leases still are), and
-    /// within the per-subnet / per-relay cap.
-    pub(super) fn admit_new_lease(&self, subnet: &str, giaddr: Ipv4Addr) -> Result<(), DropReason> {
+    /// governor sheds load (renewals of existing leases still are), not to
+    /// a relay port holding its cap (checked before the rates, so a full
+    /// port's clients spend none of the subnet's new leases; the IPAM checks
+    /// again as it hands the address out), and within the per-subnet /
+    /// per-relay rate.
+    pub(super) fn admit_new_lease(
+        &self,
+        subnet: &str,
+        giaddr: Ipv4Addr,
+        port: Option<Port>,
+    ) -> Result<(), DropReason> {
         if self
             .stats
             .memory
@@ -515,16 +563,60 @@ impl Inner {
         {
             return Err(DropReason::Overload);
         }
+        if port.is_some_and(|p| self.ipam.port_full(p)) {
+            return Err(DropReason::PortCap);
+        }
         if !self.admission.load().check_new_lease(subnet, giaddr) {
             return Err(DropReason::LeaseCap);
         }
         Ok(())
     }
 
+    /// Notes a client refused because its relay port holds its cap; an
+    /// event at most every [`PORT_EVENT_EVERY`].
+    pub(super) fn port_full(&self, req: &Request) {
+        let now = Instant::now();
+        let refused = {
+            let mut n = self.port_notes.lock().unwrap_or_else(|e| e.into_inner());
+            n.refused += 1;
+            if n.last
+                .is_some_and(|t| now.duration_since(t) < PORT_EVENT_EVERY)
+            {
+                return;
+            }
+            n.last = Some(now);
+            std::mem::take(&mut n.refused)
+        };
+        let circuit = req
+            .relay_info
+            .as_deref()
+            .and_then(super::request::circuit_id)
+            .map_or_else(|| "none".to_owned(), show_circuit);
+        let cap = self.admission.load().port_cap;
+        let msg = format!(
+            "relay port {} circuit-id {circuit} holds its cap of {cap} addresses: \
+             {refused} new client(s) refused (latest {})",
+            req.giaddr, req.client
+        );
+        tracing::warn!("{msg}");
+        self.events.push(EventKind::PortCap, msg);
+    }
+
     /// Counts a refused packet by reason, for its client.
     pub(super) fn refuse(&self, key: &ClientKey, kind: DhcpKind, reason: DropReason) {
         self.stats.drop_for(key, reason, Instant::now());
         self.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+    }
+}
+
+/// A circuit-id for the operator: quoted if printable ASCII, else hex; cut
+/// at 32 bytes.
+fn show_circuit(c: &[u8]) -> String {
+    let c = &c[..c.len().min(32)];
+    if !c.is_empty() && c.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("'{}'", String::from_utf8_lossy(c))
+    } else {
+        c.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

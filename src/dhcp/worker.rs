@@ -29,7 +29,7 @@ use super::reply::{Dest, Reply};
 use super::request::Request;
 use super::server::{Inner, Job, DRAIN};
 use crate::client::ClientKey;
-use crate::ipam::{IpamError, SubnetSpec};
+use crate::ipam::{IpamError, Port, SubnetSpec};
 use crate::stats::{DhcpKind, DhcpOutcome, DropReason};
 
 /// A retransmission of the packet in flight, or a waiting packet that a
@@ -216,6 +216,18 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job, ops: &mut Ops) {
     let lease = inner.ipam.lease_of(&req.client);
     let now = SystemTime::now();
     let action = handle(&req, &subnet, lease.as_ref(), &inner.ctx, now);
+    let port_id = req.port();
+    let cap = inner.admission.load().port_cap;
+    let port = port_id.as_deref().map(|id| Port { id, cap });
+    let admit_new = || {
+        inner
+            .admit_new_lease(&subnet.id, req.giaddr, port)
+            .inspect_err(|r| {
+                if *r == DropReason::PortCap {
+                    inner.port_full(&req);
+                }
+            })
+    };
     let pending = match action {
         Action::Reply(r) => return send(inner, job.listener, job.kind, &req.client, r).await,
         Action::Silent => return inner.stats.dhcp.packet(job.kind, DhcpOutcome::Silent),
@@ -226,11 +238,13 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job, ops: &mut Ops) {
             rapid,
         } => {
             if new {
-                if let Err(reason) = inner.admit_new_lease(&subnet.id, req.giaddr) {
+                if let Err(reason) = admit_new() {
                     return inner.refuse(&job.key, job.kind, reason);
                 }
             }
-            let offered = inner.ipam.offer(&subnet.id, &req.client, requested, now);
+            let offered = inner
+                .ipam
+                .offer_via(&subnet.id, &req.client, requested, port, now);
             match offered {
                 Ok(l) if rapid => Pending::Bind { ip: l.ip, rapid },
                 res => {
@@ -241,7 +255,7 @@ async fn process(inner: &Arc<Inner>, shard: usize, job: Job, ops: &mut Ops) {
         }
         Action::Bind { ip, new } => {
             if new {
-                if let Err(reason) = inner.admit_new_lease(&subnet.id, req.giaddr) {
+                if let Err(reason) = admit_new() {
                     return inner.refuse(&job.key, job.kind, reason);
                 }
             }
@@ -392,8 +406,18 @@ async fn perform(inner: &Inner, req: &Request, subnet: &SubnetSpec, op: Pending)
     };
     match op {
         Pending::Bind { ip, rapid } => {
+            let port = req.port();
+            let cap = inner.admission.load().port_cap;
+            let port = port.as_deref().map(|id| Port { id, cap });
             let r = ipam
-                .bind(&subnet.id, &req.client, ip, req.hostname.as_deref(), now)
+                .bind_via(
+                    &subnet.id,
+                    &req.client,
+                    ip,
+                    req.hostname.as_deref(),
+                    port,
+                    now,
+                )
                 .await;
             after(req, subnet, &inner.ctx, Op::Commit { rapid }, r, now)
         }
@@ -410,7 +434,12 @@ async fn finish(inner: &Inner, job: &Job, req: &Request, done: Done) {
     match done {
         Done::Reply(r) => send(inner, job.listener, job.kind, &req.client, r).await,
         Done::Silent => inner.stats.dhcp.packet(job.kind, DhcpOutcome::Silent),
-        Done::Drop(reason) => inner.refuse(&job.key, job.kind, reason),
+        Done::Drop(reason) => {
+            if reason == DropReason::PortCap {
+                inner.port_full(req);
+            }
+            inner.refuse(&job.key, job.kind, reason)
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
             (Some(ip), Ok(r)) if st.subnet_of(ip).is_some() => {
                 load_lease(&mut st, ip, r.state, r.expires);
                 if r.state == LeaseState::Bound {
+                    if let Some(p) = r.port.as_deref() {
+                        let port = st.ports.hash(p);
+                        st.ports.set(ip, Some(port));
+                    }
                     st.clients.insert(&r.client, ip);
                 } else {
                     let latest = ended.entry(r.client).or_insert((r.updated, ip));

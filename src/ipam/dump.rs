@@ -208,6 +208,8 @@ impl Ipam {
                 expires: super::model::secs(l.expires_at),
                 updated: super::model::secs(l.updated_at),
                 hostname: l.hostname.clone(),
+                // Dumps carry no relay port: imported leases count against none.
+                port: None,
             };
             ops.push(Op {
                 tree: TreeId::Leases,

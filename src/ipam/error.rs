@@ -25,6 +25,8 @@ pub enum IpamError {
     SubnetOverlap { id: String, other: String },
     #[error("invalid subnet: {0}")]
     InvalidSubnet(String),
+    #[error("the relay port holds its cap of {cap} addresses")]
+    PortFull { cap: u32 },
     #[error("pool of subnet '{subnet}' is exhausted")]
     PoolExhausted { subnet: String },
     #[error("{ip} is not an assignable address of subnet '{subnet}'")]

@@ -56,8 +56,8 @@ use tokio_util::task::TaskTracker;
 pub use dump::Dump;
 pub use error::IpamError;
 pub use model::{
-    DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, ReservationSpec,
-    StaticRoute, SubnetSpec,
+    DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, Port,
+    ReservationSpec, StaticRoute, SubnetSpec,
 };
 pub use page::LeasePage;
 pub use store::{SledStore, Store, SCHEMA};
@@ -222,15 +222,20 @@ impl Ipam {
         self.specs.load().iter().find(|s| s.id == id).cloned()
     }
 
-    /// The subnet a relayed request belongs to: `giaddr` inside its CIDR or
-    /// listed in its relays. Lock-free.
+    /// The subnet a relayed request belongs to: the one listing `giaddr`
+    /// in its relays (a giaddr merely inside a subnet's CIDR is anyone's
+    /// to forge). Lock-free.
     pub fn subnet_for_relay(&self, giaddr: Ipv4Addr) -> Option<Arc<SubnetSpec>> {
-        let specs = self.specs.load();
-        specs
+        self.specs
+            .load()
             .iter()
-            .find(|s| s.cidr.contains(&giaddr))
-            .or_else(|| specs.iter().find(|s| s.relays.contains(&giaddr)))
+            .find(|s| s.relays.contains(&giaddr))
             .cloned()
+    }
+
+    /// Whether `addr` is a relay some subnet lists. Lock-free.
+    pub fn is_relay(&self, addr: Ipv4Addr) -> bool {
+        self.specs.load().iter().any(|s| s.relays.contains(&addr))
     }
 
     /// The subnet of a directly attached interface with address `iface_addr`.

@@ -191,6 +191,15 @@ impl SubnetSpec {
     }
 }
 
+/// The relay port a DHCP client asks through: its bytes (the relay's
+/// giaddr, then option 82's circuit-id) and the most
+/// addresses (bound leases and live offers) it may hold; `cap` 0: no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port<'a> {
+    pub id: &'a [u8],
+    pub cap: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservationSpec {
     pub subnet: String,

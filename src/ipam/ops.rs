@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime};
 
 use super::commit::Ticket;
-use super::model::{secs, time, Lease, LeaseFilter, LeaseState};
+use super::model::{secs, time, Lease, LeaseFilter, LeaseState, Port};
 use super::record::{ip_key, key_ip, Record};
 use super::state::{Plan, State};
 use super::store::TreeId;
@@ -100,6 +100,20 @@ impl Ipam {
         requested: Option<Ipv4Addr>,
         now: SystemTime,
     ) -> Result<Lease, IpamError> {
+        self.offer_via(subnet, client, requested, None, now)
+    }
+
+    /// [`Ipam::offer`] to a client asking through relay `port`: the offer
+    /// counts against the port's cap while it lasts, and is refused with
+    /// [`IpamError::PortFull`] past it (a bound lease is still offered).
+    pub fn offer_via(
+        &self,
+        subnet: &str,
+        client: &ClientKey,
+        requested: Option<Ipv4Addr>,
+        port: Option<Port>,
+        now: SystemTime,
+    ) -> Result<Lease, IpamError> {
         let now = secs(now);
         let mut st = self.lock();
         self.maintain(&mut st, now)?;
@@ -112,8 +126,9 @@ impl Ipam {
         }
         // No offer that could not be bound: its REQUEST needs a write.
         st.writable()?;
+        let port = st.check_port(s, client, ip, port, now)?;
         let first = st.next_offer_expiry().is_none();
-        let lease = st.offer(s, client, ip, now);
+        let lease = st.offer(s, client, ip, port, now);
         if first {
             self.reaper_wake.notify_one();
         }
@@ -131,17 +146,44 @@ impl Ipam {
         hostname: Option<&str>,
         now: SystemTime,
     ) -> Result<Lease, IpamError> {
+        self.bind_via(subnet, client, ip, hostname, None, now).await
+    }
+
+    /// [`Ipam::bind`] through relay `port`: the lease records the port and
+    /// counts against its cap ([`IpamError::PortFull`] past it, unless the
+    /// port holds the address already: the client's offer).
+    pub async fn bind_via(
+        &self,
+        subnet: &str,
+        client: &ClientKey,
+        ip: Ipv4Addr,
+        hostname: Option<&str>,
+        port: Option<Port<'_>>,
+        now: SystemTime,
+    ) -> Result<Lease, IpamError> {
         let now = secs(now);
         let settle = {
             let mut st = self.lock();
             self.maintain(&mut st, now)?;
             let s = st.subnet_ix(subnet)?;
-            let plan = st.plan_bind(s, client, u32::from(ip), hostname, now, &|ip| {
+            let plan = st.plan_bind(s, client, u32::from(ip), hostname, port, now, &|ip| {
                 self.read(&st, ip)
             })?;
             self.finish(&mut st, plan)?
         };
         self.settle(settle).await
+    }
+
+    /// Whether `port` holds its cap of addresses already (never without a
+    /// cap).
+    pub fn port_full(&self, port: Port) -> bool {
+        port.cap > 0 && self.port_held(port.id) >= port.cap
+    }
+
+    /// The addresses (bound leases and live offers) relay port `id` holds.
+    pub fn port_held(&self, id: &[u8]) -> u32 {
+        let st = self.lock();
+        st.ports.held(st.ports.hash(id))
     }
 
     /// Extends the client's lease on `ip`. Within the cache threshold the
@@ -241,7 +283,7 @@ impl Ipam {
                 Some((ip, Some(r))) => Plan::Cached(r.to_lease(Ipv4Addr::from(ip), subnet)),
                 _ => {
                     let ip = st.choose(s, client, None, now)?;
-                    st.plan_bind(s, client, ip, None, now, &|ip| self.read(&st, ip))?
+                    st.plan_bind(s, client, ip, None, None, now, &|ip| self.read(&st, ip))?
                 }
             };
             self.finish(&mut st, plan)?

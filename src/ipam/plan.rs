@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::model::LeaseState;
+use super::model::{LeaseState, Port};
 use super::record::{Record, FREE};
 use super::state::{Change, Plan, Reader, State};
 use super::IpamError;
@@ -32,13 +32,17 @@ impl State {
     }
 
     /// Binds `ip` in subnet `s` to `client` (a DHCPREQUEST or an API
-    /// allocation). A bind repeating a fresh binding is answered cached.
+    /// allocation), through relay `port` if any (its cap applies; without
+    /// one the record keeps the port it had). A bind repeating a fresh
+    /// binding is answered cached.
+    #[allow(clippy::too_many_arguments)]
     pub fn plan_bind(
         &self,
         s: usize,
         client: &ClientKey,
         ip: u32,
         hostname: Option<&str>,
+        port: Option<Port>,
         now: u32,
         read: Reader,
     ) -> Result<Plan, IpamError> {
@@ -64,6 +68,7 @@ impl State {
         if !self.available(s, ip, client, now) {
             return Err(IpamError::AddressTaken { ip: addr });
         }
+        self.check_port(s, client, ip, port, now)?;
         let current = self.clients.get(client);
         // The index knows which addresses have a record: a never-leased
         // address (most binds under a boot storm) costs no store read.
@@ -95,16 +100,19 @@ impl State {
                 });
             }
         }
-        let kept = rec
-            .as_ref()
-            .filter(|r| &r.client == client)
-            .and_then(|r| r.hostname.clone());
+        let own = rec.as_ref().filter(|r| &r.client == client);
         let new = Record {
             state: LeaseState::Bound,
             client: client.clone(),
             expires: now.saturating_add(self.lease_secs(s)),
             updated: now,
-            hostname: hostname.map(str::to_owned).or(kept),
+            hostname: hostname
+                .map(str::to_owned)
+                .or_else(|| own.and_then(|r| r.hostname.clone())),
+            port: match port {
+                Some(p) => Some(p.id.into()),
+                None => own.and_then(|r| r.port.clone()),
+            },
         };
         let lease = new.to_lease(addr, &sub.spec.id);
         changes.push(Change {
@@ -131,7 +139,7 @@ impl State {
         }
         match self.subnets[s].state(ip) {
             1..=3 => self
-                .plan_bind(s, client, ip, None, now, read)
+                .plan_bind(s, client, ip, None, None, now, read)
                 .map_err(|e| match e {
                     IpamError::AddressTaken { ip } | IpamError::Reserved { ip } => {
                         IpamError::NotOwner { ip }
@@ -197,6 +205,7 @@ impl State {
                 .as_ref()
                 .filter(|r| &r.client == client)
                 .and_then(|r| r.hostname.clone()),
+            port: None,
         };
         Ok(vec![Change {
             ip,

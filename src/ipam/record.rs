@@ -2,7 +2,8 @@
 //! second); specs and isolation entries are JSON (few, and readable).
 //!
 //! Lease record v1: `[1][state][expires u32][updated u32][hostname len u8]
-//! [hostname][client key text]`, integers big-endian.
+//! [hostname][client key text]`, integers big-endian. v2, for a lease given
+//! through a relay port, adds `[port len u8][port]` before the client text.
 
 use std::net::Ipv4Addr;
 
@@ -11,6 +12,8 @@ use super::IpamError;
 use crate::client::ClientKey;
 
 const VERSION: u8 = 1;
+/// A record that names its relay port.
+const VERSION_PORT: u8 = 2;
 
 /// A stored lease (never `Offered`: offers live only in memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +24,9 @@ pub struct Record {
     pub expires: u32,
     pub updated: u32,
     pub hostname: Option<String>,
+    /// The relay port the lease was given through (see [`super::Port`]),
+    /// so the per-port counts are rebuilt from the store at open.
+    pub port: Option<Box<[u8]>>,
 }
 
 impl Record {
@@ -34,13 +40,22 @@ impl Record {
         }
         let host = &host.as_bytes()[..end];
         // 21 bytes: the text of a MAC key, nearly every client's.
-        let mut v = Vec::with_capacity(11 + host.len() + 21);
-        v.push(VERSION);
+        let port = self.port.as_deref().map(|p| &p[..p.len().min(255)]);
+        let mut v = Vec::with_capacity(12 + host.len() + port.map_or(0, <[u8]>::len) + 21);
+        v.push(if port.is_some() {
+            VERSION_PORT
+        } else {
+            VERSION
+        });
         v.push(state_code(self.state));
         v.extend_from_slice(&self.expires.to_be_bytes());
         v.extend_from_slice(&self.updated.to_be_bytes());
         v.push(host.len() as u8);
         v.extend_from_slice(host);
+        if let Some(p) = port {
+            v.push(p.len() as u8);
+            v.extend_from_slice(p);
+        }
         self.client.write_text(&mut v);
         v
     }
@@ -48,15 +63,24 @@ impl Record {
     pub fn decode(b: &[u8]) -> Result<Self, IpamError> {
         let bad = |what: &str| IpamError::Storage(format!("bad lease record: {what}"));
         let (&[ver, st], rest) = b.split_first_chunk::<2>().ok_or_else(|| bad("short"))?;
-        if ver != VERSION {
+        if ver != VERSION && ver != VERSION_PORT {
             return Err(bad("version"));
         }
         let (exp, rest) = rest.split_first_chunk::<4>().ok_or_else(|| bad("short"))?;
         let (upd, rest) = rest.split_first_chunk::<4>().ok_or_else(|| bad("short"))?;
         let (&hl, rest) = rest.split_first().ok_or_else(|| bad("short"))?;
-        let (host, client) = rest
+        let (host, rest) = rest
             .split_at_checked(usize::from(hl))
             .ok_or_else(|| bad("short"))?;
+        let (port, client) = if ver == VERSION_PORT {
+            let (&pl, rest) = rest.split_first().ok_or_else(|| bad("short"))?;
+            let (port, client) = rest
+                .split_at_checked(usize::from(pl))
+                .ok_or_else(|| bad("short"))?;
+            (Some(port.into()), client)
+        } else {
+            (None, rest)
+        };
         let text = |b: &[u8]| {
             std::str::from_utf8(b)
                 .map(str::to_owned)
@@ -68,6 +92,7 @@ impl Record {
             expires: u32::from_be_bytes(*exp),
             updated: u32::from_be_bytes(*upd),
             hostname: if hl == 0 { None } else { Some(text(host)?) },
+            port,
         })
     }
 
@@ -86,6 +111,8 @@ impl Record {
 
 /// In-memory per-address state code; 0 means no stored record.
 pub const FREE: u8 = 0;
+/// [`state_code`] of a bound lease.
+pub const BOUND: u8 = 1;
 
 pub fn state_code(s: LeaseState) -> u8 {
     match s {
@@ -152,15 +179,22 @@ mod tests {
 
     #[test]
     fn record_round_trip() {
-        for hostname in [None, Some("web-1".to_owned())] {
+        let ports = [None, Some(b"\x0a\x00\x00\x02eth0/1".to_vec().into())];
+        for (hostname, port) in [None, Some("web-1".to_owned())]
+            .into_iter()
+            .flat_map(|h| ports.clone().map(|p| (h.clone(), p)))
+        {
             let r = Record {
                 state: LeaseState::Declined,
                 client: "id:0a0b".parse().unwrap(),
                 expires: 1_700_000_000,
                 updated: 1_699_999_000,
                 hostname,
+                port,
             };
-            assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+            let bytes = r.encode();
+            assert_eq!(bytes[0], if r.port.is_some() { 2 } else { 1 });
+            assert_eq!(Record::decode(&bytes).unwrap(), r);
         }
         assert!(Record::decode(&[1, 1, 0]).is_err());
         assert!(Record::decode(&[]).is_err());

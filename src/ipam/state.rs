@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use super::index::SubnetIndex;
-use super::model::{time, Lease, LeaseState, ReservationSpec};
-use super::record::{ip_key, Record, FREE};
+use super::model::{time, Lease, LeaseState, Port, ReservationSpec};
+use super::record::{self, ip_key, Record, FREE};
 use super::store::{Op, TreeId};
 use super::IpamError;
 use crate::client::ClientKey;
@@ -79,6 +79,58 @@ impl ClientMap {
     }
 }
 
+/// Leases and live offers per relay port, for the per-port cap. Keyed by
+/// a keyed hash of the port's bytes (ports are chosen by whoever fills in
+/// option 82, so the key must not be predictable); an entry exists only
+/// while its port holds an address, so the map is bounded by the pools'
+/// size: 8 bytes of port per address held through a relay, 12 per port.
+#[derive(Debug, Default)]
+pub struct Ports {
+    hasher: std::hash::RandomState,
+    /// Address → the port holding it.
+    of: HashMap<u32, u64>,
+    /// Port → how many addresses it holds.
+    count: HashMap<u64, u32>,
+}
+
+impl Ports {
+    pub fn hash(&self, port: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(port)
+    }
+
+    /// Addresses `port` (a [`Ports::hash`]) holds.
+    pub fn held(&self, port: u64) -> u32 {
+        self.count.get(&port).copied().unwrap_or(0)
+    }
+
+    pub fn of(&self, ip: u32) -> Option<u64> {
+        self.of.get(&ip).copied()
+    }
+
+    /// Attributes `ip` to `port` (`None`: to no port).
+    pub fn set(&mut self, ip: u32, port: Option<u64>) {
+        let old = match port {
+            Some(p) => self.of.insert(ip, p),
+            None => self.of.remove(&ip),
+        };
+        if old == port {
+            return;
+        }
+        if let Some(o) = old {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.count.entry(o) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+        if let Some(p) = port {
+            *self.count.entry(p).or_insert(0) += 1;
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct State {
     /// Sorted by network address.
@@ -120,6 +172,8 @@ pub struct State {
     /// The roll-back could not reload the index: it may hold lost writes
     /// until a probe reloads it.
     pub stale: bool,
+    /// Bound leases and live offers per relay port.
+    pub ports: Ports,
 }
 
 impl State {
@@ -140,6 +194,7 @@ impl State {
             overlay: HashMap::new(),
             drains: 0,
             committer_live: false,
+            ports: Ports::default(),
             degraded: None,
             epoch: 0,
             stale: false,
@@ -203,6 +258,28 @@ impl State {
         !sub.is_held(ip, now) || (sub.is_bound(ip, now) && self.clients.get(client) == Some(ip))
     }
 
+    /// The port (a [`Ports::hash`]) that giving `ip` to `client` through
+    /// `port` counts against. [`IpamError::PortFull`] if that would be one
+    /// address more than the port's cap: an address the port holds already
+    /// (the client's offer) or the client's bound lease is not one more.
+    pub fn check_port(
+        &self,
+        s: usize,
+        client: &ClientKey,
+        ip: u32,
+        port: Option<Port>,
+        now: u32,
+    ) -> Result<Option<u64>, IpamError> {
+        let Some(p) = port else { return Ok(None) };
+        let h = self.ports.hash(p.id);
+        let counted = self.ports.of(ip) == Some(h)
+            || (self.clients.get(client) == Some(ip) && self.subnets[s].is_bound(ip, now));
+        if p.cap > 0 && !counted && self.ports.held(h) >= p.cap {
+            return Err(IpamError::PortFull { cap: p.cap });
+        }
+        Ok(Some(h))
+    }
+
     /// Picks an address: the client's reservation, its current lease or
     /// offer, its previous address, the requested one, a never-used one,
     /// then the longest-reusable expired/released one.
@@ -249,8 +326,16 @@ impl State {
             })
     }
 
-    /// Holds `ip` for `client` until `now + offer_hold` (memory only).
-    pub fn offer(&mut self, s: usize, client: &ClientKey, ip: u32, now: u32) -> Lease {
+    /// Holds `ip` for `client` until `now + offer_hold` (memory only),
+    /// counted against `port` (a [`Ports::hash`]) while it lasts.
+    pub fn offer(
+        &mut self,
+        s: usize,
+        client: &ClientKey,
+        ip: u32,
+        port: Option<u64>,
+        now: u32,
+    ) -> Lease {
         let expires = now.saturating_add(self.tuning.offer_hold);
         // The same offer made again within its second is queued already.
         let queued = self.offers.get(&ip).is_some_and(|o| o.expires == expires);
@@ -273,6 +358,7 @@ impl State {
             self.offer_queue.push_back((expires, ip));
             self.compact_offer_queue();
         }
+        self.ports.set(ip, port);
         Lease {
             ip: Ipv4Addr::from(ip),
             subnet: self.subnets[s].spec.id.clone(),
@@ -292,6 +378,9 @@ impl State {
             self.offer_of.remove(&o.client);
         }
         if let Some(s) = self.subnet_of(ip) {
+            if self.subnets[s].state(ip) != record::BOUND {
+                self.ports.set(ip, None);
+            }
             self.subnets[s].offered = self.subnets[s].offered.saturating_sub(1);
             if !self.reserved.contains_key(&ip) {
                 self.subnets[s].reindex(ip);
@@ -399,6 +488,13 @@ impl State {
                     self.next_expiry = self.next_expiry.min(r.expires);
                 }
             }
+            let port = c
+                .new
+                .as_ref()
+                .filter(|r| r.state == LeaseState::Bound)
+                .and_then(|r| r.port.as_deref())
+                .map(|p| self.ports.hash(p));
+            self.ports.set(c.ip, port);
         }
     }
 
@@ -446,6 +542,7 @@ mod tests {
             expires: 100,
             updated: 1,
             hostname: None,
+            port: None,
         }
     }
 

@@ -293,6 +293,84 @@ async fn restart_keeps_bindings_and_drops_offers() {
     ));
 }
 
+/// A relay port holds at most its cap of addresses, offers and bound
+/// leases together; the client's own offer or bound lease is not one
+/// more; another port is unaffected; an ended lease frees its place; and
+/// the counts are rebuilt from the store at open (offers are not kept).
+#[tokio::test]
+async fn a_port_holds_at_most_its_cap_and_the_count_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: &[u8] = b"\x0a\x00\x00\x02port-a";
+    let b: &[u8] = b"\x0a\x00\x00\x02port-b";
+    let port = |id| Some(Port { id, cap: 2 });
+    let leases = {
+        let ipam = lab(dir.path());
+        let one = ipam
+            .offer_via("lab", &mac(1), None, port(a), at(0))
+            .unwrap();
+        let one = ipam
+            .bind_via("lab", &mac(1), one.ip, None, port(a), at(0))
+            .await
+            .unwrap();
+        let two = ipam
+            .offer_via("lab", &mac(2), None, port(a), at(0))
+            .unwrap();
+        assert_eq!(ipam.port_held(a), 2, "a bound lease and an offer");
+        assert!(matches!(
+            ipam.offer_via("lab", &mac(3), None, port(a), at(0)),
+            Err(IpamError::PortFull { cap: 2 })
+        ));
+        // Nor a bind without an offer (an INIT-REBOOT or SELECTING REQUEST
+        // naming a free address).
+        assert!(matches!(
+            ipam.bind_via("lab", &mac(3), ip("10.0.0.13"), None, port(a), at(0))
+                .await,
+            Err(IpamError::PortFull { cap: 2 })
+        ));
+        // The client's own offer and bound lease are no more.
+        ipam.bind_via("lab", &mac(2), two.ip, None, port(a), at(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            ipam.offer_via("lab", &mac(1), None, port(a), at(1))
+                .unwrap()
+                .ip,
+            one.ip
+        );
+        ipam.bind_via("lab", &mac(1), one.ip, None, port(a), at(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            ipam.renew(&mac(1), one.ip, at(600)).await.unwrap().state,
+            LeaseState::Bound
+        );
+        assert_eq!(ipam.port_held(a), 2);
+        // Another port is not affected.
+        ipam.offer_via("lab", &mac(4), None, port(b), at(0))
+            .unwrap();
+        assert_eq!(ipam.port_held(b), 1);
+        (one, two)
+    };
+    let ipam = open(dir.path());
+    assert_eq!(ipam.port_held(a), 2, "rebuilt from the stored leases");
+    assert_eq!(ipam.port_held(b), 0, "offers are not stored");
+    assert!(matches!(
+        ipam.offer_via("lab", &mac(5), None, port(a), at(2)),
+        Err(IpamError::PortFull { .. })
+    ));
+    // A released lease frees its place.
+    ipam.release(&mac(2), leases.1.ip, at(3)).await.unwrap();
+    assert_eq!(ipam.port_held(a), 1);
+    ipam.offer_via("lab", &mac(5), None, port(a), at(3))
+        .unwrap();
+    assert_eq!(ipam.port_held(a), 2);
+    // Without a cap, a port is counted but never refused.
+    let open_port = Some(Port { id: a, cap: 0 });
+    ipam.offer_via("lab", &mac(6), None, open_port, at(3))
+        .unwrap();
+    assert_eq!(ipam.port_held(a), 3);
+}
+
 #[test]
 fn second_open_is_locked_and_garbage_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
@@ -361,7 +439,10 @@ async fn subnets_relays_and_overlaps() {
         Err(IpamError::InvalidSubnet(_))
     ));
     assert_eq!(ipam.subnet_for_relay(ip("192.0.2.1")).unwrap().id, "far");
-    assert_eq!(ipam.subnet_for_relay(ip("10.1.0.1")).unwrap().id, "far");
+    // A giaddr merely inside a subnet's CIDR selects nothing: anyone can
+    // forge it; only listed relays count.
+    assert!(ipam.subnet_for_relay(ip("10.1.0.1")).is_none());
+    assert!(ipam.is_relay(ip("192.0.2.1")) && !ipam.is_relay(ip("10.1.0.1")));
     assert_eq!(ipam.subnet_for_interface(ip("10.0.0.1")).unwrap().id, "lab");
     assert!(ipam.subnet_for_relay(ip("10.3.0.1")).is_none());
     let l = ipam.allocate("far", &mac(1), at(0)).await.unwrap();

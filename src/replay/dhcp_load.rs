@@ -37,7 +37,9 @@ pub fn bind_relay(ip: Ipv4Addr, port: u16) -> anyhow::Result<Arc<UdpSocket>> {
     Ok(Arc::new(UdpSocket::from_std(s.into())?))
 }
 
-/// A relayed client message.
+/// A relayed client message, each client on a relay port of its own
+/// (option 82 circuit-id from its MAC), as behind an access switch: the
+/// target caps the addresses one port may hold.
 pub fn packet(
     kind: MessageType,
     mac: &[u8; 6],
@@ -67,6 +69,9 @@ pub fn packet(
         OptionCode::Router,
         OptionCode::DomainNameServer,
     ]));
+    let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(mac.to_vec()));
+    o.insert(DhcpOption::RelayAgentInformation(info));
     m.to_vec().unwrap_or_default()
 }
 

@@ -47,6 +47,10 @@ pub enum DropReason {
     NotForUs,
     /// The per-relay/per-subnet new-lease cap was reached.
     LeaseCap,
+    /// The client's relay port holds its cap of addresses.
+    PortCap,
+    /// A relayed packet from a source or giaddr that is no configured relay.
+    UntrustedRelay,
     /// The address pool is exhausted.
     PoolExhausted,
     /// A route's max-pending cap was reached.
@@ -69,7 +73,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 20] = [
         Self::Isolated,
         Self::RateLimited,
         Self::GlobalRate,
@@ -79,6 +83,8 @@ impl DropReason {
         Self::NoSubnet,
         Self::NotForUs,
         Self::LeaseCap,
+        Self::PortCap,
+        Self::UntrustedRelay,
         Self::PoolExhausted,
         Self::PendingCap,
         Self::BodyBudget,
@@ -101,6 +107,8 @@ impl DropReason {
             Self::NoSubnet => "no_subnet",
             Self::NotForUs => "not_for_us",
             Self::LeaseCap => "lease_cap",
+            Self::PortCap => "port_cap",
+            Self::UntrustedRelay => "untrusted_relay",
             Self::PoolExhausted => "pool_exhausted",
             Self::PendingCap => "pending_cap",
             Self::BodyBudget => "body_budget",

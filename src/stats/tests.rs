@@ -308,7 +308,10 @@ fn empty_snapshot_renders_every_metric() {
         );
     }
     assert_eq!(series(&samples, "vpcbox_dhcp_packets_total").len(), 35);
-    assert_eq!(series(&samples, "vpcbox_client_drops_total").len(), 18);
+    assert_eq!(
+        series(&samples, "vpcbox_client_drops_total").len(),
+        DropReason::ALL.len()
+    );
     assert_eq!(
         series(&samples, "vpcbox_ipam_commit_seconds_bucket").len(),
         17

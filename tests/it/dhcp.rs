@@ -357,7 +357,7 @@ fn new_lease_cap_and_unknown_relays() {
         )
         .unwrap();
     assert!(crate::support::eventually(WAIT, || stats
-        .drops(DropReason::NoSubnet)
+        .drops(DropReason::UntrustedRelay)
         == 1));
 }
 
@@ -377,4 +377,41 @@ fn replies_honour_the_parameter_request_list() {
         offer.opts().get(OptionCode::SubnetMask).is_none(),
         "not requested"
     );
+}
+
+/// Option 82 with circuit-id `id`.
+fn circuit(id: &[u8]) -> O {
+    let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(id.to_vec()));
+    O::RelayAgentInformation(info)
+}
+
+/// Clients of a relay port that holds its cap are refused before the
+/// subnet's new-lease rate is spent: a full port's flood of new MACs leaves
+/// the rate to clients on other ports.
+#[test]
+fn a_full_ports_clients_spend_none_of_the_new_lease_rate() {
+    let r = rig("new_lease_rate = \"20/s\"\nmax_leases_per_port = 2");
+    let full: Vec<_> = (0..100)
+        .map(|i| {
+            packet(M::Discover, mac(300 + i), RELAY, |m| {
+                m.opts_mut().insert(circuit(b"full"));
+            })
+        })
+        .collect();
+    send_burst(&r.relay, r.to, &full);
+    let stats = &r.server.shared.stats;
+    assert!(crate::support::eventually(WAIT, || stats
+        .drops(DropReason::PortCap)
+        == 98));
+    assert_eq!(stats.drops(DropReason::LeaseCap), 0);
+    let served = (0..10)
+        .filter(|i| {
+            r.send(&packet(M::Discover, mac(500 + i), RELAY, |m| {
+                m.opts_mut().insert(circuit(format!("p{i}").as_bytes()));
+            }))
+            .is_some_and(|m| msg_type(&m) == Some(M::Offer))
+        })
+        .count();
+    assert_eq!(served, 10, "other ports' clients");
 }

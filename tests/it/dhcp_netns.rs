@@ -76,6 +76,7 @@ cidr = "10.91.0.0/16"
 pools = ["10.91.1.0-10.91.255.254"]
 gateway = "10.91.0.1"
 lease_time = "1h"
+relays = ["10.91.0.1"]
 "#,
         data = t.dir.path().join("data").display(),
         srv_if = t.srv_if

@@ -12,6 +12,7 @@ mod api_server;
 mod api_support;
 mod config_fixtures;
 mod dhcp;
+mod dhcp_adversary;
 mod dhcp_bench;
 mod dhcp_netns;
 mod dhcp_support;

@@ -34,8 +34,9 @@ async fn demo_sends_a_flood_steady_clients_and_api_requests_then_stops() {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             r = udp.recv_from(&mut buf) => {
-                let (len, _) = r.unwrap();
+                let (len, from) = r.unwrap();
                 assert!(len >= 240, "a whole BOOTP header");
+                assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 2]), "sent from the relay itself");
                 assert_eq!(&buf[24..28], &[127, 0, 0, 2], "giaddr: the shipped subnet's demo relay");
                 let mac: [u8; 6] = buf[28..34].try_into().unwrap();
                 *per_mac.entry(mac).or_default() += 1;

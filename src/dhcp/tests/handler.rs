@@ -171,7 +171,9 @@ fn init_reboot_acks_the_clients_own_address() {
             Action::Bind { ip: IP, new: false }
         );
     }
-    assert_eq!(run(&r, None), Action::Bind { ip: IP, new: true });
+    // A client we have no record of: NAK (RFC 2131 4.3.2), never a new
+    // lease for whatever address it names; it starts over with DISCOVER.
+    assert_eq!(reply_of(run(&r, None)).outcome, DhcpOutcome::Nak);
 }
 
 #[test]

@@ -89,6 +89,8 @@ fn ipam_status(e: &IpamError) -> (StatusCode, &'static str) {
         E::SubnetOverlap { .. } => (S::CONFLICT, "subnet_overlap"),
         E::InvalidSubnet(_) => (S::UNPROCESSABLE_ENTITY, "invalid"),
         E::PoolExhausted { .. } => (S::CONFLICT, "pool_exhausted"),
+        // The API allocates through no relay port; kept apart all the same.
+        E::PortFull { .. } => (S::CONFLICT, "port_full"),
         E::NotInSubnet { .. } => (S::UNPROCESSABLE_ENTITY, "not_in_subnet"),
         E::AddressTaken { .. } => (S::CONFLICT, "address_taken"),
         E::NotOwner { .. } => (S::CONFLICT, "not_owner"),

@@ -1,5 +1,5 @@
-//! The Events view (isolations, overload, heap shrinks, reloads; newest
-//! first) and the `?` help overlay.
+//! The Events view (isolations, overload, heap shrinks, reloads, port-cap
+//! refusals; newest first) and the `?` help overlay.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -24,6 +24,7 @@ fn kind(k: EventKind) -> (&'static str, Color) {
         EventKind::ConfigReload => ("config", Color::Blue),
         EventKind::Service => ("service", Color::DarkGray),
         EventKind::Storage => ("storage", Color::Red),
+        EventKind::PortCap => ("port cap", Color::Magenta),
     }
 }
 
