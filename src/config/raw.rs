@@ -175,6 +175,8 @@ pub struct Gateway {
     pub per_client_burst: u32,
     pub body_budget: String,
     pub max_body: String,
+    pub response_budget: String,
+    pub send_stall_timeout: String,
     pub socket_buffer: String,
     pub threads: usize,
 }
@@ -205,6 +207,8 @@ impl Default for Gateway {
             per_client_burst: 400,
             body_budget: "16MiB".into(),
             max_body: "1MiB".into(),
+            response_budget: "16MiB".into(),
+            send_stall_timeout: "10s".into(),
             socket_buffer: "64KiB".into(),
             threads: 1,
         }
