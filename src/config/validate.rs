@@ -435,9 +435,19 @@ fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
             "must be at least gateway.max_body",
         ));
     }
-    let max_frame_size = u32size("gateway.max_frame_size", &g.max_frame_size, FRAME_MIN, FRAME_MAX)?;
+    let max_frame_size = u32size(
+        "gateway.max_frame_size",
+        &g.max_frame_size,
+        FRAME_MIN,
+        FRAME_MAX,
+    )?;
     // Room for several of the largest chunks a body reserves at a time.
-    let response_budget = size_in("gateway.response_budget", &g.response_budget, 1 << 20, 1 << 36)?;
+    let response_budget = size_in(
+        "gateway.response_budget",
+        &g.response_budget,
+        1 << 20,
+        1 << 36,
+    )?;
     if response_budget < 4 * u64::from(max_frame_size) {
         return Err(ConfigError::invalid(
             "gateway.response_budget",

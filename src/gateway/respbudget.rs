@@ -13,9 +13,10 @@
 //! Every chunk is also charged to its stream's [`Ctl`] (for HTTP/1.1, its
 //! connection's), so a sweeper can reset a stream: one whose client
 //! accepted nothing for `send_stall_timeout`; while the budget is full, the
-//! heaviest streams that made no progress for [`PRESSURE_IDLE`]; and in the
-//! governor's shed state the heaviest streams holding half the buffered
-//! bytes (Envoy's `reset_high_memory_stream`). Resetting drops the stream's
+//! heaviest streams that made no progress for [`PRESSURE_IDLE`]; and, on
+//! every sweep in the governor's shed state, the heaviest streams holding
+//! half the bytes of those above two chunks (Envoy's
+//! `reset_high_memory_stream`). Resetting drops the stream's
 //! future, so h2 sends RST_STREAM and drops its queued chunks.
 //!
 //! The stream's [`Ctl`] reaches its body through a thread-local set while
@@ -23,6 +24,7 @@
 //! type cannot carry it in.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -36,6 +38,13 @@ use crate::stats::Stats;
 /// How long a stream must have made no progress to be reset while the
 /// budget is full: a reading client empties its buffers far sooner.
 pub(crate) const PRESSURE_IDLE: Duration = Duration::from_secs(1);
+
+/// How long a reset stream's bytes may stay queued before its connection
+/// is reset too.
+const ESCALATE_MS: u64 = 500;
+
+/// 1/HEADROOM of the budget is only for streams holding no bytes.
+const HEADROOM: u64 = 8;
 
 /// The sweeper's period at most (shorter when the stall timeout is short).
 const SWEEP: Duration = Duration::from_millis(250);
@@ -55,16 +64,25 @@ pub(crate) struct Ctl {
     /// of the first one charged after none was buffered).
     progress_ms: AtomicU64,
     killed: AtomicBool,
+    killed_ms: AtomicU64,
+    registered: AtomicBool,
     waker: AtomicWaker,
+    /// A stream's connection: reset when the stream's bytes stay queued
+    /// after the stream was (h2 sends queued DATA before the RST_STREAM,
+    /// so a client that reads nothing keeps them until the socket goes).
+    parent: Option<Arc<Ctl>>,
 }
 
 impl Ctl {
-    fn new() -> Self {
+    pub(crate) fn new(parent: Option<Arc<Ctl>>) -> Self {
         Self {
             buffered: AtomicU64::new(0),
             progress_ms: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            killed_ms: AtomicU64::new(0),
+            registered: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            parent,
         }
     }
 
@@ -74,7 +92,8 @@ impl Ctl {
         self.killed.load(Relaxed)
     }
 
-    fn kill(&self) {
+    fn kill(&self, now_ms: u64) {
+        self.killed_ms.store(now_ms, Relaxed);
         self.killed.store(true, Relaxed);
         self.waker.wake();
     }
@@ -88,8 +107,9 @@ pub(crate) struct ResponseBudget {
     chunk: u64,
     stall_ms: AtomicU64,
     epoch: Instant,
-    /// Bodies waiting for room, oldest first.
-    waiters: Mutex<std::collections::VecDeque<Waker>>,
+    /// Bodies waiting for room, oldest first: those of streams holding
+    /// nothing, then the others.
+    waiters: Mutex<[VecDeque<Waker>; 2]>,
     n_waiters: AtomicUsize,
     /// Every stream that was charged; dead entries are pruned by the sweep.
     streams: Mutex<Vec<Weak<Ctl>>>,
@@ -104,7 +124,7 @@ impl ResponseBudget {
             chunk: u64::from(cfg.max_frame_size).max(16 * 1024),
             stall_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            waiters: Mutex::new(std::collections::VecDeque::new()),
+            waiters: Mutex::new([VecDeque::new(), VecDeque::new()]),
             n_waiters: AtomicUsize::new(0),
             streams: Mutex::new(Vec::new()),
             stats,
@@ -153,27 +173,41 @@ impl ResponseBudget {
         }
     }
 
-    /// Wakes as many waiting bodies as there is room for chunks (first
-    /// come, first woken): waking all of them on every write would poll
-    /// thousands of streams for one chunk.
+    /// What streams already holding bytes may fill: the last eighth is
+    /// kept for streams whose clients took everything sent so far, so
+    /// never-reading clients cannot starve reading ones.
+    fn heavy_limit(limit: u64) -> u64 {
+        limit - limit / HEADROOM
+    }
+
+    /// Wakes as many waiting bodies as there is room for chunks, light ones
+    /// first, first come first woken: waking all of them on every write
+    /// would poll thousands of streams for one chunk.
     fn wake_room(&self) {
-        let room = self.limit.load(Relaxed).saturating_sub(self.used());
-        let k = usize::try_from(room / self.chunk).unwrap_or(usize::MAX);
-        if k == 0 {
+        let limit = self.limit.load(Relaxed);
+        let used = self.used();
+        let chunks =
+            |cap: u64| usize::try_from(cap.saturating_sub(used) / self.chunk).unwrap_or(usize::MAX);
+        let (k_all, k_heavy) = (chunks(limit), chunks(Self::heavy_limit(limit)));
+        if k_all == 0 {
             return;
         }
         let woken: Vec<Waker> = {
             let mut w = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            let k = k.min(w.len());
-            let woken = w.drain(..k).collect();
-            self.n_waiters.store(w.len(), Relaxed);
+            let [light, heavy] = &mut *w;
+            let n_light = k_all.min(light.len());
+            let n_heavy = k_heavy.saturating_sub(n_light).min(heavy.len());
+            let woken = light
+                .drain(..n_light)
+                .chain(heavy.drain(..n_heavy))
+                .collect();
+            self.n_waiters.store(light.len() + heavy.len(), Relaxed);
             woken
         };
         woken.into_iter().for_each(Waker::wake);
     }
 
-    fn try_reserve(&self, n: u64) -> bool {
-        let limit = self.limit.load(Relaxed);
+    fn try_reserve(&self, n: u64, limit: u64) -> bool {
         let ok = self
             .used
             .fetch_update(Relaxed, Relaxed, |u| {
@@ -192,13 +226,20 @@ impl ResponseBudget {
     /// One chunk's reservation, or `Pending` until bytes are written.
     pub(crate) fn poll_reserve(self: &Arc<Self>, cx: &Context<'_>) -> Poll<Reservation> {
         let n = self.chunk;
-        if !self.try_reserve(n) {
+        let light = current_buffered() == 0;
+        let limit = self.limit.load(Relaxed);
+        let limit = if light {
+            limit
+        } else {
+            Self::heavy_limit(limit)
+        };
+        if !self.try_reserve(n, limit) {
             let mut w = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            w.push_back(cx.waker().clone());
-            self.n_waiters.store(w.len(), Relaxed);
+            w[usize::from(!light)].push_back(cx.waker().clone());
+            self.n_waiters.store(w[0].len() + w[1].len(), Relaxed);
             drop(w);
             // Bytes written between the first try and the registration.
-            if !self.try_reserve(n) {
+            if !self.try_reserve(n, limit) {
                 return Poll::Pending;
             }
         }
@@ -214,7 +255,7 @@ impl ResponseBudget {
             self.n_waiters.store(0, Relaxed);
             std::mem::take(&mut *w)
         };
-        woken.into_iter().for_each(Waker::wake);
+        woken.into_iter().flatten().for_each(Waker::wake);
     }
 
     /// Charges `data` (already counted in `held`, a reservation, or not
@@ -285,7 +326,18 @@ impl ResponseBudget {
                     }
                     true
                 }
-                Some(_) => true,
+                Some(c) => {
+                    let killed_for = now.saturating_sub(c.killed_ms.load(Relaxed));
+                    if c.buffered.load(Relaxed) > 0 && killed_for >= ESCALATE_MS {
+                        if let Some(p) = c.parent.as_ref().filter(|p| !p.killed.load(Relaxed)) {
+                            tracing::debug!(
+                                "connection reset: its reset stream's bytes stay queued"
+                            );
+                            p.kill(now);
+                        }
+                    }
+                    true
+                }
                 None => false,
             });
         }
@@ -293,7 +345,7 @@ impl ResponseBudget {
         live.retain(|(c, _, idle)| {
             if *idle >= stall {
                 tracing::debug!(idle_ms = *idle, reason = ?Reset::Stall, "response stream reset");
-                c.kill();
+                c.kill(now);
                 g.response_resets_stall.fetch_add(1, Relaxed);
                 return false;
             }
@@ -301,12 +353,15 @@ impl ResponseBudget {
         });
         let limit = self.limit.load(Relaxed);
         let shedding = self.stats.memory.overload_state.load(Relaxed) >= 2;
-        let full = self.used().saturating_add(self.chunk) > limit;
+        let full = self.used().saturating_add(self.chunk) > Self::heavy_limit(limit);
         if !shedding && !full {
             return;
         }
         let (target, reason) = if shedding {
-            // Half of what is buffered, heaviest first, progress or not.
+            // Half of what is buffered, heaviest first, progress or not;
+            // a stream holding a chunk or two costs no more than its state.
+            let min = 2 * self.chunk;
+            live.retain(|(_, b, _)| *b > min);
             let total: u64 = live.iter().map(|(_, b, _)| b).sum();
             (total.div_ceil(2), Reset::Shed)
         } else {
@@ -316,7 +371,7 @@ impl ResponseBudget {
         };
         for (c, b) in heaviest(live.into_iter().map(|(c, b, _)| (c, b)), target) {
             tracing::debug!(buffered = b, ?reason, "response stream reset");
-            c.kill();
+            c.kill(now);
             match reason {
                 Reset::Shed => g.response_resets_shed.fetch_add(1, Relaxed),
                 _ => g.response_resets_budget.fetch_add(1, Relaxed),
@@ -382,6 +437,7 @@ impl Drop for Charged {
 struct Scope {
     budget: Arc<ResponseBudget>,
     ctl: Option<Arc<Ctl>>,
+    parent: Option<Arc<Ctl>>,
 }
 
 thread_local! {
@@ -389,15 +445,18 @@ thread_local! {
 }
 
 /// Runs `f` (a poll of one stream, or of an HTTP/1.1 connection) with
-/// `slot` as its [`Ctl`]; a body charging its first chunk fills `slot`.
+/// `slot` as its [`Ctl`]; a body charging its first chunk fills `slot`
+/// (with `parent`, the stream's connection).
 pub(crate) fn within<R>(
     budget: &Arc<ResponseBudget>,
     slot: &mut Option<Arc<Ctl>>,
+    parent: Option<&Arc<Ctl>>,
     f: impl FnOnce() -> R,
 ) -> R {
     let scope = Scope {
         budget: budget.clone(),
         ctl: slot.take(),
+        parent: parent.cloned(),
     };
     let prev = CURRENT.with(|c| c.replace(Some(scope)));
     let r = f();
@@ -405,6 +464,16 @@ pub(crate) fn within<R>(
         *slot = scope.ctl;
     }
     r
+}
+
+/// Bytes the stream being polled holds now.
+fn current_buffered() -> u64 {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .and_then(|s| s.ctl.as_ref())
+            .map_or(0, |ctl| ctl.buffered.load(Relaxed))
+    })
 }
 
 /// The budget of the stream being polled, if any.
@@ -419,26 +488,19 @@ fn current_ctl(budget: &ResponseBudget) -> Arc<Ctl> {
         let mut c = c.borrow_mut();
         let scope = c.as_mut()?;
         Some(match &scope.ctl {
-            Some(ctl) => Ok(ctl.clone()),
+            Some(ctl) => ctl.clone(),
             None => {
-                let ctl = Arc::new(Ctl::new());
+                let ctl = Arc::new(Ctl::new(scope.parent.clone()));
                 scope.ctl = Some(ctl.clone());
-                Err(ctl)
+                ctl
             }
         })
     });
-    match existing {
-        Some(Ok(ctl)) => ctl,
-        Some(Err(new)) => {
-            budget.register(&new);
-            new
-        }
-        None => {
-            let ctl = Arc::new(Ctl::new());
-            budget.register(&ctl);
-            ctl
-        }
+    let ctl = existing.unwrap_or_else(|| Arc::new(Ctl::new(None)));
+    if !ctl.registered.swap(true, Relaxed) {
+        budget.register(&ctl);
     }
+    ctl
 }
 
 #[cfg(test)]
@@ -463,32 +525,49 @@ mod tests {
 
     #[test]
     fn a_full_budget_pauses_until_a_chunk_is_written() {
+        const C: u64 = 16 * 1024;
         let b = budget("1MiB", "10s");
         let waker = futures::task::noop_waker();
         let cx = Context::from_waker(&waker);
-        let mut held = Vec::new();
-        let mut slot = None;
-        within(&b, &mut slot, || {
-            while let Poll::Ready(r) = b.poll_reserve(&cx) {
-                held.push(b.charge(Bytes::from(vec![0u8; 16 * 1024]), Some(r)));
-            }
-        });
-        assert_eq!(held.len(), 64);
+        let fill = |slot: &mut Option<Arc<Ctl>>, held: &mut Vec<Bytes>| {
+            within(&b, slot, None, || {
+                while let Poll::Ready(r) = b.poll_reserve(&cx) {
+                    held.push(b.charge(Bytes::from(vec![0u8; C as usize]), Some(r)));
+                }
+            });
+        };
+        let (mut heavy, mut held) = (None, Vec::new());
+        fill(&mut heavy, &mut held);
+        // A stream holding bytes stops at 7/8 of the budget.
+        assert_eq!(held.len(), 56);
+        assert_eq!(b.used(), 56 * C);
+        assert_eq!(heavy.as_ref().unwrap().buffered.load(Relaxed), 56 * C);
+        // A stream holding nothing may use the rest, one chunk at a time.
+        let mut light_held = Vec::new();
+        for _ in 0..8 {
+            let mut light = None;
+            within(&b, &mut light, None, || {
+                let Poll::Ready(r) = b.poll_reserve(&cx) else {
+                    panic!("headroom for a light stream")
+                };
+                light_held.push(b.charge(Bytes::from(vec![0u8; C as usize]), Some(r)));
+            });
+        }
         assert_eq!(b.used(), 1 << 20);
-        assert_eq!(slot.as_ref().unwrap().buffered.load(Relaxed), 1 << 20);
+        assert!(within(&b, &mut None, None, || b.poll_reserve(&cx)).is_pending());
         // A slice keeps the charge; the last piece returns it.
-        let piece = held[0].slice(0..10);
-        held.remove(0);
+        let piece = light_held[0].slice(0..10);
+        light_held.remove(0);
         assert_eq!(b.used(), 1 << 20);
         drop(piece);
-        assert_eq!(b.used(), (1 << 20) - 16 * 1024);
-        let Poll::Ready(r) = b.poll_reserve(&cx) else {
+        assert_eq!(b.used(), (1 << 20) - C);
+        let Poll::Ready(r) = within(&b, &mut None, None, || b.poll_reserve(&cx)) else {
             panic!("room for one chunk")
         };
         assert_eq!(b.used(), 1 << 20);
         drop(r);
-        assert_eq!(b.used(), (1 << 20) - 16 * 1024, "the reservation came back");
-        drop(held);
+        assert_eq!(b.used(), (1 << 20) - C, "the reservation came back");
+        drop((held, light_held));
         assert_eq!(b.used(), 0);
     }
 
@@ -496,8 +575,12 @@ mod tests {
     fn stalled_and_heaviest_streams_are_killed() {
         let b = budget("1MiB", "10s");
         let (mut light, mut heavy) = (None, None);
-        let _l = within(&b, &mut light, || b.charge(Bytes::from(vec![0u8; 1000]), None));
-        let _h = within(&b, &mut heavy, || b.charge(Bytes::from(vec![0u8; 9000]), None));
+        let _l = within(&b, &mut light, None, || {
+            b.charge(Bytes::from(vec![0u8; 1000]), None)
+        });
+        let _h = within(&b, &mut heavy, None, || {
+            b.charge(Bytes::from(vec![0u8; 9000]), None)
+        });
         b.sweep();
         let (light, heavy) = (light.unwrap(), heavy.unwrap());
         assert!(!light.killed.load(Relaxed) && !heavy.killed.load(Relaxed));

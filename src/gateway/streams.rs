@@ -41,15 +41,19 @@ pub(crate) struct Streams {
     budget: Arc<ResponseBudget>,
     /// The share of what the connection's own poll buffers (HTTP/1.1
     /// bodies are polled there); resetting it closes the connection.
-    conn_ctl: Mutex<Option<Arc<Ctl>>>,
+    conn_ctl: Arc<Ctl>,
+    /// `conn_ctl` while the connection is polled (see [`within`]).
+    conn_slot: Mutex<Option<Arc<Ctl>>>,
 }
 
 impl Streams {
     pub(crate) fn new(budget: Arc<ResponseBudget>) -> Self {
+        let conn_ctl = Arc::new(Ctl::new(None));
         Self {
             set: Arc::new(Mutex::new(FuturesUnordered::new())),
             budget,
-            conn_ctl: Mutex::new(None),
+            conn_ctl: conn_ctl.clone(),
+            conn_slot: Mutex::new(Some(conn_ctl)),
         }
     }
 
@@ -57,6 +61,7 @@ impl Streams {
         Spawner {
             set: Arc::downgrade(&self.set),
             budget: self.budget.clone(),
+            conn: self.conn_ctl.clone(),
         }
     }
 
@@ -85,18 +90,18 @@ impl Streams {
     ) -> impl Future<Output = Option<C::Output>> + 'a {
         poll_fn(move |cx| {
             for _ in 0..ROUNDS {
-                let mut slot = self.conn_ctl.lock().unwrap_or_else(PoisonError::into_inner);
-                if slot.as_ref().is_some_and(|c| c.poll_killed(cx)) {
+                if self.conn_ctl.poll_killed(cx) {
                     return Poll::Ready(None);
                 }
-                let polled = within(&self.budget, &mut slot, || conn.as_mut().poll(cx));
+                let mut slot = self
+                    .conn_slot
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let polled = within(&self.budget, &mut slot, None, || conn.as_mut().poll(cx));
+                drop(slot);
                 if let Poll::Ready(out) = polled {
                     return Poll::Ready(Some(out));
                 }
-                if slot.as_ref().is_some_and(|c| c.poll_killed(cx)) {
-                    return Poll::Ready(None);
-                }
-                drop(slot);
                 if self.poll_streams(cx) == 0 {
                     break;
                 }
@@ -125,6 +130,7 @@ impl Streams {
 pub(crate) struct Spawner {
     set: Weak<Mutex<FuturesUnordered<StreamFuture>>>,
     budget: Arc<ResponseBudget>,
+    conn: Arc<Ctl>,
 }
 
 impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner {
@@ -134,6 +140,7 @@ impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner
             let tracked = Tracked {
                 fut,
                 budget: self.budget.clone(),
+                conn: self.conn.clone(),
                 ctl: None,
             };
             set.lock()
@@ -151,6 +158,7 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: F,
         budget: Arc<ResponseBudget>,
+        conn: Arc<Ctl>,
         ctl: Option<Arc<Ctl>>,
     }
 }
@@ -165,7 +173,7 @@ impl<F: Future<Output = ()>> Future for Tracked<F> {
         }
         let had = this.ctl.is_some();
         let fut = this.fut;
-        let out = within(this.budget, this.ctl, || fut.poll(cx));
+        let out = within(this.budget, this.ctl, Some(this.conn), || fut.poll(cx));
         // Charged for the first time in this poll: watch for a reset.
         if !had && this.ctl.as_ref().is_some_and(|c| c.poll_killed(cx)) {
             return Poll::Ready(());
