@@ -579,7 +579,7 @@ mod tests {
             b.charge(Bytes::from(vec![0u8; 1000]), None)
         });
         let _h = within(&b, &mut heavy, None, || {
-            b.charge(Bytes::from(vec![0u8; 9000]), None)
+            b.charge(Bytes::from(vec![0u8; 40_000]), None)
         });
         b.sweep();
         let (light, heavy) = (light.unwrap(), heavy.unwrap());
