@@ -145,6 +145,10 @@ pub struct GatewayConfig {
     pub max_quota_clients: usize,
     pub body_budget: u64,
     pub max_body: u64,
+    /// Response bytes buffered across all streams (upstream bodies pause past it).
+    pub response_budget: u64,
+    /// A stream whose client accepted no buffered byte for this long is reset.
+    pub send_stall_timeout: Duration,
     pub socket_buffer: u32,
     /// 0: serve on the process runtime; N: N threads, each a current-thread
     /// runtime accepting on the same socket (read at start only).

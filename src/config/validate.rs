@@ -450,6 +450,26 @@ fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
             "must be at least gateway.max_body",
         ));
     }
+    let max_frame_size = u32size(
+        "gateway.max_frame_size",
+        &g.max_frame_size,
+        FRAME_MIN,
+        FRAME_MAX,
+    )?;
+    // Room for several of the largest chunks a body reserves at a time.
+    let response_budget = size_in(
+        "gateway.response_budget",
+        &g.response_budget,
+        1 << 20,
+        1 << 36,
+    )?;
+    if response_budget < 4 * u64::from(max_frame_size) {
+        return Err(ConfigError::invalid(
+            "gateway.response_budget",
+            &g.response_budget,
+            "must be at least 4 x gateway.max_frame_size",
+        ));
+    }
     let tls = g
         .tls
         .as_ref()
@@ -482,12 +502,7 @@ fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
             1024,
             1 << 20,
         )?,
-        max_frame_size: u32size(
-            "gateway.max_frame_size",
-            &g.max_frame_size,
-            FRAME_MIN,
-            FRAME_MAX,
-        )?,
+        max_frame_size,
         max_send_buffer: usize::try_from(size_in(
             "gateway.max_send_buffer",
             &g.max_send_buffer,
@@ -534,6 +549,8 @@ fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
         )?,
         body_budget,
         max_body,
+        response_budget,
+        send_stall_timeout: dur("gateway.send_stall_timeout", &g.send_stall_timeout)?,
         socket_buffer: u32size("gateway.socket_buffer", &g.socket_buffer, 4096, 1 << 26)?,
         threads: range_check("gateway.threads", g.threads, 0, 64)?,
         public_client_metrics: g.public_client_metrics,

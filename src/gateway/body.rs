@@ -16,6 +16,7 @@ use tokio::time::Sleep;
 use super::admission::{BodyPermit, Refusal};
 use super::h1::H1Error;
 use super::h1io::H1Body;
+use super::respbudget::{self, Reservation};
 
 /// Whatever must live exactly as long as a response body: pending slot,
 /// stream count, connection activity. Told when the route's deadline cut
@@ -32,10 +33,13 @@ pub(crate) enum GwBody {
     /// `hold` is dropped as soon as the body ends, fails, times out or is
     /// dropped. `deadline` is the route timeout, counted from the request:
     /// it covers the whole response, not only its headers.
+    /// `reserved`: the response budget's room for the next chunk, taken
+    /// before `inner` is polled.
     Upstream {
         inner: UpstreamBody,
         hold: Option<Hold>,
         deadline: Pin<Box<Sleep>>,
+        reserved: Option<Reservation>,
     },
 }
 
@@ -105,28 +109,57 @@ impl Body for GwBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
         match self.get_mut() {
-            Self::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
+            // Already in memory: charged (never refused) so that upstream
+            // bodies pause while it waits for the client.
+            Self::Full(f) => {
+                let frame = ready!(Pin::new(f).poll_frame(cx)).map(|r| {
+                    r.map_err(|never| match never {}).map(|fr| {
+                        fr.map_data(|d| match respbudget::current() {
+                            Some(b) if !d.is_empty() => b.charge(d, None),
+                            _ => d,
+                        })
+                    })
+                });
+                Poll::Ready(frame)
+            }
             Self::Upstream {
                 inner,
                 hold,
                 deadline,
+                reserved,
             } => {
+                let budget = respbudget::current();
+                if let (Some(b), None, Some(_)) = (&budget, &reserved, &hold) {
+                    match b.poll_reserve(cx) {
+                        Poll::Ready(r) => *reserved = Some(r),
+                        // Not polled for more until bytes are written; the
+                        // route deadline still runs.
+                        Poll::Pending => return timed_out(hold, deadline, cx),
+                    }
+                }
                 if let Poll::Ready(frame) = Pin::new(&mut *inner).poll_frame(cx) {
+                    let frame = match (frame, &budget) {
+                        (Some(Ok(f)), Some(b)) => Some(Ok(f.map_data(|d| {
+                            if d.is_empty() {
+                                d
+                            } else {
+                                b.charge(d, reserved.take())
+                            }
+                        }))),
+                        (frame, _) => frame,
+                    };
                     // Released with the last frame, not when hyper gets
                     // round to dropping the body: a client that has the
                     // whole answer sees the slot free.
                     if !matches!(frame, Some(Ok(_))) || inner.is_end_stream() {
                         hold.take();
                     }
+                    if hold.is_none() {
+                        reserved.take();
+                    }
                     return Poll::Ready(frame);
                 }
-                if hold.is_none() || deadline.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                if let Some(h) = hold.take() {
-                    h.timed_out();
-                }
-                Poll::Ready(Some(Err(ResponseError::Timeout)))
+                timed_out(hold, deadline, cx)
             }
         }
     }
@@ -144,6 +177,21 @@ impl Body for GwBody {
             Self::Upstream { inner, .. } => inner.size_hint(),
         }
     }
+}
+
+/// `Pending`, or the route timeout's error once `deadline` passed.
+fn timed_out(
+    hold: &mut Option<Hold>,
+    deadline: &mut Pin<Box<Sleep>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+    if hold.is_none() || deadline.as_mut().poll(cx).is_pending() {
+        return Poll::Pending;
+    }
+    if let Some(h) = hold.take() {
+        h.timed_out();
+    }
+    Poll::Ready(Some(Err(ResponseError::Timeout)))
 }
 
 /// Why a streamed request body stopped.

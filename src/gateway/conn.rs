@@ -130,7 +130,7 @@ where
             service::handle(inner.clone(), ip, act.begin(), req)
         })
     };
-    let streams = Streams::new();
+    let streams = Streams::new(inner.response.clone());
     let http = limits::http_builder(&inner.cfg, streams.spawner());
     let conn = http.serve_connection(io, svc);
     tokio::pin!(conn);
@@ -145,8 +145,10 @@ where
         };
         tokio::select! {
             r = streams.serve(conn.as_mut()) => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %ip, error = %e, "gateway connection ended");
+                match r {
+                    Some(Err(e)) => tracing::debug!(client = %ip, error = %e, "gateway connection ended"),
+                    None => tracing::debug!(client = %ip, "gateway connection reset for its buffered response bytes"),
+                    Some(Ok(())) => {}
                 }
                 return;
             }

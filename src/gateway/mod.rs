@@ -4,7 +4,8 @@
 //!
 //! Every byte is bounded: connections (overall, per IP), h2 windows and
 //! streams ([`limits`]), pending requests per route ([`admission`]), request
-//! body bytes across all streams (one global budget), buffers toward the
+//! body bytes across all streams (one global budget), response bytes
+//! across all streams (another, [`respbudget`]), buffers toward the
 //! upstream ([`proxy`]) and kernel socket buffers ([`listener`]).
 //!
 //! Lifecycle: [`Gateway::bind`] (typed errors, nothing spawned) →
@@ -24,6 +25,7 @@ mod h2c;
 mod limits;
 mod listener;
 mod proxy;
+mod respbudget;
 mod service;
 mod streams;
 mod tls;
@@ -71,6 +73,8 @@ pub(crate) struct Inner {
     /// Response codes of internal API requests (route "api").
     pub api_stats: Arc<crate::stats::RouteStats>,
     pub conns: Arc<listener::ConnLimiter>,
+    /// Response bytes buffered across all connections.
+    pub response: Arc<respbudget::ResponseBudget>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancellationToken,
     pub grace: std::time::Duration,
@@ -95,6 +99,7 @@ async fn apply_reloads(
                     .api
                     .public_client_metrics
                     .store(config.gateway.public_client_metrics, std::sync::atomic::Ordering::Relaxed);
+                inner.response.reconfigure(&config.gateway);
                 match proxy::Routes::new(&config.routes, &inner.cfg, &inner.stats) {
                     Ok(routes) => {
                         inner.routes.store(Arc::new(routes));
@@ -126,6 +131,7 @@ impl Gateway {
         let inner = Inner {
             admission: admission::Admission::new(&cfg, shared.stats.clone()),
             conns: Arc::new(listener::ConnLimiter::new(&cfg)),
+            response: Arc::new(respbudget::ResponseBudget::new(&cfg, shared.stats.clone())),
             stats: shared.stats.clone(),
             isolation: shared.isolation.clone(),
             api_stats: shared.stats.gateway.route("api", 0),
@@ -168,6 +174,12 @@ impl Gateway {
         });
         self.tracker
             .spawn(apply_reloads(self.inner.clone(), self.updates));
+        self.tracker.spawn(
+            self.inner
+                .response
+                .clone()
+                .sweeper(self.inner.cancel.clone()),
+        );
         match self.inner.cfg.threads {
             0 => listener::accept_loop(self.listener, self.inner, self.tracker).await,
             n => run_threads(self.listener, self.inner, n).await,

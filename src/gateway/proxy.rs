@@ -344,6 +344,7 @@ impl Admitted {
                     inner,
                     hold: Some(hold),
                     deadline,
+                    reserved: None,
                 },
             ))
         }))

@@ -24,6 +24,8 @@ use std::task::{Context, Poll};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use super::respbudget::{within, Ctl, ResponseBudget};
+
 /// A stream's future, boxed: hyper's stream type names its executor, so
 /// the set cannot name the stream type.
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -36,18 +38,30 @@ pub(crate) struct Streams {
     /// contended; it is there because hyper's executor takes `&self` and
     /// the connection future must be `Send`.
     set: Arc<Mutex<FuturesUnordered<StreamFuture>>>,
+    budget: Arc<ResponseBudget>,
+    /// The share of what the connection's own poll buffers (HTTP/1.1
+    /// bodies are polled there); resetting it closes the connection.
+    conn_ctl: Arc<Ctl>,
+    /// `conn_ctl` while the connection is polled (see [`within`]).
+    conn_slot: Mutex<Option<Arc<Ctl>>>,
 }
 
 impl Streams {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(budget: Arc<ResponseBudget>) -> Self {
+        let conn_ctl = Arc::new(Ctl::new(None));
         Self {
             set: Arc::new(Mutex::new(FuturesUnordered::new())),
+            budget,
+            conn_ctl: conn_ctl.clone(),
+            conn_slot: Mutex::new(Some(conn_ctl)),
         }
     }
 
     pub(crate) fn spawner(&self) -> Spawner {
         Spawner {
             set: Arc::downgrade(&self.set),
+            budget: self.budget.clone(),
+            conn: self.conn_ctl.clone(),
         }
     }
 
@@ -68,15 +82,25 @@ impl Streams {
     /// ready connection's read: in a burst of new connections, each
     /// connection's 503s waited for all the others to be read (and for the
     /// upstream connects of the admitted streams among them).
+    /// `None`: the response budget's sweeper reset the connection.
     /// Cancel-safe: the connection and the streams stay where they are.
     pub(crate) fn serve<'a, C: Future>(
         &'a self,
         mut conn: Pin<&'a mut C>,
-    ) -> impl Future<Output = C::Output> + 'a {
+    ) -> impl Future<Output = Option<C::Output>> + 'a {
         poll_fn(move |cx| {
             for _ in 0..ROUNDS {
-                if let Poll::Ready(out) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(out);
+                if self.conn_ctl.poll_killed(cx) {
+                    return Poll::Ready(None);
+                }
+                let mut slot = self
+                    .conn_slot
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let polled = within(&self.budget, &mut slot, None, || conn.as_mut().poll(cx));
+                drop(slot);
+                if let Poll::Ready(out) = polled {
+                    return Poll::Ready(Some(out));
                 }
                 if self.poll_streams(cx) == 0 {
                     break;
@@ -105,16 +129,56 @@ impl Streams {
 #[derive(Clone)]
 pub(crate) struct Spawner {
     set: Weak<Mutex<FuturesUnordered<StreamFuture>>>,
+    budget: Arc<ResponseBudget>,
+    conn: Arc<Ctl>,
 }
 
 impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner {
     /// After the connection's task has ended, `fut` is dropped unpolled.
     fn execute(&self, fut: F) {
         if let Some(set) = self.set.upgrade() {
+            let tracked = Tracked {
+                fut,
+                budget: self.budget.clone(),
+                conn: self.conn.clone(),
+                ctl: None,
+            };
             set.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(Box::pin(fut));
+                .push(Box::pin(tracked));
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream with its share of the response budget: polled with its
+    /// [`Ctl`] current, and ended (dropped: h2 resets it and drops its
+    /// queued chunks) when the budget's sweeper resets it.
+    struct Tracked<F> {
+        #[pin]
+        fut: F,
+        budget: Arc<ResponseBudget>,
+        conn: Arc<Ctl>,
+        ctl: Option<Arc<Ctl>>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.ctl.as_ref().is_some_and(|c| c.poll_killed(cx)) {
+            return Poll::Ready(());
+        }
+        let had = this.ctl.is_some();
+        let fut = this.fut;
+        let out = within(this.budget, this.ctl, Some(this.conn), || fut.poll(cx));
+        // Charged for the first time in this poll: watch for a reset.
+        if !had && this.ctl.as_ref().is_some_and(|c| c.poll_killed(cx)) {
+            return Poll::Ready(());
+        }
+        out
     }
 }
 
@@ -161,9 +225,14 @@ mod tests {
         (conn, polls)
     }
 
+    fn budget() -> Arc<ResponseBudget> {
+        let cfg = crate::config::Config::embedded().unwrap().gateway;
+        Arc::new(ResponseBudget::new(&cfg, crate::stats::Stats::new(16)))
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_finished_stream_gets_its_connection_polled_again_in_the_same_turn() {
-        let streams = Streams::new();
+        let streams = Streams::new(budget());
         let done = Arc::new(AtomicUsize::new(0));
         let d = done.clone();
         let (mut c, polls) = conn(
@@ -182,7 +251,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_waiting_stream_is_polled_again_when_woken_from_elsewhere() {
-        let streams = Streams::new();
+        let streams = Streams::new(budget());
         let done = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let d = done.clone();
@@ -208,7 +277,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn streams_holding_the_spawner_die_with_the_connection() {
-        let streams = Streams::new();
+        let streams = Streams::new(budget());
         let spawner = streams.spawner();
         let alive = Arc::new(());
         let (held, s) = (alive.clone(), spawner.clone());

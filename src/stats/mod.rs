@@ -293,6 +293,15 @@ pub struct GatewayStats {
     pub connections: AtomicI64,
     pub body_bytes_in_use: AtomicI64,
     pub body_budget: AtomicU64,
+    /// Response bytes taken from upstreams or the API and not yet written
+    /// to a client socket.
+    pub response_buffered: AtomicI64,
+    pub response_budget: AtomicU64,
+    /// Streams reset for holding response bytes: no byte accepted within
+    /// `send_stall_timeout`, the budget full, the governor shedding.
+    pub response_resets_stall: AtomicU64,
+    pub response_resets_budget: AtomicU64,
+    pub response_resets_shed: AtomicU64,
 }
 
 impl GatewayStats {

@@ -255,6 +255,25 @@ fn gateway(reg: &mut Registry, snap: &Snapshot) {
         "Open gateway connections",
         Gauges::single(snap.gateway_connections),
     );
+    reg.register(
+        "gateway_response_buffered_bytes",
+        "Response bytes buffered for clients, not yet written to their sockets",
+        Gauges::single(snap.gateway_response_buffered),
+    );
+    reg.register(
+        "gateway_response_budget_bytes",
+        "Configured response budget; upstream reads pause past it",
+        Gauges::single(snap.gateway_response_budget),
+    );
+    let resets = ["stall", "budget", "shed"]
+        .iter()
+        .zip(snap.gateway_response_resets)
+        .map(|(r, n)| (vec![("reason", (*r).to_owned())], n));
+    reg.register(
+        "gateway_response_resets",
+        "Streams reset for the response bytes they held",
+        Counters(resets.collect()),
+    );
 }
 
 fn memory(reg: &mut Registry, snap: &Snapshot) {

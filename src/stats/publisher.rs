@@ -90,6 +90,13 @@ fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
         routes,
         gateway_streams: stats.gateway.streams.load(Relaxed),
         gateway_connections: stats.gateway.connections.load(Relaxed),
+        gateway_response_buffered: stats.gateway.response_buffered.load(Relaxed),
+        gateway_response_budget: stats.gateway.response_budget.load(Relaxed),
+        gateway_response_resets: [
+            stats.gateway.response_resets_stall.load(Relaxed),
+            stats.gateway.response_resets_budget.load(Relaxed),
+            stats.gateway.response_resets_shed.load(Relaxed),
+        ],
         memory: MemorySnapshot {
             rss_bytes: m.rss_bytes.load(Relaxed),
             budget_bytes: m.budget_bytes.load(Relaxed),

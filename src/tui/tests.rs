@@ -96,6 +96,9 @@ pub(super) fn snapshot(secs: u64, flood_drops: u64) -> Snapshot {
         gateway_requests_total: secs * 40,
         gateway_streams: 7,
         gateway_connections: 11,
+        gateway_response_buffered: 0,
+        gateway_response_budget: 16 * MIB,
+        gateway_response_resets: [0; 3],
         memory: MemorySnapshot {
             rss_bytes: 180 * MIB,
             budget_bytes: 512 * MIB,

@@ -11,6 +11,7 @@ mod h1pool;
 mod h2attack;
 mod h2frames;
 mod limits;
+mod respbudget;
 mod support;
 mod tls;
 mod token;
