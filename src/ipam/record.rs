@@ -172,6 +172,7 @@ mod tests {
             expires: 1,
             updated: 1,
             hostname: Some("é".repeat(200)),
+            port: None,
         };
         let back = Record::decode(&r.encode()).unwrap();
         assert_eq!(back.hostname.unwrap(), "é".repeat(127));
