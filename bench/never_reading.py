@@ -11,7 +11,7 @@ never reads its socket. Meanwhile a well-behaved client (curl, h2c, from
 127.0.0.2) fetches 64 KiB every 100 ms. Prints peak and final RSS, the peak of
 vpcbox_gateway_response_buffered_bytes and the well-behaved client's results.
 
-usage: bench/never_reading.py BIN [CONNS=40] [STREAMS=100] [SECS=20]
+usage: bench/never_reading.py BIN [CONNS=40] [STREAMS=100] [SECS=20] [OVERRIDE]
 """
 import asyncio
 import os
@@ -28,6 +28,9 @@ BIN = sys.argv[1]
 CONNS = int(sys.argv[2]) if len(sys.argv) > 2 else 40
 STREAMS = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 SECS = float(sys.argv[4]) if len(sys.argv) > 4 else 20
+# Optional: `key = value` lines replacing the shipped [gateway] ones, `;`-separated
+# (e.g. 'response_budget = "64GiB";send_stall_timeout = "1h"' for the budget off).
+OVERRIDE = sys.argv[5] if len(sys.argv) > 5 else ""
 
 
 def free_port():
@@ -104,6 +107,9 @@ def main():
     cfg = cfg.replace('admin_token_file = "./data/admin.token"', f'admin_token_file = "{tmp}/admin.token"')
     cfg = cfg.replace('upstream = "http://127.0.0.1:9000"', f'upstream = "http://127.0.0.1:{up}"')
     cfg = cfg.replace('strip_prefix = false', 'strip_prefix = true')
+    for line in filter(None, OVERRIDE.split(";")):
+        key = line.split("=")[0].strip()
+        cfg = re.sub(rf"^{key} = .*$", line.strip(), cfg, count=1, flags=re.M)
     open(f"{tmp}/config.toml", "w").write(cfg)
     proc = subprocess.Popen([BIN, "--headless", "--config", f"{tmp}/config.toml"],
                             stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/log", "w"))
@@ -167,7 +173,7 @@ def main():
     proc.terminate()
     proc.wait(timeout=20)
     mib = lambda k: f"{k / 1024:.1f} MiB"
-    print(f"conns={CONNS} streams={STREAMS} secs={SECS:g} idle={mib(idle)} peak={mib(peak[0])} "
+    print(f"override='{OVERRIDE}' conns={CONNS} streams={STREAMS} secs={SECS:g} idle={mib(idle)} peak={mib(peak[0])} "
           f"end_of_attack={mib(during)} 3s_after_close={mib(after)} "
           f"peak_response_buffered={mib(buffered[0] / 1024)} "
           f"good_client ok={ok} failed={bad} slowest={worst:.2f}s")
