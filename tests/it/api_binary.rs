@@ -40,7 +40,7 @@ fn status(port: u16, path: &str) -> u16 {
 /// A running headless vpcbox with a known token; returns (process, port, config).
 fn start(dir: &Path) -> (Running, u16, std::path::PathBuf) {
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::write(dir.join("data/admin.token"), format!("{TOKEN}\n")).unwrap();
+    crate::support::write_token(&dir.join("data/admin.token"), TOKEN);
     let (cfg, _, port) = write_config(dir, SUBNET);
     let mut vb = Running::start(&cfg);
     let up = eventually(Duration::from_secs(10), || status(port, "/readyz") == 200);

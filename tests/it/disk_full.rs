@@ -111,7 +111,7 @@ fn a_full_disk_refuses_writes_and_serves_again_once_space_returns() {
         return;
     };
     std::fs::create_dir_all(mnt.join("data")).unwrap();
-    std::fs::write(mnt.join("data/admin.token"), format!("{TOKEN}\n")).unwrap();
+    crate::support::write_token(&mnt.join("data/admin.token"), TOKEN);
     let (cfg, _, port) = write_config(&mnt, SUBNET);
     let mut vb = start(&cfg, port);
 

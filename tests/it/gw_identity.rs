@@ -15,7 +15,7 @@ const TOKEN: &str = "identity-test-admin-token";
 /// token; returns it and its HTTP port.
 fn start(dir: &Path, gateway: &str) -> (Running, u16) {
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::write(dir.join("data/admin.token"), format!("{TOKEN}\n")).unwrap();
+    crate::support::write_token(&dir.join("data/admin.token"), TOKEN);
     let (cfg, _, port) = write_config(dir, "");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let text = text.replace("[gateway]\n", &format!("[gateway]\n{gateway}\n"));

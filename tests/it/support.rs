@@ -19,6 +19,20 @@ pub fn vpcbox(args: &[&str]) -> Output {
 /// A free TCP/UDP port on loopback (racy by nature, good enough for tests),
 /// never the same one twice in this process: the second of two servers
 /// handed one port would be refused.
+/// Writes an admin token file private to its owner (vpcbox refuses one
+/// that its group or others can read).
+pub fn write_token(path: &Path, token: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).unwrap();
+}
+
 pub fn free_port() -> u16 {
     use std::collections::BTreeSet;
     use std::sync::Mutex;
