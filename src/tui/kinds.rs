@@ -97,13 +97,16 @@ pub enum Input {
     LeaseSearch,
 }
 
-/// Served rate of an isolated client, measured from the first snapshot
-/// after the isolation took effect.
+/// Served rate of an isolated client, measured from the second snapshot
+/// after the isolation took effect: the first may still count answers to
+/// packets admitted before it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServedSince {
     pub at: Duration,
     pub served: u64,
     pub rate: Option<f64>,
+    /// The baseline has been taken again from the second snapshot.
+    pub settled: bool,
 }
 
 /// The status line.

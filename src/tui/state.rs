@@ -246,7 +246,13 @@ impl UiState {
                     at: snap.uptime,
                     served,
                     rate: None,
+                    settled: false,
                 })
+            }
+            Some(s) if !s.settled => {
+                s.at = snap.uptime;
+                s.served = served;
+                s.settled = true;
             }
             Some(s) => {
                 let dt = snap.uptime.saturating_sub(s.at).as_secs_f64();
