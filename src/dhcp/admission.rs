@@ -2,88 +2,29 @@
 //! rate per subnet and per relay. All governor limiters (lock-free GCRA);
 //! the keyed ones are trimmed every [`HOUSEKEEPING`]. The per-client one
 //! is keyed by what the client sends, so it also has a fixed size
-//! ([`CappedStore`]): a random-MAC or random-client-id flood fills it to
+//! ([`crate::quota::CappedStore`]): a random-MAC or random-client-id flood fills it to
 //! `dhcp.max_client_quotas` keys, never more, and the identities past it
 //! share one client's quota. (The cap on the addresses one relay port
 //! holds, `port_cap`, is enforced by the IPAM, which counts them.)
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::DefaultClock;
-use governor::nanos::Nanos;
-use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
-use governor::state::{InMemoryState, NotKeyed, StateStore};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, RateLimiter};
 
 use crate::client::ClientKey;
 use crate::config::{DhcpConfig, Rate};
+use crate::quota::{quota, CappedStore};
 use crate::stats::DropReason;
 
 /// How often the keyed limiters forget idle keys.
 pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-/// A keyed quota store of at most `cap` keys. A key not in it while it is
-/// full is measured against one shared state instead, so every identity
-/// past the cap together gets one key's quota. Keys are 64-bit hashes
-/// (seeded per process, so a client cannot aim at another's entry): a
-/// client-id of any length costs the same 16 bytes.
-#[derive(Debug)]
-pub struct CappedStore {
-    keys: DashMapStateStore<u64>,
-    shared: InMemoryState,
-    cap: usize,
-}
-
-impl CappedStore {
-    pub fn new(cap: usize) -> Self {
-        Self {
-            keys: DashMapStateStore::default(),
-            shared: InMemoryState::default(),
-            cap,
-        }
-    }
-}
-
-impl StateStore for CappedStore {
-    type Key = u64;
-
-    /// One thread admits DHCP packets, so the length check and the insert
-    /// do not race; concurrent callers could pass the cap by one each.
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        if !self.keys.contains_key(key) && self.keys.len() >= self.cap {
-            return self.shared.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        self.keys.measure_and_replace(key, f)
-    }
-}
-
-impl ShrinkableKeyedStateStore<u64> for CappedStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        self.keys.retain_recent(drop_below);
-    }
-
-    fn shrink_to_fit(&self) {
-        self.keys.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-}
-
 pub struct Admission {
     /// Keyed by `hasher`'s hash of the client key.
-    per_client: RateLimiter<u64, CappedStore, DefaultClock>,
+    per_client: RateLimiter<u64, CappedStore<u64>, DefaultClock>,
     hasher: std::collections::hash_map::RandomState,
     global: DefaultDirectRateLimiter,
     /// Keyed by a hash of the subnet id (no allocation per check).
@@ -100,16 +41,6 @@ impl std::fmt::Debug for Admission {
             .field("tracked_clients", &self.per_client.len())
             .finish_non_exhaustive()
     }
-}
-
-/// `rate` with a burst of `burst` (at least 1).
-pub fn quota(rate: Rate, burst: u32) -> Quota {
-    let one = NonZeroU32::MIN;
-    let count = NonZeroU32::new(rate.count).unwrap_or(one);
-    let period = (rate.per / count.get()).max(Duration::from_nanos(1));
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(count))
-        .allow_burst(NonZeroU32::new(burst).unwrap_or(one))
 }
 
 impl Admission {

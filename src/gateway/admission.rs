@@ -9,92 +9,28 @@
 //! Nothing here queues: the pending cap is a `try_acquire` on a semaphore
 //! and the body budget a compare-and-swap on one counter, so a refused
 //! request costs no memory beyond its headers. The quota map is capped
-//! ([`CappedStore`]), so neither can a flood of source addresses grow it.
+//! ([`crate::quota::CappedStore`]), so neither can a flood of source addresses grow it.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
-use governor::state::{InMemoryState, NotKeyed, StateStore};
-use governor::{Quota, RateLimiter};
+use governor::RateLimiter;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{GatewayConfig, Rate};
+use crate::config::GatewayConfig;
+use crate::quota::{quota, CappedStore};
 use crate::stats::{DropReason, Stats};
 
 /// How often idle quota state is forgotten and the map shrunk.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
-/// The per-client quota state: governor's DashMap of client IPs, holding at
-/// most `cap` of them. A client not in the map while it is full is charged
-/// to one shared bucket (one client's quota for all of them together), so
-/// a flood of source addresses (127.0.0.0/8 alone is 16M of them) neither
-/// grows the map past `cap` nor gets a fresh burst per address. Clients
-/// already in the map keep their own quota; the periodic sweep
-/// ([`Admission::housekeeping`]) frees the entries of idle ones.
-pub(crate) struct CappedStore {
-    map: DashMapStateStore<IpAddr>,
-    shared: InMemoryState,
-    cap: usize,
-}
-
-impl CappedStore {
-    fn new(cap: usize) -> Self {
-        Self {
-            map: DashMapStateStore::default(),
-            shared: InMemoryState::default(),
-            cap,
-        }
-    }
-}
-
-impl StateStore for CappedStore {
-    type Key = IpAddr;
-
-    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        if let Some(state) = self.map.get(key) {
-            return state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        // `len` and the insert are not one step: threads racing past a
-        // full check may each add one key, a few past `cap` at most.
-        if self.map.len() >= self.cap {
-            return self.shared.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        let state = self.map.entry(*key).or_default();
-        state.measure_and_replace(&NotKeyed::NonKey, f)
-    }
-}
-
-impl ShrinkableKeyedStateStore<IpAddr> for CappedStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        self.map.retain_recent(drop_below);
-    }
-
-    fn shrink_to_fit(&self) {
-        self.map.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
 type QuotaLimiter = RateLimiter<
     IpAddr,
-    CappedStore,
+    CappedStore<IpAddr>,
     DefaultClock,
     NoOpMiddleware<<DefaultClock as Clock>::Instant>,
 >;
@@ -144,15 +80,6 @@ impl Refusal {
             Self::BadBody => DropReason::Malformed,
         }
     }
-}
-
-/// The governor quota for `rate` with `burst` cells.
-fn quota(rate: Rate, burst: u32) -> Quota {
-    let period = rate.per / rate.count.max(1);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period.max(Duration::from_nanos(1)))
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst)
 }
 
 pub(crate) struct Admission {
@@ -277,6 +204,7 @@ impl Drop for BodyPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Rate;
 
     fn admission(budget: u64) -> Admission {
         let mut cfg = crate::config::Config::embedded().unwrap().gateway;

@@ -49,8 +49,18 @@ async fn a_short_replay_against_a_healthy_fake_passes_and_writes_its_files() {
     let got = body_bytes.load(std::sync::atomic::Ordering::Relaxed);
     assert!(got >= 10 * (64 << 10), "{got}");
     let csv = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
-    assert!(csv.lines().count() > 50, "{csv}");
-    assert!(csv.contains(",dhcp-flood,"));
+    // Every phase is sampled (how often depends on how busy the machine is).
+    for phase in [
+        "idle",
+        "steady",
+        "slow-upstream",
+        "dhcp-flood",
+        "finale",
+        "tail",
+    ] {
+        let n = csv.matches(&format!(",{phase},")).count();
+        assert!(n >= 2, "{n} samples of {phase}:\n{csv}");
+    }
     assert!(std::fs::read_to_string(out.join("timeline.svg"))
         .unwrap()
         .starts_with("<svg"));
