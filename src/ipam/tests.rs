@@ -763,6 +763,8 @@ async fn every_write_answered_ok_is_on_disk_when_batches_fail() {
     let dir = tempfile::tempdir().unwrap();
     let (ipam, store, tracker, cancel) = faulty_lab(dir.path(), "10.0.255.200");
     let now = SystemTime::now();
+    // The first batch fails whatever the timing; more faults follow below.
+    store.fail_apply.store(1, Relaxed);
     let tasks: Vec<_> = (0..400u32)
         .map(|n| {
             let ipam = ipam.clone();
