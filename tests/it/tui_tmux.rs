@@ -174,7 +174,18 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// Kills what the pane's shell runs first: kill-session only sends it
+    /// SIGHUP, which a running vpcbox takes as "reload" and keeps running.
     fn drop(&mut self) {
+        let pid = self
+            .tmux()
+            .args(["display-message", "-p", "-t", &self.0, "#{pane_pid}"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if let Some(pid) = pid.filter(|p| !p.is_empty()) {
+            let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+        }
         let _ = self.tmux().args(["kill-session", "-t", &self.0]).status();
     }
 }
