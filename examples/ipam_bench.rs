@@ -181,7 +181,7 @@ fn open(dir: &Path) {
 }
 
 /// Returns jemalloc's dirty pages to the OS, as vpcbox's memory governor
-/// does (`src/memory.rs`); RSS after it is what the store really holds.
+/// does (`src/memory/`); RSS after it is what the store really holds.
 fn purge() {
     let call = |name: &std::ffi::CStr| {
         // SAFETY: "void" mallctl operations: no input, no output.

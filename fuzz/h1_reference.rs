@@ -18,7 +18,7 @@
 //!   `MAX_CHUNK_META` bytes of both in all.
 //!
 //! Included by the fuzz target and, for `cargo test`, by
-//! `src/gateway/fuzz.rs`; `super` provides `Case`, `Outcome`, `Body` and
+//! `src/gateway/fuzz/`; `super` provides `Case`, `Outcome`, `Body` and
 //! the two limits.
 
 use super::{Body, Case, Outcome, MAX_CHUNK_META, MAX_HEADERS};

@@ -39,8 +39,6 @@ mod state;
 mod store;
 
 #[cfg(test)]
-mod proptests;
-#[cfg(test)]
 mod tests;
 
 use std::net::Ipv4Addr;

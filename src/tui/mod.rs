@@ -21,8 +21,6 @@ pub mod terminal;
 pub mod views;
 
 #[cfg(test)]
-mod loop_tests;
-#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

@@ -156,7 +156,7 @@ impl<'a> Upstream<'a> {
 }
 
 #[cfg(test)]
-#[path = "../../fuzz/h1_reference.rs"]
+#[path = "../../../fuzz/h1_reference.rs"]
 mod reference;
 
 #[cfg(test)]

@@ -323,5 +323,4 @@ pub fn csv(samples: &[Sample]) -> String {
 }
 
 #[cfg(test)]
-#[path = "report_tests.rs"]
 mod tests;

@@ -268,5 +268,4 @@ async fn exchange(
 }
 
 #[cfg(test)]
-#[path = "dhcp_load_tests.rs"]
 mod tests;
