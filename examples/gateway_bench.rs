@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use vpcbox::app::Shared;
 use vpcbox::config::{Config, RouteConfig};
 use vpcbox::gateway::{ApiContext, Gateway};
 use vpcbox::isolation::IsolationSet;
+use vpcbox::shared::Shared;
 use vpcbox::stats::Stats;
 
 fn env(name: &str, default: &str) -> String {

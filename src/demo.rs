@@ -26,7 +26,7 @@ use dhcproto::{Decodable, Decoder, Encodable};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Shared;
+use crate::shared::Shared;
 
 /// Well-behaved DHCP clients.
 pub const DHCP_CLIENTS: u8 = 50;

@@ -20,6 +20,8 @@ pub mod isolation;
 pub mod memory;
 pub mod quota;
 pub mod replay;
+pub mod secret;
+pub mod shared;
 pub mod stats;
 pub mod tui;
 

@@ -13,7 +13,7 @@ use crate::exit::Exit;
 pub fn load_or_create(path: &Path) -> Result<Arc<str>, Exit> {
     let unavailable =
         |why: String| Exit::unavailable(format!("admin token file '{}' {why}", path.display()));
-    if let Some(why) = super::secret::too_open(path) {
+    if let Some(why) = crate::secret::too_open(path) {
         return Err(unavailable(why));
     }
     match std::fs::read_to_string(path) {

@@ -37,9 +37,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::Shared;
 use crate::config::GatewayConfig;
 use crate::isolation::IsolationSet;
+use crate::shared::Shared;
 use crate::stats::Stats;
 
 pub use api::ApiContext;

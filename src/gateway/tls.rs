@@ -38,7 +38,7 @@ fn key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, GatewayError> {
 
 /// The acceptor for `[gateway.tls]`.
 pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, GatewayError> {
-    if let Some(why) = crate::app::secret::too_open(&tls.key) {
+    if let Some(why) = crate::secret::too_open(&tls.key) {
         return Err(err(&tls.key, why));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

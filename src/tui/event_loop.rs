@@ -21,8 +21,8 @@ use super::keys::{on_key, Command};
 use super::state::UiState;
 use super::views::Dashboard;
 use super::TuiError;
-use crate::app::Shared;
 use crate::client::ClientKey;
+use crate::shared::Shared;
 use crate::stats::Snapshot;
 
 /// Data for the Subnets/Leases views and lease lookups is refetched this often.

@@ -34,7 +34,7 @@ pub use ipam_source::IpamSource;
 pub use keys::{on_key, Command};
 pub use state::UiState;
 
-use crate::app::Shared;
+use crate::shared::Shared;
 use crate::stats::Snapshot;
 
 #[derive(Debug, thiserror::Error)]

@@ -409,10 +409,10 @@ mod event_loop {
     use super::super::data::NoData;
     use super::super::event_loop::{drive, Ended};
     use super::{key, screen, snapshot};
-    use crate::app::Shared;
     use crate::config::Config;
     use crate::events::EventKind;
     use crate::isolation::IsolationSet;
+    use crate::shared::Shared;
     use crate::stats::Stats;
 
     fn shared() -> Shared {

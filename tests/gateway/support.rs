@@ -16,10 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use vpcbox::app::Shared;
 use vpcbox::config::Config;
 use vpcbox::gateway::{ApiContext, Gateway};
 use vpcbox::isolation::IsolationSet;
+use vpcbox::shared::Shared;
 use vpcbox::stats::Stats;
 
 /// The admin bearer token of in-process test gateways.

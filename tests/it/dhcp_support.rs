@@ -9,11 +9,11 @@ use dhcproto::v4::{self, DhcpOption as O, MessageType as M};
 use dhcproto::{Decodable, Decoder, Encodable};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vpcbox::app::Shared;
 use vpcbox::config::{Config, SubnetConfig};
 use vpcbox::dhcp::DhcpServer;
 use vpcbox::ipam::{self, Ipam, ReservationSpec, SubnetSpec};
 use vpcbox::isolation::IsolationSet;
+use vpcbox::shared::Shared;
 use vpcbox::stats::Stats;
 
 /// Config subnet → IPAM spec (what `app.rs` does at start-up).

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use vpcbox::app::Shared;
 use vpcbox::config::Config;
 use vpcbox::demo;
 use vpcbox::isolation::IsolationSet;
+use vpcbox::shared::Shared;
 use vpcbox::stats::Stats;
 
 #[tokio::test]

@@ -53,7 +53,7 @@ impl ApiContext {
     /// The context for `shared`'s process; `ready` starts false and the
     /// composition root sets it once every listener is bound.
     pub fn new(
-        shared: &crate::app::Shared,
+        shared: &crate::shared::Shared,
         ipam: Arc<Ipam>,
         snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
         admin_token: Arc<str>,
