@@ -99,53 +99,15 @@ fn load(arg: &ConfigArg) -> Result<(Config, Option<PathBuf>), Exit> {
     Ok((Config::embedded()?, None))
 }
 
-/// `vpcbox db export|import`: the store as JSON, for backup and restore.
-/// Opens the store itself, so it refuses (exit 69) while vpcbox runs.
+/// `vpcbox db export|import` (see `app::db`).
 fn db(cmd: DbCommand) -> Result<(), Exit> {
-    let runtime = runtime()?;
-    let stats = vpcbox::stats::Stats::new(16);
     match cmd {
-        DbCommand::Export(c) => {
-            let (config, _) = load(&c)?;
-            let ipam = vpcbox::app::store::open(&config, stats)?;
-            let dump = ipam
-                .export()
-                .map_err(|e| Exit::software(format!("export failed: {e}")))?;
-            let json = serde_json::to_string_pretty(&dump)
-                .map_err(|e| Exit::software(format!("export failed: {e}")))?;
-            emit(&(json + "\n"))
-        }
+        DbCommand::Export(c) => emit(&vpcbox::app::db::export(&load(&c)?.0)?),
         DbCommand::Import {
             config,
             file,
             force,
-        } => {
-            let (config, _) = load(&config)?;
-            let text = std::fs::read(&file)
-                .map_err(|e| Exit::usage(format!("{}: cannot be read: {e}", file.display())))?;
-            // Bytes, not a String: invalid UTF-8 is reported with its line.
-            let dump: vpcbox::ipam::Dump = serde_json::from_slice(&text).map_err(|e| {
-                Exit::usage(format!("{}: not a vpcbox export: {e}", file.display()))
-            })?;
-            let ipam = vpcbox::app::store::open(&config, stats)?;
-            runtime.block_on(async {
-                ipam.import(dump, force).await.map_err(|e| match e {
-                    vpcbox::ipam::IpamError::NotEmpty => {
-                        Exit::usage("the store is not empty; use --force to replace it")
-                    }
-                    e @ (vpcbox::ipam::IpamError::Storage(_)
-                    | vpcbox::ipam::IpamError::Degraded(_)) => {
-                        Exit::unavailable(format!("import failed, nothing written: {e}"))
-                    }
-                    other => Exit::usage(format!("{}: {other}", file.display())),
-                })?;
-                ipam.flush()
-                    .await
-                    .map_err(|e| Exit::software(format!("flush failed: {e}")))
-            })?;
-            eprintln!("vpcbox: imported {}", file.display());
-            Ok(())
-        }
+        } => vpcbox::app::db::import(&runtime()?, &load(&config)?.0, &file, force),
     }
 }
 

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use super::data::{DataSource, LeaseQuery, LeaseRow, SubnetRow};
 use crate::client::ClientKey;
 use crate::config::Config;
 use crate::ipam::{Ipam, Lease, LeaseFilter, LeaseState};
+use crate::tui::{DataSource, LeaseQuery, LeaseRow, SubnetRow};
 
 /// Leases scanned for a free-text search (address or client substring).
 pub const SEARCH_SCAN: usize = 20_000;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::config::{diff, Config};
 use crate::events::EventKind;
 
-use super::Shared;
+use crate::shared::Shared;
 
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]

@@ -22,12 +22,9 @@ use crate::memory::Governor;
 use crate::shared::{Shared, Stop};
 use crate::stats::{Publisher, Stats};
 
-mod logging;
-mod reload;
-pub mod store;
-mod token;
-
-pub use reload::{reload, Outcome};
+use super::ipam_source::IpamSource;
+use super::reload::{self, reload};
+use super::{logging, store, token};
 
 /// How `vpcbox run` was asked to behave.
 #[derive(Debug, Clone, Default)]
@@ -179,7 +176,7 @@ fn start_dashboard(
     ipam: &Arc<crate::ipam::Ipam>,
     snapshots: tokio::sync::watch::Receiver<Arc<crate::stats::Snapshot>>,
 ) {
-    let data = crate::tui::IpamSource::new(ipam.clone(), &shared.config);
+    let data = IpamSource::new(ipam.clone(), &shared.config);
     let s = shared.clone();
     shared.tracker.spawn(async move {
         if let Err(e) = crate::tui::run(s, snapshots, data).await {

@@ -1,4 +1,5 @@
-//! Setup (spawn or attach), the phase schedule, teardown and the report.
+//! The replay's entry: setup (spawn or attach), the phase schedule,
+//! teardown and the report.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -8,19 +9,52 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use super::args::ReplayArgs;
 use super::config_gen::{FLOOD_RELAY, LEGIT_RELAY};
 use super::phases::{Kind, Phase, Recorder};
 use super::report::{self, Line, Targets};
 use super::sampler::Sampler;
 use super::setup::{self, Setup};
 use super::upstream::{Delays, SlowUpstream};
-use super::{dhcp_load, finale, http_load, plot, ReplayArgs};
+use super::{dhcp_load, finale, http_load, plot};
+use crate::exit::Exit;
 
 /// What the replay found.
 #[derive(Debug)]
 pub struct Outcome {
     pub lines: Vec<Line>,
     pub peak_rss: Option<u64>,
+}
+
+/// Runs the replay on its own runtime and prints the report. Exit 0 when
+/// every verdict passes, 1 when one fails (with `--no-protections` that is
+/// the expected outcome), 64/69 when the replay itself cannot run.
+pub fn run(args: ReplayArgs) -> Result<(), Exit> {
+    if args.phase_secs == 0 || args.tail_secs == 0 {
+        return Err(Exit::usage(
+            "replay: --phase-secs and --tail-secs must be at least 1",
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vpcbox-replay")
+        .build()
+        .map_err(|e| Exit::unavailable(format!("cannot start the runtime: {e}")))?;
+    let outcome = runtime
+        .block_on(replay(args))
+        .map_err(|e| Exit::unavailable(format!("replay: {e:#}")))?;
+    let failed = outcome.lines.iter().filter(|l| !l.pass).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: 1,
+            message: format!(
+                "replay: {failed} of {} verdicts failed",
+                outcome.lines.len()
+            ),
+        })
+    }
 }
 
 /// Runs the whole replay; prints the report and writes `--out`.

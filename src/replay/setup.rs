@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::args::ReplayArgs;
 use super::target::{self, Spawned};
-use super::ReplayArgs;
 use super::{config_gen, http_load};
 use crate::config::Config;
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::replay::phases::{Kind, Phase};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_replay_against_a_healthy_fake_passes_and_writes_its_files() {

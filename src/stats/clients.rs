@@ -16,9 +16,9 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::labels::{DropReason, N_REASON};
 use super::summary::Summary;
 use super::window::{Window, TICK, TICKS_PER_SEC};
-use super::{DropReason, N_REASON};
 use crate::client::ClientKey;
 
 /// Buckets in the request window: 10 s.

@@ -13,8 +13,10 @@ use prometheus_client::encoding::{EncodeGaugeValue, EncodeMetric, MetricEncoder,
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::clients::ClientRow;
 use super::histogram::{HistogramSnapshot, BOUNDS};
-use super::{ClientRow, DhcpKind, DhcpOutcome, DropReason, Snapshot};
+use super::labels::{DhcpKind, DhcpOutcome, DropReason};
+use super::snapshot::Snapshot;
 
 /// The `Content-Type` to serve [`render`]'s output with.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::counters::Stats;
+use super::labels::{DhcpKind, DhcpOutcome, DropReason};
 use super::snapshot::{MemorySnapshot, RouteSnapshot, Snapshot};
-use super::{DhcpKind, DhcpOutcome, DropReason, Stats};
 
 pub struct Publisher {
     stats: Arc<Stats>,

@@ -4,7 +4,15 @@ use std::time::{Duration, SystemTime};
 
 use super::clients::ClientRow;
 use super::histogram::HistogramSnapshot;
-use super::{DhcpKind, DhcpOutcome, DropReason, LeaseCount};
+use super::labels::{DhcpKind, DhcpOutcome, DropReason};
+
+/// One lease-count gauge: `vpcbox_ipam_leases{subnet,state}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseCount {
+    pub subnet: String,
+    pub state: &'static str,
+    pub count: u64,
+}
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RouteSnapshot {

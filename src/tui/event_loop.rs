@@ -17,10 +17,10 @@ use ratatui::Terminal;
 use tokio::sync::{mpsc, watch};
 
 use super::data::{fetch, DataRequest, DataSource, DataUpdate};
+use super::error::TuiError;
 use super::keys::{on_key, Command};
 use super::state::UiState;
 use super::views::Dashboard;
-use super::TuiError;
 use crate::client::ClientKey;
 use crate::shared::Shared;
 use crate::stats::Snapshot;

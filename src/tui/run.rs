@@ -1,57 +1,17 @@
-//! The live dashboard (issue 7): per-client rates, pending work, memory,
-//! and one-key isolation of a misbehaving client.
-//!
-//! - [`state`]: everything drawn, derived from snapshots; [`keys`]: key
-//!   handling as a pure function of that state returning [`Command`]s.
-//! - [`views`]: pure widgets over the state (`impl Widget for &View`).
-//! - [`event_loop`]: ticks, keys, resizes; blocking work off the draw path.
-//! - [`terminal`]: raw mode and the alternate screen as a guarded resource.
-//! - [`data`]: the rows the Subnets and Leases views show, and the
-//!   [`DataSource`] trait the composition root implements over the IPAM.
-
-pub mod data;
-pub mod event_loop;
-pub mod format;
-pub mod history;
-pub mod ipam_source;
-pub mod keys;
-pub mod kinds;
-pub mod state;
-pub mod terminal;
-pub mod views;
-
-#[cfg(test)]
-mod tests;
+//! Entering the dashboard: whether to show it, and running it on the real
+//! terminal until `q`, the root token, or a terminal failure.
 
 use std::sync::Arc;
 
 use crossterm::event::EventStream;
 use tokio::sync::watch;
 
-pub use data::{DataSource, LeaseQuery, LeaseRow, NoData, SubnetRow};
-pub use event_loop::Ended;
-pub use ipam_source::IpamSource;
-pub use keys::{on_key, Command};
-pub use state::UiState;
-
+use super::data::DataSource;
+use super::error::TuiError;
+use super::event_loop::{self, Ended};
+use super::terminal;
 use crate::shared::Shared;
 use crate::stats::Snapshot;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TuiError {
-    #[error("terminal: {0}")]
-    Terminal(#[from] std::io::Error),
-    #[error("drawing: {0}")]
-    Draw(String),
-    #[error("a panic restored the terminal; dashboard stopped")]
-    Panicked,
-}
-
-impl TuiError {
-    fn draw(e: impl std::fmt::Display) -> Self {
-        Self::Draw(e.to_string())
-    }
-}
 
 /// Whether `vpcbox run` should show the dashboard: stdout is a terminal,
 /// `--headless` is absent, and systemd is not running us (it sets
@@ -66,7 +26,7 @@ pub fn should_use_tui(headless: bool) -> bool {
     )
 }
 
-fn decide(headless: bool, stdout_is_terminal: bool, under_systemd: bool) -> bool {
+pub(super) fn decide(headless: bool, stdout_is_terminal: bool, under_systemd: bool) -> bool {
     !headless && stdout_is_terminal && !under_systemd
 }
 

@@ -357,10 +357,10 @@ fn tab_help_and_quit() {
 
 #[test]
 fn tui_only_on_a_terminal_outside_systemd() {
-    assert!(super::decide(false, true, false));
-    assert!(!super::decide(true, true, false));
-    assert!(!super::decide(false, false, false));
-    assert!(!super::decide(false, true, true));
+    assert!(super::run::decide(false, true, false));
+    assert!(!super::run::decide(true, true, false));
+    assert!(!super::run::decide(false, false, false));
+    assert!(!super::run::decide(false, true, true));
 }
 
 /// A random-MAC flood turns the table's rows over every snapshot; the

@@ -1,15 +1,4 @@
-//! `vpcbox replay`: the incident as a reproducible lab exercise.
-//!
-//! Against a running vpcbox (or one it spawns), in phases: steady HTTP/2 API
-//! load and legit DHCP clients; + a slow upstream behind a `[[route]]`; + one
-//! MAC flooding DHCP; + HTTP/2 streams with large bodies that never read;
-//! then a quiet tail. A sampler records the target's RSS, pending requests,
-//! overload state and health every 100 ms; the verdict table says what held
-//! against the targets (peak RSS ≤ budget, 0 s unavailable, legit
-//! success ≥ 99 %, RSS back within 10 % of its pre-flood level ≤ 5 s).
-//!
-//! `anyhow` is used throughout: this is an app-level tool whose errors end
-//! in one printed line, not a library boundary.
+//! The options of `vpcbox replay`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,22 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use crate::exit::Exit;
-
-pub mod config_gen;
-pub mod dhcp_load;
-pub mod finale;
-pub mod http_load;
-mod orchestrate;
-pub mod phases;
-pub mod plot;
-pub mod report;
-pub mod sampler;
-mod setup;
-pub mod target;
-pub mod upstream;
-
-pub use orchestrate::{replay, Outcome};
+use super::config_gen;
 
 fn size_arg(s: &str) -> Result<u64, String> {
     crate::config::parse::size(s).map_err(|e| format!("'{s}' {e}"))
@@ -146,39 +120,3 @@ impl ReplayArgs {
         Standalone::try_parse_from(argv).map(|s| s.args)
     }
 }
-
-/// Runs the replay on its own runtime and prints the report. Exit 0 when
-/// every verdict passes, 1 when one fails (with `--no-protections` that is
-/// the expected outcome), 64/69 when the replay itself cannot run.
-pub fn run(args: ReplayArgs) -> Result<(), Exit> {
-    if args.phase_secs == 0 || args.tail_secs == 0 {
-        return Err(Exit::usage(
-            "replay: --phase-secs and --tail-secs must be at least 1",
-        ));
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("vpcbox-replay")
-        .build()
-        .map_err(|e| Exit::unavailable(format!("cannot start the runtime: {e}")))?;
-    let outcome = runtime
-        .block_on(replay(args))
-        .map_err(|e| Exit::unavailable(format!("replay: {e:#}")))?;
-    let failed = outcome.lines.iter().filter(|l| !l.pass).count();
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(Exit {
-            code: 1,
-            message: format!(
-                "replay: {failed} of {} verdicts failed",
-                outcome.lines.len()
-            ),
-        })
-    }
-}
-
-#[cfg(test)]
-mod fake;
-#[cfg(test)]
-mod tests;
