@@ -7,7 +7,7 @@
 //! and more often while there, and after a burst of connections closes.
 //! A purge reaches only the calling thread's tcache, so gateway threads
 //! flush their own while busy ([`trim_thread_cache`]).
-//! Above the shed mark the gateway and DHCP read `overload_state == 2` and
+//! Above the shed mark the gateway and DHCP see `Stats::shedding()` and
 //! refuse new work; the state falls back with hysteresis.
 
 use std::ffi::CStr;
@@ -22,31 +22,7 @@ use crate::config::MemoryConfig;
 use crate::events::{EventKind, EventLog};
 use crate::stats::Stats;
 
-/// The overload state published as `vpcbox_overload_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum State {
-    Normal = 0,
-    Shrink = 1,
-    Shed = 2,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Shrink => "shrink",
-            Self::Shed => "shed",
-        }
-    }
-
-    pub fn from_gauge(v: u64) -> Self {
-        match v {
-            0 => Self::Normal,
-            1 => Self::Shrink,
-            _ => Self::Shed,
-        }
-    }
-}
+pub use crate::stats::OverloadState as State;
 
 /// The marks in bytes, derived from the config.
 #[derive(Debug, Clone, Copy, PartialEq)]

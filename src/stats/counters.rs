@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use super::clients::ClientTable;
 use super::histogram::Histogram;
-use super::labels::{DhcpKind, DhcpOutcome, DropReason, N_KIND, N_OUTCOME, N_REASON};
+use super::labels::{
+    DhcpKind, DhcpOutcome, DropReason, OverloadState, N_KIND, N_OUTCOME, N_REASON,
+};
 use super::snapshot::LeaseCount;
 
 #[derive(Debug, Default)]
@@ -129,7 +131,7 @@ pub struct MemoryStats {
     pub heap_retained: AtomicU64,
     pub heap_shrinks: AtomicU64,
     pub last_reclaim_bytes: AtomicU64,
-    /// 0 normal, 1 shrink, 2 shed.
+    /// An [`OverloadState`] as its gauge value.
     pub overload_state: AtomicU64,
 }
 
@@ -179,5 +181,15 @@ impl Stats {
 
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()].load(Relaxed)
+    }
+
+    /// The memory governor's current state.
+    pub fn overload(&self) -> OverloadState {
+        OverloadState::from_gauge(self.memory.overload_state.load(Relaxed))
+    }
+
+    /// Whether the governor sheds load: services refuse new work.
+    pub fn shedding(&self) -> bool {
+        self.overload() == OverloadState::Shed
     }
 }

@@ -1,4 +1,5 @@
-//! Label values of the metrics: drop reasons, DHCP message kinds and outcomes.
+//! Label and gauge values of the metrics: drop reasons, DHCP message kinds
+//! and outcomes, the overload state.
 
 /// Why a packet, connection or request was refused. Label values of
 /// `vpcbox_client_drops_total{reason}`.
@@ -172,3 +173,30 @@ impl DhcpOutcome {
 pub(super) const N_KIND: usize = DhcpKind::ALL.len();
 pub(super) const N_OUTCOME: usize = DhcpOutcome::ALL.len();
 pub(super) const N_REASON: usize = DropReason::ALL.len();
+
+/// The memory governor's state, published as `vpcbox_overload_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OverloadState {
+    Normal = 0,
+    Shrink = 1,
+    /// New work is refused.
+    Shed = 2,
+}
+
+impl OverloadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Shrink => "shrink",
+            Self::Shed => "shed",
+        }
+    }
+
+    pub fn from_gauge(v: u64) -> Self {
+        match v {
+            0 => Self::Normal,
+            1 => Self::Shrink,
+            _ => Self::Shed,
+        }
+    }
+}

@@ -20,6 +20,6 @@ mod window;
 pub use clients::{ClientRow, ClientTable};
 pub use counters::{DhcpStats, GatewayStats, IpamStats, MemoryStats, RouteStats, Stats};
 pub use histogram::Histogram;
-pub use labels::{DhcpKind, DhcpOutcome, DropReason};
+pub use labels::{DhcpKind, DhcpOutcome, DropReason, OverloadState};
 pub use publisher::Publisher;
 pub use snapshot::{LeaseCount, Snapshot};

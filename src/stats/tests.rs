@@ -409,3 +409,20 @@ async fn publisher_sends_snapshots_until_cancelled() {
     let joined = tokio::time::timeout(Duration::from_secs(5), task).await;
     assert!(matches!(joined, Ok(Ok(()))), "run returns on cancel");
 }
+
+#[test]
+fn shedding_follows_the_overload_gauge() {
+    let stats = Stats::new(4);
+    assert!(!stats.shedding());
+    stats
+        .memory
+        .overload_state
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stats.overload(), OverloadState::Shrink);
+    assert!(!stats.shedding());
+    stats
+        .memory
+        .overload_state
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    assert!(stats.shedding());
+}

@@ -7,6 +7,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, LineGauge, Paragraph, Sparkline, Widget};
 
+use crate::stats::OverloadState;
 use crate::tui::format;
 use crate::tui::history::History;
 use crate::tui::state::UiState;
@@ -17,10 +18,10 @@ pub struct Header<'a> {
 }
 
 pub fn overload_label(state: u64) -> (&'static str, Color) {
-    match state {
-        0 => ("normal", Color::Green),
-        1 => ("shrinking", Color::Yellow),
-        _ => ("shedding load", Color::Red),
+    match OverloadState::from_gauge(state) {
+        OverloadState::Normal => ("normal", Color::Green),
+        OverloadState::Shrink => ("shrinking", Color::Yellow),
+        OverloadState::Shed => ("shedding load", Color::Red),
     }
 }
 
