@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use super::clients::ClientRow;
 use super::histogram::{HistogramSnapshot, BOUNDS};
 use super::labels::{DhcpKind, DhcpOutcome, DropReason};
-use super::snapshot::Snapshot;
+use super::snapshot::{RouteSnapshot, Snapshot};
 
 /// The `Content-Type` to serve [`render`]'s output with.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -30,12 +30,6 @@ type Labels = Vec<(&'static str, String)>;
 /// Constant gauge samples of one family, in the order given.
 #[derive(Debug)]
 struct Gauges<V>(Vec<(Labels, V)>);
-
-impl<V> Gauges<V> {
-    fn single(v: V) -> Self {
-        Self(vec![(Vec::new(), v)])
-    }
-}
 
 impl<V: EncodeGaugeValue + std::fmt::Debug> EncodeMetric for Gauges<V> {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
@@ -54,12 +48,6 @@ impl<V: EncodeGaugeValue + std::fmt::Debug> EncodeMetric for Gauges<V> {
 /// encoder appends `_total` to the name.
 #[derive(Debug)]
 struct Counters(Vec<(Labels, u64)>);
-
-impl Counters {
-    fn single(v: u64) -> Self {
-        Self(vec![(Vec::new(), v)])
-    }
-}
 
 impl EncodeMetric for Counters {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
@@ -135,6 +123,40 @@ pub fn render(snap: &Snapshot, per_client: bool) -> String {
     out
 }
 
+/// Registers one family per line, in order: `kind "name", "help" => value;`
+/// where `kind` builds the metric (`gauge`/`counter` for one sample,
+/// `Gauges`/`Counters` for labelled samples, `histogram`).
+macro_rules! families {
+    ($reg:expr; $($kind:ident $name:literal, $help:literal => $v:expr;)+) => {
+        $( $reg.register($name, $help, $kind($v)); )+
+    };
+}
+
+fn gauge<V>(v: V) -> Gauges<V> {
+    Gauges(vec![(Vec::new(), v)])
+}
+
+fn counter(v: u64) -> Counters {
+    Counters(vec![(Vec::new(), v)])
+}
+
+fn histogram(h: &HistogramSnapshot) -> ConstHistogram {
+    ConstHistogram::new(h)
+}
+
+/// One sample per label value, in `values`' order.
+fn by<T, V>(
+    key: &'static str,
+    values: &[T],
+    name: impl Fn(&T) -> String,
+    v: impl Fn(&T) -> V,
+) -> Vec<(Labels, V)> {
+    values
+        .iter()
+        .map(|x| (vec![(key, name(x))], v(x)))
+        .collect()
+}
+
 fn dhcp(reg: &mut Registry, snap: &Snapshot) {
     // Every type and result, seen or not, so rate() has a series from the start.
     let packets = DhcpKind::ALL
@@ -153,26 +175,12 @@ fn dhcp(reg: &mut Registry, snap: &Snapshot) {
             (labels, n)
         })
         .collect();
-    reg.register(
-        "dhcp_packets",
-        "DHCP packets received, by message type and what became of them",
-        Counters(packets),
-    );
-    reg.register(
-        "dhcp_queue_depth",
-        "DHCP packets waiting in the bounded work queue",
-        Gauges::single(snap.dhcp_queue_depth),
-    );
-    reg.register(
-        "dhcp_queue_capacity",
-        "Capacity of the DHCP work queue",
-        Gauges::single(snap.dhcp_queue_capacity),
-    );
-    reg.register(
-        "dhcp_tracked_clients",
-        "Client keys with a DHCP quota of their own (at most dhcp.max_client_quotas)",
-        Gauges::single(snap.dhcp_tracked_clients),
-    );
+    families! { reg;
+        Counters "dhcp_packets", "DHCP packets received, by message type and what became of them" => packets;
+        gauge "dhcp_queue_depth", "DHCP packets waiting in the bounded work queue" => snap.dhcp_queue_depth;
+        gauge "dhcp_queue_capacity", "Capacity of the DHCP work queue" => snap.dhcp_queue_capacity;
+        gauge "dhcp_tracked_clients", "Client keys with a DHCP quota of their own (at most dhcp.max_client_quotas)" => snap.dhcp_tracked_clients;
+    }
 }
 
 fn ipam(reg: &mut Registry, snap: &Snapshot) {
@@ -184,202 +192,83 @@ fn ipam(reg: &mut Registry, snap: &Snapshot) {
             (labels, l.count)
         })
         .collect();
-    reg.register("ipam_leases", "Leases by subnet and state", Gauges(leases));
-    reg.register(
-        "ipam_commit_seconds",
-        "Seconds from a durable write's submission to its flush completing",
-        ConstHistogram::new(&snap.ipam_commit_seconds),
-    );
-    reg.register(
-        "ipam_commit_batch_size",
-        "Operations per group commit",
-        ConstHistogram::new(&snap.ipam_batch_size),
-    );
-    reg.register(
-        "ipam_commits_waiting",
-        "Writes waiting for a group commit",
-        Gauges::single(snap.ipam_commits_waiting),
-    );
-    reg.register(
-        "ipam_writes",
-        "Durable IPAM writes",
-        Counters::single(snap.ipam_writes_total),
-    );
-    reg.register(
-        "storage_errors",
-        "Store writes or flushes that failed",
-        Counters::single(snap.storage_errors_total),
-    );
-    reg.register(
-        "storage_degraded",
-        "1 while the store refuses writes after a failure",
-        Gauges::single(snap.storage_degraded),
-    );
+    families! { reg;
+        Gauges "ipam_leases", "Leases by subnet and state" => leases;
+        histogram "ipam_commit_seconds", "Seconds from a durable write's submission to its flush completing" => &snap.ipam_commit_seconds;
+        histogram "ipam_commit_batch_size", "Operations per group commit" => &snap.ipam_batch_size;
+        gauge "ipam_commits_waiting", "Writes waiting for a group commit" => snap.ipam_commits_waiting;
+        counter "ipam_writes", "Durable IPAM writes" => snap.ipam_writes_total;
+        counter "storage_errors", "Store writes or flushes that failed" => snap.storage_errors_total;
+        gauge "storage_degraded", "1 while the store refuses writes after a failure" => snap.storage_degraded;
+    }
 }
 
 fn gateway(reg: &mut Registry, snap: &Snapshot) {
-    let route = |name: &str| vec![("route", name.to_owned())];
     let requests = snap
         .routes
         .iter()
         .flat_map(|r| {
             r.codes.iter().map(|(code, n)| {
-                let mut labels = route(&r.name);
-                labels.push(("code", code.to_string()));
+                let labels = vec![("route", r.name.clone()), ("code", code.to_string())];
                 (labels, *n)
             })
         })
         .collect();
-    reg.register(
-        "gateway_requests",
-        "Gateway responses by route and status code",
-        Counters(requests),
-    );
-    let pending = snap.routes.iter().map(|r| (route(&r.name), r.pending));
-    reg.register(
-        "gateway_pending",
-        "Requests in flight per route",
-        Gauges(pending.collect()),
-    );
-    let max_pending = snap.routes.iter().map(|r| (route(&r.name), r.max_pending));
-    reg.register(
-        "gateway_max_pending",
-        "Configured pending cap per route; past it the gateway answers 503",
-        Gauges(max_pending.collect()),
-    );
-    reg.register(
-        "gateway_streams",
-        "Open HTTP/2 streams",
-        Gauges::single(snap.gateway_streams),
-    );
-    reg.register(
-        "gateway_connections",
-        "Open gateway connections",
-        Gauges::single(snap.gateway_connections),
-    );
-    reg.register(
-        "gateway_response_buffered_bytes",
-        "Response bytes buffered for clients, not yet written to their sockets",
-        Gauges::single(snap.gateway_response_buffered),
-    );
-    reg.register(
-        "gateway_response_budget_bytes",
-        "Configured response budget; upstream reads pause past it",
-        Gauges::single(snap.gateway_response_budget),
-    );
+    let route = |r: &RouteSnapshot| r.name.clone();
     let resets = ["stall", "budget", "shed"]
-        .iter()
-        .zip(snap.gateway_response_resets)
-        .map(|(r, n)| (vec![("reason", (*r).to_owned())], n));
-    reg.register(
-        "gateway_response_resets",
-        "Streams reset for the response bytes they held",
-        Counters(resets.collect()),
-    );
+        .into_iter()
+        .zip(snap.gateway_response_resets);
+    families! { reg;
+        Counters "gateway_requests", "Gateway responses by route and status code" => requests;
+        Gauges "gateway_pending", "Requests in flight per route" => by("route", &snap.routes, route, |r| r.pending);
+        Gauges "gateway_max_pending", "Configured pending cap per route; past it the gateway answers 503" => by("route", &snap.routes, route, |r| r.max_pending);
+        gauge "gateway_streams", "Open HTTP/2 streams" => snap.gateway_streams;
+        gauge "gateway_connections", "Open gateway connections" => snap.gateway_connections;
+        gauge "gateway_response_buffered_bytes", "Response bytes buffered for clients, not yet written to their sockets" => snap.gateway_response_buffered;
+        gauge "gateway_response_budget_bytes", "Configured response budget; upstream reads pause past it" => snap.gateway_response_budget;
+        Counters "gateway_response_resets", "Streams reset for the response bytes they held" => resets.map(|(r, n)| (vec![("reason", r.to_owned())], n)).collect();
+    }
 }
 
 fn memory(reg: &mut Registry, snap: &Snapshot) {
     let m = &snap.memory;
-    let gauges: [(&str, &str, u64); 7] = [
-        (
-            "memory_rss_bytes",
-            "Resident set size of the process",
-            m.rss_bytes,
-        ),
-        (
-            "memory_budget_bytes",
-            "Configured memory budget",
-            m.budget_bytes,
-        ),
-        (
-            "heap_allocated_bytes",
-            "Bytes allocated by the application (jemalloc)",
-            m.heap_allocated,
-        ),
-        (
-            "heap_resident_bytes",
-            "Bytes in physically resident heap pages (jemalloc)",
-            m.heap_resident,
-        ),
-        (
-            "heap_retained_bytes",
-            "Bytes retained by jemalloc, not returned to the OS",
-            m.heap_retained,
-        ),
-        (
-            "heap_last_reclaim_bytes",
-            "Bytes the last heap shrink gave back",
-            m.last_reclaim_bytes,
-        ),
-        (
-            "overload_state",
-            "Memory governor state: 0 normal, 1 shrink, 2 shed",
-            m.overload_state,
-        ),
-    ];
-    for (name, help, v) in gauges {
-        reg.register(name, help, Gauges::single(v));
+    families! { reg;
+        gauge "memory_rss_bytes", "Resident set size of the process" => m.rss_bytes;
+        gauge "memory_budget_bytes", "Configured memory budget" => m.budget_bytes;
+        gauge "heap_allocated_bytes", "Bytes allocated by the application (jemalloc)" => m.heap_allocated;
+        gauge "heap_resident_bytes", "Bytes in physically resident heap pages (jemalloc)" => m.heap_resident;
+        gauge "heap_retained_bytes", "Bytes retained by jemalloc, not returned to the OS" => m.heap_retained;
+        gauge "heap_last_reclaim_bytes", "Bytes the last heap shrink gave back" => m.last_reclaim_bytes;
+        gauge "overload_state", "Memory governor state: 0 normal, 1 shrink, 2 shed" => m.overload_state;
+        counter "heap_shrinks", "Heap purges that returned memory to the OS" => m.heap_shrinks;
+        gauge "uptime_seconds", "Seconds since the process started" => snap.uptime.as_secs_f64();
     }
-    reg.register(
-        "heap_shrinks",
-        "Heap purges that returned memory to the OS",
-        Counters::single(m.heap_shrinks),
-    );
-    reg.register(
-        "uptime_seconds",
-        "Seconds since the process started",
-        Gauges::single(snap.uptime.as_secs_f64()),
-    );
 }
 
 fn clients(reg: &mut Registry, snap: &Snapshot, per_client: bool) {
-    let drops = DropReason::ALL
-        .iter()
-        .map(|r| {
-            let n = snap.drops.iter().find(|(d, _)| d == r).map_or(0, |d| d.1);
-            (vec![("reason", r.as_str().to_owned())], n)
-        })
-        .collect();
-    reg.register(
-        "client_drops",
-        "Refused packets, connections and requests, by reason",
-        Counters(drops),
-    );
-    reg.register(
-        "isolated_clients",
-        "Clients isolated by the operator",
-        Gauges::single(snap.isolated_clients),
-    );
+    let drops = |r: &DropReason| snap.drops.iter().find(|(d, _)| d == r).map_or(0, |d| d.1);
+    families! { reg;
+        Counters "client_drops", "Refused packets, connections and requests, by reason" => by("reason", &DropReason::ALL, |r| r.as_str().to_owned(), drops);
+        gauge "isolated_clients", "Clients isolated by the operator" => snap.isolated_clients;
+    }
     if !per_client {
         return;
     }
-    let top: Vec<_> = snap
+    let top: Vec<&ClientRow> = snap
         .clients
         .iter()
-        .filter_map(|r| {
-            r.client
-                .as_ref()
-                .map(|c| (vec![("client", c.to_string())], r))
-        })
+        .filter(|r| r.client.is_some())
         .take(TOP_CLIENTS)
         .collect();
-    reg.register(
-        "client_rate",
-        "Requests per second over the last second, top clients only",
-        top_gauge(&top, |r| r.rate_1s),
-    );
-    reg.register(
-        "client_served_rate",
-        "Answers per second over the last second, top clients only",
-        top_gauge(&top, |r| r.served_rate_1s),
-    );
-    reg.register(
-        "client_pending",
-        "Work in flight, top clients only",
-        top_gauge(&top, |r| r.pending),
-    );
-}
-
-fn top_gauge<V>(top: &[(Labels, &ClientRow)], f: impl Fn(&ClientRow) -> V) -> Gauges<V> {
-    Gauges(top.iter().map(|(l, r)| (l.clone(), f(r))).collect())
+    let client = |r: &&ClientRow| {
+        r.client
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    families! { reg;
+        Gauges "client_rate", "Requests per second over the last second, top clients only" => by("client", &top, client, |r| r.rate_1s);
+        Gauges "client_served_rate", "Answers per second over the last second, top clients only" => by("client", &top, client, |r| r.served_rate_1s);
+        Gauges "client_pending", "Work in flight, top clients only" => by("client", &top, client, |r| r.pending);
+    }
 }
