@@ -96,33 +96,21 @@ impl DataSource for IpamSource {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ipam::{IpamOptions, PoolRange, SubnetSpec};
+    use crate::ipam::{IpamOptions, PoolRange};
     use crate::stats::Stats;
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     #[tokio::test]
     async fn reads_utilisation_leases_and_lease_of_from_the_ipam() {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(16)).unwrap();
-        let spec = SubnetSpec {
-            id: "lab".into(),
-            cidr: "10.0.0.0/24".parse().unwrap(),
-            pools: vec![PoolRange {
-                start: "10.0.0.10".parse().unwrap(),
-                end: "10.0.0.13".parse().unwrap(),
-            }],
-            exclude: vec![],
-            gateway: None,
-            dns: vec![],
-            domain: None,
-            lease_time: Duration::from_secs(1000),
-            renew_time: None,
-            rebind_time: None,
-            mtu: None,
-            routes: vec![],
-            options: vec![],
-            relays: vec![],
-        };
+        let mut config = Config::embedded().unwrap();
+        config.subnets.truncate(1);
+        let mut spec = config.subnets[0].clone();
+        spec.pools = vec![PoolRange {
+            start: "10.0.0.10".parse().unwrap(),
+            end: "10.0.0.13".parse().unwrap(),
+        }];
         let now = SystemTime::now();
         ipam.apply_config(&[spec], &[], now).unwrap();
         let (a, b): (ClientKey, ClientKey) = (
@@ -133,8 +121,6 @@ mod tests {
         ipam.bind("lab", &a, offer.ip, None, now).await.unwrap();
         ipam.offer("lab", &b, None, now).unwrap();
 
-        let mut config = Config::embedded().unwrap();
-        config.subnets.truncate(1);
         let src = IpamSource::new(ipam, &config);
         let subnets = src.subnets();
         assert_eq!(subnets.len(), 1);

@@ -5,7 +5,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, LineGauge, Paragraph, Sparkline, Widget};
+use ratatui::widgets::{Block, Paragraph, Sparkline, Widget};
 
 use crate::stats::OverloadState;
 use crate::tui::format;
@@ -79,28 +79,12 @@ impl Widget for &Header<'_> {
             0 => self.ui.budget,
             b => b,
         };
-        let ratio = match budget {
-            0 => 0.0,
-            b => (m.rss_bytes as f64 / b as f64).clamp(0.0, 1.0),
-        };
-        let fill = match ratio {
-            r if r >= 0.9 => Color::Red,
-            r if r >= 0.7 => Color::Yellow,
-            _ => Color::Green,
-        };
-        LineGauge::default()
-            .ratio(ratio)
-            .label(format!(
-                "RSS {} / {} ({:.0}%) ",
-                format::bytes(m.rss_bytes),
-                format::bytes(budget),
-                ratio * 100.0
-            ))
-            .filled_symbol("█")
-            .unfilled_symbol("░")
-            .filled_style(Style::new().fg(fill))
-            .unfilled_style(dim)
-            .render(gauge, buf);
+        let label = format!(
+            "RSS {} / {}",
+            format::bytes(m.rss_bytes),
+            format::bytes(budget)
+        );
+        super::gauge::usage(m.rss_bytes, budget, &label).render(gauge, buf);
     }
 }
 

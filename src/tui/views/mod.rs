@@ -3,6 +3,7 @@
 
 mod clients;
 mod events;
+mod gauge;
 mod header;
 mod pending;
 mod tables;

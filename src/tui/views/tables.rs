@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, LineGauge, Paragraph, Row, Table, Widget};
+use ratatui::widgets::{Block, Paragraph, Row, Table, Widget};
 
 use crate::tui::data::{LeaseRow, SubnetRow};
 use crate::tui::format;
@@ -30,29 +30,8 @@ impl Widget for &SubnetsView<'_> {
             if y + 2 > inner.bottom() {
                 break;
             }
-            let ratio = match s.size {
-                0 => 0.0,
-                n => (s.used as f64 / n as f64).clamp(0.0, 1.0),
-            };
-            let color = match ratio {
-                r if r >= 0.9 => Color::Red,
-                r if r >= 0.7 => Color::Yellow,
-                _ => Color::Green,
-            };
-            LineGauge::default()
-                .ratio(ratio)
-                .label(format!(
-                    "{} {}  {}/{} used ({:.0}%) ",
-                    s.id,
-                    s.cidr,
-                    s.used,
-                    s.size,
-                    ratio * 100.0
-                ))
-                .filled_symbol("█")
-                .unfilled_symbol("░")
-                .filled_style(Style::new().fg(color))
-                .unfilled_style(Style::new().fg(Color::DarkGray))
+            let label = format!("{} {}  {}/{} used", s.id, s.cidr, s.used, s.size);
+            super::gauge::usage(s.used, s.size, &label)
                 .render(Rect::new(inner.x, y, inner.width, 1), buf);
             let states: Vec<String> = s
                 .by_state
