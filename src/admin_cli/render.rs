@@ -34,6 +34,23 @@ pub fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `items` as a table under `columns` (a leading `>` right-aligns one), or
+/// the line `empty` when there are none.
+fn listing<T>(
+    items: &[T],
+    empty: &str,
+    columns: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> String {
+    if items.is_empty() {
+        return format!("{empty}\n");
+    }
+    let right: Vec<bool> = columns.iter().map(|c| c.starts_with('>')).collect();
+    let headers: Vec<&str> = columns.iter().map(|c| c.trim_start_matches('>')).collect();
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    table(&headers, &right, &rows)
+}
+
 fn rate(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
@@ -62,13 +79,22 @@ struct ClientRow {
 
 pub fn clients(body: &[u8]) -> R {
     let c: Clients = serde_json::from_slice(body)?;
-    if c.clients.is_empty() {
-        return Ok("no client activity yet\n".into());
-    }
-    let rows: Vec<Vec<String>> = c
-        .clients
-        .iter()
-        .map(|r| {
+    let columns = [
+        "CLIENT",
+        "STATE",
+        ">REQ/S",
+        ">REQ/S 10S",
+        ">SERVED/S",
+        ">REQUESTS",
+        ">DROPS",
+        ">PENDING",
+        "TOP DROP",
+    ];
+    Ok(listing(
+        &c.clients,
+        "no client activity yet",
+        &columns,
+        |r| {
             let top = r
                 .drops_by_reason
                 .iter()
@@ -85,22 +111,7 @@ pub fn clients(body: &[u8]) -> R {
                 r.pending.to_string(),
                 top,
             ]
-        })
-        .collect();
-    Ok(table(
-        &[
-            "CLIENT",
-            "STATE",
-            "REQ/S",
-            "REQ/S 10S",
-            "SERVED/S",
-            "REQUESTS",
-            "DROPS",
-            "PENDING",
-            "TOP DROP",
-        ],
-        &[false, false, true, true, true, true, true, true, false],
-        &rows,
+        },
     ))
 }
 
@@ -137,29 +148,18 @@ struct Lease {
 
 pub fn leases(body: &[u8], now: SystemTime) -> R {
     let l: Leases = serde_json::from_slice(body)?;
-    if l.leases.is_empty() {
-        return Ok("no leases\n".into());
-    }
-    let rows: Vec<Vec<String>> = l
-        .leases
-        .iter()
-        .map(|x| {
-            vec![
-                x.ip.clone(),
-                x.subnet.clone(),
-                x.client.clone(),
-                x.state.clone(),
-                super::relative(x.expires_at, now),
-                x.hostname.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    let mut out = table(
-        &["IP", "SUBNET", "CLIENT", "STATE", "EXPIRES", "HOSTNAME"],
-        &[],
-        &rows,
-    );
-    if l.truncated {
+    let columns = ["IP", "SUBNET", "CLIENT", "STATE", "EXPIRES", "HOSTNAME"];
+    let mut out = listing(&l.leases, "no leases", &columns, |x| {
+        vec![
+            x.ip.clone(),
+            x.subnet.clone(),
+            x.client.clone(),
+            x.state.clone(),
+            super::relative(x.expires_at, now),
+            x.hostname.clone().unwrap_or_default(),
+        ]
+    });
+    if l.truncated && !l.leases.is_empty() {
         let _ = writeln!(
             out,
             "(first {} shown; more match: use --limit)",
@@ -198,38 +198,27 @@ struct Usage {
 
 pub fn subnets(body: &[u8]) -> R {
     let s: Subnets = serde_json::from_slice(body)?;
-    if s.subnets.is_empty() {
-        return Ok("no subnets\n".into());
-    }
-    let rows: Vec<Vec<String>> = s
-        .subnets
-        .iter()
-        .map(|x| {
-            let pools: Vec<String> = x
-                .pools
-                .iter()
-                .map(|p| format!("{}-{}", p.start, p.end))
-                .collect();
-            let pct = (x.usage.used as f64 * 100.0) / (x.usage.size.max(1) as f64);
-            vec![
-                x.id.clone(),
-                x.cidr.clone(),
-                pools.join(","),
-                x.gateway.clone().unwrap_or_else(|| "-".into()),
-                x.lease_time.clone(),
-                x.usage.used.to_string(),
-                x.usage.size.to_string(),
-                format!("{pct:.0}%"),
-            ]
-        })
-        .collect();
-    Ok(table(
-        &[
-            "ID", "CIDR", "POOLS", "GATEWAY", "LEASE", "USED", "SIZE", "USE",
-        ],
-        &[false, false, false, false, false, true, true, true],
-        &rows,
-    ))
+    let columns = [
+        "ID", "CIDR", "POOLS", "GATEWAY", "LEASE", ">USED", ">SIZE", ">USE",
+    ];
+    Ok(listing(&s.subnets, "no subnets", &columns, |x| {
+        let pools: Vec<String> = x
+            .pools
+            .iter()
+            .map(|p| format!("{}-{}", p.start, p.end))
+            .collect();
+        let pct = (x.usage.used as f64 * 100.0) / (x.usage.size.max(1) as f64);
+        vec![
+            x.id.clone(),
+            x.cidr.clone(),
+            pools.join(","),
+            x.gateway.clone().unwrap_or_else(|| "-".into()),
+            x.lease_time.clone(),
+            x.usage.used.to_string(),
+            x.usage.size.to_string(),
+            format!("{pct:.0}%"),
+        ]
+    }))
 }
 
 #[cfg(test)]
