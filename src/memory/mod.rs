@@ -298,22 +298,21 @@ impl Governor {
             rss >> 20,
             self.config.budget >> 20
         );
+        macro_rules! log {
+            ($level:ident) => {
+                tracing::$level!(
+                    from = self.state.as_str(),
+                    to = next.as_str(),
+                    rss,
+                    budget = self.config.budget,
+                    "{msg}"
+                )
+            };
+        }
         if next > self.state {
-            tracing::warn!(
-                from = self.state.as_str(),
-                to = next.as_str(),
-                rss,
-                budget = self.config.budget,
-                "{msg}"
-            );
+            log!(warn);
         } else {
-            tracing::info!(
-                from = self.state.as_str(),
-                to = next.as_str(),
-                rss,
-                budget = self.config.budget,
-                "{msg}"
-            );
+            log!(info);
         }
         self.events.push(EventKind::Overload, msg);
         self.state = next;
