@@ -166,14 +166,9 @@ struct Loads<'a> {
 }
 
 impl Loads<'_> {
-    fn http(
-        &self,
-        kind: Kind,
-        rate: u32,
-        first_ip: Ipv4Addr,
-        timeout: Duration,
-    ) -> http_load::Load {
-        http_load::Load {
+    /// Starts an HTTP load of `rate` requests/s from clients `first_ip`, ….
+    fn spawn_http(&self, kind: Kind, rate: u32, first_ip: Ipv4Addr, timeout: Duration) {
+        let load = http_load::Load {
             kind,
             base: self.setup.base.clone(),
             rate,
@@ -184,7 +179,8 @@ impl Loads<'_> {
             token: self.setup.token.clone(),
             prefix: self.args.upstream_prefix.clone(),
             max_in_flight: 16_384,
-        }
+        };
+        tokio::spawn(http_load::run(load, self.rec.clone(), self.stop.clone()));
     }
 
     /// Starts the loads that begin with `phase` (loads are cumulative).
@@ -198,13 +194,8 @@ impl Loads<'_> {
         match phase {
             Phase::Idle => {}
             Phase::Steady => {
-                let api = self.http(
-                    Kind::Api,
-                    a.api_rate,
-                    Ipv4Addr::new(127, 0, 0, 10),
-                    Duration::from_secs(2),
-                );
-                tokio::spawn(http_load::run(api, r.clone(), stop.clone()));
+                let from = Ipv4Addr::new(127, 0, 0, 10);
+                self.spawn_http(Kind::Api, a.api_rate, from, Duration::from_secs(2));
                 let sock = self.legit_sock.clone();
                 tokio::spawn(dhcp_load::legit(
                     sock,
@@ -216,13 +207,13 @@ impl Loads<'_> {
                 ));
             }
             Phase::SlowUpstream => {
-                let up = self.http(
+                let from = Ipv4Addr::new(127, 0, 1, 10);
+                self.spawn_http(
                     Kind::Upstream,
                     a.upstream_rate,
-                    Ipv4Addr::new(127, 0, 1, 10),
+                    from,
                     Duration::from_secs(10),
                 );
-                tokio::spawn(http_load::run(up, r, stop));
             }
             Phase::Flood => {
                 let sock = self.flood_sock.clone();

@@ -86,6 +86,16 @@ impl Counts {
         }
     }
 
+    fn request(&mut self, tick: u64) {
+        self.requests += 1;
+        self.req_window.add(tick, 1);
+    }
+
+    fn served(&mut self, tick: u64) {
+        self.served += 1;
+        self.served_window.add(tick, 1);
+    }
+
     fn row(&self, client: Option<ClientKey>, error: u64, tick: u64) -> ClientRow {
         let per_sec = |n: u64, ticks: usize| n as f64 * TICKS_PER_SEC as f64 / ticks as f64;
         ClientRow {
@@ -188,18 +198,14 @@ impl ClientTable {
     pub fn request(&self, client: &ClientKey, now: Instant) {
         let mut inner = self.lock();
         let tick = inner.tick(now);
-        let c = inner.touch(client);
-        c.requests += 1;
-        c.req_window.add(tick, 1);
+        inner.touch(client).request(tick);
     }
 
     /// A request from `client` was answered.
     pub fn served(&self, client: &ClientKey, now: Instant) {
         let mut inner = self.lock();
         let tick = inner.tick(now);
-        let c = inner.existing(client);
-        c.served += 1;
-        c.served_window.add(tick, 1);
+        inner.existing(client).served(tick);
     }
 
     /// A request from `client` was refused for `reason`.
