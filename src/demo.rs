@@ -1,21 +1,9 @@
 //! `vpcbox run --demo`: real traffic against the appliance's own sockets,
-//! so a newcomer sees the dashboard move and can isolate the flooder.
-//!
-//! - 50 well-behaved DHCP clients (`mac:02:00:00:00:01:01` … `:32`), one
-//!   packet a second each, sent as relayed packets (giaddr set, each on a
-//!   relay port of its own: option 82 circuit-id `demo-<n>`) so the server
-//!   picks a subnet with `interfaces = []`. When the relay address is a
-//!   loopback address that a subnet lists in its `relays` (the shipped
-//!   config does), the demo sends from it and listens there, and completes
-//!   DISCOVER/OFFER/REQUEST/ACK; otherwise the server refuses them as an
-//!   untrusted relay, which the statistics show all the same.
-//! - 10 API clients, HTTP/1.1 GETs of `/healthz` and `/v1/leases` at a few
-//!   requests a second, each from its own loopback source address
-//!   (`127.0.0.10` …) so they show up as distinct `ip:` clients.
-//! - One flooding MAC, `mac:02:00:00:00:00:01`, sending DISCOVERs at about
-//!   2,000 a second.
-//!
-//! Everything stops when the root token is cancelled.
+//! so a newcomer sees the dashboard move and can isolate the flooder:
+//! 50 well-behaved relayed DHCP clients (each on a relay port of its own),
+//! 10 API clients on distinct loopback addresses, and one flooding MAC
+//! (`mac:02:00:00:00:00:01`). Relayed DHCP completes only when the relay
+//! address is a subnet's trusted relay (the shipped config's is).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};

@@ -30,18 +30,11 @@ pub mod tui;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc tuning, read at its initialisation:
-/// - `background_thread`: a jemalloc thread returns freed pages on its own
-///   schedule, so RSS falls after a burst even when the process is idle;
-/// - `dirty_decay_ms:1000`: freed pages go back within ~1 s (default 10 s),
-///   the incident's "shrink the heap often";
-/// - `muzzy_decay_ms:0`: no second holding stage for lazily-freed pages;
-/// - `slab_sizes:4097-16384:16`: blocks of 4-16 KiB (hyper's 8 KiB
-///   connection buffers among them) come from 64 KiB slabs of several
-///   blocks instead of one slab per block. Every slab costs a 128-byte
-///   extent record that jemalloc keeps for good once made, so 8,000 held
-///   HTTP/1.1 upstream connections left 4 MiB of them resident after the
-///   load; with this, 1.4 MiB (no throughput change measured).
+/// jemalloc tuning, read at its initialisation: a background thread and
+/// short decay times hand freed pages back soon after a burst, even when
+/// idle; `slab_sizes` packs 4-16 KiB blocks (hyper's connection buffers)
+/// into shared slabs, so held connections leave fewer extent records
+/// resident (`bench/RESULTS-gateway.md`).
 #[allow(unsafe_code, non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &u8 = &MALLOC_CONF[0];

@@ -1,14 +1,9 @@
-//! The memory governor: jemalloc statistics, heap purges, overload states.
-//!
-//! A sampler task reads RSS (`/proc/self/statm`) and jemalloc's
-//! `allocated` / `resident` / `retained` every `[memory] sample_interval`
-//! and publishes them to `stats.memory`. It purges every arena (returning
-//! dirty pages to the OS) on `shrink_interval`, on entering the shrink state
-//! and more often while there, and after a burst of connections closes.
-//! A purge reaches only the calling thread's tcache, so gateway threads
-//! flush their own while busy ([`trim_thread_cache`]).
-//! Above the shed mark the gateway and DHCP see `Stats::shedding()` and
-//! refuse new work; the state falls back with hysteresis.
+//! The memory governor: samples RSS and jemalloc's statistics into
+//! `stats.memory`, purges the arenas (on an interval, more often under
+//! pressure, after a burst of closes) and moves the overload state with
+//! hysteresis; above the shed mark services see `Stats::shedding()`.
+//! A purge reaches only the calling thread's tcache, so busy gateway
+//! threads flush their own ([`trim_thread_cache`]).
 
 use std::ffi::CStr;
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,13 +1,7 @@
-//! The slow upstream: an HTTP/1.1 server that waits `delay`, then reads the
-//! whole request body and answers `200 ok`. It stands for the slow IPAM of
-//! the incident; the target proxies [`super::config_gen::ROUTE_PREFIX`] to
-//! it. Reading the body only after the delay is deliberate: a slow upstream
-//! is slow to read too, so request bodies back up into the gateway, bounded
-//! only by its flow-control windows and body budget. Requests for the
-//! finale (paths ending in `finale`) wait `hold` instead — longer than a
-//! phase, i.e. they pile up as the incident's did — and the listener's small
-//! receive buffer keeps the kernel from absorbing the bodies the gateway is
-//! meant to hold (or refuse).
+//! The slow upstream behind the replay's route: an HTTP/1.1 server that
+//! waits `delay` (the finale's requests: `hold`), then reads the body and
+//! answers `200 ok`. Reading late, with a small receive buffer, makes the
+//! request bodies back up into the gateway as in the incident.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

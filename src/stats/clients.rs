@@ -1,17 +1,9 @@
-//! The bounded per-client table: top-K heavy hitters plus an "others" row.
+//! The bounded per-client table: top-K heavy hitters (see [`super::summary`])
+//! plus an "others" row, so a flood of spoofed MACs costs fixed memory and
+//! the rows still add up to everything counted.
 //!
-//! A flood of spoofed MACs must not turn the statistics into the memory
-//! leak, so the table keeps at most K clients (space-saving, see
-//! [`super::summary`]); a client pushed out folds its counts into the
-//! "others" row, so the rows always add up to everything ever counted.
-//! Memory is fixed at construction: a million distinct keys cost the same
-//! as K.
-//!
-//! Ranking (who stays in the table) is by activity: `request` and `drop`
-//! calls. A client the admission refuses without counting a request, such
-//! as an isolated one, still ranks by what it sends. `served` and `pending`
-//! never admit a client: an answer or a decrement for a client that was
-//! pushed out lands in the "others" row, where its earlier counts went.
+//! `request` and `drop` rank a client (admit it to the table); `served` and
+//! `pending` never do: for a client pushed out they land in "others".
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -164,10 +156,9 @@ fn tick_since(origin: Instant, now: Instant) -> u64 {
     u64::try_from(ms / TICK.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The per-client table. One std `Mutex`: every update is a few hash and
-/// array operations with no await inside, so at 10k+ updates a second the
-/// lock is held for well under 1% of the time and sharding would only
-/// complicate the top-K bookkeeping.
+/// The per-client table. One std `Mutex`: an update is a few hash and array
+/// operations, never across an await, so the lock is rarely contended and
+/// sharding would only complicate the top-K bookkeeping.
 #[derive(Debug)]
 pub struct ClientTable {
     capacity: usize,

@@ -1,12 +1,7 @@
-//! Prometheus text exposition of a [`Snapshot`].
-//!
-//! `/metrics` reads the same published snapshot as the dashboard, so a
-//! scrape never touches live counters and costs the services nothing. Each
-//! render builds a small prometheus-client `Registry` of constant metrics
-//! from the snapshot and runs the crate's Prometheus text (0.0.4) encoder.
-//! Samples keep the snapshot's order (prometheus-client's `Family` is a hash
-//! map, which would shuffle them between scrapes), and every metric appears
-//! with its `# TYPE` line even before it has a sample.
+//! Prometheus text exposition of a [`Snapshot`]: `/metrics` reads the
+//! published snapshot, never live counters. Samples keep the snapshot's
+//! order (prometheus-client's `Family` would shuffle them) and every metric
+//! has its `# TYPE` line even before its first sample.
 
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::encoding::{EncodeGaugeValue, EncodeMetric, MetricEncoder, NoLabelSet};

@@ -1,20 +1,10 @@
-//! Space-saving top-K bookkeeping (Metwally, Agrawal, El Abbadi, "Efficient
-//! computation of frequent and top-k elements in data streams", 2005).
+//! Space-saving top-K bookkeeping (Metwally, Agrawal, El Abbadi, 2005):
+//! K slots; a new key takes the slot with the smallest count and inherits
+//! it as its `error`, so `count - error <= true <= count`.
 //!
-//! K slots, each with a count; a key not in the table takes the slot with
-//! the smallest count, inherits that count as its `error` and adds one. The
-//! estimate `count` then over-counts the true number of hits by at most
-//! `error`: `count - error <= true <= count`.
-//!
-//! Every update adds exactly one, so the slots are kept in an array sorted
-//! by count, cut into groups of equal count (the array form of the paper's
-//! "stream-summary"). A hit swaps the slot to the end of its group and moves
-//! the group boundary by one: O(1), no scan, no re-sort. The minimum is
-//! always position 0, so eviction is O(1) as well. Empty slots are count-0
-//! entries from the start, so filling and evicting are one code path.
-//!
-//! Memory is K slots, at most K + 1 groups and a K-entry index, whatever the
-//! number of distinct keys seen.
+//! Slots sit in an array sorted by count, cut into groups of equal count
+//! (the paper's "stream-summary"): a hit and an eviction are both O(1).
+//! Memory is fixed by K, whatever the number of distinct keys.
 
 use std::collections::HashMap;
 
