@@ -32,7 +32,8 @@ def strip(text):
 
 def expand(tree):
     """`a::{b, c::{d, e}}` -> [(['a','b'], alias), ...]"""
-    tree = re.sub(r"\s+", "", tree)
+    tree = re.sub(r"\s+as\s+", " as ", tree.strip())
+    tree = re.sub(r"\s+(?!as )(?<! as)", "", tree)
     out = []
 
     def go(prefix, s):
@@ -54,9 +55,9 @@ def expand(tree):
                 head, rest = p.split("{", 1)
                 go(prefix + [x for x in head.split("::") if x], rest[: rest.rfind("}")])
             else:
-                name = p.split("as")[0] if "as" in p.split("::")[-1] else p
+                name, _, alias = p.partition(" as ")
                 segs = prefix + [x for x in name.split("::") if x]
-                alias = p.split("::")[-1].split("as")[-1] if "as" in p.split("::")[-1] else segs[-1]
+                alias = alias or segs[-1]
                 out.append((segs, alias))
 
     go([], tree)
@@ -78,7 +79,24 @@ def main():
             if rel == "main.rs":
                 parts = ["<bin>"]
             files[tuple(parts)] = rel
-    text = {m: strip(open(os.path.join(root, f)).read()) for m, f in files.items()}
+    def inline(t):
+        # inside an inline `mod x { ... }`, `super` is the file itself
+        out, i = [], 0
+        for m_ in re.finditer(r"\bmod\s+[a-z_][a-z0-9_]*\s*\{", t):
+            if m_.start() < i:
+                continue
+            depth, j = 0, m_.end() - 1
+            while j < len(t):
+                depth += {"{": 1, "}": -1}.get(t[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            out.append(t[i:m_.end()])
+            out.append(re.sub(r"\bsuper::", "self::", t[m_.end():j]))
+            i = j
+        out.append(t[i:])
+        return "".join(out)
+    text = {m: inline(strip(open(os.path.join(root, f)).read())) for m, f in files.items()}
     defs = {m: set(ITEM.findall(t)) for m, t in text.items()}
     uses = {m: [(segs, alias, bool(pub)) for pub, tr in USE.findall(t) for segs, alias in expand(tr)]
             for m, t in text.items()}
