@@ -92,7 +92,8 @@ def main():
                     break
                 j += 1
             out.append(t[i:m_.end()])
-            out.append(re.sub(r"\bsuper::", "self::", t[m_.end():j]))
+            out.append(re.sub(r"(?<!::)\bsuper::(super::)?",
+                              lambda s: "super::" if s.group(1) else "self::", t[m_.end():j]))
             i = j
         out.append(t[i:])
         return "".join(out)
