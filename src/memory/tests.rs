@@ -11,40 +11,27 @@ fn marks() -> Marks {
     }
 }
 
-/// Each `(from, rss in MiB, expected)` against [`next_state`].
-fn check_transitions(cases: &[(State, u64, State)]) {
-    for &(from, rss, want) in cases {
-        assert_eq!(
-            next_state(from, rss * MIB, marks()),
-            want,
-            "{from:?} at {rss} MiB"
-        );
-    }
-}
-
 #[test]
 fn states_rise_at_the_marks() {
-    check_transitions(&[
-        (State::Normal, 10, State::Normal),
-        (State::Normal, 70, State::Shrink),
-        (State::Normal, 95, State::Shed),
-        (State::Shrink, 90, State::Shed),
-    ]);
+    let m = marks();
+    assert_eq!(next_state(State::Normal, 10 * MIB, m), State::Normal);
+    assert_eq!(next_state(State::Normal, 70 * MIB, m), State::Shrink);
+    assert_eq!(next_state(State::Normal, 95 * MIB, m), State::Shed);
+    assert_eq!(next_state(State::Shrink, 90 * MIB, m), State::Shed);
 }
 
 #[test]
 fn states_fall_only_past_the_hysteresis() {
-    check_transitions(&[
-        // Just under the shed mark: stays shed.
-        (State::Shed, 88, State::Shed),
-        // Below shed - hysteresis but above shrink: shrink.
-        (State::Shed, 80, State::Shrink),
-        // Just under the shrink mark: stays shrink.
-        (State::Shrink, 68, State::Shrink),
-        (State::Shrink, 60, State::Normal),
-        // Straight from shed to normal when far below both.
-        (State::Shed, 10, State::Normal),
-    ]);
+    let m = marks();
+    // Just under the shed mark: stays shed.
+    assert_eq!(next_state(State::Shed, 88 * MIB, m), State::Shed);
+    // Below shed - hysteresis but above shrink: shrink.
+    assert_eq!(next_state(State::Shed, 80 * MIB, m), State::Shrink);
+    // Just under the shrink mark: stays shrink.
+    assert_eq!(next_state(State::Shrink, 68 * MIB, m), State::Shrink);
+    assert_eq!(next_state(State::Shrink, 60 * MIB, m), State::Normal);
+    // Straight from shed to normal when far below both.
+    assert_eq!(next_state(State::Shed, 10 * MIB, m), State::Normal);
 }
 
 #[test]
