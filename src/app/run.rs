@@ -177,9 +177,9 @@ fn start_dashboard(
     snapshots: tokio::sync::watch::Receiver<Arc<crate::stats::Snapshot>>,
 ) {
     let data = IpamSource::new(ipam.clone(), &shared.config);
-    let s = shared.clone();
+    let handles = crate::tui::Handles::from(shared);
     shared.tracker.spawn(async move {
-        if let Err(e) = crate::tui::run(s, snapshots, data).await {
+        if let Err(e) = crate::tui::run(handles, snapshots, data).await {
             tracing::error!(error = %e, "dashboard stopped; running headless");
         }
     });

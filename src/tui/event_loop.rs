@@ -18,11 +18,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::data::{fetch, DataRequest, DataSource, DataUpdate};
 use super::error::TuiError;
+use super::handles::Handles;
 use super::keys::{on_key, Command};
 use super::state::UiState;
 use super::views::Dashboard;
 use crate::client::ClientKey;
-use crate::shared::Shared;
 use crate::stats::Snapshot;
 
 /// Data for the Subnets/Leases views and lease lookups is refetched this often.
@@ -80,7 +80,7 @@ impl Fetcher {
 /// `TestBackend` and scripted keys in tests). Cancel-safe: dropping it
 /// leaves nothing half-done except fetches whose results are discarded.
 pub async fn drive<B, S>(
-    shared: &Shared,
+    handles: impl Into<Handles>,
     snapshots: &watch::Receiver<Arc<Snapshot>>,
     data: Arc<dyn DataSource>,
     terminal: &mut Terminal<B>,
@@ -90,8 +90,9 @@ where
     B: Backend,
     S: Stream<Item = io::Result<TermEvent>> + Unpin,
 {
-    let mut ui = UiState::new(shared.config.memory.budget);
-    let mut tick = tokio::time::interval(shared.config.tui.refresh);
+    let h = handles.into();
+    let mut ui = UiState::new(h.budget);
+    let mut tick = tokio::time::interval(h.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (tx, mut rx) = mpsc::channel::<Done>(16);
     let mut fetcher = Fetcher {
@@ -102,9 +103,9 @@ where
     let mut events_seen = u64::MAX;
     loop {
         tokio::select! {
-            _ = shared.cancel.cancelled() => return Ok(Ended::Stopped),
+            _ = h.cancel.cancelled() => return Ok(Ended::Stopped),
             _ = tick.tick() => {
-                refresh(&mut ui, shared, snapshots, &mut events_seen);
+                refresh(&mut ui, &h, snapshots, &mut events_seen);
                 fetcher.poll(&ui, &tx);
             }
             ev = input.next() => match ev {
@@ -112,8 +113,8 @@ where
                 Some(Err(e)) => return Err(TuiError::Terminal(e)),
                 Some(Ok(TermEvent::Key(key))) => match on_key(&mut ui, key) {
                     Some(Command::Quit) => return Ok(Ended::Quit),
-                    Some(Command::Isolate(c)) => spawn_isolation(shared, c, true, &tx),
-                    Some(Command::Release(c)) => spawn_isolation(shared, c, false, &tx),
+                    Some(Command::Isolate(c)) => spawn_isolation(&h, c, true, &tx),
+                    Some(Command::Release(c)) => spawn_isolation(&h, c, false, &tx),
                     None => {}
                 },
                 Some(Ok(TermEvent::Resize(..))) => {
@@ -128,7 +129,7 @@ where
                 }
                 Done::Isolation { client, isolate, result } => {
                     ui.isolation_done(client, isolate, result);
-                    refresh(&mut ui, shared, snapshots, &mut events_seen);
+                    refresh(&mut ui, &h, snapshots, &mut events_seen);
                 }
             },
         }
@@ -141,31 +142,31 @@ where
 /// Copies in the latest snapshot, isolation set and events.
 fn refresh(
     ui: &mut UiState,
-    shared: &Shared,
+    h: &Handles,
     snapshots: &watch::Receiver<Arc<Snapshot>>,
     events_seen: &mut u64,
 ) {
     // The watch read lock is held only for the Arc clone.
     let snap = snapshots.borrow().clone();
     ui.update(snap);
-    let isolated: HashSet<ClientKey> = shared
+    let isolated: HashSet<ClientKey> = h
         .isolation
         .entries()
         .into_iter()
         .map(|e| e.client)
         .collect();
     ui.set_isolated(isolated);
-    let version = shared.events.version();
+    let version = h.events.version();
     if version != *events_seen {
         *events_seen = version;
-        ui.events = shared.events.recent(EVENTS);
+        ui.events = h.events.recent(EVENTS);
     }
 }
 
 /// Isolates or releases on a blocking thread (the store write is durable,
 /// so it may fsync) and reports back.
-fn spawn_isolation(shared: &Shared, client: ClientKey, isolate: bool, tx: &mpsc::Sender<Done>) {
-    let (set, tx) = (shared.isolation.clone(), tx.clone());
+fn spawn_isolation(h: &Handles, client: ClientKey, isolate: bool, tx: &mpsc::Sender<Done>) {
+    let (set, tx) = (h.isolation.clone(), tx.clone());
     tokio::task::spawn_blocking(move || {
         let result = if isolate {
             set.isolate(&client, "dashboard")

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use super::data::DataSource;
 use super::error::TuiError;
 use super::event_loop::{self, Ended};
+use super::handles::Handles;
 use super::terminal;
-use crate::shared::Shared;
 use crate::stats::Snapshot;
 
 /// Whether `vpcbox run` should show the dashboard: stdout is a terminal,
@@ -30,8 +30,8 @@ pub(super) fn decide(headless: bool, stdout_is_terminal: bool, under_systemd: bo
     !headless && stdout_is_terminal && !under_systemd
 }
 
-/// Runs the dashboard on the real terminal until `q` (then cancels
-/// `shared.cancel`, so the process drains and exits; never
+/// Runs the dashboard on the real terminal until `q` (then cancels the
+/// root token, so the process drains and exits; never
 /// `process::exit`), until the root token is cancelled, or until the
 /// terminal fails. The terminal is restored before this returns, on panic,
 /// and if the future is dropped.
@@ -39,14 +39,16 @@ pub(super) fn decide(headless: bool, stdout_is_terminal: bool, under_systemd: bo
 /// An error (no terminal, stdin closed, a write failing) does not stop the
 /// appliance: the caller logs it and carries on headless.
 pub async fn run(
-    shared: Shared,
+    handles: impl Into<Handles>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     data: impl DataSource,
 ) -> Result<(), TuiError> {
+    let handles = handles.into();
+    let cancel = handles.cancel.clone();
     let mut guard = terminal::TerminalGuard::enter()?;
     let ended = tokio::select! {
         ended = event_loop::drive(
-            &shared,
+            handles,
             &snapshots,
             Arc::new(data),
             guard.terminal(),
@@ -60,7 +62,7 @@ pub async fn run(
     match ended? {
         Ended::Quit => {
             tracing::info!("dashboard: quit; stopping");
-            shared.cancel.cancel();
+            cancel.cancel();
         }
         Ended::Stopped => tracing::info!("dashboard stopped"),
     }
