@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use super::clients::ClientRow;
 use super::histogram::{HistogramSnapshot, BOUNDS};
 use super::labels::{DhcpKind, DhcpOutcome, DropReason};
-use super::snapshot::{RouteSnapshot, Snapshot};
+use super::snapshot::{LeaseCount, RouteSnapshot, Snapshot};
 
 /// The `Content-Type` to serve [`render`]'s output with.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -153,25 +153,8 @@ fn by<T, V>(
 }
 
 fn dhcp(reg: &mut Registry, snap: &Snapshot) {
-    // Every type and result, seen or not, so rate() has a series from the start.
-    let packets = DhcpKind::ALL
-        .iter()
-        .flat_map(|k| DhcpOutcome::ALL.iter().map(move |o| (*k, *o)))
-        .map(|(k, o)| {
-            let n = snap
-                .dhcp_packets
-                .iter()
-                .find(|(sk, so, _)| (*sk, *so) == (k, o))
-                .map_or(0, |p| p.2);
-            let labels = vec![
-                ("type", k.as_str().to_owned()),
-                ("result", o.as_str().to_owned()),
-            ];
-            (labels, n)
-        })
-        .collect();
     families! { reg;
-        Counters "dhcp_packets", "DHCP packets received, by message type and what became of them" => packets;
+        Counters "dhcp_packets", "DHCP packets received, by message type and what became of them" => dhcp_packets(snap);
         gauge "dhcp_queue_depth", "DHCP packets waiting in the bounded work queue" => snap.dhcp_queue_depth;
         gauge "dhcp_queue_capacity", "Capacity of the DHCP work queue" => snap.dhcp_queue_capacity;
         gauge "dhcp_tracked_clients", "Client keys with a DHCP quota of their own (at most dhcp.max_client_quotas)" => snap.dhcp_tracked_clients;
@@ -179,16 +162,8 @@ fn dhcp(reg: &mut Registry, snap: &Snapshot) {
 }
 
 fn ipam(reg: &mut Registry, snap: &Snapshot) {
-    let leases = snap
-        .ipam_leases
-        .iter()
-        .map(|l| {
-            let labels = vec![("subnet", l.subnet.clone()), ("state", l.state.to_owned())];
-            (labels, l.count)
-        })
-        .collect();
     families! { reg;
-        Gauges "ipam_leases", "Leases by subnet and state" => leases;
+        Gauges "ipam_leases", "Leases by subnet and state" => snap.ipam_leases.iter().map(lease_labels).collect();
         histogram "ipam_commit_seconds", "Seconds from a durable write's submission to its flush completing" => &snap.ipam_commit_seconds;
         histogram "ipam_commit_batch_size", "Operations per group commit" => &snap.ipam_batch_size;
         gauge "ipam_commits_waiting", "Writes waiting for a group commit" => snap.ipam_commits_waiting;
@@ -199,22 +174,12 @@ fn ipam(reg: &mut Registry, snap: &Snapshot) {
 }
 
 fn gateway(reg: &mut Registry, snap: &Snapshot) {
-    let requests = snap
-        .routes
-        .iter()
-        .flat_map(|r| {
-            r.codes.iter().map(|(code, n)| {
-                let labels = vec![("route", r.name.clone()), ("code", code.to_string())];
-                (labels, *n)
-            })
-        })
-        .collect();
     let route = |r: &RouteSnapshot| r.name.clone();
     let resets = ["stall", "budget", "shed"]
         .into_iter()
         .zip(snap.gateway_response_resets);
     families! { reg;
-        Counters "gateway_requests", "Gateway responses by route and status code" => requests;
+        Counters "gateway_requests", "Gateway responses by route and status code" => route_codes(snap);
         Gauges "gateway_pending", "Requests in flight per route" => by("route", &snap.routes, route, |r| r.pending);
         Gauges "gateway_max_pending", "Configured pending cap per route; past it the gateway answers 503" => by("route", &snap.routes, route, |r| r.max_pending);
         gauge "gateway_streams", "Open HTTP/2 streams" => snap.gateway_streams;
@@ -266,4 +231,42 @@ fn clients(reg: &mut Registry, snap: &Snapshot, per_client: bool) {
         Gauges "client_served_rate", "Answers per second over the last second, top clients only" => by("client", &top, client, |r| r.served_rate_1s);
         Gauges "client_pending", "Work in flight, top clients only" => by("client", &top, client, |r| r.pending);
     }
+}
+
+/// Every type and result, seen or not, so rate() has a series from the start.
+fn dhcp_packets(snap: &Snapshot) -> Vec<(Labels, u64)> {
+    DhcpKind::ALL
+        .iter()
+        .flat_map(|k| DhcpOutcome::ALL.iter().map(move |o| (*k, *o)))
+        .map(|(k, o)| {
+            let n = snap
+                .dhcp_packets
+                .iter()
+                .find(|(sk, so, _)| (*sk, *so) == (k, o))
+                .map_or(0, |p| p.2);
+            let labels = vec![
+                ("type", k.as_str().to_owned()),
+                ("result", o.as_str().to_owned()),
+            ];
+            (labels, n)
+        })
+        .collect()
+}
+
+fn lease_labels(l: &LeaseCount) -> (Labels, u64) {
+    let labels = vec![("subnet", l.subnet.clone()), ("state", l.state.to_owned())];
+    (labels, l.count)
+}
+
+fn route_codes(snap: &Snapshot) -> Vec<(Labels, u64)> {
+    let mut out = Vec::new();
+    for r in &snap.routes {
+        for (code, n) in &r.codes {
+            out.push((
+                vec![("route", r.name.clone()), ("code", code.to_string())],
+                *n,
+            ));
+        }
+    }
+    out
 }

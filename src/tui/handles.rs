@@ -9,17 +9,16 @@ use crate::events::EventLog;
 use crate::isolation::IsolationSet;
 use crate::shared::Shared;
 
+/// The memory budget (shown until a snapshot carries it), the redraw
+/// interval, the isolation set the keys act on, the event log, and the
+/// root token (`q` cancels it; its cancellation ends the dashboard).
 #[derive(Clone)]
 pub struct Handles {
-    /// `[memory] budget`, shown until the first snapshot carries it.
-    pub budget: u64,
-    /// `[tui] refresh`: the redraw interval.
-    pub refresh: Duration,
-    /// The dashboard isolates and releases clients here.
-    pub isolation: Arc<IsolationSet>,
-    pub events: Arc<EventLog>,
-    /// The root token: `q` cancels it; its cancellation ends the dashboard.
-    pub cancel: CancellationToken,
+    pub(super) budget: u64,
+    pub(super) refresh: Duration,
+    pub(super) isolation: Arc<IsolationSet>,
+    pub(super) events: Arc<EventLog>,
+    pub(super) cancel: CancellationToken,
 }
 
 impl From<&Shared> for Handles {
