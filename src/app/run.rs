@@ -1,4 +1,4 @@
-//! Composition root: opens the store, starts every service on one
+//! `vpcbox run`: opens the store, starts every service on one
 //! `TaskTracker` under one root `CancellationToken`, and runs the shutdown
 //! tree. SIGTERM drains (services stop accepting and finish in-flight work
 //! within `[process] shutdown_grace`); SIGINT is quick (at most 1 s); a second
