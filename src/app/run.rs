@@ -53,21 +53,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let (store_cancel, store_tasks) = (CancellationToken::new(), TaskTracker::new());
     ipam.spawn(&store_tasks, store_cancel.clone());
 
-    let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
-    shared
-        .tracker
-        .spawn(governor.run(shared.updates.subscribe(), shared.cancel.clone()));
-    shared.tracker.spawn(reload::apply_to_store(
-        ipam.clone(),
-        shared.updates.subscribe(),
-        shared.cancel.clone(),
-    ));
-    let (publisher, snapshots) = Publisher::new(stats.clone());
-    let interval = config.stats.publish_interval;
-    shared
-        .tracker
-        .spawn(publisher.run(interval, shared.cancel.clone()));
-
+    let snapshots = start_background(&shared, &ipam);
     let bound = start_listeners(&shared, &ipam, &snapshots)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -85,9 +71,48 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     }
     let stop = wait_for_stop(&shared, opts.config_path.as_deref()).await?;
     shutdown(&shared, stop).await;
-    store_cancel.cancel();
-    store_tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), store_tasks.wait())
+    close_store(&ipam, store_cancel, store_tasks).await?;
+    if let Some(why) = shared.failure() {
+        return Err(Exit::software(why));
+    }
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+/// The memory governor, reloads of subnets into the store, and the stats
+/// publisher, whose snapshots the dashboard and the API read.
+fn start_background(
+    shared: &Shared,
+    ipam: &Arc<crate::ipam::Ipam>,
+) -> tokio::sync::watch::Receiver<Arc<crate::stats::Snapshot>> {
+    let (config, stats) = (&shared.config, &shared.stats);
+    let governor = Governor::new(stats.clone(), shared.events.clone(), config.memory.clone());
+    shared
+        .tracker
+        .spawn(governor.run(shared.updates.subscribe(), shared.cancel.clone()));
+    shared.tracker.spawn(reload::apply_to_store(
+        ipam.clone(),
+        shared.updates.subscribe(),
+        shared.cancel.clone(),
+    ));
+    let (publisher, snapshots) = Publisher::new(stats.clone());
+    let interval = config.stats.publish_interval;
+    shared
+        .tracker
+        .spawn(publisher.run(interval, shared.cancel.clone()));
+    snapshots
+}
+
+/// After the services: stops the committer and reaper (bounded), then
+/// flushes the store.
+async fn close_store(
+    ipam: &crate::ipam::Ipam,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<(), Exit> {
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await
         .is_err()
     {
@@ -95,12 +120,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     }
     ipam.flush()
         .await
-        .map_err(|e| Exit::software(format!("final store flush failed: {e}")))?;
-    if let Some(why) = shared.failure() {
-        return Err(Exit::software(why));
-    }
-    tracing::info!("store flushed; bye");
-    Ok(())
+        .map_err(|e| Exit::software(format!("final store flush failed: {e}")))
 }
 
 /// Logs go to a file in the data directory while the dashboard owns the
