@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use super::model::{LeaseState, SubnetSpec};
+use super::model::LeaseState;
 use super::record::{state_code, FREE};
+use super::spec::SubnetSpec;
 
 const BOUND: u8 = 1;
 const RELEASED: u8 = 2;
@@ -204,7 +205,7 @@ impl SubnetIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::ipam::index::*;
     use crate::ipam::model::PoolRange;
     use std::time::Duration;
 

@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime};
 
 use super::commit::Ticket;
+use super::error::IpamError;
+use super::handle::Ipam;
 use super::model::{secs, time, Lease, LeaseFilter, LeaseState, Port};
 use super::record::{ip_key, key_ip, Record};
 use super::state::{Plan, State};
 use super::store::TreeId;
-use super::{Ipam, IpamError};
 use crate::client::ClientKey;
 use crate::stats::LeaseCount;
 

@@ -7,8 +7,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::error::IpamError;
 use super::model::{time, Lease, LeaseState};
-use super::IpamError;
 use crate::client::ClientKey;
 
 const VERSION: u8 = 1;
@@ -160,7 +160,7 @@ pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, IpamErro
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::ipam::record::*;
 
     /// A hostname over 255 bytes is cut on a character boundary, so the
     /// record still decodes.

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::IpamError;
+use super::error::IpamError;
 
 /// Bumped when the on-disk layout changes; a store written by a newer
 /// vpcbox is refused rather than misread.

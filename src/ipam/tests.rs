@@ -903,6 +903,73 @@ async fn offers_stay_bounded_by_the_pool() {
     );
 }
 
+/// Two subnets; 10.0.1.x listed after 10.0.0.x whatever their order.
+async fn two_subnets(dir: &Path) -> Arc<Ipam> {
+    let ipam = open(dir);
+    let specs = [
+        spec("b", "10.0.1.0/24", "10.0.1.10", "10.0.1.19"),
+        spec("a", "10.0.0.0/24", "10.0.0.10", "10.0.0.19"),
+    ];
+    ipam.apply_config(&specs, &[], at(0)).unwrap();
+    for n in 0..4 {
+        ipam.allocate("a", &mac(n), at(1)).await.unwrap();
+        ipam.allocate("b", &mac(10 + n), at(1)).await.unwrap();
+    }
+    // A live offer on the next free address of "a".
+    ipam.offer("a", &mac(99), None, at(1)).unwrap();
+    ipam
+}
+
+fn walk(ipam: &Ipam, f: &LeaseFilter, limit: usize, budget: usize) -> (Vec<Ipv4Addr>, usize) {
+    let (mut all, mut pages, mut after) = (Vec::new(), 0, None);
+    loop {
+        let p = ipam.lease_page(f, after, limit, budget);
+        assert!(p.leases.len() <= limit);
+        pages += 1;
+        all.extend(p.leases.iter().map(|l| l.ip));
+        match p.next {
+            Some(n) => after = Some(n),
+            None => return (all, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_cover_every_lease_once_in_address_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = two_subnets(dir.path()).await;
+    let every = LeaseFilter::default();
+    let (one_page, _) = walk(&ipam, &every, 100, usize::MAX);
+    assert_eq!(one_page.len(), 9, "{one_page:?}");
+    assert!(one_page.windows(2).all(|w| w[0] < w[1]), "{one_page:?}");
+    assert!(one_page.contains(&ip("10.0.0.14")), "the offer");
+    for (limit, budget) in [(1, usize::MAX), (2, 3), (4, 1), (3, 2)] {
+        assert_eq!(
+            walk(&ipam, &every, limit, budget).0,
+            one_page,
+            "{limit} {budget}"
+        );
+    }
+    // A filter that matches nothing still reads at most `budget` records a page.
+    let none = LeaseFilter {
+        state: Some(LeaseState::Expired),
+        ..LeaseFilter::default()
+    };
+    let (found, pages) = walk(&ipam, &none, 10, 3);
+    assert!(found.is_empty());
+    assert_eq!(pages, 3, "8 records, 3 a page");
+    let only_b = LeaseFilter {
+        subnet: Some("b".into()),
+        ..LeaseFilter::default()
+    };
+    assert_eq!(
+        walk(&ipam, &only_b, 3, usize::MAX).0,
+        one_page[5..].to_vec()
+    );
+    let last = ipam.lease_page(&every, Some(ip("255.255.255.255")), 5, 5);
+    assert_eq!(last, LeasePage::default());
+}
+
 mod prop {
     //! Model-based property test: random operation sequences, with restarts,
     //! on a real sled store against a small in-memory model of the leases.

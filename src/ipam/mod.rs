@@ -1,0 +1,43 @@
+//! The IPAM: subnets, pools, reservations and leases, durably in sled.
+//!
+//! Reads are answered from an in-memory index rebuilt from the store at
+//! open; writes are planned against it under one std mutex, queued, and
+//! made durable by the group committer before the caller is answered, so
+//! DHCP never ACKs a lease that is not on disk. A failed write rolls the
+//! index back to the store and refuses writes until a probe succeeds.
+
+mod admin;
+mod commit;
+mod dump;
+mod error;
+mod flusher;
+mod handle;
+mod index;
+mod isolation;
+mod load;
+mod maps;
+mod model;
+mod open;
+mod ops;
+mod page;
+mod plan;
+mod reaper;
+mod record;
+mod spec;
+mod state;
+mod store;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use dump::Dump;
+pub use error::IpamError;
+pub use handle::Ipam;
+pub use model::{
+    DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, Port,
+    ReservationSpec, StaticRoute,
+};
+pub use page::LeasePage;
+pub use spec::SubnetSpec;
+pub use store::{SledStore, Store, SCHEMA};
