@@ -7,8 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::handle::Ipam;
 use super::model::{Lease, LeaseFilter, LeaseState};
-use super::ops::offered;
-use super::record::{ip_key, key_ip, Record};
+use super::record::{ip_key, key_ip, offered, Record};
 use super::store::TreeId;
 
 /// Leases in address order; `next` is the last address this page covered
@@ -20,6 +19,47 @@ pub struct LeasePage {
 }
 
 impl Ipam {
+    /// Leases matching `filter`, at most its `limit`: live offers first,
+    /// then stored records in address order. Scans the store without
+    /// holding the state lock (`db export`, the dashboard).
+    pub fn leases(&self, filter: &LeaseFilter) -> Vec<Lease> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        if let Some(c) = &filter.client {
+            return self
+                .lease_of(c)
+                .filter(|l| filter.matches(l))
+                .into_iter()
+                .take(limit)
+                .collect();
+        }
+        let (subnets, mut out) = self.page_start(filter, 0, limit);
+        for (id, first, last) in &subnets {
+            for (ip, r) in self.stored(*first, *last) {
+                if out.len() >= limit {
+                    return out;
+                }
+                let Some(r) = r else { continue };
+                let lease = r.to_lease(Ipv4Addr::from(ip), id);
+                if filter.matches(&lease) {
+                    out.push(lease);
+                }
+            }
+        }
+        out
+    }
+
+    /// The stored lease records on addresses `first..=last`, in address
+    /// order (None: unreadable).
+    fn stored(&self, first: u32, last: u32) -> impl Iterator<Item = (u32, Option<Record>)> + '_ {
+        let to = last.checked_add(1).map(ip_key);
+        self.store
+            .scan(TreeId::Leases, &ip_key(first), to.as_ref().map(|k| &k[..]))
+            .filter_map(|kv| {
+                let (k, v) = kv.ok()?;
+                Some((key_ip(&k)?, Record::decode(&v).ok()))
+            })
+    }
+
     /// Leases matching `filter` (its `limit` is ignored) on addresses after
     /// `after`: at most `limit`, reading at most `budget` stored records.
     /// A live offer stands in for the stored record on its address, as in
@@ -51,24 +91,15 @@ impl Ipam {
         };
         let mut scanned = 0;
         for (id, first, last) in &subnets {
-            let from = ip_key(start.max(*first));
-            let to = last.checked_add(1).map(ip_key);
-            let records = self
-                .store
-                .scan(TreeId::Leases, &from, to.as_ref().map(|k| &k[..]));
-            for kv in records {
-                let Ok((k, v)) = kv else { continue };
-                let Some(ip) = key_ip(&k) else { continue };
+            for (ip, record) in self.stored(start.max(*first), *last) {
                 if page.offers_up_to(ip) {
                     return page.full();
                 }
                 let overridden = page.offers.peek().is_some_and(|o| u32::from(o.ip) == ip);
-                if !overridden {
-                    if let Ok(r) = Record::decode(&v) {
-                        let lease = r.to_lease(Ipv4Addr::from(ip), id);
-                        if filter.matches(&lease) && page.push(lease) {
-                            return page.full();
-                        }
+                if let Some(r) = record.filter(|_| !overridden) {
+                    let lease = r.to_lease(Ipv4Addr::from(ip), id);
+                    if filter.matches(&lease) && page.push(lease) {
+                        return page.full();
                     }
                 }
                 scanned += 1;

@@ -158,6 +158,19 @@ pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, IpamErro
     serde_json::from_slice(b).map_err(|e| IpamError::Storage(format!("bad stored record: {e}")))
 }
 
+/// A live offer as a lease.
+pub fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32) -> Lease {
+    Lease {
+        ip: Ipv4Addr::from(ip),
+        subnet: subnet.to_owned(),
+        client: client.clone(),
+        state: LeaseState::Offered,
+        expires_at: time(expires),
+        updated_at: time(at),
+        hostname: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::ipam::record::*;

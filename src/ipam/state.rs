@@ -30,11 +30,12 @@ pub struct Change {
     pub new: Option<Record>,
 }
 
+/// What a lease operation decided under the lock: an answer needing no
+/// write, or changes to write before answering.
 #[derive(Debug)]
-pub enum Plan {
-    /// Nothing to write; answer with this lease.
-    Cached(Lease),
-    Write(Vec<Change>, Lease),
+pub enum Plan<T = Lease> {
+    Cached(T),
+    Write(Vec<Change>, T),
 }
 
 #[derive(Debug, Clone, Copy)]
