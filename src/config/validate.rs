@@ -8,6 +8,7 @@ use super::parse::{self, Rate};
 use super::raw::{self, RawConfig};
 use super::*;
 use crate::client::ClientKey;
+use crate::ipam::{SpecError, SubnetField};
 
 /// HTTP/2's legal flow-control window range (RFC 9113 §6.9.1).
 const WINDOW_MIN: u64 = 65_535;
@@ -227,102 +228,29 @@ fn subnets(raw: &[raw::Subnet]) -> R<Vec<SubnetConfig>> {
     Ok(out)
 }
 
+/// Parses a `[[subnet]]` table into the spec, then runs the spec's one
+/// validation ([`SubnetConfig::check`]), quoting the value as written.
 fn subnet(s: &raw::Subnet, k: &dyn Fn(&str) -> String) -> R<SubnetConfig> {
-    if s.id.is_empty()
-        || !s
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ConfigError::invalid(
-            k("id"),
-            &s.id,
-            "must be letters, digits, '-' or '_'",
-        ));
-    }
     let cidr = at(&k("cidr"), &s.cidr, parse::cidr(&s.cidr))?;
-    if cidr.prefix_len() > 30 {
-        return Err(ConfigError::invalid(
-            k("cidr"),
-            &s.cidr,
-            "must be /30 or larger to hold hosts",
-        ));
-    }
-    let host = |key: String, v: &str| -> R<Ipv4Addr> {
-        let a = ip(&key, v)?;
-        if !cidr.contains(&a) {
-            return Err(ConfigError::invalid(key, v, format!("is outside {cidr}")));
-        }
-        if a == cidr.network() || a == cidr.broadcast() {
-            return Err(ConfigError::invalid(
-                key,
-                v,
-                "is the network or broadcast address",
-            ));
-        }
-        Ok(a)
-    };
-    if s.pools.is_empty() {
-        return Err(ConfigError::invalid(
-            k("pools"),
-            "[]",
-            "must list at least one range",
-        ));
-    }
-    let mut pools: Vec<PoolRange> = Vec::new();
-    for (j, p) in s.pools.iter().enumerate() {
-        let key = k(&format!("pools[{j}]"));
-        let (start, end) = at(&key, p, parse::range(p))?;
-        host(key.clone(), &start.to_string()).map_err(|_| pool_err(&key, p, cidr))?;
-        host(key.clone(), &end.to_string()).map_err(|_| pool_err(&key, p, cidr))?;
-        if pools.iter().any(|q| start <= q.end && q.start <= end) {
-            return Err(ConfigError::invalid(key, p, "overlaps another pool"));
-        }
-        pools.push(PoolRange { start, end });
-    }
-    let lease_time = min_dur(&k("lease_time"), &s.lease_time, Duration::from_secs(10))?;
-    let renew_time = s
-        .renew_time
-        .as_deref()
-        .map(|v| dur(&k("renew_time"), v))
-        .transpose()?;
-    let rebind_time = s
-        .rebind_time
-        .as_deref()
-        .map(|v| dur(&k("rebind_time"), v))
-        .transpose()?;
-    let t1 = renew_time.unwrap_or(lease_time / 2);
-    let t2 = rebind_time.unwrap_or(lease_time * 7 / 8);
-    if !(t1 < t2 && t2 < lease_time) {
-        let v = s
-            .rebind_time
-            .as_deref()
-            .or(s.renew_time.as_deref())
-            .unwrap_or_default();
-        return Err(ConfigError::invalid(
-            k("renew_time"),
-            v,
-            "must satisfy renew_time < rebind_time < lease_time",
-        ));
-    }
-    Ok(SubnetConfig {
+    let pools = indexed(&s.pools, |j, p| {
+        let (start, end) = at(&k(&format!("pools[{j}]")), p, parse::range(p))?;
+        Ok(PoolRange { start, end })
+    })?;
+    let opt_dur = |key: &str, v: &Option<String>| v.as_deref().map(|v| dur(&k(key), v)).transpose();
+    let opt_ip = |key: &str, v: &Option<String>| v.as_deref().map(|v| ip(&k(key), v)).transpose();
+    let ips = |key: &str, v: &[String]| indexed(v, |j, v| ip(&k(&format!("{key}[{j}]")), v));
+    let spec = SubnetConfig {
         id: s.id.clone(),
         cidr,
-        exclude: indexed(&s.exclude, |j, v| host(k(&format!("exclude[{j}]")), v))?,
-        gateway: s
-            .gateway
-            .as_deref()
-            .map(|g| host(k("gateway"), g))
-            .transpose()?,
-        dns: indexed(&s.dns, |j, v| ip(&k(&format!("dns[{j}]")), v))?,
+        pools,
+        exclude: ips("exclude", &s.exclude)?,
+        gateway: opt_ip("gateway", &s.gateway)?,
+        dns: ips("dns", &s.dns)?,
         domain: s.domain.clone().filter(|d| !d.is_empty()),
-        lease_time,
-        renew_time,
-        rebind_time,
-        mtu: s
-            .mtu
-            .map(|m| range_check(&k("mtu"), m, 68, 65_535))
-            .transpose()?,
+        lease_time: dur(&k("lease_time"), &s.lease_time)?,
+        renew_time: opt_dur("renew_time", &s.renew_time)?,
+        rebind_time: opt_dur("rebind_time", &s.rebind_time)?,
+        mtu: s.mtu,
         routes: indexed(&s.routes, |j, r| {
             let key = k(&format!("routes[{j}]"));
             Ok(StaticRoute {
@@ -331,35 +259,34 @@ fn subnet(s: &raw::Subnet, k: &dyn Fn(&str) -> String) -> R<SubnetConfig> {
             })
         })?,
         options: indexed(&s.options, |j, o| {
-            let key = k(&format!("options[{j}]"));
-            if matches!(o.code, 0 | 255) {
-                return Err(ConfigError::invalid(
-                    format!("{key}.code"),
-                    o.code,
-                    "is reserved (pad/end)",
-                ));
-            }
-            let data = at(&format!("{key}.hex"), &o.hex, parse::hex(&o.hex))?;
-            if data.len() > 255 {
-                return Err(ConfigError::invalid(
-                    format!("{key}.hex"),
-                    &o.hex,
-                    "is longer than 255 bytes",
-                ));
-            }
+            let key = format!("{}.hex", k(&format!("options[{j}]")));
+            let data = at(&key, &o.hex, parse::hex(&o.hex))?;
             Ok(DhcpOption { code: o.code, data })
         })?,
-        relays: indexed(&s.relays, |j, v| ip(&k(&format!("relays[{j}]")), v))?,
-        pools,
-    })
+        relays: ips("relays", &s.relays)?,
+    };
+    spec.check()
+        .map_err(|e| ConfigError::invalid(k(&e.field.to_string()), as_written(s, &e), e.reason))?;
+    Ok(spec)
 }
 
-fn pool_err(key: &str, v: &str, cidr: ipnet::Ipv4Net) -> ConfigError {
-    ConfigError::invalid(
-        key,
-        v,
-        format!("must lie inside {cidr}, excluding its network and broadcast addresses"),
-    )
+/// The value a spec error is about, as the config file writes it.
+fn as_written(s: &raw::Subnet, e: &SpecError) -> String {
+    use SubnetField as F;
+    let text = match e.field {
+        F::Id => Some(&s.id),
+        F::Cidr => Some(&s.cidr),
+        F::Pool(j) => s.pools.get(j),
+        F::Exclude(j) => s.exclude.get(j),
+        F::Gateway => s.gateway.as_ref(),
+        F::LeaseTime => Some(&s.lease_time),
+        F::RenewTime => s.renew_time.as_ref(),
+        F::RebindTime => s.rebind_time.as_ref(),
+        F::Times => s.rebind_time.as_ref().or(s.renew_time.as_ref()),
+        F::OptionHex(j) => s.options.get(j).map(|o| &o.hex),
+        F::Pools | F::Mtu | F::OptionCode(_) => None,
+    };
+    text.cloned().unwrap_or_else(|| e.value.clone())
 }
 
 fn indexed<T, U>(items: &[T], f: impl Fn(usize, &T) -> R<U>) -> R<Vec<U>> {

@@ -69,14 +69,15 @@ fn check_reservation(spec: &SubnetSpec, r: &ReservationSpec) -> Result<(), IpamE
 impl Ipam {
     /// Upserts the configured subnets and reservations (stored ones not in
     /// the config stay) and rebuilds the index. Durable on return; blocking
-    /// (call at start-up, before serving).
+    /// (call at start-up, before serving). The specs come from a validated
+    /// `Config` (which ran [`SubnetSpec::check`]); only what depends on the
+    /// store (overlaps, reservations) is checked here.
     pub fn apply_config(
         &self,
         subnets: &[SubnetSpec],
         reservations: &[ReservationSpec],
         _now: SystemTime,
     ) -> Result<(), IpamError> {
-        subnets.iter().try_for_each(SubnetSpec::validate)?;
         let (_applying, mut st) = self.lock_store();
         let kept: Vec<SubnetSpec> = st
             .subnets

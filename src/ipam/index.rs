@@ -210,25 +210,16 @@ mod tests {
     use std::time::Duration;
 
     pub fn spec() -> SubnetSpec {
-        SubnetSpec {
-            id: "t".into(),
-            cidr: "10.0.0.0/24".parse().unwrap(),
-            pools: vec![PoolRange {
-                start: "10.0.0.1".parse().unwrap(),
-                end: "10.0.0.4".parse().unwrap(),
-            }],
-            exclude: vec!["10.0.0.3".parse().unwrap()],
-            gateway: Some("10.0.0.1".parse().unwrap()),
-            dns: vec![],
-            domain: None,
-            lease_time: Duration::from_secs(100),
-            renew_time: None,
-            rebind_time: None,
-            mtu: None,
-            routes: vec![],
-            options: vec![],
-            relays: vec![],
-        }
+        let ip = |s: &str| s.parse().unwrap();
+        let pool = PoolRange {
+            start: ip("10.0.0.1"),
+            end: ip("10.0.0.4"),
+        };
+        let mut s = SubnetSpec::new("t", "10.0.0.0/24".parse().unwrap(), pool)
+            .with_lease_time(Duration::from_secs(100));
+        s.exclude = vec![ip("10.0.0.3")];
+        s.gateway = Some(ip("10.0.0.1"));
+        s
     }
 
     #[test]

@@ -11,25 +11,11 @@ use crate::client::ClientKey;
 use crate::stats::Stats;
 
 pub fn spec(id: &str, cidr: &str, start: &str, end: &str) -> SubnetSpec {
-    SubnetSpec {
-        id: id.into(),
-        cidr: cidr.parse().unwrap(),
-        pools: vec![PoolRange {
-            start: start.parse().unwrap(),
-            end: end.parse().unwrap(),
-        }],
-        exclude: vec![],
-        gateway: None,
-        dns: vec![],
-        domain: None,
-        lease_time: Duration::from_secs(1000),
-        renew_time: None,
-        rebind_time: None,
-        mtu: None,
-        routes: vec![],
-        options: vec![],
-        relays: vec![],
-    }
+    let pool = PoolRange {
+        start: ip(start),
+        end: ip(end),
+    };
+    SubnetSpec::new(id, cidr.parse().unwrap(), pool).with_lease_time(Duration::from_secs(1000))
 }
 
 pub fn mac(n: u8) -> ClientKey {
