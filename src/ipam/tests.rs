@@ -34,6 +34,35 @@ pub fn open(dir: &Path) -> Arc<Ipam> {
     Ipam::open(dir, IpamOptions::default(), Stats::new(16)).unwrap()
 }
 
+/// An IPAM with `opts` and one subnet configured at `at(0)`, and its stats.
+fn with_stats(dir: &Path, opts: IpamOptions, spec: SubnetSpec) -> (Arc<Ipam>, Arc<Stats>) {
+    let stats = Stats::new(16);
+    let ipam = Ipam::open(dir, opts, stats.clone()).unwrap();
+    ipam.apply_config(&[spec], &[], at(0)).unwrap();
+    (ipam, stats)
+}
+
+/// A test IPAM's committer and reaper, until `stop`.
+struct Running {
+    tracker: tokio_util::task::TaskTracker,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Running {
+    fn spawn(ipam: &Arc<Ipam>) -> Self {
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        ipam.spawn(&tracker, cancel.clone());
+        Self { tracker, cancel }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
 /// A store with subnet "lab" = 10.0.0.0/24, pool .10–.13.
 fn lab(dir: &Path) -> Arc<Ipam> {
     let ipam = open(dir);
@@ -181,14 +210,11 @@ async fn reservations_and_exclusions() {
 #[tokio::test]
 async fn renew_inside_cache_threshold_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = Stats::new(16);
-    let ipam = Ipam::open(dir.path(), IpamOptions::default(), stats.clone()).unwrap();
-    ipam.apply_config(
-        &[spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")],
-        &[],
-        at(0),
-    )
-    .unwrap();
+    let (ipam, stats) = with_stats(
+        dir.path(),
+        IpamOptions::default(),
+        spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13"),
+    );
     let l = bind_new(&ipam, &mac(1), at(0)).await;
     let writes = stats.ipam.writes_total.load(Relaxed);
     // Lease time 1000 s, threshold 0.25: renewals before 250 s are cached.
@@ -441,17 +467,12 @@ async fn subnets_relays_and_overlaps() {
 #[tokio::test]
 async fn group_commit_batches_concurrent_binds() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = Stats::new(16);
-    let ipam = Ipam::open(dir.path(), IpamOptions::default(), stats.clone()).unwrap();
-    ipam.apply_config(
-        &[spec("lab", "10.0.0.0/16", "10.0.1.0", "10.0.4.255")],
-        &[],
-        at(0),
-    )
-    .unwrap();
-    let tracker = tokio_util::task::TaskTracker::new();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    ipam.spawn(&tracker, cancel.clone());
+    let (ipam, stats) = with_stats(
+        dir.path(),
+        IpamOptions::default(),
+        spec("lab", "10.0.0.0/16", "10.0.1.0", "10.0.4.255"),
+    );
+    let running = Running::spawn(&ipam);
     let now = SystemTime::now();
     let tasks: Vec<_> = (0..200u32)
         .map(|n| {
@@ -469,9 +490,7 @@ async fn group_commit_batches_concurrent_binds() {
     assert_eq!(b.sum as u64, 200, "every write was committed");
     assert!(b.count < 200, "{b:?}: writes shared flushes");
     assert_eq!(stats.ipam.commits_waiting.load(Relaxed), 0);
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
+    running.stop().await;
     let leases = stats.ipam.leases.lock().unwrap().clone();
     assert!(
         leases.iter().any(|c| c.state == "bound" && c.count == 200),
@@ -541,19 +560,14 @@ fn subnet_json_shape() {
 #[tokio::test]
 async fn reaper_expires_on_time_after_being_woken() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = Stats::new(16);
     let opts = IpamOptions {
         offer_hold: Duration::from_secs(1),
         ..IpamOptions::default()
     };
-    let ipam = Ipam::open(dir.path(), opts, stats.clone()).unwrap();
-    let mut s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
-    s.lease_time = Duration::from_secs(1);
-    ipam.apply_config(&[s], &[], SystemTime::now()).unwrap();
-    let tracker = tokio_util::task::TaskTracker::new();
-    let cancel = tokio_util::sync::CancellationToken::new();
+    let s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
+    let (ipam, stats) = with_stats(dir.path(), opts, s.with_lease_time(Duration::from_secs(1)));
     // The reaper starts with nothing to do (a long sleep) and must be woken.
-    ipam.spawn(&tracker, cancel.clone());
+    let running = Running::spawn(&ipam);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let l = ipam
         .allocate("lab", &mac(1), SystemTime::now())
@@ -569,9 +583,7 @@ async fn reaper_expires_on_time_after_being_woken() {
         "{counts:?}"
     );
     assert!(stats.ipam.commit_seconds.snapshot().count >= 1);
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
+    running.stop().await;
 }
 
 /// A sled store whose first `flush` panics (as sled might on a bug).
