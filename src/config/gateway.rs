@@ -10,8 +10,8 @@ const WINDOW_MAX: u64 = (1 << 31) - 1;
 /// HTTP/2's legal SETTINGS_MAX_FRAME_SIZE range (RFC 9113 §6.5.2).
 const FRAME_MIN: u64 = 16_384;
 const FRAME_MAX: u64 = (1 << 24) - 1;
-/// Largest `gateway.max_quota_clients`: an entry costs ~40–75 bytes, so the
-/// quota map stays within ~20 MiB of the memory budget.
+/// Largest `gateway.max_quota_clients`: keeps the quota map a small part
+/// of the memory budget.
 const MAX_QUOTA_CLIENTS: usize = 1 << 18;
 /// Paths the gateway serves itself; routes may not shadow them.
 const RESERVED_PREFIXES: [&str; 5] = ["/v1/", "/metrics", "/healthz", "/readyz", "/openapi.yaml"];

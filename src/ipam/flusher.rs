@@ -1,9 +1,8 @@
-//! The committer thread: batches queued writes into one sled write and
-//! one flush, spacing flushes `commit_interval` apart under load. A failed
+//! The committer thread: one sled write and one flush per batch of queued
+//! writes, flushes spaced `commit_interval` apart under load. A failed
 //! apply or flush rolls the index back to the store ([`Ipam::roll_back`])
-//! and refuses writes until a probe write succeeds. A thread, not a task:
-//! sled's `flush_async` wakes its whole I/O pool per flush
-//! (bench/RESULTS-ipam.md).
+//! and refuses writes until a probe succeeds. A thread, not a task: sled's
+//! `flush_async` wakes its whole I/O pool per flush.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,11 +16,9 @@ use super::load::load;
 use super::state::State;
 use super::store::{Op, TreeId};
 
-/// The longest pause in arrivals a batch waits out: a quarter of the
-/// interval, but no more than this, so writers that each wait on their own
-/// write (an API client pool) are flushed as soon as all of them are in,
-/// whatever the interval. 2.5 ms: a quarter of the 10 ms default that
-/// closed-loop writers were measured with (bench/RESULTS-ipam.md).
+/// The longest pause in arrivals a batch waits out (a quarter of the
+/// interval, at most this), so writers that each wait on their own write
+/// are flushed once all are in (bench/RESULTS-ipam.md).
 const QUIET_MAX: Duration = Duration::from_micros(2500);
 
 /// While the store refuses writes, how often the committer tries a

@@ -1,7 +1,7 @@
 //! Per-subnet in-memory index: one state byte and one time word per address
 //! of the CIDR, a free-address bitmap over the pools and an ordered set of
 //! reusable (expired, released, quarantined) addresses. Pure: no store, no
-//! clock. About 5 bytes per address (5 MiB for a /12).
+//! clock. About 5 bytes per address of the CIDR.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -27,12 +27,9 @@ pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
         }
     }
     let mut skipped = 0u64;
-    // A client's address is its bound record's (binding elsewhere releases
-    // the old one first), else its latest ended one (released or expired:
-    // offered to it again first), which its clients-tree entry names. An
-    // entry is not deleted when its address goes to another client: the
-    // client then has none. Without an entry (a store written by hand),
-    // the latest by update time.
+    // A client's address is its bound record's, else the ended one its
+    // clients-tree entry names (none if that address went to another
+    // client), else (no entry: a store written by hand) its latest.
     let mut ended: HashMap<ClientKey, (u32, u32)> = HashMap::new();
     for kv in store.scan(TreeId::Leases, &[], None) {
         let (k, v) = kv?;

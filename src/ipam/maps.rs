@@ -34,11 +34,10 @@ impl ClientMap {
     }
 }
 
-/// Leases and live offers per relay port, for the per-port cap. Keyed by
-/// a keyed hash of the port's bytes (ports are chosen by whoever fills in
-/// option 82, so the key must not be predictable); an entry exists only
-/// while its port holds an address, so the map is bounded by the pools'
-/// size: 8 bytes of port per address held through a relay, 12 per port.
+/// Leases and live offers per relay port, for the per-port cap. Keyed by a
+/// keyed hash of the port's bytes (whoever fills in option 82 picks them,
+/// so the key must not be predictable); an entry lives only while its port
+/// holds an address, so the map is bounded by the pools' size.
 #[derive(Debug, Default)]
 pub struct Ports {
     hasher: std::hash::RandomState,

@@ -164,11 +164,8 @@ pub struct IpamOptions {
     /// How long a declined address is kept out of the pool.
     pub decline_quarantine: Duration,
     /// Shortest time between two group-commit flushes while writes keep
-    /// arriving during flushes (they share the next one). 20 ms: at 6,000
-    /// DORA/s each flush costs the committer and sled's I/O threads a
-    /// fixed ~0.3 ms of CPU (sled wakes all seven of its I/O threads per
-    /// write), so 10 ms took ~5 µs more CPU per DORA; a DHCPACK under that
-    /// load then waits ~13 ms instead of ~7 (bench/RESULTS-dhcp.md).
+    /// arriving during flushes (they share the next one): each flush has a
+    /// fixed CPU cost, traded against ACK latency (bench/RESULTS-dhcp.md).
     pub commit_interval: Duration,
 }
 

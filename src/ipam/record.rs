@@ -1,5 +1,5 @@
-//! On-disk encodings. Leases are compact binary (1M of them load in about a
-//! second); specs and isolation entries are JSON (few, and readable).
+//! On-disk encodings. Leases are compact binary (many, loaded at open);
+//! specs and isolation entries are JSON (few, and readable).
 //!
 //! Lease record v1: `[1][state][expires u32][updated u32][hostname len u8]
 //! [hostname][client key text]`, integers big-endian. v2, for a lease given

@@ -1,12 +1,7 @@
-//! The in-memory lease state and the lease decisions (pure: the store is
-//! reached only through a record reader, time only through `now`).
-//!
-//! The store is the source of truth; this is its index. A mutation is
-//! planned here as a list of [`Change`]s, turned into store ops (queued for
-//! the committer's next transaction, or applied at once without one), then
-//! [`State::apply`]d. A failed inline write leaves memory untouched; a
-//! failed batched write fails every waiter whose write was not durable and
-//! rebuilds this index from what is on disk (`Ipam::roll_back`).
+//! The in-memory index of the store and the lease decisions, pure: the
+//! store is reached only through a record reader, time only through `now`.
+//! A mutation is planned as [`Change`]s, written as store ops, then
+//! [`State::apply`]d.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -71,10 +66,8 @@ pub struct State {
     /// Address → sequence number of its latest write (pruned once flushed):
     /// a cached answer about an address waits for that write's flush.
     pub pending: HashMap<u32, u64>,
-    /// Writes waiting for the committer, applied as ONE atomic sled write
-    /// per group commit (a batch for one tree, else a transaction; each
-    /// costs log-buffer writes however small it is, so one per bind would
-    /// cap throughput).
+    /// Writes waiting for the committer, applied as one atomic sled write
+    /// per group commit (each sled write has a fixed cost).
     pub queue: Vec<Op>,
     /// Lease records in `queue` (or being applied by the committer), by
     /// address, so reads see them; each tagged with the `drains` count when
