@@ -329,3 +329,46 @@ impl SpecError {
 pub fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string().replace(' ', "")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ipam::spec::*;
+
+    fn lab() -> SubnetSpec {
+        let pool = PoolRange {
+            start: Ipv4Addr::new(10, 0, 0, 10),
+            end: Ipv4Addr::new(10, 0, 0, 20),
+        };
+        SubnetSpec::new(
+            "lab",
+            Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 24).unwrap(),
+            pool,
+        )
+    }
+
+    #[test]
+    fn one_set_of_rules_names_the_field() {
+        assert_eq!(lab().check(), Ok(()));
+        let short = lab().with_lease_time(Duration::from_secs(5));
+        assert_eq!(
+            short.check().unwrap_err().to_string(),
+            "lease_time: '5s' must be at least 10s"
+        );
+        let mut equal = lab();
+        equal.renew_time = Some(Duration::from_secs(600));
+        equal.rebind_time = Some(Duration::from_secs(600));
+        assert_eq!(equal.check().unwrap_err().field, SubnetField::Times);
+        let mut id = lab();
+        id.id = "a.b".into();
+        assert_eq!(id.check().unwrap_err().field, SubnetField::Id);
+        let mut wide = lab();
+        wide.cidr = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
+        assert_eq!(wide.check().unwrap_err().field, SubnetField::Cidr);
+        let mut gw = lab();
+        gw.gateway = Some(Ipv4Addr::new(10, 0, 0, 255));
+        assert_eq!(
+            gw.validate().unwrap_err().to_string(),
+            "invalid subnet: lab: gateway: '10.0.0.255' is the network or broadcast address"
+        );
+    }
+}
