@@ -21,25 +21,12 @@ use vpcbox::ipam::{Dump, Ipam, IpamOptions, Lease, LeaseState, PoolRange, Subnet
 use vpcbox::stats::Stats;
 
 fn subnet() -> SubnetSpec {
-    SubnetSpec {
-        id: "bench".into(),
-        cidr: "10.0.0.0/12".parse().unwrap(),
-        pools: vec![PoolRange {
-            start: "10.0.0.1".parse().unwrap(),
-            end: "10.15.255.254".parse().unwrap(),
-        }],
-        exclude: vec![],
-        gateway: None,
-        dns: vec![],
-        domain: None,
-        lease_time: Duration::from_secs(7 * 24 * 3600),
-        renew_time: None,
-        rebind_time: None,
-        mtu: None,
-        routes: vec![],
-        options: vec![],
-        relays: vec![],
-    }
+    let pool = PoolRange {
+        start: "10.0.0.1".parse().unwrap(),
+        end: "10.15.255.254".parse().unwrap(),
+    };
+    SubnetSpec::new("bench", "10.0.0.0/12".parse().unwrap(), pool)
+        .with_lease_time(Duration::from_secs(7 * 24 * 3600))
 }
 
 fn client(n: u64) -> ClientKey {

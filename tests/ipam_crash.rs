@@ -26,25 +26,12 @@ const CYCLES: u32 = 20;
 const TASKS: u32 = 32;
 
 fn subnet() -> SubnetSpec {
-    SubnetSpec {
-        id: "crash".into(),
-        cidr: "10.8.0.0/16".parse().unwrap(),
-        pools: vec![PoolRange {
-            start: "10.8.0.1".parse().unwrap(),
-            end: "10.8.255.254".parse().unwrap(),
-        }],
-        exclude: vec![],
-        gateway: None,
-        dns: vec![],
-        domain: None,
-        lease_time: Duration::from_secs(24 * 3600),
-        renew_time: None,
-        rebind_time: None,
-        mtu: None,
-        routes: vec![],
-        options: vec![],
-        relays: vec![],
-    }
+    let pool = PoolRange {
+        start: "10.8.0.1".parse().unwrap(),
+        end: "10.8.255.254".parse().unwrap(),
+    };
+    SubnetSpec::new("crash", "10.8.0.0/16".parse().unwrap(), pool)
+        .with_lease_time(Duration::from_secs(24 * 3600))
 }
 
 /// The child: binds forever until killed. Not a real test when run normally.

@@ -4,9 +4,12 @@
 //! error names the key and quotes the bad value on one line, e.g.
 //! `dhcp.per_client_rate: '0/s' must be at least 1/s`.
 
+mod check;
 pub mod diff;
+mod gateway;
 pub mod parse;
 pub mod raw;
+mod subnets;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -65,9 +65,7 @@ pub fn duration(s: &str) -> Result<Duration, &'static str> {
     humantime::parse_duration(s.trim()).map_err(|_| "is not a duration (e.g. \"30s\", \"250ms\")")
 }
 
-pub fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string().replace(' ', "")
-}
+pub use crate::ipam::fmt_duration;
 
 pub fn rate(s: &str) -> Result<Rate, &'static str> {
     const BAD: &str = "is not a rate (e.g. \"10/s\", \"600/m\")";
@@ -133,7 +131,7 @@ pub fn hex(s: &str) -> Result<Vec<u8>, &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::parse::*;
 
     #[test]
     fn sizes() {

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::parse::{fmt_duration, fmt_size};
+use crate::ipam::{IpamOptions, DEFAULT_LEASE_TIME};
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
@@ -31,10 +34,11 @@ pub struct Storage {
 
 impl Default for Storage {
     fn default() -> Self {
+        let ipam = IpamOptions::default();
         Self {
             path: "./data".into(),
-            cache: "32MiB".into(),
-            commit_interval: "20ms".into(),
+            cache: fmt_size(ipam.cache_capacity),
+            commit_interval: fmt_duration(ipam.commit_interval),
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct Dhcp {
 
 impl Default for Dhcp {
     fn default() -> Self {
+        let ipam = IpamOptions::default();
         Self {
             enabled: true,
             listen: "0.0.0.0:67".into(),
@@ -76,9 +81,9 @@ impl Default for Dhcp {
             queue: 4096,
             workers: 2,
             deadline: "1s".into(),
-            cache_threshold: 0.25,
-            offer_hold: "30s".into(),
-            decline_quarantine: "10m".into(),
+            cache_threshold: ipam.cache_threshold,
+            offer_hold: fmt_duration(ipam.offer_hold),
+            decline_quarantine: fmt_duration(ipam.decline_quarantine),
             new_lease_rate: "20000/s".into(),
             max_leases_per_port: 10,
             rapid_commit: false,
@@ -118,7 +123,7 @@ pub struct Subnet {
 }
 
 fn default_lease_time() -> String {
-    "1h".into()
+    fmt_duration(DEFAULT_LEASE_TIME)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,31 +24,25 @@ fn now() -> SystemTime {
 }
 
 pub(super) fn subnet() -> SubnetSpec {
-    SubnetSpec {
-        id: "lab".into(),
-        cidr: "10.0.0.0/24".parse().unwrap(),
-        pools: vec![PoolRange {
-            start: Ipv4Addr::new(10, 0, 0, 100),
-            end: Ipv4Addr::new(10, 0, 0, 199),
-        }],
-        exclude: vec![],
-        gateway: Some(SERVER),
-        dns: vec![SERVER, Ipv4Addr::new(10, 0, 0, 2)],
-        domain: Some("lab.internal".into()),
-        lease_time: Duration::from_secs(3600),
-        renew_time: None,
-        rebind_time: None,
-        mtu: Some(1500),
-        routes: vec![StaticRoute {
-            dest: "10.1.0.0/16".parse().unwrap(),
-            via: SERVER,
-        }],
-        options: vec![DhcpOption {
-            code: 42,
-            data: vec![10, 0, 0, 5],
-        }],
-        relays: vec![],
-    }
+    let pool = PoolRange {
+        start: Ipv4Addr::new(10, 0, 0, 100),
+        end: Ipv4Addr::new(10, 0, 0, 199),
+    };
+    let mut s = SubnetSpec::new("lab", "10.0.0.0/24".parse().unwrap(), pool)
+        .with_lease_time(Duration::from_secs(3600));
+    s.gateway = Some(SERVER);
+    s.dns = vec![SERVER, Ipv4Addr::new(10, 0, 0, 2)];
+    s.domain = Some("lab.internal".into());
+    s.mtu = Some(1500);
+    s.routes = vec![StaticRoute {
+        dest: "10.1.0.0/16".parse().unwrap(),
+        via: SERVER,
+    }];
+    s.options = vec![DhcpOption {
+        code: 42,
+        data: vec![10, 0, 0, 5],
+    }];
+    s
 }
 
 fn ctx() -> Ctx {

@@ -1,99 +1,20 @@
 //! Loading the index from the store, and the rare administrative writes:
 //! configuration, subnets, reservations, utilisation.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::commit::Ticket;
+use super::error::IpamError;
+use super::handle::Ipam;
 use super::index::SubnetIndex;
-use super::model::{LeaseState, PoolUsage, ReservationSpec, SubnetSpec};
-use super::record::{from_json, ip_key, key_ip, reservation_key, to_json, Record, FREE};
-use super::state::{State, Tuning};
-use super::store::{Op, Store, TreeId};
-use super::{Ipam, IpamError};
+use super::load::load;
+use super::model::{LeaseState, PoolUsage, ReservationSpec};
+use super::record::{ip_key, reservation_key, to_json};
+use super::spec::SubnetSpec;
+use super::state::State;
+use super::store::{Op, TreeId};
 use crate::client::ClientKey;
-
-/// Rebuilds the whole index from the store.
-pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
-    let mut st = State::new(tuning);
-    for kv in store.scan(TreeId::Subnets, &[], None) {
-        let spec: SubnetSpec = from_json(&kv?.1)?;
-        st.insert_subnet(SubnetIndex::new(Arc::new(spec), |_| false));
-    }
-    for kv in store.scan(TreeId::Reservations, &[], None) {
-        let r: ReservationSpec = from_json(&kv?.1)?;
-        if st.subnet_ix(&r.subnet).is_ok() {
-            st.reserve(r);
-        }
-    }
-    let mut skipped = 0u64;
-    // A client's address is its bound record's (binding elsewhere releases
-    // the old one first), else its latest ended one (released or expired:
-    // offered to it again first), which its clients-tree entry names. An
-    // entry is not deleted when its address goes to another client: the
-    // client then has none. Without an entry (a store written by hand),
-    // the latest by update time.
-    let mut ended: HashMap<ClientKey, (u32, u32)> = HashMap::new();
-    for kv in store.scan(TreeId::Leases, &[], None) {
-        let (k, v) = kv?;
-        match (key_ip(&k), Record::decode(&v)) {
-            (Some(ip), Ok(r)) if st.subnet_of(ip).is_some() => {
-                load_lease(&mut st, ip, r.state, r.expires);
-                if r.state == LeaseState::Bound {
-                    if let Some(p) = r.port.as_deref() {
-                        let port = st.ports.hash(p);
-                        st.ports.set(ip, Some(port));
-                    }
-                    st.clients.insert(&r.client, ip);
-                } else {
-                    let latest = ended.entry(r.client).or_insert((r.updated, ip));
-                    *latest = (*latest).max((r.updated, ip));
-                }
-            }
-            _ => skipped += 1,
-        }
-    }
-    for (c, (_, latest)) in ended {
-        if st.clients.get(&c).is_some() {
-            continue;
-        }
-        let named = store.get(TreeId::Clients, c.to_string().as_bytes())?;
-        let ip = match named.as_deref().map(key_ip) {
-            None => Some(latest),
-            Some(ip) => ip.filter(|ip| {
-                store
-                    .get(TreeId::Leases, &ip_key(*ip))
-                    .ok()
-                    .flatten()
-                    .and_then(|v| Record::decode(&v).ok())
-                    .is_some_and(|r| r.client == c)
-            }),
-        };
-        if let Some(ip) = ip.filter(|ip| st.code(*ip) != FREE) {
-            st.clients.insert(&c, ip);
-        }
-    }
-    if skipped > 0 {
-        tracing::warn!(
-            skipped,
-            "ignored unreadable stored leases, or leases outside every subnet"
-        );
-    }
-    Ok(st)
-}
-
-fn load_lease(st: &mut State, ip: u32, state: LeaseState, expires: u32) {
-    let Some(s) = st.subnet_of(ip) else { return };
-    if state == LeaseState::Bound {
-        st.next_expiry = st.next_expiry.min(expires);
-    }
-    let sub = &mut st.subnets[s];
-    sub.set(ip, Some((state, expires)));
-    if !st.reserved.contains_key(&ip) {
-        sub.reindex(ip);
-    }
-}
 
 fn subnet_op(spec: &SubnetSpec) -> Result<Op, IpamError> {
     Ok(Op {
@@ -148,14 +69,15 @@ fn check_reservation(spec: &SubnetSpec, r: &ReservationSpec) -> Result<(), IpamE
 impl Ipam {
     /// Upserts the configured subnets and reservations (stored ones not in
     /// the config stay) and rebuilds the index. Durable on return; blocking
-    /// (call at start-up, before serving).
+    /// (call at start-up, before serving). The specs come from a validated
+    /// `Config` (which ran [`SubnetSpec::check`]); only what depends on the
+    /// store (overlaps, reservations) is checked here.
     pub fn apply_config(
         &self,
         subnets: &[SubnetSpec],
         reservations: &[ReservationSpec],
         _now: SystemTime,
     ) -> Result<(), IpamError> {
-        subnets.iter().try_for_each(SubnetSpec::validate)?;
         let (_applying, mut st) = self.lock_store();
         let kept: Vec<SubnetSpec> = st
             .subnets

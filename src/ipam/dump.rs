@@ -5,11 +5,15 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::admin::{check_overlaps, load};
-use super::model::{LeaseFilter, LeaseState, ReservationSpec, SubnetSpec};
+use super::admin::check_overlaps;
+use super::error::IpamError;
+use super::handle::Ipam;
+use super::load::load;
+use super::model::Lease;
+use super::model::{LeaseFilter, LeaseState, ReservationSpec};
 use super::record::{from_json, ip_key, reservation_key, to_json, Record};
+use super::spec::SubnetSpec;
 use super::store::{Op, TreeId, SCHEMA};
-use super::{Ipam, IpamError, Lease};
 use crate::client::ClientKey;
 use crate::isolation::IsolationEntry;
 

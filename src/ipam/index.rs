@@ -1,14 +1,15 @@
 //! Per-subnet in-memory index: one state byte and one time word per address
 //! of the CIDR, a free-address bitmap over the pools and an ordered set of
 //! reusable (expired, released, quarantined) addresses. Pure: no store, no
-//! clock. About 5 bytes per address (5 MiB for a /12).
+//! clock. About 5 bytes per address of the CIDR.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use super::model::{LeaseState, SubnetSpec};
+use super::model::LeaseState;
 use super::record::{state_code, FREE};
+use super::spec::SubnetSpec;
 
 const BOUND: u8 = 1;
 const RELEASED: u8 = 2;
@@ -204,30 +205,21 @@ impl SubnetIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::ipam::index::*;
     use crate::ipam::model::PoolRange;
     use std::time::Duration;
 
     pub fn spec() -> SubnetSpec {
-        SubnetSpec {
-            id: "t".into(),
-            cidr: "10.0.0.0/24".parse().unwrap(),
-            pools: vec![PoolRange {
-                start: "10.0.0.1".parse().unwrap(),
-                end: "10.0.0.4".parse().unwrap(),
-            }],
-            exclude: vec!["10.0.0.3".parse().unwrap()],
-            gateway: Some("10.0.0.1".parse().unwrap()),
-            dns: vec![],
-            domain: None,
-            lease_time: Duration::from_secs(100),
-            renew_time: None,
-            rebind_time: None,
-            mtu: None,
-            routes: vec![],
-            options: vec![],
-            relays: vec![],
-        }
+        let ip = |s: &str| s.parse().unwrap();
+        let pool = PoolRange {
+            start: ip("10.0.0.1"),
+            end: ip("10.0.0.4"),
+        };
+        let mut s = SubnetSpec::new("t", "10.0.0.0/24".parse().unwrap(), pool)
+            .with_lease_time(Duration::from_secs(100));
+        s.exclude = vec![ip("10.0.0.3")];
+        s.gateway = Some(ip("10.0.0.1"));
+        s
     }
 
     #[test]

@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
+use super::error::IpamError;
+use super::handle::Ipam;
 use super::record::{from_json, to_json};
 use super::store::{Op, Store, TreeId};
-use super::Ipam;
 use crate::client::ClientKey;
 use crate::isolation::{IsolationEntry, IsolationStore, StoreError};
 
 struct SledIsolations(Arc<dyn Store>);
 
-fn err(e: super::IpamError) -> StoreError {
+fn err(e: IpamError) -> StoreError {
     StoreError(e.to_string())
 }
 

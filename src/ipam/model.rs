@@ -7,12 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::IpamError;
 use crate::client::ClientKey;
-
-/// The largest subnet the IPAM manages: its in-memory index costs about
-/// 5 bytes per address of the CIDR (5 MiB for a /12).
-pub const MIN_PREFIX_LEN: u8 = 12;
 
 /// An inclusive address range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,128 +61,6 @@ mod hex_bytes {
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
             .collect::<Result<_, _>>()
             .map_err(|_| serde::de::Error::custom(format!("'{s}' is not hex")))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubnetSpec {
-    pub id: String,
-    pub cidr: Ipv4Net,
-    pub pools: Vec<PoolRange>,
-    #[serde(default)]
-    pub exclude: Vec<Ipv4Addr>,
-    pub gateway: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub dns: Vec<Ipv4Addr>,
-    pub domain: Option<String>,
-    #[serde(with = "humantime_serde")]
-    pub lease_time: Duration,
-    /// T1; defaults to half the lease time.
-    #[serde(default, with = "humantime_serde")]
-    pub renew_time: Option<Duration>,
-    /// T2; defaults to 7/8 of the lease time.
-    #[serde(default, with = "humantime_serde")]
-    pub rebind_time: Option<Duration>,
-    pub mtu: Option<u16>,
-    #[serde(default)]
-    pub routes: Vec<StaticRoute>,
-    #[serde(default)]
-    pub options: Vec<DhcpOption>,
-    /// Relay addresses (giaddr) that select this subnet, besides any giaddr
-    /// inside `cidr`.
-    #[serde(default)]
-    pub relays: Vec<Ipv4Addr>,
-}
-
-impl SubnetSpec {
-    pub fn validate(&self) -> Result<(), IpamError> {
-        let bad = |m: String| Err(IpamError::InvalidSubnet(format!("{}: {m}", self.id)));
-        if self.id.is_empty() || self.id.len() > 64 || self.id.contains('\0') {
-            return bad("id must be 1 to 64 characters".into());
-        }
-        if self.cidr.prefix_len() < MIN_PREFIX_LEN || self.cidr.prefix_len() > 30 {
-            return bad(format!(
-                "cidr '{}' must be /{MIN_PREFIX_LEN} to /30",
-                self.cidr
-            ));
-        }
-        if self.cidr != self.cidr.trunc() {
-            return bad(format!("cidr '{}' has host bits set", self.cidr));
-        }
-        if self.lease_time.is_zero() || self.lease_time.as_secs() > u64::from(u32::MAX / 4) {
-            return bad("lease_time must be at least 1s and at most ~30 years".into());
-        }
-        let t1 = self.renew_time();
-        let t2 = self.rebind_time();
-        if t1.is_zero() || t1 > t2 || t2 > self.lease_time {
-            return bad("renew_time <= rebind_time <= lease_time must hold".into());
-        }
-        if self.pools.is_empty() {
-            return bad("at least one pool is required".into());
-        }
-        let (net, bcast) = (self.cidr.network(), self.cidr.broadcast());
-        for (i, p) in self.pools.iter().enumerate() {
-            if p.is_empty() {
-                return bad(format!("pool '{}-{}' is empty", p.start, p.end));
-            }
-            if !self.cidr.contains(&p.start) || !self.cidr.contains(&p.end) {
-                return bad(format!(
-                    "pool '{}-{}' is not inside '{}'",
-                    p.start, p.end, self.cidr
-                ));
-            }
-            if p.contains(net) || p.contains(bcast) {
-                return bad(format!(
-                    "pool '{}-{}' includes the network or broadcast address",
-                    p.start, p.end
-                ));
-            }
-            if let Some(q) = self.pools[..i]
-                .iter()
-                .find(|q| q.start <= p.end && p.start <= q.end)
-            {
-                return bad(format!(
-                    "pool '{}-{}' overlaps '{}-{}'",
-                    p.start, p.end, q.start, q.end
-                ));
-            }
-        }
-        if let Some(gw) = self.gateway {
-            if !self.cidr.contains(&gw) || gw == net || gw == bcast {
-                return bad(format!("gateway '{gw}' is not a host of '{}'", self.cidr));
-            }
-        }
-        if let Some(x) = self.exclude.iter().find(|x| !self.cidr.contains(*x)) {
-            return bad(format!("exclude '{x}' is not inside '{}'", self.cidr));
-        }
-        Ok(())
-    }
-
-    pub fn renew_time(&self) -> Duration {
-        self.renew_time.unwrap_or(self.lease_time / 2)
-    }
-
-    pub fn rebind_time(&self) -> Duration {
-        self.rebind_time.unwrap_or(self.lease_time * 7 / 8)
-    }
-
-    /// Whether dynamic allocation may hand out `ip` (reservations aside).
-    pub fn is_dynamic(&self, ip: Ipv4Addr) -> bool {
-        self.pools.iter().any(|p| p.contains(ip))
-            && !self.is_unassignable(ip)
-            && !self.exclude.contains(&ip)
-    }
-
-    /// Network, broadcast, gateway, or outside the CIDR.
-    pub fn is_unassignable(&self, ip: Ipv4Addr) -> bool {
-        !self.cidr.contains(&ip)
-            || ip == self.cidr.network()
-            || ip == self.cidr.broadcast()
-            || Some(ip) == self.gateway
-    }
-
-    pub fn overlaps(&self, other: &SubnetSpec) -> bool {
-        self.cidr.contains(&other.cidr.network()) || other.cidr.contains(&self.cidr.network())
     }
 }
 
@@ -291,11 +164,8 @@ pub struct IpamOptions {
     /// How long a declined address is kept out of the pool.
     pub decline_quarantine: Duration,
     /// Shortest time between two group-commit flushes while writes keep
-    /// arriving during flushes (they share the next one). 20 ms: at 6,000
-    /// DORA/s each flush costs the committer and sled's I/O threads a
-    /// fixed ~0.3 ms of CPU (sled wakes all seven of its I/O threads per
-    /// write), so 10 ms took ~5 µs more CPU per DORA; a DHCPACK under that
-    /// load then waits ~13 ms instead of ~7 (bench/RESULTS-dhcp.md).
+    /// arriving during flushes (they share the next one): each flush has a
+    /// fixed CPU cost, traded against ACK latency (bench/RESULTS-dhcp.md).
     pub commit_interval: Duration,
 }
 
@@ -330,10 +200,10 @@ pub(crate) mod unix_secs {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u32(super::secs(*t))
+        s.serialize_u32(crate::ipam::model::secs(*t))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        Ok(super::time(u32::deserialize(d)?))
+        Ok(crate::ipam::model::time(u32::deserialize(d)?))
     }
 }

@@ -2,25 +2,44 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::MutexGuard;
 use std::time::{Instant, SystemTime};
 
 use super::commit::Ticket;
-use super::model::{secs, time, Lease, LeaseFilter, LeaseState, Port};
-use super::record::{ip_key, key_ip, Record};
+use super::error::IpamError;
+use super::handle::Ipam;
+use super::model::{secs, Lease, LeaseState, Port};
+use super::record::{ip_key, offered, Record};
 use super::state::{Plan, State};
 use super::store::TreeId;
-use super::{Ipam, IpamError};
 use crate::client::ClientKey;
 use crate::stats::LeaseCount;
 
 /// How an operation's answer becomes final.
-enum Settle {
-    Ready(Lease),
+enum Settle<T> {
+    Ready(T),
     /// Wait for this write's batch to be flushed.
-    Commit(Ticket, Lease),
+    Commit(Ticket, T),
     /// Cached answer about an address whose last write is not flushed yet
     /// (and the index's epoch when it was planned).
-    AfterFlush(Lease, u64),
+    AfterFlush(T, u64),
+}
+
+/// An operation's answer: the address a cached answer rests on, if any.
+trait Answer {
+    fn address(&self) -> Option<u32>;
+}
+
+impl Answer for Lease {
+    fn address(&self) -> Option<u32> {
+        Some(u32::from(self.ip))
+    }
+}
+
+impl Answer for () {
+    fn address(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl Ipam {
@@ -50,32 +69,57 @@ impl Ipam {
         Ok(())
     }
 
-    fn finish(&self, st: &mut State, plan: Plan) -> Result<Settle, IpamError> {
+    /// Locks the state and does the housekeeping due at `now`.
+    fn locked(&self, now: u32) -> Result<MutexGuard<'_, State>, IpamError> {
+        let mut st = self.lock();
+        self.maintain(&mut st, now)?;
+        Ok(st)
+    }
+
+    /// One lease operation: lock, housekeeping, `plan` under the lock,
+    /// write and note what it decided, then (outside the lock) wait until
+    /// the answer is final. Cancel-safe: dropping it abandons the wait,
+    /// never a write.
+    async fn operate<T: Answer>(
+        &self,
+        now: SystemTime,
+        plan: impl FnOnce(&mut State, u32) -> Result<Plan<T>, IpamError>,
+    ) -> Result<T, IpamError> {
+        let now = secs(now);
+        let settle = {
+            let mut st = self.locked(now)?;
+            let plan = plan(&mut st, now)?;
+            self.finish(&mut st, plan)?
+        };
+        self.settle(settle).await
+    }
+
+    fn finish<T: Answer>(&self, st: &mut State, plan: Plan<T>) -> Result<Settle<T>, IpamError> {
         match plan {
-            Plan::Cached(lease) => {
-                let ip = u32::from(lease.ip);
-                let unflushed = st
-                    .pending
-                    .get(&ip)
-                    .is_some_and(|s| *s > self.committer.flushed());
+            Plan::Cached(answer) => {
+                let unflushed = answer.address().is_some_and(|ip| {
+                    st.pending
+                        .get(&ip)
+                        .is_some_and(|s| *s > self.committer.flushed())
+                });
                 Ok(if unflushed {
-                    Settle::AfterFlush(lease, st.epoch)
+                    Settle::AfterFlush(answer, st.epoch)
                 } else {
-                    Settle::Ready(lease)
+                    Settle::Ready(answer)
                 })
             }
-            Plan::Write(changes, lease) => {
+            Plan::Write(changes, answer) => {
                 let ticket = self.write(st, &changes, true)?;
                 self.note_change(st);
                 Ok(match ticket {
-                    Some(t) => Settle::Commit(t, lease),
-                    None => Settle::Ready(lease),
+                    Some(t) => Settle::Commit(t, answer),
+                    None => Settle::Ready(answer),
                 })
             }
         }
     }
 
-    async fn settle(&self, s: Settle) -> Result<Lease, IpamError> {
+    async fn settle<T>(&self, s: Settle<T>) -> Result<T, IpamError> {
         match s {
             Settle::Ready(l) => Ok(l),
             Settle::Commit(t, l) => self.wait(t).await.map(|()| l),
@@ -115,8 +159,7 @@ impl Ipam {
         now: SystemTime,
     ) -> Result<Lease, IpamError> {
         let now = secs(now);
-        let mut st = self.lock();
-        self.maintain(&mut st, now)?;
+        let mut st = self.locked(now)?;
         let s = st.subnet_ix(subnet)?;
         let ip = st.choose(s, client, requested, now)?;
         if st.clients.get(client) == Some(ip) && st.subnets[s].is_bound(ip, now) {
@@ -161,17 +204,13 @@ impl Ipam {
         port: Option<Port<'_>>,
         now: SystemTime,
     ) -> Result<Lease, IpamError> {
-        let now = secs(now);
-        let settle = {
-            let mut st = self.lock();
-            self.maintain(&mut st, now)?;
+        self.operate(now, |st, now| {
             let s = st.subnet_ix(subnet)?;
-            let plan = st.plan_bind(s, client, u32::from(ip), hostname, port, now, &|ip| {
-                self.read(&st, ip)
-            })?;
-            self.finish(&mut st, plan)?
-        };
-        self.settle(settle).await
+            st.plan_bind(s, client, u32::from(ip), hostname, port, now, &|ip| {
+                self.read(st, ip)
+            })
+        })
+        .await
     }
 
     /// Whether `port` holds its cap of addresses already (never without a
@@ -194,14 +233,10 @@ impl Ipam {
         ip: Ipv4Addr,
         now: SystemTime,
     ) -> Result<Lease, IpamError> {
-        let now = secs(now);
-        let settle = {
-            let mut st = self.lock();
-            self.maintain(&mut st, now)?;
-            let plan = st.plan_renew(client, u32::from(ip), now, &|ip| self.read(&st, ip))?;
-            self.finish(&mut st, plan)?
-        };
-        self.settle(settle).await
+        self.operate(now, |st, now| {
+            st.plan_renew(client, u32::from(ip), now, &|ip| self.read(st, ip))
+        })
+        .await
     }
 
     /// Releases the client's lease (or offer) on `ip`; durable on return.
@@ -212,30 +247,20 @@ impl Ipam {
         ip: Ipv4Addr,
         now: SystemTime,
     ) -> Result<(), IpamError> {
-        let now = secs(now);
-        let ticket = {
-            let mut st = self.lock();
-            self.maintain(&mut st, now)?;
-            match st.plan_release(client, u32::from(ip), now, &|ip| self.read(&st, ip))? {
+        self.operate(now, |st, now| {
+            let ip = u32::from(ip);
+            match st.plan_release(client, ip, now, &|ip| self.read(st, ip))? {
+                Some(changes) => Ok(Plan::Write(changes, ())),
                 None => {
-                    if st
-                        .offers
-                        .get(&u32::from(ip))
-                        .is_some_and(|o| &o.client == client)
-                    {
-                        st.drop_offer(u32::from(ip));
+                    if st.offers.get(&ip).is_some_and(|o| &o.client == client) {
+                        st.drop_offer(ip);
                     }
-                    self.note_change(&st);
-                    None
-                }
-                Some(changes) => {
-                    let t = self.write(&mut st, &changes, true)?;
-                    self.note_change(&st);
-                    t
+                    self.note_change(st);
+                    Ok(Plan::Cached(()))
                 }
             }
-        };
-        self.durable(ticket).await
+        })
+        .await
     }
 
     /// Quarantines `ip` for `decline_quarantine`; durable on return.
@@ -246,16 +271,11 @@ impl Ipam {
         ip: Ipv4Addr,
         now: SystemTime,
     ) -> Result<(), IpamError> {
-        let now = secs(now);
-        let ticket = {
-            let mut st = self.lock();
-            self.maintain(&mut st, now)?;
-            let changes = st.plan_decline(client, u32::from(ip), now, &|ip| self.read(&st, ip))?;
-            let t = self.write(&mut st, &changes, true)?;
-            self.note_change(&st);
-            t
-        };
-        self.durable(ticket).await
+        self.operate(now, |st, now| {
+            let changes = st.plan_decline(client, u32::from(ip), now, &|ip| self.read(st, ip))?;
+            Ok(Plan::Write(changes, ()))
+        })
+        .await
     }
 
     /// API allocation: offer + bind in one step; idempotent per client (a
@@ -267,28 +287,24 @@ impl Ipam {
         client: &ClientKey,
         now: SystemTime,
     ) -> Result<Lease, IpamError> {
-        let now = secs(now);
-        let settle = {
-            let mut st = self.lock();
-            self.maintain(&mut st, now)?;
+        self.operate(now, |st, now| {
             let s = st.subnet_ix(subnet)?;
             let held = st
                 .clients
                 .get(client)
                 .filter(|ip| st.subnets[s].contains(*ip) && st.subnets[s].is_bound(*ip, now));
-            let plan = match held
-                .map(|ip| self.read(&st, ip).map(|r| (ip, r)))
+            match held
+                .map(|ip| self.read(st, ip).map(|r| (ip, r)))
                 .transpose()?
             {
-                Some((ip, Some(r))) => Plan::Cached(r.to_lease(Ipv4Addr::from(ip), subnet)),
+                Some((ip, Some(r))) => Ok(Plan::Cached(r.to_lease(Ipv4Addr::from(ip), subnet))),
                 _ => {
                     let ip = st.choose(s, client, None, now)?;
-                    st.plan_bind(s, client, ip, None, None, now, &|ip| self.read(&st, ip))?
+                    st.plan_bind(s, client, ip, None, None, now, &|ip| self.read(st, ip))
                 }
-            };
-            self.finish(&mut st, plan)?
-        };
-        self.settle(settle).await
+            }
+        })
+        .await
     }
 
     /// The client's lease: its bound lease, else its live offer, else its
@@ -324,64 +340,6 @@ impl Ipam {
             .ok()
             .flatten()
             .map(|r| r.to_lease(Ipv4Addr::from(ip), id))
-    }
-
-    /// Leases matching `filter`, in address order (offers first). Scans the
-    /// store without holding the state lock.
-    pub fn leases(&self, filter: &LeaseFilter) -> Vec<Lease> {
-        let limit = filter.limit.unwrap_or(usize::MAX);
-        if let Some(c) = &filter.client {
-            return self
-                .lease_of(c)
-                .filter(|l| filter.matches(l))
-                .into_iter()
-                .take(limit)
-                .collect();
-        }
-        let (subnets, mut out) = {
-            let (_applying, mut st) = self.lock_store();
-            // Listing scans the store: apply queued writes first.
-            if let Err(e) = self.drain(&mut st) {
-                tracing::warn!(error = %e, "listing leases without queued writes");
-            }
-            let subnets: Vec<_> = st.subnets.iter().map(|s| s.spec.clone()).collect();
-            let mut offers: Vec<Lease> = st
-                .offers
-                .iter()
-                .filter_map(|(ip, o)| {
-                    st.subnet_of(*ip)
-                        .map(|s| offered(*ip, &st.subnets[s].spec.id, &o.client, o.expires, o.at))
-                })
-                .filter(|l| filter.matches(l))
-                .collect();
-            offers.sort_by_key(|l| l.ip);
-            (subnets, offers)
-        };
-        out.truncate(limit);
-        for spec in subnets
-            .iter()
-            .filter(|s| filter.subnet.as_ref().is_none_or(|id| *id == s.id))
-        {
-            let from = ip_key(u32::from(spec.cidr.network()));
-            let to = u32::from(spec.cidr.broadcast()).checked_add(1).map(ip_key);
-            for kv in self
-                .store
-                .scan(TreeId::Leases, &from, to.as_ref().map(|k| &k[..]))
-            {
-                if out.len() >= limit {
-                    return out;
-                }
-                let Ok((k, v)) = kv else { continue };
-                let (Some(ip), Ok(r)) = (key_ip(&k), Record::decode(&v)) else {
-                    continue;
-                };
-                let lease = r.to_lease(Ipv4Addr::from(ip), &spec.id);
-                if filter.matches(&lease) {
-                    out.push(lease);
-                }
-            }
-        }
-        out
     }
 
     /// Marks lease counts changed; publishes them at most every 250 ms (the
@@ -427,17 +385,5 @@ impl Ipam {
             let st = self.lock();
             self.publish_locked(&st);
         }
-    }
-}
-
-pub(super) fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32) -> Lease {
-    Lease {
-        ip: Ipv4Addr::from(ip),
-        subnet: subnet.to_owned(),
-        client: client.clone(),
-        state: LeaseState::Offered,
-        expires_at: time(expires),
-        updated_at: time(at),
-        hostname: None,
     }
 }

@@ -5,11 +5,10 @@
 
 use std::net::Ipv4Addr;
 
+use super::handle::Ipam;
 use super::model::{Lease, LeaseFilter, LeaseState};
-use super::ops::offered;
-use super::record::{ip_key, key_ip, Record};
+use super::record::{ip_key, key_ip, offered, Record};
 use super::store::TreeId;
-use super::Ipam;
 
 /// Leases in address order; `next` is the last address this page covered
 /// when there may be more (pass it back as `after`).
@@ -20,6 +19,47 @@ pub struct LeasePage {
 }
 
 impl Ipam {
+    /// Leases matching `filter`, at most its `limit`: live offers first,
+    /// then stored records in address order. Scans the store without
+    /// holding the state lock (`db export`, the dashboard).
+    pub fn leases(&self, filter: &LeaseFilter) -> Vec<Lease> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        if let Some(c) = &filter.client {
+            return self
+                .lease_of(c)
+                .filter(|l| filter.matches(l))
+                .into_iter()
+                .take(limit)
+                .collect();
+        }
+        let (subnets, mut out) = self.page_start(filter, 0, limit);
+        for (id, first, last) in &subnets {
+            for (ip, r) in self.stored(*first, *last) {
+                if out.len() >= limit {
+                    return out;
+                }
+                let Some(r) = r else { continue };
+                let lease = r.to_lease(Ipv4Addr::from(ip), id);
+                if filter.matches(&lease) {
+                    out.push(lease);
+                }
+            }
+        }
+        out
+    }
+
+    /// The stored lease records on addresses `first..=last`, in address
+    /// order (None: unreadable).
+    fn stored(&self, first: u32, last: u32) -> impl Iterator<Item = (u32, Option<Record>)> + '_ {
+        let to = last.checked_add(1).map(ip_key);
+        self.store
+            .scan(TreeId::Leases, &ip_key(first), to.as_ref().map(|k| &k[..]))
+            .filter_map(|kv| {
+                let (k, v) = kv.ok()?;
+                Some((key_ip(&k)?, Record::decode(&v).ok()))
+            })
+    }
+
     /// Leases matching `filter` (its `limit` is ignored) on addresses after
     /// `after`: at most `limit`, reading at most `budget` stored records.
     /// A live offer stands in for the stored record on its address, as in
@@ -51,24 +91,15 @@ impl Ipam {
         };
         let mut scanned = 0;
         for (id, first, last) in &subnets {
-            let from = ip_key(start.max(*first));
-            let to = last.checked_add(1).map(ip_key);
-            let records = self
-                .store
-                .scan(TreeId::Leases, &from, to.as_ref().map(|k| &k[..]));
-            for kv in records {
-                let Ok((k, v)) = kv else { continue };
-                let Some(ip) = key_ip(&k) else { continue };
+            for (ip, record) in self.stored(start.max(*first), *last) {
                 if page.offers_up_to(ip) {
                     return page.full();
                 }
                 let overridden = page.offers.peek().is_some_and(|o| u32::from(o.ip) == ip);
-                if !overridden {
-                    if let Ok(r) = Record::decode(&v) {
-                        let lease = r.to_lease(Ipv4Addr::from(ip), id);
-                        if filter.matches(&lease) && page.push(lease) {
-                            return page.full();
-                        }
+                if let Some(r) = record.filter(|_| !overridden) {
+                    let lease = r.to_lease(Ipv4Addr::from(ip), id);
+                    if filter.matches(&lease) && page.push(lease) {
+                        return page.full();
                     }
                 }
                 scanned += 1;
@@ -184,78 +215,5 @@ impl Paging {
             leases: self.out,
             next,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::tests::{at, ip, mac, open, spec};
-    use super::*;
-
-    /// Two subnets; 10.0.1.x listed after 10.0.0.x whatever their order.
-    async fn two_subnets(dir: &std::path::Path) -> std::sync::Arc<Ipam> {
-        let ipam = open(dir);
-        let specs = [
-            spec("b", "10.0.1.0/24", "10.0.1.10", "10.0.1.19"),
-            spec("a", "10.0.0.0/24", "10.0.0.10", "10.0.0.19"),
-        ];
-        ipam.apply_config(&specs, &[], at(0)).unwrap();
-        for n in 0..4 {
-            ipam.allocate("a", &mac(n), at(1)).await.unwrap();
-            ipam.allocate("b", &mac(10 + n), at(1)).await.unwrap();
-        }
-        // A live offer on the next free address of "a".
-        ipam.offer("a", &mac(99), None, at(1)).unwrap();
-        ipam
-    }
-
-    fn walk(ipam: &Ipam, f: &LeaseFilter, limit: usize, budget: usize) -> (Vec<Ipv4Addr>, usize) {
-        let (mut all, mut pages, mut after) = (Vec::new(), 0, None);
-        loop {
-            let p = ipam.lease_page(f, after, limit, budget);
-            assert!(p.leases.len() <= limit);
-            pages += 1;
-            all.extend(p.leases.iter().map(|l| l.ip));
-            match p.next {
-                Some(n) => after = Some(n),
-                None => return (all, pages),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn pages_cover_every_lease_once_in_address_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let ipam = two_subnets(dir.path()).await;
-        let every = LeaseFilter::default();
-        let (one_page, _) = walk(&ipam, &every, 100, usize::MAX);
-        assert_eq!(one_page.len(), 9, "{one_page:?}");
-        assert!(one_page.windows(2).all(|w| w[0] < w[1]), "{one_page:?}");
-        assert!(one_page.contains(&ip("10.0.0.14")), "the offer");
-        for (limit, budget) in [(1, usize::MAX), (2, 3), (4, 1), (3, 2)] {
-            assert_eq!(
-                walk(&ipam, &every, limit, budget).0,
-                one_page,
-                "{limit} {budget}"
-            );
-        }
-        // A filter that matches nothing still reads at most `budget` records a page.
-        let none = LeaseFilter {
-            state: Some(LeaseState::Expired),
-            ..LeaseFilter::default()
-        };
-        let (found, pages) = walk(&ipam, &none, 10, 3);
-        assert!(found.is_empty());
-        assert_eq!(pages, 3, "8 records, 3 a page");
-        let only_b = LeaseFilter {
-            subnet: Some("b".into()),
-            ..LeaseFilter::default()
-        };
-        assert_eq!(
-            walk(&ipam, &only_b, 3, usize::MAX).0,
-            one_page[5..].to_vec()
-        );
-        let last = ipam.lease_page(&every, Some(ip("255.255.255.255")), 5, 5);
-        assert_eq!(last, LeasePage::default());
     }
 }

@@ -3,10 +3,10 @@
 
 use std::net::Ipv4Addr;
 
+use super::error::IpamError;
 use super::model::{LeaseState, Port};
 use super::record::{Record, FREE};
 use super::state::{Change, Plan, Reader, State};
-use super::IpamError;
 use crate::client::ClientKey;
 
 impl State {

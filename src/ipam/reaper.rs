@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::error::IpamError;
+use super::handle::Ipam;
 use super::model::{secs, time};
-use super::Ipam;
 
 /// Longest sleep without a deadline (guards against wall-clock jumps).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -54,7 +55,7 @@ impl Ipam {
     }
 
     /// Expires leases and drops offers due at `now`.
-    pub fn reap(&self, now: SystemTime) -> Result<(), super::IpamError> {
+    pub fn reap(&self, now: SystemTime) -> Result<(), IpamError> {
         let mut st = self.lock();
         self.maintain(&mut st, secs(now))
     }

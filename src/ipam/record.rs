@@ -1,5 +1,5 @@
-//! On-disk encodings. Leases are compact binary (1M of them load in about a
-//! second); specs and isolation entries are JSON (few, and readable).
+//! On-disk encodings. Leases are compact binary (many, loaded at open);
+//! specs and isolation entries are JSON (few, and readable).
 //!
 //! Lease record v1: `[1][state][expires u32][updated u32][hostname len u8]
 //! [hostname][client key text]`, integers big-endian. v2, for a lease given
@@ -7,8 +7,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::error::IpamError;
 use super::model::{time, Lease, LeaseState};
-use super::IpamError;
 use crate::client::ClientKey;
 
 const VERSION: u8 = 1;
@@ -158,9 +158,22 @@ pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, IpamErro
     serde_json::from_slice(b).map_err(|e| IpamError::Storage(format!("bad stored record: {e}")))
 }
 
+/// A live offer as a lease.
+pub fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32) -> Lease {
+    Lease {
+        ip: Ipv4Addr::from(ip),
+        subnet: subnet.to_owned(),
+        client: client.clone(),
+        state: LeaseState::Offered,
+        expires_at: time(expires),
+        updated_at: time(at),
+        hostname: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::ipam::record::*;
 
     /// A hostname over 255 bytes is cut on a character boundary, so the
     /// record still decodes.

@@ -1,21 +1,17 @@
-//! The in-memory lease state and the lease decisions (pure: the store is
-//! reached only through a record reader, time only through `now`).
-//!
-//! The store is the source of truth; this is its index. A mutation is
-//! planned here as a list of [`Change`]s, turned into store ops (queued for
-//! the committer's next transaction, or applied at once without one), then
-//! [`State::apply`]d. A failed inline write leaves memory untouched; a
-//! failed batched write fails every waiter whose write was not durable and
-//! rebuilds this index from what is on disk (`Ipam::roll_back`).
+//! The in-memory index of the store and the lease decisions, pure: the
+//! store is reached only through a record reader, time only through `now`.
+//! A mutation is planned as [`Change`]s, written as store ops, then
+//! [`State::apply`]d.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 
+use super::error::IpamError;
 use super::index::SubnetIndex;
+use super::maps::{ClientMap, Ports};
 use super::model::{time, Lease, LeaseState, Port, ReservationSpec};
 use super::record::{self, ip_key, Record, FREE};
 use super::store::{Op, TreeId};
-use super::IpamError;
 use crate::client::ClientKey;
 
 pub type Reader<'a> = &'a dyn Fn(u32) -> Result<Option<Record>, IpamError>;
@@ -29,11 +25,12 @@ pub struct Change {
     pub new: Option<Record>,
 }
 
+/// What a lease operation decided under the lock: an answer needing no
+/// write, or changes to write before answering.
 #[derive(Debug)]
-pub enum Plan {
-    /// Nothing to write; answer with this lease.
-    Cached(Lease),
-    Write(Vec<Change>, Lease),
+pub enum Plan<T = Lease> {
+    Cached(T),
+    Write(Vec<Change>, T),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,87 +45,6 @@ pub struct Offer {
     pub client: ClientKey,
     pub expires: u32,
     pub at: u32,
-}
-
-/// Client key → IPv4 of its latest stored lease. MAC keys (nearly all of
-/// them) get a compact map: 12 bytes an entry instead of 32.
-#[derive(Debug, Default)]
-pub struct ClientMap {
-    macs: HashMap<[u8; 6], u32>,
-    other: HashMap<ClientKey, u32>,
-}
-
-impl ClientMap {
-    pub fn get(&self, c: &ClientKey) -> Option<u32> {
-        match c {
-            ClientKey::Mac(m) => self.macs.get(m).copied(),
-            other => self.other.get(other).copied(),
-        }
-    }
-    pub fn insert(&mut self, c: &ClientKey, ip: u32) {
-        match c {
-            ClientKey::Mac(m) => self.macs.insert(*m, ip),
-            other => self.other.insert(other.clone(), ip),
-        };
-    }
-    pub fn remove(&mut self, c: &ClientKey) {
-        match c {
-            ClientKey::Mac(m) => self.macs.remove(m),
-            other => self.other.remove(other),
-        };
-    }
-}
-
-/// Leases and live offers per relay port, for the per-port cap. Keyed by
-/// a keyed hash of the port's bytes (ports are chosen by whoever fills in
-/// option 82, so the key must not be predictable); an entry exists only
-/// while its port holds an address, so the map is bounded by the pools'
-/// size: 8 bytes of port per address held through a relay, 12 per port.
-#[derive(Debug, Default)]
-pub struct Ports {
-    hasher: std::hash::RandomState,
-    /// Address → the port holding it.
-    of: HashMap<u32, u64>,
-    /// Port → how many addresses it holds.
-    count: HashMap<u64, u32>,
-}
-
-impl Ports {
-    pub fn hash(&self, port: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(port)
-    }
-
-    /// Addresses `port` (a [`Ports::hash`]) holds.
-    pub fn held(&self, port: u64) -> u32 {
-        self.count.get(&port).copied().unwrap_or(0)
-    }
-
-    pub fn of(&self, ip: u32) -> Option<u64> {
-        self.of.get(&ip).copied()
-    }
-
-    /// Attributes `ip` to `port` (`None`: to no port).
-    pub fn set(&mut self, ip: u32, port: Option<u64>) {
-        let old = match port {
-            Some(p) => self.of.insert(ip, p),
-            None => self.of.remove(&ip),
-        };
-        if old == port {
-            return;
-        }
-        if let Some(o) = old {
-            if let std::collections::hash_map::Entry::Occupied(mut e) = self.count.entry(o) {
-                *e.get_mut() -= 1;
-                if *e.get() == 0 {
-                    e.remove();
-                }
-            }
-        }
-        if let Some(p) = port {
-            *self.count.entry(p).or_insert(0) += 1;
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -150,10 +66,8 @@ pub struct State {
     /// Address → sequence number of its latest write (pruned once flushed):
     /// a cached answer about an address waits for that write's flush.
     pub pending: HashMap<u32, u64>,
-    /// Writes waiting for the committer, applied as ONE atomic sled write
-    /// per group commit (a batch for one tree, else a transaction; each
-    /// costs log-buffer writes however small it is, so one per bind would
-    /// cap throughput).
+    /// Writes waiting for the committer, applied as one atomic sled write
+    /// per group commit (each sled write has a fixed cost).
     pub queue: Vec<Op>,
     /// Lease records in `queue` (or being applied by the committer), by
     /// address, so reads see them; each tagged with the `drains` count when
@@ -533,7 +447,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::ipam::state::*;
 
     fn record(state: LeaseState) -> Record {
         Record {

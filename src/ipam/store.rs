@@ -1,7 +1,6 @@
 //! Storage behind a small trait: named trees of ordered byte keys, atomic
-//! multi-tree writes, and a flush that makes every earlier write durable.
-//! sled is the embedded backend; a distributed one (etcd: trees become key
-//! prefixes, `apply` a txn) can implement the same trait later.
+//! multi-tree writes, and a flush that makes every earlier write durable;
+//! sled is the backend.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use futures::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::IpamError;
+use super::error::IpamError;
 
 /// Bumped when the on-disk layout changes; a store written by a newer
 /// vpcbox is refused rather than misread.

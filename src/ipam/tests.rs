@@ -11,25 +11,11 @@ use crate::client::ClientKey;
 use crate::stats::Stats;
 
 pub fn spec(id: &str, cidr: &str, start: &str, end: &str) -> SubnetSpec {
-    SubnetSpec {
-        id: id.into(),
-        cidr: cidr.parse().unwrap(),
-        pools: vec![PoolRange {
-            start: start.parse().unwrap(),
-            end: end.parse().unwrap(),
-        }],
-        exclude: vec![],
-        gateway: None,
-        dns: vec![],
-        domain: None,
-        lease_time: Duration::from_secs(1000),
-        renew_time: None,
-        rebind_time: None,
-        mtu: None,
-        routes: vec![],
-        options: vec![],
-        relays: vec![],
-    }
+    let pool = PoolRange {
+        start: ip(start),
+        end: ip(end),
+    };
+    SubnetSpec::new(id, cidr.parse().unwrap(), pool).with_lease_time(Duration::from_secs(1000))
 }
 
 pub fn mac(n: u8) -> ClientKey {
@@ -46,6 +32,35 @@ pub fn ip(s: &str) -> Ipv4Addr {
 
 pub fn open(dir: &Path) -> Arc<Ipam> {
     Ipam::open(dir, IpamOptions::default(), Stats::new(16)).unwrap()
+}
+
+/// An IPAM with `opts` and one subnet configured at `at(0)`, and its stats.
+fn with_stats(dir: &Path, opts: IpamOptions, spec: SubnetSpec) -> (Arc<Ipam>, Arc<Stats>) {
+    let stats = Stats::new(16);
+    let ipam = Ipam::open(dir, opts, stats.clone()).unwrap();
+    ipam.apply_config(&[spec], &[], at(0)).unwrap();
+    (ipam, stats)
+}
+
+/// A test IPAM's committer and reaper, until `stop`.
+struct Running {
+    tracker: tokio_util::task::TaskTracker,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Running {
+    fn spawn(ipam: &Arc<Ipam>) -> Self {
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        ipam.spawn(&tracker, cancel.clone());
+        Self { tracker, cancel }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// A store with subnet "lab" = 10.0.0.0/24, pool .10–.13.
@@ -195,14 +210,11 @@ async fn reservations_and_exclusions() {
 #[tokio::test]
 async fn renew_inside_cache_threshold_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = Stats::new(16);
-    let ipam = Ipam::open(dir.path(), IpamOptions::default(), stats.clone()).unwrap();
-    ipam.apply_config(
-        &[spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")],
-        &[],
-        at(0),
-    )
-    .unwrap();
+    let (ipam, stats) = with_stats(
+        dir.path(),
+        IpamOptions::default(),
+        spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13"),
+    );
     let l = bind_new(&ipam, &mac(1), at(0)).await;
     let writes = stats.ipam.writes_total.load(Relaxed);
     // Lease time 1000 s, threshold 0.25: renewals before 250 s are cached.
@@ -455,17 +467,12 @@ async fn subnets_relays_and_overlaps() {
 #[tokio::test]
 async fn group_commit_batches_concurrent_binds() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = Stats::new(16);
-    let ipam = Ipam::open(dir.path(), IpamOptions::default(), stats.clone()).unwrap();
-    ipam.apply_config(
-        &[spec("lab", "10.0.0.0/16", "10.0.1.0", "10.0.4.255")],
-        &[],
-        at(0),
-    )
-    .unwrap();
-    let tracker = tokio_util::task::TaskTracker::new();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    ipam.spawn(&tracker, cancel.clone());
+    let (ipam, stats) = with_stats(
+        dir.path(),
+        IpamOptions::default(),
+        spec("lab", "10.0.0.0/16", "10.0.1.0", "10.0.4.255"),
+    );
+    let running = Running::spawn(&ipam);
     let now = SystemTime::now();
     let tasks: Vec<_> = (0..200u32)
         .map(|n| {
@@ -483,9 +490,7 @@ async fn group_commit_batches_concurrent_binds() {
     assert_eq!(b.sum as u64, 200, "every write was committed");
     assert!(b.count < 200, "{b:?}: writes shared flushes");
     assert_eq!(stats.ipam.commits_waiting.load(Relaxed), 0);
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
+    running.stop().await;
     let leases = stats.ipam.leases.lock().unwrap().clone();
     assert!(
         leases.iter().any(|c| c.state == "bound" && c.count == 200),
@@ -555,19 +560,14 @@ fn subnet_json_shape() {
 #[tokio::test]
 async fn reaper_expires_on_time_after_being_woken() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = Stats::new(16);
     let opts = IpamOptions {
         offer_hold: Duration::from_secs(1),
         ..IpamOptions::default()
     };
-    let ipam = Ipam::open(dir.path(), opts, stats.clone()).unwrap();
-    let mut s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
-    s.lease_time = Duration::from_secs(1);
-    ipam.apply_config(&[s], &[], SystemTime::now()).unwrap();
-    let tracker = tokio_util::task::TaskTracker::new();
-    let cancel = tokio_util::sync::CancellationToken::new();
+    let s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
+    let (ipam, stats) = with_stats(dir.path(), opts, s.with_lease_time(Duration::from_secs(1)));
     // The reaper starts with nothing to do (a long sleep) and must be woken.
-    ipam.spawn(&tracker, cancel.clone());
+    let running = Running::spawn(&ipam);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let l = ipam
         .allocate("lab", &mac(1), SystemTime::now())
@@ -583,9 +583,7 @@ async fn reaper_expires_on_time_after_being_woken() {
         "{counts:?}"
     );
     assert!(stats.ipam.commit_seconds.snapshot().count >= 1);
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
+    running.stop().await;
 }
 
 /// A sled store whose first `flush` panics (as sled might on a bug).
@@ -901,6 +899,73 @@ async fn offers_stay_bounded_by_the_pool() {
         "{} queued expiries",
         st.offer_queue_len()
     );
+}
+
+/// Two subnets; 10.0.1.x listed after 10.0.0.x whatever their order.
+async fn two_subnets(dir: &Path) -> Arc<Ipam> {
+    let ipam = open(dir);
+    let specs = [
+        spec("b", "10.0.1.0/24", "10.0.1.10", "10.0.1.19"),
+        spec("a", "10.0.0.0/24", "10.0.0.10", "10.0.0.19"),
+    ];
+    ipam.apply_config(&specs, &[], at(0)).unwrap();
+    for n in 0..4 {
+        ipam.allocate("a", &mac(n), at(1)).await.unwrap();
+        ipam.allocate("b", &mac(10 + n), at(1)).await.unwrap();
+    }
+    // A live offer on the next free address of "a".
+    ipam.offer("a", &mac(99), None, at(1)).unwrap();
+    ipam
+}
+
+fn walk(ipam: &Ipam, f: &LeaseFilter, limit: usize, budget: usize) -> (Vec<Ipv4Addr>, usize) {
+    let (mut all, mut pages, mut after) = (Vec::new(), 0, None);
+    loop {
+        let p = ipam.lease_page(f, after, limit, budget);
+        assert!(p.leases.len() <= limit);
+        pages += 1;
+        all.extend(p.leases.iter().map(|l| l.ip));
+        match p.next {
+            Some(n) => after = Some(n),
+            None => return (all, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_cover_every_lease_once_in_address_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = two_subnets(dir.path()).await;
+    let every = LeaseFilter::default();
+    let (one_page, _) = walk(&ipam, &every, 100, usize::MAX);
+    assert_eq!(one_page.len(), 9, "{one_page:?}");
+    assert!(one_page.windows(2).all(|w| w[0] < w[1]), "{one_page:?}");
+    assert!(one_page.contains(&ip("10.0.0.14")), "the offer");
+    for (limit, budget) in [(1, usize::MAX), (2, 3), (4, 1), (3, 2)] {
+        assert_eq!(
+            walk(&ipam, &every, limit, budget).0,
+            one_page,
+            "{limit} {budget}"
+        );
+    }
+    // A filter that matches nothing still reads at most `budget` records a page.
+    let none = LeaseFilter {
+        state: Some(LeaseState::Expired),
+        ..LeaseFilter::default()
+    };
+    let (found, pages) = walk(&ipam, &none, 10, 3);
+    assert!(found.is_empty());
+    assert_eq!(pages, 3, "8 records, 3 a page");
+    let only_b = LeaseFilter {
+        subnet: Some("b".into()),
+        ..LeaseFilter::default()
+    };
+    assert_eq!(
+        walk(&ipam, &only_b, 3, usize::MAX).0,
+        one_page[5..].to_vec()
+    );
+    let last = ipam.lease_page(&every, Some(ip("255.255.255.255")), 5, 5);
+    assert_eq!(last, LeasePage::default());
 }
 
 mod prop {

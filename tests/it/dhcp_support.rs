@@ -11,50 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vpcbox::config::{Config, SubnetConfig};
 use vpcbox::dhcp::DhcpServer;
-use vpcbox::ipam::{self, Ipam, ReservationSpec, SubnetSpec};
+use vpcbox::ipam::{Ipam, ReservationSpec, SubnetSpec};
 use vpcbox::isolation::IsolationSet;
 use vpcbox::shared::Shared;
 use vpcbox::stats::Stats;
 
-/// Config subnet → IPAM spec (what `app.rs` does at start-up).
+/// Config subnet → IPAM spec: the config's subnet is the IPAM's spec.
 pub fn spec(s: &SubnetConfig) -> SubnetSpec {
-    SubnetSpec {
-        id: s.id.clone(),
-        cidr: s.cidr,
-        pools: s
-            .pools
-            .iter()
-            .map(|p| ipam::PoolRange {
-                start: p.start,
-                end: p.end,
-            })
-            .collect(),
-        exclude: s.exclude.clone(),
-        gateway: s.gateway,
-        dns: s.dns.clone(),
-        domain: s.domain.clone(),
-        lease_time: s.lease_time,
-        renew_time: s.renew_time,
-        rebind_time: s.rebind_time,
-        mtu: s.mtu,
-        routes: s
-            .routes
-            .iter()
-            .map(|r| ipam::StaticRoute {
-                dest: r.dest,
-                via: r.via,
-            })
-            .collect(),
-        options: s
-            .options
-            .iter()
-            .map(|o| ipam::DhcpOption {
-                code: o.code,
-                data: o.data.clone(),
-            })
-            .collect(),
-        relays: s.relays.clone(),
-    }
+    s.clone()
 }
 
 /// Opens the IPAM for `config` in its storage path and starts its committer.
