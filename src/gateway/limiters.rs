@@ -1,19 +1,14 @@
-//! Admission, cheapest check first: isolation (client IP, then the API
-//! token identity if the request carries one) → memory governor shedding →
-//! per-client quota (always the client IP's: a bearer token costs nothing
-//! to invent, so no token can buy a quota of its own) → per-route pending
-//! cap → the global request-body byte budget. Each refusal is a
-//! [`Refusal`]; the caller counts it (by reason, attributed to the client)
-//! and answers it.
-//!
-//! Nothing here queues: the pending cap is a `try_acquire` on a semaphore
-//! and the body budget a compare-and-swap on one counter, so a refused
-//! request costs no memory beyond its headers. The quota map is capped
-//! ([`crate::quota::CappedStore`]), so neither can a flood of source addresses grow it.
+//! What the admission chain ([`super::admission`]) consults: the memory
+//! governor's shed state, the per-IP request quota, the global request-body
+//! byte budget and the connection slots (overall, per IP). Nothing here
+//! queues: a refused request or connection costs no memory beyond itself.
+//! Both maps are bounded (the quota map by [`CappedStore`], the per-IP
+//! connection map by the open connections).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -21,9 +16,18 @@ use governor::middleware::NoOpMiddleware;
 use governor::RateLimiter;
 use tokio_util::sync::CancellationToken;
 
+use super::refusal::Refusal;
 use crate::config::GatewayConfig;
 use crate::quota::{quota, CappedStore};
-use crate::stats::{DropReason, Stats};
+use crate::stats::Stats;
+
+/// The memory governor's state in which new work is shed.
+const SHED: u64 = 2;
+
+/// The memory governor asks to shed new work.
+pub(crate) fn shedding(stats: &Stats) -> bool {
+    stats.memory.overload_state.load(Relaxed) >= SHED
+}
 
 /// How often idle quota state is forgotten and the map shrunk.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
@@ -42,44 +46,6 @@ fn limiter(cfg: &GatewayConfig) -> QuotaLimiter {
         CappedStore::new(cfg.max_quota_clients),
         DefaultClock::default(),
     )
-}
-
-/// Why a request was not (fully) served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    Isolated,
-    Overload,
-    RateLimited {
-        retry_after: Duration,
-    },
-    /// `body`: the route's answer, built once (`error::pending_cap_body`).
-    PendingCap {
-        body: bytes::Bytes,
-    },
-    BodyBudget,
-    TooLarge {
-        max: u64,
-    },
-    Timeout,
-    Upstream,
-    /// The client's body failed mid-way (reset, malformed framing).
-    BadBody,
-}
-
-impl Refusal {
-    /// The drop reason counted for this refusal.
-    pub(crate) fn reason(&self) -> DropReason {
-        match self {
-            Self::Isolated => DropReason::Isolated,
-            Self::Overload => DropReason::Overload,
-            Self::RateLimited { .. } => DropReason::RateLimited,
-            Self::PendingCap { .. } => DropReason::PendingCap,
-            Self::BodyBudget | Self::TooLarge { .. } => DropReason::BodyBudget,
-            Self::Timeout => DropReason::Timeout,
-            Self::Upstream => DropReason::Upstream,
-            Self::BadBody => DropReason::Malformed,
-        }
-    }
 }
 
 pub(crate) struct Admission {
@@ -114,11 +80,6 @@ impl Admission {
             .body_budget
             .store(cfg.body_budget, Relaxed);
         tracing::info!(per_client_rate = %cfg.per_client_rate, max_quota_clients = cfg.max_quota_clients, body_budget = cfg.body_budget, "gateway limits reloaded");
-    }
-
-    /// The memory governor asks to shed new work (state 2).
-    pub(crate) fn shedding(&self) -> bool {
-        self.stats.memory.overload_state.load(Relaxed) >= 2
     }
 
     /// One request from `ip` against that IP's quota, whatever identity
@@ -201,10 +162,83 @@ impl Drop for BodyPermit {
     }
 }
 
+/// Counts open connections overall and per client IP.
+/// std `Mutex`: held for one hash-map operation at accept and at close,
+/// never across an await.
+pub(crate) struct ConnLimiter {
+    max_total: usize,
+    max_per_client: usize,
+    total: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ConnLimiter {
+    pub(crate) fn new(cfg: &GatewayConfig) -> Self {
+        Self {
+            max_total: cfg.max_connections,
+            max_per_client: cfg.max_connections_per_client,
+            total: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for one connection from `ip`, or `None` over either limit.
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        stats: &Arc<Stats>,
+    ) -> Option<ConnGuard> {
+        if self.total.fetch_add(1, Relaxed) >= self.max_total {
+            self.total.fetch_sub(1, Relaxed);
+            return None;
+        }
+        let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_client {
+            drop(map);
+            self.total.fetch_sub(1, Relaxed);
+            return None;
+        }
+        *n += 1;
+        stats.gateway.connections.fetch_add(1, Relaxed);
+        Some(ConnGuard {
+            limiter: self.clone(),
+            stats: stats.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection; releases its slots on drop.
+pub(crate) struct ConnGuard {
+    limiter: Arc<ConnLimiter>,
+    stats: Arc<Stats>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .limiter
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        drop(map);
+        self.limiter.total.fetch_sub(1, Relaxed);
+        self.stats.gateway.connections.fetch_sub(1, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Rate;
+    use crate::config::{Config, Rate};
 
     fn admission(budget: u64) -> Admission {
         let mut cfg = crate::config::Config::embedded().unwrap().gateway;
@@ -269,5 +303,33 @@ mod tests {
         // Addresses already in the map keep their own quota.
         assert!(a.check_rate(ip(7)).is_ok());
         assert!(a.check_rate(ip(7)).is_err());
+    }
+
+    /// Connections from ever new source addresses add entries only while
+    /// they are open: the per-IP map never holds more than
+    /// `max_connections` addresses, and is empty once they close.
+    #[test]
+    fn per_ip_map_is_bounded_by_open_connections() {
+        let mut cfg = Config::embedded().unwrap().gateway;
+        cfg.max_connections = 4;
+        cfg.max_connections_per_client = 2;
+        let limiter = Arc::new(ConnLimiter::new(&cfg));
+        let stats = Stats::new(16);
+        let guards: Vec<ConnGuard> = (0..1_000u32)
+            .filter_map(|i| {
+                limiter.try_acquire(IpAddr::from((127 << 24 | i).to_be_bytes()), &stats)
+            })
+            .collect();
+        assert_eq!(guards.len(), 4);
+        let entries = || limiter.per_client.lock().unwrap().len();
+        assert_eq!(entries(), 4);
+        drop(guards);
+        assert_eq!(entries(), 0);
+        let one = IpAddr::from([127, 0, 0, 1]);
+        let two: Vec<_> = (0..5)
+            .filter_map(|_| limiter.try_acquire(one, &stats))
+            .collect();
+        assert_eq!(two.len(), 2, "per-IP limit");
+        assert_eq!(entries(), 1);
     }
 }

@@ -28,14 +28,16 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
-use super::admission::{Admission, BodyPermit, Refusal};
-use super::body::{BodyError, GwBody, Held, Hold, ProxyBody, UpstreamBody};
 use futures::future::Either;
 use futures::FutureExt;
 
-use super::h1::H1Upstream;
-use super::h2c::H2cUpstream;
-use super::GatewayError;
+use super::body::{GwBody, Held, Hold};
+use super::error::{pending_cap_body, GatewayError};
+use super::limiters::BodyPermit;
+use super::refusal::Refusal;
+use super::upstream::{
+    strip_hop_by_hop, BodyError, H1Upstream, H2cUpstream, ProxyBody, UpstreamBody,
+};
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::stats::{RouteStats, Stats};
 
@@ -140,7 +142,7 @@ impl Route {
         let base = rc.upstream.path().trim_end_matches('/').to_owned();
         let max = u64::try_from(rc.max_pending).unwrap_or(u64::MAX);
         Ok(Self {
-            cap_body: super::error::pending_cap_body(&rc.name),
+            cap_body: pending_cap_body(&rc.name),
             prefix: rc.prefix.clone(),
             upstream,
             authority,
@@ -203,9 +205,9 @@ impl Route {
 pub(crate) struct Routes {
     /// Longest prefix first.
     list: Vec<Arc<Route>>,
-    max_body: u64,
+    pub(crate) max_body: u64,
     /// Budget a streamed body can occupy here: window + client buffer.
-    stream_share: u64,
+    pub(crate) stream_share: u64,
 }
 
 impl Routes {
@@ -232,37 +234,6 @@ impl Routes {
             .iter()
             .find(|r| path.starts_with(r.prefix.as_str()))
     }
-
-    /// Admits `req` to `route`: takes its pending slot and, for a body,
-    /// its share of the body budget. Both refusals are decided here,
-    /// synchronously and in arrival order (a refusal costs no future);
-    /// building and sending the upstream request is left to
-    /// [`Admitted::forward`], which the caller may run later.
-    pub(crate) fn admit(
-        &self,
-        route: &Arc<Route>,
-        admission: &Admission,
-        req: Request<Incoming>,
-    ) -> Result<Admitted, Refusal> {
-        let pending = route.try_pending()?;
-        let permit = if http_body::Body::is_end_stream(req.body()) {
-            None
-        } else {
-            let declared = http_body::Body::size_hint(req.body()).exact();
-            if declared.is_some_and(|n| n > self.max_body) {
-                return Err(Refusal::TooLarge { max: self.max_body });
-            }
-            let share = declared.unwrap_or(self.stream_share).min(self.stream_share);
-            Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?)
-        };
-        Ok(Admitted {
-            route: route.clone(),
-            pending,
-            permit,
-            req,
-            max_body: self.max_body,
-        })
-    }
 }
 
 /// A request admitted to a route, its pending slot and body budget held,
@@ -276,6 +247,22 @@ pub(crate) struct Admitted {
 }
 
 impl Admitted {
+    pub(crate) fn new(
+        route: Arc<Route>,
+        pending: PendingGuard,
+        permit: Option<BodyPermit>,
+        req: Request<Incoming>,
+        max_body: u64,
+    ) -> Self {
+        Self {
+            route,
+            pending,
+            permit,
+            req,
+            max_body,
+        }
+    }
+
     /// Sending it will open a new upstream connection: no pooled HTTP/1.1
     /// connection is idle (h2c streams share one connection). The costly
     /// part of a cold start; a peek, the pool is not taken from.
@@ -395,30 +382,6 @@ fn upstream_error(e: &(dyn std::error::Error + 'static)) -> Refusal {
     }
     tracing::debug!(error = %e, "upstream request failed");
     Refusal::Upstream
-}
-
-/// Fields that describe one connection, not the message: a proxy does not
-/// forward them.
-const HOP_BY_HOP: [header::HeaderName; 8] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::HeaderName::from_static("keep-alive"),
-    header::HeaderName::from_static("proxy-connection"),
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for name in &HOP_BY_HOP {
-        h.remove(name);
-    }
-}
-
-/// A field [`strip_hop_by_hop`] removes.
-pub(crate) fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
 }
 
 pin_project_lite::pin_project! {

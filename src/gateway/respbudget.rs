@@ -352,7 +352,7 @@ impl ResponseBudget {
             true
         });
         let limit = self.limit.load(Relaxed);
-        let shedding = self.stats.memory.overload_state.load(Relaxed) >= 2;
+        let shedding = super::limiters::shedding(&self.stats);
         let full = self.used().saturating_add(self.chunk) > Self::heavy_limit(limit);
         if !shedding && !full {
             return;

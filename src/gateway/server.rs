@@ -1,34 +1,7 @@
-//! The HTTP gateway: one TCP port serving HTTP/1.1 and h2c (auto-detected),
-//! or TLS with ALPN `h2`/`http/1.1`; admission before any work; internal API
-//! requests to [`api::handle`]; `[[route]]` prefixes proxied upstream.
-//!
-//! Every byte is bounded: connections (overall, per IP), h2 windows and
-//! streams ([`limits`]), pending requests per route ([`admission`]), request
-//! body bytes across all streams (one global budget), response bytes
-//! across all streams (another, [`respbudget`]), buffers toward the
-//! upstream ([`proxy`]) and kernel socket buffers ([`listener`]).
-//!
-//! Lifecycle: [`Gateway::bind`] (typed errors, nothing spawned) →
-//! [`Gateway::run`] (accept loop until `shared.cancel`, then GOAWAY and a
-//! drain bounded by `[process] shutdown_grace`).
-
-mod admission;
-pub mod api;
-mod body;
-mod conn;
-mod error;
-pub mod fuzz;
-mod h1;
-mod h1io;
-mod h1wire;
-mod h2c;
-mod limits;
-mod listener;
-mod proxy;
-mod respbudget;
-mod service;
-mod streams;
-mod tls;
+//! The gateway's lifecycle: [`Gateway::bind`] (typed errors, nothing
+//! spawned), then [`Gateway::run`] (accept loop until cancelled, then
+//! GOAWAY and a drain bounded by `[process] shutdown_grace`), on the
+//! shared runtime or on `[gateway] threads` current-thread runtimes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,55 +10,45 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::GatewayConfig;
+use super::api::ApiContext;
+use super::error::GatewayError;
+use super::inner::Inner;
+use super::limiters::{Admission, ConnLimiter};
+use super::proxy::Routes;
+use super::respbudget::ResponseBudget;
+use super::{listener, tls};
+use crate::config::Config;
 use crate::isolation::IsolationSet;
 use crate::shared::Shared;
 use crate::stats::Stats;
 
-pub use api::ApiContext;
-
-/// Why the gateway could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    /// The listen address is unavailable (in use, privileged, not local).
-    #[error("binding {addr}: {reason}")]
-    Bind { addr: SocketAddr, reason: String },
-    /// The TLS certificate or key cannot be loaded.
-    #[error("tls {path}: {reason}")]
-    Tls { path: String, reason: String },
-    /// An upstream URI in `[[route]]` cannot be used.
-    #[error("route {route}: {reason}")]
-    Route { route: String, reason: String },
-}
-
-/// State every connection and request task shares (one `Arc`).
-pub(crate) struct Inner {
-    pub cfg: GatewayConfig,
+/// What the gateway takes from the process: the config and its reloads,
+/// the counters, the isolation set, the shutdown token and task tracker.
+pub struct GatewayDeps {
+    pub config: Arc<Config>,
+    pub updates: tokio::sync::watch::Receiver<Arc<Config>>,
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
-    pub admission: admission::Admission,
-    /// Swapped whole when SIGHUP brings new routes; requests in flight keep
-    /// the routes (and pending permits) they started with.
-    pub routes: arc_swap::ArcSwap<proxy::Routes>,
-    pub api: ApiContext,
-    /// The admin token's identity (`token:` key), the one verified token.
-    pub admin_key: crate::client::ClientKey,
-    /// Response codes of internal API requests (route "api").
-    pub api_stats: Arc<crate::stats::RouteStats>,
-    pub conns: Arc<listener::ConnLimiter>,
-    /// Response bytes buffered across all connections.
-    pub response: Arc<respbudget::ResponseBudget>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancellationToken,
-    pub grace: std::time::Duration,
+    pub tracker: TaskTracker,
+}
+
+impl From<&Shared> for GatewayDeps {
+    fn from(shared: &Shared) -> Self {
+        Self {
+            config: shared.config.clone(),
+            updates: shared.updates.subscribe(),
+            stats: shared.stats.clone(),
+            isolation: shared.isolation.clone(),
+            cancel: shared.cancel.clone(),
+            tracker: shared.tracker.clone(),
+        }
+    }
 }
 
 /// Applies reloaded limits and routes (SIGHUP) until cancelled.
 /// Cancel-safe: only waits between synchronous swaps.
-async fn apply_reloads(
-    inner: Arc<Inner>,
-    mut updates: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
-) {
+async fn apply_reloads(inner: Arc<Inner>, mut updates: tokio::sync::watch::Receiver<Arc<Config>>) {
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => return,
@@ -100,7 +63,7 @@ async fn apply_reloads(
                     .public_client_metrics
                     .store(config.gateway.public_client_metrics, std::sync::atomic::Ordering::Relaxed);
                 inner.response.reconfigure(&config.gateway);
-                match proxy::Routes::new(&config.routes, &inner.cfg, &inner.stats) {
+                match Routes::new(&config.routes, &inner.cfg, &inner.stats) {
                     Ok(routes) => {
                         inner.routes.store(Arc::new(routes));
                         tracing::info!(routes = config.routes.len(), "gateway routes reloaded");
@@ -117,37 +80,39 @@ pub struct Gateway {
     listener: TcpListener,
     inner: Arc<Inner>,
     tracker: TaskTracker,
-    updates: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    updates: tokio::sync::watch::Receiver<Arc<Config>>,
 }
 
 impl Gateway {
     /// Binds the listen socket and prepares TLS, routes and limits. Spawns
     /// nothing; must run inside a tokio runtime (the listener registers).
-    pub fn bind(shared: &Shared, api: ApiContext) -> Result<Self, GatewayError> {
-        let cfg = shared.config.gateway.clone();
+    /// `deps`: a [`GatewayDeps`], or `&Shared`.
+    pub fn bind(deps: impl Into<GatewayDeps>, api: ApiContext) -> Result<Self, GatewayError> {
+        let deps = deps.into();
+        let cfg = deps.config.gateway.clone();
         let listener = listener::bind(cfg.listen, cfg.socket_buffer)?;
         let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
-        let routes = proxy::Routes::new(&shared.config.routes, &cfg, &shared.stats)?;
+        let routes = Routes::new(&deps.config.routes, &cfg, &deps.stats)?;
         let inner = Inner {
-            admission: admission::Admission::new(&cfg, shared.stats.clone()),
-            conns: Arc::new(listener::ConnLimiter::new(&cfg)),
-            response: Arc::new(respbudget::ResponseBudget::new(&cfg, shared.stats.clone())),
-            stats: shared.stats.clone(),
-            isolation: shared.isolation.clone(),
-            api_stats: shared.stats.gateway.route("api", 0),
+            admission: Admission::new(&cfg, deps.stats.clone()),
+            conns: Arc::new(ConnLimiter::new(&cfg)),
+            response: Arc::new(ResponseBudget::new(&cfg, deps.stats.clone())),
+            stats: deps.stats.clone(),
+            isolation: deps.isolation,
+            api_stats: deps.stats.gateway.route("api", 0),
             routes: arc_swap::ArcSwap::from_pointee(routes),
             admin_key: crate::client::ClientKey::token(api.admin_token.as_bytes()),
             api,
             tls,
-            cancel: shared.cancel.clone(),
-            grace: shared.config.process.shutdown_grace,
+            cancel: deps.cancel,
+            grace: deps.config.process.shutdown_grace,
             cfg,
         };
         Ok(Self {
             listener,
             inner: Arc::new(inner),
-            tracker: shared.tracker.clone(),
-            updates: shared.updates.subscribe(),
+            tracker: deps.tracker,
+            updates: deps.updates,
         })
     }
 

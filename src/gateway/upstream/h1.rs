@@ -41,23 +41,17 @@
 //! 19–22; `bench/RESULTS-gateway.md`).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use http::{header, Request};
-use http_body::Body;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::runtime::{Handle, Id};
 
-use super::body::{BodyError, ProxyBody};
-use super::h1io::Exchange;
-use super::h1wire::{encode_head, ReqFraming, WireError};
+use super::connect::{Target, CONNECT_TIMEOUT};
+use super::error::H1Error;
 use crate::config::GatewayConfig;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct H1Upstream {
     authority: Authority,
@@ -86,23 +80,6 @@ struct Idle {
     conns: Vec<(Instant, Conn)>,
     /// A sweep task is running (it stops when the pool is empty).
     sweeping: bool,
-}
-
-/// Why a request or its response failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum H1Error {
-    #[error("connecting to {0}: {1}")]
-    Connect(Authority, String),
-    #[error("upstream connection: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("upstream sent {0}")]
-    Wire(#[from] WireError),
-    #[error("upstream closed the connection before the response ended")]
-    Closed,
-    #[error("request body: {0}")]
-    Body(#[source] BodyError),
-    #[error("request body does not match its content-length")]
-    BodyLength,
 }
 
 /// A boxed connect: large and rare, so it is not kept inline in every
@@ -144,7 +121,7 @@ impl H1Upstream {
 
     /// The most recently idle connection of this runtime that is still
     /// open; closed ones met on the way are dropped.
-    fn checkout(&self) -> Option<Conn> {
+    pub(super) fn checkout(&self) -> Option<Conn> {
         let rt = Handle::try_current().ok()?.id();
         loop {
             let mut idle = self.lock();
@@ -178,34 +155,6 @@ impl H1Upstream {
         idle.conns.push((Instant::now(), conn));
     }
 
-    /// Starts one request: its head is encoded and a pooled connection
-    /// taken here, synchronously; the returned future sends it (connecting
-    /// first if none was idle) and waits for the response head. The
-    /// response body reads the rest and puts the connection back.
-    /// Cancel-safe: dropping it (or the body before its end) closes the
-    /// connection, the only way to abandon an HTTP/1.1 request.
-    pub(crate) fn request(this: &Arc<Self>, req: Request<ProxyBody>) -> Exchange {
-        let (parts, body) = req.into_parts();
-        let empty = body.is_end_stream();
-        let framing = ReqFraming::of(
-            &parts.method,
-            empty,
-            body.size_hint().exact(),
-            parts.headers.contains_key(header::CONTENT_LENGTH),
-        );
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let head = encode_head(&parts.method, target, &parts.headers, framing);
-        let body = (!empty).then_some(body);
-        Exchange::new(
-            this.clone(),
-            this.checkout(),
-            head,
-            body,
-            framing,
-            &parts.method,
-        )
-    }
-
     /// A new connection, boxed (see [`Connecting`]).
     pub(super) fn connecting(self: &Arc<Self>) -> Connecting {
         let up = self.clone();
@@ -230,53 +179,6 @@ impl H1Upstream {
 fn open(tcp: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-/// Where an upstream is: its host (an IPv6 literal without brackets) and
-/// port, 80 when the URL gives none.
-#[derive(Debug, Clone)]
-pub(super) struct Target {
-    host: String,
-    port: u16,
-}
-
-impl Target {
-    pub(super) fn of(authority: &Authority) -> Self {
-        let host = authority.host();
-        let host = host.strip_prefix('[').unwrap_or(host);
-        let host = host.strip_suffix(']').unwrap_or(host);
-        Self {
-            host: host.to_owned(),
-            port: authority.port_u16().unwrap_or(80),
-        }
-    }
-
-    /// The target's addresses tried in turn. Socket buffers are set before
-    /// the connect, so the window scale offered in the SYN already follows
-    /// the capped receive buffer.
-    pub(super) async fn connect(&self, buf: u32) -> std::io::Result<TcpStream> {
-        let mut last = None;
-        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
-            match connect_one(addr, buf).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
-    }
-}
-
-/// A socket whose buffers cannot be capped is not used: the caps are what
-/// bounds the kernel memory behind each upstream connection.
-async fn connect_one(addr: SocketAddr, buf: u32) -> std::io::Result<TcpStream> {
-    let sock = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    sock.set_send_buffer_size(buf)?;
-    sock.set_recv_buffer_size(buf)?;
-    sock.set_nodelay(true)?;
-    sock.connect(addr).await
 }
 
 /// Closes connections idle longer than `timeout`, checking every
@@ -308,31 +210,7 @@ async fn sweep(up: Weak<H1Upstream>, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An exchange lives in its stream's task for as long as the upstream
-    /// takes to answer: it must stay no larger than the request it sends
-    /// (whose parts are encoded and dropped before it starts; 280 bytes
-    /// against 304 when written), not grow by whole futures or buffers.
-    #[test]
-    fn exchange_future_stays_small() {
-        let exchange = std::mem::size_of::<Exchange>();
-        let req = std::mem::size_of::<Request<ProxyBody>>();
-        eprintln!("exchange future {exchange} B, Request<ProxyBody> {req} B");
-        assert!(exchange <= req, "{exchange} B");
-    }
-
-    /// `socket_buffer` caps both buffers of an upstream socket (Linux
-    /// reports twice the value set, for its bookkeeping).
-    #[tokio::test]
-    async fn upstream_sockets_get_the_configured_buffers() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let tcp = connect_one(addr, 8192).await.unwrap();
-        let sock = socket2::SockRef::from(&tcp);
-        assert_eq!(sock.recv_buffer_size().unwrap(), 2 * 8192);
-        assert_eq!(sock.send_buffer_size().unwrap(), 2 * 8192);
-        assert!(sock.tcp_nodelay().unwrap());
-    }
+    use crate::gateway::upstream::connect::connect_one;
 
     /// `has_idle` peeks: it sees a pooled connection of this runtime
     /// without taking it, and none of another runtime's.
@@ -370,21 +248,5 @@ mod tests {
         assert!(!other.join().unwrap(), "another runtime's connection");
         assert!(up.checkout().is_some());
         assert!(!up.has_idle());
-    }
-
-    /// An upstream URL without a port means port 80 (`h2c://backend` as
-    /// well as `http://backend`); an IPv6 literal loses its brackets, and a
-    /// name is resolved when connecting.
-    #[tokio::test]
-    async fn a_target_without_a_port_is_port_80() {
-        let t = Target::of(&Authority::from_static("backend.example"));
-        assert_eq!((t.host.as_str(), t.port), ("backend.example", 80));
-        let t = Target::of(&Authority::from_static("[::1]:8080"));
-        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let t = Target::of(&Authority::try_from(format!("localhost:{port}")).unwrap());
-        let tcp = t.connect(8192).await.unwrap();
-        assert_eq!(tcp.peer_addr().unwrap().port(), port);
     }
 }

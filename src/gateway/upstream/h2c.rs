@@ -31,10 +31,8 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::ProxyBody;
-use super::h1::Target;
+use super::connect::{Target, CONNECT_TIMEOUT};
 use crate::config::GatewayConfig;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct H2cUpstream {
     authority: Authority,

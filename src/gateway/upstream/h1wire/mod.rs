@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use super::proxy::is_hop_by_hop;
+use super::hop::is_hop_by_hop;
 
 /// Most header fields a response head may have (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;

@@ -1,0 +1,145 @@
+//! The admission chain: every check a connection or a request meets, in
+//! the order it runs, cheapest first. Adding a limit is adding one step
+//! here; the mechanisms the steps consult live in [`super::limiters`] and
+//! [`super::proxy`]. A refused request is a [`Refusal`] that the caller
+//! counts (by reason, against the client) and answers; nothing queues.
+//!
+//! - connection, at accept: isolated IP → shedding → connection slots
+//!   (overall, per IP);
+//! - request: identity and isolation → shedding → the client IP's quota;
+//!   then, to a route: pending slot → body size → body budget share; to the
+//!   internal API: body size → body budget.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::api;
+use super::inner::Inner;
+use super::limiters::{shedding, Admission, BodyPermit, ConnGuard};
+use super::proxy::{Admitted, Route, Routes};
+use super::refusal::Refusal;
+use crate::client::ClientKey;
+use crate::stats::DropReason;
+
+/// The connection chain: a refused connection costs no TLS or HTTP work.
+pub(crate) fn admit_connection(inner: &Inner, ip: IpAddr) -> Result<ConnGuard, DropReason> {
+    if inner.isolation.is_isolated(&ClientKey::Ip(ip)) {
+        return Err(DropReason::Isolated);
+    }
+    if shedding(&inner.stats) {
+        return Err(DropReason::Overload);
+    }
+    connection_slot(inner, ip)
+}
+
+/// A slot among `max_connections` and the IP's `max_connections_per_client`.
+fn connection_slot(inner: &Inner, ip: IpAddr) -> Result<ConnGuard, DropReason> {
+    inner
+        .conns
+        .try_acquire(ip, &inner.stats)
+        .ok_or(DropReason::ConnLimit)
+}
+
+/// The client a request is attributed to, and whether it is isolated.
+///
+/// An isolated IP is refused (and its drops counted) as that IP, whatever
+/// token it presents. A bearer token is only a claim: it becomes the client
+/// once verified, i.e. when it is the admin token (compared in constant
+/// time). Any other token leaves the request its IP's, unless the operator
+/// isolated that token's `token:` key, which refuses it as that key (the
+/// set is the operator's, so this creates no identity a client chose). The
+/// quota is the IP's in every case ([`admit_request`]).
+pub(crate) fn identify(inner: &Inner, ip: IpAddr, req: &Request<Incoming>) -> (ClientKey, bool) {
+    let ip_key = ClientKey::Ip(ip);
+    if inner.isolation.is_isolated(&ip_key) {
+        return (ip_key, true);
+    }
+    let Some(auth) = req.headers().get(http::header::AUTHORIZATION) else {
+        return (ip_key, false);
+    };
+    if api::authorized(req.headers(), &inner.api.admin_token) {
+        let admin = inner.admin_key.clone();
+        let isolated = inner.isolation.is_isolated(&admin);
+        return (admin, isolated);
+    }
+    if inner.isolation.is_empty() {
+        return (ip_key, false);
+    }
+    match ClientKey::bearer(auth.as_bytes()) {
+        Some(token) if inner.isolation.is_isolated(&token) => (token, true),
+        _ => (ip_key, false),
+    }
+}
+
+/// The request chain's steps that need no route: isolation (decided by
+/// [`identify`]), shedding, then the quota of the IP the request came from.
+pub(crate) fn admit_request(inner: &Inner, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
+    if isolated {
+        return Err(Refusal::Isolated);
+    }
+    if shedding(&inner.stats) {
+        return Err(Refusal::Overload);
+    }
+    inner.admission.check_rate(ip)
+}
+
+/// Admits `req` to `route`: takes its pending slot and, for a body,
+/// its share of the body budget. Both refusals are decided here,
+/// synchronously and in arrival order (a refusal costs no future);
+/// building and sending the upstream request is left to
+/// [`Admitted::forward`], which the caller may run later.
+pub(crate) fn admit_route(
+    routes: &Routes,
+    route: &Arc<Route>,
+    admission: &Admission,
+    req: Request<Incoming>,
+) -> Result<Admitted, Refusal> {
+    let pending = route.try_pending()?;
+    let permit = body_share(routes, admission, &req)?;
+    Ok(Admitted::new(
+        route.clone(),
+        pending,
+        permit,
+        req,
+        routes.max_body,
+    ))
+}
+
+/// A proxied body's share of the budget: none without a body, else what
+/// it declares, at most what a stream can hold here (`stream_share`).
+fn body_share(
+    routes: &Routes,
+    admission: &Admission,
+    req: &Request<Incoming>,
+) -> Result<Option<BodyPermit>, Refusal> {
+    if http_body::Body::is_end_stream(req.body()) {
+        return Ok(None);
+    }
+    let declared = http_body::Body::size_hint(req.body()).exact();
+    if declared.is_some_and(|n| n > routes.max_body) {
+        return Err(Refusal::TooLarge {
+            max: routes.max_body,
+        });
+    }
+    let share = declared
+        .unwrap_or(routes.stream_share)
+        .min(routes.stream_share);
+    Ok(Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?))
+}
+
+/// An internal API body: its declared length within `max`, then reserved
+/// from the budget (collecting grows the permit as bytes arrive).
+pub(crate) fn admit_api_body(
+    admission: &Admission,
+    max: u64,
+    req: &Request<Incoming>,
+) -> Result<BodyPermit, Refusal> {
+    let declared = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
+    if declared > max {
+        return Err(Refusal::TooLarge { max });
+    }
+    admission.reserve(declared).ok_or(Refusal::BodyBudget)
+}
