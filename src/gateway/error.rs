@@ -126,7 +126,7 @@ pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::error::*;
     use http_body_util::BodyExt;
 
     #[tokio::test]

@@ -237,8 +237,8 @@ impl Drop for ConnGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::{Config, Rate};
+    use crate::gateway::limiters::*;
 
     fn admission(budget: u64) -> Admission {
         let mut cfg = crate::config::Config::embedded().unwrap().gateway;

@@ -55,7 +55,7 @@ pub(crate) fn http_builder<E>(cfg: &GatewayConfig, exec: E) -> auto::Builder<E> 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::limits::*;
 
     #[test]
     fn http1_buffer_fits_headers_and_stays_small() {

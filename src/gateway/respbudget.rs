@@ -505,7 +505,7 @@ fn current_ctl(budget: &ResponseBudget) -> Arc<Ctl> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::respbudget::*;
 
     #[test]
     fn heaviest_takes_the_largest_until_the_target() {

@@ -237,7 +237,7 @@ async fn internal(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::service::*;
 
     #[test]
     fn refusals_first_stores_the_request_future_once() {

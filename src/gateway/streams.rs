@@ -188,7 +188,7 @@ const ROUNDS: usize = 3;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::streams::*;
     use hyper::rt::Executor;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::wire::{created, json_body, no_content, ok, Query, Resp};
+use super::response::Resp;
+use super::wire::{created, json_body, no_content, ok, Query};
 use super::{ApiContext, Req};
 use crate::client::ClientKey;
 use crate::isolation::IsolationEntry;

@@ -14,6 +14,7 @@ mod admin;
 mod error;
 mod ipam;
 mod ops;
+mod response;
 mod wire;
 
 use std::net::IpAddr;
@@ -190,7 +191,7 @@ pub async fn handle(
     }
 }
 
-async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<wire::Resp, ApiError> {
+async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<response::Resp, ApiError> {
     if !route.allows(&req.method) {
         return Err(ApiError::MethodNotAllowed {
             allow: route.allow(),
@@ -226,7 +227,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<wire::Resp, 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::api::*;
 
     #[test]
     fn routes() {

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::error::ApiError;
-use super::wire::{ok, response, Resp};
+use super::response::{response, Resp};
+use super::wire::ok;
 use super::{ApiContext, OPENAPI};
 use crate::ipam::IpamError;
 

@@ -59,7 +59,7 @@ pub(crate) async fn connect_one(addr: SocketAddr, buf: u32) -> std::io::Result<T
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::upstream::connect::*;
 
     /// `socket_buffer` caps both buffers of an upstream socket (Linux
     /// reports twice the value set, for its bookkeeping).

@@ -463,7 +463,7 @@ impl Body for H1Body {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::upstream::h1io::*;
 
     /// An exchange lives in its stream's task for as long as the upstream
     /// takes to answer: it must stay no larger than the request it sends

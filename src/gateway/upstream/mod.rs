@@ -11,9 +11,11 @@ mod h1io;
 pub(crate) mod h1wire;
 mod h2c;
 mod hop;
+mod response;
 
-pub(crate) use body::{ProxyBody, UpstreamBody};
+pub(crate) use body::ProxyBody;
 pub(crate) use error::{BodyError, ResponseError};
 pub(crate) use h1::H1Upstream;
 pub(crate) use h2c::H2cUpstream;
 pub(crate) use hop::strip_hop_by_hop;
+pub(crate) use response::UpstreamBody;
