@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::{ApiContext, Req};
 use super::error::ApiError;
 use super::response::Resp;
 use super::wire::{created, json_body, no_content, ok, Query};
-use super::{ApiContext, Req};
 use crate::client::ClientKey;
 use crate::isolation::IsolationEntry;
 use crate::stats::{ClientRow, DropReason};

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::{ApiContext, Req};
 use super::error::ApiError;
 use super::response::Resp;
 use super::wire::{created, json_body, no_content, ok, Query};
-use super::{ApiContext, Req};
 use crate::client::ClientKey;
 use crate::ipam::{IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec, SubnetSpec};
 

@@ -1,86 +1,19 @@
-//! The gateway's internal services: the IPAM API, the admin API, and the
-//! operational endpoints (`/healthz`, `/readyz`, `/metrics`,
-//! `/openapi.yaml`). `assets/openapi.yaml` is the contract.
-//!
-//! The gateway core has already done admission (isolation, quotas, body
-//! budget, max body) and hands [`handle`] the whole body. Here a request is
-//! routed by path, then method (405 with `Allow`), then authorised (admin
-//! endpoints and every IPAM write need the bearer token; IPAM reads are
-//! open), then validated and served. Every outcome is one complete
-//! response; a failed request changes nothing (each IPAM write is one
-//! transaction, and validation runs before it).
-
-mod admin;
-mod error;
-mod ipam;
-mod ops;
-mod response;
-mod wire;
+//! Routing an internal API request: by path, then method (405 with
+//! `Allow`), then the bearer token (admin endpoints and every IPAM write),
+//! then to its handler. The gateway has already done admission and hands
+//! [`handle`] the whole body. Every outcome is one complete response.
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
 
-pub use error::ApiError;
-pub(crate) use wire::authorized;
-pub use wire::constant_time_eq;
-
-use crate::ipam::Ipam;
-use crate::isolation::IsolationSet;
-use crate::stats::{Snapshot, Stats};
-
-/// The OpenAPI 3.0 description of everything served here.
-pub const OPENAPI: &str = include_str!("../../../assets/openapi.yaml");
-
-/// What the API handlers share. Cheap to clone.
-#[derive(Clone)]
-pub struct ApiContext {
-    pub ipam: Arc<Ipam>,
-    pub isolation: Arc<IsolationSet>,
-    pub snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
-    pub admin_token: Arc<str>,
-    pub ready: Arc<AtomicBool>,
-    pub stats: Arc<Stats>,
-    /// `[gateway] public_client_metrics`: per-client series on `/metrics`
-    /// without the token. Swapped by SIGHUP.
-    pub public_client_metrics: Arc<AtomicBool>,
-}
-
-impl ApiContext {
-    /// The context for `shared`'s process; `ready` starts false and the
-    /// composition root sets it once every listener is bound.
-    pub fn new(
-        shared: &crate::shared::Shared,
-        ipam: Arc<Ipam>,
-        snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
-        admin_token: Arc<str>,
-    ) -> Self {
-        Self {
-            ipam,
-            isolation: shared.isolation.clone(),
-            snapshots,
-            admin_token,
-            ready: Arc::new(AtomicBool::new(false)),
-            stats: shared.stats.clone(),
-            public_client_metrics: Arc::new(AtomicBool::new(
-                shared.config.gateway.public_client_metrics,
-            )),
-        }
-    }
-}
-
-/// A request as the handlers see it.
-pub(crate) struct Req {
-    pub method: Method,
-    pub headers: http::HeaderMap,
-    pub query: Option<String>,
-    pub body: Bytes,
-    pub client: IpAddr,
-}
+use super::context::{ApiContext, Req};
+use super::error::ApiError;
+use super::response::Resp;
+use super::wire::{authorized, percent_decode};
+use super::{admin, ipam, ops};
 
 /// Every path the API serves; segments are percent-decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +41,7 @@ impl Route {
         let segs = path
             .strip_prefix('/')?
             .split('/')
-            .map(|s| wire::percent_decode(s, false))
+            .map(|s| percent_decode(s, false))
             .collect::<Option<Vec<String>>>()?;
         if segs.iter().any(String::is_empty) {
             return None;
@@ -191,20 +124,20 @@ pub async fn handle(
     }
 }
 
-async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<response::Resp, ApiError> {
+async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<Resp, ApiError> {
     if !route.allows(&req.method) {
         return Err(ApiError::MethodNotAllowed {
             allow: route.allow(),
         });
     }
-    if route.needs_token(&req.method) && !wire::authorized(&req.headers, &ctx.admin_token) {
+    if route.needs_token(&req.method) && !authorized(&req.headers, &ctx.admin_token) {
         return Err(ApiError::Unauthorized);
     }
     let m = &req.method;
     match route {
         Route::Healthz => ops::healthz(),
         Route::Readyz => ops::readyz(ctx),
-        Route::Metrics => ops::metrics(ctx, wire::authorized(&req.headers, &ctx.admin_token)),
+        Route::Metrics => ops::metrics(ctx, authorized(&req.headers, &ctx.admin_token)),
         Route::OpenApi => ops::openapi(),
         Route::Subnets if m == Method::GET => ipam::list_subnets(ctx),
         Route::Subnets => ipam::create_subnet(ctx, req).await,
@@ -227,7 +160,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<response::Re
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::api::*;
+    use crate::gateway::api::router::*;
 
     #[test]
     fn routes() {
