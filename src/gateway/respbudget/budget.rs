@@ -1,119 +1,43 @@
-//! The process-wide budget for buffered response bytes.
-//!
-//! A response byte is charged from the moment the gateway takes it from an
-//! upstream (or builds it, for the API) until the connection has written it
-//! to the client's socket: each chunk handed to hyper is a `Bytes` whose
-//! owner gives the charge back when hyper/h2 drops it after the write. That
-//! covers h2's per-stream send buffers, hyper's chunk waiting for window,
-//! and the HTTP/1.1 write buffer. An upstream body reserves one chunk before
-//! it is polled; when the budget is full it is not polled (backpressure
-//! reaches the upstream through its windows and socket), and it is woken
-//! when bytes are written.
-//!
-//! Every chunk is also charged to its stream's [`Ctl`] (for HTTP/1.1, its
-//! connection's), so a sweeper can reset a stream: one whose client
-//! accepted nothing for `send_stall_timeout`; while the budget is full, the
-//! heaviest streams that made no progress for [`PRESSURE_IDLE`]; and, on
-//! every sweep in the governor's shed state, the heaviest streams holding
-//! half the bytes of those above two chunks (Envoy's
-//! `reset_high_memory_stream`). Resetting drops the stream's
-//! future, so h2 sends RST_STREAM and drops its queued chunks.
-//!
-//! The stream's [`Ctl`] reaches its body through a thread-local set while
-//! the connection's task polls that stream (see [`within`]): hyper's body
-//! type cannot carry it in.
+//! The process-wide budget for buffered response bytes. A byte is charged
+//! from when the gateway takes it from an upstream (or builds it) until
+//! the connection has written it: each chunk handed to hyper is a `Bytes`
+//! whose owner gives the charge back when dropped after the write. An
+//! upstream body reserves one chunk before it is polled and is not polled
+//! while the budget is full (backpressure reaches the upstream). A stream's
+//! [`Ctl`] reaches its body through a thread-local set while the
+//! connection polls that stream ([`within`]): hyper's body type cannot
+//! carry it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use futures::task::AtomicWaker;
 
+use super::ctl::Ctl;
 use crate::stats::Stats;
-
-/// How long a stream must have made no progress to be reset while the
-/// budget is full: a reading client empties its buffers far sooner.
-pub(crate) const PRESSURE_IDLE: Duration = Duration::from_secs(1);
-
-/// How long a reset stream's bytes may stay queued before its connection
-/// is reset too.
-const ESCALATE_MS: u64 = 500;
 
 /// 1/HEADROOM of the budget is only for streams holding no bytes.
 const HEADROOM: u64 = 8;
 
-/// The sweeper's period at most (shorter when the stall timeout is short).
-const SWEEP: Duration = Duration::from_millis(250);
-
-/// Why a stream was reset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reset {
-    Stall,
-    Budget,
-    Shed,
-}
-
-/// One stream's (or HTTP/1.1 connection's) share of the budget.
-pub(crate) struct Ctl {
-    buffered: AtomicU64,
-    /// Milliseconds after the budget's epoch of the last chunk written (or
-    /// of the first one charged after none was buffered).
-    progress_ms: AtomicU64,
-    killed: AtomicBool,
-    killed_ms: AtomicU64,
-    registered: AtomicBool,
-    waker: AtomicWaker,
-    /// A stream's connection: reset when the stream's bytes stay queued
-    /// after the stream was (h2 sends queued DATA before the RST_STREAM,
-    /// so a client that reads nothing keeps them until the socket goes).
-    parent: Option<Arc<Ctl>>,
-}
-
-impl Ctl {
-    pub(crate) fn new(parent: Option<Arc<Ctl>>) -> Self {
-        Self {
-            buffered: AtomicU64::new(0),
-            progress_ms: AtomicU64::new(0),
-            killed: AtomicBool::new(false),
-            killed_ms: AtomicU64::new(0),
-            registered: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
-            parent,
-        }
-    }
-
-    /// Registers the task that owns the stream; true if it was reset.
-    pub(crate) fn poll_killed(&self, cx: &Context<'_>) -> bool {
-        self.waker.register(cx.waker());
-        self.killed.load(Relaxed)
-    }
-
-    fn kill(&self, now_ms: u64) {
-        self.killed_ms.store(now_ms, Relaxed);
-        self.killed.store(true, Relaxed);
-        self.waker.wake();
-    }
-}
-
 pub(crate) struct ResponseBudget {
-    limit: AtomicU64,
+    pub(super) limit: AtomicU64,
     used: AtomicU64,
     /// What an upstream body reserves before it is polled: the largest
     /// chunk it yields (an h2 DATA frame or an HTTP/1.1 read).
-    chunk: u64,
-    stall_ms: AtomicU64,
+    pub(super) chunk: u64,
+    pub(super) stall_ms: AtomicU64,
     epoch: Instant,
     /// Bodies waiting for room, oldest first: those of streams holding
     /// nothing, then the others.
     waiters: Mutex<[VecDeque<Waker>; 2]>,
     n_waiters: AtomicUsize,
     /// Every stream that was charged; dead entries are pruned by the sweep.
-    streams: Mutex<Vec<Weak<Ctl>>>,
-    stats: Arc<Stats>,
+    pub(super) streams: Mutex<Vec<Weak<Ctl>>>,
+    pub(super) stats: Arc<Stats>,
 }
 
 impl ResponseBudget {
@@ -146,7 +70,7 @@ impl ResponseBudget {
         self.wake_all();
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -176,14 +100,14 @@ impl ResponseBudget {
     /// What streams already holding bytes may fill: the last eighth is
     /// kept for streams whose clients took everything sent so far, so
     /// never-reading clients cannot starve reading ones.
-    fn heavy_limit(limit: u64) -> u64 {
+    pub(super) fn heavy_limit(limit: u64) -> u64 {
         limit - limit / HEADROOM
     }
 
     /// Wakes as many waiting bodies as there is room for chunks, light ones
     /// first, first come first woken: waking all of them on every write
     /// would poll thousands of streams for one chunk.
-    fn wake_room(&self) {
+    pub(super) fn wake_room(&self) {
         let limit = self.limit.load(Relaxed);
         let used = self.used();
         let chunks =
@@ -293,109 +217,6 @@ impl ResponseBudget {
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(ctl));
     }
-
-    /// Resets the streams that must go; runs until `cancel`.
-    pub(crate) async fn sweeper(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
-        loop {
-            let stall = Duration::from_millis(self.stall_ms.load(Relaxed));
-            let period = (stall / 4).clamp(Duration::from_millis(10), SWEEP);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-            self.sweep();
-        }
-    }
-
-    /// One pass: prunes finished streams, resets stalled ones, and the
-    /// heaviest when the budget is full or the governor sheds.
-    pub(crate) fn sweep(&self) {
-        // A woken body may have gone without taking its room.
-        self.wake_room();
-        let now = self.now_ms();
-        let stall = self.stall_ms.load(Relaxed);
-        let mut live: Vec<(Arc<Ctl>, u64, u64)> = Vec::new();
-        {
-            let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-            streams.retain(|w| match w.upgrade() {
-                Some(c) if !c.killed.load(Relaxed) => {
-                    let b = c.buffered.load(Relaxed);
-                    if b > 0 {
-                        let idle = now.saturating_sub(c.progress_ms.load(Relaxed));
-                        live.push((c, b, idle));
-                    }
-                    true
-                }
-                Some(c) => {
-                    let killed_for = now.saturating_sub(c.killed_ms.load(Relaxed));
-                    if c.buffered.load(Relaxed) > 0 && killed_for >= ESCALATE_MS {
-                        if let Some(p) = c.parent.as_ref().filter(|p| !p.killed.load(Relaxed)) {
-                            tracing::debug!(
-                                "connection reset: its reset stream's bytes stay queued"
-                            );
-                            p.kill(now);
-                        }
-                    }
-                    true
-                }
-                None => false,
-            });
-        }
-        let g = &self.stats.gateway;
-        live.retain(|(c, _, idle)| {
-            if *idle >= stall {
-                tracing::debug!(idle_ms = *idle, reason = ?Reset::Stall, "response stream reset");
-                c.kill(now);
-                g.response_resets_stall.fetch_add(1, Relaxed);
-                return false;
-            }
-            true
-        });
-        let limit = self.limit.load(Relaxed);
-        let shedding = super::limiters::shedding(&self.stats);
-        let full = self.used().saturating_add(self.chunk) > Self::heavy_limit(limit);
-        if !shedding && !full {
-            return;
-        }
-        let (target, reason) = if shedding {
-            // Half of what is buffered, heaviest first, progress or not;
-            // a stream holding a chunk or two costs no more than its state.
-            let min = 2 * self.chunk;
-            live.retain(|(_, b, _)| *b > min);
-            let total: u64 = live.iter().map(|(_, b, _)| b).sum();
-            (total.div_ceil(2), Reset::Shed)
-        } else {
-            let idle_ms = u64::try_from(PRESSURE_IDLE.as_millis()).unwrap_or(u64::MAX);
-            live.retain(|(_, _, idle)| *idle >= idle_ms);
-            (limit / 4, Reset::Budget)
-        };
-        for (c, b) in heaviest(live.into_iter().map(|(c, b, _)| (c, b)), target) {
-            tracing::debug!(buffered = b, ?reason, "response stream reset");
-            c.kill(now);
-            match reason {
-                Reset::Shed => g.response_resets_shed.fetch_add(1, Relaxed),
-                _ => g.response_resets_budget.fetch_add(1, Relaxed),
-            };
-        }
-    }
-}
-
-/// The heaviest entries whose bytes together reach `target` (at least one
-/// when there is any).
-fn heaviest<T>(items: impl Iterator<Item = (T, u64)>, target: u64) -> Vec<(T, u64)> {
-    let mut v: Vec<(T, u64)> = items.collect();
-    v.sort_unstable_by_key(|(_, b)| std::cmp::Reverse(*b));
-    let mut sum = 0;
-    let mut n = 0;
-    for (_, b) in &v {
-        if sum >= target && n > 0 {
-            break;
-        }
-        sum += b;
-        n += 1;
-    }
-    v.truncate(n);
-    v
 }
 
 /// Bytes reserved for a chunk not yet read; returned when dropped.
@@ -501,98 +322,4 @@ fn current_ctl(budget: &ResponseBudget) -> Arc<Ctl> {
         budget.register(&ctl);
     }
     ctl
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::gateway::respbudget::*;
-
-    #[test]
-    fn heaviest_takes_the_largest_until_the_target() {
-        let got = heaviest([("a", 5), ("b", 50), ("c", 20), ("d", 1)].into_iter(), 60);
-        assert_eq!(got, vec![("b", 50), ("c", 20)]);
-        let one = heaviest([("a", 5), ("b", 7)].into_iter(), 0);
-        assert_eq!(one, vec![("b", 7)]);
-        assert!(heaviest(std::iter::empty::<((), u64)>(), 10).is_empty());
-    }
-
-    fn budget(limit: &str, stall: &str) -> Arc<ResponseBudget> {
-        let mut cfg = crate::config::Config::embedded().unwrap().gateway;
-        cfg.response_budget = crate::config::parse::size(limit).unwrap();
-        cfg.send_stall_timeout = crate::config::parse::duration(stall).unwrap();
-        Arc::new(ResponseBudget::new(&cfg, Stats::new(16)))
-    }
-
-    #[test]
-    fn a_full_budget_pauses_until_a_chunk_is_written() {
-        const C: u64 = 16 * 1024;
-        let b = budget("1MiB", "10s");
-        let waker = futures::task::noop_waker();
-        let cx = Context::from_waker(&waker);
-        let fill = |slot: &mut Option<Arc<Ctl>>, held: &mut Vec<Bytes>| {
-            within(&b, slot, None, || {
-                while let Poll::Ready(r) = b.poll_reserve(&cx) {
-                    held.push(b.charge(Bytes::from(vec![0u8; C as usize]), Some(r)));
-                }
-            });
-        };
-        let (mut heavy, mut held) = (None, Vec::new());
-        fill(&mut heavy, &mut held);
-        // A stream holding bytes stops at 7/8 of the budget.
-        assert_eq!(held.len(), 56);
-        assert_eq!(b.used(), 56 * C);
-        assert_eq!(heavy.as_ref().unwrap().buffered.load(Relaxed), 56 * C);
-        // A stream holding nothing may use the rest, one chunk at a time.
-        let mut light_held = Vec::new();
-        for _ in 0..8 {
-            let mut light = None;
-            within(&b, &mut light, None, || {
-                let Poll::Ready(r) = b.poll_reserve(&cx) else {
-                    panic!("headroom for a light stream")
-                };
-                light_held.push(b.charge(Bytes::from(vec![0u8; C as usize]), Some(r)));
-            });
-        }
-        assert_eq!(b.used(), 1 << 20);
-        assert!(within(&b, &mut None, None, || b.poll_reserve(&cx)).is_pending());
-        // A slice keeps the charge; the last piece returns it.
-        let piece = light_held[0].slice(0..10);
-        light_held.remove(0);
-        assert_eq!(b.used(), 1 << 20);
-        drop(piece);
-        assert_eq!(b.used(), (1 << 20) - C);
-        let Poll::Ready(r) = within(&b, &mut None, None, || b.poll_reserve(&cx)) else {
-            panic!("room for one chunk")
-        };
-        assert_eq!(b.used(), 1 << 20);
-        drop(r);
-        assert_eq!(b.used(), (1 << 20) - C, "the reservation came back");
-        drop((held, light_held));
-        assert_eq!(b.used(), 0);
-    }
-
-    #[test]
-    fn stalled_and_heaviest_streams_are_killed() {
-        let b = budget("1MiB", "10s");
-        let (mut light, mut heavy) = (None, None);
-        let _l = within(&b, &mut light, None, || {
-            b.charge(Bytes::from(vec![0u8; 1000]), None)
-        });
-        let _h = within(&b, &mut heavy, None, || {
-            b.charge(Bytes::from(vec![0u8; 40_000]), None)
-        });
-        b.sweep();
-        let (light, heavy) = (light.unwrap(), heavy.unwrap());
-        assert!(!light.killed.load(Relaxed) && !heavy.killed.load(Relaxed));
-        b.stats.memory.overload_state.store(2, Relaxed);
-        b.sweep();
-        assert!(heavy.killed.load(Relaxed), "the heaviest goes first");
-        assert!(!light.killed.load(Relaxed));
-        b.stats.memory.overload_state.store(0, Relaxed);
-        b.stall_ms.store(0, Relaxed);
-        b.sweep();
-        assert!(light.killed.load(Relaxed), "stalled");
-        assert_eq!(b.stats.gateway.response_resets_stall.load(Relaxed), 1);
-        assert_eq!(b.stats.gateway.response_resets_shed.load(Relaxed), 1);
-    }
 }
