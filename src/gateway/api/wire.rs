@@ -69,30 +69,31 @@ fn strip_position(e: &serde_json::Error) -> String {
 /// Decodes `%XX` escapes (and `+` as space when `plus` is set). `None` for a
 /// bad escape or a result that is not UTF-8.
 pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    if !escapes_well_formed(s) {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let spaced;
+    let s = if plus && s.contains('+') {
+        spaced = s.replace('+', " ");
+        spaced.as_str()
+    } else {
+        s
+    };
+    let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+    Some(decoded.into_owned())
+}
+
+/// Every `%` starts a two-hex-digit escape (percent-encoding would pass a
+/// bad one through as it is; the API refuses it).
+fn escapes_well_formed(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| {
+            b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        })
 }
 
 /// A parsed query string: `(name, value)` pairs in order.
