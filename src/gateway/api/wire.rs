@@ -101,17 +101,20 @@ fn escapes_well_formed(s: &str) -> bool {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
+    /// `form_urlencoded` decodes leniently: a part with a bad escape or
+    /// invalid UTF-8 is refused first.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let mut pairs = Vec::new();
-        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let bad = || ApiError::Invalid(format!("query: '{part}' is not percent-encoded utf-8"));
-            pairs.push((
-                percent_decode(k, true).ok_or_else(bad)?,
-                percent_decode(v, true).ok_or_else(bad)?,
-            ));
+        let raw = raw.unwrap_or("");
+        if let Some(part) = raw.split('&').find(|p| percent_decode(p, true).is_none()) {
+            return Err(ApiError::Invalid(format!(
+                "query: '{part}' is not percent-encoded utf-8"
+            )));
         }
-        Ok(Self(pairs))
+        Ok(Self(
+            form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
     }
 
     /// The last value of `name`, if present (`?name=` is present and empty:
