@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
@@ -15,7 +15,7 @@ use tokio::time::Sleep;
 use super::limiters::BodyPermit;
 use super::refusal::Refusal;
 use super::respbudget::{self, Reservation};
-use super::upstream::{ResponseError, UpstreamBody};
+use super::upstream::{PollFrame, ResponseError, UpstreamBody};
 
 /// Whatever must live exactly as long as a response body: pending slot,
 /// stream count, connection activity. Told when the route's deadline cut
@@ -55,10 +55,7 @@ impl Body for GwBody {
     /// The deadline is checked whenever hyper polls for more (it does not
     /// while the client's window is closed: that case is bounded by the
     /// windows and the send buffer, not by time).
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame<ResponseError> {
         match self.get_mut() {
             // Already in memory: charged (never refused) so that upstream
             // bodies pause while it waits for the client.
@@ -135,7 +132,7 @@ fn timed_out(
     hold: &mut Option<Hold>,
     deadline: &mut Pin<Box<Sleep>>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+) -> PollFrame<ResponseError> {
     if hold.is_none() || deadline.as_mut().poll(cx).is_pending() {
         return Poll::Pending;
     }

@@ -78,20 +78,24 @@ impl ResponseBudget {
         self.used.load(Relaxed)
     }
 
+    /// The `response_buffered` gauge follows `used`.
+    fn gauge(&self, n: u64, up: bool) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let g = &self.stats.gateway.response_buffered;
+        match up {
+            true => g.fetch_add(n, Relaxed),
+            false => g.fetch_sub(n, Relaxed),
+        };
+    }
+
     fn add(&self, n: u64) {
         self.used.fetch_add(n, Relaxed);
-        self.stats
-            .gateway
-            .response_buffered
-            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
+        self.gauge(n, true);
     }
 
     fn sub(&self, n: u64) {
         self.used.fetch_sub(n, Relaxed);
-        self.stats
-            .gateway
-            .response_buffered
-            .fetch_sub(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
+        self.gauge(n, false);
         if self.n_waiters.load(Relaxed) > 0 {
             self.wake_room();
         }
@@ -139,10 +143,7 @@ impl ResponseBudget {
             })
             .is_ok();
         if ok {
-            self.stats
-                .gateway
-                .response_buffered
-                .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
+            self.gauge(n, true);
         }
         ok
     }

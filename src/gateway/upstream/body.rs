@@ -10,6 +10,9 @@ use hyper::body::Incoming;
 use super::error::BodyError;
 use crate::gateway::limiters::BodyPermit;
 
+/// What `Body::poll_frame` returns, for a body of `Bytes`.
+pub(crate) type PollFrame<E> = Poll<Option<Result<Frame<Bytes>, E>>>;
+
 /// A request body streamed to an upstream. Its budget (at most one
 /// window's worth plus the upstream write buffer: all a streamed body can
 /// occupy here) is held until the body is done or dropped; a body longer
@@ -36,10 +39,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame<BodyError> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         let out = match frame {

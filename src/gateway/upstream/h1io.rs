@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::body::PollFrame;
 use super::body::ProxyBody;
 use super::error::H1Error;
 use super::h1::{Conn, Connecting, H1Upstream};
@@ -397,7 +398,7 @@ impl H1Body {
         }
     }
 
-    fn fail(&mut self, e: impl Into<H1Error>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+    fn fail(&mut self, e: impl Into<H1Error>) -> PollFrame<H1Error> {
         self.conn = None;
         self.state = BodyState::Done;
         Poll::Ready(Some(Err(e.into())))
@@ -408,10 +409,7 @@ impl Body for H1Body {
     type Data = Bytes;
     type Error = H1Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame<H1Error> {
         let this = self.get_mut();
         loop {
             if this.state.is_done() {

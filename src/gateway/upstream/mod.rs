@@ -13,7 +13,7 @@ mod h2c;
 mod hop;
 mod response;
 
-pub(crate) use body::ProxyBody;
+pub(crate) use body::{PollFrame, ProxyBody};
 pub(crate) use error::{BodyError, ResponseError};
 pub(crate) use h1::H1Upstream;
 pub(crate) use h2c::H2cUpstream;

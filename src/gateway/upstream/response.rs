@@ -1,12 +1,13 @@
 //! The response body as an upstream sends it.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, SizeHint};
 use hyper::body::Incoming;
 
+use super::body::PollFrame;
 use super::error::ResponseError;
 use super::h1io::H1Body;
 
@@ -21,10 +22,7 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = ResponseError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame<ResponseError> {
         match self.get_mut() {
             Self::H2c(b) => Pin::new(b).poll_frame(cx).map_err(ResponseError::from),
             Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(ResponseError::from),
