@@ -1,12 +1,6 @@
-//! One connection: optional TLS handshake, the HTTP server connection, and
-//! a watchdog for what hyper has no timer for.
-//!
-//! hyper's HTTP/1 `header_read_timeout` covers slow HTTP/1 headers; an h2
-//! connection that sends its preface and then dribbles a header block (or
-//! nothing) has no such timer, so the watchdog closes any connection that
-//! has not completed a first request within `header_read_timeout`, and
-//! sends GOAWAY to a connection with nothing in flight for `idle_timeout`.
-//! Shutdown (`cancel`) sends GOAWAY and drains for at most the grace time.
+//! One connection: optional TLS handshake, the HTTP server connection, the
+//! watchdog ([`super::activity`]) for what hyper has no timer for, and
+//! shutdown: GOAWAY, then a drain of at most the grace time.
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,19 +1,10 @@
-//! Upstream routes: a reverse proxy by path prefix to HTTP/1.1 upstreams
-//! (`http://`, one pooled connection per request in flight, see
-//! [`super::h1`]) or HTTP/2 prior-knowledge upstreams (`h2c://`, one
-//! multiplexed connection per upstream carrying every stream, see
-//! [`super::h2c`]).
-//!
-//! Memory per proxied stream is bounded on all three legs: the downstream
-//! h2 stream window (see [`super::limits`]), toward the upstream one
-//! request body frame at a time and a response head of at most
-//! [`super::limits::http1_buf`] (our HTTP/1.1 client, [`super::h1io`])
-//! or the upstream h2 windows (the same `[gateway]` stream and connection
-//! windows as downstream, no adaptive growth) and send buffer, and the
-//! upstream socket's buffers (`socket_buffer`). The request body's share of the
-//! global budget is the sum of the first two; the pending slot, the stream
-//! count and the budget live in guards owned by the bodies, so an upstream
-//! that resets, closes or times out releases them when hyper drops those.
+//! Upstream routes: a reverse proxy by path prefix to `http://` (HTTP/1.1)
+//! or `h2c://` upstreams, using the clients in [`super::upstream`]. Memory
+//! per proxied stream is bounded on every leg (windows, one body frame at a
+//! time, a capped response head, capped socket buffers); the pending slot,
+//! stream count and body budget live in guards owned by the bodies, so an
+//! upstream that resets, closes or times out releases them when hyper drops
+//! those.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,16 +34,12 @@ use crate::stats::{RouteStats, Stats};
 
 /// Idle upstream connections kept per upstream host. An HTTP/1.1 upstream
 /// needs one connection per request in flight, so a pool smaller than the
-/// usual concurrency closes and reopens connections on every burst (64 cost
-/// half the throughput at 500 streams); each idle one holds a few KiB.
+/// usual concurrency reconnects on every burst; an idle one holds little.
 const MAX_IDLE_PER_HOST: usize = 512;
 
-/// How long an idle upstream connection is kept. An idle HTTP/1.1
-/// connection holds no buffer of ours, but its socket and the kernel's
-/// (capped by `socket_buffer`); short enough that memory is back near idle
-/// within seconds after a burst (invariant 4), long enough that steady
-/// traffic reuses connections (the pool sweeps every timeout, so they go
-/// within 2 s).
+/// How long an idle upstream connection is kept: short enough that memory
+/// is back near idle within seconds after a burst, long enough that steady
+/// traffic reuses connections.
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Route {

@@ -154,8 +154,8 @@ impl Gateway {
 
 /// Serves on `n` threads of its own, each a current-thread runtime that
 /// accepts on a clone of the listen socket and runs its connections to the
-/// end (no work stealing, no cross-thread wake-ups: ~20 % less CPU per
-/// request than the shared multi-thread runtime). Returns when every
+/// end (no work stealing, no cross-thread wake-ups: less CPU per request,
+/// see `bench/RESULTS-gateway.md`). Returns when every
 /// thread has stopped accepting and drained. Cancel-safe in the sense that
 /// the threads only stop on `inner.cancel`; dropping this only stops
 /// waiting for them.

@@ -102,7 +102,7 @@ pub(crate) fn handle(
             }
             Err(r) => (Either::Left(refuse(r)), Some((None, activity))),
         },
-        // Boxed: the API handlers' futures are ~3 KiB.
+        // Boxed: the API handlers' futures are large.
         (Ok(()), None) => {
             let stream = StreamGuard::new(&inner.stats, key.clone());
             let api = Box::pin(internal(inner.clone(), req, ip));
@@ -142,28 +142,17 @@ fn refuse(r: Refusal) -> Ready<Result<Response<GwBody>, Refusal>> {
 /// An admitted stream's upstream request, built and sent by `send`; if it
 /// `connects` (no pooled HTTP/1.1 connection was idle) or streams were
 /// refused on this thread since it was admitted (`refused_before`), only
-/// after it has yielded twice. Building the request (URI, headers, the
-/// HTTP/1.1 head, the route timer) and sending it (for a new HTTP/1.1
-/// connection a TCP connect, ~70 µs) then wait, while a refused stream's
-/// 503 is produced by its first poll and written in the same turn of its
-/// connection's task (see [`super::streams`]); on a gateway thread all
-/// connection tasks wait in one FIFO queue. Without the yields, a burst
-/// that overflows the pending cap had its 503s wait behind every admitted
-/// stream's connect (bench/RESULTS-gateway.md, 2c: ~80–100 ms for 1,000).
-/// tokio wakes a yielded stream (and so re-queues its connection's task)
-/// only at its next driver poll, behind every task queued by then: after
-/// the first yield behind the connections read so far, after the second
-/// behind those read since (one yield was not enough: the 503s then left
-/// after the connects). `connects` covers the first streams of a burst,
-/// admitted and polled before any refusal: their connects used to go ahead
-/// of every 503 (2c: 503 p99 median 21 → 15 ms over 6 alternating runs).
-/// A warm pool, no refusal since: no yield, steady proxying pays two
-/// thread-local reads. Cancel-safe: dropping it drops `send` or what it
-/// sent.
+/// after two yields. On a gateway thread all connection tasks share one
+/// FIFO queue, and a refused stream's 503 is ready at its first poll: the
+/// yields let the 503s queued meanwhile go out before the slower work of
+/// building and connecting (two, because tokio re-queues a yielded task
+/// only at its next driver poll; see `bench/RESULTS-gateway.md`). A warm
+/// pool and no refusal since: no yield. Cancel-safe: dropping it drops
+/// `send` or what it sent.
 ///
-/// `then`, not an `async fn` awaiting the sent request: rustc keeps such a
-/// future and its awaited copy in separate slots, which made a 514-byte
-/// future 1,560 bytes (this one lives as long as the stream is held).
+/// `then`, not an `async fn` awaiting the sent request: rustc would keep
+/// the future and its awaited copy in separate slots, and this one lives as
+/// long as the stream is held.
 fn refusals_first<S, F, T, E>(
     send: S,
     connects: bool,

@@ -1,44 +1,11 @@
-//! One `http://` upstream: HTTP/1.1 connections opened here, one per
-//! request in flight, and a small pool of the idle ones between requests.
-//!
-//! The protocol is our own small client ([`super::h1wire`] for the bytes,
-//! [`super::h1io`] for the I/O): a request's exchange runs inside its
-//! stream's own future and its response body's polls — no task per
-//! connection or per request, no channel. hyper's `conn::http1`, which it
-//! replaced, cost ~30 KiB per connection that no setting controlled (an
-//! 8 KiB header write buffer, an 8 KiB read buffer, a 12 KiB request
-//! channel block, a connection task).
-//!
-//! The pool is a LIFO stack: the most recently used connection goes out
-//! first, so after a burst the surplus sits unused at the bottom and is
-//! closed after [`super::proxy::POOL_IDLE`]. A connection is out of the
-//! pool while a request uses it and goes back when that response's body
-//! has been read to its end — unless the upstream said `Connection: close`,
-//! the body was delimited by the close, the framing was doubtful, an error
-//! happened, the body was cut short (dropped early: closed), or the pool
-//! already holds `max_idle`. A pooled connection found closed (or with
-//! unexpected bytes) at checkout is dropped; a request whose first write
-//! on a pooled connection fails (nothing went out) is sent once more, on a
-//! new connection; so is one that went out on a pooled connection the
-//! upstream then closed before answering (its keep-alive timeout ran out
-//! meanwhile), if its method is idempotent and it has no body — its head is
-//! kept until the answer starts. Connections are pooled per runtime (the gateway threads
-//! each run their own): a socket is driven by the runtime it was opened on.
-//!
-//! Buffers: none while a connection idles or a request waits for its
-//! answer. The request head is one allocation of its exact size, freed once
-//! written (or, for a request that may be sent again, until its answer
-//! starts); a request body is sent one frame at a time (the frame the
-//! client sent, no copy), chunked when its length is unknown. Reads go
-//! into a 16 KiB stack buffer and only what arrived is copied out: the
-//! response head's bytes (kept until they are parsed; heads over `max_buf`,
-//! [`super::limits::http1_buf`], 24 KiB with the shipped limits, fail the
-//! request with a 502 and close the connection), then each body read as
-//! one frame. What a held stream costs here is its socket and the
-//! exchange future in its task (280 bytes; a size test below keeps it
-//! small): 8,000 streams held against a 5 s upstream took 2.9 KiB of RSS
-//! each in all, downstream side included (haproxy 7.5, hyper's client
-//! 19–22; `bench/RESULTS-gateway.md`).
+//! One `http://` upstream: HTTP/1.1 connections, one per request in
+//! flight, and a LIFO pool of the idle ones (the surplus after a burst sits
+//! at the bottom and is closed after `POOL_IDLE`). Connections are pooled
+//! per runtime: a socket is driven by the runtime it was opened on. A
+//! connection goes back to the pool only after a response read to its end
+//! that allows reuse; the exchange and its retry rules are in [`super::h1io`].
+//! Why our own client rather than hyper's: memory per held stream, see
+//! `bench/RESULTS-gateway.md`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,7 +5,10 @@
 //! them: nothing here spawns.
 //!
 //! Nothing is buffered while waiting: reads go into a stack buffer once
-//! the socket is readable, and only the bytes that arrived are kept.
+//! the socket is readable, and only the bytes that arrived are kept. A
+//! request whose first write on a pooled connection fails, or an idempotent
+//! one without a body whose pooled connection closed before any answer, is
+//! sent once more on a new connection.
 
 use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
@@ -465,8 +468,8 @@ mod tests {
 
     /// An exchange lives in its stream's task for as long as the upstream
     /// takes to answer: it must stay no larger than the request it sends
-    /// (whose parts are encoded and dropped before it starts; 280 bytes
-    /// against 304 when written), not grow by whole futures or buffers.
+    /// (whose parts are encoded and dropped before it starts), not grow by
+    /// whole futures or buffers.
     #[test]
     fn exchange_future_stays_small() {
         let exchange = std::mem::size_of::<Exchange>();
