@@ -19,29 +19,72 @@ use hyper::body::Incoming;
 use super::api;
 use super::inner::Inner;
 use super::limiters::{shedding, Admission, BodyPermit, ConnGuard};
-use super::proxy::{Admitted, Route, Routes};
+use super::proxy::{Admitted, PendingGuard, Route, Routes};
 use super::refusal::Refusal;
 use crate::client::ClientKey;
-use crate::stats::DropReason;
+use crate::stats::{DropReason, Stats};
 
 /// The connection chain: a refused connection costs no TLS or HTTP work.
 pub(crate) fn admit_connection(inner: &Inner, ip: IpAddr) -> Result<ConnGuard, DropReason> {
-    if inner.isolation.is_isolated(&ClientKey::Ip(ip)) {
-        return Err(DropReason::Isolated);
-    }
-    if shedding(&inner.stats) {
-        return Err(DropReason::Overload);
-    }
+    let isolated = inner.isolation.is_isolated(&ClientKey::Ip(ip));
+    not_isolated(isolated).map_err(|r| r.reason())?;
+    not_shedding(&inner.stats).map_err(|r| r.reason())?;
     connection_slot(inner, ip)
 }
 
-/// A slot among `max_connections` and the IP's `max_connections_per_client`.
-fn connection_slot(inner: &Inner, ip: IpAddr) -> Result<ConnGuard, DropReason> {
-    inner
-        .conns
-        .try_acquire(ip, &inner.stats)
-        .ok_or(DropReason::ConnLimit)
+/// The request chain's steps that need no route: isolation (decided by
+/// [`identify`]), shedding, then the quota of the IP the request came from.
+pub(crate) fn admit_request(inner: &Inner, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
+    not_isolated(isolated)?;
+    not_shedding(&inner.stats)?;
+    quota(&inner.admission, ip)
 }
+
+/// Admits `req` to `route`: takes its pending slot and, for a body,
+/// its share of the body budget. Both refusals are decided here,
+/// synchronously and in arrival order (a refusal costs no future);
+/// building and sending the upstream request is left to
+/// [`Admitted::forward`], which the caller may run later.
+pub(crate) fn admit_route(
+    routes: &Routes,
+    route: &Arc<Route>,
+    admission: &Admission,
+    req: Request<Incoming>,
+) -> Result<Admitted, Refusal> {
+    let pending = pending_slot(route)?;
+    let permit = if http_body::Body::is_end_stream(req.body()) {
+        None
+    } else {
+        let declared = http_body::Body::size_hint(req.body()).exact();
+        body_size(declared, routes.max_body)?;
+        // A streamed body holds at most what a stream can buffer here.
+        let share = declared
+            .unwrap_or(routes.stream_share)
+            .min(routes.stream_share);
+        Some(body_budget(admission, share)?)
+    };
+    Ok(Admitted::new(
+        route.clone(),
+        pending,
+        permit,
+        req,
+        routes.max_body,
+    ))
+}
+
+/// An internal API body: its declared length within `max`, then reserved
+/// from the budget (collecting grows the permit as bytes arrive).
+pub(crate) fn admit_api_body(
+    admission: &Admission,
+    max: u64,
+    req: &Request<Incoming>,
+) -> Result<BodyPermit, Refusal> {
+    let declared = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
+    body_size(Some(declared), max)?;
+    body_budget(admission, declared)
+}
+
+// The steps, in the order the chains above run them.
 
 /// The client a request is attributed to, and whether it is isolated.
 ///
@@ -74,72 +117,49 @@ pub(crate) fn identify(inner: &Inner, ip: IpAddr, req: &Request<Incoming>) -> (C
     }
 }
 
-/// The request chain's steps that need no route: isolation (decided by
-/// [`identify`]), shedding, then the quota of the IP the request came from.
-pub(crate) fn admit_request(inner: &Inner, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
-    if isolated {
-        return Err(Refusal::Isolated);
+/// The operator isolated the client (its IP, or the identity it proved).
+fn not_isolated(isolated: bool) -> Result<(), Refusal> {
+    match isolated {
+        true => Err(Refusal::Isolated),
+        false => Ok(()),
     }
-    if shedding(&inner.stats) {
-        return Err(Refusal::Overload);
-    }
-    inner.admission.check_rate(ip)
 }
 
-/// Admits `req` to `route`: takes its pending slot and, for a body,
-/// its share of the body budget. Both refusals are decided here,
-/// synchronously and in arrival order (a refusal costs no future);
-/// building and sending the upstream request is left to
-/// [`Admitted::forward`], which the caller may run later.
-pub(crate) fn admit_route(
-    routes: &Routes,
-    route: &Arc<Route>,
-    admission: &Admission,
-    req: Request<Incoming>,
-) -> Result<Admitted, Refusal> {
-    let pending = route.try_pending()?;
-    let permit = body_share(routes, admission, &req)?;
-    Ok(Admitted::new(
-        route.clone(),
-        pending,
-        permit,
-        req,
-        routes.max_body,
-    ))
+/// The memory governor sheds new work.
+fn not_shedding(stats: &Stats) -> Result<(), Refusal> {
+    match shedding(stats) {
+        true => Err(Refusal::Overload),
+        false => Ok(()),
+    }
 }
 
-/// A proxied body's share of the budget: none without a body, else what
-/// it declares, at most what a stream can hold here (`stream_share`).
-fn body_share(
-    routes: &Routes,
-    admission: &Admission,
-    req: &Request<Incoming>,
-) -> Result<Option<BodyPermit>, Refusal> {
-    if http_body::Body::is_end_stream(req.body()) {
-        return Ok(None);
-    }
-    let declared = http_body::Body::size_hint(req.body()).exact();
-    if declared.is_some_and(|n| n > routes.max_body) {
-        return Err(Refusal::TooLarge {
-            max: routes.max_body,
-        });
-    }
-    let share = declared
-        .unwrap_or(routes.stream_share)
-        .min(routes.stream_share);
-    Ok(Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?))
+/// A slot among `max_connections` and the IP's `max_connections_per_client`.
+fn connection_slot(inner: &Inner, ip: IpAddr) -> Result<ConnGuard, DropReason> {
+    inner
+        .conns
+        .try_acquire(ip, &inner.stats)
+        .ok_or(DropReason::ConnLimit)
 }
 
-/// An internal API body: its declared length within `max`, then reserved
-/// from the budget (collecting grows the permit as bytes arrive).
-pub(crate) fn admit_api_body(
-    admission: &Admission,
-    max: u64,
-    req: &Request<Incoming>,
-) -> Result<BodyPermit, Refusal> {
-    let declared = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
-    if declared > max {
-        return Err(Refusal::TooLarge { max });
+/// The client IP's request quota, whatever identity the request claims.
+fn quota(admission: &Admission, ip: IpAddr) -> Result<(), Refusal> {
+    admission.check_rate(ip)
+}
+
+/// The route's pending cap: a slot now, or a refusal now, never a queue.
+fn pending_slot(route: &Route) -> Result<PendingGuard, Refusal> {
+    route.try_pending()
+}
+
+/// The declared body length within `max_body`.
+fn body_size(declared: Option<u64>, max: u64) -> Result<(), Refusal> {
+    match declared {
+        Some(n) if n > max => Err(Refusal::TooLarge { max }),
+        _ => Ok(()),
     }
-    admission.reserve(declared).ok_or(Refusal::BodyBudget)
+}
+
+/// `n` bytes of the global request-body budget.
+fn body_budget(admission: &Admission, n: u64) -> Result<BodyPermit, Refusal> {
+    admission.reserve(n).ok_or(Refusal::BodyBudget)
 }

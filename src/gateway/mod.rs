@@ -1,8 +1,8 @@
 //! The HTTP gateway: one TCP port serving HTTP/1.1 and h2c (auto-detected),
 //! or TLS with ALPN `h2`/`http/1.1`. Every request passes the admission
-//! chain ([`admission`]) before any work, then goes to the internal API
-//! ([`api`]) or is proxied upstream by `[[route]]` prefix ([`proxy`], which
-//! uses the clients in [`upstream`]). Every byte held is bounded.
+//! chain (`admission.rs`) before any work, then goes to the internal API
+//! ([`api`]) or is proxied upstream by `[[route]]` prefix (`proxy.rs`, which
+//! uses the clients in `upstream/`). Every byte held is bounded.
 
 mod activity;
 mod admission;
