@@ -1,273 +1,165 @@
-//! Admission, cheapest check first: isolation (client IP, then the API
-//! token identity if the request carries one) → memory governor shedding →
-//! per-client quota (always the client IP's: a bearer token costs nothing
-//! to invent, so no token can buy a quota of its own) → per-route pending
-//! cap → the global request-body byte budget. Each refusal is a
-//! [`Refusal`]; the caller counts it (by reason, attributed to the client)
-//! and answers it.
+//! The admission chain: every check a connection or a request meets, in
+//! the order it runs, cheapest first. Adding a limit is adding one step
+//! here; the mechanisms the steps consult live in [`super::limiters`] and
+//! [`super::proxy`]. A refused request is a [`Refusal`] that the caller
+//! counts (by reason, against the client) and answers; nothing queues.
 //!
-//! Nothing here queues: the pending cap is a `try_acquire` on a semaphore
-//! and the body budget a compare-and-swap on one counter, so a refused
-//! request costs no memory beyond its headers. The quota map is capped
-//! ([`crate::quota::CappedStore`]), so neither can a flood of source addresses grow it.
+//! - connection, at accept: isolated IP → shedding → connection slots
+//!   (overall, per IP);
+//! - request: identity and isolation → shedding → the client IP's quota;
+//!   then, to a route: pending slot → body size → body budget share; to the
+//!   internal API: body size → body budget.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::NoOpMiddleware;
-use governor::RateLimiter;
-use tokio_util::sync::CancellationToken;
+use http::Request;
+use hyper::body::Incoming;
 
-use crate::config::GatewayConfig;
-use crate::quota::{quota, CappedStore};
+use super::api;
+use super::inner::Inner;
+use super::limiters::{shedding, Admission, BodyPermit, ConnGuard};
+use super::proxy::{Admitted, PendingGuard, Route, Routes};
+use super::refusal::Refusal;
+use crate::client::ClientKey;
 use crate::stats::{DropReason, Stats};
 
-/// How often idle quota state is forgotten and the map shrunk.
-const HOUSEKEEPING: Duration = Duration::from_secs(10);
-
-type QuotaLimiter = RateLimiter<
-    IpAddr,
-    CappedStore<IpAddr>,
-    DefaultClock,
-    NoOpMiddleware<<DefaultClock as Clock>::Instant>,
->;
-
-/// The quota limiter for a gateway config.
-fn limiter(cfg: &GatewayConfig) -> QuotaLimiter {
-    RateLimiter::new(
-        quota(cfg.per_client_rate, cfg.per_client_burst),
-        CappedStore::new(cfg.max_quota_clients),
-        DefaultClock::default(),
-    )
+/// The connection chain: a refused connection costs no TLS or HTTP work.
+pub(crate) fn admit_connection(inner: &Inner, ip: IpAddr) -> Result<ConnGuard, DropReason> {
+    let isolated = inner.isolation.is_isolated(&ClientKey::Ip(ip));
+    not_isolated(isolated).map_err(|r| r.reason())?;
+    not_shedding(&inner.stats).map_err(|r| r.reason())?;
+    connection_slot(inner, ip)
 }
 
-/// Why a request was not (fully) served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    Isolated,
-    Overload,
-    RateLimited {
-        retry_after: Duration,
-    },
-    /// `body`: the route's answer, built once (`error::pending_cap_body`).
-    PendingCap {
-        body: bytes::Bytes,
-    },
-    BodyBudget,
-    TooLarge {
-        max: u64,
-    },
-    Timeout,
-    Upstream,
-    /// The client's body failed mid-way (reset, malformed framing).
-    BadBody,
+/// The request chain's steps that need no route: isolation (decided by
+/// [`identify`]), shedding, then the quota of the IP the request came from.
+pub(crate) fn admit_request(inner: &Inner, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
+    not_isolated(isolated)?;
+    not_shedding(&inner.stats)?;
+    quota(&inner.admission, ip)
 }
 
-impl Refusal {
-    /// The drop reason counted for this refusal.
-    pub(crate) fn reason(&self) -> DropReason {
-        match self {
-            Self::Isolated => DropReason::Isolated,
-            Self::Overload => DropReason::Overload,
-            Self::RateLimited { .. } => DropReason::RateLimited,
-            Self::PendingCap { .. } => DropReason::PendingCap,
-            Self::BodyBudget | Self::TooLarge { .. } => DropReason::BodyBudget,
-            Self::Timeout => DropReason::Timeout,
-            Self::Upstream => DropReason::Upstream,
-            Self::BadBody => DropReason::Malformed,
-        }
-    }
+/// Admits `req` to `route`: takes its pending slot and, for a body,
+/// its share of the body budget. Both refusals are decided here,
+/// synchronously and in arrival order (a refusal costs no future);
+/// building and sending the upstream request is left to
+/// [`Admitted::forward`], which the caller may run later.
+pub(crate) fn admit_route(
+    routes: &Routes,
+    route: &Arc<Route>,
+    admission: &Admission,
+    req: Request<Incoming>,
+) -> Result<Admitted, Refusal> {
+    let pending = pending_slot(route)?;
+    let permit = if http_body::Body::is_end_stream(req.body()) {
+        None
+    } else {
+        let declared = http_body::Body::size_hint(req.body()).exact();
+        body_size(declared, routes.max_body)?;
+        // A streamed body holds at most what a stream can buffer here.
+        let share = declared
+            .unwrap_or(routes.stream_share)
+            .min(routes.stream_share);
+        Some(body_budget(admission, share)?)
+    };
+    Ok(Admitted::new(
+        route.clone(),
+        pending,
+        permit,
+        req,
+        routes.max_body,
+    ))
 }
 
-pub(crate) struct Admission {
-    /// Swapped whole when SIGHUP brings a new per-client rate or cap.
-    limiter: arc_swap::ArcSwap<QuotaLimiter>,
-    clock: DefaultClock,
-    stats: Arc<Stats>,
-    budget: std::sync::atomic::AtomicI64,
+/// An internal API body: its declared length within `max`, then reserved
+/// from the budget (collecting grows the permit as bytes arrive).
+pub(crate) fn admit_api_body(
+    admission: &Admission,
+    max: u64,
+    req: &Request<Incoming>,
+) -> Result<BodyPermit, Refusal> {
+    let declared = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
+    body_size(Some(declared), max)?;
+    body_budget(admission, declared)
 }
 
-impl Admission {
-    pub(crate) fn new(cfg: &GatewayConfig, stats: Arc<Stats>) -> Self {
-        stats.gateway.body_budget.store(cfg.body_budget, Relaxed);
-        Self {
-            limiter: arc_swap::ArcSwap::from_pointee(limiter(cfg)),
-            clock: DefaultClock::default(),
-            budget: std::sync::atomic::AtomicI64::new(
-                i64::try_from(cfg.body_budget).unwrap_or(i64::MAX),
-            ),
-            stats,
-        }
-    }
+// The steps, in the order the chains above run them.
 
-    /// New per-client quota, quota map cap and body budget from a reloaded
-    /// config (the quotas start afresh; bodies in flight keep what they hold).
-    pub(crate) fn reconfigure(&self, cfg: &GatewayConfig) {
-        self.limiter.store(Arc::new(limiter(cfg)));
-        let budget = i64::try_from(cfg.body_budget).unwrap_or(i64::MAX);
-        self.budget.store(budget, Relaxed);
-        self.stats
-            .gateway
-            .body_budget
-            .store(cfg.body_budget, Relaxed);
-        tracing::info!(per_client_rate = %cfg.per_client_rate, max_quota_clients = cfg.max_quota_clients, body_budget = cfg.body_budget, "gateway limits reloaded");
+/// The client a request is attributed to, and whether it is isolated.
+///
+/// An isolated IP is refused (and its drops counted) as that IP, whatever
+/// token it presents. A bearer token is only a claim: it becomes the client
+/// once verified, i.e. when it is the admin token (compared in constant
+/// time). Any other token leaves the request its IP's, unless the operator
+/// isolated that token's `token:` key, which refuses it as that key (the
+/// set is the operator's, so this creates no identity a client chose). The
+/// quota is the IP's in every case ([`admit_request`]).
+pub(crate) fn identify(inner: &Inner, ip: IpAddr, req: &Request<Incoming>) -> (ClientKey, bool) {
+    let ip_key = ClientKey::Ip(ip);
+    if inner.isolation.is_isolated(&ip_key) {
+        return (ip_key, true);
     }
-
-    /// The memory governor asks to shed new work (state 2).
-    pub(crate) fn shedding(&self) -> bool {
-        self.stats.memory.overload_state.load(Relaxed) >= 2
+    let Some(auth) = req.headers().get(http::header::AUTHORIZATION) else {
+        return (ip_key, false);
+    };
+    if api::authorized(req.headers(), &inner.api.admin_token) {
+        let admin = inner.admin_key.clone();
+        let isolated = inner.isolation.is_isolated(&admin);
+        return (admin, isolated);
     }
-
-    /// One request from `ip` against that IP's quota, whatever identity
-    /// the request claims (see [`CappedStore`] for an IP the full map has
-    /// no room for).
-    pub(crate) fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
-        self.limiter
-            .load()
-            .check_key(&ip)
-            .map_err(|not_until| Refusal::RateLimited {
-                retry_after: not_until.wait_time_from(self.clock.now()),
-            })
+    if inner.isolation.is_empty() {
+        return (ip_key, false);
     }
-
-    /// Reserves `n` bytes of the global body budget, or `None` if they do
-    /// not fit right now.
-    pub(crate) fn reserve(&self, n: u64) -> Option<BodyPermit> {
-        let mut permit = BodyPermit {
-            stats: self.stats.clone(),
-            budget: self.budget.load(Relaxed),
-            held: 0,
-        };
-        permit.grow(n).then_some(permit)
-    }
-
-    /// Forgets quota state of clients idle long enough to be full again,
-    /// so a flood of source addresses does not grow the map for good.
-    /// Cancel-safe (only sleeps between synchronous sweeps).
-    pub(crate) async fn housekeeping(&self, cancel: &CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(HOUSEKEEPING) => {}
-            }
-            let limiter = self.limiter.load();
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+    match ClientKey::bearer(auth.as_bytes()) {
+        Some(token) if inner.isolation.is_isolated(&token) => (token, true),
+        _ => (ip_key, false),
     }
 }
 
-/// Bytes of the global body budget held by one request; returned on drop.
-pub(crate) struct BodyPermit {
-    stats: Arc<Stats>,
-    budget: i64,
-    held: i64,
-}
-
-impl BodyPermit {
-    /// Takes `n` more bytes; `false` (and nothing taken) if over budget.
-    pub(crate) fn grow(&mut self, n: u64) -> bool {
-        let Ok(n) = i64::try_from(n) else {
-            return false;
-        };
-        let used = &self.stats.gateway.body_bytes_in_use;
-        let ok = used
-            .fetch_update(Relaxed, Relaxed, |cur| {
-                cur.checked_add(n).filter(|next| *next <= self.budget)
-            })
-            .is_ok();
-        if ok {
-            self.held += n;
-        }
-        ok
-    }
-
-    pub(crate) fn held(&self) -> u64 {
-        u64::try_from(self.held).unwrap_or(0)
+/// The operator isolated the client (its IP, or the identity it proved).
+fn not_isolated(isolated: bool) -> Result<(), Refusal> {
+    match isolated {
+        true => Err(Refusal::Isolated),
+        false => Ok(()),
     }
 }
 
-impl Drop for BodyPermit {
-    fn drop(&mut self) {
-        if self.held > 0 {
-            self.stats
-                .gateway
-                .body_bytes_in_use
-                .fetch_sub(self.held, Relaxed);
-        }
+/// The memory governor sheds new work.
+fn not_shedding(stats: &Stats) -> Result<(), Refusal> {
+    match shedding(stats) {
+        true => Err(Refusal::Overload),
+        false => Ok(()),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Rate;
+/// A slot among `max_connections` and the IP's `max_connections_per_client`.
+fn connection_slot(inner: &Inner, ip: IpAddr) -> Result<ConnGuard, DropReason> {
+    inner
+        .conns
+        .try_acquire(ip, &inner.stats)
+        .ok_or(DropReason::ConnLimit)
+}
 
-    fn admission(budget: u64) -> Admission {
-        let mut cfg = crate::config::Config::embedded().unwrap().gateway;
-        cfg.body_budget = budget;
-        cfg.per_client_rate = Rate {
-            count: 2,
-            per: Duration::from_secs(1),
-        };
-        cfg.per_client_burst = 2;
-        Admission::new(&cfg, Stats::new(16))
-    }
+/// The client IP's request quota, whatever identity the request claims.
+fn quota(admission: &Admission, ip: IpAddr) -> Result<(), Refusal> {
+    admission.check_rate(ip)
+}
 
-    #[test]
-    fn budget_is_exact_and_returned_on_drop() {
-        let a = admission(100);
-        let p = a.reserve(60).unwrap();
-        assert!(a.reserve(41).is_none());
-        let mut q = a.reserve(40).unwrap();
-        assert!(!q.grow(1));
-        assert_eq!(a.stats.gateway.body_bytes_in_use.load(Relaxed), 100);
-        drop(p);
-        assert!(q.grow(60));
-        drop(q);
-        assert_eq!(a.stats.gateway.body_bytes_in_use.load(Relaxed), 0);
-    }
+/// The route's pending cap: a slot now, or a refusal now, never a queue.
+fn pending_slot(route: &Route) -> Result<PendingGuard, Refusal> {
+    route.try_pending()
+}
 
-    #[test]
-    fn quota_is_per_ip_with_retry_after() {
-        let a = admission(1);
-        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert!(a.check_rate(x).is_ok() && a.check_rate(x).is_ok());
-        match a.check_rate(x) {
-            Err(Refusal::RateLimited { retry_after }) => {
-                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(500))
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(a.check_rate(y).is_ok());
+/// The declared body length within `max_body`.
+fn body_size(declared: Option<u64>, max: u64) -> Result<(), Refusal> {
+    match declared {
+        Some(n) if n > max => Err(Refusal::TooLarge { max }),
+        _ => Ok(()),
     }
+}
 
-    #[test]
-    fn past_the_cap_new_ips_share_one_bucket_and_the_map_stops_growing() {
-        let mut cfg = crate::config::Config::embedded().unwrap().gateway;
-        cfg.per_client_rate = Rate {
-            count: 1,
-            per: Duration::from_secs(3600),
-        };
-        cfg.per_client_burst = 2;
-        cfg.max_quota_clients = 100;
-        let a = Admission::new(&cfg, Stats::new(16));
-        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x7f00_0000 + i));
-        for i in 0..100 {
-            assert!(a.check_rate(ip(i)).is_ok());
-        }
-        // Full: every new address draws on the one shared bucket (burst 2).
-        let fresh: Vec<bool> = (100..110).map(|i| a.check_rate(ip(i)).is_ok()).collect();
-        assert_eq!(
-            fresh,
-            [true, true, false, false, false, false, false, false, false, false]
-        );
-        assert_eq!(a.limiter.load().len(), 100);
-        // Addresses already in the map keep their own quota.
-        assert!(a.check_rate(ip(7)).is_ok());
-        assert!(a.check_rate(ip(7)).is_err());
-    }
+/// `n` bytes of the global request-body budget.
+fn body_budget(admission: &Admission, n: u64) -> Result<BodyPermit, Refusal> {
+    admission.reserve(n).ok_or(Refusal::BodyBudget)
 }

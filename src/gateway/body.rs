@@ -1,22 +1,21 @@
-//! Bodies: the response body type the gateway serves (a small in-memory
-//! answer or a streamed upstream body that holds its request's admission
-//! guards until it ends), the budgeted, size-capped request body streamed
-//! to an upstream, and the budgeted collection of internal API bodies.
+//! The response body the gateway serves (a small in-memory answer, or an
+//! upstream body that holds its request's admission guards until it ends),
+//! and the budgeted collection of internal API request bodies.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::admission::{BodyPermit, Refusal};
-use super::h1::H1Error;
-use super::h1io::H1Body;
+use super::limiters::BodyPermit;
+use super::refusal::Refusal;
 use super::respbudget::{self, Reservation};
+use super::upstream::{PollFrame, ResponseError, UpstreamBody};
 
 /// Whatever must live exactly as long as a response body: pending slot,
 /// stream count, connection activity. Told when the route's deadline cut
@@ -49,54 +48,6 @@ impl GwBody {
     }
 }
 
-/// A response body as an upstream sends it: hyper's for h2c, our own
-/// client's for HTTP/1.1. An enum, not a box: nothing allocated per request.
-pub(crate) enum UpstreamBody {
-    H2c(Incoming),
-    H1(H1Body),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = ResponseError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
-        match self.get_mut() {
-            Self::H2c(b) => Pin::new(b).poll_frame(cx).map_err(ResponseError::from),
-            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(ResponseError::from),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::H2c(b) => b.is_end_stream(),
-            Self::H1(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::H2c(b) => b.size_hint(),
-            Self::H1(b) => b.size_hint(),
-        }
-    }
-}
-
-/// Why a response body stopped early. hyper answers either by resetting
-/// the stream (h2: RST_STREAM) or closing the connection (HTTP/1.1).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ResponseError {
-    #[error("upstream body: {0}")]
-    Upstream(#[from] hyper::Error),
-    #[error("upstream body: {0}")]
-    H1(#[from] H1Error),
-    #[error("upstream body not finished within the route timeout")]
-    Timeout,
-}
-
 impl Body for GwBody {
     type Data = Bytes;
     type Error = ResponseError;
@@ -104,10 +55,7 @@ impl Body for GwBody {
     /// The deadline is checked whenever hyper polls for more (it does not
     /// while the client's window is closed: that case is bounded by the
     /// windows and the send buffer, not by time).
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame<ResponseError> {
         match self.get_mut() {
             // Already in memory: charged (never refused) so that upstream
             // bodies pause while it waits for the client.
@@ -184,7 +132,7 @@ fn timed_out(
     hold: &mut Option<Hold>,
     deadline: &mut Pin<Box<Sleep>>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+) -> PollFrame<ResponseError> {
     if hold.is_none() || deadline.as_mut().poll(cx).is_pending() {
         return Poll::Pending;
     }
@@ -192,72 +140,6 @@ fn timed_out(
         h.timed_out();
     }
     Poll::Ready(Some(Err(ResponseError::Timeout)))
-}
-
-/// Why a streamed request body stopped.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BodyError {
-    #[error("request body over {0} bytes")]
-    TooLarge(u64),
-    #[error(transparent)]
-    Client(#[from] hyper::Error),
-}
-
-/// A request body streamed to an upstream. Its budget (at most one
-/// window's worth plus the upstream write buffer: all a streamed body can
-/// occupy here) is held until the body is done or dropped; a body longer
-/// than `max_body` fails, which aborts the upstream request.
-pub(crate) struct ProxyBody {
-    inner: Incoming,
-    permit: Option<BodyPermit>,
-    seen: u64,
-    max: u64,
-}
-
-impl ProxyBody {
-    pub(crate) fn new(inner: Incoming, permit: Option<BodyPermit>, max: u64) -> Self {
-        Self {
-            inner,
-            permit,
-            seen: 0,
-            max,
-        }
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        let out = match frame {
-            Some(Ok(f)) => {
-                this.seen += f.data_ref().map_or(0, |d| d.len() as u64);
-                if this.seen > this.max {
-                    Some(Err(BodyError::TooLarge(this.max)))
-                } else {
-                    return Poll::Ready(Some(Ok(f)));
-                }
-            }
-            Some(Err(e)) => Some(Err(e.into())),
-            None => None,
-        };
-        this.permit.take();
-        Poll::Ready(out)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// The most [`collect`] allocates before the bytes arrive.

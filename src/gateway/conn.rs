@@ -1,98 +1,22 @@
-//! One connection: optional TLS handshake, the HTTP server connection, and
-//! a watchdog for what hyper has no timer for.
-//!
-//! hyper's HTTP/1 `header_read_timeout` covers slow HTTP/1 headers; an h2
-//! connection that sends its preface and then dribbles a header block (or
-//! nothing) has no such timer, so the watchdog closes any connection that
-//! has not completed a first request within `header_read_timeout`, and
-//! sends GOAWAY to a connection with nothing in flight for `idle_timeout`.
-//! Shutdown (`cancel`) sends GOAWAY and drains for at most the grace time.
+//! One connection: optional TLS handshake, the HTTP server connection, the
+//! watchdog ([`super::activity`]) for what hyper has no timer for, and
+//! shutdown: GOAWAY, then a drain of at most the grace time.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::listener::ConnGuard;
+use super::activity::{watchdog, Activity, Verdict};
+use super::inner::Inner;
+use super::limiters::ConnGuard;
 use super::streams::Streams;
-use super::{limits, service, Inner};
+use super::{limits, service};
 use crate::client::ClientKey;
 use crate::stats::DropReason;
-
-/// Request activity on one connection, for the watchdog.
-pub(crate) struct Activity {
-    started: Instant,
-    requests: AtomicU64,
-    in_flight: AtomicUsize,
-    /// Milliseconds after `started` of the last request start or end.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            requests: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Marks a request in flight until the guard drops.
-    pub(crate) fn begin(self: &Arc<Self>) -> ActivityGuard {
-        self.requests.fetch_add(1, Relaxed);
-        self.in_flight.fetch_add(1, Relaxed);
-        self.last_ms.store(self.now_ms(), Relaxed);
-        ActivityGuard(self.clone())
-    }
-}
-
-pub(crate) struct ActivityGuard(Arc<Activity>);
-
-impl Drop for ActivityGuard {
-    fn drop(&mut self) {
-        self.0.last_ms.store(self.0.now_ms(), Relaxed);
-        self.0.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
-enum Verdict {
-    /// No complete first request in time: close without ceremony.
-    Close,
-    /// Idle: GOAWAY and let it finish.
-    Drain,
-}
-
-/// Resolves when the connection should go. Cancel-safe (only sleeps).
-async fn watchdog(act: &Activity, header_timeout: Duration, idle: Duration) -> Verdict {
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    loop {
-        let now = act.now_ms();
-        let (deadline, verdict) = if act.requests.load(Relaxed) == 0 {
-            (ms(header_timeout), Verdict::Close)
-        } else if act.in_flight.load(Relaxed) == 0 {
-            (
-                act.last_ms.load(Relaxed).saturating_add(ms(idle)),
-                Verdict::Drain,
-            )
-        } else {
-            (now.saturating_add(ms(idle)), Verdict::Drain)
-        };
-        if now >= deadline {
-            return verdict;
-        }
-        tokio::time::sleep(Duration::from_millis(deadline - now)).await;
-    }
-}
 
 /// Serves one accepted connection to completion; `_guard` releases its
 /// connection slots when this returns. Cancel-safe in the sense that

@@ -1,12 +1,29 @@
-//! The JSON error shape every gateway answer uses:
+//! The gateway's errors: why it could not start ([`GatewayError`]), and
+//! the JSON shape of every refusal it answers:
 //! `{"error": {"code": "...", "message": "..."}}`. 429 carries
 //! `Retry-After`; 503s name the limit that tripped.
+
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::admission::Refusal;
 use super::body::GwBody;
+use super::refusal::Refusal;
+
+/// Why the gateway could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The listen address is unavailable (in use, privileged, not local).
+    #[error("binding {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    /// The TLS certificate or key cannot be loaded.
+    #[error("tls {path}: {reason}")]
+    Tls { path: String, reason: String },
+    /// An upstream URI in `[[route]]` cannot be used.
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: String },
+}
 
 /// A JSON error response.
 pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<GwBody> {
@@ -109,7 +126,7 @@ pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::error::*;
     use http_body_util::BodyExt;
 
     #[tokio::test]

@@ -1,16 +1,10 @@
-//! HTTP/1.1 and HTTP/2 server limits, all from `[gateway]`.
-//!
-//! The incident's gateway died of an oversized h2 window: here the stream
-//! and connection windows are the configured bounds and adaptive growth
-//! (BDP probing, which can raise them) is off. The other h2 settings close
-//! the known attack classes: `max_concurrent_streams` and
-//! `max_header_list_size` (CONTINUATION flood, CVE-2024-27316),
-//! `max_pending_accept_reset_streams` (rapid reset, CVE-2023-44487),
-//! `max_local_error_reset_streams` (MadeYouReset, CVE-2025-8671),
-//! `max_send_buf_size` (per-stream buffered response bytes) and keep-alive
-//! pings with a timeout (dead peers). What hyper has no knob for (an h2
-//! connection that never finishes its first header block, idle h2
-//! connections) is enforced by the connection watchdog in [`super::conn`].
+//! HTTP/1.1 and HTTP/2 server limits, all from `[gateway]`. The h2 windows
+//! are the configured bounds with adaptive growth off; the other h2
+//! settings close known attacks: `max_header_list_size` (CONTINUATION
+//! flood, CVE-2024-27316), `max_pending_accept_reset_streams` (rapid reset,
+//! CVE-2023-44487), `max_local_error_reset_streams` (MadeYouReset,
+//! CVE-2025-8671). What hyper has no knob for (a first header block never
+//! finished, idle h2 connections) is the watchdog's ([`super::activity`]).
 
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
@@ -19,7 +13,7 @@ use crate::config::GatewayConfig;
 
 /// hyper's HTTP/1 read/write buffer cap. Headers must fit (the header list
 /// limit plus the request line), and it bounds what one HTTP/1 connection
-/// buffers (hyper's default is ~400 KiB).
+/// buffers (hyper's default is far larger).
 pub(crate) fn http1_buf(cfg: &GatewayConfig) -> usize {
     let headers = usize::try_from(cfg.max_header_list_size).unwrap_or(usize::MAX);
     headers
@@ -55,7 +49,7 @@ pub(crate) fn http_builder<E>(cfg: &GatewayConfig, exec: E) -> auto::Builder<E> 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::limits::*;
 
     #[test]
     fn http1_buffer_fits_headers_and_stays_small() {

@@ -1,19 +1,10 @@
-//! Upstream routes: a reverse proxy by path prefix to HTTP/1.1 upstreams
-//! (`http://`, one pooled connection per request in flight, see
-//! [`super::h1`]) or HTTP/2 prior-knowledge upstreams (`h2c://`, one
-//! multiplexed connection per upstream carrying every stream, see
-//! [`super::h2c`]).
-//!
-//! Memory per proxied stream is bounded on all three legs: the downstream
-//! h2 stream window (see [`super::limits`]), toward the upstream one
-//! request body frame at a time and a response head of at most
-//! [`super::limits::http1_buf`] (our HTTP/1.1 client, [`super::h1io`])
-//! or the upstream h2 windows (the same `[gateway]` stream and connection
-//! windows as downstream, no adaptive growth) and send buffer, and the
-//! upstream socket's buffers (`socket_buffer`). The request body's share of the
-//! global budget is the sum of the first two; the pending slot, the stream
-//! count and the budget live in guards owned by the bodies, so an upstream
-//! that resets, closes or times out releases them when hyper drops those.
+//! Upstream routes: a reverse proxy by path prefix to `http://` (HTTP/1.1)
+//! or `h2c://` upstreams, using the clients in [`super::upstream`]. Memory
+//! per proxied stream is bounded on every leg (windows, one body frame at a
+//! time, a capped response head, capped socket buffers); the pending slot,
+//! stream count and body budget live in guards owned by the bodies, so an
+//! upstream that resets, closes or times out releases them when hyper drops
+//! those.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,29 +19,27 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
-use super::admission::{Admission, BodyPermit, Refusal};
-use super::body::{BodyError, GwBody, Held, Hold, ProxyBody, UpstreamBody};
 use futures::future::Either;
 use futures::FutureExt;
 
-use super::h1::H1Upstream;
-use super::h2c::H2cUpstream;
-use super::GatewayError;
+use super::body::{GwBody, Held, Hold};
+use super::error::{pending_cap_body, GatewayError};
+use super::limiters::BodyPermit;
+use super::refusal::Refusal;
+use super::upstream::{
+    strip_hop_by_hop, BodyError, H1Upstream, H2cUpstream, ProxyBody, UpstreamBody,
+};
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::stats::{RouteStats, Stats};
 
 /// Idle upstream connections kept per upstream host. An HTTP/1.1 upstream
 /// needs one connection per request in flight, so a pool smaller than the
-/// usual concurrency closes and reopens connections on every burst (64 cost
-/// half the throughput at 500 streams); each idle one holds a few KiB.
+/// usual concurrency reconnects on every burst; an idle one holds little.
 const MAX_IDLE_PER_HOST: usize = 512;
 
-/// How long an idle upstream connection is kept. An idle HTTP/1.1
-/// connection holds no buffer of ours, but its socket and the kernel's
-/// (capped by `socket_buffer`); short enough that memory is back near idle
-/// within seconds after a burst (invariant 4), long enough that steady
-/// traffic reuses connections (the pool sweeps every timeout, so they go
-/// within 2 s).
+/// How long an idle upstream connection is kept: short enough that memory
+/// is back near idle within seconds after a burst, long enough that steady
+/// traffic reuses connections.
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Route {
@@ -140,7 +129,7 @@ impl Route {
         let base = rc.upstream.path().trim_end_matches('/').to_owned();
         let max = u64::try_from(rc.max_pending).unwrap_or(u64::MAX);
         Ok(Self {
-            cap_body: super::error::pending_cap_body(&rc.name),
+            cap_body: pending_cap_body(&rc.name),
             prefix: rc.prefix.clone(),
             upstream,
             authority,
@@ -203,9 +192,9 @@ impl Route {
 pub(crate) struct Routes {
     /// Longest prefix first.
     list: Vec<Arc<Route>>,
-    max_body: u64,
+    pub(crate) max_body: u64,
     /// Budget a streamed body can occupy here: window + client buffer.
-    stream_share: u64,
+    pub(crate) stream_share: u64,
 }
 
 impl Routes {
@@ -232,37 +221,6 @@ impl Routes {
             .iter()
             .find(|r| path.starts_with(r.prefix.as_str()))
     }
-
-    /// Admits `req` to `route`: takes its pending slot and, for a body,
-    /// its share of the body budget. Both refusals are decided here,
-    /// synchronously and in arrival order (a refusal costs no future);
-    /// building and sending the upstream request is left to
-    /// [`Admitted::forward`], which the caller may run later.
-    pub(crate) fn admit(
-        &self,
-        route: &Arc<Route>,
-        admission: &Admission,
-        req: Request<Incoming>,
-    ) -> Result<Admitted, Refusal> {
-        let pending = route.try_pending()?;
-        let permit = if http_body::Body::is_end_stream(req.body()) {
-            None
-        } else {
-            let declared = http_body::Body::size_hint(req.body()).exact();
-            if declared.is_some_and(|n| n > self.max_body) {
-                return Err(Refusal::TooLarge { max: self.max_body });
-            }
-            let share = declared.unwrap_or(self.stream_share).min(self.stream_share);
-            Some(admission.reserve(share).ok_or(Refusal::BodyBudget)?)
-        };
-        Ok(Admitted {
-            route: route.clone(),
-            pending,
-            permit,
-            req,
-            max_body: self.max_body,
-        })
-    }
 }
 
 /// A request admitted to a route, its pending slot and body budget held,
@@ -276,6 +234,22 @@ pub(crate) struct Admitted {
 }
 
 impl Admitted {
+    pub(crate) fn new(
+        route: Arc<Route>,
+        pending: PendingGuard,
+        permit: Option<BodyPermit>,
+        req: Request<Incoming>,
+        max_body: u64,
+    ) -> Self {
+        Self {
+            route,
+            pending,
+            permit,
+            req,
+            max_body,
+        }
+    }
+
     /// Sending it will open a new upstream connection: no pooled HTTP/1.1
     /// connection is idle (h2c streams share one connection). The costly
     /// part of a cold start; a peek, the pool is not taken from.
@@ -395,30 +369,6 @@ fn upstream_error(e: &(dyn std::error::Error + 'static)) -> Refusal {
     }
     tracing::debug!(error = %e, "upstream request failed");
     Refusal::Upstream
-}
-
-/// Fields that describe one connection, not the message: a proxy does not
-/// forward them.
-const HOP_BY_HOP: [header::HeaderName; 8] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::HeaderName::from_static("keep-alive"),
-    header::HeaderName::from_static("proxy-connection"),
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for name in &HOP_BY_HOP {
-        h.remove(name);
-    }
-}
-
-/// A field [`strip_hop_by_hop`] removes.
-pub(crate) fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
 }
 
 pin_project_lite::pin_project! {

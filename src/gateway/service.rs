@@ -14,10 +14,12 @@ use futures::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::admission::Refusal;
+use super::activity::ActivityGuard;
+use super::admission::{admit_api_body, admit_request, admit_route, identify};
 use super::body::{collect, GwBody};
-use super::conn::ActivityGuard;
-use super::{api, error, Inner};
+use super::inner::Inner;
+use super::refusal::Refusal;
+use super::{api, error};
 use crate::client::ClientKey;
 use crate::stats::{DropReason, RouteStats, Stats};
 
@@ -60,49 +62,6 @@ impl Drop for StreamGuard {
     }
 }
 
-/// The client a request is attributed to, and whether it is isolated.
-///
-/// An isolated IP is refused (and its drops counted) as that IP, whatever
-/// token it presents. A bearer token is only a claim: it becomes the client
-/// once verified, i.e. when it is the admin token (compared in constant
-/// time). Any other token leaves the request its IP's, unless the operator
-/// isolated that token's `token:` key, which refuses it as that key (the
-/// set is the operator's, so this creates no identity a client chose). The
-/// quota is the IP's in every case ([`admit`]).
-fn identify(inner: &Inner, ip: IpAddr, req: &Request<Incoming>) -> (ClientKey, bool) {
-    let ip_key = ClientKey::Ip(ip);
-    if inner.isolation.is_isolated(&ip_key) {
-        return (ip_key, true);
-    }
-    let Some(auth) = req.headers().get(http::header::AUTHORIZATION) else {
-        return (ip_key, false);
-    };
-    if api::authorized(req.headers(), &inner.api.admin_token) {
-        let admin = inner.admin_key.clone();
-        let isolated = inner.isolation.is_isolated(&admin);
-        return (admin, isolated);
-    }
-    if inner.isolation.is_empty() {
-        return (ip_key, false);
-    }
-    match ClientKey::bearer(auth.as_bytes()) {
-        Some(token) if inner.isolation.is_isolated(&token) => (token, true),
-        _ => (ip_key, false),
-    }
-}
-
-/// Admission checks that need no route: isolation (decided by
-/// [`identify`]), shedding, then the quota of the IP the request came from.
-fn admit(inner: &Inner, isolated: bool, ip: IpAddr) -> Result<(), Refusal> {
-    if isolated {
-        return Err(Refusal::Isolated);
-    }
-    if inner.admission.shedding() {
-        return Err(Refusal::Overload);
-    }
-    inner.admission.check_rate(ip)
-}
-
 /// The hyper service body. Never fails: every problem is a JSON answer.
 ///
 /// Admission (every refusal) and routing happen here, synchronously; the
@@ -129,9 +88,9 @@ pub(crate) fn handle(
     let route_stats = route.map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
     // What the request waits for, and the guards that wait with it (a
     // proxied request's guards move into its response body instead).
-    let (work, guards) = match (admit(&inner, isolated, ip), route) {
+    let (work, guards) = match (admit_request(&inner, isolated, ip), route) {
         (Err(r), _) => (Either::Left(refuse(r)), Some((None, activity))),
-        (Ok(()), Some(route)) => match routes.admit(route, &inner.admission, req) {
+        (Ok(()), Some(route)) => match admit_route(&routes, route, &inner.admission, req) {
             Ok(admitted) => {
                 let hold = Box::new(Held {
                     stream: StreamGuard::new(&inner.stats, key.clone()),
@@ -143,7 +102,7 @@ pub(crate) fn handle(
             }
             Err(r) => (Either::Left(refuse(r)), Some((None, activity))),
         },
-        // Boxed: the API handlers' futures are ~3 KiB.
+        // Boxed: the API handlers' futures are large.
         (Ok(()), None) => {
             let stream = StreamGuard::new(&inner.stats, key.clone());
             let api = Box::pin(internal(inner.clone(), req, ip));
@@ -183,28 +142,17 @@ fn refuse(r: Refusal) -> Ready<Result<Response<GwBody>, Refusal>> {
 /// An admitted stream's upstream request, built and sent by `send`; if it
 /// `connects` (no pooled HTTP/1.1 connection was idle) or streams were
 /// refused on this thread since it was admitted (`refused_before`), only
-/// after it has yielded twice. Building the request (URI, headers, the
-/// HTTP/1.1 head, the route timer) and sending it (for a new HTTP/1.1
-/// connection a TCP connect, ~70 µs) then wait, while a refused stream's
-/// 503 is produced by its first poll and written in the same turn of its
-/// connection's task (see [`super::streams`]); on a gateway thread all
-/// connection tasks wait in one FIFO queue. Without the yields, a burst
-/// that overflows the pending cap had its 503s wait behind every admitted
-/// stream's connect (bench/RESULTS-gateway.md, 2c: ~80–100 ms for 1,000).
-/// tokio wakes a yielded stream (and so re-queues its connection's task)
-/// only at its next driver poll, behind every task queued by then: after
-/// the first yield behind the connections read so far, after the second
-/// behind those read since (one yield was not enough: the 503s then left
-/// after the connects). `connects` covers the first streams of a burst,
-/// admitted and polled before any refusal: their connects used to go ahead
-/// of every 503 (2c: 503 p99 median 21 → 15 ms over 6 alternating runs).
-/// A warm pool, no refusal since: no yield, steady proxying pays two
-/// thread-local reads. Cancel-safe: dropping it drops `send` or what it
-/// sent.
+/// after two yields. On a gateway thread all connection tasks share one
+/// FIFO queue, and a refused stream's 503 is ready at its first poll: the
+/// yields let the 503s queued meanwhile go out before the slower work of
+/// building and connecting (two, because tokio re-queues a yielded task
+/// only at its next driver poll; see `bench/RESULTS-gateway.md`). A warm
+/// pool and no refusal since: no yield. Cancel-safe: dropping it drops
+/// `send` or what it sent.
 ///
-/// `then`, not an `async fn` awaiting the sent request: rustc keeps such a
-/// future and its awaited copy in separate slots, which made a 514-byte
-/// future 1,560 bytes (this one lives as long as the stream is held).
+/// `then`, not an `async fn` awaiting the sent request: rustc would keep
+/// the future and its awaited copy in separate slots, and this one lives as
+/// long as the stream is held.
 fn refusals_first<S, F, T, E>(
     send: S,
     connects: bool,
@@ -256,14 +204,7 @@ async fn internal(
     ip: IpAddr,
 ) -> Result<Response<GwBody>, Refusal> {
     let max = inner.cfg.max_body;
-    let declared = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
-    if declared > max {
-        return Err(Refusal::TooLarge { max });
-    }
-    let mut permit = inner
-        .admission
-        .reserve(declared)
-        .ok_or(Refusal::BodyBudget)?;
+    let mut permit = admit_api_body(&inner.admission, max, &req)?;
     // A GET without a body has nothing to wait for: its handlers are
     // synchronous reads, so a timer could not cut them anyway (and arming
     // one is a measurable share of an IPAM read).
@@ -285,7 +226,7 @@ async fn internal(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::service::*;
 
     #[test]
     fn refusals_first_stores_the_request_future_once() {

@@ -1,21 +1,10 @@
-//! The h2 streams of one connection, run by that connection's task.
-//!
-//! hyper hands every accepted h2 stream (the service future and the
-//! response-body pipe) to its executor. With `TokioExecutor` each became a
-//! tokio task of its own: an allocation bound into the runtime's task list,
-//! a trip through the run queue, and a wake of the connection task for each
-//! response it queued. Here the connection's [`Streams`] keeps them in a
-//! `FuturesUnordered` that the connection's own task polls right after the
-//! connection ([`Streams::serve`], from `conn::drive`): the streams a read
-//! accepted run in the same task turn, and so are the writes of the
-//! responses that finished in it. A stream still waiting (a proxied body
-//! that streams) is written when it wakes the connection, as before.
-//!
-//! What changes for a stream: it lives exactly as long as its connection
-//! (dropping the connection task drops its streams, and with them every
-//! guard); a panic in one ends its connection, not only itself. Wakes from
-//! other threads (an upstream connection task, an API handler on the
-//! blocking pool) go through the set's ready queue to the connection task.
+//! The h2 streams of one connection, run by that connection's task: hyper
+//! hands each stream to its executor, and here that executor is a
+//! `FuturesUnordered` the connection's own task polls right after the
+//! connection ([`Streams::serve`]), so the streams a read accepted, and the
+//! writes of the responses finished meanwhile, run in the same task turn
+//! rather than as tasks of their own. A stream lives exactly as long as its
+//! connection; a panic in one ends its connection.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -188,7 +177,7 @@ const ROUNDS: usize = 3;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::streams::*;
     use hyper::rt::Executor;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 

@@ -8,7 +8,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use super::GatewayError;
+use super::error::GatewayError;
 use crate::config::TlsConfig;
 
 fn err(path: &std::path::Path, reason: impl ToString) -> GatewayError {

@@ -526,7 +526,7 @@ async fn request_bodies_to_a_stalled_upstream_stay_bounded() {
         grown / 1024
     );
     // The client's 20 MiB of bodies were allocated before the watch, but
-    // its h2 send side shares this heap (3.3 MiB in all when written): a
+    // its h2 send side shares this heap (a few MiB when written): a
     // gateway that buffered the bodies would add 20 MiB.
     assert!(grown < 8 * MIB, "heap grew {} KiB", grown / 1024);
     assert_released(&gw, "up").await;

@@ -6,7 +6,7 @@
 use http::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
 use http::StatusCode;
 
-use super::wire::{json_response, Resp};
+use super::response::{json_response, Resp};
 use crate::ipam::IpamError;
 use crate::isolation::StoreError;
 
@@ -108,7 +108,7 @@ fn ipam_status(e: &IpamError) -> (StatusCode, &'static str) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::api::error::*;
 
     #[test]
     fn codes_are_stable() {

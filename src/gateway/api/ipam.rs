@@ -7,9 +7,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::{ApiContext, Req};
 use super::error::ApiError;
-use super::wire::{created, json_body, no_content, ok, Query, Resp};
-use super::{ApiContext, Req};
+use super::response::Resp;
+use super::wire::{created, json_body, no_content, ok, Query};
 use crate::client::ClientKey;
 use crate::ipam::{IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec, SubnetSpec};
 

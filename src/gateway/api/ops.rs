@@ -5,10 +5,14 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::context::ApiContext;
 use super::error::ApiError;
-use super::wire::{ok, response, Resp};
-use super::{ApiContext, OPENAPI};
+use super::response::{response, Resp};
+use super::wire::ok;
 use crate::ipam::IpamError;
+
+/// The OpenAPI 3.0 description of everything served here.
+pub const OPENAPI: &str = include_str!("../../../assets/openapi.yaml");
 
 /// 200 for as long as the process serves at all.
 pub fn healthz() -> Result<Resp, ApiError> {

@@ -3,44 +3,13 @@
 //! total on arbitrary input.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-
-pub type Resp = Response<Full<Bytes>>;
-
-/// A response with a fixed body and content type; cannot fail.
-pub fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
-    let mut res = Response::new(Full::new(body));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-/// Serialises `value` as the JSON body. The values handlers answer with
-/// have string keys only, so encoding cannot fail in practice; if it ever
-/// did, the client gets a complete 500, never half a body.
-pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Resp {
-    match serde_json::to_vec(value) {
-        Ok(mut v) => {
-            v.push(b'\n');
-            response(status, "application/json", Bytes::from(v))
-        }
-        Err(e) => response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "application/json",
-            Bytes::from(format!(
-                "{{\"error\":{{\"code\":\"internal\",\"message\":\"response encoding failed: {}\"}}}}\n",
-                e.to_string().replace(['"', '\\'], "'")
-            )),
-        ),
-    }
-}
+use super::response::{json_response, Resp};
 
 pub fn ok(value: &impl serde::Serialize) -> Result<Resp, ApiError> {
     Ok(json_response(StatusCode::OK, value))
@@ -100,30 +69,31 @@ fn strip_position(e: &serde_json::Error) -> String {
 /// Decodes `%XX` escapes (and `+` as space when `plus` is set). `None` for a
 /// bad escape or a result that is not UTF-8.
 pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    if !escapes_well_formed(s) {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let spaced;
+    let s = if plus && s.contains('+') {
+        spaced = s.replace('+', " ");
+        spaced.as_str()
+    } else {
+        s
+    };
+    let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+    Some(decoded.into_owned())
+}
+
+/// Every `%` starts a two-hex-digit escape (percent-encoding would pass a
+/// bad one through as it is; the API refuses it).
+fn escapes_well_formed(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| {
+            b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        })
 }
 
 /// A parsed query string: `(name, value)` pairs in order.
@@ -131,17 +101,20 @@ pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
+    /// `form_urlencoded` decodes leniently: a part with a bad escape or
+    /// invalid UTF-8 is refused first.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let mut pairs = Vec::new();
-        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let bad = || ApiError::Invalid(format!("query: '{part}' is not percent-encoded utf-8"));
-            pairs.push((
-                percent_decode(k, true).ok_or_else(bad)?,
-                percent_decode(v, true).ok_or_else(bad)?,
-            ));
+        let raw = raw.unwrap_or("");
+        if let Some(part) = raw.split('&').find(|p| percent_decode(p, true).is_none()) {
+            return Err(ApiError::Invalid(format!(
+                "query: '{part}' is not percent-encoded utf-8"
+            )));
         }
-        Ok(Self(pairs))
+        Ok(Self(
+            form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
     }
 
     /// The last value of `name`, if present (`?name=` is present and empty:
@@ -189,23 +162,16 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-/// Compares every byte of `given` whatever the mismatches, so the time
-/// depends only on the length the caller sent, not on how much matched.
+/// Equal in constant time for inputs of equal length (`subtle`); an empty
+/// `expected` never matches.
 pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
-    if expected.is_empty() {
-        return false;
-    }
-    let mut diff = expected.len() ^ given.len();
-    for (i, g) in given.iter().enumerate() {
-        let e = expected[i % expected.len()];
-        diff |= usize::from(std::hint::black_box(e ^ g));
-    }
-    diff == 0
+    !expected.is_empty() && bool::from(expected.ct_eq(given))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::api::wire::*;
+    use http::HeaderValue;
 
     #[test]
     fn tokens() {

@@ -7,7 +7,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::h1wire::{self, header_map, take_head, BodyState, Framing};
+use super::upstream::h1wire::{self, header_map, take_head, BodyState, Framing};
 
 /// Most header fields in a response head.
 pub const MAX_HEADERS: usize = h1wire::MAX_HEADERS;

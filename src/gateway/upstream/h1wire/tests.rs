@@ -1,3 +1,8 @@
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+
+use super::body::Chunked;
+use super::head::{parse_head, Parsed, FRAMING_FIELD};
 use super::*;
 
 fn head(s: &str) -> Result<Parsed, WireError> {

@@ -5,7 +5,10 @@
 //! them: nothing here spawns.
 //!
 //! Nothing is buffered while waiting: reads go into a stack buffer once
-//! the socket is readable, and only the bytes that arrived are kept.
+//! the socket is readable, and only the bytes that arrived are kept. A
+//! request whose first write on a pooled connection fails, or an idempotent
+//! one without a body whose pooled connection closed before any answer, is
+//! sent once more on a new connection.
 
 use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
@@ -14,14 +17,16 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Response, Version};
+use http::{header, Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::body::PollFrame;
 use super::body::ProxyBody;
-use super::h1::{Conn, Connecting, H1Error, H1Upstream};
-use super::h1wire::{header_map, take_head, BodyState, Head, ReqFraming};
+use super::error::H1Error;
+use super::h1::{Conn, Connecting, H1Upstream};
+use super::h1wire::{encode_head, header_map, take_head, BodyState, Head, ReqFraming};
 
 /// The most one read takes (on the stack, then copied out at its size).
 const READ: usize = 16 * 1024;
@@ -90,6 +95,36 @@ impl Out {
         left -= from_data;
         self.tail = &self.tail[left.min(self.tail.len())..];
         Poll::Ready(Ok(n))
+    }
+}
+
+impl H1Upstream {
+    /// Starts one request: its head is encoded and a pooled connection
+    /// taken here, synchronously; the returned future sends it (connecting
+    /// first if none was idle) and waits for the response head. The
+    /// response body reads the rest and puts the connection back.
+    /// Cancel-safe: dropping it (or the body before its end) closes the
+    /// connection, the only way to abandon an HTTP/1.1 request.
+    pub(crate) fn request(this: &Arc<Self>, req: Request<ProxyBody>) -> Exchange {
+        let (parts, body) = req.into_parts();
+        let empty = body.is_end_stream();
+        let framing = ReqFraming::of(
+            &parts.method,
+            empty,
+            body.size_hint().exact(),
+            parts.headers.contains_key(header::CONTENT_LENGTH),
+        );
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let head = encode_head(&parts.method, target, &parts.headers, framing);
+        let body = (!empty).then_some(body);
+        Exchange::new(
+            this.clone(),
+            this.checkout(),
+            head,
+            body,
+            framing,
+            &parts.method,
+        )
     }
 }
 
@@ -366,7 +401,7 @@ impl H1Body {
         }
     }
 
-    fn fail(&mut self, e: impl Into<H1Error>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+    fn fail(&mut self, e: impl Into<H1Error>) -> PollFrame<H1Error> {
         self.conn = None;
         self.state = BodyState::Done;
         Poll::Ready(Some(Err(e.into())))
@@ -377,10 +412,7 @@ impl Body for H1Body {
     type Data = Bytes;
     type Error = H1Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame<H1Error> {
         let this = self.get_mut();
         loop {
             if this.state.is_done() {
@@ -427,5 +459,22 @@ impl Body for H1Body {
             BodyState::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gateway::upstream::h1io::*;
+
+    /// An exchange lives in its stream's task for as long as the upstream
+    /// takes to answer: it must stay no larger than the request it sends
+    /// (whose parts are encoded and dropped before it starts), not grow by
+    /// whole futures or buffers.
+    #[test]
+    fn exchange_future_stays_small() {
+        let exchange = std::mem::size_of::<Exchange>();
+        let req = std::mem::size_of::<Request<ProxyBody>>();
+        eprintln!("exchange future {exchange} B, Request<ProxyBody> {req} B");
+        assert!(exchange <= req, "{exchange} B");
     }
 }

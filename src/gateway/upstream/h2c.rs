@@ -1,21 +1,11 @@
 //! One `h2c://` upstream: a single HTTP/2 prior-knowledge connection that
-//! every request to it multiplexes over, reopened when it closes (GOAWAY,
-//! reset, keep-alive timeout) or after it went idle.
-//!
-//! Idle means no request sent for a whole [`super::proxy::POOL_IDLE`] (as
-//! the HTTP/1.1 pool's idle connections): the connection is then retired —
-//! the next request opens a new one — and hyper closes it once its streams
-//! in flight have finished. A connection keeps the stream tables it grew
-//! (h2's stream slab: ~330 B per concurrent stream at its peak, 2.7 MiB
-//! after 8,000 held streams), so without this a burst's peak stayed
-//! resident for as long as the upstream kept the connection open.
-//!
-//! hyper's connection API (`hyper::client::conn::http2`) speaks the
-//! protocol; this only keeps the current `SendRequest`. It is lighter than
-//! hyper-util's pooled client: a request here is hyper's ~100-byte response
-//! future, not a boxed 3.4 KiB pool-checkout future, which matters when
-//! thousands of streams wait on a slow upstream. Requests in flight when
-//! the connection fails get an error (502), and are not retried.
+//! every request multiplexes over, reopened when it closes (GOAWAY, reset,
+//! keep-alive timeout). A connection with no new request for a whole idle
+//! period is retired (hyper closes it once its streams finish), so the
+//! stream tables a burst grew do not stay resident. Only the current
+//! `SendRequest` is kept: a request is hyper's small response future, not
+//! a boxed pool checkout. Requests in flight when the connection fails get
+//! a 502 and are not retried.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -31,10 +21,8 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::ProxyBody;
-use super::h1::Target;
+use super::connect::{Target, CONNECT_TIMEOUT};
 use crate::config::GatewayConfig;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct H2cUpstream {
     authority: Authority,
@@ -140,10 +128,9 @@ impl H2cUpstream {
         Ok(send)
     }
 
-    /// Sends one request on the live connection (the usual case: the
-    /// returned future is hyper's own, ~300 bytes, nothing boxed), or
-    /// connects first (boxed: the connect and handshake futures are large
-    /// and rare). Cancel-safe: dropping it resets the stream.
+    /// Sends one request on the live connection (the usual case: hyper's
+    /// own future, nothing boxed), or connects first (boxed: the connect
+    /// and handshake futures are large and rare). Cancel-safe: dropping it resets the stream.
     pub(crate) fn request(
         this: &Arc<Self>,
         req: Request<ProxyBody>,
