@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 
 use super::api;
 use super::inner::Inner;
-use super::limiters::{shedding, Admission, BodyPermit, ConnGuard};
+use super::limiters::{Admission, BodyPermit, ConnGuard};
 use super::proxy::{Admitted, PendingGuard, Route, Routes};
 use super::refusal::Refusal;
 use crate::client::ClientKey;
@@ -127,7 +127,7 @@ fn not_isolated(isolated: bool) -> Result<(), Refusal> {
 
 /// The memory governor sheds new work.
 fn not_shedding(stats: &Stats) -> Result<(), Refusal> {
-    match shedding(stats) {
+    match stats.shedding() {
         true => Err(Refusal::Overload),
         false => Ok(()),
     }

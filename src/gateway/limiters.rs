@@ -21,14 +21,6 @@ use crate::config::GatewayConfig;
 use crate::quota::{quota, CappedStore};
 use crate::stats::Stats;
 
-/// The memory governor's state in which new work is shed.
-const SHED: u64 = 2;
-
-/// The memory governor asks to shed new work.
-pub(crate) fn shedding(stats: &Stats) -> bool {
-    stats.memory.overload_state.load(Relaxed) >= SHED
-}
-
 /// How often idle quota state is forgotten and the map shrunk.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 

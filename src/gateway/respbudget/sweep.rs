@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use super::budget::ResponseBudget;
 use super::ctl::{Ctl, Reset};
-use crate::gateway::limiters::shedding;
 
 /// How long a stream must have made no progress to be reset while the
 /// budget is full: a reading client empties its buffers far sooner.
@@ -83,7 +82,7 @@ impl ResponseBudget {
             true
         });
         let limit = self.limit.load(Relaxed);
-        let shedding = shedding(&self.stats);
+        let shedding = self.stats.shedding();
         let full = self.used().saturating_add(self.chunk) > Self::heavy_limit(limit);
         if !shedding && !full {
             return;
