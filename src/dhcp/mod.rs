@@ -15,7 +15,7 @@
 //! * [`reply`], [`options`]: reply encoding, option order and size limits.
 //! * [`admission`]: quotas and caps; [`server`]: sockets, queue, workers.
 
-pub mod admission;
+pub mod limits;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handler;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admission::{Admission, HOUSEKEEPING};
+use super::limits::{Admission, HOUSEKEEPING};
 use super::handler::Ctx;
 use super::mmsg::{RecvBatch, BATCH};
 use super::outbox::{self, Outbox};
