@@ -8,9 +8,9 @@ use std::time::SystemTime;
 
 use dhcproto::v4::MessageType;
 
-use super::ipam::{IpamError, Lease, LeaseState, SubnetSpec};
 use super::reply::{build, Grant, Reply, ACK, NAK, OFFER};
 use super::request::Request;
+use crate::ipam::{IpamError, Lease, LeaseState, SubnetSpec};
 use crate::stats::DropReason;
 
 /// The server's settings the handler needs.

@@ -1,11 +1,8 @@
-//! Quotas applied before any work: per client, global, and the new-lease
-//! rate per subnet and per relay. All governor limiters (lock-free GCRA);
-//! the keyed ones are trimmed every [`HOUSEKEEPING`]. The per-client one
-//! is keyed by what the client sends, so it also has a fixed size
-//! ([`crate::quota::CappedStore`]): a random-MAC or random-client-id flood fills it to
-//! `dhcp.max_client_quotas` keys, never more, and the identities past it
-//! share one client's quota. (The cap on the addresses one relay port
-//! holds, `port_cap`, is enforced by the IPAM, which counts them.)
+//! The rate limiters admission consults: per client, global, and the
+//! new-lease rate per subnet and per relay (governor, lock-free GCRA). The
+//! per-client store is keyed by what clients send, so it is capped at
+//! `dhcp.max_client_quotas` keys ([`crate::quota::CappedStore`]); keys past
+//! the cap share one quota.
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -22,7 +19,8 @@ use crate::stats::DropReason;
 /// How often the keyed limiters forget idle keys.
 pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-pub struct Admission {
+/// Rebuilt whole when a reload changes the `[dhcp]` rates.
+pub struct Limits {
     /// Keyed by `hasher`'s hash of the client key.
     per_client: RateLimiter<u64, CappedStore<u64>, DefaultClock>,
     hasher: std::collections::hash_map::RandomState,
@@ -30,20 +28,19 @@ pub struct Admission {
     /// Keyed by a hash of the subnet id (no allocation per check).
     per_subnet: DefaultKeyedRateLimiter<u64>,
     per_relay: DefaultKeyedRateLimiter<Ipv4Addr>,
-    /// `dhcp.max_leases_per_port` (0: no cap); enforced by the IPAM, which
-    /// counts each port's addresses.
+    /// `dhcp.max_leases_per_port` (0: no cap), counted by the IPAM.
     pub port_cap: u32,
 }
 
-impl std::fmt::Debug for Admission {
+impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admission")
+        f.debug_struct("Limits")
             .field("tracked_clients", &self.per_client.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Admission {
+impl Limits {
     pub fn new(cfg: &DhcpConfig) -> Self {
         // Bursts of one second's worth for the global quota and the caps.
         let per_sec = |r: Rate| r.per_second().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
@@ -104,22 +101,30 @@ fn fnv1a(b: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::dhcp::limits::*;
     use crate::config::Config;
+
+    fn rate(count: u32, per_secs: u64) -> Rate {
+        Rate {
+            count,
+            per: Duration::from_secs(per_secs),
+        }
+    }
+
+    /// The embedded config's limits, with `edit` applied.
+    fn limits(edit: impl FnOnce(&mut DhcpConfig)) -> Limits {
+        let mut cfg = Config::embedded().unwrap().dhcp;
+        edit(&mut cfg);
+        Limits::new(&cfg)
+    }
 
     #[test]
     fn quotas_and_caps_hold() {
-        let mut cfg = Config::embedded().unwrap().dhcp;
-        cfg.per_client_rate = Rate {
-            count: 10,
-            per: Duration::from_secs(1),
-        };
-        cfg.per_client_burst = 3;
-        cfg.new_lease_rate = Rate {
-            count: 5,
-            per: Duration::from_secs(1),
-        };
-        let a = Admission::new(&cfg);
+        let a = limits(|cfg| {
+            cfg.per_client_rate = rate(10, 1);
+            cfg.per_client_burst = 3;
+            cfg.new_lease_rate = rate(5, 1);
+        });
         let key = ClientKey::Mac([2, 0, 0, 0, 0, 1]);
         let ok = (0..10).filter(|_| a.check_client(&key).is_ok()).count();
         assert_eq!(ok, 3, "burst, then the rate");
@@ -138,19 +143,13 @@ mod tests {
     /// keep their own.
     #[test]
     fn keys_past_the_cap_share_one_quota() {
-        let mut cfg = Config::embedded().unwrap().dhcp;
-        // Nothing refills while the test runs.
-        cfg.per_client_rate = Rate {
-            count: 1,
-            per: Duration::from_secs(3600),
-        };
-        cfg.per_client_burst = 3;
-        cfg.global_rate = Rate {
-            count: 1_000_000,
-            per: Duration::from_secs(1),
-        };
-        cfg.max_client_quotas = 100;
-        let a = Admission::new(&cfg);
+        let a = limits(|cfg| {
+            // Nothing refills while the test runs.
+            cfg.per_client_rate = rate(1, 3600);
+            cfg.per_client_burst = 3;
+            cfg.global_rate = rate(1_000_000, 1);
+            cfg.max_client_quotas = 100;
+        });
         let mac = |i: u32| {
             let b = i.to_be_bytes();
             ClientKey::Mac([2, 0, b[0], b[1], b[2], b[3]])

@@ -174,7 +174,7 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::dhcp::mmsg::*;
     use std::net::Ipv4Addr;
 
     async fn pair() -> (UdpSocket, UdpSocket, SocketAddrV4) {

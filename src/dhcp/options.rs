@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::ipam::SubnetSpec;
+use crate::ipam::SubnetSpec;
 
 /// DHCP payload limit when the client sets no option 57 (RFC 2131: 576-byte
 /// IP datagrams minus the IP and UDP headers).

@@ -4,10 +4,10 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
-use super::ipam::{Lease, LeaseState, SubnetSpec};
 use super::options::{self, payload_limit, put};
 use super::request::{Request, BROADCAST};
 use super::wire::{MAGIC, OPTIONS_START};
+use crate::ipam::{Lease, LeaseState, SubnetSpec};
 use crate::stats::DhcpOutcome;
 
 pub const OFFER: u8 = 2;

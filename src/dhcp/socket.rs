@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use super::DhcpError;
+use super::error::DhcpError;
 
 /// Kernel receive buffer per socket: absorbs an avalanche of a few
 /// thousand clients while bounding kernel memory.
@@ -162,7 +162,7 @@ pub fn adopt(moved: Vec<(std::net::UdpSocket, Option<Iface>)>) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::dhcp::socket::*;
 
     #[test]
     fn loopback_has_127_0_0_1() {

@@ -218,7 +218,7 @@ fn walk(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::dhcp::wire::*;
 
     /// The set codes, ascending, as the plain filter over every code gives
     /// them (0 and 255, pad and end, are never options).
