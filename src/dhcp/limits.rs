@@ -4,10 +4,11 @@
 //! `dhcp.max_client_quotas` keys ([`crate::quota::CappedStore`]); keys past
 //! the cap share one quota.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use fnv::FnvHasher;
 use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, RateLimiter};
 
@@ -25,7 +26,7 @@ pub struct Limits {
     per_client: RateLimiter<u64, CappedStore<u64>, DefaultClock>,
     hasher: std::collections::hash_map::RandomState,
     global: DefaultDirectRateLimiter,
-    /// Keyed by a hash of the subnet id (no allocation per check).
+    /// Keyed by [`subnet_key`].
     per_subnet: DefaultKeyedRateLimiter<u64>,
     per_relay: DefaultKeyedRateLimiter<Ipv4Addr>,
     /// `dhcp.max_leases_per_port` (0: no cap), counted by the IPAM.
@@ -75,7 +76,7 @@ impl Limits {
         if !giaddr.is_unspecified() && self.per_relay.check_key(&giaddr).is_err() {
             return false;
         }
-        self.per_subnet.check_key(&fnv1a(subnet.as_bytes())).is_ok()
+        self.per_subnet.check_key(&subnet_key(subnet)).is_ok()
     }
 
     /// Forgets keys whose state is back to "never seen" and releases memory.
@@ -93,10 +94,11 @@ impl Limits {
     }
 }
 
-fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
-        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The per-subnet limiter's key: a hash of the id, no allocation per check.
+fn subnet_key(subnet: &str) -> u64 {
+    let mut h = FnvHasher::default();
+    h.write(subnet.as_bytes());
+    h.finish()
 }
 
 #[cfg(test)]
