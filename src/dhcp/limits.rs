@@ -103,8 +103,8 @@ fn subnet_key(subnet: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use crate::dhcp::limits::*;
     use crate::config::Config;
+    use crate::dhcp::limits::*;
 
     fn rate(count: u32, per_secs: u64) -> Rate {
         Rate {
