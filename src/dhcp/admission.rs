@@ -21,6 +21,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use dhcproto::v4::MessageType;
 use tokio::sync::mpsc;
 
 use super::request::{circuit_id, Request};
@@ -262,12 +263,12 @@ fn show_circuit(c: &[u8]) -> String {
 }
 
 fn kind_of(msg_type: u8) -> DhcpKind {
-    match msg_type {
-        1 => DhcpKind::Discover,
-        3 => DhcpKind::Request,
-        4 => DhcpKind::Decline,
-        7 => DhcpKind::Release,
-        8 => DhcpKind::Inform,
+    match MessageType::from(msg_type) {
+        MessageType::Discover => DhcpKind::Discover,
+        MessageType::Request => DhcpKind::Request,
+        MessageType::Decline => DhcpKind::Decline,
+        MessageType::Release => DhcpKind::Release,
+        MessageType::Inform => DhcpKind::Inform,
         _ => DhcpKind::Other,
     }
 }
