@@ -1,10 +1,7 @@
-//! Checks on the raw datagram, done before any decoding or allocation.
-//!
-//! Admission reads the client's identity from here: [`peek_mac`] is the
-//! first thing done with a datagram (isolation by MAC), [`peek`] validates
-//! the fixed header, the magic cookie and the option framing (including
-//! overloaded `sname`/`file` areas) and finds the options admission needs.
-//! Anything [`peek`] accepts is safe to hand to the decoder and the handler.
+//! Checks on the raw datagram, before any decoding or allocation:
+//! [`peek_mac`] (admission's isolation by MAC) and [`peek`] (header, cookie,
+//! option framing including overloaded `sname`/`file`, the options admission
+//! needs). Whatever [`peek`] accepts is safe to decode and handle.
 
 use std::net::Ipv4Addr;
 use std::ops::Range;

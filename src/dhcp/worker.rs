@@ -1,10 +1,8 @@
 //! Workers: deadline, decode, subnet, the pure handler, then the IPAM.
-//!
-//! Answers that need no durable write (offers, replies from memory, NAKs,
-//! INFORM) are sent by the worker itself. Durable operations (bind, renew,
-//! release, decline) are futures the worker polls alongside its queue
-//! ([`Ops`]), so it never waits for a group commit; one client has at most
-//! one in flight ([`super::inflight`]).
+//! Answers that need no durable write are sent at once; durable operations
+//! (bind, renew, release, decline) are futures the worker polls alongside
+//! its queue ([`Ops`]), never waiting for a group commit; one client has at
+//! most one in flight ([`super::inflight`]).
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
