@@ -113,20 +113,19 @@ mod tests {
         }
     }
 
-    /// The embedded config's limits, with `edit` applied.
-    fn limits(edit: impl FnOnce(&mut DhcpConfig)) -> Limits {
+    /// The embedded config's limits with a per-client burst of 3 at
+    /// `per_client_rate`, and `edit` applied.
+    fn limits(per_client_rate: Rate, edit: impl FnOnce(&mut DhcpConfig)) -> Limits {
         let mut cfg = Config::embedded().unwrap().dhcp;
+        cfg.per_client_rate = per_client_rate;
+        cfg.per_client_burst = 3;
         edit(&mut cfg);
         Limits::new(&cfg)
     }
 
     #[test]
     fn quotas_and_caps_hold() {
-        let a = limits(|cfg| {
-            cfg.per_client_rate = rate(10, 1);
-            cfg.per_client_burst = 3;
-            cfg.new_lease_rate = rate(5, 1);
-        });
+        let a = limits(rate(10, 1), |cfg| cfg.new_lease_rate = rate(5, 1));
         let key = ClientKey::Mac([2, 0, 0, 0, 0, 1]);
         let ok = (0..10).filter(|_| a.check_client(&key).is_ok()).count();
         assert_eq!(ok, 3, "burst, then the rate");
@@ -145,10 +144,8 @@ mod tests {
     /// keep their own.
     #[test]
     fn keys_past_the_cap_share_one_quota() {
-        let a = limits(|cfg| {
-            // Nothing refills while the test runs.
-            cfg.per_client_rate = rate(1, 3600);
-            cfg.per_client_burst = 3;
+        // Nothing refills while the test runs.
+        let a = limits(rate(1, 3600), |cfg| {
             cfg.global_rate = rate(1_000_000, 1);
             cfg.max_client_quotas = 100;
         });
