@@ -8,9 +8,9 @@ use std::time::SystemTime;
 
 use dhcproto::v4::MessageType;
 
-use super::ipam::{IpamError, Lease, LeaseState, SubnetSpec};
 use super::reply::{build, Grant, Reply, ACK, NAK, OFFER};
 use super::request::Request;
+use crate::ipam::{IpamError, Lease, LeaseState, SubnetSpec};
 use crate::stats::DropReason;
 
 /// The server's settings the handler needs.
@@ -62,9 +62,16 @@ pub fn handle(
     now: SystemTime,
 ) -> Action {
     let mine = lease.filter(|l| l.subnet == subnet.id && l.client == req.client);
+    let case = Case {
+        req,
+        subnet,
+        mine,
+        ctx,
+        now,
+    };
     match req.kind {
-        MessageType::Discover => discover(req, subnet, mine, ctx, now),
-        MessageType::Request => request(req, subnet, mine, ctx, now),
+        MessageType::Discover => discover(case),
+        MessageType::Request => request(case),
         MessageType::Decline => match (ours(req, ctx), req.requested_ip, mine) {
             (true, Some(ip), Some(l)) if l.ip == ip => Action::Decline { ip },
             _ => Action::Silent,
@@ -80,6 +87,17 @@ pub fn handle(
     }
 }
 
+/// One message to decide on: the client's lease in this subnet, if any, is
+/// `mine`.
+#[derive(Clone, Copy)]
+struct Case<'a> {
+    req: &'a Request,
+    subnet: &'a SubnetSpec,
+    mine: Option<&'a Lease>,
+    ctx: &'a Ctx,
+    now: SystemTime,
+}
+
 /// The server identifier, if present, names us.
 fn ours(req: &Request, ctx: &Ctx) -> bool {
     req.server_id.is_none_or(|s| s == ctx.server_id)
@@ -89,88 +107,71 @@ fn live(l: &Lease, state: LeaseState, now: SystemTime) -> bool {
     l.state == state && l.expires_at > now
 }
 
-fn discover(
-    req: &Request,
-    subnet: &SubnetSpec,
-    mine: Option<&Lease>,
-    ctx: &Ctx,
-    now: SystemTime,
-) -> Action {
-    let rapid = ctx.rapid_commit && req.rapid_commit;
-    match mine {
-        Some(l) if live(l, LeaseState::Bound, now) && rapid => Action::Renew { ip: l.ip, rapid },
+fn discover(c: Case<'_>) -> Action {
+    let rapid = c.ctx.rapid_commit && c.req.rapid_commit;
+    match c.mine {
+        Some(l) if live(l, LeaseState::Bound, c.now) && rapid => Action::Renew { ip: l.ip, rapid },
         // A client holding a lease or a fresh offer: answered from memory.
         Some(l)
-            if (live(l, LeaseState::Bound, now) || live(l, LeaseState::Offered, now)) && !rapid =>
+            if (live(l, LeaseState::Bound, c.now) || live(l, LeaseState::Offered, c.now))
+                && !rapid =>
         {
-            Action::Reply(build(
-                req,
-                OFFER,
-                ctx.server_id,
-                Some(Grant::offer(subnet, l, now)),
-                Some(subnet),
-                false,
-            ))
+            Action::Reply(offer(c.req, c.subnet, c.ctx, l, c.now))
         }
-        Some(l) if live(l, LeaseState::Offered, now) => Action::Offer {
+        Some(l) if live(l, LeaseState::Offered, c.now) => Action::Offer {
             requested: Some(l.ip),
             new: false,
             rapid,
         },
         _ => Action::Offer {
-            requested: req.requested_ip,
+            requested: c.req.requested_ip,
             new: true,
             rapid,
         },
     }
 }
 
-fn request(
-    req: &Request,
-    subnet: &SubnetSpec,
-    mine: Option<&Lease>,
-    ctx: &Ctx,
-    now: SystemTime,
-) -> Action {
+fn request(c: Case<'_>) -> Action {
     let refuse = || {
-        if ctx.authoritative {
-            Action::Reply(nak(req, ctx))
+        if c.ctx.authoritative {
+            Action::Reply(nak(c.req, c.ctx))
         } else {
             Action::Silent
         }
     };
-    let bound = |l: &Lease| live(l, LeaseState::Bound, now);
-    if let Some(sid) = req.server_id {
+    let bound = |l: &Lease| live(l, LeaseState::Bound, c.now);
+    if let Some(sid) = c.req.server_id {
         // SELECTING: option 54 names the chosen server.
-        if sid != ctx.server_id {
-            return match mine {
+        if sid != c.ctx.server_id {
+            return match c.mine {
                 Some(l) if l.state == LeaseState::Offered => Action::Forget { ip: l.ip },
                 _ => Action::Silent,
             };
         }
-        let Some(ip) = req
+        let Some(ip) = c
+            .req
             .requested_ip
-            .or(Some(req.ciaddr).filter(|a| !a.is_unspecified()))
+            .or(Some(c.req.ciaddr).filter(|a| !a.is_unspecified()))
         else {
             return Action::Drop(DropReason::Malformed);
         };
-        return match mine {
-            _ if !subnet.cidr.contains(&ip) => Action::Reply(nak(req, ctx)),
+        return match c.mine {
+            _ if !c.subnet.cidr.contains(&ip) => Action::Reply(nak(c.req, c.ctx)),
             Some(l) if l.ip == ip && bound(l) => Action::Renew { ip, rapid: false },
             Some(l) => Action::Bind {
                 ip,
-                new: !(l.ip == ip && live(l, LeaseState::Offered, now)),
+                new: !(l.ip == ip && live(l, LeaseState::Offered, c.now)),
             },
             None => Action::Bind { ip, new: true },
         };
     }
-    if req.ciaddr.is_unspecified() {
+    if c.req.ciaddr.is_unspecified() {
         // INIT-REBOOT: verifying a remembered address.
-        let Some(ip) = req.requested_ip else {
+        let Some(ip) = c.req.requested_ip else {
             return Action::Drop(DropReason::Malformed);
         };
-        return match mine {
-            _ if !subnet.cidr.contains(&ip) => refuse(),
+        return match c.mine {
+            _ if !c.subnet.cidr.contains(&ip) => refuse(),
             Some(l) if l.ip == ip && bound(l) => Action::Renew { ip, rapid: false },
             Some(l) if l.ip == ip => Action::Bind { ip, new: false },
             // No record of this client (RFC 2131 4.3.2: NAK when
@@ -180,13 +181,19 @@ fn request(
         };
     }
     // RENEWING (unicast) or REBINDING (broadcast): ciaddr is the address.
-    let ip = req.ciaddr;
-    match mine {
-        _ if !subnet.cidr.contains(&ip) => refuse(),
+    let ip = c.req.ciaddr;
+    match c.mine {
+        _ if !c.subnet.cidr.contains(&ip) => refuse(),
         Some(l) if l.ip == ip && l.state == LeaseState::Bound => Action::Renew { ip, rapid: false },
         Some(l) if l.ip == ip => Action::Bind { ip, new: false },
         _ => refuse(),
     }
+}
+
+/// An OFFER of lease `l`.
+fn offer(req: &Request, subnet: &SubnetSpec, ctx: &Ctx, l: &Lease, now: SystemTime) -> Reply {
+    let grant = Grant::offer(subnet, l, now);
+    build(req, OFFER, ctx.server_id, Some(grant), Some(subnet), false)
 }
 
 pub fn nak(req: &Request, ctx: &Ctx) -> Reply {
@@ -221,14 +228,7 @@ pub fn after(
     now: SystemTime,
 ) -> Done {
     match (op, result) {
-        (Op::Offer, Ok(l)) => Done::Reply(build(
-            req,
-            OFFER,
-            ctx.server_id,
-            Some(Grant::offer(subnet, &l, now)),
-            Some(subnet),
-            false,
-        )),
+        (Op::Offer, Ok(l)) => Done::Reply(offer(req, subnet, ctx, &l, now)),
         (Op::Commit { rapid }, Ok(l)) => Done::Reply(build(
             req,
             ACK,

@@ -1,13 +1,14 @@
-//! Batched datagram I/O on a tokio `UdpSocket`: recvmmsg(2) takes up to
-//! [`BATCH`] waiting datagrams in one system call, sendmmsg(2) sends up to
-//! [`BATCH`] replies in one. Neither ever waits: they run through
-//! `try_io`, so a `WouldBlock` clears the socket's readiness as
-//! `try_recv_from` / `try_send_to` do.
+//! Batched datagram I/O on a tokio `UdpSocket` (nix's recvmmsg/sendmmsg):
+//! up to [`BATCH`] datagrams per system call. Neither waits: they run
+//! through `try_io`, so a `WouldBlock` clears the socket's readiness.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, SockaddrStorage,
+};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -15,7 +16,7 @@ use tokio::net::UdpSocket;
 pub const BATCH: usize = 32;
 
 /// Room for [`BATCH`] datagrams of up to `size` bytes each, reused from
-/// one call to the next (no allocation per datagram).
+/// one call to the next.
 #[derive(Debug)]
 pub struct RecvBatch {
     size: usize,
@@ -41,62 +42,41 @@ impl RecvBatch {
     /// Takes up to `max` (at most [`BATCH`]) datagrams waiting on `socket`
     /// without waiting, and returns how many; fewer than asked means the
     /// socket had no more. `Err(WouldBlock)` when none was waiting.
-    #[allow(unsafe_code)]
     pub fn recv(&mut self, socket: &UdpSocket, max: usize) -> io::Result<usize> {
         let want = max.clamp(1, BATCH);
-        let (size, fd) = (self.size, socket.as_raw_fd());
-        let base = self.bufs.as_mut_ptr();
-        let (lens, from) = (&mut self.lens, &mut self.from);
+        let fd = socket.as_raw_fd();
+        let Self {
+            size,
+            bufs,
+            lens,
+            from,
+        } = self;
+        let size = *size;
         socket.try_io(Interest::READABLE, || {
-            let mut names = [sockaddr(SocketAddrV4::new(0.into(), 0)); BATCH];
-            let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
-                iov_base: base.wrapping_add(i * size).cast(),
-                iov_len: size,
-            });
-            // SAFETY: an all-zero mmsghdr is valid (null pointers, zero
-            // lengths: no name, no control data).
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for ((h, v), n) in hdrs.iter_mut().zip(iov.iter_mut()).zip(&mut names) {
-                h.msg_hdr.msg_iov = v;
-                h.msg_hdr.msg_iovlen = 1;
-                h.msg_hdr.msg_name = (n as *mut libc::sockaddr_in).cast();
-                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            // Not kept in `self`: it holds raw pointers, and the receive
+            // loop's future must be Send.
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(want, None);
+            let mut chunks = bufs.chunks_mut(size);
+            let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+                std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+            let got = recvmmsg(
+                fd,
+                &mut headers,
+                iovs.iter_mut().take(want),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            )?;
+            let mut n = 0;
+            for ((len, f), msg) in lens.iter_mut().zip(from.iter_mut()).zip(got) {
+                *len = msg.bytes.min(size);
+                *f = msg
+                    .address
+                    .as_ref()
+                    .and_then(SockaddrStorage::as_sockaddr_in)
+                    .map(|a| SocketAddrV4::new(a.ip(), a.port()));
+                n += 1;
             }
-            // SAFETY: the first `want` headers each point at one iovec of
-            // `size` bytes inside `bufs` (BATCH * size bytes, borrowed
-            // mutably for this call) and one sockaddr_in in `names`, all
-            // alive until it returns; the kernel writes only there and
-            // into the headers.
-            let got = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    hdrs.as_mut_ptr(),
-                    want as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
-            for (((len, f), h), n) in lens
-                .iter_mut()
-                .zip(from.iter_mut())
-                .zip(&hdrs)
-                .zip(&names)
-                .take(got)
-            {
-                *len = (h.msg_len as usize).min(size);
-                // The kernel sets msg_namelen to the source's length; an
-                // IPv4 socket's sources are sockaddr_in.
-                let v4 = h.msg_hdr.msg_namelen as usize == std::mem::size_of::<libc::sockaddr_in>()
-                    && i32::from(n.sin_family) == libc::AF_INET;
-                *f = v4.then(|| {
-                    SocketAddrV4::new(
-                        u32::from_be(n.sin_addr.s_addr).into(),
-                        u16::from_be(n.sin_port),
-                    )
-                });
-            }
-            Ok(got)
+            Ok(n)
         })
     }
 
@@ -118,7 +98,6 @@ impl RecvBatch {
 /// for another call. `Err` is the first message's error (`WouldBlock`:
 /// the socket buffer is full; any other: that message cannot be sent, the
 /// others may well be).
-#[allow(unsafe_code)]
 pub fn send<T>(
     socket: &UdpSocket,
     msgs: &[T],
@@ -130,51 +109,27 @@ pub fn send<T>(
     }
     let fd = socket.as_raw_fd();
     socket.try_io(Interest::WRITABLE, || {
-        let mut addrs = [sockaddr(SocketAddrV4::new(0.into(), 0)); BATCH];
-        let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|_| libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        });
-        for ((m, a), v) in msgs.iter().zip(&mut addrs).zip(&mut iov) {
-            let (bytes, to) = parts(m);
-            *a = sockaddr(to);
-            // The kernel only reads through it (sendmsg).
-            v.iov_base = bytes.as_ptr().cast_mut().cast();
-            v.iov_len = bytes.len();
-        }
-        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero
-        // lengths: no name, no control data).
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for ((h, a), v) in hdrs.iter_mut().zip(&mut addrs).zip(&mut iov).take(n) {
-            h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: the first `n` headers each point at one sockaddr_in in
-        // `addrs` and one iovec over a message's bytes (borrowed from
-        // `msgs` for this call), all alive until it returns; the kernel
-        // reads those and writes only `msg_len` in the headers.
-        let sent =
-            unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
-        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+        let mut headers = MultiHeaders::<SockaddrIn>::preallocate(n, None);
+        let iovs: [[IoSlice<'_>; 1]; BATCH] =
+            std::array::from_fn(|i| [IoSlice::new(msgs.get(i).map_or(&[], |m| parts(m).0))]);
+        let addrs: [Option<SockaddrIn>; BATCH] =
+            std::array::from_fn(|i| msgs.get(i).map(|m| SockaddrIn::from(parts(m).1)));
+        let none: [ControlMessage<'_>; 0] = [];
+        let sent = sendmmsg(
+            fd,
+            &mut headers,
+            iovs.iter().take(n),
+            &addrs[..n],
+            none,
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        Ok(sent.count())
     })
-}
-
-fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::dhcp::mmsg::*;
     use std::net::Ipv4Addr;
 
     async fn pair() -> (UdpSocket, UdpSocket, SocketAddrV4) {

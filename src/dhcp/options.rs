@@ -1,14 +1,13 @@
-//! Reply options: which ones, in what order, within what size.
-//!
-//! Mandatory options (53, 54, the lease times, 61 and 82 echoes, 80) are
-//! always sent. The others (1, 3, 6, 15, 26, 121 and configured raw
-//! options) are sent in the client's parameter-request-list (55) order and
-//! only if requested; with no list, all of them. They are added while they
-//! fit the client's maximum message size (57; 576 unless it allows more).
+//! Reply options: which ones, in what order, within what size. The
+//! optional ones (mask, router, DNS, domain, MTU, routes, configured raw
+//! options) go in the client's parameter-request-list order, all of them
+//! without a list, while they fit its maximum message size.
 
 use std::net::Ipv4Addr;
 
-use super::ipam::SubnetSpec;
+use dhcproto::v4::OptionCode as C;
+
+use crate::ipam::SubnetSpec;
 
 /// DHCP payload limit when the client sets no option 57 (RFC 2131: 576-byte
 /// IP datagrams minus the IP and UDP headers).
@@ -16,18 +15,37 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 576 - 28;
 /// We never send more than fits an Ethernet MTU.
 pub const MAX_PAYLOAD: usize = 1500 - 28;
 
-pub const MASK: u8 = 1;
-pub const ROUTER: u8 = 3;
-pub const DNS: u8 = 6;
-pub const DOMAIN: u8 = 15;
-pub const MTU: u8 = 26;
-pub const ROUTES: u8 = 121;
-
-/// Codes the server generates itself; configured raw options with these
-/// codes are ignored so a client never sees two different values.
-const OWN: [u8; 17] = [
-    MASK, ROUTER, DNS, DOMAIN, MTU, ROUTES, 50, 51, 52, 53, 54, 55, 57, 58, 59, 61, 82,
+/// The optional options the server generates, in their default order.
+const GENERATED: [C; 6] = [
+    C::SubnetMask,
+    C::Router,
+    C::DomainNameServer,
+    C::DomainName,
+    C::InterfaceMtu,
+    C::ClasslessStaticRoute,
 ];
+
+/// Codes the server sets itself besides [`GENERATED`]; configured raw
+/// options with any of these codes are ignored, so a client never sees two
+/// different values.
+const RESERVED: [C; 11] = [
+    C::RequestedIpAddress,
+    C::AddressLeaseTime,
+    C::OptionOverload,
+    C::MessageType,
+    C::ServerIdentifier,
+    C::ParameterRequestList,
+    C::MaxMessageSize,
+    C::Renewal,
+    C::Rebinding,
+    C::ClientIdentifier,
+    C::RelayAgentInformation,
+];
+
+/// Whether a configured raw option with `code` would clash with ours.
+fn own(code: C) -> bool {
+    GENERATED.contains(&code) || RESERVED.contains(&code)
+}
 
 /// The DHCP payload limit for a client that sent `max_size` (option 57).
 pub fn payload_limit(max_size: Option<u16>) -> usize {
@@ -41,7 +59,8 @@ pub fn payload_limit(max_size: Option<u16>) -> usize {
 
 /// Appends one option; values over 255 bytes are split into several
 /// instances of the same code (RFC 3396). Empty values are skipped.
-pub fn put(out: &mut Vec<u8>, code: u8, value: &[u8]) {
+pub fn put(out: &mut Vec<u8>, code: impl Into<u8>, value: &[u8]) {
+    let code = code.into();
     for chunk in value.chunks(255) {
         out.push(code);
         out.push(chunk.len() as u8); // chunks(255): fits
@@ -73,14 +92,14 @@ pub fn classless_routes(subnet: &SubnetSpec) -> Vec<u8> {
 /// The value of optional option `code` for `subnet`, if it has one.
 /// Configured raw options may be empty (zero-length options exist).
 pub fn optional(subnet: &SubnetSpec, code: u8) -> Option<Vec<u8>> {
-    let v = match code {
-        MASK => subnet.cidr.netmask().octets().to_vec(),
-        ROUTER => subnet.gateway.map(|g| g.octets().to_vec())?,
-        DNS => addrs(&subnet.dns),
-        DOMAIN => subnet.domain.as_ref().map(|d| d.as_bytes().to_vec())?,
-        MTU => subnet.mtu.map(|m| m.to_be_bytes().to_vec())?,
-        ROUTES => classless_routes(subnet),
-        _ if OWN.contains(&code) => return None,
+    let v = match C::from(code) {
+        C::SubnetMask => subnet.cidr.netmask().octets().to_vec(),
+        C::Router => subnet.gateway.map(|g| g.octets().to_vec())?,
+        C::DomainNameServer => addrs(&subnet.dns),
+        C::DomainName => subnet.domain.as_ref().map(|d| d.as_bytes().to_vec())?,
+        C::InterfaceMtu => subnet.mtu.map(|m| m.to_be_bytes().to_vec())?,
+        C::ClasslessStaticRoute => classless_routes(subnet),
+        c if own(c) => return None,
         _ => {
             let mut entries = subnet.options.iter().filter(|o| o.code == code).peekable();
             entries.peek()?;
@@ -94,9 +113,10 @@ pub fn optional(subnet: &SubnetSpec, code: u8) -> Option<Vec<u8>> {
 /// Codes of optional options in the order they are offered when the client
 /// sends no parameter request list.
 pub fn all_codes(subnet: &SubnetSpec) -> Vec<u8> {
-    let mut codes = vec![MASK, ROUTER, DNS, DOMAIN, MTU, ROUTES];
+    let mut codes: Vec<u8> = GENERATED.iter().map(|&c| u8::from(c)).collect();
     for o in &subnet.options {
-        if !OWN.contains(&o.code) && !codes.contains(&o.code) && o.code != 0 && o.code != 255 {
+        let c = C::from(o.code);
+        if !own(c) && !codes.contains(&o.code) && !matches!(c, C::Pad | C::End) {
             codes.push(o.code);
         }
     }
@@ -121,7 +141,7 @@ pub fn put_optional(
     };
     let mut used = 0;
     for (i, &code) in codes.iter().enumerate() {
-        if code == 0 || code == 255 || codes[..i].contains(&code) {
+        if matches!(C::from(code), C::Pad | C::End) || codes[..i].contains(&code) {
             continue;
         }
         let Some(v) = optional(subnet, code) else {

@@ -1,11 +1,7 @@
 //! Replies gathered while the receive loop is busy, sent together at the
-//! end of its look (sendmmsg) rather than one system call each: the peer
-//! is then woken once per batch, not once per reply.
-//!
-//! Everything here runs on the DHCP thread: workers and operation tasks
-//! push, the receive loop flushes before it sleeps. A reply pushed while
-//! the loop sleeps (an ACK whose commit ended meanwhile) goes out with the
-//! next look's. When the loop is not busy, replies are sent at once.
+//! end of its look (sendmmsg): the peer is woken once per batch, not once
+//! per reply. All on the DHCP thread: workers push, the loop flushes; when
+//! the loop is not busy, replies go out at once instead.
 
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -15,9 +11,9 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 
 use super::mmsg;
-use super::server::Inner;
+use super::socket::Listener;
 use crate::client::ClientKey;
-use crate::stats::{DhcpKind, DhcpOutcome};
+use crate::stats::{DhcpKind, DhcpOutcome, Stats};
 
 /// A reply waiting for the flush, with what counting it needs.
 #[derive(Debug)]
@@ -29,15 +25,13 @@ pub(super) struct Outgoing {
     pub key: ClientKey,
 }
 
-/// The replies waiting for the receive loop's flush, per listener. Holds
-/// at most what one look produces (bounded by the work queue and the
-/// operation permits), as every look ends with a flush.
+/// The replies waiting for the receive loop's flush, per listener: at most
+/// what one look produces (bounded by the queue and the operation permits).
 #[derive(Debug)]
 pub(super) struct Outbox {
     /// Set by the receive loop while it coalesces.
     batching: AtomicBool,
-    /// std Mutex: held to push or to swap the queue out, never across an
-    /// await (and only ever taken on the DHCP thread).
+    /// std Mutex: held to push or to swap the queue out, never across an await.
     queues: Box<[Mutex<Vec<Outgoing>>]>,
 }
 
@@ -73,19 +67,23 @@ impl Outbox {
     }
 }
 
-/// Sends every queued reply, socket by socket, until the queues are
-/// empty. `spare` is an empty vector reused between flushes. Cancel-safe
-/// only in that nothing is sent twice: replies taken and not yet sent
-/// when the future is dropped are lost (the receive loop is stopped by
-/// its token, and flushes before it returns).
-pub(super) async fn flush(inner: &Inner, spare: &mut Vec<Outgoing>) {
-    for (idx, l) in inner.listeners.iter().enumerate() {
+/// Sends every queued reply, socket by socket, until the queues are empty.
+/// `spare` is an empty vector reused between flushes. Not cancel-safe:
+/// replies taken and not yet sent when the future is dropped are lost (the
+/// receive loop stops on its token and flushes before it returns).
+pub(super) async fn flush(
+    outbox: &Outbox,
+    listeners: &[Listener],
+    stats: &Stats,
+    spare: &mut Vec<Outgoing>,
+) {
+    for (idx, l) in listeners.iter().enumerate() {
         loop {
-            inner.outbox.take(idx, spare);
+            outbox.take(idx, spare);
             if spare.is_empty() {
                 break;
             }
-            send_all(inner, &l.socket, spare).await;
+            send_all(stats, &l.socket, spare).await;
             spare.clear();
         }
     }
@@ -93,21 +91,21 @@ pub(super) async fn flush(inner: &Inner, spare: &mut Vec<Outgoing>) {
 
 /// Sends `msgs` on `socket`, [`mmsg::BATCH`] per system call, counting
 /// each one: sent once the kernel took it, dropped on its error.
-async fn send_all(inner: &Inner, socket: &UdpSocket, msgs: &[Outgoing]) {
+async fn send_all(stats: &Stats, socket: &UdpSocket, msgs: &[Outgoing]) {
     let now = Instant::now();
     let mut at = 0;
     while let Some(rest) = msgs.get(at..).filter(|r| !r.is_empty()) {
         match mmsg::send(socket, rest, |m| (&m.bytes, m.to)) {
             Ok(n) if n > 0 => {
                 for m in &rest[..n.min(rest.len())] {
-                    sent(inner, m.kind, m.outcome, &m.key, now);
+                    sent(stats, m.kind, m.outcome, &m.key, now);
                 }
                 at += n;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if let Err(e) = socket.writable().await {
                     for m in rest {
-                        unsent(inner, m.kind, m.to, &e);
+                        unsent(stats, m.kind, m.to, &e);
                     }
                     return;
                 }
@@ -116,7 +114,7 @@ async fn send_all(inner: &Inner, socket: &UdpSocket, msgs: &[Outgoing]) {
             // others may well go.
             Ok(_) => {
                 unsent(
-                    inner,
+                    stats,
                     rest[0].kind,
                     rest[0].to,
                     &std::io::Error::other("none sent"),
@@ -124,7 +122,7 @@ async fn send_all(inner: &Inner, socket: &UdpSocket, msgs: &[Outgoing]) {
                 at += 1;
             }
             Err(e) => {
-                unsent(inner, rest[0].kind, rest[0].to, &e);
+                unsent(stats, rest[0].kind, rest[0].to, &e);
                 at += 1;
             }
         }
@@ -133,18 +131,18 @@ async fn send_all(inner: &Inner, socket: &UdpSocket, msgs: &[Outgoing]) {
 
 /// Counts a reply the kernel took.
 pub(super) fn sent(
-    inner: &Inner,
+    stats: &Stats,
     kind: DhcpKind,
     outcome: DhcpOutcome,
     key: &ClientKey,
     now: Instant,
 ) {
-    inner.stats.dhcp.packet(kind, outcome);
-    inner.stats.clients.served(key, now);
+    stats.dhcp.packet(kind, outcome);
+    stats.clients.served(key, now);
 }
 
 /// Counts a reply that could not be sent.
-pub(super) fn unsent(inner: &Inner, kind: DhcpKind, to: SocketAddrV4, e: &std::io::Error) {
+pub(super) fn unsent(stats: &Stats, kind: DhcpKind, to: SocketAddrV4, e: &std::io::Error) {
     tracing::debug!(%to, error = %e, "dhcp send");
-    inner.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+    stats.dhcp.packet(kind, DhcpOutcome::Dropped);
 }

@@ -1,18 +1,23 @@
 //! Building replies: the BOOTP header, mandatory options, then the optional
-//! ones (see [`super::options`]), and where the reply goes.
+//! ones (see [`super::options`]), and where the reply goes. Hand-written,
+//! not dhcproto's encoder: that one sorts options by code, while replies
+//! follow the client's request order within its size limit and echo option
+//! 82 verbatim.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
-use super::ipam::{Lease, LeaseState, SubnetSpec};
+use dhcproto::v4::{MessageType, OptionCode as C};
+
 use super::options::{self, payload_limit, put};
 use super::request::{Request, BROADCAST};
 use super::wire::{MAGIC, OPTIONS_START};
+use crate::ipam::{Lease, LeaseState, SubnetSpec};
 use crate::stats::DhcpOutcome;
 
-pub const OFFER: u8 = 2;
-pub const ACK: u8 = 5;
-pub const NAK: u8 = 6;
+pub const OFFER: MessageType = MessageType::Offer;
+pub const ACK: MessageType = MessageType::Ack;
+pub const NAK: MessageType = MessageType::Nak;
 
 /// Where a reply goes; the I/O layer turns it into a socket address (the
 /// server port for relays, the client port otherwise).
@@ -81,7 +86,7 @@ fn remaining(lease: &Lease, now: SystemTime) -> Duration {
 
 /// Where a reply to `req` goes (RFC 2131 4.1): relayed → giaddr; a NAK or a
 /// client without an address (or asking for it) → broadcast; else unicast.
-pub fn dest(req: &Request, msg: u8) -> Dest {
+pub fn dest(req: &Request, msg: MessageType) -> Dest {
     if req.is_relayed() {
         Dest::Relay(req.giaddr)
     } else if msg == NAK || req.ciaddr.is_unspecified() || req.wants_broadcast() {
@@ -96,7 +101,7 @@ pub fn dest(req: &Request, msg: u8) -> Dest {
 /// options (none for NAK); `rapid` adds option 80.
 pub fn build(
     req: &Request,
-    msg: u8,
+    msg: MessageType,
     server_id: Ipv4Addr,
     grant: Option<Grant>,
     subnet: Option<&SubnetSpec>,
@@ -105,22 +110,22 @@ pub fn build(
     let limit = payload_limit(req.max_size);
     let mut b = Vec::with_capacity(limit);
     header(&mut b, req, msg, grant.map(|g| g.yiaddr));
-    put(&mut b, 53, &[msg]);
-    put(&mut b, 54, &server_id.octets());
+    put(&mut b, C::MessageType, &[u8::from(msg)]);
+    put(&mut b, C::ServerIdentifier, &server_id.octets());
     if let Some(Grant {
         times: (valid, t1, t2),
         ..
     }) = grant
     {
-        put(&mut b, 51, &valid.to_be_bytes());
-        put(&mut b, 58, &t1.to_be_bytes());
-        put(&mut b, 59, &t2.to_be_bytes());
+        put(&mut b, C::AddressLeaseTime, &valid.to_be_bytes());
+        put(&mut b, C::Renewal, &t1.to_be_bytes());
+        put(&mut b, C::Rebinding, &t2.to_be_bytes());
     }
     if rapid {
-        b.extend_from_slice(&[80, 0]);
+        b.extend_from_slice(&[C::RapidCommit.into(), 0]);
     }
     if let Some(id) = &req.client_id {
-        put(&mut b, 61, id);
+        put(&mut b, C::ClientIdentifier, id);
     }
     let tail = req.relay_info.as_deref().map_or(0, options::size) + 1;
     if let Some(subnet) = subnet {
@@ -128,12 +133,12 @@ pub fn build(
         options::put_optional(&mut b, subnet, req.prl.as_deref(), budget);
     }
     if let Some(ri) = &req.relay_info {
-        put(&mut b, 82, ri); // last before END (RFC 3046)
+        put(&mut b, C::RelayAgentInformation, ri); // last before END (RFC 3046)
     }
-    b.push(255);
+    b.push(C::End.into());
     let outcome = match msg {
-        OFFER => DhcpOutcome::Offer,
-        NAK => DhcpOutcome::Nak,
+        MessageType::Offer => DhcpOutcome::Offer,
+        MessageType::Nak => DhcpOutcome::Nak,
         _ => DhcpOutcome::Ack,
     };
     Reply {
@@ -144,7 +149,7 @@ pub fn build(
 }
 
 /// The fixed 240 bytes (RFC 2131 table 3).
-fn header(b: &mut Vec<u8>, req: &Request, msg: u8, yiaddr: Option<Ipv4Addr>) {
+fn header(b: &mut Vec<u8>, req: &Request, msg: MessageType, yiaddr: Option<Ipv4Addr>) {
     let mut flags = req.flags & BROADCAST;
     if msg == NAK && req.is_relayed() {
         flags |= BROADCAST; // RFC 2131 4.3.2

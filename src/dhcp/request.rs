@@ -124,10 +124,8 @@ impl Request {
     }
 
     /// The relay port the client asks through: giaddr, then option 82's
-    /// circuit-id (sub-option 1). `None` if not relayed or without a
-    /// circuit-id: the relay's clients then cannot be told apart by port,
-    /// and one cap over all of them would let 10 spoofed MACs starve the
-    /// whole relay.
+    /// circuit-id (sub-option 1). `None` if not relayed or without one: one
+    /// cap over a whole relay would let a few spoofed MACs starve it.
     pub fn port(&self) -> Option<Vec<u8>> {
         if !self.is_relayed() {
             return None;

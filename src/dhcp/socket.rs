@@ -1,14 +1,13 @@
-//! Sockets: the listen socket (relayed traffic) and one socket per
-//! directly attached interface, bound to the device (SO_BINDTODEVICE) on
-//! 0.0.0.0 so it receives broadcasts and its broadcasts leave on that
-//! interface.
+//! Sockets: the listen socket (relayed traffic) and one socket per directly
+//! attached interface, bound to the device (SO_BINDTODEVICE) on 0.0.0.0 so
+//! it receives broadcasts and its broadcasts leave on that interface.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use super::DhcpError;
+use super::error::DhcpError;
 
 /// Kernel receive buffer per socket: absorbs an avalanche of a few
 /// thousand clients while bounding kernel memory.
@@ -111,39 +110,18 @@ pub fn iface_addrs(name: &str) -> Result<Vec<Ipv4Addr>, DhcpError> {
 }
 
 /// Every (interface name, IPv4 address if the entry has one).
-#[allow(unsafe_code)]
 fn ifaddrs() -> std::io::Result<Vec<(String, Option<Ipv4Addr>)>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we own until freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned; its
-        // name is a NUL-terminated string, its addr null or a sockaddr
-        // whose family says how to read it.
-        let (name, addr) = unsafe {
-            let ifa = &*cur;
-            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
-                .to_string_lossy()
-                .into_owned();
-            let addr = ifa.ifa_addr;
-            let v4 = if !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
-                let sin = &*(addr as *const libc::sockaddr_in);
-                Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-            } else {
-                None
-            };
-            cur = ifa.ifa_next;
-            (name, v4)
-        };
-        out.push((name, addr));
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
+    let all = nix::ifaddrs::getifaddrs()?;
+    Ok(all
+        .map(|ifa| {
+            let v4 = ifa
+                .address
+                .as_ref()
+                .and_then(|a| a.as_sockaddr_in())
+                .map(|a| a.ip());
+            (ifa.interface_name, v4)
+        })
+        .collect())
 }
 
 /// Registers sockets taken out of another runtime (`into_std`) with the
@@ -162,7 +140,7 @@ pub fn adopt(moved: Vec<(std::net::UdpSocket, Option<Iface>)>) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::dhcp::socket::*;
 
     #[test]
     fn loopback_has_127_0_0_1() {

@@ -8,11 +8,11 @@ use dhcproto::v4::{self, DhcpOption as O, MessageType as M, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use super::handler::{after, handle, Action, Ctx, Done, Op};
-use super::ipam::{DhcpOption, IpamError, Lease, LeaseState, PoolRange, StaticRoute, SubnetSpec};
 use super::reply::{Dest, Reply};
 use super::request::Request;
 use super::wire::peek;
 use crate::client::ClientKey;
+use crate::ipam::{DhcpOption, IpamError, Lease, LeaseState, PoolRange, StaticRoute, SubnetSpec};
 use crate::stats::{DhcpOutcome, DropReason};
 
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];

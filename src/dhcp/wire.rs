@@ -1,13 +1,12 @@
-//! Checks on the raw datagram, done before any decoding or allocation.
-//!
-//! Admission reads the client's identity from here: [`peek_mac`] is the
-//! first thing done with a datagram (isolation by MAC), [`peek`] validates
-//! the fixed header, the magic cookie and the option framing (including
-//! overloaded `sname`/`file` areas) and finds the options admission needs.
-//! Anything [`peek`] accepts is safe to hand to the decoder and the handler.
+//! Checks on the raw datagram, before any decoding or allocation:
+//! [`peek_mac`] (admission's isolation by MAC) and [`peek`] (header, cookie,
+//! option framing including overloaded `sname`/`file`, the options admission
+//! needs). Whatever [`peek`] accepts is safe to decode and handle.
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
+
+use dhcproto::v4::OptionCode as C;
 
 /// Largest datagram we accept (an Ethernet MTU); larger ones are malformed.
 pub const MAX_DATAGRAM: usize = 1500;
@@ -134,14 +133,14 @@ pub fn peek(buf: &[u8]) -> Result<Peek, Malformed> {
     let overload = std::cell::Cell::new(0u8);
     let mut visit = |code: u8, r: Range<usize>| -> Result<(), Malformed> {
         let len = r.len();
-        match code {
-            53 if len == 1 => p.msg_type = buf[r.start],
-            53 => return Err(Malformed::NoMessageType),
-            52 if len == 1 => overload.set(buf[r.start]),
-            52 => return Err(Malformed::BadOverload),
-            61 if len == 0 => return Err(Malformed::BadClientId),
-            61 => p.client_id = Some(r),
-            82 => p.relay_info = Some(r),
+        match C::from(code) {
+            C::MessageType if len == 1 => p.msg_type = buf[r.start],
+            C::MessageType => return Err(Malformed::NoMessageType),
+            C::OptionOverload if len == 1 => overload.set(buf[r.start]),
+            C::OptionOverload => return Err(Malformed::BadOverload),
+            C::ClientIdentifier if len == 0 => return Err(Malformed::BadClientId),
+            C::ClientIdentifier => p.client_id = Some(r),
+            C::RelayAgentInformation => p.relay_info = Some(r),
             c if !length_ok(c, len) => return Err(Malformed::BadLength),
             _ => {}
         }
@@ -173,13 +172,19 @@ pub fn peek(buf: &[u8]) -> Result<Peek, Malformed> {
 /// Options with a fixed or minimum length: the ones the handler reads, and
 /// the ones dhcproto asserts on (a panic in debug builds, a misparse in
 /// release ones).
-fn length_ok(code: u8, len: usize) -> bool {
+fn length_ok(code: C, len: usize) -> bool {
     match code {
-        50 | 51 | 54 | 152..=155 => len == 4,
-        57 => len == 2,
-        80 => len == 0,
-        94 => len == 3,
-        81 => len >= 3,
+        C::RequestedIpAddress
+        | C::AddressLeaseTime
+        | C::ServerIdentifier
+        | C::BulkLeaseQueryBaseTime
+        | C::BulkLeasQueryStartTimeOfState
+        | C::BulkLeaseQueryQueryStartTime
+        | C::BulkLeaseQueryQueryEndTime => len == 4,
+        C::MaxMessageSize => len == 2,
+        C::RapidCommit => len == 0,
+        C::ClientNetworkInterface => len == 3,
+        C::ClientFQDN => len >= 3,
         _ => true,
     }
 }
@@ -195,10 +200,11 @@ fn walk(
 ) -> Result<(), Malformed> {
     let mut i = area.start;
     while i < area.end {
-        match buf[i] {
-            0 => i += 1,
-            255 => return Ok(()),
-            code => {
+        let code = buf[i];
+        match C::from(code) {
+            C::Pad => i += 1,
+            C::End => return Ok(()),
+            _ => {
                 let len = usize::from(*buf.get(i + 1).ok_or(Malformed::OptionOverrun)?);
                 let value = i + 2..i + 2 + len;
                 if value.end > area.end {
@@ -218,7 +224,7 @@ fn walk(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::dhcp::wire::*;
 
     /// The set codes, ascending, as the plain filter over every code gives
     /// them (0 and 255, pad and end, are never options).
