@@ -95,7 +95,7 @@ pub struct DhcpConfig {
     pub per_client_rate: Rate,
     pub per_client_burst: u32,
     /// Client keys with a quota of their own at once; past it, new keys
-    /// share one quota (see `dhcp::admission`).
+    /// share one quota (see `dhcp::limits`).
     pub max_client_quotas: usize,
     pub global_rate: Rate,
     pub queue: usize,

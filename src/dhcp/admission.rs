@@ -30,7 +30,7 @@ use super::wire::{peek, peek_giaddr, peek_mac, Peek};
 use crate::client::ClientKey;
 use crate::events::EventKind;
 use crate::ipam::Port;
-use crate::stats::{DhcpKind, DhcpOutcome, DropReason, Stats};
+use crate::stats::{DhcpKind, DhcpOutcome, DropReason};
 
 /// Why a packet goes no further; [`refuse`] counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +181,7 @@ pub(super) fn in_time(s: &State, job: &Job) -> Step {
 /// out), and within the new-lease rate per relay and subnet. A port-cap
 /// refusal is noted for the operator.
 pub(super) fn new_lease(s: &State, subnet: &str, req: &Request, port: Option<Port>) -> Step {
-    if shedding(&s.stats) {
+    if s.stats.shedding() {
         return Err(Refused::Drop(DropReason::Overload));
     }
     if port.is_some_and(|p| s.ipam.port_full(p)) {
@@ -195,10 +195,6 @@ pub(super) fn new_lease(s: &State, subnet: &str, req: &Request, port: Option<Por
 }
 
 /// The memory governor's shedding state.
-fn shedding(stats: &Stats) -> bool {
-    stats.memory.overload_state.load(Relaxed) >= 2
-}
-
 /// Counts a refused packet for its client.
 pub(super) fn refuse(s: &State, key: &ClientKey, kind: DhcpKind, why: Refused) {
     refuse_at(s, key, kind, why, Instant::now());
