@@ -2,6 +2,7 @@
 //! and how the response body is delimited.
 
 use std::io::Write;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName};
@@ -11,6 +12,20 @@ use super::super::hop::is_hop_by_hop;
 
 /// Most header fields a response head may have (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Parses a response head into `fields`, left uninitialised: httparse only
+/// reads the fields it wrote, and filling 100 empty ones first (3.2 KiB)
+/// cost more than parsing a small head.
+fn parse_response<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> (httparse::Response<'h, 'b>, httparse::Result<usize>) {
+    let mut resp = httparse::Response::new(&mut []);
+    let r = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp, buf, fields,
+    );
+    (resp, r)
+}
 
 /// Most bytes of chunk extensions plus trailers one body may carry; they
 /// are skipped, not kept, but an endless stream of them must end.
@@ -154,9 +169,9 @@ pub(crate) enum Parsed {
 /// twice, and
 /// Content-Lengths that differ.
 pub(crate) fn parse_head(buf: &[u8], head_req: bool) -> Result<Parsed, WireError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let (resp, parsed) = parse_response(buf, &mut fields);
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(WireError::Head("too many fields")),
@@ -297,9 +312,9 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// takes its place as one value, since repeated or listed ones are not
 /// valid downstream (h2 clients reset such a stream).
 pub(crate) fn header_map(head: &Bytes, length: Option<u64>) -> Result<HeaderMap, WireError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    resp.parse(head).map_err(|_| WireError::Head("malformed"))?;
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let (resp, parsed) = parse_response(head, &mut fields);
+    parsed.map_err(|_| WireError::Head("malformed"))?;
     let mut map = HeaderMap::with_capacity(resp.headers.len());
     let base = head.as_ptr() as usize;
     for f in resp.headers.iter() {
