@@ -407,21 +407,35 @@ impl<F: Future> Future for HeadWithin<F> {
 }
 
 fn append_forwarded_for(h: &mut HeaderMap, ip: std::net::IpAddr) {
-    use std::io::Write;
-    let name = header::HeaderName::from_static("x-forwarded-for");
+    use http::header::Entry;
+    // One lookup (the entry) for the custom name, not a get and an insert.
+    let entry = h.entry(header::HeaderName::from_static("x-forwarded-for"));
     // The usual case (no earlier hop) formats on the stack: one allocation.
     let mut buf = [0u8; 64];
-    let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
-        None => {
-            let mut cur = std::io::Cursor::new(&mut buf[..]);
-            let n = write!(cur, "{ip}")
-                .ok()
-                .and_then(|()| usize::try_from(cur.position()).ok());
-            n.and_then(|n| HeaderValue::from_bytes(&buf[..n]).ok())
-        }
+    let value = match &entry {
+        Entry::Occupied(e) => match e.get().to_str() {
+            Ok(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
+            Err(_) => own_ip(&mut buf, ip),
+        },
+        Entry::Vacant(_) => own_ip(&mut buf, ip),
     };
-    if let Some(v) = value {
-        h.insert(name, v);
+    let Some(v) = value else { return };
+    match entry {
+        Entry::Occupied(mut e) => {
+            e.insert(v);
+        }
+        Entry::Vacant(e) => {
+            e.insert(v);
+        }
     }
+}
+
+/// `ip` as a field value, formatted in `buf`.
+fn own_ip(buf: &mut [u8; 64], ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let n = write!(cur, "{ip}")
+        .ok()
+        .and_then(|()| usize::try_from(cur.position()).ok())?;
+    HeaderValue::from_bytes(&buf[..n]).ok()
 }
