@@ -21,9 +21,8 @@ fn parse_response<'h, 'b>(
     fields: &'h mut [MaybeUninit<httparse::Header<'b>>],
 ) -> (httparse::Response<'h, 'b>, httparse::Result<usize>) {
     let mut resp = httparse::Response::new(&mut []);
-    let r = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp, buf, fields,
-    );
+    let r = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, fields);
     (resp, r)
 }
 
