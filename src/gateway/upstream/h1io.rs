@@ -19,7 +19,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::PollFrame;
@@ -44,6 +44,32 @@ fn poll_read_into(
     ready!(Pin::new(tcp).poll_read(cx, &mut buf))?;
     dst.extend_from_slice(buf.filled());
     Poll::Ready(Ok(buf.filled().len()))
+}
+
+/// Writes `parts` with `send` (one part) or `sendmsg`: a socket call, not
+/// the file layer `writev` goes through, on the one write per request.
+fn poll_send(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    parts: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    let mut one = parts.iter().filter(|p| !p.is_empty());
+    let single = match (one.next(), one.next()) {
+        (Some(p), None) => Some(&**p),
+        _ => None,
+    };
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        let sock = socket2::SockRef::from(tcp);
+        let sent = tcp.try_io(Interest::WRITABLE, || match single {
+            Some(buf) => sock.send(buf),
+            None => sock.send_vectored(parts),
+        });
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
 }
 
 /// What is still to be written: a chunk's size line, data, then a fixed
@@ -82,7 +108,7 @@ impl Out {
             IoSlice::new(&self.data),
             IoSlice::new(self.tail),
         ];
-        let n = ready!(Pin::new(tcp).poll_write_vectored(cx, &parts))?;
+        let n = ready!(poll_send(tcp, cx, &parts))?;
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
