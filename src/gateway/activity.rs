@@ -12,7 +12,7 @@ pub(crate) struct Activity {
     started: Instant,
     requests: AtomicU64,
     in_flight: AtomicUsize,
-    /// Milliseconds after `started` of the last request start or end.
+    /// Milliseconds after `started` of the last time `in_flight` fell to 0.
     last_ms: AtomicU64,
 }
 
@@ -34,7 +34,6 @@ impl Activity {
     pub(crate) fn begin(self: &Arc<Self>) -> ActivityGuard {
         self.requests.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
-        self.last_ms.store(self.now_ms(), Relaxed);
         ActivityGuard(self.clone())
     }
 }
@@ -42,9 +41,12 @@ impl Activity {
 pub(crate) struct ActivityGuard(Arc<Activity>);
 
 impl Drop for ActivityGuard {
+    /// `last_ms` is only read while nothing is in flight, so only the
+    /// request that leaves the connection idle reads the clock.
     fn drop(&mut self) {
-        self.0.last_ms.store(self.0.now_ms(), Relaxed);
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.0.last_ms.store(self.0.now_ms(), Relaxed);
+        }
     }
 }
 
