@@ -51,7 +51,7 @@ where
     let svc = {
         let (inner, act) = (inner.clone(), act.clone());
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            service::handle(inner.clone(), ip, act.begin(), req)
+            service::handle(&inner, ip, act.begin(), req)
         })
     };
     let streams = Streams::new(inner.response.clone());

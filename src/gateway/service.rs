@@ -74,12 +74,12 @@ impl Drop for StreamGuard {
 /// client's pending work); a refused one is answered at its first poll.
 /// Cancel-safe: a reset stream drops this future and with it every guard.
 pub(crate) fn handle(
-    inner: Arc<Inner>,
+    inner: &Arc<Inner>,
     ip: IpAddr,
     activity: ActivityGuard,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<GwBody>, Infallible>> + Send + 'static {
-    let (key, isolated) = identify(&inner, ip, &req);
+    let (key, isolated) = identify(inner, ip, &req);
     inner.stats.clients.request(&key, Instant::now());
     // The prefix lookup only picks the metrics label; a refusal below does
     // no routing work (no upstream URI, pending slot or body budget).
@@ -88,7 +88,7 @@ pub(crate) fn handle(
     let route_stats = route.map_or_else(|| inner.api_stats.clone(), |r| r.stats.clone());
     // What the request waits for, and the guards that wait with it (a
     // proxied request's guards move into its response body instead).
-    let (work, guards) = match (admit_request(&inner, isolated, ip), route) {
+    let (work, guards) = match (admit_request(inner, isolated, ip), route) {
         (Err(r), _) => (Either::Left(refuse(r)), Some((None, activity))),
         (Ok(()), Some(route)) => match admit_route(&routes, route, &inner.admission, req) {
             Ok(admitted) => {
