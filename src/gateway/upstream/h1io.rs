@@ -11,7 +11,6 @@
 //! sent once more on a new connection.
 
 use std::io::{self, IoSlice, Write};
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -19,7 +18,6 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::PollFrame;
@@ -27,50 +25,7 @@ use super::body::ProxyBody;
 use super::error::H1Error;
 use super::h1::{Conn, Connecting, H1Upstream};
 use super::h1wire::{encode_head, header_map, take_head, BodyState, Head, ReqFraming};
-
-/// The most one read takes (on the stack, then copied out at its size).
-const READ: usize = 16 * 1024;
-
-/// Reads at most `max` bytes into a stack buffer and appends what came.
-/// `Ok(0)`: the upstream closed.
-fn poll_read_into(
-    tcp: &mut TcpStream,
-    cx: &mut Context<'_>,
-    max: usize,
-    dst: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    let mut raw = [MaybeUninit::<u8>::uninit(); READ];
-    let mut buf = ReadBuf::uninit(&mut raw[..max.clamp(1, READ)]);
-    ready!(Pin::new(tcp).poll_read(cx, &mut buf))?;
-    dst.extend_from_slice(buf.filled());
-    Poll::Ready(Ok(buf.filled().len()))
-}
-
-/// Writes `parts` with `send` (one part) or `sendmsg`: a socket call, not
-/// the file layer `writev` goes through, on the one write per request.
-fn poll_send(
-    tcp: &TcpStream,
-    cx: &mut Context<'_>,
-    parts: &[IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    let mut one = parts.iter().filter(|p| !p.is_empty());
-    let single = match (one.next(), one.next()) {
-        (Some(p), None) => Some(&**p),
-        _ => None,
-    };
-    loop {
-        ready!(tcp.poll_write_ready(cx))?;
-        let sock = socket2::SockRef::from(tcp);
-        let sent = tcp.try_io(Interest::WRITABLE, || match single {
-            Some(buf) => sock.send(buf),
-            None => sock.send_vectored(parts),
-        });
-        match sent {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return Poll::Ready(r),
-        }
-    }
-}
+use super::sock::{poll_read_into, poll_send, READ};
 
 /// What is still to be written: a chunk's size line, data, then a fixed
 /// tail (a chunk's CRLF, the last chunk).

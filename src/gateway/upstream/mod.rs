@@ -12,6 +12,7 @@ pub(crate) mod h1wire;
 mod h2c;
 mod hop;
 mod response;
+mod sock;
 
 pub(crate) use body::{PollFrame, ProxyBody};
 pub(crate) use error::{BodyError, ResponseError};
