@@ -131,7 +131,7 @@ pub fn hex(s: &str) -> Result<Vec<u8>, &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::parse::*;
+    use super::*;
 
     #[test]
     fn sizes() {

@@ -104,7 +104,7 @@ fn subnet_key(subnet: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
-    use crate::dhcp::limits::*;
+    use super::*;
 
     fn rate(count: u32, per_secs: u64) -> Rate {
         Rate {

@@ -129,7 +129,7 @@ pub fn send<T>(
 
 #[cfg(test)]
 mod tests {
-    use crate::dhcp::mmsg::*;
+    use super::*;
     use std::net::Ipv4Addr;
 
     async fn pair() -> (UdpSocket, UdpSocket, SocketAddrV4) {

@@ -162,7 +162,7 @@ fn take(
 
 #[cfg(test)]
 mod tests {
-    use crate::dhcp::receive::*;
+    use super::*;
 
     /// The loop coalesces from BUSY_RATE datagrams a second on, and stops
     /// once a whole window passes below it.

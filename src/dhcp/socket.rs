@@ -140,7 +140,7 @@ pub fn adopt(moved: Vec<(std::net::UdpSocket, Option<Iface>)>) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
-    use crate::dhcp::socket::*;
+    use super::*;
 
     #[test]
     fn loopback_has_127_0_0_1() {

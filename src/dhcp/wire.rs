@@ -224,7 +224,7 @@ fn walk(
 
 #[cfg(test)]
 mod tests {
-    use crate::dhcp::wire::*;
+    use super::*;
 
     /// The set codes, ascending, as the plain filter over every code gives
     /// them (0 and 255, pad and end, are never options).

@@ -126,7 +126,7 @@ pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::error::*;
+    use super::*;
     use http_body_util::BodyExt;
 
     #[tokio::test]

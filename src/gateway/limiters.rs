@@ -230,7 +230,7 @@ impl Drop for ConnGuard {
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, Rate};
-    use crate::gateway::limiters::*;
+    use super::*;
 
     fn admission(budget: u64) -> Admission {
         let mut cfg = crate::config::Config::embedded().unwrap().gateway;

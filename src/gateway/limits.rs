@@ -49,7 +49,7 @@ pub(crate) fn http_builder<E>(cfg: &GatewayConfig, exec: E) -> auto::Builder<E> 
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::limits::*;
+    use super::*;
 
     #[test]
     fn http1_buffer_fits_headers_and_stays_small() {

@@ -226,7 +226,7 @@ async fn internal(
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::service::*;
+    use super::*;
 
     #[test]
     fn refusals_first_stores_the_request_future_once() {

@@ -177,7 +177,7 @@ const ROUNDS: usize = 3;
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::streams::*;
+    use super::*;
     use hyper::rt::Executor;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 

@@ -336,7 +336,7 @@ impl Ipam {
 mod tests {
     use tokio::sync::oneshot;
 
-    use crate::ipam::flusher::*;
+    use super::*;
 
     fn queued(shared: &Shared, submitted: Instant) {
         let (done, _rx) = oneshot::channel();

@@ -205,7 +205,7 @@ impl SubnetIndex {
 
 #[cfg(test)]
 mod tests {
-    use crate::ipam::index::*;
+    use super::*;
     use crate::ipam::model::PoolRange;
     use std::time::Duration;
 

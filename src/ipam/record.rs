@@ -173,7 +173,7 @@ pub fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32)
 
 #[cfg(test)]
 mod tests {
-    use crate::ipam::record::*;
+    use super::*;
 
     /// A hostname over 255 bytes is cut on a character boundary, so the
     /// record still decodes.

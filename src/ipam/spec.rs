@@ -332,7 +332,7 @@ pub fn fmt_duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::ipam::spec::*;
+    use super::*;
 
     fn lab() -> SubnetSpec {
         let pool = PoolRange {

@@ -447,7 +447,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use crate::ipam::state::*;
+    use super::*;
 
     fn record(state: LeaseState) -> Record {
         Record {

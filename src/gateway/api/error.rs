@@ -108,7 +108,7 @@ fn ipam_status(e: &IpamError) -> (StatusCode, &'static str) {
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::api::error::*;
+    use super::*;
 
     #[test]
     fn codes_are_stable() {

@@ -160,7 +160,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<Resp, ApiErr
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::api::router::*;
+    use super::*;
 
     #[test]
     fn routes() {

@@ -170,7 +170,7 @@ pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::api::wire::*;
+    use super::*;
     use http::HeaderValue;
 
     #[test]

@@ -59,7 +59,7 @@ pub(crate) async fn connect_one(addr: SocketAddr, buf: u32) -> std::io::Result<T
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::upstream::connect::*;
+    use super::*;
 
     /// `socket_buffer` caps both buffers of an upstream socket (Linux
     /// reports twice the value set, for its bookkeeping).

@@ -445,7 +445,7 @@ impl Body for H1Body {
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::upstream::h1io::*;
+    use super::*;
 
     /// An exchange lives in its stream's task for as long as the upstream
     /// takes to answer: it must stay no larger than the request it sends
