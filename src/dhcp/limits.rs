@@ -103,8 +103,8 @@ fn subnet_key(subnet: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
     use super::*;
+    use crate::config::Config;
 
     fn rate(count: u32, per_secs: u64) -> Rate {
         Rate {

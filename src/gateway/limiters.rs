@@ -229,8 +229,8 @@ impl Drop for ConnGuard {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, Rate};
     use super::*;
+    use crate::config::{Config, Rate};
 
     fn admission(budget: u64) -> Admission {
         let mut cfg = crate::config::Config::embedded().unwrap().gateway;

@@ -176,8 +176,8 @@ async fn sweep(up: Weak<H1Upstream>, timeout: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use crate::gateway::upstream::connect::connect_one;
     use super::*;
+    use crate::gateway::upstream::connect::connect_one;
 
     /// `has_idle` peeks: it sees a pooled connection of this runtime
     /// without taking it, and none of another runtime's.
