@@ -79,6 +79,7 @@ fn as_written(s: &raw::Subnet, e: &SpecError) -> String {
         F::Pool(j) => s.pools.get(j),
         F::Exclude(j) => s.exclude.get(j),
         F::Gateway => s.gateway.as_ref(),
+        F::Domain => s.domain.as_ref(),
         F::LeaseTime => Some(&s.lease_time),
         F::RenewTime => s.renew_time.as_ref(),
         F::RebindTime => s.rebind_time.as_ref(),

@@ -39,5 +39,5 @@ pub use model::{
     ReservationSpec, StaticRoute,
 };
 pub use page::LeasePage;
-pub use spec::{fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
+pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
 pub use store::{SledStore, Store, SCHEMA};

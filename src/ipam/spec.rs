@@ -114,6 +114,13 @@ impl SubnetSpec {
         if let Some(gw) = self.gateway {
             self.host(F::Gateway, gw)?;
         }
+        if let Some(d) = self.domain.as_deref().filter(|d| !dns_name(d)) {
+            return Err(SpecError::new(
+                F::Domain,
+                d,
+                "must be 1 to 253 letters, digits, '.' or '-'",
+            ));
+        }
         if let Some(mtu) = self.mtu.filter(|m| *m < 68) {
             return Err(SpecError::new(F::Mtu, mtu, "must be between 68 and 65535"));
         }
@@ -276,6 +283,7 @@ pub enum SubnetField {
     Pool(usize),
     Exclude(usize),
     Gateway,
+    Domain,
     LeaseTime,
     RenewTime,
     RebindTime,
@@ -295,6 +303,7 @@ impl fmt::Display for SubnetField {
             Self::Pool(i) => write!(f, "pools[{i}]"),
             Self::Exclude(i) => write!(f, "exclude[{i}]"),
             Self::Gateway => f.write_str("gateway"),
+            Self::Domain => f.write_str("domain"),
             Self::LeaseTime => f.write_str("lease_time"),
             Self::RenewTime | Self::Times => f.write_str("renew_time"),
             Self::RebindTime => f.write_str("rebind_time"),
@@ -323,6 +332,13 @@ impl SpecError {
             reason: reason.into(),
         }
     }
+}
+
+/// Letters, digits, `.` and `-`: a DNS name (domain, hostname).
+pub fn dns_name(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// `1h`, `30s`, `1h30m`: as the config file writes durations.

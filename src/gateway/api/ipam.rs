@@ -12,7 +12,9 @@ use super::error::ApiError;
 use super::response::Resp;
 use super::wire::{created, json_body, no_content, ok, Query};
 use crate::client::ClientKey;
-use crate::ipam::{IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec, SubnetSpec};
+use crate::ipam::{
+    dns_name, IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec, SubnetSpec,
+};
 
 /// Leases returned when `limit` is absent.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -114,41 +116,8 @@ pub fn subnet_usage(ctx: &ApiContext, id: &str) -> Result<Resp, ApiError> {
     ok(&usage_of(ctx, id))
 }
 
-/// Letters, digits, `.` and `-`: a DNS name (domain, hostname).
-fn dns_name(s: &str) -> bool {
-    (1..=253).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-}
-
-/// What the API asks beyond the IPAM's own validation: ids as the config
-/// file allows them (safe in a URL path), DNS names, and the DHCP wire
-/// format's option size.
-fn check_spec(spec: &SubnetSpec) -> Result<(), ApiError> {
-    let id_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    if spec.id.is_empty() || spec.id.len() > 64 || !spec.id.chars().all(id_ok) {
-        return Err(ApiError::Invalid(format!(
-            "id: '{}' must be 1 to 64 letters, digits, '-' or '_'",
-            spec.id
-        )));
-    }
-    if let Some(d) = spec.domain.as_deref().filter(|d| !dns_name(d)) {
-        return Err(ApiError::Invalid(format!(
-            "domain: '{d}' must be 1 to 253 letters, digits, '.' or '-'"
-        )));
-    }
-    if let Some(o) = spec.options.iter().find(|o| o.data.len() > 255) {
-        return Err(ApiError::Invalid(format!(
-            "options: option {} is longer than 255 bytes",
-            o.code
-        )));
-    }
-    Ok(())
-}
-
 pub async fn create_subnet(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
     let spec: SubnetSpec = json_body(&req.body)?;
-    check_spec(&spec)?;
     let id = spec.id.clone();
     ctx.ipam.add_subnet(spec).await?;
     let spec = subnet_or_404(ctx, &id)?;
