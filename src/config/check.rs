@@ -53,6 +53,20 @@ pub fn sock(key: &str, v: &str) -> R<SocketAddr> {
         .map_err(|_| ConfigError::invalid(key, v, "is not a socket address (e.g. \"0.0.0.0:67\")"))
 }
 
+/// [`range_check`] of `$raw.$field`, naming it `$section.$field`: the key
+/// is spelt once, by the field it checks.
+macro_rules! within {
+    ($section:literal, $raw:ident . $field:ident, $lo:expr, $hi:expr) => {
+        $crate::config::check::range_check(
+            concat!($section, ".", stringify!($field)),
+            $raw.$field,
+            $lo,
+            $hi,
+        )
+    };
+}
+pub(crate) use within;
+
 pub fn range_check<T: PartialOrd + std::fmt::Display>(key: &str, v: T, lo: T, hi: T) -> R<T> {
     if v < lo || v > hi {
         let reason = format!("must be between {lo} and {hi}");

@@ -1,6 +1,6 @@
 //! The `[gateway]` section and the `[[route]]` tables.
 
-use super::check::{dur, fail, non_empty_path, range_check, rate, size_in, sock, R};
+use super::check::{dur, fail, non_empty_path, range_check, rate, size_in, sock, within, R};
 use super::raw;
 use super::{ConfigError, GatewayConfig, RouteConfig, TlsConfig};
 
@@ -73,12 +73,7 @@ pub fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
             "gateway.initial_connection_window",
             &g.initial_connection_window,
         )?,
-        max_concurrent_streams: range_check(
-            "gateway.max_concurrent_streams",
-            g.max_concurrent_streams,
-            1,
-            10_000,
-        )?,
+        max_concurrent_streams: within!("gateway", g.max_concurrent_streams, 1, 10_000)?,
         max_header_list_size: u32size(
             "gateway.max_header_list_size",
             &g.max_header_list_size,
@@ -93,49 +88,34 @@ pub fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
             1 << 24,
         )?)
         .unwrap_or(usize::MAX),
-        max_pending_accept_reset_streams: range_check(
-            "gateway.max_pending_accept_reset_streams",
+        max_pending_accept_reset_streams: within!(
+            "gateway",
             g.max_pending_accept_reset_streams,
             1,
-            10_000,
+            10_000
         )?,
-        max_local_error_reset_streams: range_check(
-            "gateway.max_local_error_reset_streams",
+        max_local_error_reset_streams: within!(
+            "gateway",
             g.max_local_error_reset_streams,
             1,
-            100_000,
+            100_000
         )?,
         keepalive_interval: dur("gateway.keepalive_interval", &g.keepalive_interval)?,
         keepalive_timeout: dur("gateway.keepalive_timeout", &g.keepalive_timeout)?,
         header_read_timeout: dur("gateway.header_read_timeout", &g.header_read_timeout)?,
         idle_timeout: dur("gateway.idle_timeout", &g.idle_timeout)?,
         request_timeout: dur("gateway.request_timeout", &g.request_timeout)?,
-        max_connections: range_check("gateway.max_connections", g.max_connections, 1, 1_000_000)?,
-        max_connections_per_client: range_check(
-            "gateway.max_connections_per_client",
-            g.max_connections_per_client,
-            1,
-            1_000_000,
-        )?,
+        max_connections: within!("gateway", g.max_connections, 1, 1_000_000)?,
+        max_connections_per_client: within!("gateway", g.max_connections_per_client, 1, 1_000_000)?,
         per_client_rate: rate("gateway.per_client_rate", &g.per_client_rate)?,
-        per_client_burst: range_check(
-            "gateway.per_client_burst",
-            g.per_client_burst,
-            1,
-            1_000_000,
-        )?,
-        max_quota_clients: range_check(
-            "gateway.max_quota_clients",
-            g.max_quota_clients,
-            1,
-            MAX_QUOTA_CLIENTS,
-        )?,
+        per_client_burst: within!("gateway", g.per_client_burst, 1, 1_000_000)?,
+        max_quota_clients: within!("gateway", g.max_quota_clients, 1, MAX_QUOTA_CLIENTS)?,
         body_budget,
         max_body,
         response_budget,
         send_stall_timeout: dur("gateway.send_stall_timeout", &g.send_stall_timeout)?,
         socket_buffer: u32size("gateway.socket_buffer", &g.socket_buffer, 4096, 1 << 26)?,
-        threads: range_check("gateway.threads", g.threads, 0, 64)?,
+        threads: within!("gateway", g.threads, 0, 64)?,
         public_client_metrics: g.public_client_metrics,
     })
 }

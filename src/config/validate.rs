@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::check::{
-    at, dur, fail, ip, min_dur, non_empty_path, range_check, rate, size_in, sock, R,
+    at, dur, fail, ip, min_dur, non_empty_path, range_check, rate, size_in, sock, within, R,
 };
 use super::gateway::{gateway, routes};
 use super::parse;
@@ -98,27 +98,17 @@ fn dhcp(d: &raw::Dhcp) -> R<DhcpConfig> {
             .map(|s| ip("dhcp.server_id", s))
             .transpose()?,
         per_client_rate: rate("dhcp.per_client_rate", &d.per_client_rate)?,
-        per_client_burst: range_check("dhcp.per_client_burst", d.per_client_burst, 1, 1_000_000)?,
-        max_client_quotas: range_check(
-            "dhcp.max_client_quotas",
-            d.max_client_quotas,
-            1,
-            10_000_000,
-        )?,
+        per_client_burst: within!("dhcp", d.per_client_burst, 1, 1_000_000)?,
+        max_client_quotas: within!("dhcp", d.max_client_quotas, 1, 10_000_000)?,
         global_rate: rate("dhcp.global_rate", &d.global_rate)?,
-        queue: range_check("dhcp.queue", d.queue, 1, 1_000_000)?,
-        workers: range_check("dhcp.workers", d.workers, 1, 64)?,
+        queue: within!("dhcp", d.queue, 1, 1_000_000)?,
+        workers: within!("dhcp", d.workers, 1, 64)?,
         deadline: dur("dhcp.deadline", &d.deadline)?,
         cache_threshold: d.cache_threshold,
         offer_hold: dur("dhcp.offer_hold", &d.offer_hold)?,
         decline_quarantine: dur("dhcp.decline_quarantine", &d.decline_quarantine)?,
         new_lease_rate: rate("dhcp.new_lease_rate", &d.new_lease_rate)?,
-        max_leases_per_port: range_check(
-            "dhcp.max_leases_per_port",
-            d.max_leases_per_port,
-            0,
-            1_000_000,
-        )?,
+        max_leases_per_port: within!("dhcp", d.max_leases_per_port, 0, 1_000_000)?,
         rapid_commit: d.rapid_commit,
         authoritative: d.authoritative,
     })
