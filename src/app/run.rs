@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -53,6 +53,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let (store_cancel, store_tasks) = (CancellationToken::new(), TaskTracker::new());
     ipam.spawn(&store_tasks, store_cancel.clone());
 
+    // Handlers before the listeners: a reload or stop sent as soon as the
+    // ports answer must not meet the signals' default action (exit).
+    let signals = Signals::new()?;
     let snapshots = start_background(&shared, &ipam);
     let bound = start_listeners(&shared, &ipam, &snapshots)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -69,7 +72,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     if use_tui {
         start_dashboard(&shared, &ipam, snapshots);
     }
-    let stop = wait_for_stop(&shared, opts.config_path.as_deref()).await?;
+    let stop = wait_for_stop(&shared, signals, opts.config_path.as_deref()).await;
     shutdown(&shared, stop).await;
     close_store(&ipam, store_cancel, store_tasks).await?;
     if let Some(why) = shared.failure() {
@@ -205,19 +208,34 @@ fn start_dashboard(
     });
 }
 
+/// The process's SIGTERM, SIGINT and SIGHUP streams.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, Exit> {
+        let handler =
+            |kind| signal(kind).map_err(|e| Exit::software(format!("signal handler: {e}")));
+        Ok(Self {
+            term: handler(SignalKind::terminate())?,
+            int: handler(SignalKind::interrupt())?,
+            hup: handler(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for SIGTERM, SIGINT or the root token (cancelled by the
 /// dashboard), applying SIGHUP reloads meanwhile.
-async fn wait_for_stop(shared: &Shared, config_path: Option<&Path>) -> Result<Stop, Exit> {
-    let handler = |kind| signal(kind).map_err(|e| Exit::software(format!("signal handler: {e}")));
-    let mut term = handler(SignalKind::terminate())?;
-    let mut int = handler(SignalKind::interrupt())?;
-    let mut hup = handler(SignalKind::hangup())?;
+async fn wait_for_stop(shared: &Shared, mut sig: Signals, config_path: Option<&Path>) -> Stop {
     let stop = loop {
         tokio::select! {
-            _ = term.recv() => break Stop::Drain,
-            _ = int.recv() => break Stop::Quick,
+            _ = sig.term.recv() => break Stop::Drain,
+            _ = sig.int.recv() => break Stop::Quick,
             _ = shared.cancel.cancelled() => break Stop::Drain,
-            _ = hup.recv() => {
+            _ = sig.hup.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 reload(shared, config_path);
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -226,7 +244,7 @@ async fn wait_for_stop(shared: &Shared, config_path: Option<&Path>) -> Result<St
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!(?stop, "shutting down");
-    Ok(stop)
+    stop
 }
 
 /// Cancels the tree and waits for the services, bounded by the grace time;
