@@ -22,8 +22,8 @@ use vpcbox::client::ClientKey;
 use vpcbox::ipam::{LeaseFilter, LeaseState};
 use vpcbox::stats::{DhcpKind, DhcpOutcome, DropReason};
 
-use crate::dhcp_support::{decode, mac, msg_type, packet, InProcess};
-use crate::netns::{require_root, tag, veth, Netns};
+use crate::dhcp_support::{decode, mac, msg_type, packet, topo as relay_topo, InProcess, Topo};
+use crate::netns::{require_root, Netns};
 
 /// The configured relay: giaddr, and the source of its datagrams.
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 91, 0, 1);
@@ -35,41 +35,18 @@ const SERVER_ID: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 1);
 const POOL: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(10, 91, 1, 1), Ipv4Addr::new(10, 91, 1, 100));
 const CAP: u32 = 10;
 
-struct Topo {
-    srv: Netns,
-    cli: Netns,
-    rel: Netns,
-    srv_if: String,
-    cli_if: String,
-}
-
+/// The shared topology, plus a client address, an attacker beside the
+/// relay (10.92.0.66) and a second relay address (10.93.0.1).
 fn topo() -> Topo {
-    let t = tag();
-    let (srv, cli, rel) = (Netns::new(), Netns::new(), Netns::new());
-    let (srv_if, cli_if, srv_rel, rel_if) = (
-        format!("vs{t}"),
-        format!("vc{t}"),
-        format!("vr{t}"),
-        format!("vq{t}"),
-    );
-    veth(&srv, &srv_if, &cli, &cli_if);
-    veth(&srv, &srv_rel, &rel, &rel_if);
-    srv.ip(&["addr", "add", "10.90.0.1/24", "dev", &srv_if]);
-    srv.ip(&["addr", "add", "10.92.0.1/24", "dev", &srv_rel]);
-    srv.ip(&["route", "add", "10.91.0.0/16", "via", "10.92.0.2"]);
-    srv.ip(&["route", "add", "10.93.0.0/16", "via", "10.92.0.2"]);
-    cli.ip(&["addr", "add", "10.90.0.50/24", "dev", &cli_if]);
-    rel.ip(&["addr", "add", "10.92.0.2/24", "dev", &rel_if]);
-    rel.ip(&["addr", "add", "10.92.0.66/24", "dev", &rel_if]);
-    rel.ip(&["addr", "add", "10.91.0.1/32", "dev", &rel_if]);
-    rel.ip(&["addr", "add", "10.93.0.1/32", "dev", &rel_if]);
-    Topo {
-        srv,
-        cli,
-        rel,
-        srv_if,
-        cli_if,
-    }
+    let t = relay_topo();
+    t.srv
+        .ip(&["route", "add", "10.93.0.0/16", "via", "10.92.0.2"]);
+    t.cli
+        .ip(&["addr", "add", "10.90.0.50/24", "dev", &t.cli_if]);
+    t.rel
+        .ip(&["addr", "add", "10.92.0.66/24", "dev", &t.rel_if]);
+    t.rel.ip(&["addr", "add", "10.93.0.1/32", "dev", &t.rel_if]);
+    t
 }
 
 /// The server and its data directory (removed after the server stops:

@@ -14,43 +14,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::dhcp_support::InProcess;
-use crate::netns::{require_root, sh, tag, veth, Netns, Proc};
-
-struct Topo {
-    srv: Netns,
-    cli: Netns,
-    rel: Netns,
-    srv_if: String,
-    cli_if: String,
-    dir: tempfile::TempDir,
-}
-
-fn topo() -> Topo {
-    let t = tag();
-    let (srv, cli, rel) = (Netns::new(), Netns::new(), Netns::new());
-    let (srv_if, cli_if, srv_rel, rel_if) = (
-        format!("vs{t}"),
-        format!("vc{t}"),
-        format!("vr{t}"),
-        format!("vq{t}"),
-    );
-    veth(&srv, &srv_if, &cli, &cli_if);
-    veth(&srv, &srv_rel, &rel, &rel_if);
-    srv.ip(&["addr", "add", "10.90.0.1/24", "dev", &srv_if]);
-    srv.ip(&["addr", "add", "10.92.0.1/24", "dev", &srv_rel]);
-    srv.ip(&["route", "add", "10.91.0.0/16", "via", "10.92.0.2"]);
-    rel.ip(&["addr", "add", "10.92.0.2/24", "dev", &rel_if]);
-    rel.ip(&["addr", "add", "10.91.0.1/32", "dev", &rel_if]);
-    Topo {
-        srv,
-        cli,
-        rel,
-        srv_if,
-        cli_if,
-        dir: tempfile::tempdir().expect("tempdir"),
-    }
-}
+use crate::dhcp_support::{topo, InProcess, Topo};
+use crate::netns::{require_root, sh, Proc};
 
 fn config(t: &Topo) -> String {
     format!(

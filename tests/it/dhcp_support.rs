@@ -16,6 +16,8 @@ use vpcbox::isolation::IsolationSet;
 use vpcbox::shared::Shared;
 use vpcbox::stats::Stats;
 
+use crate::netns::{tag, veth, Netns};
+
 /// Config subnet → IPAM spec: the config's subnet is the IPAM's spec.
 pub fn spec(s: &SubnetConfig) -> SubnetSpec {
     s.clone()
@@ -244,4 +246,46 @@ pub fn send_burst(sock: &UdpSocket, to: SocketAddr, packets: &[Vec<u8>]) {
         )
     };
     assert_eq!(sent, packets.len() as libc::c_int, "sendmmsg");
+}
+
+/// Three namespaces on veths: clients on the server's own segment (`cli`,
+/// no address — `srv` 10.90.0.1) and a relay segment (`srv` 10.92.0.1 —
+/// `rel` 10.92.0.2, with the giaddr 10.91.0.1 routed from `srv` through it).
+pub struct Topo {
+    pub srv: Netns,
+    pub cli: Netns,
+    pub rel: Netns,
+    pub srv_if: String,
+    pub cli_if: String,
+    /// The relay's end of the relay segment.
+    pub rel_if: String,
+    /// Config, data and client files of the test.
+    pub dir: tempfile::TempDir,
+}
+
+pub fn topo() -> Topo {
+    let t = tag();
+    let (srv, cli, rel) = (Netns::new(), Netns::new(), Netns::new());
+    let (srv_if, cli_if, srv_rel, rel_if) = (
+        format!("vs{t}"),
+        format!("vc{t}"),
+        format!("vr{t}"),
+        format!("vq{t}"),
+    );
+    veth(&srv, &srv_if, &cli, &cli_if);
+    veth(&srv, &srv_rel, &rel, &rel_if);
+    srv.ip(&["addr", "add", "10.90.0.1/24", "dev", &srv_if]);
+    srv.ip(&["addr", "add", "10.92.0.1/24", "dev", &srv_rel]);
+    srv.ip(&["route", "add", "10.91.0.0/16", "via", "10.92.0.2"]);
+    rel.ip(&["addr", "add", "10.92.0.2/24", "dev", &rel_if]);
+    rel.ip(&["addr", "add", "10.91.0.1/32", "dev", &rel_if]);
+    Topo {
+        srv,
+        cli,
+        rel,
+        srv_if,
+        cli_if,
+        rel_if,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
 }
