@@ -6,6 +6,8 @@
 #![allow(dead_code)] // helpers are shared by some modules, not all
 
 mod burst;
+#[path = "../common/cert.rs"]
+mod cert;
 mod h1codec;
 mod h1pool;
 mod h2attack;

@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use super::support::*;
+use crate::cert::self_signed;
 
 fn have(tool: &str) -> bool {
     Command::new(tool)
@@ -42,32 +43,7 @@ async fn tls_with_alpn_h2_and_http1() {
     }
     let _s = serial().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (cert, key) = self_signed(dir.path());
     let tls = format!(
         "[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"",
         cert.display(),

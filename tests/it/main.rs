@@ -10,6 +10,8 @@ mod api_ipam;
 mod api_schemathesis;
 mod api_server;
 mod api_support;
+#[path = "../common/cert.rs"]
+mod cert;
 mod config_fixtures;
 mod dhcp;
 mod dhcp_adversary;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::cert::self_signed;
 use crate::support::{bin, eventually, write_config, Running};
 
 /// One HTTP/1.1 GET; (status, body). `token` goes into `Authorization`.
@@ -121,27 +122,7 @@ fn an_admin_token_file_others_can_read_is_refused_at_start() {
 #[test]
 fn a_tls_key_its_group_can_read_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is needed (apt-get install -y openssl)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = self_signed(dir.path());
     let tls = format!(
         "[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
         cert.display(),
