@@ -110,10 +110,12 @@ pub fn send<T>(
     let fd = socket.as_raw_fd();
     socket.try_io(Interest::WRITABLE, || {
         let mut headers = MultiHeaders::<SockaddrIn>::preallocate(n, None);
+        let each: [Option<(&[u8], SocketAddrV4)>; BATCH] =
+            std::array::from_fn(|i| msgs.get(i).map(&parts));
         let iovs: [[IoSlice<'_>; 1]; BATCH] =
-            std::array::from_fn(|i| [IoSlice::new(msgs.get(i).map_or(&[], |m| parts(m).0))]);
+            std::array::from_fn(|i| [IoSlice::new(each[i].map_or(&[], |(b, _)| b))]);
         let addrs: [Option<SockaddrIn>; BATCH] =
-            std::array::from_fn(|i| msgs.get(i).map(|m| SockaddrIn::from(parts(m).1)));
+            std::array::from_fn(|i| each[i].map(|(_, to)| SockaddrIn::from(to)));
         let none: [ControlMessage<'_>; 0] = [];
         let sent = sendmmsg(
             fd,
