@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::net::loopback_if_unspecified;
 use crate::shared::Shared;
 
 /// Well-behaved DHCP clients.
@@ -83,16 +84,6 @@ pub async fn run(
         api_clients,
     );
     dhcp_result.and(flood_result)
-}
-
-fn loopback_if_unspecified(mut a: SocketAddr) -> SocketAddr {
-    if a.ip().is_unspecified() {
-        a.set_ip(match a.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        });
-    }
-    a
 }
 
 /// The first subnet's first listed relay, else its second host address
