@@ -14,6 +14,8 @@ use dhcproto::{Decodable, Decoder, Encodable};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
+use crate::net::loopback_if_unspecified;
 use crate::shared::Shared;
 
 /// Well-behaved DHCP clients.
@@ -35,23 +37,44 @@ pub enum DemoError {
     Encode(String),
 }
 
-/// Runs until `shared.cancel`. `dhcp_addr` and `api_addr` are the bound
+/// What the demo needs of the appliance: the relay its DHCP clients come
+/// through, the server identifier they request from, and when to stop.
+#[derive(Debug, Clone)]
+pub struct DemoHandle {
+    giaddr: Ipv4Addr,
+    server_id: Ipv4Addr,
+    cancel: CancellationToken,
+}
+
+impl From<&Shared> for DemoHandle {
+    fn from(s: &Shared) -> Self {
+        Self {
+            giaddr: relay_address(&s.config),
+            server_id: s
+                .config
+                .dhcp
+                .server_id
+                .unwrap_or(Ipv4Addr::new(10, 0, 0, 1)),
+            cancel: s.cancel.clone(),
+        }
+    }
+}
+
+/// Runs until `demo.cancel`. `dhcp_addr` and `api_addr` are the bound
 /// addresses of the DHCP and HTTP listeners (an unspecified IP means
 /// loopback). Cancel-safe.
 pub async fn run(
-    shared: Shared,
+    demo: DemoHandle,
     dhcp_addr: SocketAddr,
     api_addr: SocketAddr,
 ) -> Result<(), DemoError> {
     let dhcp = loopback_if_unspecified(dhcp_addr);
     let api = loopback_if_unspecified(api_addr);
-    let giaddr = relay_address(&shared);
-    let server_id = shared
-        .config
-        .dhcp
-        .server_id
-        .unwrap_or(Ipv4Addr::new(10, 0, 0, 1));
-    let cancel = shared.cancel.clone();
+    let DemoHandle {
+        giaddr,
+        server_id,
+        cancel,
+    } = demo;
     tracing::info!(%dhcp, %api, %giaddr, "demo traffic starting");
     let api_clients =
         futures::future::join_all((0..API_CLIENTS).map(|i| api_client(i, api, cancel.clone())));
@@ -63,20 +86,10 @@ pub async fn run(
     dhcp_result.and(flood_result)
 }
 
-fn loopback_if_unspecified(mut a: SocketAddr) -> SocketAddr {
-    if a.ip().is_unspecified() {
-        a.set_ip(match a.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        });
-    }
-    a
-}
-
 /// The first subnet's first listed relay, else its second host address
 /// (`10.0.0.2` in `10.0.0.0/24`; not a relay the server trusts).
-fn relay_address(shared: &Shared) -> Ipv4Addr {
-    let Some(s) = shared.config.subnets.first() else {
+fn relay_address(config: &Config) -> Ipv4Addr {
+    let Some(s) = config.subnets.first() else {
         return Ipv4Addr::new(10, 0, 0, 2);
     };
     s.relays

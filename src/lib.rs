@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod ipam;
 pub mod isolation;
 pub mod memory;
+pub mod net;
 pub mod quota;
 pub mod replay;
 pub mod secret;

@@ -271,13 +271,7 @@ fn base_url(opts: &AdminOpts, cfg: &Config) -> Result<String, Exit> {
         }
         return Ok(api.to_owned());
     }
-    let mut addr = cfg.gateway.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+    let addr = crate::net::loopback_if_unspecified(cfg.gateway.listen);
     Ok(format!("http://{addr}"))
 }
 

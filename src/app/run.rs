@@ -184,9 +184,9 @@ fn start_listeners(
 
 /// `--demo`: synthetic clients against our own sockets.
 fn start_demo(shared: &Shared, bound: &Bound) {
-    let (s, dhcp, api) = (shared.clone(), bound.dhcp, bound.api);
+    let (demo, dhcp, api) = (crate::demo::DemoHandle::from(shared), bound.dhcp, bound.api);
     shared.tracker.spawn(async move {
-        if let Err(e) = crate::demo::run(s, dhcp, api).await {
+        if let Err(e) = crate::demo::run(demo, dhcp, api).await {
             tracing::error!(error = %e, "demo traffic stopped");
         }
     });

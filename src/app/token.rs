@@ -3,7 +3,7 @@
 //! The package's postinst creates it vpcbox:vpcbox 0600 instead. An existing
 //! file that its group or others can access is refused (exit 69).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,10 +29,9 @@ pub fn load_or_create(path: &Path) -> Result<Arc<str>, Exit> {
         Err(_) => {}
     }
     let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .map_err(|e| unavailable(format!("cannot be generated: /dev/urandom: {e}")))?;
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    getrandom::fill(&mut raw)
+        .map_err(|e| unavailable(format!("cannot be generated: getrandom: {e}")))?;
+    let token = hex::encode(raw);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot be created: {e}")))?;
     }

@@ -120,13 +120,7 @@ pub fn range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), &'static str> {
 pub fn hex(s: &str) -> Result<Vec<u8>, &'static str> {
     const BAD: &str = "is not hex bytes (e.g. \"0a000001\")";
     let t: String = s.chars().filter(|c| *c != ':').collect();
-    if t.len() % 2 != 0 || !t.is_ascii() {
-        return Err(BAD);
-    }
-    (0..t.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|_| BAD))
-        .collect()
+    hex::decode(t).map_err(|_| BAD)
 }
 
 #[cfg(test)]
@@ -178,5 +172,15 @@ mod tests {
         );
         assert!(range("10.0.0.199-10.0.0.100").is_err());
         assert!(range("nope").is_err());
+    }
+
+    #[test]
+    fn hex_bytes_with_optional_colons() {
+        assert_eq!(hex("0a000001"), Ok(vec![10, 0, 0, 1]));
+        assert_eq!(hex("0A:00:00:01"), Ok(vec![10, 0, 0, 1]));
+        assert_eq!(hex(""), Ok(vec![]));
+        for bad in ["0a0", "0g", "+a", "é0"] {
+            assert!(hex(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -254,7 +254,7 @@ fn show_circuit(c: &[u8]) -> String {
     if !c.is_empty() && c.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         format!("'{}'", String::from_utf8_lossy(c))
     } else {
-        c.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(c)
     }
 }
 

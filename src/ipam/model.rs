@@ -47,20 +47,12 @@ mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let text: String = v.iter().map(|b| format!("{b:02x}")).collect();
-        s.serialize_str(&text)
+        s.serialize_str(&hex::encode(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if s.len() % 2 != 0 || !s.is_ascii() {
-            return Err(serde::de::Error::custom(format!("'{s}' is not hex")));
-        }
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| serde::de::Error::custom(format!("'{s}' is not hex")))
+        hex::decode(&*s).map_err(|_| serde::de::Error::custom(format!("'{s}' is not hex")))
     }
 }
 

@@ -133,10 +133,9 @@ impl SubnetSpec {
                 ));
             }
             if o.data.len() > 255 {
-                let hex: String = o.data.iter().map(|b| format!("{b:02x}")).collect();
                 return Err(SpecError::new(
                     F::OptionHex(i),
-                    hex,
+                    hex::encode(&o.data),
                     "is longer than 255 bytes",
                 ));
             }

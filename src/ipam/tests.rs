@@ -1,6 +1,7 @@
 //! IPAM unit tests: every one runs on a real sled store in a temp dir.
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -63,21 +64,37 @@ impl Running {
     }
 }
 
-/// A store with subnet "lab" = 10.0.0.0/24, pool .10–.13.
+/// Subnet "lab" = 10.0.0.0/24, pool .10–.13.
+fn lab_spec() -> SubnetSpec {
+    spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")
+}
+
+/// A store with subnet [`lab_spec`].
 fn lab(dir: &Path) -> Arc<Ipam> {
     let ipam = open(dir);
-    ipam.apply_config(
-        &[spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")],
-        &[],
-        at(0),
-    )
-    .unwrap();
+    ipam.apply_config(&[lab_spec()], &[], at(0)).unwrap();
     ipam
 }
 
 async fn bind_new(ipam: &Ipam, c: &ClientKey, now: SystemTime) -> Lease {
     let offer = ipam.offer("lab", c, None, now).unwrap();
     ipam.bind("lab", c, offer.ip, None, now).await.unwrap()
+}
+
+/// [`bind_new`] for each of `clients` in turn: their addresses.
+async fn bind_each(ipam: &Ipam, clients: RangeInclusive<u8>, now: SystemTime) -> Vec<Ipv4Addr> {
+    let mut ips = Vec::new();
+    for n in clients {
+        ips.push(bind_new(ipam, &mac(n), now).await.ip);
+    }
+    ips
+}
+
+/// The "lab" pool has no address left to offer `c` at `now`.
+#[track_caller]
+fn assert_exhausted(ipam: &Ipam, c: &ClientKey, now: SystemTime) {
+    let r = ipam.offer("lab", c, None, now);
+    assert!(matches!(r, Err(IpamError::PoolExhausted { .. })), "{r:?}");
 }
 
 #[tokio::test]
@@ -110,10 +127,7 @@ async fn allocation_order() {
     ipam.release(&mac(2), b.ip, at(3)).await.unwrap();
     assert_eq!(ipam.offer("lab", &mac(2), None, at(4)).unwrap().ip, b.ip);
     // Pool now: .10 bound(1), .11 offered(2), .12 offered(4), .13 offered(3).
-    assert!(matches!(
-        ipam.offer("lab", &mac(5), None, at(4)),
-        Err(IpamError::PoolExhausted { .. })
-    ));
+    assert_exhausted(&ipam, &mac(5), at(4));
     // Offers time out after offer_hold (30 s): the oldest released/expired
     // address is reused only once no never-used one is left.
     ipam.release(&mac(1), a.ip, at(40)).await.unwrap();
@@ -125,27 +139,18 @@ async fn allocation_order() {
 async fn oldest_released_is_reused_first() {
     let dir = tempfile::tempdir().unwrap();
     let ipam = lab(dir.path());
-    let mut leases = Vec::new();
-    for n in 1..=4 {
-        leases.push(bind_new(&ipam, &mac(n), at(0)).await);
-    }
-    ipam.release(&mac(3), leases[2].ip, at(10)).await.unwrap();
-    ipam.release(&mac(1), leases[0].ip, at(20)).await.unwrap();
-    assert_eq!(
-        ipam.offer("lab", &mac(9), None, at(30)).unwrap().ip,
-        leases[2].ip
-    );
+    let ips = bind_each(&ipam, 1..=4, at(0)).await;
+    ipam.release(&mac(3), ips[2], at(10)).await.unwrap();
+    ipam.release(&mac(1), ips[0], at(20)).await.unwrap();
+    assert_eq!(ipam.offer("lab", &mac(9), None, at(30)).unwrap().ip, ips[2]);
     let got = ipam
-        .bind("lab", &mac(9), leases[2].ip, None, at(30))
+        .bind("lab", &mac(9), ips[2], None, at(30))
         .await
         .unwrap();
     assert_eq!(got.client, mac(9));
     // mac(3) lost its previous address and gets the next reusable one.
-    assert_eq!(
-        ipam.offer("lab", &mac(3), None, at(31)).unwrap().ip,
-        leases[0].ip
-    );
-    assert_eq!(ipam.lookup(leases[2].ip).unwrap().client, mac(9));
+    assert_eq!(ipam.offer("lab", &mac(3), None, at(31)).unwrap().ip, ips[0]);
+    assert_eq!(ipam.lookup(ips[2]).unwrap().client, mac(9));
 }
 
 #[tokio::test]
@@ -169,15 +174,9 @@ async fn reservations_and_exclusions() {
     };
     ipam.apply_config(&[s], &[r.clone(), out], at(0)).unwrap();
     assert_eq!(ipam.utilisation()[0].size, 4);
-    let mut got = Vec::new();
-    for n in 1..=3 {
-        got.push(bind_new(&ipam, &mac(n), at(0)).await.ip);
-    }
+    let got = bind_each(&ipam, 1..=3, at(0)).await;
     assert_eq!(got, [ip("10.0.0.4"), ip("10.0.0.5"), ip("10.0.0.6")]);
-    assert!(matches!(
-        ipam.offer("lab", &mac(4), None, at(0)),
-        Err(IpamError::PoolExhausted { .. })
-    ));
+    assert_exhausted(&ipam, &mac(4), at(0));
     assert!(matches!(
         ipam.bind("lab", &mac(4), r.ip, None, at(0)).await,
         Err(IpamError::Reserved { .. })
@@ -210,11 +209,7 @@ async fn reservations_and_exclusions() {
 #[tokio::test]
 async fn renew_inside_cache_threshold_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (ipam, stats) = with_stats(
-        dir.path(),
-        IpamOptions::default(),
-        spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13"),
-    );
+    let (ipam, stats) = with_stats(dir.path(), IpamOptions::default(), lab_spec());
     let l = bind_new(&ipam, &mac(1), at(0)).await;
     let writes = stats.ipam.writes_total.load(Relaxed);
     // Lease time 1000 s, threshold 0.25: renewals before 250 s are cached.
@@ -241,14 +236,9 @@ async fn decline_quarantines_then_frees() {
     let l = bind_new(&ipam, &mac(1), at(0)).await;
     ipam.decline(&mac(1), l.ip, at(1)).await.unwrap();
     assert_eq!(ipam.lookup(l.ip).unwrap().state, LeaseState::Declined);
-    for n in 2..=4 {
-        bind_new(&ipam, &mac(n), at(2)).await;
-    }
+    bind_each(&ipam, 2..=4, at(2)).await;
     // Quarantine is 600 s.
-    assert!(matches!(
-        ipam.offer("lab", &mac(5), None, at(600)),
-        Err(IpamError::PoolExhausted { .. })
-    ));
+    assert_exhausted(&ipam, &mac(5), at(600));
     assert!(matches!(
         ipam.bind("lab", &mac(5), l.ip, None, at(600)).await,
         Err(IpamError::AddressTaken { .. })
@@ -260,14 +250,8 @@ async fn decline_quarantines_then_frees() {
 async fn expiry_with_explicit_now() {
     let dir = tempfile::tempdir().unwrap();
     let ipam = lab(dir.path());
-    let mut ips = Vec::new();
-    for n in 1..=4 {
-        ips.push(bind_new(&ipam, &mac(n), at(0)).await.ip);
-    }
-    assert!(matches!(
-        ipam.offer("lab", &mac(9), None, at(999)),
-        Err(IpamError::PoolExhausted { .. })
-    ));
+    let ips = bind_each(&ipam, 1..=4, at(0)).await;
+    assert_exhausted(&ipam, &mac(9), at(999));
     ipam.reap(at(1000)).unwrap();
     assert_eq!(ipam.lookup(ips[0]).unwrap().state, LeaseState::Expired);
     let by_state = &ipam.utilisation()[0].by_state;
@@ -542,7 +526,7 @@ async fn export_import_round_trip() {
 
 #[test]
 fn subnet_json_shape() {
-    let mut s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
+    let mut s = lab_spec();
     s.options = vec![DhcpOption {
         code: 150,
         data: vec![10, 0, 0, 1],
@@ -564,7 +548,7 @@ async fn reaper_expires_on_time_after_being_woken() {
         offer_hold: Duration::from_secs(1),
         ..IpamOptions::default()
     };
-    let s = spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13");
+    let s = lab_spec();
     let (ipam, stats) = with_stats(dir.path(), opts, s.with_lease_time(Duration::from_secs(1)));
     // The reaper starts with nothing to do (a long sleep) and must be woken.
     let running = Running::spawn(&ipam);
@@ -804,23 +788,7 @@ async fn every_write_answered_ok_is_on_disk_when_batches_fail() {
 #[tokio::test]
 async fn a_panicking_committer_degrades_to_inline_flushes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Faulty::open(dir.path());
-    let ipam = Ipam::with_store(
-        dir.path().into(),
-        store.clone(),
-        IpamOptions::default(),
-        Stats::new(16),
-    )
-    .unwrap();
-    ipam.apply_config(
-        &[spec("lab", "10.0.0.0/24", "10.0.0.10", "10.0.0.13")],
-        &[],
-        at(0),
-    )
-    .unwrap();
-    let tracker = tokio_util::task::TaskTracker::new();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    ipam.spawn_committer(&tracker, cancel.clone());
+    let (ipam, store, tracker, cancel) = faulty_lab(dir.path(), "10.0.0.13");
     store.armed.store(true, Relaxed);
     // The bind whose commit hit the panic is answered with an error (its
     // write may be lost), and later ones neither hang nor fail.
@@ -848,10 +816,7 @@ async fn a_panicking_committer_degrades_to_inline_flushes() {
             .expect("no durable operation may wait for a dead committer");
         assert_eq!(bound.state, LeaseState::Bound);
     }
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    drop((ipam, store));
+    close(ipam, store, tracker, cancel).await;
     let ipam = open_unlocked(dir.path(), IpamOptions::default()).unwrap();
     for n in 2..=3 {
         assert!(ipam.lease_of(&mac(n)).is_some(), "lease {n} survived");

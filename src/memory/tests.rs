@@ -1,4 +1,5 @@
 use super::*;
+use State::{Normal, Shed, Shrink};
 
 const MIB: u64 = 1 << 20;
 
@@ -11,27 +12,25 @@ fn marks() -> Marks {
     }
 }
 
+/// The state after `from` at each of the RSS figures `mib`, each taken
+/// from `from`.
+fn next_at<const N: usize>(from: State, mib: [u64; N]) -> [State; N] {
+    mib.map(|rss| next_state(from, rss * MIB, marks()))
+}
+
 #[test]
 fn states_rise_at_the_marks() {
-    let m = marks();
-    assert_eq!(next_state(State::Normal, 10 * MIB, m), State::Normal);
-    assert_eq!(next_state(State::Normal, 70 * MIB, m), State::Shrink);
-    assert_eq!(next_state(State::Normal, 95 * MIB, m), State::Shed);
-    assert_eq!(next_state(State::Shrink, 90 * MIB, m), State::Shed);
+    assert_eq!(next_at(Normal, [10, 70, 95]), [Normal, Shrink, Shed]);
+    assert_eq!(next_at(Shrink, [90]), [Shed]);
 }
 
 #[test]
 fn states_fall_only_past_the_hysteresis() {
-    let m = marks();
-    // Just under the shed mark: stays shed.
-    assert_eq!(next_state(State::Shed, 88 * MIB, m), State::Shed);
-    // Below shed - hysteresis but above shrink: shrink.
-    assert_eq!(next_state(State::Shed, 80 * MIB, m), State::Shrink);
-    // Just under the shrink mark: stays shrink.
-    assert_eq!(next_state(State::Shrink, 68 * MIB, m), State::Shrink);
-    assert_eq!(next_state(State::Shrink, 60 * MIB, m), State::Normal);
-    // Straight from shed to normal when far below both.
-    assert_eq!(next_state(State::Shed, 10 * MIB, m), State::Normal);
+    // Just under the shed mark: stays shed; below shed - hysteresis but
+    // above shrink: shrink; far below both: straight to normal.
+    assert_eq!(next_at(Shed, [88, 80, 10]), [Shed, Shrink, Normal]);
+    // Just under the shrink mark: stays shrink; past the hysteresis: normal.
+    assert_eq!(next_at(Shrink, [68, 60]), [Shrink, Normal]);
 }
 
 #[test]
@@ -133,19 +132,26 @@ fn purge_child() {
     );
 }
 
-#[test]
-fn governor_publishes_and_counts_shrinks() {
+/// A governor over `budget` with the marks of [`marks`] (70 %, 90 %, 5 %),
+/// sampling every 10 ms, with its stats and event log.
+fn governor(budget: u64, shrink_interval: Duration) -> (Governor, Arc<Stats>, Arc<EventLog>) {
     let stats = Stats::new(16);
     let events = Arc::new(EventLog::default());
     let cfg = MemoryConfig {
-        budget: 1 << 40,
+        budget,
         shrink_at: 0.7,
         shed_at: 0.9,
         hysteresis: 0.05,
-        shrink_interval: Duration::from_millis(1),
+        shrink_interval,
         sample_interval: Duration::from_millis(10),
     };
-    let mut g = Governor::new(stats.clone(), events, cfg);
+    let g = Governor::new(stats.clone(), events.clone(), cfg);
+    (g, stats, events)
+}
+
+#[test]
+fn governor_publishes_and_counts_shrinks() {
+    let (mut g, stats, _) = governor(1 << 40, Duration::from_millis(1));
     g.step(Instant::now() + Duration::from_secs(1));
     assert!(stats.memory.rss_bytes.load(Relaxed) > 0);
     assert!(stats.memory.heap_allocated.load(Relaxed) > 0);
@@ -155,18 +161,8 @@ fn governor_publishes_and_counts_shrinks() {
 
 #[test]
 fn governor_sheds_over_budget_and_logs_once() {
-    let stats = Stats::new(16);
-    let events = Arc::new(EventLog::default());
     // A budget far below any real RSS: straight to shed.
-    let cfg = MemoryConfig {
-        budget: 1 << 20,
-        shrink_at: 0.7,
-        shed_at: 0.9,
-        hysteresis: 0.05,
-        shrink_interval: Duration::from_secs(5),
-        sample_interval: Duration::from_millis(10),
-    };
-    let mut g = Governor::new(stats.clone(), events.clone(), cfg);
+    let (mut g, stats, events) = governor(1 << 20, Duration::from_secs(5));
     let t = Instant::now();
     g.step(t);
     g.step(t + Duration::from_millis(10));

@@ -1,7 +1,7 @@
 //! Where the load goes: a target the replay spawns (generated config,
 //! `/readyz`), or one already running (addresses from flags or its config).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use super::args::ReplayArgs;
 use super::target::{self, Spawned};
 use super::{config_gen, http_load};
 use crate::config::Config;
+use crate::net::loopback_if_unspecified;
 
 /// Where the load goes and what it is judged against.
 pub struct Setup {
@@ -101,20 +102,16 @@ pub async fn attach(args: &ReplayArgs) -> anyhow::Result<Setup> {
         .map(Config::load)
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let loopback = |a: SocketAddr| match a.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from((Ipv4Addr::LOCALHOST, a.port())),
-        _ => a,
-    };
     let base = args.target.clone().unwrap_or_else(|| {
         config.as_ref().map_or("http://127.0.0.1:8080".into(), |c| {
-            format!("http://{}", loopback(c.gateway.listen))
+            format!("http://{}", loopback_if_unspecified(c.gateway.listen))
         })
     });
     let dhcp = args.dhcp.unwrap_or_else(|| {
         config
             .as_ref()
             .map_or(SocketAddr::from(([127, 0, 0, 1], 6767)), |c| {
-                loopback(c.dhcp.listen)
+                loopback_if_unspecified(c.dhcp.listen)
             })
     });
     let base = base.trim_end_matches('/').to_owned();

@@ -24,7 +24,11 @@ async fn demo_sends_a_flood_steady_clients_and_api_requests_then_stops() {
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (dhcp_addr, api_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-    let demo = tokio::spawn(demo::run(shared.clone(), dhcp_addr, api_addr));
+    let demo = tokio::spawn(demo::run(
+        demo::DemoHandle::from(&shared),
+        dhcp_addr,
+        api_addr,
+    ));
 
     let mut per_mac: HashMap<[u8; 6], u32> = HashMap::new();
     let mut peers: HashSet<IpAddr> = HashSet::new();

@@ -46,7 +46,7 @@ impl Target {
 
 /// A socket whose buffers cannot be capped is not used: the caps are what
 /// bounds the kernel memory behind each upstream connection.
-pub(crate) async fn connect_one(addr: SocketAddr, buf: u32) -> std::io::Result<TcpStream> {
+async fn connect_one(addr: SocketAddr, buf: u32) -> std::io::Result<TcpStream> {
     let sock = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,

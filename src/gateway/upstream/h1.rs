@@ -177,16 +177,14 @@ async fn sweep(up: Weak<H1Upstream>, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::upstream::connect::connect_one;
 
     /// `has_idle` peeks: it sees a pooled connection of this runtime
     /// without taking it, and none of another runtime's.
     #[tokio::test]
     async fn has_idle_sees_this_runtimes_pooled_connections_without_taking_them() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         let cfg = crate::config::Config::embedded().unwrap().gateway;
-        let authority = Authority::try_from(addr.to_string()).unwrap();
+        let authority = Authority::try_from(l.local_addr().unwrap().to_string()).unwrap();
         let up = Arc::new(H1Upstream::new(
             authority,
             &cfg,
@@ -195,12 +193,9 @@ mod tests {
             4,
         ));
         assert!(!up.has_idle());
-        let tcp = connect_one(addr, 8192).await.unwrap();
+        let conn = up.connecting().await.unwrap();
         let _accepted = l.accept().await.unwrap();
-        up.put(Conn {
-            tcp,
-            rt: Handle::current().id(),
-        });
+        up.put(conn);
         assert!(up.has_idle());
         assert!(up.has_idle(), "the peek took the connection");
         let other = std::thread::spawn({
