@@ -60,7 +60,13 @@ pub struct Netns {
 
 impl Netns {
     pub fn new() -> Self {
-        let name = format!("vbx-{}", tag());
+        Self::with_prefix("vbx")
+    }
+
+    /// A namespace named `<prefix>-<tag>` (a prefix per task keeps the
+    /// namespaces of tests that run at once apart).
+    pub fn with_prefix(prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", tag());
         sh("ip", &["netns", "add", &name]);
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
