@@ -13,10 +13,14 @@ mod api_support;
 #[path = "../common/cert.rs"]
 mod cert;
 mod cluster_etcd;
+mod cluster_lab;
+mod cluster_net;
 mod config_fixtures;
 mod dhcp;
 mod dhcp_adversary;
 mod dhcp_bench;
+#[path = "../common/dhcp_client.rs"]
+mod dhcp_client;
 mod dhcp_netns;
 mod dhcp_support;
 mod disk_full;
@@ -24,6 +28,8 @@ mod disk_full;
 mod etcd;
 mod gw_identity;
 mod headless;
+#[path = "../common/history.rs"]
+mod history;
 mod identity_flood;
 mod netns;
 mod package;

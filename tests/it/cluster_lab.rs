@@ -1,0 +1,578 @@
+//! A multi-node DHCP lab for the cluster tests: one bridge in a hub
+//! namespace; K server namespaces, each able to run one `vpcbox run
+//! --headless` node; client namespaces for udhcpc; a driver namespace that
+//! relays the Rust client's traffic (tests/common/dhcp_client.rs) and calls
+//! the nodes' APIs; etcd (tests/common/etcd.rs) in the hub, on the bridge.
+//!
+//! ```text
+//!                       ns hub: bridge br0 10.20.0.0/24, etcd on 10.20.0.2
+//!   ┌──────────────┬────────────┴─┬──────────────────┬────────────────────┐
+//!  ns n0 10.20.0.11  ns n1 .12 …   ns c0 (udhcpc) …    ns drv 10.20.0.5 + relays 10.21.0.1…
+//!  vpcbox :67 + API :8080                               (giaddrs; subnet "relayed" 10.21.0.0/16)
+//! ```
+//!
+//! Partitioning one node from etcd is one nftables rule in that node's
+//! namespace (drop its packets to etcd's client ports); healing deletes it.
+//! Every namespace is named `c20n-…` and removed on drop.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::etcd::{Etcd, EtcdOptions};
+use crate::history::Dumped;
+use crate::netns::{sh, tag, veth, Netns, Proc};
+
+pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
+pub const DRIVER_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 5);
+pub const API_PORT: u16 = 8080;
+pub const TOKEN: &str = "c20n-admin-token";
+const PREFIX: &str = "c20n";
+
+pub fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 20, 0, 11 + i as u8)
+}
+
+/// The relay addresses (giaddrs) of the driver, one per DHCP worker.
+pub fn relay_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 21, 0, 1 + i as u8)
+}
+
+/// The shape of a lab.
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    pub nodes: usize,
+    pub clients: usize,
+    /// etcd members in the hub (0: none).
+    pub etcd: usize,
+    /// Relay addresses on the driver.
+    pub relays: usize,
+}
+
+pub struct Node {
+    pub ns: Netns,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub dir: PathBuf,
+    proc: Mutex<Option<Proc>>,
+    /// The handle of this node's partition rule, when partitioned.
+    partition: Mutex<Option<String>>,
+}
+
+pub struct Client {
+    pub ns: Netns,
+    pub ifname: String,
+    pub mac: [u8; 6],
+}
+
+/// The lab; fields drop in order: etcd and nodes first, namespaces after.
+pub struct Lab {
+    pub etcd: Option<Mutex<Etcd>>,
+    pub nodes: Vec<Node>,
+    pub clients: Vec<Client>,
+    pub driver: Netns,
+    pub hub: Netns,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new(spec: &LabSpec) -> Self {
+        let hub = Netns::with_prefix(PREFIX);
+        hub.ip(&["link", "add", "br0", "type", "bridge"]);
+        hub.ip(&["link", "set", "br0", "up"]);
+        hub.ip(&["addr", "add", &format!("{ETCD_IP}/24"), "dev", "br0"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = |ns: &Netns, ip: Option<Ipv4Addr>| -> String {
+            let t = tag();
+            let (inner, outer) = (format!("ci{t}"), format!("ch{t}"));
+            veth(ns, &inner, &hub, &outer);
+            hub.ip(&["link", "set", &outer, "master", "br0"]);
+            if let Some(ip) = ip {
+                ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &inner]);
+            }
+            inner
+        };
+        let nodes = (0..spec.nodes)
+            .map(|i| {
+                let ns = Netns::with_prefix(PREFIX);
+                let ifname = port(&ns, Some(node_ip(i)));
+                ns.ip(&[
+                    "route",
+                    "add",
+                    "10.21.0.0/16",
+                    "via",
+                    &DRIVER_IP.to_string(),
+                ]);
+                nft(&ns, &["add", "table", "inet", PREFIX]);
+                nft(
+                    &ns,
+                    &[
+                        "add",
+                        "chain",
+                        "inet",
+                        PREFIX,
+                        "out",
+                        "{ type filter hook output priority 0; policy accept; }",
+                    ],
+                );
+                let node_dir = dir.path().join(format!("n{i}"));
+                std::fs::create_dir_all(node_dir.join("data")).expect("node dir");
+                crate::support::write_token(&node_dir.join("data/admin.token"), TOKEN);
+                Node {
+                    ns,
+                    ifname,
+                    ip: node_ip(i),
+                    dir: node_dir,
+                    proc: Mutex::new(None),
+                    partition: Mutex::new(None),
+                }
+            })
+            .collect();
+        let clients = (0..spec.clients)
+            .map(|i| {
+                let ns = Netns::with_prefix(PREFIX);
+                let ifname = port(&ns, None);
+                let mac = [2, 0xc2, 0, 0, 1, i as u8];
+                ns.ip(&["link", "set", &ifname, "address", &mac_text(mac)]);
+                Client { ns, ifname, mac }
+            })
+            .collect();
+        let driver = Netns::with_prefix(PREFIX);
+        let drv_if = port(&driver, Some(DRIVER_IP));
+        for r in 0..spec.relays {
+            driver.ip(&[
+                "addr",
+                "add",
+                &format!("{}/32", relay_ip(r)),
+                "dev",
+                &drv_if,
+            ]);
+        }
+        let etcd = (spec.etcd > 0).then(|| {
+            Mutex::new(Etcd::start_with(EtcdOptions {
+                members: spec.etcd,
+                host: ETCD_IP.into(),
+                netns: Some(hub.name.clone()),
+            }))
+        });
+        Self {
+            etcd,
+            nodes,
+            clients,
+            driver,
+            hub,
+            dir,
+        }
+    }
+
+    pub fn etcd(&self) -> std::sync::MutexGuard<'_, Etcd> {
+        self.etcd
+            .as_ref()
+            .expect("a lab with etcd")
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// etcd's client endpoints (for a node's `[cluster] etcd`).
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd().endpoints()
+    }
+
+    /// Writes node `i`'s config.toml; returns its path.
+    pub fn write_config(&self, i: usize, opts: &NodeOptions) -> PathBuf {
+        let text = node_config(&self.nodes[i], opts);
+        let path = self.nodes[i].dir.join("config.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Starts node `i` on its config.toml (stderr to `vpcbox.log` in its
+    /// dir); waits until its API answers `/readyz`.
+    pub fn start_node(&self, i: usize) {
+        let n = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.dir.join("vpcbox.log"))
+            .expect("node log");
+        let child =
+            n.ns.command(crate::support::bin().to_str().expect("utf-8 path"))
+                .args(["run", "--headless", "--config"])
+                .arg(n.dir.join("config.toml"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn vpcbox");
+        *n.proc.lock().unwrap_or_else(|e| e.into_inner()) = Some(Proc { child: Some(child) });
+        let ready = crate::support::eventually(Duration::from_secs(15), || {
+            self.node_exited(i).is_none() && self.api(i, "GET", "/readyz", "").0 == 200
+        });
+        assert!(ready, "node {i} not ready: {}", self.node_log(i));
+    }
+
+    /// `kill -9` node `i` (and reap it).
+    pub fn kill_node(&self, i: usize) {
+        let p = self.nodes[i]
+            .proc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(p); // Proc kills (SIGKILL) and reaps on drop
+    }
+
+    /// The exit code if node `i` ran and exited (None while it runs or never ran).
+    pub fn node_exited(&self, i: usize) -> Option<i32> {
+        let mut g = self.nodes[i].proc.lock().unwrap_or_else(|e| e.into_inner());
+        let c = g.as_mut()?.child.as_mut()?;
+        c.try_wait().ok().flatten().map(|s| s.code().unwrap_or(-1))
+    }
+
+    pub fn node_running(&self, i: usize) -> bool {
+        let mut g = self.nodes[i].proc.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_mut()
+            .and_then(|p| p.child.as_mut())
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn node_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i].dir.join("vpcbox.log")).unwrap_or_default()
+    }
+
+    /// One request to node `i`'s API, from the driver namespace.
+    pub fn api(&self, i: usize, method: &str, path: &str, body: &str) -> (u16, String) {
+        let (to, m, p, b) = (
+            SocketAddr::from((self.nodes[i].ip, API_PORT)),
+            method.to_owned(),
+            path.to_owned(),
+            body.to_owned(),
+        );
+        self.driver
+            .thread(move || http(to, &m, &p, &b))
+            .join()
+            .expect("api thread")
+    }
+
+    /// Every lease node `i` stores (all pages of `/v1/leases`).
+    pub fn dump(&self, i: usize) -> Vec<Dumped> {
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (code, body) = self.api(i, "GET", &format!("/v1/leases?limit=10000{cursor}"), "");
+            assert_eq!(code, 200, "dump from node {i}: {body}");
+            let page: serde_json::Value = serde_json::from_str(&body).expect("leases json");
+            all.extend(Dumped::from_page(&page));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return all,
+            }
+        }
+    }
+
+    /// Cuts node `i` off etcd: one rule dropping its packets to etcd's client ports.
+    pub fn partition(&self, i: usize) {
+        let ports: Vec<String> = self
+            .etcd()
+            .client_ports()
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        let n = &self.nodes[i];
+        let mut held = n.partition.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(held.is_none(), "node {i} is already partitioned");
+        let rule = format!(
+            "ip daddr {ETCD_IP} tcp dport {{ {} }} drop",
+            ports.join(", ")
+        );
+        let out = nft(
+            &n.ns,
+            &[
+                "--echo", "--handle", "add", "rule", "inet", PREFIX, "out", &rule,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let handle = text
+            .split("# handle ")
+            .nth(1)
+            .and_then(|h| h.split_whitespace().next())
+            .filter(|h| h.parse::<u64>().is_ok())
+            .unwrap_or_else(|| panic!("no rule handle in: {text}"))
+            .to_owned();
+        *held = Some(handle);
+    }
+
+    /// Deletes node `i`'s partition rule.
+    pub fn heal(&self, i: usize) {
+        let n = &self.nodes[i];
+        if let Some(h) = n.partition.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            nft(
+                &n.ns,
+                &["delete", "rule", "inet", PREFIX, "out", "handle", &h],
+            );
+        }
+    }
+
+    pub fn partitioned(&self, i: usize) -> bool {
+        self.nodes[i]
+            .partition
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Whether a TCP connection from node `i`'s namespace to etcd member
+    /// `m`'s client port opens within `limit`.
+    pub fn reaches_etcd(&self, i: usize, m: usize, limit: Duration) -> bool {
+        let to = SocketAddr::from((ETCD_IP, self.etcd().client_ports()[m]));
+        self.nodes[i]
+            .ns
+            .thread(move || TcpStream::connect_timeout(&to, limit).is_ok())
+            .join()
+            .expect("connect thread")
+    }
+
+    /// Starts busybox udhcpc for client `c`: its hook script appends history
+    /// lines (tests/common/history.rs `parse_line`) to the returned log.
+    pub fn udhcpc(&self, c: usize) -> (Proc, PathBuf) {
+        let cl = &self.clients[c];
+        let (script, log) = hook_script(self.dir.path(), c, &crate::dhcp_client::key(cl.mac));
+        let p = cl.ns.spawn(
+            "udhcpc",
+            &[
+                "-f",
+                "-i",
+                &cl.ifname,
+                "-s",
+                script.to_str().expect("utf-8"),
+                "-t",
+                "5",
+                "-T",
+                "1",
+                "-A",
+                "1",
+            ],
+        );
+        (p, log)
+    }
+}
+
+/// What differs between node configs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The pool of subnet "direct" (10.20.0.0/24, the bridge's clients).
+    pub direct_pool: (Ipv4Addr, Ipv4Addr),
+    /// The pool of subnet "relayed" (10.21.0.0/16, behind the driver).
+    pub relayed_pool: (Ipv4Addr, Ipv4Addr),
+    /// The driver's relay addresses the node trusts.
+    pub relays: usize,
+    pub lease_time: String,
+    pub cluster: Option<ClusterKeys>,
+}
+
+impl NodeOptions {
+    /// Both pools whole, `relays` relays, 1 h leases, no cluster.
+    pub fn standalone(relays: usize) -> Self {
+        Self {
+            direct_pool: (Ipv4Addr::new(10, 20, 0, 100), Ipv4Addr::new(10, 20, 0, 199)),
+            relayed_pool: (Ipv4Addr::new(10, 21, 1, 0), Ipv4Addr::new(10, 21, 3, 255)),
+            relays,
+            lease_time: "1h".into(),
+            cluster: None,
+        }
+    }
+}
+
+/// The `[cluster]` keys of DESIGN.md "Cluster".
+#[derive(Clone, Debug)]
+pub struct ClusterKeys {
+    pub node: String,
+    pub etcd: Vec<String>,
+    pub prefix: String,
+    pub lease_ttl: String,
+    pub block_size: u32,
+}
+
+impl ClusterKeys {
+    /// Node `name` on `etcd`, under a prefix unique to this test.
+    pub fn new(name: &str, etcd: Vec<String>) -> Self {
+        Self {
+            node: name.into(),
+            etcd,
+            prefix: format!("/vpcbox-test/{}", tag()),
+            lease_ttl: "3s".into(),
+            block_size: 16,
+        }
+    }
+}
+
+/// Node `n`'s config: the shipped config.toml with its addresses, ports,
+/// data dir, the lab's two subnets and, if given, a `[cluster]` section.
+pub fn node_config(n: &Node, o: &NodeOptions) -> String {
+    use toml::{Table, Value};
+    let shipped = std::fs::read_to_string(crate::support::repo().join("config.toml"))
+        .expect("shipped config.toml");
+    let mut t: Table = shipped.parse().expect("shipped config parses");
+    let s = |v: &str| Value::String(v.to_owned());
+    let strs = |v: &[String]| Value::Array(v.iter().map(|x| s(x)).collect());
+    let sub = |t: &Table, key: &str| -> Table {
+        t.get(key)
+            .and_then(Value::as_table)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut storage = sub(&t, "storage");
+    storage.insert("path".into(), s(&n.dir.join("data").display().to_string()));
+    let mut dhcp = sub(&t, "dhcp");
+    dhcp.insert("listen".into(), s("0.0.0.0:67"));
+    dhcp.insert("interfaces".into(), strs(&[n.ifname.clone()]));
+    dhcp.insert("server_id".into(), s(&n.ip.to_string()));
+    let mut gateway = sub(&t, "gateway");
+    gateway.insert("listen".into(), s(&format!("{}:{API_PORT}", n.ip)));
+    gateway.insert(
+        "admin_token_file".into(),
+        s(&n.dir.join("data/admin.token").display().to_string()),
+    );
+    let shipped_subnet = t
+        .get("subnet")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_table)
+        .cloned()
+        .unwrap_or_default();
+    let subnet =
+        |id: &str, cidr: &str, pool: (Ipv4Addr, Ipv4Addr), gw: &str, relays: Vec<String>| {
+            let mut x = shipped_subnet.clone();
+            x.insert("id".into(), s(id));
+            x.insert("cidr".into(), s(cidr));
+            x.insert("pools".into(), strs(&[format!("{}-{}", pool.0, pool.1)]));
+            x.insert("gateway".into(), s(gw));
+            x.insert("dns".into(), strs(&[]));
+            x.insert("lease_time".into(), s(&o.lease_time));
+            x.insert("relays".into(), strs(&relays));
+            Value::Table(x)
+        };
+    let relays: Vec<String> = (0..o.relays).map(|r| relay_ip(r).to_string()).collect();
+    t.insert("storage".into(), Value::Table(storage));
+    t.insert("dhcp".into(), Value::Table(dhcp));
+    t.insert("gateway".into(), Value::Table(gateway));
+    t.insert(
+        "subnet".into(),
+        Value::Array(vec![
+            subnet("direct", "10.20.0.0/24", o.direct_pool, "10.20.0.1", vec![]),
+            subnet(
+                "relayed",
+                "10.21.0.0/16",
+                o.relayed_pool,
+                "10.21.0.1",
+                relays,
+            ),
+        ]),
+    );
+    // The shipped reservation is in the shipped subnet, gone here.
+    t.remove("reservation");
+    if let Some(c) = &o.cluster {
+        let mut cl = Table::new();
+        cl.insert("node".into(), s(&c.node));
+        cl.insert("etcd".into(), strs(&c.etcd));
+        cl.insert("prefix".into(), s(&c.prefix));
+        cl.insert("lease_ttl".into(), s(&c.lease_ttl));
+        cl.insert("block_size".into(), Value::Integer(i64::from(c.block_size)));
+        t.insert("cluster".into(), Value::Table(cl));
+    }
+    toml::to_string(&t).expect("config toml")
+}
+
+/// A udhcpc hook script for client `c` writing history lines to its log:
+/// `ack` on bound/renew, `nak` for the address it held, `release` when it
+/// stops using an address (deconfig); it also configures the address.
+fn hook_script(dir: &Path, c: usize, client: &str) -> (PathBuf, PathBuf) {
+    let (path, log, held) = (
+        dir.join(format!("udhcpc{c}.sh")),
+        dir.join(format!("udhcpc{c}.log")),
+        dir.join(format!("udhcpc{c}.held")),
+    );
+    let text = format!(
+        r#"#!/bin/sh
+t=$(date +%s.%N)
+case "$1" in
+  bound|renew)
+    echo "$t ${{serverid:--}} {client} ack $ip ${{lease:-0}}" >> {log}
+    echo "$ip" > {held}
+    ip addr flush dev "$interface"; ip addr add "$ip/24" dev "$interface" ;;
+  nak)
+    [ -s {held} ] && echo "$t ${{serverid:--}} {client} nak $(cat {held})" >> {log} ;;
+  deconfig)
+    [ -s {held} ] && echo "$t - {client} release $(cat {held})" >> {log}
+    : > {held}
+    ip addr flush dev "$interface" ;;
+esac
+exit 0
+"#,
+        log = log.display(),
+        held = held.display()
+    );
+    std::fs::write(&path, text).expect("hook script");
+    sh("chmod", &["+x", path.to_str().expect("utf-8")]);
+    (path, log)
+}
+
+fn nft(ns: &Netns, args: &[&str]) -> std::process::Output {
+    let out = ns
+        .command("nft")
+        .args(args)
+        .output()
+        .expect("nft is needed (apt-get install -y nftables)");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn mac_text(mac: [u8; 6]) -> String {
+    crate::dhcp_client::key(mac)
+        .trim_start_matches("mac:")
+        .to_owned()
+}
+
+/// One HTTP/1.1 request with the lab's admin token; (status, body), (0, "")
+/// if nothing answers within 3 s.
+pub fn http(to: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut buf = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
+        return (0, String::new());
+    }
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// Waits until `f` holds, at most `limit`; the time it took.
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    None
+}
