@@ -94,15 +94,6 @@ impl Relay {
         })
     }
 
-    /// DISCOVER then REQUEST; the answer and when the request was sent.
-    pub fn dora(&mut self, mac: [u8; 6]) -> (Answer, Instant) {
-        let Some(offer) = self.discover(mac) else {
-            return (Answer::Silence, Instant::now());
-        };
-        let sent = Instant::now();
-        (self.select(mac, offer), sent)
-    }
-
     /// DHCPRELEASE to every server (no answer comes).
     pub fn release(&mut self, mac: [u8; 6], ip: Ipv4Addr, node: Ipv4Addr) {
         let p = self.packet(M::Release, mac, |m| {
