@@ -426,7 +426,7 @@ pub fn node_config(n: &Node, o: &NodeOptions) -> String {
     storage.insert("path".into(), s(&n.dir.join("data").display().to_string()));
     let mut dhcp = sub(&t, "dhcp");
     dhcp.insert("listen".into(), s("0.0.0.0:67"));
-    dhcp.insert("interfaces".into(), strs(&[n.ifname.clone()]));
+    dhcp.insert("interfaces".into(), strs(std::slice::from_ref(&n.ifname)));
     dhcp.insert("server_id".into(), s(&n.ip.to_string()));
     let mut gateway = sub(&t, "gateway");
     gateway.insert("listen".into(), s(&format!("{}:{API_PORT}", n.ip)));
