@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use crate::cluster_config::{node_config, ClusterKeys, NodeOptions};
 use crate::etcd::{Etcd, EtcdOptions};
 use crate::history::Dumped;
 use crate::netns::{sh, tag, veth, Netns, Proc};
@@ -337,7 +338,12 @@ impl Lab {
     /// lines (tests/common/history.rs `parse_line`) to the returned log.
     pub fn udhcpc(&self, c: usize) -> (Proc, PathBuf) {
         let cl = &self.clients[c];
-        let (script, log) = hook_script(self.dir.path(), c, &crate::dhcp_client::key(cl.mac));
+        let (script, log) = hook_script(
+            self.dir.path(),
+            "udhcpc",
+            c,
+            &crate::dhcp_client::key(cl.mac),
+        );
         let p = cl.ns.spawn(
             "udhcpc",
             &[
@@ -356,166 +362,77 @@ impl Lab {
         );
         (p, log)
     }
-}
 
-/// What differs between node configs.
-#[derive(Clone, Debug)]
-pub struct NodeOptions {
-    /// The pool of subnet "direct" (10.20.0.0/24, the bridge's clients).
-    pub direct_pool: (Ipv4Addr, Ipv4Addr),
-    /// The pool of subnet "relayed" (10.21.0.0/16, behind the driver).
-    pub relayed_pool: (Ipv4Addr, Ipv4Addr),
-    /// The driver's relay addresses the node trusts.
-    pub relays: usize,
-    pub lease_time: String,
-    pub cluster: Option<ClusterKeys>,
-}
-
-impl NodeOptions {
-    /// Both pools whole, `relays` relays, 1 h leases, no cluster.
-    pub fn standalone(relays: usize) -> Self {
-        Self {
-            direct_pool: (Ipv4Addr::new(10, 20, 0, 100), Ipv4Addr::new(10, 20, 0, 199)),
-            relayed_pool: (Ipv4Addr::new(10, 21, 1, 0), Ipv4Addr::new(10, 21, 3, 255)),
-            relays,
-            lease_time: "1h".into(),
-            cluster: None,
-        }
+    /// Starts ISC dhclient (foreground) for client `c`, with a hook script
+    /// like udhcpc's; its lease file lives in the lab's dir.
+    pub fn dhclient(&self, c: usize) -> (Proc, PathBuf) {
+        let cl = &self.clients[c];
+        let key = crate::dhcp_client::key(cl.mac);
+        let (script, log) = hook_script(self.dir.path(), "dhclient", c, &key);
+        let dir = self.dir.path();
+        let (lf, pf) = (
+            dir.join(format!("dhclient{c}.leases")),
+            dir.join(format!("dhclient{c}.pid")),
+        );
+        let utf8 = |p: &Path| p.to_str().expect("utf-8").to_owned();
+        let p = cl.ns.spawn(
+            "dhclient",
+            &[
+                "-4",
+                "-d",
+                "-v",
+                "-lf",
+                &utf8(&lf),
+                "-pf",
+                &utf8(&pf),
+                "-sf",
+                &utf8(&script),
+                &cl.ifname,
+            ],
+        );
+        (p, log)
     }
 }
 
-/// The `[cluster]` keys of DESIGN.md "Cluster".
-#[derive(Clone, Debug)]
-pub struct ClusterKeys {
-    pub node: String,
-    pub etcd: Vec<String>,
-    pub prefix: String,
-    pub lease_ttl: String,
-    pub block_size: u32,
-}
-
-impl ClusterKeys {
-    /// Node `name` on `etcd`, under a prefix unique to this test.
-    pub fn new(name: &str, etcd: Vec<String>) -> Self {
-        Self {
-            node: name.into(),
-            etcd,
-            prefix: format!("/vpcbox-test/{}", tag()),
-            lease_ttl: "3s".into(),
-            block_size: 16,
-        }
-    }
-}
-
-/// Node `n`'s config: the shipped config.toml with its addresses, ports,
-/// data dir, the lab's two subnets and, if given, a `[cluster]` section.
-pub fn node_config(n: &Node, o: &NodeOptions) -> String {
-    use toml::{Table, Value};
-    let shipped = std::fs::read_to_string(crate::support::repo().join("config.toml"))
-        .expect("shipped config.toml");
-    let mut t: Table = shipped.parse().expect("shipped config parses");
-    let s = |v: &str| Value::String(v.to_owned());
-    let strs = |v: &[String]| Value::Array(v.iter().map(|x| s(x)).collect());
-    let sub = |t: &Table, key: &str| -> Table {
-        t.get(key)
-            .and_then(Value::as_table)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut storage = sub(&t, "storage");
-    storage.insert("path".into(), s(&n.dir.join("data").display().to_string()));
-    let mut dhcp = sub(&t, "dhcp");
-    dhcp.insert("listen".into(), s("0.0.0.0:67"));
-    dhcp.insert("interfaces".into(), strs(std::slice::from_ref(&n.ifname)));
-    dhcp.insert("server_id".into(), s(&n.ip.to_string()));
-    let mut gateway = sub(&t, "gateway");
-    gateway.insert("listen".into(), s(&format!("{}:{API_PORT}", n.ip)));
-    gateway.insert(
-        "admin_token_file".into(),
-        s(&n.dir.join("data/admin.token").display().to_string()),
-    );
-    let shipped_subnet = t
-        .get("subnet")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-        .and_then(Value::as_table)
-        .cloned()
-        .unwrap_or_default();
-    let subnet =
-        |id: &str, cidr: &str, pool: (Ipv4Addr, Ipv4Addr), gw: &str, relays: Vec<String>| {
-            let mut x = shipped_subnet.clone();
-            x.insert("id".into(), s(id));
-            x.insert("cidr".into(), s(cidr));
-            x.insert("pools".into(), strs(&[format!("{}-{}", pool.0, pool.1)]));
-            x.insert("gateway".into(), s(gw));
-            x.insert("dns".into(), strs(&[]));
-            x.insert("lease_time".into(), s(&o.lease_time));
-            x.insert("relays".into(), strs(&relays));
-            Value::Table(x)
-        };
-    let relays: Vec<String> = (0..o.relays).map(|r| relay_ip(r).to_string()).collect();
-    t.insert("storage".into(), Value::Table(storage));
-    t.insert("dhcp".into(), Value::Table(dhcp));
-    t.insert("gateway".into(), Value::Table(gateway));
-    t.insert(
-        "subnet".into(),
-        Value::Array(vec![
-            subnet("direct", "10.20.0.0/24", o.direct_pool, "10.20.0.1", vec![]),
-            subnet(
-                "relayed",
-                "10.21.0.0/16",
-                o.relayed_pool,
-                "10.21.0.1",
-                relays,
-            ),
-        ]),
-    );
-    // The shipped reservation is in the shipped subnet, gone here.
-    t.remove("reservation");
-    if let Some(c) = &o.cluster {
-        let mut cl = Table::new();
-        cl.insert("node".into(), s(&c.node));
-        cl.insert("etcd".into(), strs(&c.etcd));
-        cl.insert("prefix".into(), s(&c.prefix));
-        cl.insert("lease_ttl".into(), s(&c.lease_ttl));
-        cl.insert("block_size".into(), Value::Integer(i64::from(c.block_size)));
-        t.insert("cluster".into(), Value::Table(cl));
-    }
-    toml::to_string(&t).expect("config toml")
-}
-
-/// A udhcpc hook script for client `c` writing history lines to its log:
-/// `ack` on bound/renew, `nak` for the address it held, `release` when it
-/// stops using an address (deconfig); it also configures the address.
-fn hook_script(dir: &Path, c: usize, client: &str) -> (PathBuf, PathBuf) {
+/// The hook script of client `c` for `tool` (udhcpc or dhclient): it
+/// appends history lines to its log (`ack` on a binding or renewal, `nak`
+/// for the address it held, `release` when it stops using an address) and
+/// configures the address, so that renewals go out unicast.
+fn hook_script(dir: &Path, tool: &str, c: usize, client: &str) -> (PathBuf, PathBuf) {
     let (path, log, held) = (
-        dir.join(format!("udhcpc{c}.sh")),
-        dir.join(format!("udhcpc{c}.log")),
-        dir.join(format!("udhcpc{c}.held")),
+        dir.join(format!("{tool}{c}.sh")),
+        dir.join(format!("{tool}{c}.log")),
+        dir.join(format!("{tool}{c}.held")),
     );
-    let text = format!(
-        r#"#!/bin/sh
-t=$(date +%s.%N)
-case "$1" in
-  bound|renew)
-    echo "$t ${{serverid:--}} {client} ack $ip ${{lease:-0}}" >> {log}
-    echo "$ip" > {held}
-    ip addr flush dev "$interface"; ip addr add "$ip/24" dev "$interface" ;;
-  nak)
-    [ -s {held} ] && echo "$t ${{serverid:--}} {client} nak $(cat {held})" >> {log} ;;
-  deconfig)
-    [ -s {held} ] && echo "$t - {client} release $(cat {held})" >> {log}
-    : > {held}
-    ip addr flush dev "$interface" ;;
-esac
-exit 0
-"#,
-        log = log.display(),
-        held = held.display()
+    let (log, held) = (log.display().to_string(), held.display().to_string());
+    let ack = |ip: &str, lease: &str, server: &str| {
+        format!(
+            "echo \"$t ${{{server}:--}} {client} ack ${ip} ${{{lease}:-0}}\" >> {log}\n    \
+             echo \"${ip}\" > {held}\n    \
+             ip addr flush dev \"$interface\"; ip addr add \"${ip}/24\" dev \"$interface\""
+        )
+    };
+    let stop = format!(
+        "[ -s {held} ] && echo \"$t - {client} release $(cat {held})\" >> {log}\n    \
+         : > {held}\n    ip addr flush dev \"$interface\""
     );
+    let cases = match tool {
+        "udhcpc" => format!(
+            "case \"$1\" in\n  bound|renew)\n    {}\n    ;;\n  nak)\n    \
+             [ -s {held} ] && echo \"$t ${{serverid:--}} {client} nak $(cat {held})\" >> {log} ;;\n  \
+             deconfig)\n    {stop} ;;\nesac",
+            ack("ip", "lease", "serverid")
+        ),
+        _ => format!(
+            "case \"$reason\" in\n  BOUND|RENEW|REBIND|REBOOT)\n    {}\n    ;;\n  \
+             EXPIRE|FAIL|RELEASE|STOP)\n    {stop} ;;\nesac",
+            ack("new_ip_address", "new_dhcp_lease_time", "new_dhcp_server_identifier")
+        ),
+    };
+    let text = format!("#!/bin/sh\nt=$(date +%s.%N)\n{cases}\nexit 0\n");
     std::fs::write(&path, text).expect("hook script");
     sh("chmod", &["+x", path.to_str().expect("utf-8")]);
-    (path, log)
+    (path, PathBuf::from(log))
 }
 
 fn nft(ns: &Netns, args: &[&str]) -> std::process::Output {

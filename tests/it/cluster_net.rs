@@ -1,5 +1,5 @@
 //! The cluster lab itself (cluster_lab.rs): two standalone nodes on one
-//! bridge serving udhcpc clients, each from its own pool, checked through
+//! bridge serving udhcpc and dhclient clients, each from its own pool, checked through
 //! the client-side history; a node cut off etcd by one nftables rule and
 //! healed; the node config with a `[cluster]` section.
 
@@ -11,8 +11,8 @@ use crate::history::{check, now, History, Kind};
 use crate::netns::require_root;
 
 #[test]
-fn lab_two_standalone_nodes_serve_udhcpc_clients_once_each() {
-    if !require_root("lab_two_standalone_nodes_serve_udhcpc_clients_once_each") {
+fn lab_two_standalone_nodes_serve_real_clients_once_each() {
+    if !require_root("lab_two_standalone_nodes_serve_real_clients_once_each") {
         return;
     }
     let lab = Lab::new(&LabSpec {
@@ -31,7 +31,16 @@ fn lab_two_standalone_nodes_serve_udhcpc_clients_once_each() {
         lab.write_config(i, &o);
         lab.start_node(i);
     }
-    let clients: Vec<_> = (0..lab.clients.len()).map(|c| lab.udhcpc(c)).collect();
+    // Two busybox udhcpc and two ISC dhclient.
+    let clients: Vec<_> = (0..lab.clients.len())
+        .map(|c| {
+            if c < 2 {
+                lab.udhcpc(c)
+            } else {
+                lab.dhclient(c)
+            }
+        })
+        .collect();
     let history = History::default();
     let read = |history: &History| {
         for (_, log) in &clients {
@@ -73,7 +82,7 @@ fn lab_two_standalone_nodes_serve_udhcpc_clients_once_each() {
     report.assert_ok();
     assert_eq!(report.clients, 4, "{events:?}");
     assert_eq!(report.open_at_dump, 4, "{report:?}");
-    assert_eq!(report.acks, 5, "{events:?}");
+    assert!(report.acks >= 5, "{events:?}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod api_server;
 mod api_support;
 #[path = "../common/cert.rs"]
 mod cert;
+mod cluster_config;
 mod cluster_etcd;
 mod cluster_lab;
 mod cluster_net;
