@@ -45,13 +45,25 @@ fn etcd_three_members_survive_the_leader_killed() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 }
 
+/// Dropped, or unwound by a panicking test, the fixture leaves no member.
 #[test]
 fn etcd_members_die_with_the_fixture() {
+    let gone = |port: u16| {
+        crate::support::eventually(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        })
+    };
     let e = Etcd::start(1);
     let port = e.client_ports()[0];
     drop(e);
-    let gone = crate::support::eventually(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    assert!(gone(port), "etcd still listens on {port} after drop");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let test = std::thread::spawn(move || {
+        let e = Etcd::start(1);
+        tx.send(e.client_ports()[0]).unwrap();
+        panic!("a failing test");
     });
-    assert!(gone, "etcd still listens on {port} after drop");
+    assert!(test.join().is_err());
+    let port = rx.recv().unwrap();
+    assert!(gone(port), "etcd still listens on {port} after a panic");
 }

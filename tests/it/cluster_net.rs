@@ -176,3 +176,81 @@ fn lab_node_config_carries_the_cluster_section() {
         "exit {code:?}: {err}"
     );
 }
+
+/// The cluster target (issue 20): three nodes sharing one pool through
+/// etcd serve udhcpc and dhclient clients, each exactly one lease, no
+/// address twice; a client keeps its address when its node is killed.
+/// Runs once the `[cluster]` section exists.
+#[test]
+#[ignore = "needs the cluster core (issue 20, [cluster] config)"]
+fn lab_three_cluster_nodes_serve_real_clients_from_one_pool() {
+    if !require_root("lab_three_cluster_nodes_serve_real_clients_from_one_pool") {
+        return;
+    }
+    let lab = Lab::new(&LabSpec {
+        nodes: 3,
+        clients: 4,
+        etcd: 3,
+        relays: 0,
+    });
+    let keys = ClusterKeys::new("n0", lab.etcd_endpoints());
+    for i in 0..3 {
+        let mut o = NodeOptions::standalone(0);
+        o.lease_time = "20s".into();
+        o.cluster = Some(ClusterKeys {
+            node: format!("n{i}"),
+            ..keys.clone()
+        });
+        lab.write_config(i, &o);
+        lab.start_node(i);
+    }
+    let clients: Vec<_> = (0..lab.clients.len())
+        .map(|c| {
+            if c < 2 {
+                lab.udhcpc(c)
+            } else {
+                lab.dhclient(c)
+            }
+        })
+        .collect();
+    let logs = |history: &History| {
+        for (_, log) in &clients {
+            history.add_log(&std::fs::read_to_string(log).unwrap_or_default());
+        }
+    };
+    let all_bound = within(Duration::from_secs(30), || {
+        clients
+            .iter()
+            .all(|(_, log)| std::fs::read_to_string(log).is_ok_and(|t| t.contains(" ack ")))
+    });
+    assert!(all_bound.is_some(), "not every client bound");
+    // Kill the node that answered client 0; it renews (T1 = 10 s) or
+    // rebinds through a survivor, keeping its address.
+    let first = History::default();
+    logs(&first);
+    let c0 = crate::dhcp_client::key(lab.clients[0].mac);
+    let node = first
+        .events()
+        .into_iter()
+        .find(|e| e.client == c0 && matches!(e.kind, Kind::Ack { .. }))
+        .expect("client 0 acked")
+        .node;
+    let victim = lab
+        .nodes
+        .iter()
+        .position(|n| n.ip.to_string() == node)
+        .expect("a node answered");
+    lab.kill_node(victim);
+    let acks = |t: &str| t.matches(" ack ").count();
+    let kept = within(Duration::from_secs(30), || {
+        std::fs::read_to_string(&clients[0].1).is_ok_and(|t| acks(&t) >= 2)
+    });
+    assert!(kept.is_some(), "client 0 not renewed after its node died");
+    let history = History::default();
+    logs(&history);
+    let survivor = (victim + 1) % 3;
+    let dump_t = now();
+    let report = check(&history.events(), &lab.dump(survivor), dump_t, 0.5);
+    report.assert_ok();
+    assert_eq!(report.clients, 4);
+}
