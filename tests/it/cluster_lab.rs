@@ -32,6 +32,24 @@ pub const API_PORT: u16 = 8080;
 pub const TOKEN: &str = "c20n-admin-token";
 const PREFIX: &str = "c20n";
 
+/// Each node's nftables table: packets in and out pass chain `etcd`, where
+/// a partition is one rule. The counter rule turns conntrack on in the
+/// namespace from the start, so that it knows who opened each connection.
+const PARTITION_CHAINS: &str = "table inet c20n {
+  chain etcd {
+  }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    ct state established counter
+    jump etcd
+  }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    jump etcd
+  }
+}
+";
+
 pub fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 20, 0, 11 + i as u8)
 }
@@ -106,20 +124,11 @@ impl Lab {
                     "via",
                     &DRIVER_IP.to_string(),
                 ]);
-                nft(&ns, &["add", "table", "inet", PREFIX]);
-                nft(
-                    &ns,
-                    &[
-                        "add",
-                        "chain",
-                        "inet",
-                        PREFIX,
-                        "out",
-                        "{ type filter hook output priority 0; policy accept; }",
-                    ],
-                );
                 let node_dir = dir.path().join(format!("n{i}"));
                 std::fs::create_dir_all(node_dir.join("data")).expect("node dir");
+                let rules = node_dir.join("partition.nft");
+                std::fs::write(&rules, PARTITION_CHAINS).expect("nft rules");
+                nft(&ns, &["-f", rules.to_str().expect("utf-8")]);
                 crate::support::write_token(&node_dir.join("data/admin.token"), TOKEN);
                 Node {
                     ns,
@@ -272,25 +281,19 @@ impl Lab {
         }
     }
 
-    /// Cuts node `i` off etcd: one rule dropping its packets to etcd's client ports.
+    /// Cuts node `i` off etcd: one rule dropping its traffic with etcd, both ways.
     pub fn partition(&self, i: usize) {
-        let ports: Vec<String> = self
-            .etcd()
-            .client_ports()
-            .iter()
-            .map(u16::to_string)
-            .collect();
         let n = &self.nodes[i];
         let mut held = n.partition.lock().unwrap_or_else(|e| e.into_inner());
         assert!(held.is_none(), "node {i} is already partitioned");
-        let rule = format!(
-            "ip daddr {ETCD_IP} tcp dport {{ {} }} drop",
-            ports.join(", ")
-        );
+        // Both directions of every connection the node opened to etcd's
+        // address (conntrack's original tuple), and any new one. The address
+        // serves etcd only (nft 1.0.6 cannot match `ct original proto-dst`).
+        let rule = format!("ct original ip daddr {ETCD_IP} drop");
         let out = nft(
             &n.ns,
             &[
-                "--echo", "--handle", "add", "rule", "inet", PREFIX, "out", &rule,
+                "--echo", "--handle", "add", "rule", "inet", PREFIX, "etcd", &rule,
             ],
         );
         let text = String::from_utf8_lossy(&out.stdout);
@@ -310,7 +313,7 @@ impl Lab {
         if let Some(h) = n.partition.lock().unwrap_or_else(|e| e.into_inner()).take() {
             nft(
                 &n.ns,
-                &["delete", "rule", "inet", PREFIX, "out", "handle", &h],
+                &["delete", "rule", "inet", PREFIX, "etcd", "handle", &h],
             );
         }
     }

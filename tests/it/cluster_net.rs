@@ -117,6 +117,30 @@ fn lab_partitions_one_node_from_etcd_and_heals() {
             .success()
     };
     assert!(health(0), "etcd not healthy from node 0");
+    // A watch node 0 holds open: the partition cuts connections already
+    // open too, both ways (no event comes in), and healing resumes it.
+    let seen = lab.dir.path().join("watch.out");
+    let ep = lab.etcd_endpoints().join(",");
+    let watch = lab.nodes[0]
+        .ns
+        .command("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &ep, "watch", "/c20n/w"])
+        .stdout(std::fs::File::create(&seen).expect("watch out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let _watch = crate::netns::Proc { child: Some(watch) };
+    let watched = |v: &str| std::fs::read_to_string(&seen).is_ok_and(|t| t.contains(v));
+    let put = |v: &str| assert!(lab.etcd().put("/c20n/w", v), "put {v}");
+    // The watch may start after the first puts: put until one is seen.
+    let mut n = 0;
+    let started = within(Duration::from_secs(5), || {
+        n += 1;
+        put(&format!("before{n}"));
+        watched("before")
+    });
+    assert!(started.is_some(), "the watch saw nothing");
     lab.partition(0);
     assert!(lab.partitioned(0));
     assert!(
@@ -126,7 +150,13 @@ fn lab_partitions_one_node_from_etcd_and_heals() {
     assert!(!health(0), "etcdctl answered through the partition");
     assert!(lab.reaches_etcd(1, 0, quick), "node 1 lost etcd too");
     assert!(health(1));
+    put("during");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!watched("during"), "an event crossed the partition");
     lab.heal(0);
+    let resumed = within(Duration::from_secs(10), || watched("during"));
+    assert!(resumed.is_some(), "the watch did not resume after healing");
+    eprintln!("watch resumed {resumed:?} after healing");
     assert!(!lab.partitioned(0));
     assert!(
         lab.reaches_etcd(0, 0, quick),
