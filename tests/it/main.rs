@@ -15,6 +15,7 @@ mod cert;
 mod cluster_config;
 mod cluster_etcd;
 mod cluster_lab;
+mod cluster_nemesis;
 mod cluster_net;
 mod cluster_workload;
 mod config_fixtures;
