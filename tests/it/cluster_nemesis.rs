@@ -30,6 +30,7 @@ pub struct Act {
     pub target: usize,
     /// The node's server id, which its DHCP answers carry (node faults).
     pub node_ip: Option<Ipv4Addr>,
+    /// When the fault was in place (the process reaped, the rule added).
     pub start: f64,
     pub undone: f64,
 }
@@ -64,11 +65,14 @@ impl Act {
         events
             .iter()
             .filter(dhcp_ack)
-            .filter(|e| e.t > self.start && clients.contains(e.client.as_str()))
+            .filter(|e| e.t > self.start + IN_FLIGHT && clients.contains(e.client.as_str()))
             .find(|e| e.node.parse().is_ok_and(&by))
             .map(|e| e.t - self.start)
     }
 }
+
+/// An answer read this soon after a fault was on its way before it.
+const IN_FLIGHT: f64 = 0.05;
 
 /// Every `nemesis_every`, the next fault of `faults` (in an order shuffled
 /// by the seed, round robin), undone after `downtime`; none that could not
@@ -90,10 +94,11 @@ pub fn nemesis(lab: &Lab, w: &Workload, out: &Outcome, stop: &AtomicBool, deadli
         }
         let fault = order[k % order.len()];
         let node = rng.usize(..lab.nodes.len());
-        let start = now();
+        let mut start = now();
         let (target, node_ip) = match fault {
             Fault::KillNode => {
                 lab.kill_node(node);
+                start = now();
                 std::thread::sleep(w.downtime);
                 lab.start_node(node);
                 (node, Some(lab.nodes[node].ip))
@@ -104,12 +109,14 @@ pub fn nemesis(lab: &Lab, w: &Workload, out: &Outcome, stop: &AtomicBool, deadli
                     _ => rng.usize(..lab.etcd().len()),
                 };
                 lab.etcd().kill(m);
+                start = now();
                 std::thread::sleep(w.downtime);
                 lab.etcd().restart(m);
                 (m, None)
             }
             Fault::Partition => {
                 lab.partition(node);
+                start = now();
                 std::thread::sleep(w.downtime);
                 lab.heal(node);
                 (node, Some(lab.nodes[node].ip))
