@@ -353,6 +353,40 @@ fn history_one_node_with_node_kills() {
     assert!(out.silences.load(Relaxed) > 0, "the kills went unnoticed");
 }
 
+/// The checker's other attack: a node that comes back from `kill -9`
+/// without its store has lost every ACKed lease, and the history says so.
+#[test]
+fn history_catches_a_node_that_forgets_its_leases() {
+    if !require_root("history_catches_a_node_that_forgets_its_leases") {
+        return;
+    }
+    let mut w = Workload::from_env(vec![]);
+    w.duration = Duration::from_secs(3);
+    let lab = Lab::new(&LabSpec {
+        nodes: 1,
+        clients: 0,
+        etcd: 0,
+        relays: w.dhcp_workers,
+    });
+    lab.write_config(0, &NodeOptions::standalone(w.dhcp_workers));
+    lab.start_node(0);
+    let out = run(&lab, &w);
+    lab.kill_node(0);
+    let data = lab.nodes[0].dir.join("data");
+    for entry in std::fs::read_dir(&data).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("wipe");
+        } else if path.file_name().is_some_and(|n| n != "admin.token") {
+            std::fs::remove_file(&path).expect("wipe");
+        }
+    }
+    lab.start_node(0);
+    let report = verdict(&lab, &out, 0);
+    assert!(report.open_at_dump > 0, "{report:?}");
+    assert_eq!(report.lost.len(), report.open_at_dump, "{report:?}");
+}
+
 /// Every fault of the nemesis, done and undone under load, against a
 /// standalone node beside a three-member etcd it does not use: etcd heals
 /// after each member kill (the leader's too), the partition lifts, and the
