@@ -94,14 +94,13 @@ pub fn nemesis(lab: &Lab, w: &Workload, out: &Outcome, stop: &AtomicBool, deadli
         }
         let fault = order[k % order.len()];
         let node = rng.usize(..lab.nodes.len());
-        let mut start = now();
-        let (target, node_ip) = match fault {
+        let (target, node_ip, start) = match fault {
             Fault::KillNode => {
                 lab.kill_node(node);
-                start = now();
+                let start = now();
                 std::thread::sleep(w.downtime);
                 lab.start_node(node);
-                (node, Some(lab.nodes[node].ip))
+                (node, Some(lab.nodes[node].ip), start)
             }
             Fault::KillEtcdMember | Fault::KillEtcdLeader => {
                 let m = match fault {
@@ -109,17 +108,17 @@ pub fn nemesis(lab: &Lab, w: &Workload, out: &Outcome, stop: &AtomicBool, deadli
                     _ => rng.usize(..lab.etcd().len()),
                 };
                 lab.etcd().kill(m);
-                start = now();
+                let start = now();
                 std::thread::sleep(w.downtime);
                 lab.etcd().restart(m);
-                (m, None)
+                (m, None, start)
             }
             Fault::Partition => {
                 lab.partition(node);
-                start = now();
+                let start = now();
                 std::thread::sleep(w.downtime);
                 lab.heal(node);
-                (node, Some(lab.nodes[node].ip))
+                (node, Some(lab.nodes[node].ip), start)
             }
         };
         out.act(Act {
