@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::cluster_lab::Lab;
-use crate::cluster_workload::{Outcome, Workload};
 use crate::history::{now, Event, Kind};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -20,6 +19,16 @@ pub enum Fault {
     KillEtcdLeader,
     /// Cut a node off etcd (nftables), heal after the downtime.
     Partition,
+}
+
+/// Which faults, how often, for how long.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub faults: Vec<Fault>,
+    /// Time between two faults, and how long each lasts.
+    pub every: Duration,
+    pub downtime: Duration,
+    pub seed: u64,
 }
 
 /// One fault as it happened.
@@ -74,10 +83,16 @@ impl Act {
 /// An answer read this soon after a fault was on its way before it.
 const IN_FLIGHT: f64 = 0.05;
 
-/// Every `nemesis_every`, the next fault of `faults` (in an order shuffled
-/// by the seed, round robin), undone after `downtime`; none that could not
-/// be undone before the deadline.
-pub fn nemesis(lab: &Lab, w: &Workload, out: &Outcome, stop: &AtomicBool, deadline: Instant) {
+/// Every `every`, the next fault (in an order shuffled by the seed, round
+/// robin), undone after `downtime`, then handed to `record`; none that
+/// could not be undone before the deadline.
+pub fn nemesis(
+    lab: &Lab,
+    w: &Schedule,
+    record: impl Fn(Act),
+    stop: &AtomicBool,
+    deadline: Instant,
+) {
     let mut rng = fastrand::Rng::with_seed(w.seed ^ 0xdead);
     let mut order = w.faults.clone();
     rng.shuffle(&mut order);
@@ -88,7 +103,7 @@ pub fn nemesis(lab: &Lab, w: &Workload, out: &Outcome, stop: &AtomicBool, deadli
         }
     };
     for k in 0.. {
-        pause(w.nemesis_every);
+        pause(w.every);
         if stop.load(Relaxed) || order.is_empty() || Instant::now() + w.downtime >= deadline {
             return;
         }
@@ -121,7 +136,7 @@ pub fn nemesis(lab: &Lab, w: &Workload, out: &Outcome, stop: &AtomicBool, deadli
                 (node, Some(lab.nodes[node].ip), start)
             }
         };
-        out.act(Act {
+        record(Act {
             fault,
             target,
             node_ip,

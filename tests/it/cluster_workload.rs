@@ -16,8 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::cluster_lab::{http, relay_ip, Lab, LabSpec, NodeOptions, API_PORT};
-use crate::cluster_nemesis::nemesis;
-pub use crate::cluster_nemesis::{Act, Fault};
+use crate::cluster_nemesis::{nemesis, Act, Fault, Schedule};
 use crate::dhcp_client::{key, Answer, Relay};
 use crate::history::{check, now, History, Kind};
 use crate::netns::require_root;
@@ -29,10 +28,7 @@ pub struct Workload {
     pub macs_per_worker: usize,
     pub api_workers: usize,
     pub macs_per_api_worker: usize,
-    /// Time between two faults, and how long each lasts.
-    pub nemesis_every: Duration,
-    pub downtime: Duration,
-    pub faults: Vec<Fault>,
+    pub nemesis: Schedule,
     pub seed: u64,
     /// The relayed subnet's lease time (bounds an API lease's end).
     pub lease_time: Duration,
@@ -58,9 +54,12 @@ impl Workload {
             macs_per_worker: 64,
             api_workers: 1,
             macs_per_api_worker: 32,
-            nemesis_every: Duration::from_secs(3),
-            downtime: Duration::from_secs(1),
-            faults,
+            nemesis: Schedule {
+                faults,
+                every: Duration::from_secs(3),
+                downtime: Duration::from_secs(1),
+                seed,
+            },
             seed,
             lease_time: Duration::from_secs(3600),
         }
@@ -136,7 +135,7 @@ pub fn run(lab: &Lab, w: &Workload) -> Outcome {
                 api_worker(k, lab, w, out, stop, deadline)
             });
         }
-        s.spawn(|| nemesis(lab, w, &out, &stop, deadline));
+        s.spawn(|| nemesis(lab, &w.nemesis, |a| out.act(a), &stop, deadline));
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -403,8 +402,9 @@ fn history_nemesis_does_and_undoes_every_fault() {
         Fault::Partition,
     ];
     let mut w = Workload::from_env(all.clone());
-    (w.duration, w.nemesis_every) = (Duration::from_secs(10), Duration::from_millis(800));
-    w.downtime = Duration::from_millis(500);
+    w.duration = Duration::from_secs(10);
+    (w.nemesis.every, w.nemesis.downtime) =
+        (Duration::from_millis(800), Duration::from_millis(500));
     let lab = Lab::new(&LabSpec {
         nodes: 1,
         clients: 0,
