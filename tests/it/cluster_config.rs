@@ -3,9 +3,22 @@
 //! for a cluster node, the `[cluster]` section of DESIGN.md "Cluster".
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
-use crate::cluster_lab::{relay_ip, Node, API_PORT};
 use crate::netns::tag;
+
+/// Every node's API port (on its own address).
+pub const API_PORT: u16 = 8080;
+
+/// Node `i`'s address on the bridge, its server id.
+pub fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 20, 0, 11 + i as u8)
+}
+
+/// The relay addresses (giaddrs) of the driver, one per DHCP worker.
+pub fn relay_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 21, 0, 1 + i as u8)
+}
 
 /// What differs between node configs.
 #[derive(Clone, Debug)]
@@ -56,9 +69,10 @@ impl ClusterKeys {
     }
 }
 
-/// Node `n`'s config: the shipped config.toml with its addresses, ports,
-/// data dir, the lab's two subnets and, if given, a `[cluster]` section.
-pub fn node_config(n: &Node, o: &NodeOptions) -> String {
+/// A node's config: the shipped config.toml with the node's interface,
+/// address (server id, API), data dir under `dir`, the lab's two subnets
+/// and, if given, a `[cluster]` section.
+pub fn node_config(ifname: &str, ip: Ipv4Addr, dir: &Path, o: &NodeOptions) -> String {
     use toml::{Table, Value};
     let shipped = std::fs::read_to_string(crate::support::repo().join("config.toml"))
         .expect("shipped config.toml");
@@ -72,16 +86,16 @@ pub fn node_config(n: &Node, o: &NodeOptions) -> String {
             .unwrap_or_default()
     };
     let mut storage = sub(&t, "storage");
-    storage.insert("path".into(), s(&n.dir.join("data").display().to_string()));
+    storage.insert("path".into(), s(&dir.join("data").display().to_string()));
     let mut dhcp = sub(&t, "dhcp");
     dhcp.insert("listen".into(), s("0.0.0.0:67"));
-    dhcp.insert("interfaces".into(), strs(std::slice::from_ref(&n.ifname)));
-    dhcp.insert("server_id".into(), s(&n.ip.to_string()));
+    dhcp.insert("interfaces".into(), strs(&[ifname.to_owned()]));
+    dhcp.insert("server_id".into(), s(&ip.to_string()));
     let mut gateway = sub(&t, "gateway");
-    gateway.insert("listen".into(), s(&format!("{}:{API_PORT}", n.ip)));
+    gateway.insert("listen".into(), s(&format!("{ip}:{API_PORT}")));
     gateway.insert(
         "admin_token_file".into(),
-        s(&n.dir.join("data/admin.token").display().to_string()),
+        s(&dir.join("data/admin.token").display().to_string()),
     );
     let shipped_subnet = t
         .get("subnet")

@@ -21,14 +21,15 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use crate::cluster_config::{node_config, ClusterKeys, NodeOptions};
+pub use crate::cluster_config::{
+    node_config, node_ip, relay_ip, ClusterKeys, NodeOptions, API_PORT,
+};
 use crate::etcd::{Etcd, EtcdOptions};
 use crate::history::Dumped;
 use crate::netns::{sh, tag, veth, Netns, Proc};
 
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
 pub const DRIVER_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 5);
-pub const API_PORT: u16 = 8080;
 pub const TOKEN: &str = "c20n-admin-token";
 const PREFIX: &str = "c20n";
 
@@ -49,15 +50,6 @@ const PARTITION_CHAINS: &str = "table inet c20n {
   }
 }
 ";
-
-pub fn node_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 20, 0, 11 + i as u8)
-}
-
-/// The relay addresses (giaddrs) of the driver, one per DHCP worker.
-pub fn relay_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 21, 0, 1 + i as u8)
-}
 
 /// The shape of a lab.
 #[derive(Clone, Debug)]
@@ -192,7 +184,8 @@ impl Lab {
 
     /// Writes node `i`'s config.toml; returns its path.
     pub fn write_config(&self, i: usize, opts: &NodeOptions) -> PathBuf {
-        let text = node_config(&self.nodes[i], opts);
+        let n = &self.nodes[i];
+        let text = node_config(&n.ifname, n.ip, &n.dir, opts);
         let path = self.nodes[i].dir.join("config.toml");
         std::fs::write(&path, text).expect("write config");
         path
