@@ -12,6 +12,7 @@
 //! from when it *sent* the request (RFC 2131 §4.4.1), which is never later
 //! than the server's.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
@@ -195,66 +196,75 @@ pub fn check(events: &[Event], dump: &[Dumped], dump_t: f64, slack: f64) -> Repo
     let mut sorted = events.to_vec();
     sorted.sort_by(|a, b| a.t.total_cmp(&b.t));
     let mut r = Report::default();
-    let mut open: std::collections::BTreeMap<String, Hold> = Default::default();
-    let mut closed: Vec<Hold> = Vec::new();
+    let mut holds = Holds::default();
     for e in &sorted {
-        let held = open.get(&e.client).filter(|h| h.end > e.t).cloned();
         match e.kind {
-            Kind::Ack { lease_end } => {
-                r.acks += 1;
-                match held {
-                    Some(h) if h.ip == e.ip => {
-                        let h = open.get_mut(&e.client).expect("held");
-                        h.end = h.end.max(lease_end);
-                        continue;
-                    }
-                    Some(h) => r.unstable.push(format!(
-                        "{} moved from {} to {} at {:.3} (via {}) while its lease ran to {:.3}",
-                        e.client, h.ip, e.ip, e.t, e.node, h.end
-                    )),
-                    None => {}
-                }
-                let hold = Hold {
-                    client: e.client.clone(),
-                    ip: e.ip,
-                    start: e.t,
-                    end: lease_end,
-                };
-                if let Some(old) = open.insert(e.client.clone(), hold) {
-                    closed.push(end_at(old, e.t));
-                }
-            }
-            Kind::Nak | Kind::Release | Kind::Expire => {
-                if e.kind == Kind::Nak
-                    && held
-                        .as_ref()
-                        .is_some_and(|h| h.ip == e.ip && h.end > e.t + slack)
-                {
-                    r.unstable.push(format!(
-                        "{} got a NAK for {} at {:.3} (via {}) while its lease ran to {:.3}",
-                        e.client,
-                        e.ip,
-                        e.t,
-                        e.node,
-                        held.as_ref().map_or(0.0, |h| h.end)
-                    ));
-                }
-                if open.get(&e.client).is_some_and(|h| h.ip == e.ip) {
-                    let h = open.remove(&e.client).expect("open");
-                    closed.push(end_at(h, e.t));
-                }
-            }
+            Kind::Ack { lease_end } => holds.ack(e, lease_end, &mut r),
+            Kind::Nak | Kind::Release | Kind::Expire => holds.end(e, slack, &mut r),
         }
     }
-    let acked = sorted.iter().filter(|e| matches!(e.kind, Kind::Ack { .. }));
-    r.clients = acked
-        .map(|e| &e.client)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    check_lost(&open, dump, dump_t, slack, &mut r);
-    closed.extend(open.into_values());
-    check_double(closed, slack, &mut r);
+    r.acks = sorted
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Ack { .. }))
+        .count();
+    r.clients = holds.clients.len();
+    check_lost(&holds.open, dump, dump_t, slack, &mut r);
+    let mut all = holds.closed;
+    all.extend(holds.open.into_values());
+    check_double(all, slack, &mut r);
     r
+}
+
+/// Every client's current hold, and the holds that ended.
+#[derive(Default)]
+struct Holds {
+    open: BTreeMap<String, Hold>,
+    closed: Vec<Hold>,
+    clients: BTreeSet<String>,
+}
+
+impl Holds {
+    /// An ACK extends the client's running hold on the same address, or
+    /// starts one (another address while one runs: unstable).
+    fn ack(&mut self, e: &Event, lease_end: f64, r: &mut Report) {
+        self.clients.insert(e.client.clone());
+        if let Some(h) = self.open.get_mut(&e.client).filter(|h| h.end > e.t) {
+            if h.ip == e.ip {
+                h.end = h.end.max(lease_end);
+                return;
+            }
+            r.unstable.push(format!(
+                "{} moved from {} to {} at {:.3} (via {}) while its lease ran to {:.3}",
+                e.client, h.ip, e.ip, e.t, e.node, h.end
+            ));
+        }
+        let hold = Hold {
+            client: e.client.clone(),
+            ip: e.ip,
+            start: e.t,
+            end: lease_end,
+        };
+        if let Some(old) = self.open.insert(e.client.clone(), hold) {
+            self.closed.push(end_at(old, e.t));
+        }
+    }
+
+    /// A NAK, release or expiry ends the client's hold on that address (a
+    /// NAK while it runs: unstable).
+    fn end(&mut self, e: &Event, slack: f64, r: &mut Report) {
+        let Some(h) = self.open.get(&e.client).filter(|h| h.ip == e.ip) else {
+            return;
+        };
+        if e.kind == Kind::Nak && h.end > e.t + slack {
+            r.unstable.push(format!(
+                "{} got a NAK for {} at {:.3} (via {}) while its lease ran to {:.3}",
+                e.client, e.ip, e.t, e.node, h.end
+            ));
+        }
+        if let Some(h) = self.open.remove(&e.client) {
+            self.closed.push(end_at(h, e.t));
+        }
+    }
 }
 
 fn end_at(mut h: Hold, t: f64) -> Hold {
@@ -264,7 +274,7 @@ fn end_at(mut h: Hold, t: f64) -> Hold {
 
 /// (b): every lease still running at the dump is in it, bound to its client.
 fn check_lost(
-    open: &std::collections::BTreeMap<String, Hold>,
+    open: &BTreeMap<String, Hold>,
     dump: &[Dumped],
     dump_t: f64,
     slack: f64,
