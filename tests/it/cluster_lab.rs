@@ -78,6 +78,44 @@ pub struct Client {
     pub mac: [u8; 6],
 }
 
+impl Node {
+    /// Node `i`'s namespace on the bridge, its route to the relays, its
+    /// nftables chains, its dir with the admin token.
+    fn new(hub: &Netns, dir: &Path, i: usize) -> Self {
+        let ns = Netns::with_prefix(PREFIX);
+        let ifname = attach(hub, &ns, Some(node_ip(i)));
+        let via = DRIVER_IP.to_string();
+        ns.ip(&["route", "add", "10.21.0.0/16", "via", &via]);
+        let dir = dir.join(format!("n{i}"));
+        std::fs::create_dir_all(dir.join("data")).expect("node dir");
+        let rules = dir.join("partition.nft");
+        std::fs::write(&rules, PARTITION_CHAINS).expect("nft rules");
+        nft(&ns, &["-f", rules.to_str().expect("utf-8")]);
+        crate::support::write_token(&dir.join("data/admin.token"), TOKEN);
+        Self {
+            ns,
+            ifname,
+            ip: node_ip(i),
+            dir,
+            proc: Mutex::new(None),
+            partition: Mutex::new(None),
+        }
+    }
+}
+
+/// A veth from `ns` to the hub's bridge, with `ip`/24 on the inner end;
+/// returns the inner end's name.
+fn attach(hub: &Netns, ns: &Netns, ip: Option<Ipv4Addr>) -> String {
+    let t = tag();
+    let (inner, outer) = (format!("ci{t}"), format!("ch{t}"));
+    veth(ns, &inner, hub, &outer);
+    hub.ip(&["link", "set", &outer, "master", "br0"]);
+    if let Some(ip) = ip {
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &inner]);
+    }
+    inner
+}
+
 /// The lab; fields drop in order: etcd and nodes first, namespaces after.
 pub struct Lab {
     pub etcd: Option<Mutex<Etcd>>,
@@ -95,62 +133,23 @@ impl Lab {
         hub.ip(&["link", "set", "br0", "up"]);
         hub.ip(&["addr", "add", &format!("{ETCD_IP}/24"), "dev", "br0"]);
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = |ns: &Netns, ip: Option<Ipv4Addr>| -> String {
-            let t = tag();
-            let (inner, outer) = (format!("ci{t}"), format!("ch{t}"));
-            veth(ns, &inner, &hub, &outer);
-            hub.ip(&["link", "set", &outer, "master", "br0"]);
-            if let Some(ip) = ip {
-                ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &inner]);
-            }
-            inner
-        };
         let nodes = (0..spec.nodes)
-            .map(|i| {
-                let ns = Netns::with_prefix(PREFIX);
-                let ifname = port(&ns, Some(node_ip(i)));
-                ns.ip(&[
-                    "route",
-                    "add",
-                    "10.21.0.0/16",
-                    "via",
-                    &DRIVER_IP.to_string(),
-                ]);
-                let node_dir = dir.path().join(format!("n{i}"));
-                std::fs::create_dir_all(node_dir.join("data")).expect("node dir");
-                let rules = node_dir.join("partition.nft");
-                std::fs::write(&rules, PARTITION_CHAINS).expect("nft rules");
-                nft(&ns, &["-f", rules.to_str().expect("utf-8")]);
-                crate::support::write_token(&node_dir.join("data/admin.token"), TOKEN);
-                Node {
-                    ns,
-                    ifname,
-                    ip: node_ip(i),
-                    dir: node_dir,
-                    proc: Mutex::new(None),
-                    partition: Mutex::new(None),
-                }
-            })
+            .map(|i| Node::new(&hub, dir.path(), i))
             .collect();
         let clients = (0..spec.clients)
             .map(|i| {
                 let ns = Netns::with_prefix(PREFIX);
-                let ifname = port(&ns, None);
+                let ifname = attach(&hub, &ns, None);
                 let mac = [2, 0xc2, 0, 0, 1, i as u8];
                 ns.ip(&["link", "set", &ifname, "address", &mac_text(mac)]);
                 Client { ns, ifname, mac }
             })
             .collect();
         let driver = Netns::with_prefix(PREFIX);
-        let drv_if = port(&driver, Some(DRIVER_IP));
+        let drv_if = attach(&hub, &driver, Some(DRIVER_IP));
         for r in 0..spec.relays {
-            driver.ip(&[
-                "addr",
-                "add",
-                &format!("{}/32", relay_ip(r)),
-                "dev",
-                &drv_if,
-            ]);
+            let relay = format!("{}/32", relay_ip(r));
+            driver.ip(&["addr", "add", &relay, "dev", &drv_if]);
         }
         let etcd = (spec.etcd > 0).then(|| {
             Mutex::new(Etcd::start_with(EtcdOptions {
