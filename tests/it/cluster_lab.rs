@@ -62,14 +62,16 @@ pub struct LabSpec {
     pub relays: usize,
 }
 
+/// A server namespace; its vpcbox (if running) is killed before the
+/// namespace goes (fields drop in order).
 pub struct Node {
+    proc: Mutex<Option<Proc>>,
+    /// The handle of this node's partition rule, when partitioned.
+    partition: Mutex<Option<String>>,
     pub ns: Netns,
     pub ifname: String,
     pub ip: Ipv4Addr,
     pub dir: PathBuf,
-    proc: Mutex<Option<Proc>>,
-    /// The handle of this node's partition rule, when partitioned.
-    partition: Mutex<Option<String>>,
 }
 
 pub struct Client {
