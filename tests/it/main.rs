@@ -12,15 +12,27 @@ mod api_server;
 mod api_support;
 #[path = "../common/cert.rs"]
 mod cert;
+mod cluster_config;
+mod cluster_etcd;
+mod cluster_lab;
+mod cluster_nemesis;
+mod cluster_net;
+mod cluster_workload;
 mod config_fixtures;
 mod dhcp;
 mod dhcp_adversary;
 mod dhcp_bench;
+#[path = "../common/dhcp_client.rs"]
+mod dhcp_client;
 mod dhcp_netns;
 mod dhcp_support;
 mod disk_full;
+#[path = "../common/etcd.rs"]
+mod etcd;
 mod gw_identity;
 mod headless;
+#[path = "../common/history.rs"]
+mod history;
 mod identity_flood;
 mod netns;
 mod package;

@@ -60,7 +60,13 @@ pub struct Netns {
 
 impl Netns {
     pub fn new() -> Self {
-        let name = format!("vbx-{}", tag());
+        Self::with_prefix("vbx")
+    }
+
+    /// A namespace named `<prefix>-<tag>` (a prefix per task keeps the
+    /// namespaces of tests that run at once apart).
+    pub fn with_prefix(prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", tag());
         sh("ip", &["netns", "add", &name]);
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -96,20 +102,32 @@ impl Netns {
 
     /// Runs `f` on a new thread that has entered this namespace (sockets it
     /// and its child threads create live in the namespace).
-    #[allow(unsafe_code)]
     pub fn thread<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.clone();
         std::thread::spawn(move || {
-            let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: setns(2) on a valid namespace fd affects only this thread.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            enter(&name);
             f()
         })
     }
+
+    /// Moves the calling thread into this namespace (for scoped threads;
+    /// never call it on a test's own thread).
+    pub fn enter(&self) {
+        enter(&self.name);
+    }
+}
+
+/// setns(2) of the calling thread into the named namespace.
+#[allow(unsafe_code)]
+fn enter(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: setns(2) on a valid namespace fd affects only this thread.
+    let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for Netns {
