@@ -162,7 +162,9 @@ function plot(id, points, color) {
   g.font = "10px sans-serif";
   g.fillText(String(top), 2, 10);
   if (points.length < 2) return;
-  const dx = w / (POINTS - 1), x0 = w - (points.length - 1) * dx;
+  // A minute wide at first, up to POINTS seconds as history accumulates.
+  const span = Math.max(60, points.length);
+  const dx = w / (span - 1), x0 = w - (points.length - 1) * dx;
   g.beginPath();
   points.forEach((v, i) => {
     const x = x0 + i * dx, y = h - 2 - (v / top) * (h - 14);
@@ -274,6 +276,7 @@ function subnets(ss) {
 
 function events(es) {
   const ol = $("events");
+  text("events-note", es === null ? "— enter the admin token to see events" : "");
   if (es === null) { ol.replaceChildren(); return; }
   const newest = es.slice().reverse();
   ol.replaceChildren(...newest.map((e) => {

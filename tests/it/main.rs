@@ -10,6 +10,7 @@ mod api_ipam;
 mod api_schemathesis;
 mod api_server;
 mod api_support;
+mod browser;
 #[path = "../common/cert.rs"]
 mod cert;
 mod config_fixtures;
@@ -32,3 +33,4 @@ mod support;
 mod tui_bench;
 mod tui_demo;
 mod tui_tmux;
+mod ui_browser;
