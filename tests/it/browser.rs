@@ -65,7 +65,10 @@ impl Browser {
             "Target.attachToTarget",
             json!({"targetId": id, "flatten": true}),
         );
-        b.session = attached["sessionId"].as_str().expect("sessionId").to_owned();
+        b.session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_owned();
         b.call("Runtime.enable", json!({}));
         b.call("Log.enable", json!({}));
         b.call("Page.enable", json!({}));

@@ -34,3 +34,4 @@ mod tui_bench;
 mod tui_demo;
 mod tui_tmux;
 mod ui_browser;
+mod ui_stream;

@@ -52,7 +52,10 @@ fn first_row_is(client: &str) -> String {
 }
 
 fn row_of(client: &str) -> String {
-    format!("document.querySelector('#clients tbody tr[data-client={}]')", json!(client))
+    format!(
+        "document.querySelector('#clients tbody tr[data-client={}]')",
+        json!(client)
+    )
 }
 
 #[test]
@@ -69,7 +72,10 @@ fn the_flooder_tops_the_page_and_one_click_isolates_it() {
     let mut b = Browser::start(1400, 1000);
     b.navigate(&format!("http://127.0.0.1:{http}/ui"));
     assert!(
-        b.wait_for("document.getElementById('conn').textContent === 'live'", Duration::from_secs(10)),
+        b.wait_for(
+            "document.getElementById('conn').textContent === 'live'",
+            Duration::from_secs(10)
+        ),
         "the page never went live"
     );
     // Without the token: aggregates only, no client identities.
@@ -77,7 +83,10 @@ fn the_flooder_tops_the_page_and_one_click_isolates_it() {
         "document.getElementById('rate-dhcp').textContent !== '–'",
         Duration::from_secs(5)
     ));
-    assert_eq!(b.eval("document.querySelectorAll('#clients tbody tr').length"), json!(0));
+    assert_eq!(
+        b.eval("document.querySelectorAll('#clients tbody tr').length"),
+        json!(0)
+    );
 
     // The token, typed once into the page's field.
     b.click("#token");
@@ -114,7 +123,10 @@ fn the_flooder_tops_the_page_and_one_click_isolates_it() {
         "document.getElementById('events').innerText.includes('mac:02:00:00:00:00:01')",
         Duration::from_secs(5)
     ));
-    assert_eq!(b.eval("document.getElementById('isolated').textContent"), json!("1"));
+    assert_eq!(
+        b.eval("document.getElementById('isolated').textContent"),
+        json!("1")
+    );
     assert!(b.wait_for(
         "document.querySelector('#chart-dhcp') !== null",
         Duration::from_secs(1)
