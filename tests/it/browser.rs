@@ -115,25 +115,39 @@ impl Browser {
         }
     }
 
+    /// Loads `url` and waits until its document is complete.
     pub fn navigate(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url}));
+        let loaded = format!(
+            "location.href === {} && document.readyState === 'complete'",
+            json!(url)
+        );
+        assert!(
+            self.wait_for(&loaded, Duration::from_secs(10)),
+            "{url} never loaded"
+        );
     }
 
     /// Evaluates `js` in the page (promises awaited); its value as JSON.
     pub fn eval(&mut self, js: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
-        );
+        let r = self.try_eval(js);
         assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
         r["result"]["value"].clone()
     }
 
-    /// Polls `js` until it is `true`, at most `limit`.
+    fn try_eval(&mut self, js: &str) -> Value {
+        self.call(
+            "Runtime.evaluate",
+            json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
+        )
+    }
+
+    /// Polls `js` until it is `true` (an exception counts as not yet), at
+    /// most `limit`.
     pub fn wait_for(&mut self, js: &str, limit: Duration) -> bool {
         let t0 = Instant::now();
         while t0.elapsed() < limit {
-            if self.eval(js) == json!(true) {
+            if self.try_eval(js)["result"]["value"] == json!(true) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));

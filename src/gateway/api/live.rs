@@ -220,23 +220,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn identities_only_in_the_private_update_and_rows_are_capped() {
+    #[test]
+    fn identities_only_in_the_private_update_and_rows_are_capped() {
         let dir = tempfile::tempdir().unwrap();
-        let stats = crate::stats::Stats::new(16);
-        let ipam = crate::ipam::Ipam::open(
-            dir.path(),
-            crate::ipam::IpamOptions::default(),
-            stats.clone(),
-        )
-        .unwrap();
-        let (_tx, snapshots) = tokio::sync::watch::channel(std::sync::Arc::default());
-        let deps = super::super::ApiDeps {
-            stats,
-            isolation: crate::isolation::IsolationSet::in_memory(),
-            public_client_metrics: false,
-        };
-        let api = ApiContext::new(deps, ipam, snapshots, std::sync::Arc::from("t"));
+        let api = super::super::context::test_context(dir.path());
         let mut clients: Vec<ClientRow> = (0..CLIENT_ROWS + 20)
             .map(|i| {
                 row(

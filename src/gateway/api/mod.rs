@@ -16,6 +16,8 @@ mod router;
 mod ui;
 mod wire;
 
+#[cfg(test)]
+pub(crate) use context::test_context;
 pub use context::{ApiContext, ApiDeps};
 pub use error::ApiError;
 pub use ops::OPENAPI;

@@ -169,10 +169,16 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<Resp, ApiErr
         Route::Isolations if m == Method::GET => admin::isolations(ctx),
         Route::Isolations => admin::isolate(ctx, req).await,
         Route::Isolation(c) => admin::release(ctx, &c).await,
-        Route::EventStream => Err(ApiError::Internal("event stream not served here".into())),
+        // Only the gateway streams (see `gateway/events`); a server that
+        // runs the router alone has no such endpoint.
+        Route::EventStream => Err(ApiError::NotFound(events_path())),
         Route::Ui => ui::page(&req.headers),
         Route::UiAsset(name) => ui::asset(&name, &req.headers),
     }
+}
+
+fn events_path() -> String {
+    "/v1/events/stream".to_owned()
 }
 
 #[cfg(test)]

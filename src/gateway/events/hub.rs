@@ -281,3 +281,69 @@ fn sse(event: &str, data: &[u8]) -> Bytes {
     b.extend_from_slice(b"\n\n");
     Bytes::from(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(cap: usize, dir: &std::path::Path) -> Arc<EventHub> {
+        let api = crate::gateway::api::test_context(dir);
+        let cfg = crate::config::Config::embedded().unwrap().gateway;
+        let budget = Arc::new(ResponseBudget::new(&cfg, api.stats.clone()));
+        Arc::new(EventHub::new(
+            api,
+            Arc::default(),
+            budget,
+            cap,
+            CancellationToken::new(),
+        ))
+    }
+
+    fn ip(n: u8) -> ClientKey {
+        ClientKey::Ip(std::net::IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn the_cap_holds_and_token_less_readers_get_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(4, dir.path());
+        let anon: Vec<_> = (0..2)
+            .map(|i| hub.subscribe(ip(i), false).unwrap())
+            .collect();
+        assert_eq!(hub.subscribe(ip(9), false).err(), Some(Refusal::StreamCap));
+        let a = hub.subscribe(ip(5), true).unwrap();
+        let b = hub.subscribe(ip(6), true).unwrap();
+        assert_eq!(hub.subscribe(ip(7), true).err(), Some(Refusal::StreamCap));
+        assert_eq!(hub.open(), 4);
+        assert!(!anon[0].private && a.private);
+        drop(a);
+        assert!(hub.subscribe(ip(7), true).is_ok(), "a slot comes back");
+        drop((anon, b));
+        assert_eq!(hub.open(), 0);
+        assert_eq!(hub.anonymous.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_reader_too_far_behind_is_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(4, dir.path());
+        let slow = hub.subscribe(ip(1), true).unwrap();
+        let keeping_up = hub.subscribe(ip(2), true).unwrap();
+        let seq = MAX_LAG + 1;
+        hub.current.store(Arc::new(Frame {
+            seq,
+            ..Frame::default()
+        }));
+        keeping_up.sent.store(seq - 1, Relaxed);
+        hub.sweep();
+        assert!(slow.dropped.load(Relaxed));
+        assert!(!keeping_up.dropped.load(Relaxed));
+        assert_eq!(hub.stats.drops(DropReason::SlowReader), 1);
+        let row = hub
+            .stats
+            .clients
+            .get(&ip(1), std::time::Instant::now())
+            .unwrap();
+        assert_eq!(row.drops_by_reason, vec![(DropReason::SlowReader, 1)]);
+    }
+}
