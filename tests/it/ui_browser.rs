@@ -106,6 +106,29 @@ fn the_flooder_tops_the_page_and_one_click_isolates_it() {
         Duration::from_secs(5)
     ));
 
+    // Filter and sort as in the dashboard.
+    b.click("#filter");
+    b.type_text("02:00:00:00:00:01");
+    assert!(b.wait_for(
+        "[...document.querySelectorAll('#clients tbody tr')].map(r => r.dataset.client).join() \
+         === 'mac:02:00:00:00:00:01,'",
+        Duration::from_secs(5)
+    ), "the filter keeps the flooder and \"others\" only");
+    b.eval(
+        "(() => { const f = document.getElementById('filter'); f.value = ''; \
+            f.dispatchEvent(new Event('input')); })()",
+    );
+    b.click("th[data-sort=client]");
+    let sorted = "(() => { const c = [...document.querySelectorAll('#clients tbody tr')] \
+        .map(r => r.dataset.client).filter(c => c !== ''); \
+        return c.length > 10 && c.every((x, i) => i === 0 || c[i - 1] <= x); })()";
+    assert!(
+        b.wait_for(sorted, Duration::from_secs(5)),
+        "sorted by client"
+    );
+    b.click("th[data-sort=rate_10s]");
+    assert!(b.wait_for(&first_row_is(FLOODER), Duration::from_secs(5)));
+
     // One mouse click on its isolate button.
     let button = format!("#clients tbody tr[data-client=\"{FLOODER}\"] button");
     b.click(&button);

@@ -58,8 +58,10 @@ impl EventBody {
     fn next_bytes(&mut self) -> Option<Bytes> {
         let r = &self.reader;
         let frame = r.hub().current.load_full();
-        let fresh = frame.seq != 0 && frame.seq != r.sent.load(Relaxed);
-        if self.started && !fresh {
+        // A new reader starts from a recent update only, never a stale one.
+        let usable = frame.seq != 0 && (self.history_sent || frame.is_recent());
+        let fresh = usable && frame.seq != r.sent.load(Relaxed);
+        if self.started && !fresh && (self.history_sent || !usable) {
             return None;
         }
         let mut out = BytesMut::new();
@@ -67,7 +69,7 @@ impl EventBody {
             self.started = true;
             out.extend_from_slice(&EventHub::preamble());
         }
-        if frame.seq != 0 && (fresh || !self.history_sent) {
+        if usable && (fresh || !self.history_sent) {
             if !self.history_sent {
                 self.history_sent = true;
                 out.extend_from_slice(&frame.history);

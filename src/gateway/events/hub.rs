@@ -51,6 +51,15 @@ pub(crate) struct Frame {
     pub public: Bytes,
     /// `event: history`: what a new reader's charts start from.
     pub history: Bytes,
+    pub built_at: Option<Instant>,
+}
+
+impl Frame {
+    /// Built in the last two updates' time: one a new reader may start
+    /// from (the hub builds none while nobody reads).
+    pub(crate) fn is_recent(&self) -> bool {
+        self.seq != 0 && self.built_at.is_some_and(|t| t.elapsed() <= 2 * INTERVAL)
+    }
 }
 
 /// One open stream, as the hub sees it.
@@ -187,6 +196,8 @@ impl EventHub {
             history.observe(&snap);
             self.sweep();
             if self.open() == 0 {
+                // The next reader gets a fresh build, even of the same snapshot.
+                built = (0, u64::MAX);
                 continue;
             }
             if subnets_at.is_none_or(|t| t.elapsed() >= SUBNETS_EVERY) {
@@ -215,6 +226,7 @@ impl EventHub {
                 private: sse("update", &live::update(&src, seq, true)),
                 public: sse("update", &live::update(&src, seq, false)),
                 history: sse("history", &live::history(&history)),
+                built_at: Some(Instant::now()),
             };
             self.current.store(Arc::new(frame));
             self.wake_all();
