@@ -90,9 +90,10 @@ pub(crate) fn admit_api_body(
 pub(crate) fn admit_event_stream(
     hub: &Arc<EventHub>,
     key: ClientKey,
+    ip: IpAddr,
     authorized: bool,
 ) -> Result<Arc<Reader>, Refusal> {
-    stream_slot(hub, key, authorized)
+    stream_slot(hub, key, ip, authorized)
 }
 
 // The steps, in the order the chains above run them.
@@ -179,7 +180,8 @@ fn body_budget(admission: &Admission, n: u64) -> Result<BodyPermit, Refusal> {
 fn stream_slot(
     hub: &Arc<EventHub>,
     key: ClientKey,
+    ip: IpAddr,
     authorized: bool,
 ) -> Result<Arc<Reader>, Refusal> {
-    hub.subscribe(key, authorized)
+    hub.subscribe(key, ip, authorized)
 }

@@ -107,7 +107,7 @@ pub(crate) fn handle(
         // connection's activity mark lives in its body.
         (Ok(()), None) if is_event_stream(&req) => {
             let authorized = api::authorized(req.headers(), &inner.api.admin_token);
-            match admit_event_stream(&inner.events, key.clone(), authorized) {
+            match admit_event_stream(&inner.events, key.clone(), ip, authorized) {
                 Ok(reader) => {
                     let body = GwBody::Events(EventBody::new(reader, activity));
                     (Either::Left(ready(Ok(event_stream(body)))), None)

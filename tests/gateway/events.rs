@@ -99,3 +99,30 @@ async fn an_h2_reader_that_never_reads_loses_its_stream_not_its_connection() {
     );
     churn.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolating_a_readers_ip_ends_its_stream_even_with_the_token() {
+    let _s = serial().await;
+    let gw = TestGateway::start(config("", "")).await;
+    let c = client("127.0.0.42", false);
+    let req = http::Request::get(gw.url("/v1/events/stream"))
+        .header("authorization", format!("Bearer {TEST_TOKEN}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(2 * SEC, body.frame()).await;
+    assert!(matches!(first, Ok(Some(Ok(_)))), "the stream started");
+    let ip: ClientKey = "ip:127.0.0.42".parse().unwrap();
+    gw.shared.isolation.isolate(&ip, "test").unwrap();
+    // The isolation's event makes an update; the body ends instead.
+    let ended = tokio::time::timeout(3 * SEC, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream still runs after its IP was isolated"
+    );
+}

@@ -40,6 +40,7 @@ impl EventBody {
         if r.dropped.load(Relaxed)
             || hub.cancel.is_cancelled()
             || hub.api.isolation.is_isolated(&r.key)
+            || hub.api.isolation.is_isolated(&r.ip)
         {
             return Poll::Ready(None);
         }

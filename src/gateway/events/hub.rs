@@ -65,7 +65,10 @@ impl Frame {
 /// One open stream, as the hub sees it.
 pub(crate) struct Reader {
     hub: Arc<EventHub>,
+    /// The identity it was admitted as, and its IP (the two things an
+    /// operator may isolate to end the stream).
     pub key: ClientKey,
+    pub ip: ClientKey,
     pub private: bool,
     anonymous: bool,
     /// The last update handed to the transport.
@@ -138,6 +141,7 @@ impl EventHub {
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         key: ClientKey,
+        ip: std::net::IpAddr,
         authorized: bool,
     ) -> Result<Arc<Reader>, Refusal> {
         let take = |n: &AtomicUsize, cap: usize| {
@@ -158,6 +162,7 @@ impl EventHub {
         let reader = Arc::new(Reader {
             hub: self.clone(),
             key,
+            ip: ClientKey::Ip(ip),
             private,
             anonymous,
             sent: AtomicU64::new(self.current.load().seq),
@@ -311,6 +316,8 @@ mod tests {
         ))
     }
 
+    const ADDR: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn ip(n: u8) -> ClientKey {
         ClientKey::Ip(std::net::IpAddr::from([10, 0, 0, n]))
     }
@@ -320,16 +327,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(4, dir.path());
         let anon: Vec<_> = (0..2)
-            .map(|i| hub.subscribe(ip(i), false).unwrap())
+            .map(|i| hub.subscribe(ip(i), ADDR, false).unwrap())
             .collect();
-        assert_eq!(hub.subscribe(ip(9), false).err(), Some(Refusal::StreamCap));
-        let a = hub.subscribe(ip(5), true).unwrap();
-        let b = hub.subscribe(ip(6), true).unwrap();
-        assert_eq!(hub.subscribe(ip(7), true).err(), Some(Refusal::StreamCap));
+        assert_eq!(
+            hub.subscribe(ip(9), ADDR, false).err(),
+            Some(Refusal::StreamCap)
+        );
+        let a = hub.subscribe(ip(5), ADDR, true).unwrap();
+        let b = hub.subscribe(ip(6), ADDR, true).unwrap();
+        assert_eq!(
+            hub.subscribe(ip(7), ADDR, true).err(),
+            Some(Refusal::StreamCap)
+        );
         assert_eq!(hub.open(), 4);
         assert!(!anon[0].private && a.private);
         drop(a);
-        assert!(hub.subscribe(ip(7), true).is_ok(), "a slot comes back");
+        assert!(
+            hub.subscribe(ip(7), ADDR, true).is_ok(),
+            "a slot comes back"
+        );
         drop((anon, b));
         assert_eq!(hub.open(), 0);
         assert_eq!(hub.anonymous.load(Relaxed), 0);
@@ -339,8 +355,8 @@ mod tests {
     fn a_reader_too_far_behind_is_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(4, dir.path());
-        let slow = hub.subscribe(ip(1), true).unwrap();
-        let keeping_up = hub.subscribe(ip(2), true).unwrap();
+        let slow = hub.subscribe(ip(1), ADDR, true).unwrap();
+        let keeping_up = hub.subscribe(ip(2), ADDR, true).unwrap();
         let seq = MAX_LAG + 1;
         hub.current.store(Arc::new(Frame {
             seq,
