@@ -13,8 +13,18 @@ const FRAME_MAX: u64 = (1 << 24) - 1;
 /// Largest `gateway.max_quota_clients`: keeps the quota map a small part
 /// of the memory budget.
 const MAX_QUOTA_CLIENTS: usize = 1 << 18;
+/// Largest `gateway.max_event_streams`: each stream may hold a send buffer
+/// of its own, so a few hundred at most fit the memory budget.
+const MAX_EVENT_STREAMS: usize = 256;
 /// Paths the gateway serves itself; routes may not shadow them.
-const RESERVED_PREFIXES: [&str; 5] = ["/v1/", "/metrics", "/healthz", "/readyz", "/openapi.yaml"];
+const RESERVED_PREFIXES: [&str; 6] = [
+    "/v1/",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/openapi.yaml",
+    "/ui",
+];
 
 pub fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
     let window = |key: &str, v: &str| -> R<u32> {
@@ -117,6 +127,7 @@ pub fn gateway(g: &raw::Gateway) -> R<GatewayConfig> {
         socket_buffer: u32size("gateway.socket_buffer", &g.socket_buffer, 4096, 1 << 26)?,
         threads: within!("gateway", g.threads, 0, 64)?,
         public_client_metrics: g.public_client_metrics,
+        max_event_streams: within!("gateway", g.max_event_streams, 1, MAX_EVENT_STREAMS)?,
     })
 }
 

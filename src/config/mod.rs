@@ -158,6 +158,8 @@ pub struct GatewayConfig {
     pub threads: usize,
     /// Per-client series on `/metrics` without the admin token.
     pub public_client_metrics: bool,
+    /// Concurrent `/v1/events/stream` streams (read at start only).
+    pub max_event_streams: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

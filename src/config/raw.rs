@@ -190,6 +190,7 @@ pub struct Gateway {
     pub socket_buffer: String,
     pub threads: usize,
     pub public_client_metrics: bool,
+    pub max_event_streams: usize,
 }
 
 impl Default for Gateway {
@@ -224,6 +225,7 @@ impl Default for Gateway {
             socket_buffer: "64KiB".into(),
             threads: 1,
             public_client_metrics: false,
+            max_event_streams: 16,
         }
     }
 }

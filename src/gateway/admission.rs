@@ -8,7 +8,8 @@
 //!   (overall, per IP);
 //! - request: identity and isolation → shedding → the client IP's quota;
 //!   then, to a route: pending slot → body size → body budget share; to the
-//!   internal API: body size → body budget.
+//!   internal API: body size → body budget; to the event stream: a stream
+//!   slot (no pending slot: see [`super::events`] for how streams count).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use http::Request;
 use hyper::body::Incoming;
 
 use super::api;
+use super::events::{EventHub, Reader};
 use super::inner::Inner;
 use super::limiters::{Admission, BodyPermit, ConnGuard};
 use super::proxy::{Admitted, PendingGuard, Route, Routes};
@@ -82,6 +84,16 @@ pub(crate) fn admit_api_body(
     let declared = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
     body_size(Some(declared), max)?;
     body_budget(admission, declared)
+}
+
+/// A `/v1/events/stream` reader: one of the hub's stream slots.
+pub(crate) fn admit_event_stream(
+    hub: &Arc<EventHub>,
+    key: ClientKey,
+    ip: IpAddr,
+    authorized: bool,
+) -> Result<Arc<Reader>, Refusal> {
+    stream_slot(hub, key, ip, authorized)
 }
 
 // The steps, in the order the chains above run them.
@@ -162,4 +174,14 @@ fn body_size(declared: Option<u64>, max: u64) -> Result<(), Refusal> {
 /// `n` bytes of the global request-body budget.
 fn body_budget(admission: &Admission, n: u64) -> Result<BodyPermit, Refusal> {
     admission.reserve(n).ok_or(Refusal::BodyBudget)
+}
+
+/// One of `max_event_streams` slots (token-less readers: half of them).
+fn stream_slot(
+    hub: &Arc<EventHub>,
+    key: ClientKey,
+    ip: IpAddr,
+    authorized: bool,
+) -> Result<Arc<Reader>, Refusal> {
+    hub.subscribe(key, ip, authorized)
 }

@@ -1,6 +1,7 @@
-//! The response body the gateway serves (a small in-memory answer, or an
-//! upstream body that holds its request's admission guards until it ends),
-//! and the budgeted collection of internal API request bodies.
+//! The response body the gateway serves (a small in-memory answer, an
+//! upstream body that holds its request's admission guards until it ends,
+//! or an event stream), and the budgeted collection of internal API
+//! request bodies.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::events::EventBody;
 use super::limiters::BodyPermit;
 use super::refusal::Refusal;
 use super::respbudget::{self, Reservation};
@@ -40,6 +42,8 @@ pub(crate) enum GwBody {
         deadline: Pin<Box<Sleep>>,
         reserved: Option<Reservation>,
     },
+    /// `/v1/events/stream`: charged like `Full`, chunk by chunk.
+    Events(EventBody),
 }
 
 impl GwBody {
@@ -109,6 +113,17 @@ impl Body for GwBody {
                 }
                 timed_out(hold, deadline, cx)
             }
+            Self::Events(e) => {
+                let Some(d) = ready!(e.poll_chunk(cx)) else {
+                    return Poll::Ready(None);
+                };
+                let d = match respbudget::current() {
+                    Some(b) if !d.is_empty() => b.charge(d, None),
+                    _ => d,
+                };
+                e.note_stream();
+                Poll::Ready(Some(Ok(http_body::Frame::data(d))))
+            }
         }
     }
 
@@ -116,6 +131,7 @@ impl Body for GwBody {
         match self {
             Self::Full(f) => f.is_end_stream(),
             Self::Upstream { inner, .. } => inner.is_end_stream(),
+            Self::Events(_) => false,
         }
     }
 
@@ -123,6 +139,7 @@ impl Body for GwBody {
         match self {
             Self::Full(f) => f.size_hint(),
             Self::Upstream { inner, .. } => inner.size_hint(),
+            Self::Events(_) => SizeHint::default(),
         }
     }
 }

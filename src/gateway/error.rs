@@ -93,6 +93,10 @@ const BODY_BUDGET: &str = fixed_body!("body_budget", "request body budget exhaus
 const TIMEOUT: &str = fixed_body!("timeout", "no answer within the request timeout");
 const UPSTREAM: &str = fixed_body!("upstream", "the upstream failed");
 const BAD_BODY: &str = fixed_body!("bad_body", "the request body could not be read");
+const STREAM_CAP: &str = fixed_body!(
+    "stream_cap",
+    "every event-stream slot is taken; retry later"
+);
 
 /// The answer to a refusal.
 pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
@@ -121,6 +125,7 @@ pub(crate) fn refusal(r: &Refusal) -> Response<GwBody> {
         Refusal::Timeout => fixed(S::GATEWAY_TIMEOUT, TIMEOUT),
         Refusal::Upstream => fixed(S::BAD_GATEWAY, UPSTREAM),
         Refusal::BadBody => fixed(S::BAD_REQUEST, BAD_BODY),
+        Refusal::StreamCap => fixed(S::SERVICE_UNAVAILABLE, STREAM_CAP),
     }
 }
 
@@ -162,6 +167,7 @@ mod tests {
             (TIMEOUT, "timeout"),
             (UPSTREAM, "upstream"),
             (BAD_BODY, "bad_body"),
+            (STREAM_CAP, "stream_cap"),
         ] {
             let v: serde_json::Value = serde_json::from_str(body).unwrap();
             assert_eq!(v["error"]["code"], code);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::api::ApiContext;
+use super::events::EventHub;
 use super::limiters::{Admission, ConnLimiter};
 use super::proxy::Routes;
 use super::respbudget::ResponseBudget;
@@ -22,6 +23,8 @@ pub(crate) struct Inner {
     /// the routes (and pending permits) they started with.
     pub routes: arc_swap::ArcSwap<Routes>,
     pub api: ApiContext,
+    /// `/v1/events/stream`'s updates and readers.
+    pub events: Arc<EventHub>,
     /// The admin token's identity (`token:` key), the one verified token.
     pub admin_key: crate::client::ClientKey,
     /// Response codes of internal API requests (route "api").

@@ -10,6 +10,7 @@ pub mod api;
 mod body;
 mod conn;
 mod error;
+mod events;
 pub mod fuzz;
 mod inner;
 mod limiters;

@@ -25,6 +25,8 @@ pub(crate) enum Refusal {
     Upstream,
     /// The client's body failed mid-way (reset, malformed framing).
     BadBody,
+    /// Every `/v1/events/stream` slot open to this reader is taken.
+    StreamCap,
 }
 
 impl Refusal {
@@ -39,6 +41,7 @@ impl Refusal {
             Self::Timeout => DropReason::Timeout,
             Self::Upstream => DropReason::Upstream,
             Self::BadBody => DropReason::Malformed,
+            Self::StreamCap => DropReason::StreamCap,
         }
     }
 }

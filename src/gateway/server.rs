@@ -12,12 +12,14 @@ use tokio_util::task::TaskTracker;
 
 use super::api::ApiContext;
 use super::error::GatewayError;
+use super::events::EventHub;
 use super::inner::Inner;
 use super::limiters::{Admission, ConnLimiter};
 use super::proxy::Routes;
 use super::respbudget::ResponseBudget;
 use super::{listener, tls};
 use crate::config::Config;
+use crate::events::EventLog;
 use crate::isolation::IsolationSet;
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -29,6 +31,8 @@ pub struct GatewayDeps {
     pub updates: tokio::sync::watch::Receiver<Arc<Config>>,
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
+    /// The event log the `/ui` page shows.
+    pub events: Arc<EventLog>,
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -40,6 +44,7 @@ impl From<&Shared> for GatewayDeps {
             updates: shared.updates.subscribe(),
             stats: shared.stats.clone(),
             isolation: shared.isolation.clone(),
+            events: shared.events.clone(),
             cancel: shared.cancel.clone(),
             tracker: shared.tracker.clone(),
         }
@@ -93,10 +98,19 @@ impl Gateway {
         let listener = listener::bind(cfg.listen, cfg.socket_buffer)?;
         let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
         let routes = Routes::new(&deps.config.routes, &cfg, &deps.stats)?;
+        let response = Arc::new(ResponseBudget::new(&cfg, deps.stats.clone()));
+        let events = Arc::new(EventHub::new(
+            api.clone(),
+            deps.events,
+            response.clone(),
+            cfg.max_event_streams,
+            deps.cancel.clone(),
+        ));
         let inner = Inner {
             admission: Admission::new(&cfg, deps.stats.clone()),
             conns: Arc::new(ConnLimiter::new(&cfg)),
-            response: Arc::new(ResponseBudget::new(&cfg, deps.stats.clone())),
+            response,
+            events,
             stats: deps.stats.clone(),
             isolation: deps.isolation,
             api_stats: deps.stats.gateway.route("api", 0),
@@ -139,6 +153,7 @@ impl Gateway {
         });
         self.tracker
             .spawn(apply_reloads(self.inner.clone(), self.updates));
+        self.tracker.spawn(self.inner.events.clone().run());
         self.tracker.spawn(
             self.inner
                 .response

@@ -15,8 +15,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::activity::ActivityGuard;
-use super::admission::{admit_api_body, admit_request, admit_route, identify};
+use super::admission::{admit_api_body, admit_event_stream, admit_request, admit_route, identify};
 use super::body::{collect, GwBody};
+use super::events::{EventBody, STREAM_PATH};
 use super::inner::Inner;
 use super::refusal::Refusal;
 use super::{api, error};
@@ -102,6 +103,18 @@ pub(crate) fn handle(
             }
             Err(r) => (Either::Left(refuse(r)), Some((None, activity))),
         },
+        // A long-lived stream: no pending work once its head is out; its
+        // connection's activity mark lives in its body.
+        (Ok(()), None) if is_event_stream(&req) => {
+            let authorized = api::authorized(req.headers(), &inner.api.admin_token);
+            match admit_event_stream(&inner.events, key.clone(), ip, authorized) {
+                Ok(reader) => {
+                    let body = GwBody::Events(EventBody::new(reader, activity));
+                    (Either::Left(ready(Ok(event_stream(body)))), None)
+                }
+                Err(r) => (Either::Left(refuse(r)), Some((None, activity))),
+            }
+        }
         // Boxed: the API handlers' futures are large.
         (Ok(()), None) => {
             let stream = StreamGuard::new(&inner.stats, key.clone());
@@ -118,6 +131,20 @@ pub(crate) fn handle(
         drop(guards);
         Ok(resp)
     })
+}
+
+fn is_event_stream(req: &Request<Incoming>) -> bool {
+    req.method() == http::Method::GET && req.uri().path() == STREAM_PATH
+}
+
+/// The head of an event stream; updates follow in `body`.
+fn event_stream(body: GwBody) -> Response<GwBody> {
+    use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 thread_local! {

@@ -47,10 +47,14 @@ pub enum DropReason {
     /// A retransmission while the client's previous packet is still being
     /// handled (coalesced into that one operation).
     Duplicate,
+    /// An event stream whose reader fell too far behind was ended.
+    SlowReader,
+    /// Every event-stream slot was taken.
+    StreamCap,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 22] = [
         Self::Isolated,
         Self::RateLimited,
         Self::GlobalRate,
@@ -71,6 +75,8 @@ impl DropReason {
         Self::Upstream,
         Self::Storage,
         Self::Duplicate,
+        Self::SlowReader,
+        Self::StreamCap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +101,8 @@ impl DropReason {
             Self::Upstream => "upstream",
             Self::Storage => "storage",
             Self::Duplicate => "duplicate",
+            Self::SlowReader => "slow_reader",
+            Self::StreamCap => "stream_cap",
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod clients;
 mod counters;
 pub mod histogram;
+pub mod history;
 mod labels;
 pub mod prometheus;
 pub mod publisher;
@@ -20,6 +21,7 @@ mod window;
 pub use clients::{ClientRow, ClientTable};
 pub use counters::{DhcpStats, GatewayStats, IpamStats, MemoryStats, RouteStats, Stats};
 pub use histogram::Histogram;
+pub use history::History;
 pub use labels::{DhcpKind, DhcpOutcome, DropReason, OverloadState};
 pub use publisher::Publisher;
 pub use snapshot::{LeaseCount, Snapshot};

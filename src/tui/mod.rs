@@ -14,7 +14,6 @@ mod error;
 pub mod event_loop;
 pub mod format;
 mod handles;
-pub mod history;
 pub mod keys;
 pub mod kinds;
 mod run;
@@ -25,6 +24,7 @@ pub mod views;
 #[cfg(test)]
 mod tests;
 
+pub use crate::stats::history;
 pub use data::{DataSource, LeaseQuery, LeaseRow, NoData, SubnetRow};
 pub use error::TuiError;
 pub use event_loop::Ended;

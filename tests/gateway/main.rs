@@ -8,6 +8,7 @@
 mod burst;
 #[path = "../common/cert.rs"]
 mod cert;
+mod events;
 mod h1codec;
 mod h1pool;
 mod h2attack;

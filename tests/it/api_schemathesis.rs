@@ -48,6 +48,9 @@ pub fn check_spec(st: &str, url: &str, token: &str) {
         .args(["run", &format!("{url}/openapi.yaml"), "--url", url])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "all", "--max-examples", "40", "--seed", "1"])
+        // A stream that never ends cannot be read to its end; its own
+        // tests (ui_stream, ui_browser) read it as a browser does.
+        .args(["--exclude-path", "/v1/events/stream"])
         // One worker: with two, schemathesis builds hypothesis strategies on
         // two threads, and CPython 3.11's `ast` module is not thread-safe
         // there ("AST constructor recursion depth mismatch", CPython

@@ -10,6 +10,7 @@ mod api_ipam;
 mod api_schemathesis;
 mod api_server;
 mod api_support;
+mod browser;
 #[path = "../common/cert.rs"]
 mod cert;
 mod cluster_config;
@@ -44,3 +45,5 @@ mod support;
 mod tui_bench;
 mod tui_demo;
 mod tui_tmux;
+mod ui_browser;
+mod ui_stream;

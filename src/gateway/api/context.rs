@@ -76,3 +76,18 @@ pub(crate) struct Req {
     pub body: Bytes,
     pub client: IpAddr,
 }
+
+/// An API context over a fresh store in `dir`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_context(dir: &std::path::Path) -> ApiContext {
+    let stats = Stats::new(16);
+    let ipam = Ipam::open(dir, crate::ipam::IpamOptions::default(), stats.clone())
+        .expect("open a test store");
+    let (_tx, snapshots) = tokio::sync::watch::channel(Arc::default());
+    let deps = ApiDeps {
+        stats,
+        isolation: IsolationSet::in_memory(),
+        public_client_metrics: false,
+    };
+    ApiContext::new(deps, ipam, snapshots, Arc::from("t"))
+}

@@ -1,6 +1,7 @@
-//! The gateway's internal services: the IPAM API, the admin API and the
+//! The gateway's internal services: the IPAM API, the admin API, the
 //! operational endpoints (`/healthz`, `/readyz`, `/metrics`,
-//! `/openapi.yaml`; `assets/openapi.yaml` is the contract). A failed
+//! `/openapi.yaml`; `assets/openapi.yaml` is the contract), the `/ui` page
+//! and the live view its event stream sends (`live.rs`). A failed
 //! request changes nothing: each IPAM write is one transaction, validated
 //! before it runs.
 
@@ -8,11 +9,15 @@ mod admin;
 mod context;
 mod error;
 mod ipam;
+pub(crate) mod live;
 mod ops;
 mod response;
 mod router;
+mod ui;
 mod wire;
 
+#[cfg(test)]
+pub(crate) use context::test_context;
 pub use context::{ApiContext, ApiDeps};
 pub use error::ApiError;
 pub use ops::OPENAPI;

@@ -13,7 +13,7 @@ use super::context::{ApiContext, Req};
 use super::error::ApiError;
 use super::response::Resp;
 use super::wire::{authorized, percent_decode};
-use super::{admin, ipam, ops};
+use super::{admin, ipam, ops, ui};
 
 /// Every path the API serves; segments are percent-decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,11 @@ pub(crate) enum Route {
     Clients,
     Isolations,
     Isolation(String),
+    /// Served by the gateway's event hub before the router (a GET never
+    /// gets here; another method gets its 405 here).
+    EventStream,
+    Ui,
+    UiAsset(String),
 }
 
 impl Route {
@@ -64,6 +69,9 @@ impl Route {
             ["v1", "clients"] => Self::Clients,
             ["v1", "isolations"] => Self::Isolations,
             ["v1", "isolations", c] => Self::Isolation(own(c)),
+            ["v1", "events", "stream"] => Self::EventStream,
+            ["ui"] => Self::Ui,
+            ["ui", name] => Self::UiAsset(own(name)),
             _ => return None,
         })
     }
@@ -88,7 +96,13 @@ impl Route {
     fn needs_token(&self, m: &Method) -> bool {
         match self {
             Self::Clients | Self::Isolations | Self::Isolation(_) => true,
-            Self::Healthz | Self::Readyz | Self::Metrics | Self::OpenApi => false,
+            Self::Healthz
+            | Self::Readyz
+            | Self::Metrics
+            | Self::OpenApi
+            | Self::EventStream
+            | Self::Ui
+            | Self::UiAsset(_) => false,
             _ => *m != Method::GET,
         }
     }
@@ -155,7 +169,16 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<Resp, ApiErr
         Route::Isolations if m == Method::GET => admin::isolations(ctx),
         Route::Isolations => admin::isolate(ctx, req).await,
         Route::Isolation(c) => admin::release(ctx, &c).await,
+        // Only the gateway streams (see `gateway/events`); a server that
+        // runs the router alone has no such endpoint.
+        Route::EventStream => Err(ApiError::NotFound(events_path())),
+        Route::Ui => ui::page(&req.headers),
+        Route::UiAsset(name) => ui::asset(&name, &req.headers),
     }
+}
+
+fn events_path() -> String {
+    "/v1/events/stream".to_owned()
 }
 
 #[cfg(test)]

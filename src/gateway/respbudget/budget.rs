@@ -212,6 +212,12 @@ impl ResponseBudget {
         })
     }
 
+    /// Ends a stream (an HTTP/1.1 stream's connection) from outside its
+    /// task, as the sweeper does.
+    pub(crate) fn reset(&self, ctl: &Ctl) {
+        ctl.kill(self.now_ms());
+    }
+
     fn register(&self, ctl: &Arc<Ctl>) {
         self.streams
             .lock()
@@ -296,6 +302,11 @@ fn current_buffered() -> u64 {
             .and_then(|s| s.ctl.as_ref())
             .map_or(0, |ctl| ctl.buffered.load(Relaxed))
     })
+}
+
+/// The control of the stream being polled, once a chunk was charged to it.
+pub(crate) fn current_stream() -> Option<Arc<Ctl>> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|s| s.ctl.clone()))
 }
 
 /// The budget of the stream being polled, if any.

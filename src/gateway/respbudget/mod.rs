@@ -8,5 +8,5 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use budget::{current, within, Reservation, ResponseBudget};
+pub(crate) use budget::{current, current_stream, within, Reservation, ResponseBudget};
 pub(crate) use ctl::Ctl;

@@ -1,13 +1,15 @@
-//! About a minute of per-second rates for the sparklines, derived from the
-//! cumulative counters of successive snapshots. The snapshot's own uptime is
-//! the clock, so this is pure and tests need no sleeping.
+//! Per-second rates over the last minute (the dashboard's sparklines) or
+//! minutes (the web page's charts), derived from the cumulative counters of
+//! successive snapshots. The snapshot's own uptime is the clock, so this is
+//! pure and tests need no sleeping.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::stats::{DropReason, Snapshot};
+use super::labels::DropReason;
+use super::snapshot::Snapshot;
 
-/// Points kept per series: one per second.
+/// Points kept per series by default: one per second.
 pub const SECONDS: usize = 60;
 const N_REASON: usize = DropReason::ALL.len();
 
@@ -37,9 +39,13 @@ impl Totals {
 }
 
 /// Per-second series, oldest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct History {
     last: Option<Totals>,
+    /// Points kept per series.
+    points: usize,
+    /// Points added so far (readers that copy the series see a new one).
+    pub added: u64,
     pub dhcp: VecDeque<u64>,
     pub api: VecDeque<u64>,
     pub drops: VecDeque<u64>,
@@ -48,7 +54,26 @@ pub struct History {
     pub drops_by_reason: Vec<(DropReason, u64)>,
 }
 
+impl Default for History {
+    fn default() -> Self {
+        Self::with_points(SECONDS)
+    }
+}
+
 impl History {
+    /// A history keeping `points` seconds per series.
+    pub fn with_points(points: usize) -> Self {
+        Self {
+            last: None,
+            points: points.max(1),
+            added: 0,
+            dhcp: VecDeque::new(),
+            api: VecDeque::new(),
+            drops: VecDeque::new(),
+            drops_by_reason: Vec::new(),
+        }
+    }
+
     /// Folds in a snapshot; adds a point once a second or more has passed
     /// since the last one. A snapshot from a restarted process starts over.
     pub fn observe(&mut self, snap: &Snapshot) {
@@ -58,7 +83,7 @@ impl History {
             return;
         };
         if now.at < prev.at || now.dhcp < prev.dhcp || now.api < prev.api {
-            *self = Self::default();
+            *self = Self::with_points(self.points);
             self.last = Some(now);
             return;
         }
@@ -67,18 +92,20 @@ impl History {
             return;
         }
         let per_sec = |a: u64, b: u64| (b.saturating_sub(a) as f64 / dt).round() as u64;
-        push(&mut self.dhcp, per_sec(prev.dhcp, now.dhcp));
-        push(&mut self.api, per_sec(prev.api, now.api));
+        let pts = self.points;
+        push(&mut self.dhcp, pts, per_sec(prev.dhcp, now.dhcp));
+        push(&mut self.api, pts, per_sec(prev.api, now.api));
         let by: Vec<(DropReason, u64)> = DropReason::ALL
             .iter()
             .zip(prev.drops.iter().zip(&now.drops))
             .map(|(r, (a, b))| (*r, per_sec(*a, *b)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        push(&mut self.drops, by.iter().map(|(_, n)| n).sum());
+        push(&mut self.drops, pts, by.iter().map(|(_, n)| n).sum());
         self.drops_by_reason = by;
         self.drops_by_reason
             .sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        self.added += 1;
         self.last = Some(now);
     }
 
@@ -89,8 +116,8 @@ impl History {
     }
 }
 
-fn push(q: &mut VecDeque<u64>, v: u64) {
-    if q.len() == SECONDS {
+fn push(q: &mut VecDeque<u64>, points: usize, v: u64) {
+    if q.len() >= points {
         q.pop_front();
     }
     q.push_back(v);
