@@ -69,7 +69,15 @@ impl Server {
                     path.to_str().expect("utf-8"),
                 ],
             );
-            std::thread::sleep(Duration::from_millis(500));
+            // Ready: store open, DHCP sockets bound; perfdhcp's first
+            // packets would be lost before that.
+            let ready = crate::support::eventually(Duration::from_secs(60), || {
+                api(t, "/readyz").is_some()
+            });
+            if !ready {
+                p.signal("KILL");
+                panic!("vpcbox not ready: {}", p.wait().1);
+            }
             Self::Binary(p)
         } else {
             Self::InProcess(InProcess::start_in(&text, t.dir.path(), Some(&t.srv)))
