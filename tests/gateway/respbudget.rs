@@ -160,7 +160,7 @@ async fn stalled_h2_streams_are_reset_after_the_send_stall_timeout() {
     let g = &gw.stats().gateway;
     assert!(
         g.response_resets_stall.load(Relaxed) >= 10,
-        "DIAG stall {} budget {} shed {} conns {}",
+        "stall resets {}, budget {}, shed {}, connections {}",
         g.response_resets_stall.load(Relaxed),
         g.response_resets_budget.load(Relaxed),
         g.response_resets_shed.load(Relaxed),
