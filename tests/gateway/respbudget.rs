@@ -156,7 +156,10 @@ async fn stalled_h2_streams_are_reset_after_the_send_stall_timeout() {
         "stalled streams still pending: {}",
         route.pending.load(Relaxed)
     );
-    eprintln!("stalled streams reset {:?} after bytes were held", t.elapsed());
+    eprintln!(
+        "stalled streams reset {:?} after bytes were held",
+        t.elapsed()
+    );
     let g = &gw.stats().gateway;
     assert!(
         g.response_resets_stall.load(Relaxed) >= 10,

@@ -367,15 +367,21 @@ fn perfdhcp_relayed_1000_per_second_unique_and_no_drops() {
     assert!(ok || !drops.is_empty(), "perfdhcp failed: {out}");
     assert_eq!(drops.len(), 2, "DO and RA drop ratios in: {out}");
     // The server lost nothing and answered every request it received.
-    assert_eq!(srv_udp["RcvbufErrors"] + srv_udp["InErrors"], 0, "{srv_udp:?}");
-    assert_eq!(srv_udp["InDatagrams"], srv_udp["OutDatagrams"], "{srv_udp:?}");
+    assert_eq!(
+        srv_udp["RcvbufErrors"] + srv_udp["InErrors"],
+        0,
+        "{srv_udp:?}"
+    );
+    assert_eq!(
+        srv_udp["InDatagrams"], srv_udp["OutDatagrams"],
+        "{srv_udp:?}"
+    );
     // A reply perfdhcp missed is one its own socket dropped when perfdhcp
     // was not scheduled in time (a loaded machine), never one that went
     // missing on the server's side.
     let missed: f64 = field("drops:").iter().sum();
     assert_eq!(
-        missed,
-        rel_udp["RcvbufErrors"] as f64,
+        missed, rel_udp["RcvbufErrors"] as f64,
         "drops {drops:?} beyond perfdhcp's own {rel_udp:?}"
     );
     assert!(
