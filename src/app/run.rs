@@ -38,6 +38,9 @@ pub struct RunOptions {
 
 /// Runs the appliance until a signal; the process exit code follows from the result.
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
+    // Handlers first: a stop or reload sent while the store opens or the
+    // ports bind must not meet the signals' default action (exit).
+    let signals = Signals::new()?;
     let use_tui = crate::tui::should_use_tui(opts.headless);
     start_logging(&config, &opts, use_tui)?;
     let config = Arc::new(config);
@@ -53,9 +56,6 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let (store_cancel, store_tasks) = (CancellationToken::new(), TaskTracker::new());
     ipam.spawn(&store_tasks, store_cancel.clone());
 
-    // Handlers before the listeners: a reload or stop sent as soon as the
-    // ports answer must not meet the signals' default action (exit).
-    let signals = Signals::new()?;
     let snapshots = start_background(&shared, &ipam);
     let bound = start_listeners(&shared, &ipam, &snapshots)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

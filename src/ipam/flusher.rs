@@ -367,15 +367,21 @@ mod tests {
         let start = Instant::now();
         queued(&shared, start);
         let due = start + Duration::from_millis(60);
+        // The feeder's first arrival is in before the wait starts: a loaded
+        // machine may not run the thread again before `due`.
+        let (first_in, joined) = std::sync::mpsc::channel();
         let feeder = std::thread::spawn({
             let shared = shared.clone();
             move || {
+                queued(&shared, Instant::now());
+                let _ = first_in.send(());
                 while Instant::now() < due {
-                    queued(&shared, Instant::now());
                     std::thread::sleep(Duration::from_millis(2));
+                    queued(&shared, Instant::now());
                 }
             }
         });
+        joined.recv().unwrap();
         let q = gather(&shared, shared.lock(), due, Duration::from_secs(5));
         assert!(Instant::now() >= due);
         assert!(q.waiters.len() > 1);

@@ -5,6 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -170,6 +171,43 @@ impl SledStore {
                 self.flush()
             }
         }
+    }
+}
+
+/// sled's I/O threads can still hold its files, and so the lock on them,
+/// a moment after the last handle went (a log write past its waiter's
+/// wake-up, a segment truncation): waiting here means a dropped store's
+/// directory is free, for this process as for another.
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        if inner.take().is_some() && !wait_released(&self.dir) {
+            tracing::warn!(dir = ?self.dir, "sled still holds the store's lock after its close");
+        }
+    }
+}
+
+/// How long a dropped store waits for sled to let go of its lock.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits (at most [`RELEASE_WAIT`]) until nobody holds the lock sled takes
+/// on `dir/db` (a `flock`, which conflicts between two opens of the file
+/// even within one process); true once free.
+fn wait_released(dir: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        let Ok(file) = std::fs::File::open(dir.join("db")) else {
+            return true;
+        };
+        // The lock taken here is released when `Flock` is dropped.
+        if Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

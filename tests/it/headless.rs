@@ -7,14 +7,9 @@ use crate::support::{write_config, Running};
 #[test]
 fn sigterm_drains_and_exits_zero_within_the_grace_time() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cfg, _, _) = write_config(dir.path(), "");
+    let (cfg, _, http) = write_config(dir.path(), "");
     let mut vb = Running::start(&cfg);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        vb.child.try_wait().expect("try_wait").is_none(),
-        "exited early: {}",
-        vb.stderr()
-    );
+    vb.wait_ready(http);
     vb.signal("TERM");
     let code = vb.wait(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{}", vb.stderr());
@@ -24,9 +19,9 @@ fn sigterm_drains_and_exits_zero_within_the_grace_time() {
 #[test]
 fn sigint_is_quick() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cfg, _, _) = write_config(dir.path(), "");
+    let (cfg, _, http) = write_config(dir.path(), "");
     let mut vb = Running::start(&cfg);
-    std::thread::sleep(Duration::from_millis(500));
+    vb.wait_ready(http);
     vb.signal("INT");
     assert_eq!(vb.wait(Duration::from_secs(2)), Some(0), "{}", vb.stderr());
 }
@@ -79,7 +74,7 @@ fn sighup_applies_a_valid_config_and_refuses_a_broken_one() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cfg, _, _) = write_config(dir.path(), "");
+    let (cfg, _, http) = write_config(dir.path(), "");
     let child = std::process::Command::new(crate::support::bin())
         .args(["run", "--headless", "--log-format", "json", "--config"])
         .arg(&cfg)
@@ -87,7 +82,7 @@ fn json_logs_are_one_object_per_line() {
         .spawn()
         .expect("spawn");
     let mut vb = Running { child };
-    std::thread::sleep(Duration::from_millis(500));
+    vb.wait_ready(http);
     vb.signal("TERM");
     assert_eq!(vb.wait(Duration::from_secs(15)), Some(0));
     let log = vb.stderr();

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{bin, eventually, write_config, Running};
+use crate::support::{bin, write_config, Running};
 
 fn run(args: &[&str], cfg: &std::path::Path) -> std::process::Output {
     Command::new(bin())
@@ -18,13 +18,10 @@ fn run(args: &[&str], cfg: &std::path::Path) -> std::process::Output {
 #[test]
 fn a_second_instance_on_the_same_data_directory_exits_69() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cfg, _, _) = write_config(dir.path(), "");
+    let (cfg, _, http) = write_config(dir.path(), "");
     let mut first = Running::start(&cfg);
-    assert!(eventually(Duration::from_secs(5), || dir
-        .path()
-        .join("data/db")
-        .exists()));
-    std::thread::sleep(Duration::from_millis(300));
+    // Ready: it owns the directory and has its SIGTERM handler.
+    first.wait_ready(http);
     let out = run(&["db", "export"], &cfg);
     assert_eq!(
         out.status.code(),

@@ -91,6 +91,21 @@ impl Running {
         Self { child }
     }
 
+    /// Waits until `/readyz` on `http` answers 200: the store is open,
+    /// the signal handlers are installed and every socket is bound. A
+    /// debug build on a loaded machine can take seconds to get there.
+    pub fn wait_ready(&mut self, http: u16) {
+        let mut exited = false;
+        let ready = eventually(Duration::from_secs(60), || {
+            exited = self.child.try_wait().is_ok_and(|s| s.is_some());
+            exited || http_status(http, "/readyz") == 200
+        });
+        if !ready || exited {
+            let _ = self.child.kill();
+            panic!("not ready (exited: {exited}): {}", self.stderr());
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args(["-s", sig, &self.child.id().to_string()])
@@ -126,6 +141,24 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The status of `GET path` on 127.0.0.1:`port`; 0 without an answer.
+pub fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut buf = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
+        return 0;
+    }
+    buf.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Polls `f` until it returns true or `limit` passes.
