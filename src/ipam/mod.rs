@@ -12,6 +12,7 @@ mod dump;
 mod error;
 mod flusher;
 mod handle;
+mod hooks;
 mod index;
 mod isolation;
 mod load;
@@ -22,6 +23,7 @@ mod ops;
 mod page;
 mod plan;
 mod reaper;
+mod remote;
 mod record;
 mod spec;
 mod state;
@@ -34,10 +36,12 @@ mod tests;
 pub use dump::Dump;
 pub use error::IpamError;
 pub use handle::Ipam;
+pub use hooks::{ClusterHooks, Queued, RemoteLease};
 pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, Port,
     ReservationSpec, StaticRoute,
 };
 pub use page::LeasePage;
 pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
-pub use store::{SledStore, Store, SCHEMA};
+pub use record::{lease_from_json, lease_holder, lease_to_json};
+pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};

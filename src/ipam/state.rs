@@ -5,8 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::error::IpamError;
+use super::hooks::{ClusterHooks, Queued};
 use super::index::SubnetIndex;
 use super::maps::{ClientMap, Ports};
 use super::model::{time, Lease, LeaseState, Port, ReservationSpec};
@@ -33,11 +35,13 @@ pub enum Plan<T = Lease> {
     Write(Vec<Change>, T),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     pub cache_threshold: f64,
     pub offer_hold: u32,
     pub quarantine: u32,
+    /// Cluster mode: which addresses this node may give, whether it may write.
+    pub cluster: Option<Arc<dyn ClusterHooks>>,
 }
 
 #[derive(Debug)]
@@ -115,12 +119,23 @@ impl State {
         }
     }
 
-    /// Err while writes are refused.
+    /// Err while writes are refused (the store failed, or this cluster
+    /// node is fenced).
     pub fn writable(&self) -> Result<(), IpamError> {
-        match &self.degraded {
-            Some(why) => Err(IpamError::Degraded(why.clone())),
+        let fenced = || self.tuning.cluster.as_ref().and_then(|c| c.fenced());
+        match self.degraded.clone().or_else(fenced) {
+            Some(why) => Err(IpamError::Degraded(why)),
             None => Ok(()),
         }
+    }
+
+    /// Whether this node may give `ip` of subnet `s` to a client that does
+    /// not hold it: always alone; in a cluster, inside its own blocks.
+    pub fn may_give(&self, s: usize, ip: u32) -> bool {
+        self.tuning
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.owns(&self.subnets[s].spec.id, ip))
     }
 
     pub fn subnet_ix(&self, id: &str) -> Result<usize, IpamError> {
@@ -157,19 +172,38 @@ impl State {
         if !sub.contains(ip) || sub.spec.is_unassignable(addr) {
             return false;
         }
-        match self.reserved.get(&ip) {
+        let reserved = match self.reserved.get(&ip) {
             Some(c) if c != client => return false,
-            Some(_) => {}
+            Some(_) => true,
             None if !sub.spec.is_dynamic(addr) => return false,
-            None => {}
-        }
+            None => false,
+        };
         if self
             .offer_live(ip, now)
             .is_some_and(|o| &o.client != client)
         {
             return false;
         }
-        !sub.is_held(ip, now) || (sub.is_bound(ip, now) && self.clients.get(client) == Some(ip))
+        if sub.is_bound(ip, now) && self.clients.get(client) == Some(ip) {
+            return true;
+        }
+        // A reservation is its client's wherever it lies; any other
+        // address must be this node's to give.
+        !sub.is_held(ip, now) && (reserved || self.may_give(s, ip))
+    }
+
+    /// The next never-used address this node may give in subnet `s` (in a
+    /// cluster: inside its blocks, telling the cluster how many are left).
+    fn next_free(&mut self, s: usize) -> Option<u32> {
+        let Some(c) = self.tuning.cluster.clone() else {
+            return self.subnets[s].next_free();
+        };
+        let sub = &self.subnets[s];
+        let owned = c.owned(&sub.spec.id);
+        let found = owned.iter().find_map(|&(lo, hi)| sub.free_in(lo, hi));
+        let left: u64 = owned.iter().map(|&(lo, hi)| sub.free_count(lo, hi)).sum();
+        c.free_left(&sub.spec.id, left.saturating_sub(u64::from(found.is_some())));
+        found
     }
 
     /// The port (a [`Ports::hash`]) that giving `ip` to `client` through
@@ -230,7 +264,7 @@ impl State {
         {
             return Ok(ip);
         }
-        if let Some(ip) = self.subnets[s].next_free() {
+        if let Some(ip) = self.next_free(s) {
             return Ok(ip);
         }
         self.subnets[s]
@@ -442,6 +476,20 @@ impl State {
         self.subnet_of(ip)
             .map(|s| self.subnets[s].state(ip))
             .unwrap_or(FREE)
+    }
+}
+
+impl Queued for State {
+    fn lease_differs(&self, ip: u32, value: Option<&[u8]>) -> bool {
+        self.overlay
+            .get(&ip)
+            .is_some_and(|(_, queued)| queued.as_deref() != value)
+    }
+
+    fn client_differs(&self, client: &ClientKey, ip: Option<u32>) -> bool {
+        self.clients
+            .get(client)
+            .is_some_and(|cur| self.overlay.contains_key(&cur) && Some(cur) != ip)
     }
 }
 

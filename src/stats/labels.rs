@@ -47,10 +47,12 @@ pub enum DropReason {
     /// A retransmission while the client's previous packet is still being
     /// handled (coalesced into that one operation).
     Duplicate,
+    /// Cluster mode: the client hashes to another live node, which answers it.
+    OtherNode,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         Self::Isolated,
         Self::RateLimited,
         Self::GlobalRate,
@@ -71,6 +73,7 @@ impl DropReason {
         Self::Upstream,
         Self::Storage,
         Self::Duplicate,
+        Self::OtherNode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl DropReason {
             Self::Upstream => "upstream",
             Self::Storage => "storage",
             Self::Duplicate => "duplicate",
+            Self::OtherNode => "other_node",
         }
     }
 
