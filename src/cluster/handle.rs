@@ -102,9 +102,16 @@ impl Cluster {
     }
 
     /// Stops the tasks and gives the node's lease back (its blocks and
-    /// clients move to the others at once).
+    /// clients move to the others at once). Blocking, at most a second or two.
     pub fn leave(&self) {
         self.cancel.cancel();
+        let mut c = self.etcd.client();
+        let lease = self.node.lease.load(Relaxed);
+        if let Err(e) = self.etcd.block(async move { c.lease_revoke(lease).await }) {
+            tracing::warn!(error = %e, "leaving the cluster: the lease was not given back (it expires)");
+        } else {
+            tracing::info!(node = %self.node.name, "left the cluster");
+        }
     }
 }
 

@@ -8,15 +8,8 @@ use super::raw;
 use super::{ClusterConfig, SubnetConfig};
 
 /// Validates `[cluster]`; a build without the `cluster` feature refuses
-/// the section rather than silently running alone.
+/// a valid section rather than silently running alone.
 pub fn cluster(c: &raw::Cluster, subnets: &[SubnetConfig]) -> R<ClusterConfig> {
-    if !cfg!(feature = "cluster") {
-        return fail(
-            "cluster",
-            &c.node,
-            "needs a vpcbox built with the `cluster` feature (cargo build --features cluster); this build lacks it",
-        );
-    }
     let node_ok = (1..=32).contains(&c.node.len())
         && c.node
             .bytes()
@@ -56,6 +49,13 @@ pub fn cluster(c: &raw::Cluster, subnets: &[SubnetConfig]) -> R<ClusterConfig> {
             "cluster.block_size",
             b,
             format!("must not exceed the smallest pool ({size} addresses in subnet '{id}')"),
+        );
+    }
+    if !cfg!(feature = "cluster") {
+        return fail(
+            "cluster.node",
+            &c.node,
+            "needs a vpcbox built with the `cluster` feature (cargo build --features cluster); this build lacks it",
         );
     }
     Ok(ClusterConfig {
