@@ -17,9 +17,9 @@ mod store;
 mod watch;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod tests;
 
 pub use handle::Cluster;
 pub use store::ClusterStore;

@@ -17,8 +17,17 @@ use crate::client::ClientKey;
 use crate::ipam::ClusterHooks;
 use crate::stats::Stats;
 
-/// Owned blocks per subnet: `(first address, claim revision)`, sorted.
-pub type Owned = HashMap<String, Vec<(u32, i64)>>;
+/// A subnet's owned blocks.
+#[derive(Debug, Default)]
+pub struct Blocks {
+    /// `(first address, claim revision)` by address.
+    by_first: Vec<(u32, i64)>,
+    /// Inclusive ranges, newest claim first (older ones fill up first).
+    newest: Vec<(u32, u32)>,
+}
+
+/// Owned blocks per subnet.
+pub type Owned = HashMap<String, Blocks>;
 
 pub struct Node {
     pub name: String,
@@ -44,7 +53,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,17 +104,24 @@ impl Node {
         if !members.contains(&self.name) {
             members.push(self.name.clone());
         }
-        self.stats.ipam.cluster_nodes.store(r.nodes.len() as i64, Relaxed);
+        self.stats
+            .ipam
+            .cluster_nodes
+            .store(r.nodes.len() as i64, Relaxed);
         self.members.store(Arc::new(members));
         let epoch = self.epoch.load(Relaxed);
         let mut owned = Owned::new();
         for ((subnet, first), b) in &r.blocks {
             if b.owner.node == self.name && b.owner.epoch == epoch {
-                owned
-                    .entry(subnet.clone())
-                    .or_default()
-                    .push((*first, b.create_rev));
+                let blocks = owned.entry(subnet.clone()).or_default();
+                blocks.by_first.push((*first, b.create_rev));
             }
+        }
+        let last = self.block_size - 1;
+        for blocks in owned.values_mut() {
+            let mut newest = blocks.by_first.clone();
+            newest.sort_unstable_by_key(|(_, rev)| std::cmp::Reverse(*rev));
+            blocks.newest = newest.into_iter().map(|(f, _)| (f, f + last)).collect();
         }
         self.owned.store(Arc::new(owned));
     }
@@ -112,7 +130,7 @@ impl Node {
     pub fn block_of(&self, subnet: &str, ip: u32) -> Option<(u32, i64)> {
         let first = ip & !(self.block_size - 1);
         let owned = self.owned.load();
-        let blocks = owned.get(subnet)?;
+        let blocks = &owned.get(subnet)?.by_first;
         blocks
             .binary_search_by_key(&first, |b| b.0)
             .ok()
@@ -120,7 +138,10 @@ impl Node {
     }
 
     pub fn owned_count(&self, subnet: &str) -> usize {
-        self.owned.load().get(subnet).map_or(0, Vec::len)
+        self.owned
+            .load()
+            .get(subnet)
+            .map_or(0, |b| b.by_first.len())
     }
 
     /// Whether `subnet` needs another block: none owned, or few free left.
@@ -143,11 +164,10 @@ impl ClusterHooks for Node {
         if self.is_fenced() {
             return Vec::new();
         }
-        let last = self.block_size - 1;
         self.owned
             .load()
             .get(subnet)
-            .map(|b| b.iter().map(|(f, _)| (*f, f + last)).collect())
+            .map(|b| b.newest.clone())
             .unwrap_or_default()
     }
 

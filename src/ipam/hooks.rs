@@ -10,7 +10,8 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     /// Whether this node owns the block holding `ip` of `subnet`: only
     /// such an address may go to a client that does not hold it already.
     fn owns(&self, subnet: &str, ip: u32) -> bool;
-    /// The owned blocks of `subnet` as inclusive address ranges.
+    /// The owned blocks of `subnet` as inclusive address ranges, newest
+    /// first (the older ones fill up first).
     fn owned(&self, subnet: &str) -> Vec<(u32, u32)>;
     /// `free` addresses are left in this node's blocks of `subnet`: the
     /// cluster claims another block ahead when that runs low.

@@ -199,10 +199,22 @@ impl State {
             return self.subnets[s].next_free();
         };
         let sub = &self.subnets[s];
-        let owned = c.owned(&sub.spec.id);
-        let found = owned.iter().find_map(|&(lo, hi)| sub.free_in(lo, hi));
-        let left: u64 = owned.iter().map(|&(lo, hi)| sub.free_count(lo, hi)).sum();
-        c.free_left(&sub.spec.id, left.saturating_sub(u64::from(found.is_some())));
+        let (mut found, mut left) = (None, 0u64);
+        for (lo, hi) in c.owned(&sub.spec.id) {
+            let n = sub.free_count(lo, hi);
+            if n > 0 && found.is_none() {
+                found = sub.free_in(lo, hi);
+            }
+            left += n;
+            // Enough known left: the older (fuller) blocks need no look.
+            if found.is_some() && left > 2 * u64::from(hi - lo + 1) {
+                break;
+            }
+        }
+        c.free_left(
+            &sub.spec.id,
+            left.saturating_sub(u64::from(found.is_some())),
+        );
         found
     }
 
