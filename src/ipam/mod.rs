@@ -20,6 +20,7 @@ mod maps;
 mod model;
 mod open;
 mod ops;
+mod owned;
 mod page;
 mod plan;
 mod reaper;

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::error::IpamError;
-use super::hooks::{ClusterHooks, Queued};
+use super::hooks::ClusterHooks;
 use super::index::SubnetIndex;
 use super::maps::{ClientMap, Ports};
 use super::model::{time, Lease, LeaseState, Port, ReservationSpec};
@@ -119,25 +119,6 @@ impl State {
         }
     }
 
-    /// Err while writes are refused (the store failed, or this cluster
-    /// node is fenced).
-    pub fn writable(&self) -> Result<(), IpamError> {
-        let fenced = || self.tuning.cluster.as_ref().and_then(|c| c.fenced());
-        match self.degraded.clone().or_else(fenced) {
-            Some(why) => Err(IpamError::Degraded(why)),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether this node may give `ip` of subnet `s` to a client that does
-    /// not hold it: always alone; in a cluster, inside its own blocks.
-    pub fn may_give(&self, s: usize, ip: u32) -> bool {
-        self.tuning
-            .cluster
-            .as_ref()
-            .is_none_or(|c| c.owns(&self.subnets[s].spec.id, ip))
-    }
-
     pub fn subnet_ix(&self, id: &str) -> Result<usize, IpamError> {
         self.subnets
             .iter()
@@ -190,32 +171,6 @@ impl State {
         // A reservation is its client's wherever it lies; any other
         // address must be this node's to give.
         !sub.is_held(ip, now) && (reserved || self.may_give(s, ip))
-    }
-
-    /// The next never-used address this node may give in subnet `s` (in a
-    /// cluster: inside its blocks, telling the cluster how many are left).
-    fn next_free(&mut self, s: usize) -> Option<u32> {
-        let Some(c) = self.tuning.cluster.clone() else {
-            return self.subnets[s].next_free();
-        };
-        let sub = &self.subnets[s];
-        let (mut found, mut left) = (None, 0u64);
-        for (lo, hi) in c.owned(&sub.spec.id) {
-            let n = sub.free_count(lo, hi);
-            if n > 0 && found.is_none() {
-                found = sub.free_in(lo, hi);
-            }
-            left += n;
-            // Enough known left: the older (fuller) blocks need no look.
-            if found.is_some() && left > 2 * u64::from(hi - lo + 1) {
-                break;
-            }
-        }
-        c.free_left(
-            &sub.spec.id,
-            left.saturating_sub(u64::from(found.is_some())),
-        );
-        found
     }
 
     /// The port (a [`Ports::hash`]) that giving `ip` to `client` through
@@ -488,20 +443,6 @@ impl State {
         self.subnet_of(ip)
             .map(|s| self.subnets[s].state(ip))
             .unwrap_or(FREE)
-    }
-}
-
-impl Queued for State {
-    fn lease_differs(&self, ip: u32, value: Option<&[u8]>) -> bool {
-        self.overlay
-            .get(&ip)
-            .is_some_and(|(_, queued)| queued.as_deref() != value)
-    }
-
-    fn client_differs(&self, client: &ClientKey, ip: Option<u32>) -> bool {
-        self.clients
-            .get(client)
-            .is_some_and(|cur| self.overlay.contains_key(&cur) && Some(cur) != ip)
     }
 }
 
