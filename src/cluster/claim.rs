@@ -46,7 +46,7 @@ pub struct Claimer {
 impl Claimer {
     /// Claims blocks whenever a subnet runs low (woken by the IPAM, or
     /// every second), until `cancel`.
-    pub async fn run(self, cancel: CancellationToken) {
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -69,9 +69,12 @@ impl Claimer {
 
     /// Claims one block of `spec`; false if none was free or another node
     /// took it first (the watch shows which).
-    pub async fn claim(&self, ipam: &Ipam, spec: &SubnetSpec) -> bool {
+    pub async fn claim(self: &Arc<Self>, ipam: &Arc<Ipam>, spec: &Arc<SubnetSpec>) -> bool {
         let size = self.node.block_size;
-        let Some(first) = self.pick(ipam, spec) else {
+        // Off the runtime's workers: it takes the IPAM's lock.
+        let (this, ipam, spec2) = (self.clone(), ipam.clone(), spec.clone());
+        let picked = tokio::task::spawn_blocking(move || this.pick(&ipam, &spec2)).await;
+        let Ok(Some(first)) = picked else {
             return false;
         };
         let keys = &self.etcd.keys;

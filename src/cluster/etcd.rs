@@ -37,7 +37,7 @@ impl Etcd {
     /// first call, not this one).
     pub fn connect(endpoints: &[String], prefix: &str) -> Result<Self, IpamError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("vpcbox-etcd")
             .enable_all()
             .build()
@@ -84,6 +84,14 @@ impl Etcd {
             Ok(Err(_)) => Err(storage("timed out")),
             Err(e) => Err(storage(e)),
         }
+    }
+
+    /// etcd's current revision (one more per committed txn).
+    pub fn revision(&self) -> Result<i64, IpamError> {
+        let mut c = self.client();
+        let key = self.keys.node("");
+        let resp = self.block(async move { c.get(key, None).await })?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     /// Every key under the prefix, and the revision they were read at.

@@ -99,7 +99,7 @@ impl Cluster {
             ipam: Arc::downgrade(ipam),
             on_isolations,
         };
-        rt.spawn(watch.run(self.read_at + 1, self.cancel.clone()));
+        rt.spawn(Arc::new(watch).run(self.read_at + 1, self.cancel.clone()));
         let claimer = Claimer {
             etcd: self.etcd.clone(),
             replica: self.replica.clone(),
@@ -107,7 +107,7 @@ impl Cluster {
             ipam: Arc::downgrade(ipam),
         };
         self.node.wake.notify_one();
-        rt.spawn(claimer.run(self.cancel.clone()));
+        rt.spawn(Arc::new(claimer).run(self.cancel.clone()));
         rt.spawn(report_fence(self.node.clone(), events, self.cancel.clone()));
     }
 

@@ -30,8 +30,10 @@ impl Watch {
     }
 
     /// Watches from `from` (the revision after the last full read) until
-    /// `cancel`.
-    pub async fn run(self, mut from: i64, cancel: CancellationToken) {
+    /// `cancel`. Folding takes the IPAM's lock, whose holder may be waiting
+    /// on an etcd call: it runs on the blocking pool, never on a worker of
+    /// the etcd runtime.
+    pub async fn run(self: Arc<Self>, mut from: i64, cancel: CancellationToken) {
         while !cancel.is_cancelled() {
             let mut c = self.etcd.client();
             let opts = WatchOptions::new().with_prefix().with_start_revision(from);
@@ -51,11 +53,15 @@ impl Watch {
                 };
                 match msg {
                     Ok(Some(resp)) if resp.canceled() || resp.compact_revision() > 0 => {
-                        from = self.resync().await.unwrap_or(from);
+                        let this = self.clone();
+                        let resynced = tokio::task::spawn_blocking(move || this.resync()).await;
+                        from = resynced.ok().flatten().unwrap_or(from);
                         break;
                     }
                     Ok(Some(resp)) => {
-                        if let Some(last) = self.fold(&resp) {
+                        let this = self.clone();
+                        let last = tokio::task::spawn_blocking(move || this.fold(&resp)).await;
+                        if let Ok(Some(last)) = last {
                             from = last + 1;
                         }
                     }
@@ -113,14 +119,10 @@ impl Watch {
     }
 
     /// Reads everything again (the watch fell behind a compaction).
-    async fn resync(&self) -> Option<i64> {
+    /// Blocking.
+    fn resync(&self) -> Option<i64> {
         tracing::warn!("cluster watch lost its place; reading everything again");
-        let etcd = self.etcd.clone();
-        let got = tokio::task::spawn_blocking(move || etcd.load_all())
-            .await
-            .ok()?
-            .ok()?;
-        let (kvs, rev) = got;
+        let (kvs, rev) = self.etcd.load_all().ok()?;
         let fresh = Replica::load(&self.etcd.keys, &kvs);
         *self.replica() = fresh;
         self.node.refresh(&self.replica());
