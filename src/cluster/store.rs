@@ -74,7 +74,7 @@ impl ClusterStore {
         // Last value per key (a batch may write one key twice).
         let mut last: BTreeMap<Vec<u8>, (TreeId, Option<&[u8]>)> = BTreeMap::new();
         // Client → address it ends up bound to (None: unbound), in order.
-        let mut binds: BTreeMap<String, Option<(u32, String)>> = BTreeMap::new();
+        let mut binds: BTreeMap<String, Option<u32>> = BTreeMap::new();
         for op in ops {
             let Some(key) = keys.of_tree(op.tree, &op.key) else {
                 continue;
@@ -98,7 +98,7 @@ impl ClusterStore {
                     }
                 }
                 if let Some((c, true)) = op.value.as_deref().and_then(lease_holder) {
-                    binds.insert(c.to_string(), Some((ip, String::new())));
+                    binds.insert(c.to_string(), Some(ip));
                 }
             }
             last.insert(key, (op.tree, op.value.as_deref()));
@@ -134,8 +134,8 @@ impl ClusterStore {
                 cur.map_or(0, |b| b.1),
             ));
             match to {
-                Some((ip, _)) if cur.map(|b| b.0) == Some(ip) => {}
-                Some((ip, _)) => {
+                Some(ip) if cur.map(|b| b.0) == Some(ip) => {}
+                Some(ip) => {
                     // A new binding: fenced by its block's claim if owned
                     // (the lease and binding compares alone keep it unique).
                     if let Some(subnet) = subnet_of(&r, ip) {
