@@ -11,7 +11,7 @@ deb:
 # A quick package from the debug binary (what tests/it/package.rs builds);
 # for trying the packaging, never for shipping.
 deb-dev:
-	cargo build
+	cargo build --features cluster
 	cargo deb --profile dev --no-build --fast --strip --quiet
 
 # The unit's systemd-analyze exposure score (recorded in packaging/README.md).

@@ -7,6 +7,10 @@
 //! - `sled DIR`: sled alone opening and scanning the same store, to show
 //!   how much of the RSS is sled's.
 //!
+//! - `etcd-binds ENDPOINT CONCURRENCY SECONDS BLOCK_SIZE` (feature
+//!   `cluster`): the same binds on one cluster node over etcd, with etcd
+//!   txns per bind (its revision counts them).
+//!
 //! `CACHE_MIB` sets the sled cache (default 32).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -76,6 +80,42 @@ async fn binds(dir: &Path, conc: u64, secs: u64) {
     let ipam = Ipam::open(dir, opts(), stats.clone()).unwrap();
     ipam.apply_config(&[subnet()], &[], SystemTime::now())
         .unwrap();
+    run_binds(ipam, stats, conc, secs).await;
+}
+
+/// One node on etcd at `endpoint` (a fresh prefix), binding as `binds` does.
+#[cfg(feature = "cluster")]
+async fn etcd_binds(endpoint: &str, conc: u64, secs: u64, block_size: u32) {
+    use vpcbox::config::ClusterConfig;
+    let stats = Stats::new(16);
+    let config = ClusterConfig {
+        node: "bench".into(),
+        etcd: vec![endpoint.into()],
+        prefix: format!("/bench/{}", std::process::id()),
+        lease_ttl: Duration::from_secs(10),
+        block_size,
+    };
+    let (cluster, store) =
+        tokio::task::block_in_place(|| vpcbox::cluster::Cluster::join(&config, stats.clone()))
+            .unwrap();
+    let ipam = Ipam::with_store("etcd".into(), store, opts(), stats.clone()).unwrap();
+    tokio::task::block_in_place(|| ipam.apply_config(&[subnet()], &[], SystemTime::now())).unwrap();
+    cluster.start(&ipam, None, None);
+    // Let the first block be claimed before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cluster.etcd.revision().unwrap();
+    let total = run_binds(ipam, stats, conc, secs).await;
+    let txns = cluster.etcd.revision().unwrap() - before;
+    println!(
+        "etcd block_size={block_size} txns={txns} txns_per_bind={:.3}",
+        txns as f64 / total.max(1) as f64
+    );
+    tokio::task::block_in_place(|| cluster.leave());
+}
+
+/// `conc` tasks allocating for fresh clients for `secs`; prints the rates
+/// and returns the binds made.
+async fn run_binds(ipam: Arc<Ipam>, stats: Arc<Stats>, conc: u64, secs: u64) -> u64 {
     let tracker = tokio_util::task::TaskTracker::new();
     let cancel = tokio_util::sync::CancellationToken::new();
     ipam.spawn(&tracker, cancel.clone());
@@ -89,7 +129,10 @@ async fn binds(dir: &Path, conc: u64, secs: u64) {
                 let mut done = 0u64;
                 while Instant::now() < deadline {
                     let c = client(next.fetch_add(1, Relaxed));
-                    ipam.allocate("bench", &c, SystemTime::now()).await.unwrap();
+                    // On etcd a node may wait a moment for its next block.
+                    while ipam.allocate("bench", &c, SystemTime::now()).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     done += 1;
                 }
                 done
@@ -113,6 +156,7 @@ async fn binds(dir: &Path, conc: u64, secs: u64) {
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+    total
 }
 
 async fn populate(dir: &Path, n: u64) {
@@ -236,6 +280,13 @@ fn main() {
         "populate" => rt.block_on(populate(dir, arg(3).parse().unwrap())),
         "open" => open(dir),
         "sled" => sled_only(dir),
+        #[cfg(feature = "cluster")]
+        "etcd-binds" => rt.block_on(etcd_binds(
+            &arg(2),
+            arg(3).parse().unwrap(),
+            arg(4).parse().unwrap_or(5),
+            arg(5).parse().unwrap_or(256),
+        )),
         _ => eprintln!("usage: ipam_bench binds DIR CONC SECS | populate DIR N | open DIR"),
     }
 }

@@ -20,6 +20,8 @@ pub enum EventKind {
     Storage,
     /// New clients refused because their relay port holds its cap.
     PortCap,
+    /// Cluster membership: fenced, unfenced, members joining or leaving.
+    Cluster,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -9,6 +9,8 @@ pub mod admin_cli;
 pub mod app;
 pub mod cli;
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dhcp;

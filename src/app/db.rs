@@ -11,7 +11,7 @@ use crate::stats::Stats;
 
 /// The store in `[storage] path` as pretty JSON, newline-terminated.
 pub fn export(config: &Config) -> Result<String, Exit> {
-    let ipam = super::store::open(config, Stats::new(16))?;
+    let (ipam, _cluster) = super::store::open(config, Stats::new(16))?;
     let failed = |e: &dyn std::fmt::Display| Exit::software(format!("export failed: {e}"));
     let dump = ipam.export().map_err(|e| failed(&e))?;
     let json = serde_json::to_string_pretty(&dump).map_err(|e| failed(&e))?;
@@ -31,7 +31,7 @@ pub fn import(
     // Bytes, not a String: invalid UTF-8 is reported with its line.
     let dump: Dump = serde_json::from_slice(&text)
         .map_err(|e| Exit::usage(format!("{}: not a vpcbox export: {e}", file.display())))?;
-    let ipam = super::store::open(config, Stats::new(16))?;
+    let (ipam, _cluster) = super::store::open(config, Stats::new(16))?;
     runtime.block_on(async {
         ipam.import(dump, force).await.map_err(|e| match e {
             IpamError::NotEmpty => Exit::usage("the store is not empty; use --force to replace it"),

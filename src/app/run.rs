@@ -45,11 +45,12 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     start_logging(&config, &opts, use_tui)?;
     let config = Arc::new(config);
     let stats = Stats::new(config.stats.tracked_clients);
-    let ipam = store::open(&config, stats.clone())?;
+    let (ipam, cluster) = store::open(&config, stats.clone())?;
     let isolation = IsolationSet::open(ipam.isolation_store())
         .map_err(|e| Exit::unavailable(format!("isolation set: {e}")))?;
     let shared = Shared::new(config.clone(), stats.clone(), isolation);
     ipam.attach_events(shared.events.clone());
+    start_cluster(cluster.as_ref(), &ipam, &shared);
     // The store's committer and reaper live on their own tree: they must
     // outlive the services' drain, whose last binds still need group commit
     // (without it each would flush sled on its own).
@@ -75,6 +76,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let stop = wait_for_stop(&shared, signals, opts.config_path.as_deref()).await;
     shutdown(&shared, stop).await;
     close_store(&ipam, store_cancel, store_tasks).await?;
+    leave_cluster(cluster);
     if let Some(why) = shared.failure() {
         return Err(Exit::software(why));
     }
@@ -105,6 +107,39 @@ fn start_background(
         .spawn(publisher.run(interval, shared.cancel.clone()));
     snapshots
 }
+
+/// Cluster mode: the watch (other nodes' leases and isolations), block
+/// claims and fence reporting start before the services do.
+#[cfg(feature = "cluster")]
+fn start_cluster(
+    cluster: Option<&store::ClusterNode>,
+    ipam: &Arc<crate::ipam::Ipam>,
+    shared: &Shared,
+) {
+    let Some(c) = cluster else { return };
+    let isolation = shared.isolation.clone();
+    let reload = move || {
+        if let Err(e) = isolation.reload() {
+            tracing::warn!(error = %e, "reloading isolations another node changed failed");
+        }
+    };
+    c.start(ipam, Some(shared.events.clone()), Some(Box::new(reload)));
+}
+
+#[cfg(not(feature = "cluster"))]
+fn start_cluster(_: Option<&store::ClusterNode>, _: &Arc<crate::ipam::Ipam>, _: &Shared) {}
+
+/// Leaves the cluster: the node's lease is given back, so its blocks and
+/// clients move to the others at once rather than after the TTL.
+#[cfg(feature = "cluster")]
+fn leave_cluster(cluster: Option<store::ClusterNode>) {
+    if let Some(c) = cluster {
+        c.leave();
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+fn leave_cluster(_: Option<store::ClusterNode>) {}
 
 /// After the services: stops the committer and reaper (bounded), then
 /// flushes the store.

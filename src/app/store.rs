@@ -1,5 +1,6 @@
 //! Opening the store for `run` and `db`: config → `IpamOptions`, and store
 //! errors → typed exits (a locked or corrupt data directory is exit 69).
+//! With `[cluster]`, the store is etcd: the node joins the cluster first.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -8,6 +9,13 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::ipam::{Ipam, IpamError, IpamOptions};
 use crate::stats::Stats;
+
+/// The cluster an IPAM is a node of (kept as long as the IPAM serves).
+#[cfg(feature = "cluster")]
+pub type ClusterNode = crate::cluster::Cluster;
+/// Without the `cluster` feature there is none (`[cluster]` is refused).
+#[cfg(not(feature = "cluster"))]
+pub type ClusterNode = std::convert::Infallible;
 
 pub fn ipam_options(config: &Config) -> IpamOptions {
     IpamOptions {
@@ -19,9 +27,19 @@ pub fn ipam_options(config: &Config) -> IpamOptions {
     }
 }
 
-/// Opens the IPAM in `[storage] path` and applies the config's subnets and
-/// reservations.
-pub fn open(config: &Config, stats: Arc<Stats>) -> Result<Arc<Ipam>, Exit> {
+/// Opens the IPAM in `[storage] path` (or, with `[cluster]`, on etcd) and
+/// applies the config's subnets and reservations.
+pub fn open(config: &Config, stats: Arc<Stats>) -> Result<(Arc<Ipam>, Option<ClusterNode>), Exit> {
+    #[cfg(feature = "cluster")]
+    if let Some(c) = &config.cluster {
+        let (cluster, store) = crate::cluster::Cluster::join(c, stats.clone())
+            .map_err(|e| Exit::unavailable(format!("cluster.etcd: {}: {e}", c.etcd.join(", "))))?;
+        let path = config.storage.path.clone();
+        let ipam = Ipam::with_store(path, store, ipam_options(config), stats)
+            .map_err(|e| Exit::unavailable(format!("cluster store: {e}")))?;
+        apply_config(config, &ipam)?;
+        return Ok((ipam, Some(cluster)));
+    }
     let dir = &config.storage.path;
     std::fs::create_dir_all(dir).map_err(|e| {
         Exit::unavailable(format!(
@@ -30,13 +48,17 @@ pub fn open(config: &Config, stats: Arc<Stats>) -> Result<Arc<Ipam>, Exit> {
         ))
     })?;
     let ipam = Ipam::open(dir, ipam_options(config), stats).map_err(|e| open_error(dir, e))?;
+    apply_config(config, &ipam)?;
+    Ok((ipam, None))
+}
+
+fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
     ipam.apply_config(&config.subnets, &config.reservations, SystemTime::now())
         .map_err(|e| {
             Exit::usage(format!(
                 "config subnets/reservations do not fit the store: {e}"
             ))
-        })?;
-    Ok(ipam)
+        })
 }
 
 fn open_error(dir: &std::path::Path, e: IpamError) -> Exit {

@@ -5,6 +5,7 @@
 //! `dhcp.per_client_rate: '0/s' must be at least 1/s`.
 
 mod check;
+mod cluster;
 pub mod diff;
 mod gateway;
 pub mod parse;
@@ -74,6 +75,8 @@ pub struct Config {
     pub tui: TuiConfig,
     pub stats: StatsConfig,
     pub process: ProcessConfig,
+    /// `[cluster]`: None runs one node on the embedded sled store.
+    pub cluster: Option<ClusterConfig>,
     /// The resolved file form (defaults filled in), for `vpcbox check`.
     pub raw: RawConfig,
 }
@@ -191,6 +194,22 @@ pub struct TuiConfig {
 pub struct StatsConfig {
     pub tracked_clients: usize,
     pub publish_interval: Duration,
+}
+
+/// Several nodes sharing one IPAM on etcd (DESIGN.md "Cluster").
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Unique node name, `[a-z0-9-]{1,32}`.
+    pub node: String,
+    /// etcd client endpoints (http URLs).
+    pub etcd: Vec<String>,
+    /// Key prefix every key lives under, without a trailing slash.
+    pub prefix: String,
+    /// The node's etcd lease: liveness, and the bound on how long a node
+    /// cut off from etcd keeps writing (it stops before the lease ends).
+    pub lease_ttl: Duration,
+    /// Addresses per block a node claims (a power of two).
+    pub block_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

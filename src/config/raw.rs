@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub tui: Tui,
     pub stats: Stats,
     pub process: Process,
+    /// Absent: one node on the embedded sled store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,6 +320,29 @@ impl Default for Process {
     fn default() -> Self {
         Self {
             shutdown_grace: "10s".into(),
+        }
+    }
+}
+
+/// `[cluster]`: several nodes sharing one IPAM on etcd v3 (DESIGN.md "Cluster").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    pub node: String,
+    pub etcd: Vec<String>,
+    pub prefix: String,
+    pub lease_ttl: String,
+    pub block_size: u32,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            node: String::new(),
+            etcd: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/vpcbox/v1".into(),
+            lease_ttl: "10s".into(),
+            block_size: 16,
         }
     }
 }

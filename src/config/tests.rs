@@ -76,3 +76,61 @@ fn overlapping_subnets_and_pools_are_refused() {
         "subnet[0].pools[1]: '10.0.0.150-10.0.0.160' overlaps another pool"
     );
 }
+
+const CLUSTER: &str = r#"
+[dhcp]
+server_id = "10.0.0.1"
+[[subnet]]
+id = "a"
+cidr = "10.0.0.0/24"
+pools = ["10.0.0.100-10.0.0.131"]
+[cluster]
+node = "a"
+etcd = ["http://127.0.0.1:2379"]
+"#;
+
+#[test]
+fn a_cluster_section_is_validated_key_by_key() {
+    let with = |extra: &str| err(&format!("{CLUSTER}{extra}"));
+    let node = CLUSTER.replace("node = \"a\"", "node = \"Node_1\"");
+    assert_eq!(
+        err(&node),
+        "cluster.node: 'Node_1' must match [a-z0-9-]{1,32}"
+    );
+    let etcd = CLUSTER.replace("http://127.0.0.1:2379", "https://e:2379");
+    assert!(err(&etcd).starts_with("cluster.etcd[0]: 'https://e:2379' is not an http URL"));
+    assert_eq!(
+        with("lease_ttl = \"1s\""),
+        "cluster.lease_ttl: '1s' must be whole seconds from 2s to 60s"
+    );
+    assert_eq!(
+        with("block_size = 24"),
+        "cluster.block_size: '24' must be a power of two from 4 to 1024"
+    );
+    assert_eq!(
+        with("block_size = 64"),
+        "cluster.block_size: '64' must not exceed the smallest pool (32 addresses in subnet 'a')"
+    );
+    assert_eq!(
+        with("prefix = \"vpcbox\""),
+        "cluster.prefix: 'vpcbox' must be a key path such as \"/vpcbox/v1\""
+    );
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn a_valid_cluster_section_resolves_with_its_defaults() {
+    let c = Config::parse(CLUSTER, "t.toml").unwrap();
+    let cluster = c.cluster.clone().unwrap();
+    assert_eq!(cluster.prefix, "/vpcbox/v1");
+    assert_eq!(cluster.lease_ttl, std::time::Duration::from_secs(10));
+    assert_eq!(cluster.block_size, 16);
+    assert_eq!(Config::parse(&c.to_toml(), "printed").unwrap(), c);
+}
+
+/// A build without the feature refuses `[cluster]` instead of running alone.
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn a_build_without_the_feature_refuses_a_cluster_section() {
+    assert!(err(CLUSTER).contains("needs a vpcbox built with the `cluster` feature"));
+}

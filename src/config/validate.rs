@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::check::{
     at, dur, fail, ip, min_dur, non_empty_path, range_check, rate, size_in, sock, within, R,
 };
+use super::cluster::cluster;
 use super::gateway::{gateway, routes};
 use super::parse;
 use super::raw::{self, RawConfig};
@@ -24,6 +25,11 @@ impl TryFrom<RawConfig> for Config {
         if dhcp.enabled && !subnets.is_empty() && dhcp.server_id.is_none() {
             return fail("dhcp.server_id", "", "is required when subnets are served");
         }
+        let cluster = raw
+            .cluster
+            .as_ref()
+            .map(|c| cluster(c, &subnets))
+            .transpose()?;
         Ok(Self {
             storage: StorageConfig {
                 path: non_empty_path("storage.path", &raw.storage.path)?,
@@ -55,6 +61,7 @@ impl TryFrom<RawConfig> for Config {
             process: ProcessConfig {
                 shutdown_grace: dur("process.shutdown_grace", &raw.process.shutdown_grace)?,
             },
+            cluster,
             raw,
         })
     }

@@ -9,8 +9,10 @@
 //! 4. [`framing`]: header, cookie, options, message type, client key;
 //! 5. [`not_isolated`] by that client key (option 61 may name another MAC);
 //! 6. [`trusted_relay`]: giaddr and the datagram's source are configured relays;
-//! 7. [`quota`]: the client's own rate, then the global one;
-//! 8. [`enqueue`]: the worker's bounded queue.
+//! 7. [`this_node`]: in a cluster, the live node the client hashes to
+//!    answers it; the others drop it (`other_node`);
+//! 8. [`quota`]: the client's own rate, then the global one;
+//! 9. [`enqueue`]: the worker's bounded queue.
 //!
 //! In the worker: [`in_time`] (the deadline) before decoding, and
 //! [`new_lease`] before a new address is handed out: shedding, the relay
@@ -92,7 +94,7 @@ pub(super) fn admit(s: &State, a: Arrival<'_>, queues: &[mpsc::Sender<Job>]) {
     enqueue(s, job, queues);
 }
 
-/// Steps 5 to 7, once the client is known.
+/// Steps 5 to 8, once the client is known.
 fn checks(s: &State, a: &Arrival<'_>, peek: &Peek, key: &ClientKey, by_mac: &ClientKey) -> Step {
     if key != by_mac {
         not_isolated(s, key)?;
@@ -101,7 +103,17 @@ fn checks(s: &State, a: &Arrival<'_>, peek: &Peek, key: &ClientKey, by_mac: &Cli
     // client sends.
     s.stats.clients.request(key, a.now);
     trusted_relay(s, peek, a.from)?;
+    this_node(s, key)?;
     quota(s, key)
+}
+
+/// Cluster mode: every node hears the client, the one it hashes to among
+/// the live nodes answers (always this one alone).
+fn this_node(s: &State, key: &ClientKey) -> Step {
+    match s.ipam.answers(key) {
+        true => Ok(()),
+        false => Err(Refused::Drop(DropReason::OtherNode)),
+    }
 }
 
 /// Broadcasts reach the listen socket too; when interfaces have their own

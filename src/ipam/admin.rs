@@ -124,7 +124,7 @@ impl Ipam {
         self.drain(&mut st)?;
         self.store.apply(&ops)?;
         self.store.flush()?;
-        *st = load(self.store.as_ref(), st.tuning)?;
+        *st = load(self.store.as_ref(), st.tuning.clone())?;
         self.publish_locked(&st);
         self.refresh_specs(&st);
         Ok(())

@@ -243,7 +243,7 @@ impl Ipam {
                 return Err(e);
             }
             let ticket = self.committer.submit(&mut st, &[], &self.stats);
-            *st = load(self.store.as_ref(), st.tuning)?;
+            *st = load(self.store.as_ref(), st.tuning.clone())?;
             self.publish_locked(&st);
             self.refresh_specs(&st);
             ticket

@@ -256,7 +256,7 @@ impl Ipam {
         let fresh = self
             .store
             .reopen()
-            .and_then(|()| load(self.store.as_ref(), st.tuning));
+            .and_then(|()| load(self.store.as_ref(), st.tuning.clone()));
         match fresh {
             Ok(fresh) => self.replace_state(st, fresh),
             Err(e) => {
@@ -275,7 +275,7 @@ impl Ipam {
 
     /// Puts a freshly loaded index in place, keeping the sequence numbers
     /// and flags that outlive a reload.
-    fn replace_state(&self, st: &mut State, mut fresh: State) {
+    pub(super) fn replace_state(&self, st: &mut State, mut fresh: State) {
         fresh.seq = st.seq;
         fresh.drains = st.drains;
         fresh.committer_live = st.committer_live;
@@ -304,7 +304,7 @@ impl Ipam {
         let mut st = self.lock();
         let res = res.and_then(|()| {
             if st.stale {
-                let fresh = load(self.store.as_ref(), st.tuning)?;
+                let fresh = load(self.store.as_ref(), st.tuning.clone())?;
                 self.replace_state(&mut st, fresh);
                 st.stale = false;
             }

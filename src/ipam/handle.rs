@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use super::commit::Committer;
+use super::hooks::ClusterHooks;
 use super::model::IpamOptions;
 use super::spec::SubnetSpec;
 use super::state::State;
@@ -43,6 +44,8 @@ pub struct Ipam {
     pub(super) dirty: AtomicBool,
     /// The operator event log (storage degraded / recovered).
     pub(super) events: OnceLock<Arc<EventLog>>,
+    /// Cluster mode: the cluster layer's answers (see [`ClusterHooks`]).
+    pub(super) cluster: OnceLock<Arc<dyn ClusterHooks>>,
 }
 
 impl std::fmt::Debug for Ipam {

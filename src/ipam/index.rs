@@ -158,6 +158,25 @@ impl SubnetIndex {
         None
     }
 
+    /// The first never-used dynamic address in `[lo, hi]`.
+    pub fn free_in(&self, lo: u32, hi: u32) -> Option<u32> {
+        (lo..=hi).find(|&ip| self.contains(ip) && self.is_free(ip))
+    }
+
+    /// Never-used dynamic addresses in `[lo, hi]`.
+    pub fn free_count(&self, lo: u32, hi: u32) -> u64 {
+        (lo..=hi)
+            .filter(|&ip| self.contains(ip) && self.is_free(ip))
+            .count() as u64
+    }
+
+    fn is_free(&self, ip: u32) -> bool {
+        let i = self.at(ip);
+        self.free
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
     /// The longest-reusable address usable at `now` that `ok` accepts.
     pub fn oldest_reusable(&self, now: u32, ok: impl Fn(u32) -> bool) -> Option<u32> {
         self.reusable

@@ -12,6 +12,7 @@ mod dump;
 mod error;
 mod flusher;
 mod handle;
+mod hooks;
 mod index;
 mod isolation;
 mod load;
@@ -19,10 +20,12 @@ mod maps;
 mod model;
 mod open;
 mod ops;
+mod owned;
 mod page;
 mod plan;
 mod reaper;
 mod record;
+mod remote;
 mod spec;
 mod state;
 mod store;
@@ -34,10 +37,12 @@ mod tests;
 pub use dump::Dump;
 pub use error::IpamError;
 pub use handle::Ipam;
+pub use hooks::{ClusterHooks, Queued, RemoteLease};
 pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, Port,
     ReservationSpec, StaticRoute,
 };
 pub use page::LeasePage;
+pub use record::{lease_from_json, lease_holder, lease_to_json};
 pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
-pub use store::{SledStore, Store, SCHEMA};
+pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};

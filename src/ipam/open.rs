@@ -39,6 +39,7 @@ impl Ipam {
             cache_threshold: opts.cache_threshold,
             offer_hold: u32::try_from(opts.offer_hold.as_secs()).unwrap_or(u32::MAX),
             quarantine: u32::try_from(opts.decline_quarantine.as_secs()).unwrap_or(u32::MAX),
+            cluster: None,
         };
         let started = Instant::now();
         let state = load(store.as_ref(), tuning)?;
@@ -55,6 +56,7 @@ impl Ipam {
             dirty: Default::default(),
             specs: ArcSwap::default(),
             events: Default::default(),
+            cluster: Default::default(),
         });
         ipam.publish_counts(true);
         ipam.refresh_specs(&ipam.lock());

@@ -58,8 +58,9 @@ impl Ipam {
         if st.purge_offers(now) {
             self.note_change(st);
         }
-        // While writes are refused, expiry waits (the leases stay held).
-        if now >= st.next_expiry && st.degraded.is_none() {
+        // While writes are refused (or this cluster node is fenced), expiry
+        // waits (the leases stay held) and cached answers still go out.
+        if now >= st.next_expiry && st.writable().is_ok() {
             let view: &State = st;
             let (changes, next) = view.plan_expiry(now, &|ip| self.read(view, ip))?;
             self.write(st, &changes, false)?;

@@ -219,10 +219,11 @@ impl State {
     pub fn plan_expiry(&self, now: u32, read: Reader) -> Result<(Vec<Change>, u32), IpamError> {
         let mut changes = Vec::new();
         let mut next = u32::MAX;
-        for sub in &self.subnets {
+        for (s, sub) in self.subnets.iter().enumerate() {
             let (due, n) = sub.due(now);
             next = next.min(n);
-            for ip in due {
+            // In a cluster, each block's owner expires its leases.
+            for ip in due.into_iter().filter(|ip| self.may_give(s, *ip)) {
                 if let Some(mut r) = read(ip)? {
                     r.state = LeaseState::Expired;
                     r.updated = r.expires;

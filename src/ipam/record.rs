@@ -158,6 +158,69 @@ pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, IpamErro
     serde_json::from_slice(b).map_err(|e| IpamError::Storage(format!("bad stored record: {e}")))
 }
 
+/// A lease record as JSON (the cluster's `leases/<ip>` values): what the
+/// binary record holds, the relay port as hex.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LeaseJson {
+    state: LeaseState,
+    client: ClientKey,
+    expires: u32,
+    updated: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<String>,
+}
+
+/// Encoded lease record → its JSON form.
+pub fn lease_to_json(record: &[u8]) -> Result<Vec<u8>, IpamError> {
+    let r = Record::decode(record)?;
+    to_json(&LeaseJson {
+        state: r.state,
+        client: r.client,
+        expires: r.expires,
+        updated: r.updated,
+        hostname: r.hostname,
+        port: r
+            .port
+            .map(|p| p.iter().map(|b| format!("{b:02x}")).collect()),
+    })
+}
+
+/// JSON form → encoded lease record (refusing what does not decode).
+pub fn lease_from_json(json: &[u8]) -> Result<Vec<u8>, IpamError> {
+    let j: LeaseJson = from_json(json)?;
+    let bad = || IpamError::Storage("bad stored lease: port is not hex".into());
+    let port = match j.port {
+        None => None,
+        Some(h) if h.len() % 2 == 0 && h.is_ascii() => Some(
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| bad())?
+                .into_boxed_slice(),
+        ),
+        Some(_) => return Err(bad()),
+    };
+    Ok(Record {
+        state: j.state,
+        client: j.client,
+        expires: j.expires,
+        updated: j.updated,
+        hostname: j.hostname,
+        port,
+    }
+    .encode())
+}
+
+/// The client of an encoded lease record and whether it is bound.
+pub fn lease_holder(record: &[u8]) -> Option<(ClientKey, bool)> {
+    Record::decode(record)
+        .ok()
+        .map(|r| (r.client, r.state == LeaseState::Bound))
+}
+
 /// A live offer as a lease.
 pub fn offered(ip: u32, subnet: &str, client: &ClientKey, expires: u32, at: u32) -> Lease {
     Lease {

@@ -5,8 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::error::IpamError;
+use super::hooks::ClusterHooks;
 use super::index::SubnetIndex;
 use super::maps::{ClientMap, Ports};
 use super::model::{time, Lease, LeaseState, Port, ReservationSpec};
@@ -33,11 +35,13 @@ pub enum Plan<T = Lease> {
     Write(Vec<Change>, T),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     pub cache_threshold: f64,
     pub offer_hold: u32,
     pub quarantine: u32,
+    /// Cluster mode: which addresses this node may give, whether it may write.
+    pub cluster: Option<Arc<dyn ClusterHooks>>,
 }
 
 #[derive(Debug)]
@@ -115,14 +119,6 @@ impl State {
         }
     }
 
-    /// Err while writes are refused.
-    pub fn writable(&self) -> Result<(), IpamError> {
-        match &self.degraded {
-            Some(why) => Err(IpamError::Degraded(why.clone())),
-            None => Ok(()),
-        }
-    }
-
     pub fn subnet_ix(&self, id: &str) -> Result<usize, IpamError> {
         self.subnets
             .iter()
@@ -157,19 +153,24 @@ impl State {
         if !sub.contains(ip) || sub.spec.is_unassignable(addr) {
             return false;
         }
-        match self.reserved.get(&ip) {
+        let reserved = match self.reserved.get(&ip) {
             Some(c) if c != client => return false,
-            Some(_) => {}
+            Some(_) => true,
             None if !sub.spec.is_dynamic(addr) => return false,
-            None => {}
-        }
+            None => false,
+        };
         if self
             .offer_live(ip, now)
             .is_some_and(|o| &o.client != client)
         {
             return false;
         }
-        !sub.is_held(ip, now) || (sub.is_bound(ip, now) && self.clients.get(client) == Some(ip))
+        if sub.is_bound(ip, now) && self.clients.get(client) == Some(ip) {
+            return true;
+        }
+        // A reservation is its client's wherever it lies; any other
+        // address must be this node's to give.
+        !sub.is_held(ip, now) && (reserved || self.may_give(s, ip))
     }
 
     /// The port (a [`Ports::hash`]) that giving `ip` to `client` through
@@ -230,7 +231,7 @@ impl State {
         {
             return Ok(ip);
         }
-        if let Some(ip) = self.subnets[s].next_free() {
+        if let Some(ip) = self.next_free(s) {
             return Ok(ip);
         }
         self.subnets[s]

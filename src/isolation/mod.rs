@@ -180,6 +180,33 @@ impl IsolationSet {
         Ok(true)
     }
 
+    /// Re-reads the set from its store (another cluster node changed it):
+    /// each client that came or went is logged with the source `cluster`.
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let fresh = self.store.load()?;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let had = |c: &ClientKey, list: &[IsolationEntry]| list.iter().any(|e| &e.client == c);
+        let came: Vec<ClientKey> = fresh
+            .iter()
+            .filter(|e| !had(&e.client, &entries))
+            .map(|e| e.client.clone())
+            .collect();
+        let went: Vec<ClientKey> = entries
+            .iter()
+            .filter(|e| !had(&e.client, &fresh))
+            .map(|e| e.client.clone())
+            .collect();
+        *entries = fresh;
+        self.publish(&entries);
+        for c in came {
+            self.record(&c, Change::Isolated, "cluster");
+        }
+        for c in went {
+            self.record(&c, Change::Released, "cluster");
+        }
+        Ok(())
+    }
+
     /// The current entries, oldest first.
     /// Lock-free (see `listed`).
     pub fn entries(&self) -> Vec<IsolationEntry> {

@@ -44,6 +44,11 @@ pub struct IpamStats {
     pub storage_errors_total: AtomicU64,
     /// 1 while the store refuses writes after a failure, else 0.
     pub storage_degraded: AtomicI64,
+    /// Cluster mode: 1 while this node may not write (no etcd, or its etcd
+    /// lease is lost or about to be), else 0.
+    pub cluster_fenced: AtomicI64,
+    /// Cluster mode: live members seen in etcd (0 outside a cluster).
+    pub cluster_nodes: AtomicI64,
     /// Set by the IPAM when lease states change (not a hot path: at most a
     /// few times a second). std Mutex: short critical sections, never held
     /// across an await.

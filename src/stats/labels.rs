@@ -51,10 +51,12 @@ pub enum DropReason {
     SlowReader,
     /// Every event-stream slot was taken.
     StreamCap,
+    /// Cluster mode: the client hashes to another live node, which answers it.
+    OtherNode,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         Self::Isolated,
         Self::RateLimited,
         Self::GlobalRate,
@@ -77,6 +79,7 @@ impl DropReason {
         Self::Duplicate,
         Self::SlowReader,
         Self::StreamCap,
+        Self::OtherNode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +106,7 @@ impl DropReason {
             Self::Duplicate => "duplicate",
             Self::SlowReader => "slow_reader",
             Self::StreamCap => "stream_cap",
+            Self::OtherNode => "other_node",
         }
     }
 

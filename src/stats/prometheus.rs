@@ -170,6 +170,8 @@ fn ipam(reg: &mut Registry, snap: &Snapshot) {
         counter "ipam_writes", "Durable IPAM writes" => snap.ipam_writes_total;
         counter "storage_errors", "Store writes or flushes that failed" => snap.storage_errors_total;
         gauge "storage_degraded", "1 while the store refuses writes after a failure" => snap.storage_degraded;
+        gauge "cluster_fenced", "1 while this cluster node may not write (etcd unreachable or its lease lost)" => snap.cluster_fenced;
+        gauge "cluster_nodes", "Live cluster members seen in etcd (0 outside a cluster)" => snap.cluster_nodes;
     }
 }
 

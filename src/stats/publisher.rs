@@ -81,6 +81,8 @@ fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
         ipam_writes_total: stats.ipam.writes_total.load(Relaxed),
         storage_errors_total: stats.ipam.storage_errors_total.load(Relaxed),
         storage_degraded: stats.ipam.storage_degraded.load(Relaxed),
+        cluster_fenced: stats.ipam.cluster_fenced.load(Relaxed),
+        cluster_nodes: stats.ipam.cluster_nodes.load(Relaxed),
         ipam_leases: stats
             .ipam
             .leases

@@ -30,6 +30,8 @@ pub enum ApiError {
     NoLeaseOn(String),
     #[error("not ready")]
     NotReady,
+    #[error("this cluster node is fenced: {0}")]
+    Fenced(String),
     #[error(transparent)]
     Ipam(#[from] IpamError),
     #[error(transparent)]
@@ -51,6 +53,7 @@ impl ApiError {
             Self::NotIsolated(_) => (S::NOT_FOUND, "not_isolated"),
             Self::NoLeaseOn(_) => (S::NOT_FOUND, "no_lease"),
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::Fenced(_) => (S::SERVICE_UNAVAILABLE, "cluster"),
             Self::Ipam(e) => ipam_status(e),
             Self::Isolation(_) => (S::INTERNAL_SERVER_ERROR, "storage"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
@@ -117,6 +120,7 @@ mod tests {
             (ApiError::Invalid("x".into()), 422, "invalid"),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::NotReady, 503, "not_ready"),
+            (ApiError::Fenced("x".into()), 503, "cluster"),
             (
                 ApiError::Ipam(IpamError::PoolExhausted { subnet: "a".into() }),
                 409,

@@ -20,10 +20,14 @@ pub fn healthz() -> Result<Resp, ApiError> {
 }
 
 /// 200 once every listener is bound and the store is open, else 503; 503
-/// `degraded` with the reason while the store refuses writes.
+/// `degraded` with the reason while the store refuses writes, `cluster`
+/// while this cluster node is fenced (it cannot write to etcd).
 pub fn readyz(ctx: &ApiContext) -> Result<Resp, ApiError> {
     if !ctx.ready.load(Ordering::Acquire) {
         return Err(ApiError::NotReady);
+    }
+    if let Some(why) = ctx.ipam.fenced() {
+        return Err(ApiError::Fenced(why));
     }
     if let Some(why) = ctx.ipam.degraded() {
         return Err(IpamError::Degraded(why).into());

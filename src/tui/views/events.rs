@@ -25,6 +25,7 @@ fn kind(k: EventKind) -> (&'static str, Color) {
         EventKind::Service => ("service", Color::DarkGray),
         EventKind::Storage => ("storage", Color::Red),
         EventKind::PortCap => ("port cap", Color::Magenta),
+        EventKind::Cluster => ("cluster", Color::LightBlue),
     }
 }
 

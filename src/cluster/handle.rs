@@ -1,0 +1,149 @@
+//! The cluster's central type: joining (connect, register, read
+//! everything), the store the IPAM opens over, and the background tasks
+//! (keepalive, watch, claimer, fence reporting) on the etcd runtime.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::claim::Claimer;
+use super::etcd::Etcd;
+use super::member::{keepalive, pause, register};
+use super::node::Node;
+use super::replica::Replica;
+use super::store::ClusterStore;
+use super::watch::Watch;
+use crate::config::ClusterConfig;
+use crate::events::{EventKind, EventLog};
+use crate::ipam::{ClusterHooks, Ipam, IpamError};
+use crate::stats::Stats;
+
+pub struct Cluster {
+    pub node: Arc<Node>,
+    pub etcd: Arc<Etcd>,
+    replica: Arc<Mutex<Replica>>,
+    /// The revision everything was read at.
+    read_at: i64,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node.name)
+            .finish()
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops the tasks; the keepalive gives the lease back on its way out.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster: connects to etcd, registers this node (waiting up
+    /// to two TTLs for a previous run's registration to expire), keeps it
+    /// alive, and reads everything under the prefix. Blocking.
+    pub fn join(
+        config: &ClusterConfig,
+        stats: Arc<Stats>,
+    ) -> Result<(Self, Arc<ClusterStore>), IpamError> {
+        let etcd = Arc::new(Etcd::connect(&config.etcd, &config.prefix)?);
+        let node = Arc::new(Node::new(
+            &config.node,
+            config.lease_ttl,
+            config.block_size,
+            stats,
+        ));
+        register(&etcd, &node, config.lease_ttl * 2)?;
+        let cancel = CancellationToken::new();
+        etcd.handle()
+            .spawn(keepalive(etcd.clone(), node.clone(), cancel.clone()));
+        let (kvs, read_at) = etcd.load_all()?;
+        let replica = Arc::new(Mutex::new(Replica::load(&etcd.keys, &kvs)));
+        node.refresh(&replica.lock().unwrap_or_else(|e| e.into_inner()));
+        let store = Arc::new(ClusterStore {
+            etcd: etcd.clone(),
+            replica: replica.clone(),
+            node: node.clone(),
+        });
+        let cluster = Self {
+            node,
+            etcd,
+            replica,
+            read_at,
+            cancel,
+        };
+        Ok((cluster, store))
+    }
+
+    /// Makes `ipam` (opened over this cluster's store) a node of the
+    /// cluster and starts the watch, the claimer and the fence reporter.
+    /// `on_isolations` runs when another node changed the isolation set.
+    pub fn start(
+        &self,
+        ipam: &Arc<Ipam>,
+        events: Option<Arc<EventLog>>,
+        on_isolations: Option<Box<dyn Fn() + Send + Sync>>,
+    ) {
+        ipam.attach_cluster(self.node.clone());
+        let rt = self.etcd.handle();
+        let watch = Watch {
+            etcd: self.etcd.clone(),
+            replica: self.replica.clone(),
+            node: self.node.clone(),
+            ipam: Arc::downgrade(ipam),
+            on_isolations,
+        };
+        rt.spawn(Arc::new(watch).run(self.read_at + 1, self.cancel.clone()));
+        let claimer = Claimer {
+            etcd: self.etcd.clone(),
+            replica: self.replica.clone(),
+            node: self.node.clone(),
+            ipam: Arc::downgrade(ipam),
+        };
+        self.node.wake.notify_one();
+        rt.spawn(Arc::new(claimer).run(self.cancel.clone()));
+        rt.spawn(report_fence(self.node.clone(), events, self.cancel.clone()));
+    }
+
+    /// Stops the tasks and gives the node's lease back (its blocks and
+    /// clients move to the others at once). Blocking, at most a second or two.
+    pub fn leave(&self) {
+        self.cancel.cancel();
+        let mut c = self.etcd.client();
+        let lease = self.node.lease.load(Relaxed);
+        if let Err(e) = self.etcd.block(async move { c.lease_revoke(lease).await }) {
+            tracing::warn!(error = %e, "leaving the cluster: the lease was not given back (it expires)");
+        } else {
+            tracing::info!(node = %self.node.name, "left the cluster");
+        }
+    }
+}
+
+/// Keeps `vpcbox_cluster_fenced` current and logs each change of the
+/// fence in the event log.
+async fn report_fence(node: Arc<Node>, events: Option<Arc<EventLog>>, cancel: CancellationToken) {
+    let mut was = false;
+    while pause(&cancel, Duration::from_millis(100)).await {
+        let why = node.fenced();
+        let now = why.is_some();
+        node.stats
+            .ipam
+            .cluster_fenced
+            .store(i64::from(now), Relaxed);
+        if now == was {
+            continue;
+        }
+        was = now;
+        let msg = why.unwrap_or_else(|| format!("cluster node '{}' may write again", node.name));
+        tracing::warn!(%msg, "cluster fence");
+        if let Some(ev) = &events {
+            ev.push(EventKind::Cluster, &msg);
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! This node's copy of everything under the prefix, kept current by the
+//! watch and by its own successful txns, each key with the revision it was
+//! last written at: reads are answered from here, and every write compares
+//! against these revisions, so a write planned on a stale copy fails in
+//! etcd instead of overwriting what another node wrote.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use etcd_client::KeyValue;
+use serde::{Deserialize, Serialize};
+
+use super::keys::{from_etcd, Keys, Parsed};
+use crate::client::ClientKey;
+use crate::ipam::{Queued, RemoteLease, TreeId};
+
+/// The value of `blocks/<subnet>/<first-ip>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockValue {
+    pub node: String,
+    /// The owner's registration (its `nodes/<node>` create revision).
+    pub epoch: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub owner: BlockValue,
+    /// The claim's revision: the fence token of every write in the block.
+    pub create_rev: i64,
+}
+
+/// A stored value and the revision it was written at.
+pub type Versioned = (Vec<u8>, i64);
+
+#[derive(Debug, Default)]
+pub struct Replica {
+    /// The IPAM store's trees, in their key and value forms.
+    pub trees: HashMap<TreeId, BTreeMap<Vec<u8>, Versioned>>,
+    /// Client text → (address it is bound to, revision).
+    pub bindings: HashMap<String, (u32, i64)>,
+    pub blocks: BTreeMap<(String, u32), Block>,
+    /// Live nodes → their registration revision.
+    pub nodes: BTreeMap<String, i64>,
+    /// Keys another node changed while a local write of them was queued:
+    /// that write must fail (the store refuses it until reopened).
+    pub poisoned: HashSet<Vec<u8>>,
+}
+
+/// What one batch of watch events changed, beyond the copy itself.
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub leases: Vec<RemoteLease>,
+    /// Subnets or reservations changed: the IPAM reloads its index.
+    pub reload: bool,
+    pub isolations: bool,
+    /// Nodes or blocks changed: membership and ownership are recomputed.
+    pub layout: bool,
+}
+
+impl Replica {
+    /// A copy of `kvs` (a full read of the prefix).
+    pub fn load(keys: &Keys, kvs: &[KeyValue]) -> Self {
+        let mut r = Self::default();
+        for kv in kvs {
+            r.put(keys, kv, None, &mut Folded::default());
+        }
+        r
+    }
+
+    pub fn tree(&self, t: TreeId) -> Option<&BTreeMap<Vec<u8>, Versioned>> {
+        self.trees.get(&t)
+    }
+
+    /// The revision `key` (an etcd key) was last written at; 0: absent.
+    pub fn rev_of(&self, keys: &Keys, key: &[u8]) -> i64 {
+        match keys.parse(key) {
+            Some(Parsed::Tree(t, k)) => self.tree(t).and_then(|m| m.get(&k)).map_or(0, |v| v.1),
+            Some(Parsed::Binding(c)) => self.bindings.get(&c).map_or(0, |b| b.1),
+            Some(Parsed::Block(s, f)) => self.blocks.get(&(s, f)).map_or(0, |b| b.create_rev),
+            Some(Parsed::Node(n)) => self.nodes.get(&n).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// Folds a watched put.
+    pub fn put(
+        &mut self,
+        keys: &Keys,
+        kv: &KeyValue,
+        queued: Option<&dyn Queued>,
+        out: &mut Folded,
+    ) {
+        let at = (kv.mod_revision(), kv.create_revision());
+        self.put_raw(keys, kv.key(), kv.value(), at, queued, out);
+    }
+
+    /// Folds a put of `key` at `(mod, create)` revisions (watched, or one
+    /// of our own confirmed writes): skipped when the copy holds that
+    /// revision or a newer one. With `queued`, a change to a key a local
+    /// write is pending on poisons that key.
+    pub fn put_raw(
+        &mut self,
+        keys: &Keys,
+        key: &[u8],
+        value: &[u8],
+        (rev, create_rev): (i64, i64),
+        queued: Option<&dyn Queued>,
+        out: &mut Folded,
+    ) {
+        let Some(parsed) = keys.parse(key) else {
+            return;
+        };
+        if self.rev_of(keys, key) >= rev {
+            return;
+        }
+        match parsed {
+            Parsed::Tree(t, k) => {
+                let Ok(v) = from_etcd(t, value) else {
+                    tracing::warn!(key = %String::from_utf8_lossy(key), "unreadable value in etcd; ignored");
+                    return;
+                };
+                self.set(t, k, Some((v, rev)), key, queued, out);
+            }
+            Parsed::Binding(c) => {
+                let ip = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+                    .map(u32::from);
+                if let Some(ip) = ip {
+                    self.check_binding(&c, Some(ip), key, queued);
+                    self.bindings.insert(c, (ip, rev));
+                }
+            }
+            Parsed::Block(s, f) => {
+                if let Ok(owner) = serde_json::from_slice::<BlockValue>(value) {
+                    self.blocks.insert((s, f), Block { owner, create_rev });
+                    out.layout = true;
+                }
+            }
+            Parsed::Node(n) => {
+                self.nodes.insert(n, create_rev);
+                out.layout = true;
+            }
+        }
+    }
+
+    /// Folds a watched delete at revision `rev`.
+    pub fn delete(
+        &mut self,
+        keys: &Keys,
+        key: &[u8],
+        rev: i64,
+        queued: Option<&dyn Queued>,
+        out: &mut Folded,
+    ) {
+        let Some(parsed) = keys.parse(key) else {
+            return;
+        };
+        let have = self.rev_of(keys, key);
+        if have == 0 || have >= rev {
+            return;
+        }
+        match parsed {
+            Parsed::Tree(t, k) => self.set(t, k, None, key, queued, out),
+            Parsed::Binding(c) => {
+                self.check_binding(&c, None, key, queued);
+                self.bindings.remove(&c);
+            }
+            Parsed::Block(s, f) => out.layout |= self.blocks.remove(&(s, f)).is_some(),
+            Parsed::Node(n) => out.layout |= self.nodes.remove(&n).is_some(),
+        }
+    }
+
+    fn set(
+        &mut self,
+        t: TreeId,
+        k: Vec<u8>,
+        new: Option<Versioned>,
+        etcd_key: &[u8],
+        queued: Option<&dyn Queued>,
+        out: &mut Folded,
+    ) {
+        let tree = self.trees.entry(t).or_default();
+        let old = match &new {
+            Some(v) => tree.insert(k.clone(), v.clone()),
+            None => tree.remove(&k),
+        };
+        match t {
+            TreeId::Leases => {
+                let Ok(ip) = <[u8; 4]>::try_from(k.as_slice()).map(u32::from_be_bytes) else {
+                    return;
+                };
+                let value = new.as_ref().map(|v| v.0.as_slice());
+                if queued.is_some_and(|q| q.lease_differs(ip, value)) {
+                    self.poisoned.insert(etcd_key.to_vec());
+                }
+                out.leases.push(RemoteLease {
+                    ip,
+                    old: old.map(|v| v.0),
+                    new: new.map(|v| v.0),
+                });
+            }
+            TreeId::Subnets | TreeId::Reservations => out.reload = true,
+            TreeId::Isolations => out.isolations = true,
+            TreeId::Meta | TreeId::Clients => {}
+        }
+    }
+
+    fn check_binding(
+        &mut self,
+        client: &str,
+        ip: Option<u32>,
+        key: &[u8],
+        queued: Option<&dyn Queued>,
+    ) {
+        let Some(q) = queued else { return };
+        if client
+            .parse::<ClientKey>()
+            .is_ok_and(|c| q.client_differs(&c, ip))
+        {
+            self.poisoned.insert(key.to_vec());
+        }
+    }
+}

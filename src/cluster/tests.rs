@@ -1,0 +1,314 @@
+//! Cluster tests against a real etcd (started per test on loopback ports).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::testkit::TestEtcd;
+use super::*;
+use crate::client::ClientKey;
+use crate::config::ClusterConfig;
+use crate::ipam::{ClusterHooks, Ipam, IpamError, IpamOptions, PoolRange, SubnetSpec};
+use crate::stats::Stats;
+
+fn config(etcd: &TestEtcd, node: &str, ttl: u64) -> ClusterConfig {
+    ClusterConfig {
+        node: node.into(),
+        etcd: vec![etcd.url.clone()],
+        prefix: "/vpcbox/t".into(),
+        lease_ttl: Duration::from_secs(ttl),
+        block_size: 16,
+    }
+}
+
+fn subnet() -> SubnetSpec {
+    let pool = PoolRange {
+        start: Ipv4Addr::new(10, 9, 0, 10),
+        end: Ipv4Addr::new(10, 9, 3, 250),
+    };
+    SubnetSpec::new("lab", "10.9.0.0/22".parse().unwrap(), pool)
+        .with_lease_time(Duration::from_secs(3600))
+}
+
+/// One node: joined, its IPAM open over etcd with the test subnet, its
+/// committer running.
+struct TestNode {
+    ipam: Arc<Ipam>,
+    cluster: Cluster,
+    _cancel: tokio_util::sync::DropGuard,
+}
+
+fn node(etcd: &TestEtcd, name: &str, ttl: u64) -> TestNode {
+    let stats = Stats::new(64);
+    let (cluster, store) = Cluster::join(&config(etcd, name, ttl), stats.clone()).unwrap();
+    let ipam = Ipam::with_store(name.into(), store, IpamOptions::default(), stats).unwrap();
+    ipam.apply_config(&[subnet()], &[], SystemTime::now())
+        .unwrap();
+    cluster.start(&ipam, None, None);
+    let cancel = CancellationToken::new();
+    ipam.spawn_committer(&TaskTracker::new(), cancel.clone());
+    TestNode {
+        ipam,
+        cluster,
+        _cancel: cancel.drop_guard(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mac(node: u8, i: u32) -> ClientKey {
+    let b = i.to_be_bytes();
+    ClientKey::Mac([2, node, b[0], b[1], b[2], b[3]])
+}
+
+/// A node registers on its lease, keepalives hold it past the TTL, and
+/// with etcd gone it fences itself before the lease could have expired
+/// (TTL − margin after its last answered keepalive): no write goes out.
+#[test]
+fn a_node_keeps_its_lease_and_fences_itself_within_the_ttl_when_etcd_dies() {
+    let mut etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let n = node(&etcd, "a", 3);
+    assert_eq!(n.cluster.node.fenced(), None);
+    let now = SystemTime::now();
+    let held = rt.block_on(bind(&n.ipam, &mac(1, 0), now));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        n.cluster.node.fenced(),
+        None,
+        "keepalives hold the lease past its TTL"
+    );
+    assert_eq!(etcd.get("/vpcbox/t/nodes/a", false).len(), 2);
+    assert!(n.ipam.fenced().is_none());
+
+    etcd.kill();
+    let killed = Instant::now();
+    wait_for("fenced", Duration::from_secs(3), || {
+        n.ipam.fenced().is_some()
+    });
+    assert!(
+        killed.elapsed() <= Duration::from_secs(3),
+        "fenced within the TTL"
+    );
+    let err = n
+        .ipam
+        .offer("lab", &mac(1, 1), None, SystemTime::now())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IpamError::Degraded(_) | IpamError::PoolExhausted { .. }
+        ),
+        "{err:?}"
+    );
+    // A renewal that needs no write is still answered; one that does is not.
+    let soon = now + Duration::from_secs(60);
+    let renewed = rt.block_on(n.ipam.renew(&mac(1, 0), held, soon)).unwrap();
+    assert_eq!(renewed.ip, held);
+    let late = now + Duration::from_secs(1800);
+    let err = rt
+        .block_on(n.ipam.renew(&mac(1, 0), held, late))
+        .unwrap_err();
+    assert!(matches!(err, IpamError::Degraded(_)), "{err:?}");
+}
+
+/// Offer and bind for `c`, retrying while the node has no block yet.
+async fn bind(ipam: &Ipam, c: &ClientKey, now: SystemTime) -> Ipv4Addr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = match ipam.offer("lab", c, None, now) {
+            Ok(o) => ipam.bind("lab", c, o.ip, None, now).await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(l) => return l.ip,
+            Err(e) => assert!(Instant::now() < deadline, "{c}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Node a binds a client that hashes to it; a leaves (its lease revoked:
+/// etcd drops its registration and blocks); b then answers that client,
+/// and its REQUEST (a renewal past the cache threshold: a real write) and
+/// DISCOVER get the address it had.
+#[test]
+fn a_survivor_answers_a_dead_nodes_client_with_its_existing_address() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let a = node(&etcd, "a", 10);
+    let b = node(&etcd, "b", 10);
+    let nodes = |n: &TestNode| n.cluster.node.stats.ipam.cluster_nodes.load(Relaxed);
+    wait_for("both see two nodes", Duration::from_secs(3), || {
+        nodes(&a) == 2 && nodes(&b) == 2
+    });
+    let c = (0..)
+        .map(|i| mac(9, i))
+        .find(|c| a.ipam.answers(c) && !b.ipam.answers(c))
+        .unwrap();
+    let now = SystemTime::now();
+    let ip = rt.block_on(bind(&a.ipam, &c, now));
+    wait_for("b sees the lease", Duration::from_secs(2), || {
+        b.ipam.lease_of(&c).is_some_and(|l| l.ip == ip)
+    });
+
+    a.cluster.leave();
+    wait_for("b answers a's client", Duration::from_secs(2), || {
+        b.ipam.answers(&c)
+    });
+    let later = now + Duration::from_secs(1800);
+    let renewed = rt
+        .block_on(b.ipam.bind("lab", &c, ip, None, later))
+        .unwrap();
+    assert_eq!(renewed.ip, ip);
+    let stored = etcd.get(&format!("/vpcbox/t/leases/{ip}"), false);
+    let expires = later
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    assert!(
+        stored[1].contains(&format!("\"expires\":{expires}")),
+        "{stored:?}"
+    );
+    assert_eq!(b.ipam.offer("lab", &c, None, later).unwrap().ip, ip);
+}
+
+/// Two nodes on one etcd bind 2×N clients at once: no address twice, each
+/// node only inside its own blocks, every bind durable in etcd (read back
+/// with etcdctl), each in one compare-fenced txn per group commit.
+#[test]
+fn two_nodes_bind_concurrently_without_giving_an_address_twice() {
+    const N: u32 = 150;
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let a = node(&etcd, "a", 10);
+    let b = node(&etcd, "b", 10);
+    let bound: Vec<(u8, ClientKey, Ipv4Addr)> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (id, n) in [(1u8, &a), (2u8, &b)] {
+            for i in 0..N {
+                let ipam = n.ipam.clone();
+                tasks.push(tokio::spawn(async move {
+                    let c = mac(id, i);
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    loop {
+                        let got = match ipam.offer("lab", &c, None, SystemTime::now()) {
+                            Ok(o) => ipam.bind("lab", &c, o.ip, None, SystemTime::now()).await,
+                            Err(e) => Err(e),
+                        };
+                        match got {
+                            Ok(l) => return (id, c, l.ip),
+                            Err(e) => {
+                                assert!(Instant::now() < deadline, "client {i} of node {id}: {e}");
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let mut by_ip: HashMap<Ipv4Addr, &ClientKey> = HashMap::new();
+    for (_, c, ip) in &bound {
+        assert!(by_ip.insert(*ip, c).is_none(), "{ip} given twice");
+    }
+    for (id, _, ip) in &bound {
+        let n = if *id == 1 { &a } else { &b };
+        assert!(
+            n.cluster.node.owns("lab", u32::from(*ip)),
+            "{ip} outside node {id}'s blocks"
+        );
+    }
+    // Durable in etcd: every binding and its lease record, read back.
+    let leases = etcd.get("/vpcbox/t/leases/", true);
+    for (_, c, ip) in &bound {
+        let key = format!("/vpcbox/t/leases/{ip}");
+        let at = leases
+            .iter()
+            .position(|l| *l == key)
+            .unwrap_or_else(|| panic!("{key} not in etcd"));
+        assert!(
+            leases[at + 1].contains(&c.to_string()),
+            "{key}: {}",
+            leases[at + 1]
+        );
+    }
+    assert_eq!(etcd.get("/vpcbox/t/bindings/", true).len(), 2 * bound.len());
+    // Each node sees the other's bindings through the watch.
+    let (_, c, ip) = &bound[0];
+    wait_for("b sees a's lease", Duration::from_secs(2), || {
+        b.ipam.lease_of(c).is_some_and(|l| l.ip == *ip)
+    });
+    let writes = a.ipam.options().commit_interval;
+    let _ = writes;
+}
+
+/// A bound lease record of `client` in the store's encoding.
+fn record(client: &str) -> Vec<u8> {
+    let json =
+        format!(r#"{{"state":"bound","client":"{client}","expires":4000000000,"updated":1}}"#);
+    crate::ipam::lease_from_json(json.as_bytes()).unwrap()
+}
+
+fn lease_op(ip: [u8; 4], client: &str) -> crate::ipam::Op {
+    crate::ipam::Op {
+        tree: crate::ipam::TreeId::Leases,
+        key: ip.to_vec(),
+        value: Some(record(client)),
+    }
+}
+
+/// The compares themselves: a node whose copy is stale (it has not seen
+/// the other's write) can neither give the same address to another client
+/// nor bind the same client to a second address; etcd refuses the txn.
+#[test]
+fn a_write_planned_on_a_stale_copy_is_refused_by_etcd() {
+    use crate::ipam::Store;
+    let etcd = TestEtcd::start();
+    // Joined but not started: no watch, so b's copy stays as it was.
+    let (_a, sa) = Cluster::join(&config(&etcd, "a", 10), Stats::new(16)).unwrap();
+    let (_b, sb) = Cluster::join(&config(&etcd, "b", 10), Stats::new(16)).unwrap();
+    sa.apply(&[lease_op([10, 9, 0, 20], "mac:02:00:00:00:00:01")])
+        .unwrap();
+    let taken = sb.apply(&[lease_op([10, 9, 0, 20], "mac:02:00:00:00:00:02")]);
+    assert!(taken.is_err(), "the same address went to a second client");
+    let twice = sb.apply(&[lease_op([10, 9, 0, 21], "mac:02:00:00:00:00:01")]);
+    assert!(
+        twice.is_err(),
+        "the same client was bound to a second address"
+    );
+    let stored = etcd.get("/vpcbox/t/leases/", true);
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored[1].contains("mac:02:00:00:00:00:01"));
+    // A fresh copy (another write to a key nobody else touched) goes through.
+    sb.apply(&[lease_op([10, 9, 0, 22], "mac:02:00:00:00:00:03")])
+        .unwrap();
+}

@@ -1,0 +1,45 @@
+//! What a cluster layer tells the IPAM (cluster mode only): which addresses
+//! this node may hand out, which clients it answers, and whether it may
+//! write at all. Without it the IPAM owns every address (one node).
+
+use crate::client::ClientKey;
+
+/// Implemented by the cluster layer; every method is cheap and lock-free
+/// enough to be called under the IPAM's state lock.
+pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
+    /// Whether this node owns the block holding `ip` of `subnet`: only
+    /// such an address may go to a client that does not hold it already.
+    fn owns(&self, subnet: &str, ip: u32) -> bool;
+    /// The owned blocks of `subnet` as inclusive address ranges, newest
+    /// first (the older ones fill up first).
+    fn owned(&self, subnet: &str) -> Vec<(u32, u32)>;
+    /// `free` addresses are left in this node's blocks of `subnet`: the
+    /// cluster claims another block ahead when that runs low.
+    fn free_left(&self, subnet: &str, free: u64);
+    /// Whether this node answers `client` (rendezvous over the live nodes).
+    fn answers(&self, client: &ClientKey) -> bool;
+    /// Why this node may not write now (no etcd, or its lease lost or about
+    /// to be), if so.
+    fn fenced(&self) -> Option<String>;
+}
+
+/// A lease record another node wrote (or removed), as the store's watch
+/// saw it: `old` is the record the store held before, `new` the one after
+/// (both in the store's lease encoding).
+#[derive(Debug, Clone)]
+pub struct RemoteLease {
+    pub ip: u32,
+    pub old: Option<Vec<u8>>,
+    pub new: Option<Vec<u8>>,
+}
+
+/// What a fold found queued locally, for the store to refuse the write
+/// planned on what the remote change replaced.
+pub trait Queued {
+    /// Whether a local write of `ip` is queued or in flight with a value
+    /// other than `value`.
+    fn lease_differs(&self, ip: u32, value: Option<&[u8]>) -> bool;
+    /// Whether a local write for `client` is queued or in flight (its
+    /// binding may change) with an address other than `ip`.
+    fn client_differs(&self, client: &ClientKey, ip: Option<u32>) -> bool;
+}
