@@ -9,11 +9,14 @@ mod claim;
 mod etcd;
 mod handle;
 mod keys;
+mod leave;
 mod member;
 mod node;
 mod rendezvous;
 mod replica;
+mod status;
 mod store;
+mod transfer;
 mod watch;
 
 #[cfg(test)]
@@ -22,4 +25,8 @@ mod tests;
 mod testkit;
 
 pub use handle::Cluster;
+pub use leave::{leave, LeaveError, Left};
+pub use status::{read as read_status, render as render_status, ClusterStatus, EndpointStatus, NodeStatus};
 pub use store::ClusterStore;
+pub use transfer::{export, import, prepare, ImportError, Imported, Writes};
+
