@@ -28,10 +28,9 @@ pub fn run(
 
 /// The config's `[cluster]` section, which every cluster command needs.
 fn section(config: &Config) -> Result<&ClusterConfig, Exit> {
-    config
-        .cluster
-        .as_ref()
-        .ok_or_else(|| Exit::usage("cluster: the config has no [cluster] section (node, etcd, prefix)"))
+    config.cluster.as_ref().ok_or_else(|| {
+        Exit::usage("cluster: the config has no [cluster] section (node, etcd, prefix)")
+    })
 }
 
 #[cfg(not(feature = "cluster"))]
@@ -52,7 +51,12 @@ mod imp {
     pub fn export(_: &ClusterConfig) -> Result<Dump, Exit> {
         Err(no_cluster())
     }
-    pub fn import(_: &tokio::runtime::Runtime, _: &ClusterConfig, _: Dump, _: &Path) -> Result<String, Exit> {
+    pub fn import(
+        _: &tokio::runtime::Runtime,
+        _: &ClusterConfig,
+        _: Dump,
+        _: &Path,
+    ) -> Result<String, Exit> {
         Err(no_cluster())
     }
 }
@@ -116,7 +120,10 @@ mod imp {
                 done.txns
             )),
             Err(e @ ImportError::NotEmpty { .. }) => Err(Exit::usage(e)),
-            Err(ImportError::Etcd(e)) => Err(unreachable(c, format!("import failed, nothing written: {e}"))),
+            Err(ImportError::Etcd(e)) => Err(unreachable(
+                c,
+                format!("import failed, nothing written: {e}"),
+            )),
         }
     }
 }
@@ -128,7 +135,11 @@ use imp::{leave, status};
 /// be using) exported and imported into the empty cluster prefix, in one
 /// command: `db export` with the single node's config piped into `db
 /// import` with the cluster's is the same, in two.
-fn migrate(runtime: &tokio::runtime::Runtime, config: &Config, from: &Path) -> Result<String, Exit> {
+fn migrate(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    from: &Path,
+) -> Result<String, Exit> {
     let c = section(config)?;
     if !from.join("conf").is_file() {
         return Err(Exit::usage(format!(

@@ -45,7 +45,10 @@ pub fn import(
                 "--force: a cluster's keys are never overwritten; import into an empty cluster.prefix",
             ));
         }
-        eprint!("vpcbox: {}", super::cluster::import(runtime, c, dump, file)?);
+        eprint!(
+            "vpcbox: {}",
+            super::cluster::import(runtime, c, dump, file)?
+        );
         return Ok(());
     }
     let (ipam, _cluster) = super::store::open(config, Stats::new(16))?;

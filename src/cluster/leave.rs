@@ -58,7 +58,9 @@ fn renewed(etcd: &Etcd, lease: i64, watch: Duration) -> Result<bool, IpamError> 
     let mut last = i64::MAX;
     while t0.elapsed() < watch {
         let mut c = etcd.client();
-        let ttl = etcd.block(async move { c.lease_time_to_live(lease, None).await })?.ttl();
+        let ttl = etcd
+            .block(async move { c.lease_time_to_live(lease, None).await })?
+            .ttl();
         if ttl <= 0 {
             return Ok(false);
         }
@@ -75,7 +77,8 @@ fn renewed(etcd: &Etcd, lease: i64, watch: Duration) -> Result<bool, IpamError> 
 fn owned_blocks(etcd: &Etcd, node: &str) -> Result<usize, IpamError> {
     let mut c = etcd.client();
     let prefix = [etcd.keys.all(), b"blocks/".to_vec()].concat();
-    let got = etcd.block(async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })?;
+    let got =
+        etcd.block(async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })?;
     Ok(got
         .kvs()
         .iter()

@@ -20,13 +20,14 @@ mod transfer;
 mod watch;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod tests;
 
 pub use handle::Cluster;
 pub use leave::{leave, LeaveError, Left};
-pub use status::{read as read_status, render as render_status, ClusterStatus, EndpointStatus, NodeStatus};
+pub use status::{
+    read as read_status, render as render_status, ClusterStatus, EndpointStatus, NodeStatus,
+};
 pub use store::ClusterStore;
 pub use transfer::{export, import, prepare, ImportError, Imported, Writes};
-

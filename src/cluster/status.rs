@@ -141,7 +141,9 @@ pub fn fold(keys: &Keys, block_size: u32, kvs: &[KeyValue]) -> ClusterStatus {
             Some(Parsed::Tree(TreeId::Reservations, _)) => s.reservations += 1,
             Some(Parsed::Tree(TreeId::Isolations, c)) => s.isolations.push(text(&c)),
             Some(Parsed::Tree(TreeId::Leases, ip)) => {
-                let Ok(ip) = <[u8; 4]>::try_from(ip.as_slice()) else { continue };
+                let Ok(ip) = <[u8; 4]>::try_from(ip.as_slice()) else {
+                    continue;
+                };
                 let state = lease_state(kv.value());
                 *s.leases.entry(state.clone()).or_default() += 1;
                 leases.push((u32::from_be_bytes(ip), state));
@@ -219,7 +221,15 @@ pub fn render(s: &ClusterStatus) -> String {
     }
     let leases: Vec<String> = s.leases.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(out, "subnets: {}", s.subnets.join(", "));
-    let _ = writeln!(out, "leases: {}", if leases.is_empty() { "none".into() } else { leases.join(", ") });
+    let _ = writeln!(
+        out,
+        "leases: {}",
+        if leases.is_empty() {
+            "none".into()
+        } else {
+            leases.join(", ")
+        }
+    );
     let _ = writeln!(out, "reservations: {}", s.reservations);
     let _ = writeln!(out, "isolations: {}", s.isolations.len());
     let _ = writeln!(out, "etcd endpoints:");

@@ -33,13 +33,23 @@ pub fn export(config: &ClusterConfig) -> Result<Dump, IpamError> {
     let replica = Replica::load(&etcd.keys, &kvs);
     let stats = Stats::new(16);
     // Never registered, so always fenced: this store can write nothing.
-    let node = Node::new(&config.node, config.lease_ttl, config.block_size, stats.clone());
+    let node = Node::new(
+        &config.node,
+        config.lease_ttl,
+        config.block_size,
+        stats.clone(),
+    );
     let store = ClusterStore {
         etcd,
         replica: Arc::new(Mutex::new(replica)),
         node: Arc::new(node),
     };
-    let ipam = Ipam::with_store(PathBuf::new(), Arc::new(store), IpamOptions::default(), stats)?;
+    let ipam = Ipam::with_store(
+        PathBuf::new(),
+        Arc::new(store),
+        IpamOptions::default(),
+        stats,
+    )?;
     ipam.export()
 }
 
@@ -51,7 +61,12 @@ pub type Writes = Vec<Vec<(Vec<u8>, Vec<u8>)>>;
 /// the etcd keys under the cluster's prefix.
 pub async fn prepare(dump: Dump, config: &ClusterConfig) -> Result<Writes, IpamError> {
     let mem = Arc::new(MemStore::default());
-    let ipam = Ipam::with_store(PathBuf::new(), mem.clone(), IpamOptions::default(), Stats::new(16))?;
+    let ipam = Ipam::with_store(
+        PathBuf::new(),
+        mem.clone(),
+        IpamOptions::default(),
+        Stats::new(16),
+    )?;
     ipam.import(dump, false).await?;
     mem.writes(&Keys::new(&config.prefix))
 }
@@ -91,7 +106,9 @@ pub fn import(config: &ClusterConfig, writes: Writes) -> Result<Imported, Import
     let mut groups = writes.into_iter().peekable();
     while let Some(group) = groups.next() {
         part.extend(group);
-        let full = groups.peek().is_none_or(|g| part.len() + g.len() > KEYS_PER_TXN);
+        let full = groups
+            .peek()
+            .is_none_or(|g| part.len() + g.len() > KEYS_PER_TXN);
         if !full {
             continue;
         }
@@ -128,7 +145,10 @@ fn create_all(etcd: &Etcd, part: Vec<(Vec<u8>, Vec<u8>)>) -> Result<i64, ImportE
         .iter()
         .map(|(k, _)| Compare::create_revision(k.clone(), CompareOp::Equal, 0))
         .collect();
-    let ops = part.into_iter().map(|(k, v)| TxnOp::put(k, v, None)).collect();
+    let ops = part
+        .into_iter()
+        .map(|(k, v)| TxnOp::put(k, v, None))
+        .collect();
     let committed = etcd.block(txn(etcd.client(), when, ops))?;
     committed.ok_or_else(|| ImportError::NotEmpty {
         prefix: String::from_utf8_lossy(&etcd.keys.all()).into_owned(),
@@ -168,15 +188,27 @@ impl MemStore {
     fn writes(&self, keys: &Keys) -> Result<Writes, IpamError> {
         let trees = self.lock();
         let mut out = Vec::new();
-        for tree in [TreeId::Subnets, TreeId::Reservations, TreeId::Isolations, TreeId::Leases] {
+        for tree in [
+            TreeId::Subnets,
+            TreeId::Reservations,
+            TreeId::Isolations,
+            TreeId::Leases,
+        ] {
             for (k, v) in trees.get(&tree).into_iter().flatten() {
-                let Some(key) = keys.of_tree(tree, k) else { continue };
+                let Some(key) = keys.of_tree(tree, k) else {
+                    continue;
+                };
                 let mut group = vec![(key, to_etcd(tree, v)?)];
                 if let (TreeId::Leases, Some((client, true))) = (tree, lease_holder(v)) {
-                    let ip = <[u8; 4]>::try_from(k.as_slice()).map(Ipv4Addr::from).map_err(|_| {
-                        IpamError::Storage("a lease key is not an IPv4 address".into())
-                    })?;
-                    group.push((keys.binding(&client.to_string()), ip.to_string().into_bytes()));
+                    let ip = <[u8; 4]>::try_from(k.as_slice())
+                        .map(Ipv4Addr::from)
+                        .map_err(|_| {
+                            IpamError::Storage("a lease key is not an IPv4 address".into())
+                        })?;
+                    group.push((
+                        keys.binding(&client.to_string()),
+                        ip.to_string().into_bytes(),
+                    ));
                 }
                 out.push(group);
             }

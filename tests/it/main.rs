@@ -12,6 +12,7 @@ mod api_server;
 mod api_support;
 #[path = "../common/cert.rs"]
 mod cert;
+mod cluster_ops;
 mod config_fixtures;
 mod dhcp;
 mod dhcp_adversary;
@@ -19,6 +20,8 @@ mod dhcp_bench;
 mod dhcp_netns;
 mod dhcp_support;
 mod disk_full;
+#[path = "../common/etcd.rs"]
+mod etcd;
 mod gw_identity;
 mod headless;
 mod identity_flood;
