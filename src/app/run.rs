@@ -111,11 +111,7 @@ fn start_background(
 /// Cluster mode: the watch (other nodes' leases and isolations), block
 /// claims and fence reporting start before the services do.
 #[cfg(feature = "cluster")]
-fn start_cluster(
-    cluster: Option<&store::ClusterNode>,
-    ipam: &Arc<crate::ipam::Ipam>,
-    shared: &Shared,
-) {
+fn start_cluster(cluster: Option<&store::ClusterNode>, ipam: &Arc<crate::ipam::Ipam>, shared: &Shared) {
     let Some(c) = cluster else { return };
     let isolation = shared.isolation.clone();
     let reload = move || {

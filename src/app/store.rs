@@ -32,8 +32,9 @@ pub fn ipam_options(config: &Config) -> IpamOptions {
 pub fn open(config: &Config, stats: Arc<Stats>) -> Result<(Arc<Ipam>, Option<ClusterNode>), Exit> {
     #[cfg(feature = "cluster")]
     if let Some(c) = &config.cluster {
-        let (cluster, store) = crate::cluster::Cluster::join(c, stats.clone())
-            .map_err(|e| Exit::unavailable(format!("cluster.etcd: {}: {e}", c.etcd.join(", "))))?;
+        let (cluster, store) = crate::cluster::Cluster::join(c, stats.clone()).map_err(|e| {
+            Exit::unavailable(format!("cluster.etcd: {}: {e}", c.etcd.join(", ")))
+        })?;
         let path = config.storage.path.clone();
         let ipam = Ipam::with_store(path, store, ipam_options(config), stats)
             .map_err(|e| Exit::unavailable(format!("cluster store: {e}")))?;

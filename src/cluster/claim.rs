@@ -56,9 +56,7 @@ impl Claimer {
             if self.node.fenced().is_some() {
                 continue;
             }
-            let Some(ipam) = self.ipam.upgrade() else {
-                return;
-            };
+            let Some(ipam) = self.ipam.upgrade() else { return };
             for spec in ipam.subnets() {
                 if self.node.needs_block(&spec.id) {
                     self.claim(&ipam, &spec).await;
@@ -71,9 +69,7 @@ impl Claimer {
     /// took it first (the watch shows which).
     pub async fn claim(&self, ipam: &Ipam, spec: &SubnetSpec) -> bool {
         let size = self.node.block_size;
-        let Some(first) = self.pick(ipam, spec) else {
-            return false;
-        };
+        let Some(first) = self.pick(ipam, spec) else { return false };
         let keys = &self.etcd.keys;
         let (epoch, lease) = (self.node.epoch.load(Relaxed), self.node.lease.load(Relaxed));
         let key = keys.block(&spec.id, first);
@@ -86,27 +82,12 @@ impl Claimer {
             Compare::create_revision(keys.node(&self.node.name), CompareOp::Equal, epoch),
             Compare::create_revision(key.clone(), CompareOp::Equal, 0),
         ];
-        let put = TxnOp::put(
-            key.clone(),
-            value.clone(),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        let res = tokio::time::timeout(
-            Duration::from_secs(2),
-            txn(self.etcd.client(), when, vec![put]),
-        )
-        .await;
+        let put = TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)));
+        let res = tokio::time::timeout(Duration::from_secs(2), txn(self.etcd.client(), when, vec![put])).await;
         let Ok(Ok(Some(rev))) = res else { return false };
         {
             let mut r = self.replica.lock().unwrap_or_else(|e| e.into_inner());
-            r.put_raw(
-                keys,
-                &key,
-                value.as_bytes(),
-                (rev, rev),
-                None,
-                &mut Folded::default(),
-            );
+            r.put_raw(keys, &key, value.as_bytes(), (rev, rev), None, &mut Folded::default());
             self.node.refresh(&r);
         }
         tracing::info!(subnet = %spec.id, block = %std::net::Ipv4Addr::from(first), size, "claimed a block");

@@ -90,8 +90,9 @@ impl Etcd {
     pub fn load_all(&self) -> Result<(Vec<KeyValue>, i64), IpamError> {
         let mut c = self.client();
         let all = self.keys.all();
-        let mut resp =
-            self.block(async move { c.get(all, Some(GetOptions::new().with_prefix())).await })?;
+        let mut resp = self.block(async move {
+            c.get(all, Some(GetOptions::new().with_prefix())).await
+        })?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.take_kvs(), rev))
     }

@@ -31,9 +31,7 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("node", &self.node.name)
-            .finish()
+        f.debug_struct("Cluster").field("node", &self.node.name).finish()
     }
 }
 
@@ -48,17 +46,9 @@ impl Cluster {
     /// Joins the cluster: connects to etcd, registers this node (waiting up
     /// to two TTLs for a previous run's registration to expire), keeps it
     /// alive, and reads everything under the prefix. Blocking.
-    pub fn join(
-        config: &ClusterConfig,
-        stats: Arc<Stats>,
-    ) -> Result<(Self, Arc<ClusterStore>), IpamError> {
+    pub fn join(config: &ClusterConfig, stats: Arc<Stats>) -> Result<(Self, Arc<ClusterStore>), IpamError> {
         let etcd = Arc::new(Etcd::connect(&config.etcd, &config.prefix)?);
-        let node = Arc::new(Node::new(
-            &config.node,
-            config.lease_ttl,
-            config.block_size,
-            stats,
-        ));
+        let node = Arc::new(Node::new(&config.node, config.lease_ttl, config.block_size, stats));
         register(&etcd, &node, config.lease_ttl * 2)?;
         let cancel = CancellationToken::new();
         etcd.handle()
@@ -132,10 +122,7 @@ async fn report_fence(node: Arc<Node>, events: Option<Arc<EventLog>>, cancel: Ca
     while pause(&cancel, Duration::from_millis(100)).await {
         let why = node.fenced();
         let now = why.is_some();
-        node.stats
-            .ipam
-            .cluster_fenced
-            .store(i64::from(now), Relaxed);
+        node.stats.ipam.cluster_fenced.store(i64::from(now), Relaxed);
         if now == was {
             continue;
         }

@@ -49,11 +49,7 @@ async fn attempt(
     ttl: Duration,
 ) -> Result<Option<(i64, i64)>, etcd_client::Error> {
     let lease = c.lease_grant(ttl.as_secs() as i64, None).await?.id();
-    let put = TxnOp::put(
-        key.clone(),
-        value,
-        Some(PutOptions::new().with_lease(lease)),
-    );
+    let put = TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)));
     let when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
     match txn(c.clone(), when, vec![put]).await? {
         Some(rev) => Ok(Some((lease, rev))),
@@ -70,8 +66,7 @@ pub async fn keepalive(etcd: Arc<Etcd>, node: Arc<Node>, cancel: CancellationTok
     let every = node.ttl / 3;
     while !cancel.is_cancelled() {
         let mut c = etcd.client();
-        let stream =
-            tokio::time::timeout(every, c.lease_keep_alive(node.lease.load(Relaxed))).await;
+        let stream = tokio::time::timeout(every, c.lease_keep_alive(node.lease.load(Relaxed))).await;
         let Ok(Ok((mut keeper, mut stream))) = stream else {
             pause(&cancel, every / 2).await;
             continue;
@@ -84,9 +79,7 @@ pub async fn keepalive(etcd: Arc<Etcd>, node: Arc<Node>, cancel: CancellationTok
             })
             .await;
             match answer {
-                Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                    node.extend(sent, Duration::from_secs(r.ttl() as u64))
-                }
+                Ok(Ok(Some(r))) if r.ttl() > 0 => node.extend(sent, Duration::from_secs(r.ttl() as u64)),
                 Ok(Ok(Some(_))) => {
                     tracing::warn!(node = %node.name, "cluster lease lost; registering again");
                     node.fence_now();
@@ -103,11 +96,7 @@ pub async fn keepalive(etcd: Arc<Etcd>, node: Arc<Node>, cancel: CancellationTok
     }
     // Leaving: give the lease back so the others take over at once.
     let mut c = etcd.client();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        c.lease_revoke(node.lease.load(Relaxed)),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(node.lease.load(Relaxed))).await;
 }
 
 async fn reregister(etcd: &Arc<Etcd>, node: &Arc<Node>, cancel: &CancellationToken) {

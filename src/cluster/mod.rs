@@ -20,9 +20,9 @@ mod transfer;
 mod watch;
 
 #[cfg(test)]
-mod testkit;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testkit;
 
 pub use handle::Cluster;
 pub use leave::{leave, LeaveError, Left};

@@ -44,9 +44,7 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Node").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -95,10 +93,7 @@ impl Node {
         if !members.contains(&self.name) {
             members.push(self.name.clone());
         }
-        self.stats
-            .ipam
-            .cluster_nodes
-            .store(r.nodes.len() as i64, Relaxed);
+        self.stats.ipam.cluster_nodes.store(r.nodes.len() as i64, Relaxed);
         self.members.store(Arc::new(members));
         let epoch = self.epoch.load(Relaxed);
         let mut owned = Owned::new();

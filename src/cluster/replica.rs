@@ -82,13 +82,7 @@ impl Replica {
     }
 
     /// Folds a watched put.
-    pub fn put(
-        &mut self,
-        keys: &Keys,
-        kv: &KeyValue,
-        queued: Option<&dyn Queued>,
-        out: &mut Folded,
-    ) {
+    pub fn put(&mut self, keys: &Keys, kv: &KeyValue, queued: Option<&dyn Queued>, out: &mut Folded) {
         let at = (kv.mod_revision(), kv.create_revision());
         self.put_raw(keys, kv.key(), kv.value(), at, queued, out);
     }
@@ -106,9 +100,7 @@ impl Replica {
         queued: Option<&dyn Queued>,
         out: &mut Folded,
     ) {
-        let Some(parsed) = keys.parse(key) else {
-            return;
-        };
+        let Some(parsed) = keys.parse(key) else { return };
         if self.rev_of(keys, key) >= rev {
             return;
         }
@@ -144,17 +136,8 @@ impl Replica {
     }
 
     /// Folds a watched delete at revision `rev`.
-    pub fn delete(
-        &mut self,
-        keys: &Keys,
-        key: &[u8],
-        rev: i64,
-        queued: Option<&dyn Queued>,
-        out: &mut Folded,
-    ) {
-        let Some(parsed) = keys.parse(key) else {
-            return;
-        };
+    pub fn delete(&mut self, keys: &Keys, key: &[u8], rev: i64, queued: Option<&dyn Queued>, out: &mut Folded) {
+        let Some(parsed) = keys.parse(key) else { return };
         let have = self.rev_of(keys, key);
         if have == 0 || have >= rev {
             return;
@@ -205,13 +188,7 @@ impl Replica {
         }
     }
 
-    fn check_binding(
-        &mut self,
-        client: &str,
-        ip: Option<u32>,
-        key: &[u8],
-        queued: Option<&dyn Queued>,
-    ) {
+    fn check_binding(&mut self, client: &str, ip: Option<u32>, key: &[u8], queued: Option<&dyn Queued>) {
         let Some(q) = queued else { return };
         if client
             .parse::<ClientKey>()

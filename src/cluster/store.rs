@@ -69,28 +69,19 @@ impl ClusterStore {
         let mut p = Plan::default();
         let node_key = keys.node(&self.node.name);
         let epoch = self.node.epoch.load(std::sync::atomic::Ordering::Relaxed);
-        p.when
-            .push(Compare::create_revision(node_key, CompareOp::Equal, epoch));
+        p.when.push(Compare::create_revision(node_key, CompareOp::Equal, epoch));
         // Last value per key (a batch may write one key twice).
         let mut last: BTreeMap<Vec<u8>, (TreeId, Option<&[u8]>)> = BTreeMap::new();
         // Client → address it ends up bound to (None: unbound), in order.
         let mut binds: BTreeMap<String, Option<(u32, String)>> = BTreeMap::new();
         for op in ops {
-            let Some(key) = keys.of_tree(op.tree, &op.key) else {
-                continue;
-            };
+            let Some(key) = keys.of_tree(op.tree, &op.key) else { continue };
             if op.tree == TreeId::Leases {
-                let ip = <[u8; 4]>::try_from(op.key.as_slice())
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(0);
+                let ip = <[u8; 4]>::try_from(op.key.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
                 let before = last
                     .get(&key)
                     .map(|(_, v)| v.map(<[u8]>::to_vec))
-                    .unwrap_or_else(|| {
-                        r.tree(TreeId::Leases)
-                            .and_then(|t| t.get(&op.key))
-                            .map(|v| v.0.clone())
-                    });
+                    .unwrap_or_else(|| r.tree(TreeId::Leases).and_then(|t| t.get(&op.key)).map(|v| v.0.clone()));
                 if let Some((c, true)) = before.as_deref().and_then(lease_holder) {
                     let text = c.to_string();
                     if r.bindings.get(&text).is_some_and(|b| b.0 == ip) {
@@ -116,8 +107,7 @@ impl ClusterStore {
             if *tree != TreeId::Leases && stored.map(|v| v.0.as_slice()) == *value {
                 continue;
             }
-            p.when
-                .push(Compare::mod_revision(key.clone(), CompareOp::Equal, rev));
+            p.when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, rev));
             let value = value.map(|v| super::keys::to_etcd(*tree, v)).transpose()?;
             p.write(key.clone(), value);
         }
@@ -128,11 +118,7 @@ impl ClusterStore {
                 return Err(conflict(&key));
             }
             let cur = r.bindings.get(&client).copied();
-            p.when.push(Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                cur.map_or(0, |b| b.1),
-            ));
+            p.when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, cur.map_or(0, |b| b.1)));
             match to {
                 Some((ip, _)) if cur.map(|b| b.0) == Some(ip) => {}
                 Some((ip, _)) => {
@@ -141,11 +127,7 @@ impl ClusterStore {
                     if let Some(subnet) = subnet_of(&r, ip) {
                         if let Some((first, claim)) = self.node.block_of(&subnet, ip) {
                             if !blocks.contains(&(subnet.clone(), first)) {
-                                p.when.push(Compare::create_revision(
-                                    keys.block(&subnet, first),
-                                    CompareOp::Equal,
-                                    claim,
-                                ));
+                                p.when.push(Compare::create_revision(keys.block(&subnet, first), CompareOp::Equal, claim));
                                 blocks.push((subnet, first));
                             }
                         }
@@ -243,9 +225,7 @@ impl Store for ClusterStore {
         }
         let (a, b) = ops.split_at(ops.len() / 2);
         if a.is_empty() {
-            return Err(IpamError::Storage(
-                "etcd: one write needs more than etcd's txn op limit".into(),
-            ));
+            return Err(IpamError::Storage("etcd: one write needs more than etcd's txn op limit".into()));
         }
         self.apply(a)?;
         self.apply(b)

@@ -30,8 +30,7 @@ fn subnet() -> SubnetSpec {
         start: Ipv4Addr::new(10, 9, 0, 10),
         end: Ipv4Addr::new(10, 9, 3, 250),
     };
-    SubnetSpec::new("lab", "10.9.0.0/22".parse().unwrap(), pool)
-        .with_lease_time(Duration::from_secs(3600))
+    SubnetSpec::new("lab", "10.9.0.0/22".parse().unwrap(), pool).with_lease_time(Duration::from_secs(3600))
 }
 
 /// One node: joined, its IPAM open over etcd with the test subnet, its
@@ -46,8 +45,7 @@ fn node(etcd: &TestEtcd, name: &str, ttl: u64) -> TestNode {
     let stats = Stats::new(64);
     let (cluster, store) = Cluster::join(&config(etcd, name, ttl), stats.clone()).unwrap();
     let ipam = Ipam::with_store(name.into(), store, IpamOptions::default(), stats).unwrap();
-    ipam.apply_config(&[subnet()], &[], SystemTime::now())
-        .unwrap();
+    ipam.apply_config(&[subnet()], &[], SystemTime::now()).unwrap();
     cluster.start(&ipam, None, None);
     let cancel = CancellationToken::new();
     ipam.spawn_committer(&TaskTracker::new(), cancel.clone());
@@ -90,34 +88,16 @@ fn a_node_keeps_its_lease_and_fences_itself_within_the_ttl_when_etcd_dies() {
     let n = node(&etcd, "a", 3);
     assert_eq!(n.cluster.node.fenced(), None);
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(
-        n.cluster.node.fenced(),
-        None,
-        "keepalives hold the lease past its TTL"
-    );
+    assert_eq!(n.cluster.node.fenced(), None, "keepalives hold the lease past its TTL");
     assert_eq!(etcd.get("/vpcbox/t/nodes/a", false).len(), 2);
     assert!(n.ipam.fenced().is_none());
 
     etcd.kill();
     let killed = Instant::now();
-    wait_for("fenced", Duration::from_secs(3), || {
-        n.ipam.fenced().is_some()
-    });
-    assert!(
-        killed.elapsed() <= Duration::from_secs(3),
-        "fenced within the TTL"
-    );
-    let err = n
-        .ipam
-        .offer("lab", &mac(1, 1), None, SystemTime::now())
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            IpamError::Degraded(_) | IpamError::PoolExhausted { .. }
-        ),
-        "{err:?}"
-    );
+    wait_for("fenced", Duration::from_secs(3), || n.ipam.fenced().is_some());
+    assert!(killed.elapsed() <= Duration::from_secs(3), "fenced within the TTL");
+    let err = n.ipam.offer("lab", &mac(1, 1), None, SystemTime::now()).unwrap_err();
+    assert!(matches!(err, IpamError::Degraded(_) | IpamError::PoolExhausted { .. }), "{err:?}");
 }
 
 /// Two nodes on one etcd bind 2×N clients at once: no address twice, each
@@ -167,31 +147,19 @@ fn two_nodes_bind_concurrently_without_giving_an_address_twice() {
     }
     for (id, _, ip) in &bound {
         let n = if *id == 1 { &a } else { &b };
-        assert!(
-            n.cluster.node.owns("lab", u32::from(*ip)),
-            "{ip} outside node {id}'s blocks"
-        );
+        assert!(n.cluster.node.owns("lab", u32::from(*ip)), "{ip} outside node {id}'s blocks");
     }
     // Durable in etcd: every binding and its lease record, read back.
     let leases = etcd.get("/vpcbox/t/leases/", true);
     for (_, c, ip) in &bound {
         let key = format!("/vpcbox/t/leases/{ip}");
-        let at = leases
-            .iter()
-            .position(|l| *l == key)
-            .unwrap_or_else(|| panic!("{key} not in etcd"));
-        assert!(
-            leases[at + 1].contains(&c.to_string()),
-            "{key}: {}",
-            leases[at + 1]
-        );
+        let at = leases.iter().position(|l| *l == key).unwrap_or_else(|| panic!("{key} not in etcd"));
+        assert!(leases[at + 1].contains(&c.to_string()), "{key}: {}", leases[at + 1]);
     }
     assert_eq!(etcd.get("/vpcbox/t/bindings/", true).len(), 2 * bound.len());
     // Each node sees the other's bindings through the watch.
     let (_, c, ip) = &bound[0];
-    wait_for("b sees a's lease", Duration::from_secs(2), || {
-        b.ipam.lease_of(c).is_some_and(|l| l.ip == *ip)
-    });
+    wait_for("b sees a's lease", Duration::from_secs(2), || b.ipam.lease_of(c).is_some_and(|l| l.ip == *ip));
     let writes = a.ipam.options().commit_interval;
     let _ = writes;
 }

@@ -35,11 +35,7 @@ impl Watch {
         while !cancel.is_cancelled() {
             let mut c = self.etcd.client();
             let opts = WatchOptions::new().with_prefix().with_start_revision(from);
-            let stream = tokio::time::timeout(
-                Duration::from_secs(2),
-                c.watch(self.etcd.keys.all(), Some(opts)),
-            )
-            .await;
+            let stream = tokio::time::timeout(Duration::from_secs(2), c.watch(self.etcd.keys.all(), Some(opts))).await;
             let Ok(Ok(mut stream)) = stream else {
                 pause(&cancel, Duration::from_millis(500)).await;
                 continue;
@@ -116,10 +112,7 @@ impl Watch {
     async fn resync(&self) -> Option<i64> {
         tracing::warn!("cluster watch lost its place; reading everything again");
         let etcd = self.etcd.clone();
-        let got = tokio::task::spawn_blocking(move || etcd.load_all())
-            .await
-            .ok()?
-            .ok()?;
+        let got = tokio::task::spawn_blocking(move || etcd.load_all()).await.ok()?.ok()?;
         let (kvs, rev) = got;
         let fresh = Replica::load(&self.etcd.keys, &kvs);
         *self.replica() = fresh;

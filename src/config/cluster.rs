@@ -34,32 +34,15 @@ pub fn cluster(c: &raw::Cluster, subnets: &[SubnetConfig]) -> R<ClusterConfig> {
     }
     let prefix = c.prefix.trim_end_matches('/');
     if !prefix.starts_with('/') || prefix.len() < 2 || prefix.contains("//") {
-        return fail(
-            "cluster.prefix",
-            &c.prefix,
-            "must be a key path such as \"/vpcbox/v1\"",
-        );
+        return fail("cluster.prefix", &c.prefix, "must be a key path such as \"/vpcbox/v1\"");
     }
-    let ttl = at(
-        "cluster.lease_ttl",
-        &c.lease_ttl,
-        super::parse::duration(&c.lease_ttl),
-    )?;
-    if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&ttl) || ttl.subsec_nanos() != 0
-    {
-        return fail(
-            "cluster.lease_ttl",
-            &c.lease_ttl,
-            "must be whole seconds from 2s to 60s",
-        );
+    let ttl = at("cluster.lease_ttl", &c.lease_ttl, super::parse::duration(&c.lease_ttl))?;
+    if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&ttl) || ttl.subsec_nanos() != 0 {
+        return fail("cluster.lease_ttl", &c.lease_ttl, "must be whole seconds from 2s to 60s");
     }
     let b = c.block_size;
     if !(4..=1024).contains(&b) || !b.is_power_of_two() {
-        return fail(
-            "cluster.block_size",
-            b,
-            "must be a power of two from 4 to 1024",
-        );
+        return fail("cluster.block_size", b, "must be a power of two from 4 to 1024");
     }
     if let Some((id, size)) = smallest_pool(subnets).filter(|(_, size)| u64::from(b) > *size) {
         return fail(

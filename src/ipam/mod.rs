@@ -23,8 +23,8 @@ mod ops;
 mod page;
 mod plan;
 mod reaper;
-mod record;
 mod remote;
+mod record;
 mod spec;
 mod state;
 mod store;
@@ -42,6 +42,6 @@ pub use model::{
     ReservationSpec, StaticRoute,
 };
 pub use page::LeasePage;
-pub use record::{lease_from_json, lease_holder, lease_to_json};
 pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
+pub use record::{lease_from_json, lease_holder, lease_to_json};
 pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};

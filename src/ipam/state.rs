@@ -202,10 +202,7 @@ impl State {
         let owned = c.owned(&sub.spec.id);
         let found = owned.iter().find_map(|&(lo, hi)| sub.free_in(lo, hi));
         let left: u64 = owned.iter().map(|&(lo, hi)| sub.free_count(lo, hi)).sum();
-        c.free_left(
-            &sub.spec.id,
-            left.saturating_sub(u64::from(found.is_some())),
-        );
+        c.free_left(&sub.spec.id, left.saturating_sub(u64::from(found.is_some())));
         found
     }
 
