@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use super::ipam_source::ClusterFn;
+use super::store::ClusterNode;
 use crate::cli::ClusterCommand;
 use crate::config::{ClusterConfig, Config};
 use crate::exit::Exit;
@@ -59,6 +61,9 @@ mod imp {
     ) -> Result<String, Exit> {
         Err(no_cluster())
     }
+    pub fn dashboard(_: Option<&ClusterNode>) -> Option<ClusterFn> {
+        None
+    }
 }
 
 #[cfg(feature = "cluster")]
@@ -66,6 +71,7 @@ mod imp {
     use super::*;
     use crate::cluster::{ImportError, LeaveError, Left};
     use crate::ipam::IpamError;
+    use crate::tui::ClusterRow;
 
     fn unreachable(c: &ClusterConfig, e: impl std::fmt::Display) -> Exit {
         Exit::unavailable(format!("cluster.etcd: {}: {e}", c.etcd.join(", ")))
@@ -126,9 +132,37 @@ mod imp {
             )),
         }
     }
+
+    /// The dashboard's cluster line for a running node: the last good read
+    /// of the layout stays on screen (with the error) while etcd is away.
+    pub fn dashboard(cluster: Option<&ClusterNode>) -> Option<ClusterFn> {
+        let probe = cluster?.probe();
+        let last = std::sync::Mutex::new(Vec::new());
+        Some(Box::new(move || {
+            // std Mutex: the dashboard's fetches run one at a time.
+            let mut nodes = last.lock().unwrap_or_else(|e| e.into_inner());
+            let error = match probe.layout() {
+                Ok(s) => {
+                    *nodes = s
+                        .nodes
+                        .iter()
+                        .map(|n| (n.name.clone(), n.blocks.values().map(|b| b.blocks).sum()))
+                        .collect();
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            ClusterRow {
+                node: probe.node().to_owned(),
+                fenced: probe.fenced(),
+                nodes: nodes.clone(),
+                error,
+            }
+        }))
+    }
 }
 
-pub use imp::{export, import};
+pub use imp::{dashboard, export, import};
 use imp::{leave, status};
 
 /// `vpcbox cluster migrate`: the sled store in `from` (which no vpcbox may

@@ -17,6 +17,7 @@ mod replica;
 mod status;
 mod store;
 mod transfer;
+mod view;
 mod watch;
 
 #[cfg(test)]
@@ -31,3 +32,4 @@ pub use status::{
 };
 pub use store::ClusterStore;
 pub use transfer::{export, import, prepare, ImportError, Imported, Writes};
+pub use view::ClusterProbe;
