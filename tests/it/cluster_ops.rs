@@ -77,6 +77,16 @@ fn allocate(http: u16, client: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
 }
 
+/// The status code and body of a GET on a node's gateway.
+fn get(http: u16, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{http}{path}"))
+        .output()
+        .expect("curl");
+    text(&out.stdout)
+}
+
 /// The blocks a node holds in `lab`, as `cluster status` reports them.
 fn blocks_of(s: &Value, node: &str) -> u64 {
     s["nodes"]
@@ -106,7 +116,9 @@ fn start_two(ca: &Path, cb: &Path) -> (Running, Running) {
 
 /// Two nodes running: status lists both, healthy with their lease TTL, each
 /// with its blocks and the addresses leased in them; the etcd endpoint is
-/// healthy and the leader. Text output names the same. No etcd: exit 69.
+/// healthy and the leader. Text output names the same. `/metrics` counts
+/// the nodes; with etcd gone the node is fenced (`/readyz` 503 `cluster`,
+/// `vpcbox_cluster_fenced 1`) and status exits 69.
 #[test]
 fn status_shows_two_registered_nodes_their_blocks_and_leases() {
     let mut etcd = Etcd::start(1);
@@ -149,7 +161,18 @@ fn status_shows_two_registered_nodes_their_blocks_and_leases() {
     );
     assert!(t.contains("lab: ") && t.contains("leader"), "{t}");
 
+    let metrics = get(http_a, "/metrics");
+    assert!(metrics.contains("vpcbox_cluster_nodes 2") && metrics.contains("vpcbox_cluster_fenced 0"));
+    assert!(get(http_a, "/readyz").contains("200"));
+
     etcd.kill(0);
+    // Node a fences itself within its TTL and says so.
+    let fenced = eventually(Duration::from_secs(12), || {
+        let r = get(http_a, "/readyz");
+        r.contains("503") && r.contains("\"cluster\"")
+    });
+    assert!(fenced, "{}", get(http_a, "/readyz"));
+    assert!(get(http_a, "/metrics").contains("vpcbox_cluster_fenced 1"));
     let t0 = Instant::now();
     let out = run(&["cluster", "status"], &ca);
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
