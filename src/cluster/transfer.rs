@@ -264,3 +264,39 @@ impl Store for MemStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cluster::testkit::TestEtcd;
+
+    /// A key that appears under the prefix after the emptiness check (here
+    /// one the check does not count) fails its txn's compare: nothing is
+    /// overwritten, and the txns before it are undone.
+    #[test]
+    fn a_key_taken_meanwhile_fails_the_import_and_undoes_the_earlier_txns() {
+        let etcd = TestEtcd::start();
+        let config = ClusterConfig {
+            node: "t".into(),
+            etcd: vec![etcd.url.clone()],
+            prefix: "/vpcbox/imp".into(),
+            lease_ttl: std::time::Duration::from_secs(10),
+            block_size: 16,
+        };
+        let put = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &etcd.url, "put", "/vpcbox/imp/nodes/zz", "theirs"])
+            .status()
+            .unwrap();
+        assert!(put.success());
+        let mut writes: Writes = (0..KEYS_PER_TXN + 5)
+            .map(|i| vec![(format!("/vpcbox/imp/subnets/s{i}").into_bytes(), b"{}".to_vec())])
+            .collect();
+        writes.push(vec![(b"/vpcbox/imp/nodes/zz".to_vec(), b"ours".to_vec())]);
+        let err = import(&config, writes).unwrap_err();
+        assert!(matches!(err, ImportError::NotEmpty { .. }), "{err}");
+        assert_eq!(etcd.get("/vpcbox/imp/subnets/", true), Vec::<String>::new());
+        assert_eq!(etcd.get("/vpcbox/imp/nodes/zz", false)[1], "theirs");
+    }
+}
