@@ -170,16 +170,18 @@ fn undo(etcd: &Etcd, done: &[(Vec<Vec<u8>>, i64)]) {
     }
 }
 
+type Trees = HashMap<TreeId, BTreeMap<Vec<u8>, Vec<u8>>>;
+
 /// An empty in-memory store the IPAM imports into: what it holds after
 /// the import is what goes to etcd.
 #[derive(Debug, Default)]
 struct MemStore {
     // std Mutex: CPU-only sections, never held across an await.
-    trees: Mutex<HashMap<TreeId, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    trees: Mutex<Trees>,
 }
 
 impl MemStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TreeId, BTreeMap<Vec<u8>, Vec<u8>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Trees> {
         self.trees.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -286,12 +288,23 @@ mod tests {
         };
         let put = std::process::Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &etcd.url, "put", "/vpcbox/imp/nodes/zz", "theirs"])
+            .args([
+                "--endpoints",
+                &etcd.url,
+                "put",
+                "/vpcbox/imp/nodes/zz",
+                "theirs",
+            ])
             .status()
             .unwrap();
         assert!(put.success());
         let mut writes: Writes = (0..KEYS_PER_TXN + 5)
-            .map(|i| vec![(format!("/vpcbox/imp/subnets/s{i}").into_bytes(), b"{}".to_vec())])
+            .map(|i| {
+                vec![(
+                    format!("/vpcbox/imp/subnets/s{i}").into_bytes(),
+                    b"{}".to_vec(),
+                )]
+            })
             .collect();
         writes.push(vec![(b"/vpcbox/imp/nodes/zz".to_vec(), b"ours".to_vec())]);
         let err = import(&config, writes).unwrap_err();
