@@ -162,7 +162,9 @@ fn status_shows_two_registered_nodes_their_blocks_and_leases() {
     assert!(t.contains("lab: ") && t.contains("leader"), "{t}");
 
     let metrics = get(http_a, "/metrics");
-    assert!(metrics.contains("vpcbox_cluster_nodes 2") && metrics.contains("vpcbox_cluster_fenced 0"));
+    assert!(
+        metrics.contains("vpcbox_cluster_nodes 2") && metrics.contains("vpcbox_cluster_fenced 0")
+    );
     assert!(get(http_a, "/readyz").contains("200"));
 
     etcd.kill(0);
@@ -356,5 +358,92 @@ fn migrate_moves_a_sled_store_with_leases_and_reservations_into_the_cluster() {
         text(&twice.stderr).contains("not empty"),
         "{}",
         text(&twice.stderr)
+    );
+}
+
+/// `vpcbox run` with its dashboard in tmux, on a tmux server of its own;
+/// the vpcbox (the pane's process) is killed on drop.
+struct Dashboard {
+    socket: PathBuf,
+}
+
+impl Dashboard {
+    fn start(dir: &Path, cfg: &Path) -> Self {
+        let socket = dir.join("tmux.sock");
+        let cmd = format!("{} run --config {}", bin().display(), cfg.display());
+        let ok = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args([
+                "new-session",
+                "-d",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                "-s",
+                "ops",
+                &cmd,
+            ])
+            .status()
+            .expect("tmux (scripts/test installs it)");
+        assert!(ok.success());
+        Self { socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    }
+
+    fn wait_for(&self, what: &str) -> bool {
+        eventually(Duration::from_secs(15), || {
+            self.tmux(&["capture-pane", "-p", "-t", "ops"])
+                .contains(what)
+        })
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let pid = self.tmux(&["display-message", "-p", "-t", "ops", "#{pane_pid}"]);
+        if !pid.trim().is_empty() {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        self.tmux(&["kill-server"]);
+    }
+}
+
+/// The dashboard of a cluster node shows the cluster in its header: the
+/// nodes and their blocks while it may write, and "fenced" once etcd is
+/// gone (within its TTL).
+#[test]
+fn the_dashboard_shows_the_nodes_their_blocks_and_the_fence() {
+    let mut etcd = Etcd::start(1);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ca, _) = node_config(da.path(), &etcd, "a", "/vpcbox/ui", "4s");
+    let (cb, _) = node_config(db.path(), &etcd, "b", "/vpcbox/ui", "4s");
+    let _b = Running::start(&cb);
+    assert!(eventually(Duration::from_secs(20), || blocks_of(
+        &status(&cb),
+        "b"
+    ) >= 1));
+    let ui = Dashboard::start(da.path(), &ca);
+    let line = "cluster node a │ writing │ 2 nodes: a 1 blocks · b 1 blocks";
+    assert!(
+        ui.wait_for(line),
+        "{}",
+        ui.tmux(&["capture-pane", "-p", "-t", "ops"])
+    );
+    etcd.kill(0);
+    assert!(
+        ui.wait_for("cluster node a │ fenced: not writing"),
+        "{}",
+        ui.tmux(&["capture-pane", "-p", "-t", "ops"])
     );
 }
