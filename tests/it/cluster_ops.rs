@@ -313,7 +313,8 @@ fn etcd_keys(etcd: &Etcd, prefix: &str) -> Vec<String> {
 /// A single node's sled store with leases (bound and released) and a
 /// reservation goes into the cluster with one command; the cluster then
 /// exports the same document as the sled store; a second migrate is
-/// refused (non-empty prefix).
+/// refused (non-empty prefix), so are a directory that holds no store
+/// and a config without `[cluster]` (exit 64).
 #[test]
 fn migrate_moves_a_sled_store_with_leases_and_reservations_into_the_cluster() {
     let etcd = Etcd::start(1);
@@ -328,7 +329,24 @@ fn migrate_moves_a_sled_store_with_leases_and_reservations_into_the_cluster() {
         "{before}"
     );
 
+    let no_cluster = run(&["cluster", "status"], &cs);
+    assert_eq!(no_cluster.status.code(), Some(64));
+    assert!(text(&no_cluster.stderr).contains("no [cluster] section"));
+
     let (cc, _) = node_config(dc.path(), &etcd, "a", "/vpcbox/mig", "10s");
+    let not_data = Command::new(bin())
+        .args(["cluster", "migrate", "--from"])
+        .arg(dc.path())
+        .arg("--config")
+        .arg(&cc)
+        .output()
+        .unwrap();
+    assert_eq!(
+        not_data.status.code(),
+        Some(64),
+        "{}",
+        text(&not_data.stderr)
+    );
     let data = single.path().join("data");
     let out = Command::new(bin())
         .args(["cluster", "migrate", "--from"])
