@@ -161,10 +161,12 @@ fn status_shows_two_registered_nodes_their_blocks_and_leases() {
     );
     assert!(t.contains("lab: ") && t.contains("leader"), "{t}");
 
-    let metrics = get(http_a, "/metrics");
-    assert!(
-        metrics.contains("vpcbox_cluster_nodes 2") && metrics.contains("vpcbox_cluster_fenced 0")
-    );
+    // Snapshots are published a few times a second: the gauges follow.
+    let counted = eventually(Duration::from_secs(5), || {
+        let m = get(http_a, "/metrics");
+        m.contains("vpcbox_cluster_nodes 2") && m.contains("vpcbox_cluster_fenced 0")
+    });
+    assert!(counted, "{}", get(http_a, "/metrics"));
     assert!(get(http_a, "/readyz").contains("200"));
 
     etcd.kill(0);
@@ -174,7 +176,10 @@ fn status_shows_two_registered_nodes_their_blocks_and_leases() {
         r.contains("503") && r.contains("\"cluster\"")
     });
     assert!(fenced, "{}", get(http_a, "/readyz"));
-    assert!(get(http_a, "/metrics").contains("vpcbox_cluster_fenced 1"));
+    let fenced_metric = eventually(Duration::from_secs(5), || {
+        get(http_a, "/metrics").contains("vpcbox_cluster_fenced 1")
+    });
+    assert!(fenced_metric);
     let t0 = Instant::now();
     let out = run(&["cluster", "status"], &ca);
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
