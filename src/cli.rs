@@ -60,6 +60,9 @@ pub enum Command {
     /// Backup and restore of the store
     #[command(subcommand)]
     Db(DbCommand),
+    /// Cluster operations on etcd, from the `[cluster]` section of the config
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Replay the incident against a vpcbox and report what held
     Replay(Box<crate::replay::ReplayArgs>),
     #[command(flatten)]
@@ -90,5 +93,39 @@ pub enum DbCommand {
         /// Replace the contents of a non-empty store
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster as etcd holds it: nodes and their lease TTL left,
+    /// blocks and leased addresses per node, lease counts, isolations, and
+    /// each etcd endpoint's health (read-only; no node needs to run)
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give this config's node's blocks back now (revoking its etcd lease),
+    /// for a node that stopped without leaving; a running node leaves by
+    /// itself on SIGTERM. A node joins by starting with a `[cluster]` section.
+    Leave {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Revoke the lease even if the node seems to run (it registers again)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy a single-node sled store into the (empty) cluster prefix: its
+    /// subnets, reservations, leases and isolations
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The sled data directory of the single node (`[storage] path`);
+        /// it must not be in use
+        #[arg(long, value_name = "DATA_DIR")]
+        from: PathBuf,
     },
 }

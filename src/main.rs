@@ -56,6 +56,10 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
             }
         }
         Some(Command::Db(cmd)) => db(cmd),
+        Some(Command::Cluster(cmd)) => {
+            let out = vpcbox::app::cluster::run(cmd, |c| Ok(load(c)?.0), runtime)?;
+            emit(&out)
+        }
         Some(Command::Replay(mut args)) => {
             args.config = cli.run.config.config.clone();
             vpcbox::replay::run(*args)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::client::ClientKey;
 use crate::config::Config;
 use crate::ipam::{Ipam, Lease, LeaseFilter, LeaseState};
-use crate::tui::{DataSource, LeaseQuery, LeaseRow, SubnetRow};
+use crate::tui::{ClusterRow, DataSource, LeaseQuery, LeaseRow, SubnetRow};
 
 /// Leases scanned for a free-text search (address or client substring).
 pub const SEARCH_SCAN: usize = 20_000;
@@ -18,7 +18,12 @@ pub struct IpamSource {
     ipam: Arc<Ipam>,
     /// Subnet id → CIDR, for display.
     cidrs: HashMap<String, String>,
+    /// Cluster mode: the header's cluster line.
+    cluster: Option<ClusterFn>,
 }
+
+/// Reads the cluster line (blocking; the dashboard calls it off the draw path).
+pub type ClusterFn = Box<dyn Fn() -> ClusterRow + Send + Sync>;
 
 impl IpamSource {
     pub fn new(ipam: Arc<Ipam>, config: &Config) -> Self {
@@ -27,7 +32,16 @@ impl IpamSource {
             .iter()
             .map(|s| (s.id.clone(), s.cidr.to_string()))
             .collect();
-        Self { ipam, cidrs }
+        Self {
+            ipam,
+            cidrs,
+            cluster: None,
+        }
+    }
+
+    pub fn with_cluster(mut self, cluster: Option<ClusterFn>) -> Self {
+        self.cluster = cluster;
+        self
     }
 }
 
@@ -89,6 +103,10 @@ impl DataSource for IpamSource {
 
     fn lease_of(&self, client: &ClientKey) -> Option<Ipv4Addr> {
         self.ipam.lease_of(client).map(|l| l.ip)
+    }
+
+    fn cluster(&self) -> Option<ClusterRow> {
+        self.cluster.as_ref().map(|f| f())
     }
 }
 

@@ -2,6 +2,7 @@
 //! under one shutdown tree ([`run`]); the `db` subcommands open the same
 //! store ([`db`]). Nothing below `app` imports it.
 
+pub mod cluster;
 pub mod db;
 mod ipam_source;
 mod logging;

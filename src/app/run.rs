@@ -71,7 +71,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
         start_demo(&shared, &bound);
     }
     if use_tui {
-        start_dashboard(&shared, &ipam, snapshots);
+        start_dashboard(&shared, &ipam, snapshots, cluster.as_ref());
     }
     let stop = wait_for_stop(&shared, signals, opts.config_path.as_deref()).await;
     shutdown(&shared, stop).await;
@@ -233,8 +233,10 @@ fn start_dashboard(
     shared: &Shared,
     ipam: &Arc<crate::ipam::Ipam>,
     snapshots: tokio::sync::watch::Receiver<Arc<crate::stats::Snapshot>>,
+    cluster: Option<&store::ClusterNode>,
 ) {
-    let data = IpamSource::new(ipam.clone(), &shared.config);
+    let data = IpamSource::new(ipam.clone(), &shared.config)
+        .with_cluster(super::cluster::dashboard(cluster));
     let handles = crate::tui::Handles::from(shared);
     shared.tracker.spawn(async move {
         if let Err(e) = crate::tui::run(handles, snapshots, data).await {

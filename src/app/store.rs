@@ -61,7 +61,8 @@ fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
         })
 }
 
-fn open_error(dir: &std::path::Path, e: IpamError) -> Exit {
+/// A store that would not open, as an exit (a locked directory is in use).
+pub fn open_error(dir: &std::path::Path, e: IpamError) -> Exit {
     match e {
         IpamError::Locked { .. } => Exit::unavailable(format!(
             "data directory '{}' is in use: another vpcbox owns it",

@@ -9,11 +9,15 @@ mod claim;
 mod etcd;
 mod handle;
 mod keys;
+mod leave;
 mod member;
 mod node;
 mod rendezvous;
 mod replica;
+mod status;
 mod store;
+mod transfer;
+mod view;
 mod watch;
 
 #[cfg(test)]
@@ -22,4 +26,10 @@ mod testkit;
 mod tests;
 
 pub use handle::Cluster;
+pub use leave::{leave, LeaveError, Left};
+pub use status::{
+    read as read_status, render as render_status, ClusterStatus, EndpointStatus, NodeStatus,
+};
 pub use store::ClusterStore;
+pub use transfer::{export, import, prepare, ImportError, Imported, Writes};
+pub use view::ClusterProbe;

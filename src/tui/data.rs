@@ -32,6 +32,18 @@ pub struct LeaseRow {
     pub expires_at: SystemTime,
 }
 
+/// Cluster mode: this node and the cluster as the header shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterRow {
+    pub node: String,
+    /// Why this node may not write, if it may not.
+    pub fenced: Option<String>,
+    /// Registered nodes and the blocks each holds (all subnets).
+    pub nodes: Vec<(String, u64)>,
+    /// The cluster could not be read (the rest is from the last read).
+    pub error: Option<String>,
+}
+
 /// What the Leases view asks for: a case-insensitive substring of the
 /// address, client, subnet or state (empty = everything), at most `limit`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,6 +77,10 @@ pub trait DataSource: Send + Sync + 'static {
     fn leases(&self, query: &LeaseQuery) -> Vec<LeaseRow>;
     /// The address `client` currently holds or is offered, if any.
     fn lease_of(&self, client: &ClientKey) -> Option<Ipv4Addr>;
+    /// The cluster, in cluster mode.
+    fn cluster(&self) -> Option<ClusterRow> {
+        None
+    }
 }
 
 /// No IPAM: empty views.
@@ -90,11 +106,13 @@ pub struct DataRequest {
     pub leases: Option<LeaseQuery>,
     /// Clients whose lease the Clients view shows.
     pub clients: Vec<ClientKey>,
+    /// The cluster header line (every view).
+    pub cluster: bool,
 }
 
 impl DataRequest {
     pub fn is_empty(&self) -> bool {
-        !self.subnets && self.leases.is_none() && self.clients.is_empty()
+        !self.subnets && self.leases.is_none() && self.clients.is_empty() && !self.cluster
     }
 }
 
@@ -112,6 +130,7 @@ pub struct DataUpdate {
     pub subnets: Option<Vec<SubnetRow>>,
     pub leases: Option<Vec<LeaseRow>>,
     pub lease_of: Option<HashMap<ClientKey, Ipv4Addr>>,
+    pub cluster: Option<Option<ClusterRow>>,
 }
 
 impl DataCache {
@@ -139,5 +158,6 @@ pub fn fetch(source: &dyn DataSource, req: &DataRequest) -> DataUpdate {
                 .filter_map(|c| source.lease_of(c).map(|ip| (c.clone(), ip)))
                 .collect()
         }),
+        cluster: req.cluster.then(|| source.cluster()),
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::data::{DataCache, DataRequest, DataUpdate, LeaseQuery};
+use super::data::{ClusterRow, DataCache, DataRequest, DataUpdate, LeaseQuery};
 use super::history::History;
 pub use super::kinds::{ClientState, Input, RowRef, ServedSince, SortKey, Status, View};
 use crate::client::ClientKey;
@@ -47,6 +47,8 @@ pub struct UiState {
     pub history: History,
     pub isolated: HashSet<ClientKey>,
     pub data: DataCache,
+    /// Cluster mode: the header's cluster line.
+    pub cluster: Option<ClusterRow>,
     /// Newest last.
     pub events: Vec<Event>,
     /// `[memory] budget`, used when the snapshot does not carry one.
@@ -83,7 +85,10 @@ impl UiState {
         }
     }
 
-    pub fn apply_data(&mut self, u: DataUpdate) {
+    pub fn apply_data(&mut self, mut u: DataUpdate) {
+        if let Some(c) = u.cluster.take() {
+            self.cluster = c;
+        }
         let filtering = u.lease_of.is_some() && !self.filter.is_empty();
         self.data.apply(u);
         if filtering {
@@ -161,6 +166,7 @@ impl UiState {
                     .collect(),
                 _ => Vec::new(),
             },
+            cluster: self.snapshot.cluster_nodes > 0,
         }
     }
 

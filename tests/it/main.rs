@@ -17,6 +17,7 @@ mod cluster_config;
 mod cluster_etcd;
 mod cluster_lab;
 mod cluster_nemesis;
+mod cluster_ops;
 mod cluster_net;
 mod cluster_workload;
 mod config_fixtures;

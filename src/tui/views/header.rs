@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Sparkline, Widget};
 
 use crate::stats::OverloadState;
+use crate::tui::data::ClusterRow;
 use crate::tui::format;
 use crate::tui::history::History;
 use crate::tui::state::UiState;
@@ -29,10 +30,13 @@ impl Widget for &Header<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let s = &self.ui.snapshot;
         let m = &s.memory;
-        let block = Block::bordered().title(Span::styled(
+        let mut block = Block::bordered().title(Span::styled(
             " vpcbox ",
             Style::new().add_modifier(Modifier::BOLD),
         ));
+        if let Some(c) = &self.ui.cluster {
+            block = block.title_bottom(cluster_line(c));
+        }
         let inner = block.inner(area);
         block.render(area, buf);
         let [top, mem, gauge] = Layout::vertical([Constraint::Length(1); 3]).areas(inner);
@@ -86,6 +90,36 @@ impl Widget for &Header<'_> {
         );
         super::gauge::usage(m.rss_bytes, budget, &label).render(gauge, buf);
     }
+}
+
+/// `cluster node a │ writing │ 3 nodes: a 4 blocks · b 3 · c 3`, red
+/// while this node is fenced or the cluster cannot be read.
+pub fn cluster_line(c: &ClusterRow) -> Line<'static> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let red = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+    let (state, style) = match &c.fenced {
+        Some(_) => ("fenced: not writing", red),
+        None => ("writing", Style::new().fg(Color::Green)),
+    };
+    let nodes: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|(n, b)| format!("{n} {b} blocks"))
+        .collect();
+    let mut spans = vec![
+        Span::raw(format!(" cluster node {}", c.node)),
+        Span::styled(" │ ", dim),
+        Span::styled(state, style),
+        Span::styled(" │ ", dim),
+        Span::raw(format!("{} nodes: {} ", c.nodes.len(), nodes.join(" · "))),
+    ];
+    if let Some(e) = &c.error {
+        spans.push(Span::styled(
+            format!("│ etcd: {} ", format::truncate(e, 40)),
+            red,
+        ));
+    }
+    Line::from(spans)
 }
 
 /// Sparklines of DHCP packets/s and API requests/s, and drops/s by reason.
@@ -156,4 +190,56 @@ fn spark(
         .data(&points)
         .style(Style::new().fg(color))
         .render(inner, buf);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    fn screen(ui: &UiState) -> String {
+        let mut t = Terminal::new(TestBackend::new(100, 5)).unwrap();
+        t.draw(|f| f.render_widget(&Header { ui }, f.area()))
+            .unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    /// Outside a cluster nothing is shown; in one, the nodes and their
+    /// blocks, and whether this node may write.
+    #[test]
+    fn the_header_shows_the_cluster_and_the_fence() {
+        let mut ui = UiState::new(1 << 30);
+        assert!(!screen(&ui).contains("cluster"));
+        ui.cluster = Some(ClusterRow {
+            node: "a".into(),
+            fenced: None,
+            nodes: vec![("a".into(), 4), ("b".into(), 3)],
+            error: None,
+        });
+        let s = screen(&ui);
+        assert!(
+            s.contains("cluster node a │ writing │ 2 nodes: a 4 blocks · b 3 blocks"),
+            "{s}"
+        );
+        ui.cluster = Some(ClusterRow {
+            fenced: Some("no keepalive".into()),
+            error: Some("etcd: timed out".into()),
+            ..ui.cluster.clone().unwrap()
+        });
+        let s = screen(&ui);
+        assert!(
+            s.contains("fenced: not writing") && s.contains("etcd: timed out"),
+            "{s}"
+        );
+    }
 }
