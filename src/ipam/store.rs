@@ -10,6 +10,8 @@ use futures::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use crate::heap::{self, Owner};
+
 use super::error::IpamError;
 
 /// Bumped when the on-disk layout changes; a store written by a newer
@@ -106,6 +108,7 @@ impl SledStore {
     /// it gives `Locked`; garbage gives `Corrupt` (sled may panic on garbage,
     /// so the open runs under `catch_unwind`).
     pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, IpamError> {
+        let _owner = heap::scope(Owner::Store);
         let store = Self {
             dir: dir.to_path_buf(),
             cache_capacity,
@@ -221,6 +224,7 @@ fn open_error(path: PathBuf, e: sled::Error) -> IpamError {
 
 impl Store for SledStore {
     fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, IpamError> {
+        let _owner = heap::scope(Owner::Store);
         Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
     }
 
@@ -229,17 +233,25 @@ impl Store for SledStore {
             Ok(t) => t,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
-        let iter = match to {
+        let mut iter = match to {
             Some(to) => t.range(from.to_vec()..to.to_vec()),
             None => t.range(from.to_vec()..),
         };
-        Box::new(iter.map(|r| {
-            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(IpamError::from)
+        // sled's work (its page cache) is the store's; the caller's copies are the caller's.
+        Box::new(std::iter::from_fn(move || {
+            let next = {
+                let _owner = heap::scope(Owner::Store);
+                iter.next()?
+            };
+            Some(
+                next.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(IpamError::from),
+            )
         }))
     }
 
     fn apply(&self, ops: &[Op]) -> Result<(), IpamError> {
+        let _owner = heap::scope(Owner::Store);
         if ops.is_empty() {
             // sled panics on a transaction over zero trees.
             return Ok(());
@@ -320,6 +332,7 @@ impl Store for SledStore {
     /// `Locked` is retried for up to 1 s); a scan still iterating the old
     /// one keeps it locked, and the caller tries again later.
     fn reopen(&self) -> Result<(), IpamError> {
+        let _owner = heap::scope(Owner::Store);
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         drop(inner.take());
         for _ in 0..200 {

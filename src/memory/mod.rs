@@ -207,6 +207,7 @@ pub struct Governor {
 
 impl Governor {
     pub fn new(stats: Arc<Stats>, events: Arc<EventLog>, config: MemoryConfig) -> Self {
+        crate::heap::init();
         stats.memory.budget_bytes.store(config.budget, Relaxed);
         Self {
             stats,
@@ -282,6 +283,15 @@ impl Governor {
             m.heap_allocated.store(s.allocated, Relaxed);
             m.heap_resident.store(s.resident, Relaxed);
             m.heap_retained.store(s.retained, Relaxed);
+        }
+        if let Some(h) = crate::heap::read() {
+            m.owner_store.store(h.store, Relaxed);
+            m.owner_clients.store(h.clients, Relaxed);
+            m.owner_dhcp.store(h.dhcp, Relaxed);
+            m.heap_unowned.store(h.unowned, Relaxed);
+            m.heap_dirty.store(h.dirty, Relaxed);
+            // The owners' epoch: the same instant as the figures they divide.
+            m.heap_allocated.store(h.allocated, Relaxed);
         }
     }
 

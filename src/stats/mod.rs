@@ -9,6 +9,7 @@ pub mod clients;
 mod counters;
 pub mod histogram;
 mod labels;
+pub mod owners;
 pub mod prometheus;
 pub mod publisher;
 pub mod snapshot;
@@ -22,4 +23,5 @@ pub use counters::{DhcpStats, GatewayStats, IpamStats, MemoryStats, RouteStats, 
 pub use histogram::Histogram;
 pub use labels::{DhcpKind, DhcpOutcome, DropReason, OverloadState};
 pub use publisher::Publisher;
+pub use owners::{Measured, MemoryByOwner};
 pub use snapshot::{LeaseCount, Snapshot};

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::counters::Stats;
 use super::labels::{DhcpKind, DhcpOutcome, DropReason};
+use super::owners::{Measured, MemoryByOwner};
 use super::snapshot::{MemorySnapshot, RouteSnapshot, Snapshot};
 
 pub struct Publisher {
@@ -43,6 +44,23 @@ impl Publisher {
             }
         }
     }
+}
+
+/// RSS by owner from the governor's last sample and the gateway's gauges.
+fn by_owner(stats: &Stats) -> MemoryByOwner {
+    let (m, g) = (&stats.memory, &stats.gateway);
+    let held = |a: &std::sync::atomic::AtomicI64| u64::try_from(a.load(Relaxed)).unwrap_or(0);
+    MemoryByOwner::divide(&Measured {
+        rss: m.rss_bytes.load(Relaxed),
+        allocated: m.heap_allocated.load(Relaxed),
+        resident: m.heap_resident.load(Relaxed),
+        dirty: m.heap_dirty.load(Relaxed),
+        store: m.owner_store.load(Relaxed),
+        clients: m.owner_clients.load(Relaxed),
+        dhcp: m.owner_dhcp.load(Relaxed),
+        unowned: m.heap_unowned.load(Relaxed),
+        gateway_buffered: held(&g.body_bytes_in_use) + held(&g.response_buffered),
+    })
 }
 
 fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
@@ -107,6 +125,7 @@ fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
             heap_shrinks: m.heap_shrinks.load(Relaxed),
             last_reclaim_bytes: m.last_reclaim_bytes.load(Relaxed),
             overload_state: m.overload_state.load(Relaxed),
+            by_owner: by_owner(stats),
         },
         drops: DropReason::ALL
             .iter()
