@@ -18,7 +18,7 @@ use crate::stats::{ClientRow, DropReason};
 pub const SOURCE: &str = "api";
 
 #[derive(Debug, Serialize)]
-struct ClientView {
+pub(super) struct ClientView {
     /// `None` for the "others" row.
     client: Option<String>,
     state: &'static str,
@@ -63,6 +63,26 @@ fn finite(x: f64) -> f64 {
     }
 }
 
+/// One row as the API shows it.
+pub(super) fn view(ctx: &ApiContext, r: &ClientRow) -> ClientView {
+    ClientView {
+        client: r.client.as_ref().map(ToString::to_string),
+        state: state_of(ctx, r),
+        rate_1s: finite(r.rate_1s),
+        rate_10s: finite(r.rate_10s),
+        served_rate_1s: finite(r.served_rate_1s),
+        requests: r.requests,
+        served: r.served,
+        drops: r.drops,
+        drops_by_reason: r
+            .drops_by_reason
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect(),
+        pending: r.pending,
+    }
+}
+
 /// Top clients, busiest first (as published), the "others" row last.
 pub fn clients(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
     let q = Query::parse(req.query.as_deref())?;
@@ -72,22 +92,7 @@ pub fn clients(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
         .clients
         .iter()
         .take(limit)
-        .map(|r| ClientView {
-            client: r.client.as_ref().map(ToString::to_string),
-            state: state_of(ctx, r),
-            rate_1s: finite(r.rate_1s),
-            rate_10s: finite(r.rate_10s),
-            served_rate_1s: finite(r.served_rate_1s),
-            requests: r.requests,
-            served: r.served,
-            drops: r.drops,
-            drops_by_reason: r
-                .drops_by_reason
-                .iter()
-                .map(|(k, n)| (k.as_str(), *n))
-                .collect(),
-            pending: r.pending,
-        })
+        .map(|r| view(ctx, r))
         .collect();
     let taken_at = snap
         .taken_at

@@ -11,6 +11,7 @@ mod ipam;
 mod ops;
 mod response;
 mod router;
+mod status;
 mod wire;
 
 pub use context::{ApiContext, ApiDeps};

@@ -13,7 +13,7 @@ use super::context::{ApiContext, Req};
 use super::error::ApiError;
 use super::response::Resp;
 use super::wire::{authorized, percent_decode};
-use super::{admin, ipam, ops};
+use super::{admin, ipam, ops, status};
 
 /// Every path the API serves; segments are percent-decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub(crate) enum Route {
     Clients,
     Isolations,
     Isolation(String),
+    Status,
 }
 
 impl Route {
@@ -64,6 +65,7 @@ impl Route {
             ["v1", "clients"] => Self::Clients,
             ["v1", "isolations"] => Self::Isolations,
             ["v1", "isolations", c] => Self::Isolation(own(c)),
+            ["v1", "status"] => Self::Status,
             _ => return None,
         })
     }
@@ -87,7 +89,7 @@ impl Route {
     /// Admin endpoints always need the token; IPAM endpoints for writes.
     fn needs_token(&self, m: &Method) -> bool {
         match self {
-            Self::Clients | Self::Isolations | Self::Isolation(_) => true,
+            Self::Clients | Self::Isolations | Self::Isolation(_) | Self::Status => true,
             Self::Healthz | Self::Readyz | Self::Metrics | Self::OpenApi => false,
             _ => *m != Method::GET,
         }
@@ -155,6 +157,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<Resp, ApiErr
         Route::Isolations if m == Method::GET => admin::isolations(ctx),
         Route::Isolations => admin::isolate(ctx, req).await,
         Route::Isolation(c) => admin::release(ctx, &c).await,
+        Route::Status => status::status(ctx),
     }
 }
 
@@ -192,6 +195,8 @@ mod tests {
         assert!(!r.needs_token(&Method::GET));
         assert!(r.needs_token(&Method::POST));
         assert!(Route::Clients.needs_token(&Method::GET));
+        assert!(Route::Status.needs_token(&Method::GET));
+        assert_eq!(Route::parse("/v1/status"), Some(Route::Status));
         assert!(!Route::Metrics.needs_token(&Method::GET));
         assert!(Route::Reservations.allows(&Method::DELETE));
         assert!(!Route::Leases.allows(&Method::POST));
