@@ -53,10 +53,16 @@ fn batch<A: GlobalAlloc>(a: &A, layout: Layout) -> f64 {
 
 fn main() {
     assert!(heap::init(), "jemalloc refused the owners' arenas");
-    println!("{:>6} {:>6} {:>8} {:>8} {:>8}", "size", "shape", "plain", "unowned", "owned");
+    println!(
+        "{:>6} {:>6} {:>8} {:>8} {:>8}",
+        "size", "shape", "plain", "unowned", "owned"
+    );
     for size in [32usize, 256, 4096, 65536] {
         let layout = Layout::from_size_align(size, 8).unwrap();
-        for (shape, f) in [("pair", pair::<Jemalloc> as fn(&_, _) -> f64), ("batch", batch::<Jemalloc>)] {
+        for (shape, f) in [
+            ("pair", pair::<Jemalloc> as fn(&_, _) -> f64),
+            ("batch", batch::<Jemalloc>),
+        ] {
             let g: fn(&Allocator, Layout) -> f64 = if shape == "pair" { pair } else { batch };
             // Warm-up, then the best of 5 rounds of each.
             let best = |m: &dyn Fn() -> f64| (0..5).map(|_| m()).fold(f64::MAX, f64::min);

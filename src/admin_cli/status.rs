@@ -113,21 +113,36 @@ pub fn render(body: &[u8], now: SystemTime) -> R {
     let mut pending: Vec<Vec<String>> = s
         .routes
         .iter()
-        .map(|r| vec![r.name.clone(), r.pending.to_string(), r.max_pending.to_string()])
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.pending.to_string(),
+                r.max_pending.to_string(),
+            ]
+        })
         .collect();
     pending.push(vec![
         "dhcp queue".into(),
         s.dhcp.queue_depth.to_string(),
         s.dhcp.queue_capacity.to_string(),
     ]);
-    out.push_str(&table(&["PENDING", "NOW", "MAX"], &[false, true, true], &pending));
+    out.push_str(&table(
+        &["PENDING", "NOW", "MAX"],
+        &[false, true, true],
+        &pending,
+    ));
     out.push('\n');
     out.push_str(&isolations(&s.isolations, now));
     Ok(out)
 }
 
 fn memory(m: &Memory) -> String {
-    let get = |k: &str| m.by_owner.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let get = |k: &str| {
+        m.by_owner
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
     let rows: Vec<Vec<String>> = OWNERS
         .iter()
         .map(|o| {
@@ -161,7 +176,15 @@ fn clients(rows: &[Client]) -> String {
         })
         .collect();
     let right = [false, false, true, true, true, true, true];
-    let head = ["TOP CLIENTS", "STATE", "RATE/S", "10S", "SERVED/S", "DROPS", "PENDING"];
+    let head = [
+        "TOP CLIENTS",
+        "STATE",
+        "RATE/S",
+        "10S",
+        "SERVED/S",
+        "DROPS",
+        "PENDING",
+    ];
     table(&head, &right, &rows)
 }
 
@@ -171,7 +194,13 @@ fn isolations(list: &[Isolation], now: SystemTime) -> String {
     }
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|i| vec![i.client.clone(), super::relative(i.since, now), i.source.clone()])
+        .map(|i| {
+            vec![
+                i.client.clone(),
+                super::relative(i.since, now),
+                i.source.clone(),
+            ]
+        })
         .collect();
     table(&["ISOLATED", "SINCE", "BY"], &[false, false, false], &rows)
 }
@@ -218,12 +247,18 @@ mod tests {
     #[test]
     fn a_degraded_store_and_no_clients_say_so() {
         let page = PAGE
-            .replace(r#""storage_degraded": null"#, r#""storage_degraded": "disk full""#)
+            .replace(
+                r#""storage_degraded": null"#,
+                r#""storage_degraded": "disk full""#,
+            )
             .replace(r#""ready": true"#, r#""ready": false"#);
         let mut v: serde_json::Value = serde_json::from_str(&page).unwrap_or_default();
         v["clients"] = serde_json::json!([]);
         let text = render(v.to_string().as_bytes(), SystemTime::now()).unwrap_or_default();
-        assert!(text.contains("NOT READY · STORE DEGRADED: disk full"), "{text}");
+        assert!(
+            text.contains("NOT READY · STORE DEGRADED: disk full"),
+            "{text}"
+        );
         assert!(text.contains("no clients yet"), "{text}");
         assert!(render(b"{}", SystemTime::now()).is_err());
     }

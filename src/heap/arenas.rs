@@ -9,13 +9,13 @@ use tikv_jemalloc_sys as ffi;
 
 use super::owner::Owner;
 
-/// The `mallocx` flags of each owner's allocations, by owner tag; 0 keeps
-/// jemalloc's default arena and thread cache (unowned, or before [`init`]).
-static FLAGS: [AtomicI32; 4] = [const { AtomicI32::new(0) }; 4];
+/// The `mallocx` arena flag of each owner's allocations, by owner tag; 0
+/// keeps jemalloc's automatic arenas (unowned, or before [`init`]).
+static FLAGS: [AtomicI32; 5] = [const { AtomicI32::new(0) }; 5];
 
 /// The arena index of each tagged owner, by owner tag (unset: `u32::MAX`).
-static ARENA: [std::sync::atomic::AtomicU32; 4] =
-    [const { std::sync::atomic::AtomicU32::new(u32::MAX) }; 4];
+static ARENA: [std::sync::atomic::AtomicU32; 5] =
+    [const { std::sync::atomic::AtomicU32::new(u32::MAX) }; 5];
 
 #[inline]
 pub(super) fn flags_of(tag: u8) -> i32 {
@@ -36,8 +36,7 @@ pub fn init() -> bool {
             };
             let tag = owner as usize;
             ARENA[tag].store(index, Relaxed);
-            let flags = ffi::MALLOCX_ARENA(index as usize) | ffi::MALLOCX_TCACHE_NONE;
-            FLAGS[tag].store(flags, Relaxed);
+            FLAGS[tag].store(ffi::MALLOCX_ARENA(index as usize), Relaxed);
         }
     });
     ARENA[Owner::Store as usize].load(Relaxed) != u32::MAX
@@ -50,9 +49,10 @@ pub struct HeapByOwner {
     pub store: u64,
     pub clients: u64,
     pub dhcp: u64,
+    pub gateway: u64,
     /// Live bytes in jemalloc's automatic arenas (everything unowned).
     pub unowned: u64,
-    /// jemalloc's `stats.allocated`: what the four above add up to.
+    /// jemalloc's `stats.allocated`: what the five above add up to.
     pub allocated: u64,
     /// Freed pages jemalloc keeps resident until they decay or are purged.
     pub dirty: u64,
@@ -76,6 +76,7 @@ pub fn read() -> Option<HeapByOwner> {
             Some(Owner::Store) => h.store = bytes,
             Some(Owner::Clients) => h.clients = bytes,
             Some(Owner::Dhcp) => h.dhcp = bytes,
+            Some(Owner::Gateway) => h.gateway = bytes,
             _ => h.unowned += bytes,
         }
     }
@@ -130,7 +131,7 @@ mod tests {
     fn the_arenas_add_up_to_allocated() {
         assert!(init());
         let h = read().unwrap_or_default();
-        let sum = h.store + h.clients + h.dhcp + h.unowned;
+        let sum = h.store + h.clients + h.dhcp + h.gateway + h.unowned;
         assert!(h.allocated > 0);
         assert_eq!(sum, h.allocated, "{h:?}");
     }

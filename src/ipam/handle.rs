@@ -107,7 +107,10 @@ impl Ipam {
         // A panic while holding the lock leaves the index possibly behind
         // the store; the next restart rebuilds it, so keep serving.
         let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        Locked { guard, _owner: owner }
+        Locked {
+            guard,
+            _owner: owner,
+        }
     }
 
     pub(super) fn refresh_specs(&self, st: &State) {

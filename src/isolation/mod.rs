@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::client::ClientKey;
-use crate::heap::{self, Owner};
 use crate::events::{EventKind, EventLog};
+use crate::heap::{self, Owner};
 use crate::stats::Stats;
 
 /// How many change-log entries are kept for the dashboard.

@@ -138,6 +138,7 @@ pub struct MemoryStats {
     pub owner_store: AtomicU64,
     pub owner_clients: AtomicU64,
     pub owner_dhcp: AtomicU64,
+    pub owner_gateway: AtomicU64,
     pub heap_unowned: AtomicU64,
     pub heap_dirty: AtomicU64,
 }

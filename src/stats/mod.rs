@@ -22,6 +22,6 @@ pub use clients::{ClientRow, ClientTable};
 pub use counters::{DhcpStats, GatewayStats, IpamStats, MemoryStats, RouteStats, Stats};
 pub use histogram::Histogram;
 pub use labels::{DhcpKind, DhcpOutcome, DropReason, OverloadState};
-pub use publisher::Publisher;
 pub use owners::{Measured, MemoryByOwner};
+pub use publisher::Publisher;
 pub use snapshot::{LeaseCount, Snapshot};

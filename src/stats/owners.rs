@@ -1,6 +1,5 @@
 //! How RSS divides among the process's owners: the pure arithmetic over
-//! what the governor measured (jemalloc's per-owner arenas and page
-//! counts) and what the gateway counts of the bytes it buffers.
+//! what the governor measured (jemalloc's per-owner arenas and page counts).
 
 /// The measured figures one division starts from, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -14,9 +13,8 @@ pub struct Measured {
     pub store: u64,
     pub clients: u64,
     pub dhcp: u64,
+    pub gateway: u64,
     pub unowned: u64,
-    /// Request and response body bytes the gateway holds (its budgets' gauges).
-    pub gateway_buffered: u64,
 }
 
 /// RSS by owner: `vpcbox_memory_bytes{owner}`. The seven parts add up to
@@ -27,7 +25,8 @@ pub struct MemoryByOwner {
     pub store: u64,
     /// The client table, the quota maps, the isolation set.
     pub clients: u64,
-    /// Request and response bytes the gateway buffers.
+    /// The gateway's threads: buffered request and response bytes, its
+    /// connections' h2 and TLS state, its upstream clients.
     pub gateway_buffers: u64,
     /// The DHCP server: queued packets, operations in flight and coalesced, replies.
     pub dhcp_queues: u64,
@@ -54,10 +53,10 @@ impl MemoryByOwner {
         "other",
     ];
 
-    /// Divides `m.rss`. The gateway's bytes live in the automatic arenas,
-    /// so they are taken out of the unowned heap (and capped by it).
+    /// Divides `m.rss`: figures read at slightly different instants never
+    /// make a part negative.
     pub fn divide(m: &Measured) -> Self {
-        let gateway_buffers = m.gateway_buffered.min(m.unowned);
+        let gateway_buffers = m.gateway;
         let allocator_dirty = m.dirty;
         let allocator_retained = m
             .resident
@@ -74,7 +73,7 @@ impl MemoryByOwner {
             other: m
                 .rss
                 .saturating_sub(owned + allocator_retained + allocator_dirty),
-            unowned_heap: m.unowned - gateway_buffers,
+            unowned_heap: m.unowned,
         }
     }
 
@@ -117,8 +116,8 @@ mod tests {
             store: 20 * MIB,
             clients: 2 * MIB,
             dhcp: 3 * MIB,
-            unowned: 25 * MIB,
-            gateway_buffered: 10 * MIB,
+            gateway: 10 * MIB,
+            unowned: 15 * MIB,
         }
     }
 
@@ -131,7 +130,10 @@ mod tests {
         assert_eq!(d.allocator_retained, 12 * MIB);
         assert_eq!(d.gateway_buffers, 10 * MIB);
         assert_eq!(d.unowned_heap, 15 * MIB);
-        assert_eq!(d.other, 100 * MIB - 20 * MIB - 2 * MIB - 10 * MIB - 3 * MIB - 20 * MIB);
+        assert_eq!(
+            d.other,
+            100 * MIB - 20 * MIB - 2 * MIB - 10 * MIB - 3 * MIB - 20 * MIB
+        );
     }
 
     #[test]
@@ -139,14 +141,12 @@ mod tests {
         let m = Measured {
             rss: 10 * MIB,
             resident: 5 * MIB,
-            gateway_buffered: 30 * MIB,
             ..measured()
         };
         let d = MemoryByOwner::divide(&m);
         assert_eq!(d.other, 0);
         assert_eq!(d.allocator_retained, 0);
-        assert_eq!(d.gateway_buffers, 25 * MIB, "capped by the unowned heap");
-        assert_eq!(d.unowned_heap, 0);
+        assert_eq!(d.gateway_buffers, 10 * MIB);
     }
 
     #[test]

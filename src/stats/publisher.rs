@@ -46,10 +46,9 @@ impl Publisher {
     }
 }
 
-/// RSS by owner from the governor's last sample and the gateway's gauges.
+/// RSS by owner from the governor's last sample.
 fn by_owner(stats: &Stats) -> MemoryByOwner {
-    let (m, g) = (&stats.memory, &stats.gateway);
-    let held = |a: &std::sync::atomic::AtomicI64| u64::try_from(a.load(Relaxed)).unwrap_or(0);
+    let m = &stats.memory;
     MemoryByOwner::divide(&Measured {
         rss: m.rss_bytes.load(Relaxed),
         allocated: m.heap_allocated.load(Relaxed),
@@ -58,8 +57,8 @@ fn by_owner(stats: &Stats) -> MemoryByOwner {
         store: m.owner_store.load(Relaxed),
         clients: m.owner_clients.load(Relaxed),
         dhcp: m.owner_dhcp.load(Relaxed),
+        gateway: m.owner_gateway.load(Relaxed),
         unowned: m.heap_unowned.load(Relaxed),
-        gateway_buffered: held(&g.body_bytes_in_use) + held(&g.response_buffered),
     })
 }
 

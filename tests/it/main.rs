@@ -22,6 +22,7 @@ mod disk_full;
 mod gw_identity;
 mod headless;
 mod identity_flood;
+mod memory_owners;
 mod netns;
 mod package;
 mod public;
