@@ -1,13 +1,15 @@
 //! Cost per allocation of the owner-tracking allocator (run through
 //! `bench/alloc.sh`, release build; results in `bench/RESULTS-memory.md`).
 //!
-//! Three allocators on the same thread: jemalloc as tikv-jemallocator calls
-//! it (`plain`, main before memory by owner), [`vpcbox::heap::Allocator`]
-//! outside any owner (`unowned`: the gateway's and the runtime's path), and
-//! inside an owner's scope (`owned`: the DHCP thread, the IPAM lock, the
-//! client tables). Two patterns per size: an allocation freed at once
-//! (`pair`), and 256 held then freed (`batch`, past the thread cache's
-//! LIFO reuse). Prints ns per allocation + free.
+//! Four ways to allocate on one thread: jemalloc as tikv-jemallocator calls
+//! it (`plain`, main before memory by owner); [`vpcbox::heap::Allocator`]
+//! outside any owner (`unowned`: the main runtime, blocking threads);
+//! inside an owned thread with its own tcache (`thread`: the gateway's
+//! threads, the DHCP thread, the committer); inside an owner's scope with
+//! no tcache (`scope`: the IPAM state lock, the client tables, sled's
+//! threads). Two patterns per size: an allocation freed at once (`pair`),
+//! and 256 held then freed (`batch`, past the thread cache's LIFO reuse).
+//! Prints ns per allocation + free.
 #![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -68,11 +70,19 @@ fn main() {
             let best = |m: &dyn Fn() -> f64| (0..5).map(|_| m()).fold(f64::MAX, f64::min);
             let plain = best(&|| f(&Jemalloc, layout));
             let unowned = best(&|| g(&Allocator, layout));
-            let owned = best(&|| {
+            let thread = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let _t = heap::enter_thread(Owner::Gateway);
+                    best(&|| g(&Allocator, layout))
+                })
+                .join()
+                .unwrap()
+            });
+            let scope = best(&|| {
                 let _s = heap::scope(Owner::Store);
                 g(&Allocator, layout)
             });
-            println!("{size:>6} {shape:>6} {plain:>8.1} {unowned:>8.1} {owned:>8.1}");
+            println!("{size:>6} {shape:>6} {plain:>8.1} {unowned:>8.1} {thread:>8.1} {scope:>8.1}");
         }
     }
 }

@@ -296,7 +296,7 @@ fn each_owner_moves_with_its_load_and_the_owners_add_up() {
     let after = status(node.http);
     let rise = owner(&after, "store") - owner(&before, "store");
     assert!(
-        rise >= (m * 64) as f64 && rise <= (m * 32 << 10) as f64,
+        rise >= (m * 64) as f64 && rise <= ((m * 32) << 10) as f64,
         "store +{rise} bytes for {m} leases: {after}"
     );
     adds_up(&after);
