@@ -97,9 +97,12 @@ pub fn owners_line(o: &MemoryByOwner) -> Line<'static> {
         if i > 0 {
             spans.push(Span::styled(" · ", dim));
         }
-        let short = label.strip_prefix("allocator_").unwrap_or(label);
-        let short = short.strip_suffix("_buffers").unwrap_or(short);
-        let short = short.strip_suffix("_queues").unwrap_or(short);
+        // "retained" alone would read as jemalloc's (virtual) retained of the line above.
+        let short = match label {
+            "allocator_retained" => "allocator",
+            "allocator_dirty" => "dirty",
+            l => l.split('_').next().unwrap_or(l),
+        };
         spans.push(Span::raw(format!("{short} {}", format::bytes_short(bytes))));
     }
     Line::from(spans)
