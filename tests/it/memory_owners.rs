@@ -258,6 +258,7 @@ fn each_owner_moves_with_its_load_and_the_owners_add_up() {
     std::thread::sleep(Duration::from_millis(500));
     let s = status(node.http);
     let rise = owner(&s, "gateway_buffers") - owner(&base, "gateway_buffers");
+    eprintln!("gateway_buffers +{:.2} MiB for {n} held streams", rise / MIB);
     assert!(
         pending && rise <= high,
         "gateway_buffers +{:.2} MiB for {n} streams (expected {:.1}..{:.1} MiB): {s}",
