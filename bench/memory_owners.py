@@ -32,10 +32,12 @@ def main():
     while not os.path.exists(cfg) and replay.poll() is None:
         time.sleep(0.02)
     listen = re.search(r'\[gateway\][^\[]*?listen = "([^"]+)"', open(cfg).read()).group(1)
-    t0 = time.monotonic()
-    polls = []  # (t since setup, {owner: bytes, "rss": bytes, "allocated": bytes})
+    # The replay's clock starts when the target is ready: so does ours, at
+    # the first answer that carries figures.
+    t0 = None
+    polls = []  # (t since ready, {owner: bytes, "rss": bytes, "allocated": bytes})
     while replay.poll() is None:
-        t = time.monotonic() - t0
+        t = time.monotonic() - (t0 or time.monotonic())
         try:
             text = urllib.request.urlopen(f"http://{listen}/metrics", timeout=1).read().decode()
         except OSError:
@@ -48,15 +50,15 @@ def main():
             m = re.search(rf"^{name} (\S+)$", text, re.M)
             if m:
                 row[key] = float(m.group(1))
-        if row:
+        if row.get("rss"):
+            if t0 is None:
+                t0, t = time.monotonic(), 0.0
             polls.append((t, row))
         time.sleep(0.25)
     timeline = list(csv.DictReader(open(os.path.join(out, "timeline.csv"))))
-    # The replay's clock starts a moment after the target is ready; align on
-    # the first phase change we both see (none needed: the margins are seconds).
     load_start = next(float(r["t"]) for r in timeline if r["phase"] != "idle")
     load_end = next(float(r["t"]) for r in timeline if r["phase"] == "tail")
-    before = max((p for p in polls if p[0] < load_start - 0.5), key=lambda p: p[0])
+    before = max((p for p in polls if p[0] < load_start - 0.3), key=lambda p: p[0])
     after = min(polls, key=lambda p: abs(p[0] - (load_end + 5.0)))
     print(f"replay output: {out}")
     print(f"| owner | before the load (t={before[0]:.1f} s) | 5 s after it (t={after[0]:.1f} s) |")

@@ -18,7 +18,9 @@ pub struct Measured {
 }
 
 /// RSS by owner: `vpcbox_memory_bytes{owner}`. The seven parts add up to
-/// RSS (`other` takes the rest, never below 0).
+/// RSS (`other` takes the rest, never below 0) — except that an owner's
+/// live bytes include zero pages it never wrote (a large `calloc`), which
+/// are not resident: then the parts exceed RSS and `other` is 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemoryByOwner {
     /// The IPAM: sled's page cache and allocations, the lease index.
