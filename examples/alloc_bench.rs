@@ -56,8 +56,8 @@ fn batch<A: GlobalAlloc>(a: &A, layout: Layout) -> f64 {
 fn main() {
     assert!(heap::init(), "jemalloc refused the owners' arenas");
     println!(
-        "{:>6} {:>6} {:>8} {:>8} {:>8}",
-        "size", "shape", "plain", "unowned", "owned"
+        "{:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "size", "shape", "plain", "unowned", "thread", "scope"
     );
     for size in [32usize, 256, 4096, 65536] {
         let layout = Layout::from_size_align(size, 8).unwrap();
