@@ -17,6 +17,7 @@ pub mod dhcp;
 pub mod events;
 pub mod exit;
 pub mod gateway;
+pub mod heap;
 pub mod ipam;
 pub mod isolation;
 pub mod memory;
@@ -29,9 +30,10 @@ pub mod stats;
 pub mod tui;
 
 /// jemalloc is the allocator of everything built from this crate (the
-/// binary, tests, examples), so tests exercise the same heap as production.
+/// binary, tests, examples), so tests exercise the same heap as production;
+/// [`heap::Allocator`] adds the per-owner arenas.
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: heap::Allocator = heap::Allocator;
 
 /// jemalloc tuning, read at its initialisation: a background thread and
 /// short decay times hand freed pages back soon after a burst, even when

@@ -12,6 +12,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::Quota;
 
 use crate::config::Rate;
+use crate::heap::{self, Owner};
 
 /// `rate` with a burst of `burst` (at least 1).
 pub fn quota(rate: Rate, burst: u32) -> Quota {
@@ -38,6 +39,7 @@ pub struct CappedStore<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> CappedStore<K> {
     pub fn new(cap: usize) -> Self {
+        let _owner = heap::scope(Owner::Clients);
         Self {
             keys: DashMapStateStore::default(),
             shared: InMemoryState::default(),
@@ -55,6 +57,7 @@ impl<K: Hash + Eq + Clone> StateStore for CappedStore<K> {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
+        let _owner = heap::scope(Owner::Clients);
         if !self.keys.contains_key(key) && self.keys.len() >= self.cap {
             return self.shared.measure_and_replace(&NotKeyed::NonKey, f);
         }
@@ -64,10 +67,12 @@ impl<K: Hash + Eq + Clone> StateStore for CappedStore<K> {
 
 impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for CappedStore<K> {
     fn retain_recent(&self, drop_below: Nanos) {
+        let _owner = heap::scope(Owner::Clients);
         self.keys.retain_recent(drop_below);
     }
 
     fn shrink_to_fit(&self) {
+        let _owner = heap::scope(Owner::Clients);
         self.keys.shrink_to_fit();
     }
 

@@ -1,4 +1,4 @@
-//! `vpcbox clients | isolate ID | release ID | leases | subnets`: thin
+//! `vpcbox clients | isolate ID | release ID | leases | subnets | status`: thin
 //! clients of the HTTP API for headless boxes. Aligned tables by default,
 //! the API's own JSON with `--json`.
 //!
@@ -82,6 +82,11 @@ pub enum AdminCommand {
         #[command(flatten)]
         opts: AdminOpts,
     },
+    /// One screen: health, overload, memory by owner, top clients, pending work, isolations
+    Status {
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
 }
 
 impl AdminCommand {
@@ -91,7 +96,8 @@ impl AdminCommand {
             | Self::Isolate { opts, .. }
             | Self::Release { opts, .. }
             | Self::Leases { opts, .. }
-            | Self::Subnets { opts } => opts,
+            | Self::Subnets { opts }
+            | Self::Status { opts } => opts,
         }
     }
 
@@ -99,7 +105,10 @@ impl AdminCommand {
     fn needs_token(&self) -> bool {
         matches!(
             self,
-            Self::Clients { .. } | Self::Isolate { .. } | Self::Release { .. }
+            Self::Clients { .. }
+                | Self::Isolate { .. }
+                | Self::Release { .. }
+                | Self::Status { .. }
         )
     }
 }
@@ -170,6 +179,10 @@ pub async fn execute(cmd: &AdminCommand, cfg: &Config) -> Result<String, Exit> {
         AdminCommand::Subnets { .. } => {
             let body = target.call(Method::GET, "/v1/subnets", None).await?;
             render(opts, &body, render::subnets)
+        }
+        AdminCommand::Status { .. } => {
+            let body = target.call(Method::GET, "/v1/status", None).await?;
+            render(opts, &body, |b| status::render(b, SystemTime::now()))
         }
     }
 }
@@ -417,3 +430,4 @@ fn relative(at: u64, now: SystemTime) -> String {
 }
 
 mod render;
+mod status;

@@ -44,6 +44,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     let use_tui = crate::tui::should_use_tui(opts.headless);
     start_logging(&config, &opts, use_tui)?;
     let config = Arc::new(config);
+    // Before anything the owners allocate (the client table, the store).
+    crate::heap::init();
     let stats = Stats::new(config.stats.tracked_clients);
     let (ipam, cluster) = store::open(&config, stats.clone())?;
     let isolation = IsolationSet::open(ipam.isolation_store())

@@ -130,6 +130,8 @@ impl DhcpServer {
         let spawned = std::thread::Builder::new()
             .name("vpcbox-dhcp".into())
             .spawn(move || {
+                // Everything this thread allocates is the DHCP server's.
+                let _owner = crate::heap::enter_thread(crate::heap::Owner::Dhcp);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();

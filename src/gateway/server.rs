@@ -218,6 +218,8 @@ const TCACHE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
 /// One gateway thread: accept until cancelled, drain its connections (each
 /// bounded by the grace time), then wait for the other threads to drain.
 fn serve_thread(l: std::net::TcpListener, inner: Arc<Inner>, drained: &tokio::sync::Barrier) {
+    // Everything this thread allocates is the gateway's (`vpcbox_memory_bytes`).
+    let _owner = crate::heap::enter_thread(crate::heap::Owner::Gateway);
     // Its blocking pool (store reads, isolation fsyncs) is named apart from
     // the gateway thread, so `top -H` shows which one works.
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -37,6 +37,7 @@ pub(super) fn start(ipam: &Arc<Ipam>) -> std::io::Result<std::thread::JoinHandle
         .spawn({
             let shared = shared.clone();
             move || {
+                let _owner = crate::heap::enter_thread(crate::heap::Owner::Store);
                 let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     run(&shared, &weak, interval);
                 }));

@@ -18,6 +18,7 @@ use super::spec::SubnetSpec;
 use super::state::State;
 use super::store::Store;
 use crate::events::EventLog;
+use crate::heap::{self, Owner};
 use crate::stats::Stats;
 
 pub struct Ipam {
@@ -46,6 +47,27 @@ pub struct Ipam {
     pub(super) events: OnceLock<Arc<EventLog>>,
     /// Cluster mode: the cluster layer's answers (see [`ClusterHooks`]).
     pub(super) cluster: OnceLock<Arc<dyn ClusterHooks>>,
+}
+
+/// The locked state; what is allocated or freed while it is held is the
+/// store's (the lease index, its maps, the queued writes).
+pub(super) struct Locked<'a> {
+    // Declared first: unlocked before the owner is restored.
+    guard: MutexGuard<'a, State>,
+    _owner: heap::Scope,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
 }
 
 impl std::fmt::Debug for Ipam {
@@ -78,15 +100,20 @@ impl Ipam {
 
     /// The state, for a caller that applies the queued writes itself
     /// ([`Ipam::drain`]): no committer's apply is in flight while held.
-    pub(super) fn lock_store(&self) -> (MutexGuard<'_, ()>, MutexGuard<'_, State>) {
+    pub(super) fn lock_store(&self) -> (MutexGuard<'_, ()>, Locked<'_>) {
         let applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         (applying, self.lock())
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> Locked<'_> {
+        let owner = heap::scope(Owner::Store);
         // A panic while holding the lock leaves the index possibly behind
         // the store; the next restart rebuilds it, so keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Locked {
+            guard,
+            _owner: owner,
+        }
     }
 
     pub(super) fn refresh_specs(&self, st: &State) {

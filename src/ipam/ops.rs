@@ -2,12 +2,11 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::MutexGuard;
 use std::time::{Instant, SystemTime};
 
 use super::commit::Ticket;
 use super::error::IpamError;
-use super::handle::Ipam;
+use super::handle::{Ipam, Locked};
 use super::model::{secs, Lease, LeaseState, Port};
 use super::record::{ip_key, offered, Record};
 use super::state::{Plan, State};
@@ -71,7 +70,7 @@ impl Ipam {
     }
 
     /// Locks the state and does the housekeeping due at `now`.
-    fn locked(&self, now: u32) -> Result<MutexGuard<'_, State>, IpamError> {
+    fn locked(&self, now: u32) -> Result<Locked<'_>, IpamError> {
         let mut st = self.lock();
         self.maintain(&mut st, now)?;
         Ok(st)

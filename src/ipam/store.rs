@@ -11,6 +11,8 @@ use futures::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use crate::heap::{self, Owner};
+
 use super::error::IpamError;
 
 /// Bumped when the on-disk layout changes; a store written by a newer
@@ -107,6 +109,7 @@ impl SledStore {
     /// it gives `Locked`; garbage gives `Corrupt` (sled may panic on garbage,
     /// so the open runs under `catch_unwind`).
     pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, IpamError> {
+        let _owner = heap::scope(Owner::Store);
         let store = Self {
             dir: dir.to_path_buf(),
             cache_capacity,
@@ -259,6 +262,7 @@ fn open_error(path: PathBuf, e: sled::Error) -> IpamError {
 
 impl Store for SledStore {
     fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, IpamError> {
+        let _owner = heap::scope(Owner::Store);
         Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
     }
 
@@ -267,17 +271,25 @@ impl Store for SledStore {
             Ok(t) => t,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
-        let iter = match to {
+        let mut iter = match to {
             Some(to) => t.range(from.to_vec()..to.to_vec()),
             None => t.range(from.to_vec()..),
         };
-        Box::new(iter.map(|r| {
-            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(IpamError::from)
+        // sled's work (its page cache) is the store's; the caller's copies are the caller's.
+        Box::new(std::iter::from_fn(move || {
+            let next = {
+                let _owner = heap::scope(Owner::Store);
+                iter.next()?
+            };
+            Some(
+                next.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(IpamError::from),
+            )
         }))
     }
 
     fn apply(&self, ops: &[Op]) -> Result<(), IpamError> {
+        let _owner = heap::scope(Owner::Store);
         if ops.is_empty() {
             // sled panics on a transaction over zero trees.
             return Ok(());
@@ -358,6 +370,7 @@ impl Store for SledStore {
     /// `Locked` is retried for up to 1 s); a scan still iterating the old
     /// one keeps it locked, and the caller tries again later.
     fn reopen(&self) -> Result<(), IpamError> {
+        let _owner = heap::scope(Owner::Store);
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         drop(inner.take());
         for _ in 0..200 {

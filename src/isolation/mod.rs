@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::client::ClientKey;
 use crate::events::{EventKind, EventLog};
+use crate::heap::{self, Owner};
 use crate::stats::Stats;
 
 /// How many change-log entries are kept for the dashboard.
@@ -105,6 +106,7 @@ impl std::fmt::Debug for IsolationSet {
 impl IsolationSet {
     /// Loads the persisted set.
     pub fn open(store: Box<dyn IsolationStore>) -> Result<Arc<Self>, StoreError> {
+        let _owner = heap::scope(Owner::Clients);
         let entries = store.load()?;
         let set = entries.iter().map(|e| e.client.clone()).collect();
         Ok(Arc::new(Self {
@@ -150,6 +152,7 @@ impl IsolationSet {
 
     /// Isolates `client`; `Ok(false)` if it already was. Durable on return.
     pub fn isolate(&self, client: &ClientKey, source: &str) -> Result<bool, StoreError> {
+        let _owner = heap::scope(Owner::Clients);
         // std Mutex: serialises writers only (rare), never held across await.
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.iter().any(|e| &e.client == client) {
@@ -169,6 +172,7 @@ impl IsolationSet {
 
     /// Releases `client`; `Ok(false)` if it was not isolated. Durable on return.
     pub fn release(&self, client: &ClientKey, source: &str) -> Result<bool, StoreError> {
+        let _owner = heap::scope(Owner::Clients);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if !entries.iter().any(|e| &e.client == client) {
             return Ok(false);

@@ -127,9 +127,11 @@ pub fn purge() -> bool {
 }
 
 /// Hands the calling thread's cached free blocks (its jemalloc tcache) back
-/// to their arenas, where whole free pages can then be purged. Other
+/// to their arenas, where whole free pages can then be purged (and the
+/// thread's owner's tcache, if it entered one: `crate::heap`). Other
 /// threads' caches are out of reach: each thread flushes its own.
 pub fn flush_thread_cache() -> bool {
+    crate::heap::flush_thread_cache();
     void_ctl(c"thread.tcache.flush")
 }
 
@@ -207,6 +209,7 @@ pub struct Governor {
 
 impl Governor {
     pub fn new(stats: Arc<Stats>, events: Arc<EventLog>, config: MemoryConfig) -> Self {
+        crate::heap::init();
         stats.memory.budget_bytes.store(config.budget, Relaxed);
         Self {
             stats,
@@ -282,6 +285,16 @@ impl Governor {
             m.heap_allocated.store(s.allocated, Relaxed);
             m.heap_resident.store(s.resident, Relaxed);
             m.heap_retained.store(s.retained, Relaxed);
+        }
+        if let Some(h) = crate::heap::read() {
+            m.owner_store.store(h.store, Relaxed);
+            m.owner_clients.store(h.clients, Relaxed);
+            m.owner_dhcp.store(h.dhcp, Relaxed);
+            m.owner_gateway.store(h.gateway, Relaxed);
+            m.heap_unowned.store(h.unowned, Relaxed);
+            m.heap_dirty.store(h.dirty, Relaxed);
+            // The owners' epoch: the same instant as the figures they divide.
+            m.heap_allocated.store(h.allocated, Relaxed);
         }
     }
 

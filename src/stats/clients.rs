@@ -12,6 +12,7 @@ use super::labels::{DropReason, N_REASON};
 use super::summary::Summary;
 use super::window::{Window, TICK, TICKS_PER_SEC};
 use crate::client::ClientKey;
+use crate::heap::{self, Owner};
 
 /// Buckets in the request window: 10 s.
 const REQ_TICKS: usize = 10 * TICKS_PER_SEC as usize;
@@ -168,6 +169,7 @@ pub struct ClientTable {
 impl ClientTable {
     /// A table that tracks at most `capacity` clients individually.
     pub fn new(capacity: usize) -> Self {
+        let _owner = heap::scope(Owner::Clients);
         let summary = Summary::new(capacity);
         Self {
             capacity,
@@ -187,6 +189,7 @@ impl ClientTable {
     /// A packet or request from `client` arrived. Call it for every arrival,
     /// including ones later dropped: the rates show what a client sends.
     pub fn request(&self, client: &ClientKey, now: Instant) {
+        let _owner = heap::scope(Owner::Clients);
         let mut inner = self.lock();
         let tick = inner.tick(now);
         inner.touch(client).request(tick);
@@ -194,6 +197,7 @@ impl ClientTable {
 
     /// A request from `client` was answered.
     pub fn served(&self, client: &ClientKey, now: Instant) {
+        let _owner = heap::scope(Owner::Clients);
         let mut inner = self.lock();
         let tick = inner.tick(now);
         inner.existing(client).served(tick);
@@ -201,6 +205,7 @@ impl ClientTable {
 
     /// A request from `client` was refused for `reason`.
     pub fn drop(&self, client: &ClientKey, reason: DropReason, now: Instant) {
+        let _owner = heap::scope(Owner::Clients);
         let mut inner = self.lock();
         inner.tick(now);
         let c = inner.touch(client);
@@ -213,6 +218,7 @@ impl ClientTable {
     /// came back takes the rest from "others", which holds its earlier
     /// in-flight work, so neither row drifts.
     pub fn pending(&self, client: &ClientKey, delta: i64) {
+        let _owner = heap::scope(Owner::Clients);
         let mut inner = self.lock();
         let inner = &mut *inner;
         match inner.summary.find(client) {

@@ -10,6 +10,7 @@ mod counters;
 pub mod histogram;
 pub mod history;
 mod labels;
+pub mod owners;
 pub mod prometheus;
 pub mod publisher;
 pub mod snapshot;
@@ -23,5 +24,6 @@ pub use counters::{DhcpStats, GatewayStats, IpamStats, MemoryStats, RouteStats, 
 pub use histogram::Histogram;
 pub use history::History;
 pub use labels::{DhcpKind, DhcpOutcome, DropReason, OverloadState};
+pub use owners::{Measured, MemoryByOwner};
 pub use publisher::Publisher;
 pub use snapshot::{LeaseCount, Snapshot};

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::counters::Stats;
 use super::labels::{DhcpKind, DhcpOutcome, DropReason};
+use super::owners::{Measured, MemoryByOwner};
 use super::snapshot::{MemorySnapshot, RouteSnapshot, Snapshot};
 
 pub struct Publisher {
@@ -43,6 +44,22 @@ impl Publisher {
             }
         }
     }
+}
+
+/// RSS by owner from the governor's last sample.
+fn by_owner(stats: &Stats) -> MemoryByOwner {
+    let m = &stats.memory;
+    MemoryByOwner::divide(&Measured {
+        rss: m.rss_bytes.load(Relaxed),
+        allocated: m.heap_allocated.load(Relaxed),
+        resident: m.heap_resident.load(Relaxed),
+        dirty: m.heap_dirty.load(Relaxed),
+        store: m.owner_store.load(Relaxed),
+        clients: m.owner_clients.load(Relaxed),
+        dhcp: m.owner_dhcp.load(Relaxed),
+        gateway: m.owner_gateway.load(Relaxed),
+        unowned: m.heap_unowned.load(Relaxed),
+    })
 }
 
 fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
@@ -109,6 +126,7 @@ fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
             heap_shrinks: m.heap_shrinks.load(Relaxed),
             last_reclaim_bytes: m.last_reclaim_bytes.load(Relaxed),
             overload_state: m.overload_state.load(Relaxed),
+            by_owner: by_owner(stats),
         },
         drops: DropReason::ALL
             .iter()

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use super::clients::ClientRow;
 use super::histogram::HistogramSnapshot;
 use super::labels::{DhcpKind, DhcpOutcome, DropReason};
+use super::owners::MemoryByOwner;
 
 /// One lease-count gauge: `vpcbox_ipam_leases{subnet,state}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -34,6 +35,8 @@ pub struct MemorySnapshot {
     pub heap_shrinks: u64,
     pub last_reclaim_bytes: u64,
     pub overload_state: u64,
+    /// RSS divided among its owners (`vpcbox_memory_bytes{owner}`).
+    pub by_owner: MemoryByOwner,
 }
 
 /// Everything the dashboard, `/metrics` and the admin API show.

@@ -1,6 +1,7 @@
 //! Tests of the client table, the Prometheus rendering and the publisher.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -339,6 +340,14 @@ fn live_snapshot_renders_and_parses() {
         stats.clients.request(&mac(i), t0);
     }
     stats.drop_for(&mac(1), DropReason::QueueFull, t0);
+    let m = &stats.memory;
+    m.rss_bytes.store(100 << 20, Relaxed);
+    m.heap_allocated.store(40 << 20, Relaxed);
+    m.heap_resident.store(50 << 20, Relaxed);
+    m.heap_dirty.store(4 << 20, Relaxed);
+    m.owner_store.store(10 << 20, Relaxed);
+    m.owner_gateway.store(20 << 20, Relaxed);
+    m.heap_unowned.store(10 << 20, Relaxed);
     let (mut publisher, _rx) = Publisher::new(stats.clone());
     let snap = publisher.take(t0);
     assert_eq!(snap.clients.len(), 31, "30 clients and the others row");
@@ -379,6 +388,15 @@ fn live_snapshot_renders_and_parses() {
         (Some(0.0), Some(1.0), Some(2.0))
     );
     assert_eq!(value("vpcbox_ipam_commit_seconds_count", &[]), Some(2.0));
+    let owner = |o: &str| value("vpcbox_memory_bytes", &[("owner", o)]);
+    assert_eq!(owner("store"), Some(f64::from(10 << 20)));
+    assert_eq!(owner("gateway_buffers"), Some(f64::from(20 << 20)));
+    assert_eq!(owner("allocator_retained"), Some(f64::from(6 << 20)));
+    let parts: f64 = series(&samples, "vpcbox_memory_bytes")
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(parts, f64::from(100 << 20), "the owners add up to RSS");
     assert_eq!(
         series(&samples, "vpcbox_client_rate").len(),
         20,

@@ -47,6 +47,28 @@ pub fn bytes(v: u64) -> String {
     format!("{x:.1} {unit}")
 }
 
+/// Binary sizes in at most 4 characters: `512B`, `12K`, `3.4M`, `45M`, `1.5G`.
+pub fn bytes_short(v: u64) -> String {
+    const UNITS: [char; 4] = ['K', 'M', 'G', 'T'];
+    if v < 1024 {
+        return format!("{v}B");
+    }
+    let mut x = v as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if x < 1023.5 {
+            break;
+        }
+        x /= 1024.0;
+        unit = *u;
+    }
+    if x < 9.95 {
+        format!("{x:.1}{unit}")
+    } else {
+        format!("{x:.0}{unit}")
+    }
+}
+
 /// `42s`, `3m07s`, `1h02m`, `2d03h`.
 pub fn uptime(d: Duration) -> String {
     let s = d.as_secs();
@@ -87,6 +109,10 @@ mod tests {
         assert_eq!(count(12_345), "12.3k");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(bytes_short(512), "512B");
+        assert_eq!(bytes_short(3 * 1024 * 1024 / 2), "1.5M");
+        assert_eq!(bytes_short(45 << 20), "45M");
+        assert_eq!(bytes_short((1 << 20) - 1), "1.0M");
         assert_eq!(uptime(Duration::from_secs(3_720)), "1h02m");
         assert_eq!(clock_utc(3_723_000), "01:02:03");
         assert_eq!(truncate("abcdef", 4), "abc…");

@@ -108,6 +108,16 @@ pub(super) fn snapshot(secs: u64, flood_drops: u64) -> Snapshot {
             heap_shrinks: 3,
             last_reclaim_bytes: 24 * MIB,
             overload_state: 0,
+            by_owner: crate::stats::MemoryByOwner {
+                store: 40 * MIB,
+                clients: 2 * MIB,
+                gateway_buffers: 6 * MIB,
+                dhcp_queues: 3 * MIB,
+                allocator_retained: 20 * MIB,
+                allocator_dirty: 10 * MIB,
+                other: 99 * MIB,
+                unowned_heap: 9 * MIB,
+            },
         },
         drops: vec![
             (DropReason::RateLimited, flood_drops),

@@ -36,6 +36,7 @@ mod headless;
 #[path = "../common/history.rs"]
 mod history;
 mod identity_flood;
+mod memory_owners;
 mod netns;
 mod package;
 mod public;

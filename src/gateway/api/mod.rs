@@ -13,6 +13,7 @@ pub(crate) mod live;
 mod ops;
 mod response;
 mod router;
+mod status;
 mod ui;
 mod wire;
 

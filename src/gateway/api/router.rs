@@ -13,7 +13,7 @@ use super::context::{ApiContext, Req};
 use super::error::ApiError;
 use super::response::Resp;
 use super::wire::{authorized, percent_decode};
-use super::{admin, ipam, ops, ui};
+use super::{admin, ipam, ops, status, ui};
 
 /// Every path the API serves; segments are percent-decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,7 @@ pub(crate) enum Route {
     EventStream,
     Ui,
     UiAsset(String),
+    Status,
 }
 
 impl Route {
@@ -72,6 +73,7 @@ impl Route {
             ["v1", "events", "stream"] => Self::EventStream,
             ["ui"] => Self::Ui,
             ["ui", name] => Self::UiAsset(own(name)),
+            ["v1", "status"] => Self::Status,
             _ => return None,
         })
     }
@@ -95,7 +97,7 @@ impl Route {
     /// Admin endpoints always need the token; IPAM endpoints for writes.
     fn needs_token(&self, m: &Method) -> bool {
         match self {
-            Self::Clients | Self::Isolations | Self::Isolation(_) => true,
+            Self::Clients | Self::Isolations | Self::Isolation(_) | Self::Status => true,
             Self::Healthz
             | Self::Readyz
             | Self::Metrics
@@ -174,6 +176,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<Resp, ApiErr
         Route::EventStream => Err(ApiError::NotFound(events_path())),
         Route::Ui => ui::page(&req.headers),
         Route::UiAsset(name) => ui::asset(&name, &req.headers),
+        Route::Status => status::status(ctx),
     }
 }
 
@@ -215,6 +218,8 @@ mod tests {
         assert!(!r.needs_token(&Method::GET));
         assert!(r.needs_token(&Method::POST));
         assert!(Route::Clients.needs_token(&Method::GET));
+        assert!(Route::Status.needs_token(&Method::GET));
+        assert_eq!(Route::parse("/v1/status"), Some(Route::Status));
         assert!(!Route::Metrics.needs_token(&Method::GET));
         assert!(Route::Reservations.allows(&Method::DELETE));
         assert!(!Route::Leases.allows(&Method::POST));

@@ -7,7 +7,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Sparkline, Widget};
 
-use crate::stats::OverloadState;
+use crate::stats::{MemoryByOwner, OverloadState};
 use crate::tui::data::ClusterRow;
 use crate::tui::format;
 use crate::tui::history::History;
@@ -39,7 +39,7 @@ impl Widget for &Header<'_> {
         }
         let inner = block.inner(area);
         block.render(area, buf);
-        let [top, mem, gauge] = Layout::vertical([Constraint::Length(1); 3]).areas(inner);
+        let [top, mem, owners, gauge] = Layout::vertical([Constraint::Length(1); 4]).areas(inner);
         let (state, color) = overload_label(m.overload_state);
         let dim = Style::new().fg(Color::DarkGray);
         let isolated = self.ui.isolated.len();
@@ -79,6 +79,7 @@ impl Widget for &Header<'_> {
             )),
         ]);
         Paragraph::new(heap).render(mem, buf);
+        Paragraph::new(owners_line(&m.by_owner)).render(owners, buf);
         let budget = match m.budget_bytes {
             0 => self.ui.budget,
             b => b,
@@ -118,6 +119,25 @@ pub fn cluster_line(c: &ClusterRow) -> Line<'static> {
             format!("│ etcd: {} ", format::truncate(e, 40)),
             red,
         ));
+    }
+    Line::from(spans)
+}
+
+/// RSS by owner in one line: `memory store 12M · clients 1.5M · … · other 30M`.
+pub fn owners_line(o: &MemoryByOwner) -> Line<'static> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let mut spans = vec![Span::styled("memory ", dim)];
+    for (i, (label, bytes)) in o.labelled().into_iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::styled(" · ", dim));
+        }
+        // "retained" alone would read as jemalloc's (virtual) retained of the line above.
+        let short = match label {
+            "allocator_retained" => "allocator",
+            "allocator_dirty" => "dirty",
+            l => l.split('_').next().unwrap_or(l),
+        };
+        spans.push(Span::raw(format!("{short} {}", format::bytes_short(bytes))));
     }
     Line::from(spans)
 }

@@ -43,7 +43,7 @@ impl Widget for &Dashboard<'_> {
         let ui = self.ui;
         let rates_h = if area.height >= 22 { 6 } else { 0 };
         let [header, rates, tabs, body, status] = Layout::vertical([
-            Constraint::Length(5),
+            Constraint::Length(6),
             Constraint::Length(rates_h),
             Constraint::Length(1),
             Constraint::Fill(1),

@@ -1,0 +1,450 @@
+//! Memory by owner against the real `vpcbox run --headless`: a known load
+//! per owner moves that owner's figure by about what the load holds, the
+//! heap's owners add up to jemalloc's allocated bytes, and `vpcbox status`
+//! (text and `--json`) shows it all.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::MessageType as M;
+use serde_json::Value;
+
+use crate::dhcp_support::{mac, packet, send_burst};
+use crate::support::{eventually, free_port, vpcbox, write_token, Running};
+
+const TOKEN: &str = "memory-owner-token";
+const RELAY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const MIB: f64 = 1048576.0;
+
+struct Node {
+    vb: Running,
+    http: u16,
+    dhcp: u16,
+    cfg: std::path::PathBuf,
+}
+
+/// A node with a route to `upstream`, quotas out of the way of the loads
+/// (each owner must see its whole load), and a /16 pool.
+fn start(dir: &Path, upstream: u16) -> Node {
+    let (dhcp, http) = (free_port(), free_port());
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_token(&data.join("admin.token"), TOKEN);
+    let text = format!(
+        r#"[storage]
+path = "{data}"
+[dhcp]
+listen = "127.0.0.1:{dhcp}"
+server_id = "10.0.0.1"
+per_client_rate = "1/s"
+per_client_burst = 1000
+global_rate = "10000000/s"
+new_lease_rate = "10000000/s"
+max_leases_per_port = 0
+queue = 8192
+[gateway]
+listen = "127.0.0.1:{http}"
+admin_token_file = "{data}/admin.token"
+per_client_rate = "1000000/s"
+body_budget = "64MiB"
+max_body = "1MiB"
+[memory]
+budget = "2GiB"
+[process]
+shutdown_grace = "2s"
+[[route]]
+prefix = "/slow/"
+upstream = "http://127.0.0.1:{upstream}"
+max_pending = 1000
+timeout = "60s"
+[[subnet]]
+id = "lab"
+cidr = "10.1.0.0/16"
+pools = ["10.1.0.10-10.1.255.250"]
+gateway = "10.1.0.1"
+lease_time = "1h"
+relays = ["127.0.0.2"]
+"#,
+        data = data.display()
+    );
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut vb = Running::start(&cfg);
+    let up = eventually(Duration::from_secs(15), || {
+        http_call(http, "GET", "/readyz", "").0 == 200
+    });
+    assert!(up, "vpcbox never became ready: {}", vb.stderr());
+    Node {
+        vb,
+        http,
+        dhcp,
+        cfg,
+    }
+}
+
+/// One HTTP/1.1 request with the admin token; (status, body).
+fn http_call(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut buf = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
+        return (0, String::new());
+    }
+    let code = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (code, body)
+}
+
+fn status(port: u16) -> Value {
+    let (code, body) = http_call(port, "GET", "/v1/status", "");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn owner(s: &Value, o: &str) -> f64 {
+    s["memory"]["by_owner"][o].as_f64().unwrap()
+}
+
+/// The largest figure of `o` seen in `polls` status pages, `every` apart.
+fn peak(port: u16, o: &str, polls: usize, every: Duration) -> (f64, Value) {
+    let mut best = (f64::MIN, Value::Null);
+    for _ in 0..polls {
+        let s = status(port);
+        if owner(&s, o) > best.0 {
+            best = (owner(&s, o), s);
+        }
+        std::thread::sleep(every);
+    }
+    best
+}
+
+/// The heap's owners add up to jemalloc's allocated bytes, and the seven
+/// parts of RSS to RSS.
+fn adds_up(s: &Value) {
+    let heap: f64 = [
+        "store",
+        "clients",
+        "gateway_buffers",
+        "dhcp_queues",
+        "unowned_heap",
+    ]
+    .iter()
+    .map(|o| owner(s, o))
+    .sum();
+    let allocated = s["memory"]["heap_allocated"].as_f64().unwrap();
+    assert!(
+        (heap - allocated).abs() <= allocated * 0.03,
+        "owners {heap} vs allocated {allocated}: {s}"
+    );
+    let parts: f64 = [
+        "store",
+        "clients",
+        "gateway_buffers",
+        "dhcp_queues",
+        "allocator_retained",
+        "allocator_dirty",
+        "other",
+    ]
+    .iter()
+    .map(|o| owner(s, o))
+    .sum();
+    let rss = s["memory"]["rss_bytes"].as_f64().unwrap();
+    // Owners count live bytes, zero pages never written included (not
+    // resident): the parts exceed RSS only when `other` is empty.
+    if owner(s, "other") > 0.0 {
+        assert!(
+            (parts - rss).abs() <= rss * 0.01,
+            "parts {parts} vs rss {rss}: {s}"
+        );
+    } else {
+        assert!(parts >= rss * 0.99, "parts {parts} vs rss {rss}: {s}");
+    }
+}
+
+/// An upstream that accepts and never reads, with a small receive buffer:
+/// requests stay pending and their bodies back up into the gateway.
+fn silent_upstream() -> (u16, std::thread::JoinHandle<()>) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(1024).unwrap();
+    let l: TcpListener = s.into();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            match s {
+                Ok(s) => held.push(s),
+                Err(_) => return,
+            }
+        }
+    });
+    (port, t)
+}
+
+/// `streams` h2c streams on `conns` connections, each a POST declaring
+/// twice `body` bytes and sending `body` of them, held open until the
+/// runtime drops.
+fn hold_streams(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    conns: usize,
+    streams: usize,
+    body: usize,
+) {
+    rt.block_on(async {
+        for _ in 0..conns {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(conn);
+            for i in 0..streams {
+                let req = http::Request::post(format!("http://127.0.0.1:{port}/slow/{i}"))
+                    .header("content-length", (2 * body).to_string())
+                    .body(())
+                    .unwrap();
+                client = client.ready().await.unwrap();
+                let (resp, mut send) = client.send_request(req, false).unwrap();
+                send.send_data(vec![7u8; body].into(), false).unwrap();
+                tokio::spawn(async move {
+                    let _keep = send;
+                    let _ = resp.await;
+                });
+            }
+            tokio::spawn(async move {
+                let _keep = client;
+                std::future::pending::<()>().await
+            });
+        }
+    });
+}
+
+#[test]
+fn each_owner_moves_with_its_load_and_the_owners_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _upstream) = silent_upstream();
+    let mut node = start(dir.path(), up);
+    std::thread::sleep(Duration::from_secs(1));
+    let base = status(node.http);
+    adds_up(&base);
+
+    // Gateway: 32 held streams, each with 128 KiB of its body sent, against
+    // an upstream that never reads: up to a stream window (64 KiB) of each
+    // waits in the gateway, plus what its upstream client has buffered.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (n, body) = (32usize, 128usize << 10);
+    hold_streams(&rt, node.http, 2, n / 2, body);
+    let (low, high) = ((n * (32 << 10)) as f64, (n * (512 << 10)) as f64);
+    let pending = eventually(Duration::from_secs(10), || {
+        let s = status(node.http);
+        s["routes"][0]["pending"] == n
+            && owner(&s, "gateway_buffers") - owner(&base, "gateway_buffers") >= low
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let s = status(node.http);
+    let rise = owner(&s, "gateway_buffers") - owner(&base, "gateway_buffers");
+    eprintln!(
+        "gateway_buffers +{:.2} MiB for {n} held streams",
+        rise / MIB
+    );
+    assert!(
+        pending && rise <= high,
+        "gateway_buffers +{:.2} MiB for {n} streams (expected {:.1}..{:.1} MiB): {s}",
+        rise / MIB,
+        low / MIB,
+        high / MIB
+    );
+    adds_up(&s);
+    drop(rt);
+    let freed = eventually(Duration::from_secs(10), || {
+        owner(&status(node.http), "gateway_buffers") < owner(&base, "gateway_buffers") + rise / 4.0
+    });
+    assert!(freed, "the streams' bytes stayed: {}", status(node.http));
+
+    // Store: M leases through the allocation API (durable writes to sled).
+    let before = status(node.http);
+    let m = 2000;
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let port = node.http;
+            std::thread::spawn(move || {
+                for i in (w..m).step_by(8) {
+                    let b = format!(
+                        r#"{{"client": "mac:02:bb:00:00:{:02x}:{:02x}"}}"#,
+                        i >> 8,
+                        i & 0xff
+                    );
+                    let (code, text) = http_call(port, "POST", "/v1/subnets/lab/allocations", &b);
+                    assert!(code == 200 || code == 201, "{code} {text}");
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let after = status(node.http);
+    let rise = owner(&after, "store") - owner(&before, "store");
+    assert!(
+        rise >= (m * 64) as f64 && rise <= ((m * 32) << 10) as f64,
+        "store +{rise} bytes for {m} leases: {after}"
+    );
+    adds_up(&after);
+
+    // DHCP and the client tables: DISCOVERs from 20,000 MACs for 3 s, as
+    // fast as one socket sends them: the DHCP thread holds the queued and
+    // in-flight ones; each new MAC gets a quota of its own.
+    let before = status(node.http);
+    let relay = UdpSocket::bind((RELAY, node.dhcp)).unwrap();
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], node.dhcp));
+    let packets: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| packet(M::Discover, mac(0x100000 + i), RELAY, |_| {}))
+        .collect();
+    let flood = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(3) {
+            for chunk in packets.chunks(512) {
+                send_burst(&relay, to, chunk);
+            }
+        }
+    });
+    let (top, at) = peak(node.http, "dhcp_queues", 30, Duration::from_millis(80));
+    flood.join().unwrap();
+    let depth = at["dhcp"]["queue_depth"].as_f64().unwrap();
+    let rise = top - owner(&before, "dhcp_queues");
+    // A queued job is its datagram (~250 bytes) and its bookkeeping.
+    eprintln!(
+        "dhcp_queues peak +{:.2} MiB with {depth} queued",
+        rise / MIB
+    );
+    assert!(
+        rise >= (256 << 10) as f64 && rise >= depth * 200.0 && rise <= 64.0 * MIB,
+        "dhcp_queues +{rise} with {depth} queued: {at}"
+    );
+    adds_up(&at);
+    let s = status(node.http);
+    let clients = owner(&s, "clients") - owner(&before, "clients");
+    // Not every datagram of the flood reaches the server (socket buffers
+    // overflow): a lower bound that thousands of new keys pass.
+    eprintln!("clients +{:.2} MiB", clients / MIB);
+    assert!(
+        clients >= (32 << 10) as f64 && clients <= 64.0 * MIB,
+        "clients +{clients} for up to 20,000 new quota keys: {s}"
+    );
+    // What the burst leaves on the DHCP thread (its in-flight maps keep
+    // their grown capacity, tokio its queue blocks) stays visible, bounded.
+    let after = status(node.http);
+    eprintln!(
+        "dhcp_queues after the burst: +{:.2} MiB",
+        (owner(&after, "dhcp_queues") - owner(&before, "dhcp_queues")) / MIB
+    );
+    node.vb.signal("TERM");
+    assert_eq!(
+        node.vb.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        node.vb.stderr()
+    );
+}
+
+#[test]
+fn vpcbox_status_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _upstream) = silent_upstream();
+    let node = start(dir.path(), up);
+    let (code, _) = http_call(
+        node.http,
+        "POST",
+        "/v1/isolations",
+        r#"{"client": "mac:02:00:00:00:00:42"}"#,
+    );
+    assert_eq!(code, 201);
+    // The DHCP thread publishes its queue's capacity once it serves.
+    let serving = eventually(Duration::from_secs(5), || {
+        status(node.http)["dhcp"]["queue_capacity"] == 8192
+    });
+    assert!(serving);
+    let cfg_path = node.cfg.clone();
+    let cfg = cfg_path.to_str().unwrap();
+    let o = vpcbox(&["status", "--config", cfg]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "· ready · store ok",
+        "overload normal · RSS ",
+        "of 2.0 GiB budget",
+        "MEMORY",
+        "store ",
+        "gateway_buffers ",
+        "dhcp_queues ",
+        "allocator_retained ",
+        "allocator_dirty ",
+        "other ",
+        "of which unowned heap",
+        "slow ",
+        "dhcp queue",
+        "mac:02:00:00:00:00:42",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    assert!(text.lines().count() <= 40, "more than a screen:\n{text}");
+
+    let o = vpcbox(&["status", "--json", "--config", cfg]);
+    assert!(o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["health"]["ready"], true);
+    assert_eq!(v["health"]["storage_degraded"], Value::Null);
+    assert_eq!(v["overload"]["state"], "normal");
+    assert_eq!(v["overload"]["budget_bytes"], 2u64 << 30);
+    assert!(
+        v["memory"]["by_owner"]["store"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(v["clients"].as_array().unwrap().len() <= 5);
+    assert_eq!(v["routes"][0]["name"], "slow");
+    assert_eq!(v["dhcp"]["queue_capacity"], 8192);
+    assert_eq!(v["isolations"][0]["client"], "mac:02:00:00:00:00:42");
+
+    // The token guards it; a node that is not there is 69.
+    let wrong = dir.path().join("wrong.token");
+    std::fs::write(&wrong, "nope").unwrap();
+    let o = vpcbox(&[
+        "status",
+        "--token-file",
+        wrong.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(o.status.code(), Some(77));
+    drop(node);
+    let o = vpcbox(&["status", "--config", cfg]);
+    assert_eq!(
+        o.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
