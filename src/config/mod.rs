@@ -5,10 +5,12 @@
 //! `dhcp.per_client_rate: '0/s' must be at least 1/s`.
 
 mod check;
+mod dhcp6;
 pub mod diff;
 mod gateway;
 pub mod parse;
 pub mod raw;
+mod raw6;
 mod subnets;
 mod validate;
 
@@ -20,6 +22,7 @@ pub use crate::ipam::{
     DhcpOption, PoolRange, ReservationSpec as ReservationConfig, StaticRoute,
     SubnetSpec as SubnetConfig,
 };
+pub use dhcp6::{Dhcp6Config, PdPool6, Pool6, Subnet6Config};
 pub use parse::Rate;
 pub use raw::RawConfig;
 
@@ -67,6 +70,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub dhcp: DhcpConfig,
     pub subnets: Vec<SubnetConfig>,
+    pub dhcp6: Dhcp6Config,
+    pub subnets6: Vec<Subnet6Config>,
     pub reservations: Vec<ReservationConfig>,
     pub gateway: GatewayConfig,
     pub routes: Vec<RouteConfig>,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::check::{
     at, dur, fail, ip, min_dur, non_empty_path, range_check, rate, size_in, sock, within, R,
 };
+use super::dhcp6::{dhcp6, subnets6};
 use super::gateway::{gateway, routes};
 use super::parse;
 use super::raw::{self, RawConfig};
@@ -31,6 +32,8 @@ impl TryFrom<RawConfig> for Config {
                 commit_interval: commit_interval(&raw.storage.commit_interval)?,
             },
             dhcp,
+            dhcp6: dhcp6(&raw.dhcp6)?,
+            subnets6: subnets6(&raw.subnets6, &subnets)?,
             subnets,
             reservations,
             gateway: gateway(&raw.gateway)?,
