@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod events;
 pub mod exit;
 pub mod gateway;

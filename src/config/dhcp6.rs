@@ -1,74 +1,20 @@
-//! `[dhcp6]` and `[[subnet6]]`: the validated DHCPv6 settings and subnets.
+//! `[dhcp6]` and `[[subnet6]]` checked into [`Dhcp6Config`] and [`Subnet6Config`].
 //! Every error names the key and quotes the value as written.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
 
 use super::check::{at, dur, fail, indexed, rate, sock, within, R};
-use super::parse::Rate;
 use super::raw6::{Dhcp6, PdPool, Subnet6};
-use super::SubnetConfig;
-use crate::ipam::dns_name;
+use super::types6::{Dhcp6Config, PdPool6, Pool6, Subnet6Config};
+use crate::ipam::{dns_name, SubnetSpec as SubnetConfig};
 
 /// SOL_MAX_RT / INF_MAX_RT bounds (RFC 9915 21.24, 21.25).
 const MAX_RT: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(86_400));
 /// Longest lifetime: 0xffffffff means "infinite" on the wire, so stay far below it.
 const MAX_LIFETIME: Duration = Duration::from_secs(u32::MAX as u64 / 4);
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dhcp6Config {
-    pub enabled: bool,
-    pub listen: SocketAddr,
-    /// Directly attached clients on these (ff02::1:2 joined on each).
-    pub interfaces: Vec<String>,
-    pub per_client_rate: Rate,
-    pub per_client_burst: u32,
-    /// Answer Solicit + Rapid Commit with a committed Reply.
-    pub rapid_commit: bool,
-    /// Sent in Advertise (option 82): how long a client waits between Solicits at most.
-    pub sol_max_rt: Duration,
-    /// Sent in Information-Request replies (option 83).
-    pub inf_max_rt: Duration,
-}
-
-/// A delegated-prefix pool: `prefix` cut into prefixes of `delegated_len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PdPool6 {
-    pub prefix: Ipv6Net,
-    pub delegated_len: u8,
-}
-
-/// An address range, both ends included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pool6 {
-    pub start: Ipv6Addr,
-    pub end: Ipv6Addr,
-}
-
-impl Pool6 {
-    fn overlaps(&self, start: Ipv6Addr, end: Ipv6Addr) -> bool {
-        self.start <= end && start <= self.end
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subnet6Config {
-    pub id: String,
-    /// The link's prefix: addresses outside it are NotOnLink.
-    pub prefix: Ipv6Net,
-    pub pools: Vec<Pool6>,
-    pub pd_pools: Vec<PdPool6>,
-    /// Option 23.
-    pub dns: Vec<Ipv6Addr>,
-    /// Option 24, one search domain.
-    pub domain: Option<String>,
-    pub preferred_lifetime: Duration,
-    pub valid_lifetime: Duration,
-    /// Link-addresses of the relays whose Relay-Forw this subnet trusts.
-    pub relays: Vec<Ipv6Addr>,
-}
 
 pub fn dhcp6(d: &Dhcp6) -> R<Dhcp6Config> {
     let listen = sock("dhcp6.listen", &d.listen)?;

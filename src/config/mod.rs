@@ -12,6 +12,7 @@ pub mod parse;
 pub mod raw;
 mod raw6;
 mod subnets;
+mod types6;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,9 +23,9 @@ pub use crate::ipam::{
     DhcpOption, PoolRange, ReservationSpec as ReservationConfig, StaticRoute,
     SubnetSpec as SubnetConfig,
 };
-pub use dhcp6::{Dhcp6Config, PdPool6, Pool6, Subnet6Config};
 pub use parse::Rate;
 pub use raw::RawConfig;
+pub use types6::{Dhcp6Config, PdPool6, Pool6, Subnet6Config};
 
 /// The shipped default config, embedded so `vpcbox run` works with no file.
 pub const EMBEDDED: &str = include_str!("../../config.toml");
