@@ -4,9 +4,15 @@
 //! builds the Reply ([`reply`]) → [`relay::wrap`] (Relay-Repl per level).
 
 pub mod error;
+pub mod handler;
+pub mod link;
 pub mod relay;
+pub mod reply;
 pub mod request;
 pub mod wire;
 
 pub use error::Malformed6;
 pub use request::{Ia, IaKey, IaKind, IaNa, IaPd, LinkLayer, Request6};
+
+#[cfg(test)]
+mod tests;
