@@ -4,6 +4,8 @@
 //! builds the Reply ([`reply`]) → [`relay::wrap`] (Relay-Repl per level).
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handler;
 pub mod link;
 pub mod relay;

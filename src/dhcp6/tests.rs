@@ -386,7 +386,13 @@ fn request_renew_and_rebind_commit_or_say_why_not() {
     }
     // Statuses per IA.
     // (case, request, answer, IA_NA status, IA_PD status)
-    type Row = (&'static str, Request6, Answer, Option<Status>, Option<Status>);
+    type Row = (
+        &'static str,
+        Request6,
+        Answer,
+        Option<Status>,
+        Option<Status>,
+    );
     let rows: Vec<Row> = vec![
         (
             "request, none left",
