@@ -9,9 +9,10 @@ use dhcproto::v6::Message;
 use dhcproto::{Decodable, Decoder};
 
 use super::handler::{answer, plan, Answer, Ctx6, IaAnswer, Plan6, Via};
+use super::inbound::{decode, peek};
 use super::relay::{forward, unwrap, wrap, RelayChain};
 use super::reply::Lease6;
-use super::request::Request6;
+use super::request::{LinkLayer, Request6};
 use super::wire::{walk, Budget, HOP_COUNT_LIMIT, MAX_HINTS, MAX_IAS, MAX_ORO};
 use crate::config::Subnet6Config;
 
@@ -32,13 +33,16 @@ fn subnet() -> Subnet6Config {
 /// Arbitrary bytes → relay envelope → decode → handler → every answer.
 /// Returns the number of replies built (so the work is not optimised away).
 pub fn packet(data: &[u8]) -> usize {
-    let Ok((chain, inner)) = unwrap(data) else {
+    let peeked = peek(data);
+    let Ok((chain, req)) = decode(data) else {
         return 0;
     };
-    let Ok(mut req) = Request6::decode(inner) else {
-        return 0;
-    };
-    req.lladdr = chain.lladdr().cloned();
+    // Whatever decodes, peek saw the same identity.
+    let p = peeked.unwrap_or_else(|e| panic!("decoded, but peek refused: {e:?}"));
+    assert_eq!(p.duid, req.client_duid(), "peek's DUID");
+    assert_eq!(p.hops, chain.levels.len());
+    let lladdr = p.lladdr.and_then(|v| LinkLayer::parse(v).ok());
+    assert_eq!(lladdr, req.lladdr, "peek's link-layer address");
     bounded(&req, &chain);
     let _ = (req.mac(), chain.port());
     let subnet = subnet();

@@ -7,6 +7,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handler;
+pub mod inbound;
 pub mod link;
 pub mod relay;
 pub mod reply;
