@@ -8,7 +8,7 @@ use dhcproto::v6::{MessageType as M, OptionCode, Status};
 
 use super::reply::{status_text, Builder, IaReply, Lease6, Reply6};
 use super::request::Request6;
-use crate::config::Subnet6Config;
+use crate::config::{Dhcp6Config, Subnet6Config};
 use crate::stats::DropReason;
 
 /// The server's settings the handler needs.
@@ -21,6 +21,19 @@ pub struct Ctx6 {
     /// Seconds, sent as SOL_MAX_RT (82) and INF_MAX_RT (83).
     pub sol_max_rt: u32,
     pub inf_max_rt: u32,
+}
+
+impl Ctx6 {
+    /// From `[dhcp6]` and the server's DUID (persisted in the store).
+    pub fn new(cfg: &Dhcp6Config, server_duid: Vec<u8>) -> Self {
+        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        Self {
+            server_duid,
+            rapid_commit: cfg.rapid_commit,
+            sol_max_rt: secs(cfg.sol_max_rt),
+            inf_max_rt: secs(cfg.inf_max_rt),
+        }
+    }
 }
 
 /// How the message reached the server.

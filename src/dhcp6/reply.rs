@@ -3,6 +3,7 @@
 //! envelopes go around the bytes afterwards ([`super::relay::wrap`]).
 
 use std::net::Ipv6Addr;
+use std::time::SystemTime;
 
 use dhcproto::v6::{
     DhcpOption as O, DhcpOptions, IAAddr, IAPrefix, Message, MessageType, OptionCode, Status,
@@ -35,6 +36,31 @@ impl Lease6 {
             prefix: Ipv6Net::from(addr),
             preferred,
             valid,
+        }
+    }
+
+    /// A binding of `subnet` that ends at `expires_at`, as seen at `now`:
+    /// both lifetimes count down from when it was last extended (a renewal
+    /// answered from the cache gives what is left, not a fresh lease).
+    pub fn remaining(
+        prefix: Ipv6Net,
+        subnet: &Subnet6Config,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Self {
+        let full = subnet.valid_lifetime.as_secs();
+        let valid = expires_at
+            .duration_since(now)
+            .unwrap_or_default()
+            .as_secs()
+            .min(full);
+        let used = full - valid;
+        let preferred = subnet.preferred_lifetime.as_secs().saturating_sub(used);
+        let secs = |s: u64| u32::try_from(s).unwrap_or(u32::MAX);
+        Self {
+            prefix,
+            preferred: secs(preferred),
+            valid: secs(valid),
         }
     }
 }
@@ -182,5 +208,36 @@ pub fn status_text(s: Status) -> &'static str {
         Status::UseMulticast => "use multicast",
         Status::NoPrefixAvail => "no prefixes available",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn remaining_lifetimes_count_down_together() {
+        let subnet = Subnet6Config {
+            id: "s".into(),
+            prefix: "fd00:77::/64".parse().unwrap(),
+            pools: vec![],
+            pd_pools: vec![],
+            dns: vec![],
+            domain: None,
+            preferred_lifetime: Duration::from_secs(1800),
+            valid_lifetime: Duration::from_secs(3600),
+            relays: vec![],
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let p: Ipv6Net = "fd00:77::5/128".parse().unwrap();
+        let at = |secs| Lease6::remaining(p, &subnet, now + Duration::from_secs(secs), now);
+        assert_eq!((at(3600).preferred, at(3600).valid), (1800, 3600));
+        assert_eq!((at(3000).preferred, at(3000).valid), (1200, 3000));
+        assert_eq!((at(1000).preferred, at(1000).valid), (0, 1000));
+        assert_eq!((at(99_999).preferred, at(99_999).valid), (1800, 3600));
+        let past = Lease6::remaining(p, &subnet, now - Duration::from_secs(5), now);
+        assert_eq!((past.preferred, past.valid), (0, 0));
     }
 }

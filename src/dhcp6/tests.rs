@@ -21,12 +21,11 @@ const SERVER: [u8; 10] = [0, 3, 0, 1, 2, 0, 0, 0, 0, 1];
 const OTHER: [u8; 10] = [0, 3, 0, 1, 2, 0, 0, 0, 0, 2];
 
 fn ctx() -> Ctx6 {
-    Ctx6 {
-        server_duid: SERVER.to_vec(),
-        rapid_commit: true,
-        sol_max_rt: 3600,
-        inf_max_rt: 7200,
-    }
+    let text = "[dhcp6]\nrapid_commit = true\ninf_max_rt = \"2h\"";
+    let cfg = crate::config::Config::parse(text, "t").unwrap();
+    let ctx = Ctx6::new(&cfg.dhcp6, SERVER.to_vec());
+    assert_eq!((ctx.sol_max_rt, ctx.inf_max_rt), (3600, 7200));
+    ctx
 }
 
 fn subnet() -> Subnet6Config {
