@@ -157,34 +157,7 @@ pub fn answer(
     if matches!(op, Op6::Release | Op6::Decline) {
         b = b.status(Status::Success, status_text(Status::Success));
     }
-    let find = |list: &[(u32, IaAnswer)], iaid| {
-        list.iter()
-            .find(|(id, _)| *id == iaid)
-            .map(|(_, a)| a.clone())
-    };
-    for ia in &req.ia_na {
-        let a = find(&ans.na, ia.iaid).unwrap_or(missing(op));
-        let echo = || ia.hints.iter().map(|&h| Lease6::addr(h, 0, 0)).collect();
-        if let Some(r) = ia_reply(op, a, Status::NoAddrsAvail, echo) {
-            b = b.ia_na(ia.iaid, &r);
-        }
-    }
-    for ia in &req.ia_pd {
-        let a = find(&ans.pd, ia.iaid).unwrap_or(missing(op));
-        let echo = || {
-            let hints = ia.hints.iter().filter(|h| !h.addr().is_unspecified());
-            hints
-                .map(|&prefix| Lease6 {
-                    prefix,
-                    preferred: 0,
-                    valid: 0,
-                })
-                .collect()
-        };
-        if let Some(r) = ia_reply(op, a, Status::NoPrefixAvail, echo) {
-            b = b.ia_pd(ia.iaid, &r);
-        }
-    }
+    b = ias(b, req, op, ans);
     if matches!(op, Op6::Release | Op6::Decline) {
         return b.build();
     }
@@ -193,6 +166,34 @@ pub fn answer(
         b = b.seconds(OptionCode::SolMaxRt, ctx.sol_max_rt);
     }
     b.build()
+}
+
+/// Each IA of the request, answered (or left out: see [`ia_reply`]).
+fn ias(mut b: Builder, req: &Request6, op: Op6, ans: &Answer) -> Builder {
+    let find = |list: &[(u32, IaAnswer)], iaid| {
+        let found = list.iter().find(|(id, _)| *id == iaid);
+        found.map_or_else(|| missing(op), |(_, a)| a.clone())
+    };
+    // Off-link addresses and prefixes go back with lifetimes 0.
+    let zero = |prefix| Lease6 {
+        prefix,
+        preferred: 0,
+        valid: 0,
+    };
+    for ia in &req.ia_na {
+        let echo = || ia.hints.iter().map(|&h| zero(h.into())).collect();
+        if let Some(r) = ia_reply(op, find(&ans.na, ia.iaid), Status::NoAddrsAvail, echo) {
+            b = b.ia_na(ia.iaid, &r);
+        }
+    }
+    for ia in &req.ia_pd {
+        let given = ia.hints.iter().filter(|h| !h.addr().is_unspecified());
+        let echo = || given.clone().map(|&p| zero(p)).collect();
+        if let Some(r) = ia_reply(op, find(&ans.pd, ia.iaid), Status::NoPrefixAvail, echo) {
+            b = b.ia_pd(ia.iaid, &r);
+        }
+    }
+    b
 }
 
 /// What an IA the IPAM did not answer for means in `op`.

@@ -15,6 +15,8 @@ use super::wire::{
 };
 use crate::client::{ClientKey, MAX_DUID, MIN_DUID};
 
+type Step = Result<(), Malformed6>;
+
 /// An identity association: IA_NA (hints are addresses) or IA_PD (prefixes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ia<T> {
@@ -102,58 +104,54 @@ impl Request6 {
         let budget = Budget::new(MAX_OPTIONS);
         let mut oro_seen = false;
         walk(opts, &budget, |code, v| {
-            match C::from(code) {
-                C::ClientId => once(
-                    &mut r.client,
-                    ClientKey::duid(v).ok_or(Malformed6::DuidLength)?,
-                )?,
-                C::ServerId => {
-                    let d = duid(v)?;
-                    once(&mut r.server_id, d.into())?
-                }
-                C::IANA | C::IAPD => {
-                    if r.ia_na.len() + r.ia_pd.len() >= MAX_IAS {
-                        return Err(Malformed6::TooManyIas);
-                    }
-                    if C::from(code) == C::IANA {
-                        let ia = ia(v, &budget, iaaddr)?;
-                        unique(&r.ia_na, &ia)?;
-                        r.ia_na.push(ia);
-                    } else {
-                        let ia = ia(v, &budget, iaprefix)?;
-                        unique(&r.ia_pd, &ia)?;
-                        r.ia_pd.push(ia);
-                    }
-                }
-                C::ORO => {
-                    if std::mem::replace(&mut oro_seen, true) {
-                        return Err(Malformed6::Duplicate);
-                    }
-                    if v.len() % 2 != 0 {
-                        return Err(Malformed6::BadLength);
-                    }
-                    if v.len() / 2 > MAX_ORO {
-                        return Err(Malformed6::TooManyOptions);
-                    }
-                    r.oro = v
-                        .chunks_exact(2)
-                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                        .collect();
-                }
-                C::ElapsedTime => match v {
-                    [a, b] => once(&mut r.elapsed, u16::from_be_bytes([*a, *b]))?,
-                    _ => return Err(Malformed6::BadLength),
-                },
-                C::RapidCommit if v.is_empty() => r.rapid_commit = true,
-                C::RapidCommit | C::ReconfAccept if !v.is_empty() => {
-                    return Err(Malformed6::BadLength)
-                }
-                C::RelayMsg => return Err(Malformed6::RelayInClient),
-                _ => {}
-            }
-            Ok(())
+            r.read(code, v, &budget, &mut oro_seen)
         })?;
         Ok(r)
+    }
+
+    /// Reads one top-level option into `self`.
+    fn read(&mut self, code: u16, v: &[u8], budget: &Budget, oro_seen: &mut bool) -> Step {
+        match C::from(code) {
+            C::ClientId => once(
+                &mut self.client,
+                ClientKey::duid(v).ok_or(Malformed6::DuidLength)?,
+            ),
+            C::ServerId => once(&mut self.server_id, duid(v)?.into()),
+            C::IANA | C::IAPD if self.ia_na.len() + self.ia_pd.len() >= MAX_IAS => {
+                Err(Malformed6::TooManyIas)
+            }
+            C::IANA => {
+                let ia = ia(v, budget, iaaddr)?;
+                unique(&self.ia_na, &ia)?;
+                self.ia_na.push(ia);
+                Ok(())
+            }
+            C::IAPD => {
+                let ia = ia(v, budget, iaprefix)?;
+                unique(&self.ia_pd, &ia)?;
+                self.ia_pd.push(ia);
+                Ok(())
+            }
+            C::ORO if std::mem::replace(oro_seen, true) => Err(Malformed6::Duplicate),
+            C::ORO if v.len() % 2 != 0 => Err(Malformed6::BadLength),
+            C::ORO if v.len() / 2 > MAX_ORO => Err(Malformed6::TooManyOptions),
+            C::ORO => {
+                let codes = v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                self.oro = codes.collect();
+                Ok(())
+            }
+            C::ElapsedTime => match v {
+                [a, b] => once(&mut self.elapsed, u16::from_be_bytes([*a, *b])),
+                _ => Err(Malformed6::BadLength),
+            },
+            C::RapidCommit | C::ReconfAccept if !v.is_empty() => Err(Malformed6::BadLength),
+            C::RapidCommit => {
+                self.rapid_commit = true;
+                Ok(())
+            }
+            C::RelayMsg => Err(Malformed6::RelayInClient),
+            _ => Ok(()),
+        }
     }
 
     /// The client's MAC: option 79 from its relay, else its DUID-LLT/LL's
