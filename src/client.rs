@@ -3,6 +3,7 @@
 //! Text forms are stable (operators type them, the store persists them):
 //! `mac:02:00:00:00:00:01` (DHCP hardware address, or a client identifier of
 //! type 1 carrying one), `id:0a0b0c` (any other DHCP client identifier, hex),
+//! `duid:000100011c39cf88080027fe8f95` (a DHCPv6 client's DUID, hex),
 //! `ip:192.0.2.7` (API client address), `token:0123456789abcdef` (an API
 //! client's bearer token: the first 8 bytes of its SHA-256, in hex — the
 //! token itself is never stored, logged or shown).
@@ -15,11 +16,17 @@ use std::str::FromStr;
 /// The longest client identifier kept verbatim; longer ones are rejected as
 /// malformed (RFC 2132 caps option 61 at 255 bytes, real clients use < 32).
 pub const MAX_CLIENT_ID: usize = 64;
+/// The longest DHCPv6 DUID: a 2-byte type and at most 128 bytes (RFC 9915 11.1).
+pub const MAX_DUID: usize = 130;
+/// The shortest: a type and one byte.
+pub const MIN_DUID: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ClientKey {
     Mac([u8; 6]),
     Id(Box<[u8]>),
+    /// A DHCPv6 client's DUID ([`MIN_DUID`]..=[`MAX_DUID`] bytes).
+    Duid(Box<[u8]>),
     Ip(IpAddr),
     /// An API token identity: a SHA-256 prefix of the bearer token. The
     /// gateway makes a token a client only once it has verified it (the
@@ -33,7 +40,7 @@ pub const TOKEN_ID_LEN: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "'{0}' is not a client key (expected mac:xx:xx:xx:xx:xx:xx, id:HEX, ip:ADDR or token:16 HEX)"
+    "'{0}' is not a client key (expected mac:xx:xx:xx:xx:xx:xx, id:HEX, duid:HEX, ip:ADDR or token:16 HEX)"
 )]
 pub struct ParseClientKeyError(pub String);
 
@@ -59,6 +66,10 @@ impl Hash for ClientKey {
                 h.write_u8(3);
                 t.hash(h);
             }
+            Self::Duid(d) => {
+                h.write_u8(4);
+                d.hash(h);
+            }
         }
     }
 }
@@ -74,6 +85,13 @@ impl ClientKey {
             Some(id) if id.len() <= MAX_CLIENT_ID => Some(Self::Id(id.into())),
             Some(_) => None,
         }
+    }
+
+    /// The DHCPv6 client key of a DUID; `None` outside [`MIN_DUID`]..=[`MAX_DUID`].
+    pub fn duid(duid: &[u8]) -> Option<Self> {
+        (MIN_DUID..=MAX_DUID)
+            .contains(&duid.len())
+            .then(|| Self::Duid(duid.into()))
     }
 
     /// The identity of an API bearer token (see [`TOKEN_ID_LEN`]).
@@ -122,6 +140,7 @@ impl ClientKey {
         let (prefix, bytes, colons): (&[u8], &[u8], bool) = match self {
             Self::Mac(m) => (b"mac:", m, true),
             Self::Id(id) => (b"id:", id, false),
+            Self::Duid(d) => (b"duid:", d, false),
             Self::Token(id) => (b"token:", id, false),
             Self::Ip(_) => return None,
         };
@@ -170,6 +189,7 @@ impl FromStr for ClientKey {
                 .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_ID)
                 .map(|v| Self::Id(v.into()))
                 .ok_or_else(bad),
+            "duid" => parse_hex(rest).and_then(|v| Self::duid(&v)).ok_or_else(bad),
             "ip" => rest.parse().map(Self::Ip).map_err(|_| bad()),
             "token" => parse_hex(rest)
                 .and_then(|v| <[u8; TOKEN_ID_LEN]>::try_from(v.as_slice()).ok())
@@ -226,6 +246,7 @@ mod tests {
         for s in [
             "mac:02:00:00:00:00:01",
             "id:ff00aa",
+            "duid:000100011c39cf88080027fe8f95",
             "ip:10.0.0.1",
             "ip:::1",
             "token:0123456789abcdef",
@@ -247,6 +268,10 @@ mod tests {
             ClientKey::Id(id) => format!(
                 "id:{}",
                 id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
+            ClientKey::Duid(d) => format!(
+                "duid:{}",
+                d.iter().map(|b| format!("{b:02x}")).collect::<String>()
             ),
             ClientKey::Token(id) => format!(
                 "token:{}",
@@ -285,6 +310,9 @@ mod tests {
             "token:0123456789abcde",
             "token:0123456789abcdef00",
             "token:0123456789abcdeg",
+            "duid:0001",
+            "duid:",
+            &format!("duid:{}", "ab".repeat(MAX_DUID + 1)),
         ] {
             assert!(s.parse::<ClientKey>().is_err(), "{s}");
         }

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod events;
 pub mod exit;
 pub mod gateway;

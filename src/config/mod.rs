@@ -6,11 +6,14 @@
 
 mod check;
 mod cluster;
+mod dhcp6;
 pub mod diff;
 mod gateway;
 pub mod parse;
 pub mod raw;
+mod raw6;
 mod subnets;
+mod types6;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +26,7 @@ pub use crate::ipam::{
 };
 pub use parse::Rate;
 pub use raw::RawConfig;
+pub use types6::{Dhcp6Config, PdPool6, Pool6, Subnet6Config};
 
 /// The shipped default config, embedded so `vpcbox run` works with no file.
 pub const EMBEDDED: &str = include_str!("../../config.toml");
@@ -68,6 +72,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub dhcp: DhcpConfig,
     pub subnets: Vec<SubnetConfig>,
+    pub dhcp6: Dhcp6Config,
+    pub subnets6: Vec<Subnet6Config>,
     pub reservations: Vec<ReservationConfig>,
     pub gateway: GatewayConfig,
     pub routes: Vec<RouteConfig>,

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::parse::{fmt_duration, fmt_size};
+pub use super::raw6::{Dhcp6, PdPool, Subnet6};
 use crate::ipam::{IpamOptions, DEFAULT_LEASE_TIME};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -13,6 +14,9 @@ pub struct RawConfig {
     pub dhcp: Dhcp,
     #[serde(rename = "subnet")]
     pub subnets: Vec<Subnet>,
+    pub dhcp6: Dhcp6,
+    #[serde(rename = "subnet6")]
+    pub subnets6: Vec<Subnet6>,
     #[serde(rename = "reservation")]
     pub reservations: Vec<Reservation>,
     pub gateway: Gateway,

@@ -6,6 +6,7 @@ use super::check::{
     at, dur, fail, ip, min_dur, non_empty_path, range_check, rate, size_in, sock, within, R,
 };
 use super::cluster::cluster;
+use super::dhcp6::{dhcp6, subnets6};
 use super::gateway::{gateway, routes};
 use super::parse;
 use super::raw::{self, RawConfig};
@@ -37,6 +38,8 @@ impl TryFrom<RawConfig> for Config {
                 commit_interval: commit_interval(&raw.storage.commit_interval)?,
             },
             dhcp,
+            dhcp6: dhcp6(&raw.dhcp6)?,
+            subnets6: subnets6(&raw.subnets6, &subnets)?,
             subnets,
             reservations,
             gateway: gateway(&raw.gateway)?,
