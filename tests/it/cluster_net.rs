@@ -212,7 +212,6 @@ fn lab_node_config_carries_the_cluster_section() {
 /// address twice; a client keeps its address when its node is killed.
 /// Runs once the `[cluster]` section exists.
 #[test]
-#[ignore = "needs the cluster core (issue 20, [cluster] config)"]
 fn lab_three_cluster_nodes_serve_real_clients_from_one_pool() {
     if !require_root("lab_three_cluster_nodes_serve_real_clients_from_one_pool") {
         return;

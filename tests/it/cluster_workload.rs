@@ -428,7 +428,6 @@ fn history_nemesis_does_and_undoes_every_fault() {
 /// The cluster target (issue 20): three nodes sharing one pool through a
 /// three-member etcd, every fault. Runs once the `[cluster]` section exists.
 #[test]
-#[ignore = "needs the cluster core (issue 20, [cluster] config)"]
 fn history_three_nodes_three_etcd_members_with_every_fault() {
     if !require_root("history_three_nodes_three_etcd_members_with_every_fault") {
         return;

@@ -13,7 +13,7 @@ use super::context::ApiContext;
 use super::ipam::UsageView;
 use crate::events::Event;
 use crate::ipam::{PoolUsage, SubnetSpec};
-use crate::stats::{History, OverloadState, Snapshot};
+use crate::stats::{History, MemoryByOwner, OverloadState, Snapshot};
 
 /// Client rows per update (the busiest; "others" holds the rest).
 pub const CLIENT_ROWS: usize = 100;
@@ -99,10 +99,8 @@ struct Update<'a> {
     clients: Option<Vec<ClientView>>,
     clients_tracked: usize,
     events: Option<&'a [Event]>,
-    /// Memory by owner: absent until the process measures it; the page
-    /// draws whatever object is here as a table of owner → bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<serde_json::Value>,
+    /// RSS by owner; the page draws it as a table of owner → bytes.
+    memory: &'a MemoryByOwner,
 }
 
 /// What one update is built from.
@@ -178,7 +176,7 @@ pub fn update(src: &Sources<'_>, seq: u64, private: bool) -> Vec<u8> {
         clients,
         clients_tracked: snap.clients.len().saturating_sub(1),
         events: private.then_some(src.events),
-        memory: None,
+        memory: &m.by_owner,
     };
     to_json(&u)
 }
@@ -261,7 +259,7 @@ mod tests {
             "isolated mac:02:00:00:00:00:01"
         );
         assert_eq!(private["seq"], 7);
-        assert!(private.get("memory").is_none());
+        assert!(private["memory"]["store"].is_u64());
         let public = update(&src, 7, false);
         let text = String::from_utf8(public).unwrap();
         assert!(
