@@ -71,18 +71,6 @@ struct Isolation {
     source: String,
 }
 
-/// The owners in the order `/metrics` lists them; `unowned_heap` is shown
-/// inside `other`.
-const OWNERS: [&str; 7] = [
-    "store",
-    "clients",
-    "gateway_buffers",
-    "dhcp_queues",
-    "allocator_retained",
-    "allocator_dirty",
-    "other",
-];
-
 fn bytes(n: u64) -> String {
     ByteSize::b(n).display().iec().to_string()
 }
@@ -143,7 +131,7 @@ fn memory(m: &Memory) -> String {
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0)
     };
-    let rows: Vec<Vec<String>> = OWNERS
+    let rows: Vec<Vec<String>> = crate::stats::MemoryByOwner::LABELS
         .iter()
         .map(|o| {
             let note = match *o {
