@@ -2,12 +2,11 @@
 //! schemathesis over the whole stack (gateway admission included), and
 //! every admin command as a user runs it, with its exit codes.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::{eventually, vpcbox, write_config, Running};
+use crate::support::{eventually, http_status, vpcbox, write_config, Running};
 
 const TOKEN: &str = "binary-test-token";
 
@@ -20,30 +19,15 @@ gateway = "10.0.0.1"
 lease_time = "1h"
 "#;
 
-/// Status code of a plain HTTP/1.1 GET (0 if nothing answers).
-fn status(port: u16, path: &str) -> u16 {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut buf = String::new();
-    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
-        return 0;
-    }
-    buf.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A running headless vpcbox with a known token; returns (process, port, config).
 fn start(dir: &Path) -> (Running, u16, std::path::PathBuf) {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     crate::support::write_token(&dir.join("data/admin.token"), TOKEN);
     let (cfg, _, port) = write_config(dir, SUBNET);
     let mut vb = Running::start(&cfg);
-    let up = eventually(Duration::from_secs(10), || status(port, "/readyz") == 200);
+    let up = eventually(Duration::from_secs(10), || {
+        http_status(port, "/readyz") == 200
+    });
     assert!(up, "vpcbox never became ready: {}", vb.stderr());
     (vb, port, cfg)
 }
@@ -119,7 +103,7 @@ fn admin_cli_against_vpcbox_run() {
         String::from_utf8_lossy(&o.stderr),
         "vpcbox: the admin token was refused (401)\n"
     );
-    assert_eq!(status(port, "/v1/clients"), 401);
+    assert_eq!(http_status(port, "/v1/clients"), 401);
 
     // Not running: 69 and says where it looked.
     vb.signal("TERM");

@@ -455,28 +455,7 @@ pub fn mac_text(mac: [u8; 6]) -> String {
 /// One HTTP/1.1 request with the lab's admin token; (status, body), (0, "")
 /// if nothing answers within 3 s.
 pub fn http(to: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut buf = String::new();
-    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
-        return (0, String::new());
-    }
-    let status = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    crate::support::http_request(to, Some(TOKEN), method, path, body, Duration::from_secs(3))
 }
 
 /// Waits until `f` holds, at most `limit`; the time it took.

@@ -4,7 +4,7 @@
 //! new allocations succeed without a restart; after a restart every lease
 //! answered 201 is there.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -42,29 +42,10 @@ impl Drop for Tmpfs {
     }
 }
 
-/// One HTTP/1.1 request; (status, body), (0, "") if nothing answers.
+/// One HTTP/1.1 request with the admin token; (status, body), (0, "") if nothing answers.
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut buf = String::new();
-    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
-        return (0, String::new());
-    }
-    let status = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    crate::support::http_request(to, Some(TOKEN), method, path, body, Duration::from_secs(10))
 }
 
 fn client(n: u32) -> String {

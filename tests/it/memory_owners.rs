@@ -3,8 +3,7 @@
 //! heap's owners add up to jemalloc's allocated bytes, and `vpcbox status`
 //! (text and `--json`) shows it all.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -84,28 +83,10 @@ relays = ["127.0.0.2"]
     }
 }
 
-/// One HTTP/1.1 request with the admin token; (status, body).
+/// One HTTP/1.1 request with the admin token; (status, body), (0, "") if nothing answers.
 fn http_call(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut buf = String::new();
-    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
-        return (0, String::new());
-    }
-    let code = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (code, body)
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    crate::support::http_request(to, Some(TOKEN), method, path, body, Duration::from_secs(10))
 }
 
 fn status(port: u16) -> Value {

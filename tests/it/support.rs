@@ -143,22 +143,44 @@ impl Drop for Running {
     }
 }
 
-/// The status of `GET path` on 127.0.0.1:`port`; 0 without an answer.
-pub fn http_status(port: u16, path: &str) -> u16 {
+/// One HTTP/1.1 request on its own connection, with `token` as bearer if
+/// given; (status, body), or (0, "") if nothing answers within `timeout`.
+pub fn http_request(
+    to: std::net::SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> (u16, String) {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1)) else {
+        return (0, String::new());
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = s.set_read_timeout(Some(timeout));
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let mut buf = String::new();
     if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut buf).is_err() {
-        return 0;
+        return (0, String::new());
     }
-    buf.split(' ')
+    let status = buf
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// The status of `GET path` on 127.0.0.1:`port`; 0 without an answer.
+pub fn http_status(port: u16, path: &str) -> u16 {
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    http_request(to, None, "GET", path, "", Duration::from_secs(5)).0
 }
 
 /// Polls `f` until it returns true or `limit` passes.
