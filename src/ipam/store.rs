@@ -184,7 +184,7 @@ impl SledStore {
 impl Drop for SledStore {
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        if inner.take().is_some() && !wait_released(&self.dir) {
+        if inner.take().is_some() && !wait_released(&self.dir, RELEASE_WAIT) {
             tracing::warn!(dir = ?self.dir, "sled still holds the store's lock after its close");
         }
     }
@@ -192,13 +192,15 @@ impl Drop for SledStore {
 
 /// How long a dropped store waits for sled to let go of its lock.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// How long a reopen after a failed write waits for the same.
+const REOPEN_WAIT: Duration = Duration::from_secs(1);
 
-/// Waits (at most [`RELEASE_WAIT`]) until nobody holds the lock sled takes
-/// on `dir/db` (a `flock`, which conflicts between two opens of the file
-/// even within one process); true once free.
-fn wait_released(dir: &Path) -> bool {
+/// Waits (at most `limit`) until nobody holds the lock sled takes on
+/// `dir/db` (a `flock`, which conflicts between two opens of the file even
+/// within one process); true once free.
+fn wait_released(dir: &Path, limit: Duration) -> bool {
     use nix::fcntl::{Flock, FlockArg};
-    let deadline = Instant::now() + RELEASE_WAIT;
+    let deadline = Instant::now() + limit;
     loop {
         let Ok(file) = std::fs::File::open(dir.join("db")) else {
             return true;
@@ -367,23 +369,13 @@ impl Store for SledStore {
 
     /// The old handle must be gone before the new open (sled locks its
     /// files, and its flush thread lets go a moment after the last handle:
-    /// `Locked` is retried for up to 1 s); a scan still iterating the old
+    /// its lock is waited for up to 1 s); a scan still iterating the old
     /// one keeps it locked, and the caller tries again later.
     fn reopen(&self) -> Result<(), IpamError> {
         let _owner = heap::scope(Owner::Store);
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         drop(inner.take());
-        for _ in 0..200 {
-            match open_sled(&self.dir, self.cache_capacity) {
-                Err(IpamError::Locked { .. }) => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                other => {
-                    *inner = Some(other?);
-                    return Ok(());
-                }
-            }
-        }
+        wait_released(&self.dir, REOPEN_WAIT);
         *inner = Some(open_sled(&self.dir, self.cache_capacity)?);
         Ok(())
     }
