@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::claim::Claimer;
+use super::confirm::Bindings;
 use super::etcd::Etcd;
 use super::member::{keepalive, pause, register};
 use super::node::Node;
@@ -90,7 +91,11 @@ impl Cluster {
         events: Option<Arc<EventLog>>,
         on_isolations: Option<Box<dyn Fn() + Send + Sync>>,
     ) {
-        ipam.attach_cluster(self.node.clone());
+        let reads = Bindings {
+            etcd: self.etcd.clone(),
+            replica: self.replica.clone(),
+        };
+        ipam.attach_cluster(self.node.clone(), Arc::new(reads));
         let rt = self.etcd.handle();
         let watch = Watch {
             etcd: self.etcd.clone(),

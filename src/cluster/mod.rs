@@ -6,6 +6,7 @@
 //! a client. See DESIGN.md "Cluster" for the key layout.
 
 mod claim;
+mod confirm;
 mod etcd;
 mod handle;
 mod keys;

@@ -312,3 +312,50 @@ fn a_write_planned_on_a_stale_copy_is_refused_by_etcd() {
     sb.apply(&[lease_op([10, 9, 0, 22], "mac:02:00:00:00:00:03")])
         .unwrap();
 }
+
+/// The API's idempotent allocation on a node whose copy trails etcd (its
+/// watch stopped, as in a partition): the client's binding was released
+/// through another node, so the stale copy's answer (the old address,
+/// which etcd now holds free) must not be given.
+#[test]
+fn an_api_allocation_on_a_stale_node_is_not_answered_from_its_copy() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let a = node(&etcd, "a", 10);
+    let b = node(&etcd, "b", 10);
+    let c = mac(9, 1);
+    let now = SystemTime::now();
+    let held = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match a.ipam.allocate("lab", &c, now).await {
+                Ok(l) => break l.ip,
+                Err(e) => assert!(Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    wait_for("b sees the binding", Duration::from_secs(5), || {
+        b.ipam.lease_of(&c).is_some_and(|l| l.ip == held)
+    });
+    // Fresh copies answer at once, on either node, with the same address.
+    let again = rt.block_on(b.ipam.allocate("lab", &c, now)).unwrap();
+    assert_eq!(again.ip, held);
+
+    // b's watch stops; a releases the client.
+    let TestNode {
+        ipam: stale,
+        cluster,
+        _cancel,
+    } = b;
+    drop(cluster);
+    rt.block_on(a.ipam.release(&c, held, now)).unwrap();
+    assert!(etcd.get("/vpcbox/t/bindings/", true).is_empty());
+    let got = rt.block_on(stale.allocate("lab", &c, now));
+    assert!(
+        !got.as_ref().is_ok_and(|l| l.ip == held),
+        "a stale copy answered {got:?}, which etcd holds free"
+    );
+    assert!(matches!(got, Err(IpamError::Storage(_))), "{got:?}");
+}

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use super::commit::Committer;
-use super::hooks::ClusterHooks;
+use super::hooks::{ClusterHooks, ClusterReads};
 use super::model::IpamOptions;
 use super::spec::SubnetSpec;
 use super::state::State;
@@ -47,6 +47,8 @@ pub struct Ipam {
     pub(super) events: OnceLock<Arc<EventLog>>,
     /// Cluster mode: the cluster layer's answers (see [`ClusterHooks`]).
     pub(super) cluster: OnceLock<Arc<dyn ClusterHooks>>,
+    /// Cluster mode: etcd's word on a binding (see [`ClusterReads`]).
+    pub(super) reads: OnceLock<Arc<dyn ClusterReads>>,
 }
 
 /// The locked state; what is allocated or freed while it is held is the

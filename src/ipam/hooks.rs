@@ -2,6 +2,9 @@
 //! this node may hand out, which clients it answers, and whether it may
 //! write at all. Without it the IPAM owns every address (one node).
 
+use futures::future::BoxFuture;
+
+use super::error::IpamError;
 use crate::client::ClientKey;
 
 /// Implemented by the cluster layer; every method is cheap and lock-free
@@ -21,6 +24,15 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     /// Why this node may not write now (no etcd, or its lease lost or about
     /// to be), if so.
     fn fenced(&self) -> Option<String>;
+}
+
+/// The cluster's linearizable reads, for answers any node may give and
+/// that a copy trailing etcd must not: the API's idempotent allocation.
+pub trait ClusterReads: Send + Sync + std::fmt::Debug {
+    /// Reads `client`'s binding from etcd at its current revision and
+    /// waits (a second at most) until this node's copy agrees; an error if
+    /// etcd cannot be read or the copy does not catch up.
+    fn settle(&self, client: &ClientKey) -> BoxFuture<'static, Result<(), IpamError>>;
 }
 
 /// A lease record another node wrote (or removed), as the store's watch

@@ -57,6 +57,7 @@ impl Ipam {
             specs: ArcSwap::default(),
             events: Default::default(),
             cluster: Default::default(),
+            reads: Default::default(),
         });
         ipam.publish_counts(true);
         ipam.refresh_specs(&ipam.lock());

@@ -280,8 +280,24 @@ impl Ipam {
 
     /// API allocation: offer + bind in one step; idempotent per client (a
     /// client with a bound lease in the subnet gets it back, unwritten).
+    /// In a cluster any node answers it, so this node's copy first catches
+    /// up with etcd on the client (it may trail by the watch's delay, or a
+    /// whole partition).
     /// Cancel-safe as `bind`.
     pub async fn allocate(
+        &self,
+        subnet: &str,
+        client: &ClientKey,
+        now: SystemTime,
+    ) -> Result<Lease, IpamError> {
+        if let Some(reads) = self.reads.get() {
+            reads.settle(client).await?;
+        }
+        self.allocate_here(subnet, client, now).await
+    }
+
+    /// [`Self::allocate`] as this node's index sees it.
+    async fn allocate_here(
         &self,
         subnet: &str,
         client: &ClientKey,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::error::IpamError;
 use super::handle::Ipam;
-use super::hooks::{ClusterHooks, Queued, RemoteLease};
+use super::hooks::{ClusterHooks, ClusterReads, Queued, RemoteLease};
 use super::load::load;
 use super::record::Record;
 use super::state::Change;
@@ -15,8 +15,10 @@ use crate::client::ClientKey;
 impl Ipam {
     /// Makes this IPAM one node of a cluster: from now on it allocates only
     /// inside the blocks `hooks` says it owns and refuses writes while
-    /// fenced. Call once, before serving.
-    pub fn attach_cluster(&self, hooks: Arc<dyn ClusterHooks>) {
+    /// fenced, and answers API allocations only as etcd confirms them.
+    /// Call once, before serving.
+    pub fn attach_cluster(&self, hooks: Arc<dyn ClusterHooks>, reads: Arc<dyn ClusterReads>) {
+        let _ = self.reads.set(reads);
         if self.cluster.set(hooks.clone()).is_ok() {
             self.lock().tuning.cluster = Some(hooks);
         }
