@@ -34,7 +34,9 @@ impl State {
     /// Binds `ip` in subnet `s` to `client` (a DHCPREQUEST or an API
     /// allocation), through relay `port` if any (its cap applies; without
     /// one the record keeps the port it had). A bind repeating a fresh
-    /// binding is answered cached.
+    /// binding is answered cached, except on a cluster node: its copy may
+    /// trail etcd, so what is new to the client (a REQUEST after DISCOVER)
+    /// is written, with compares against the copy.
     #[allow(clippy::too_many_arguments)]
     pub fn plan_bind(
         &self,
@@ -45,6 +47,23 @@ impl State {
         port: Option<Port>,
         now: u32,
         read: Reader,
+    ) -> Result<Plan, IpamError> {
+        let cache = self.tuning.cluster.is_none();
+        self.bind_plan(s, client, ip, hostname, port, now, read, cache)
+    }
+
+    /// [`Self::plan_bind`]; `cache`: a fresh binding may be answered unwritten.
+    #[allow(clippy::too_many_arguments)]
+    fn bind_plan(
+        &self,
+        s: usize,
+        client: &ClientKey,
+        ip: u32,
+        hostname: Option<&str>,
+        port: Option<Port>,
+        now: u32,
+        read: Reader,
+        cache: bool,
     ) -> Result<Plan, IpamError> {
         let sub = &self.subnets[s];
         let addr = Ipv4Addr::from(ip);
@@ -77,7 +96,7 @@ impl State {
         } else {
             read(ip)?
         };
-        if current == Some(ip) && sub.is_bound(ip, now) {
+        if cache && current == Some(ip) && sub.is_bound(ip, now) {
             if let Some(r) = rec.as_ref().filter(|r| &r.client == client) {
                 if hostname.is_none_or(|h| r.hostname.as_deref() == Some(h))
                     && self.fresh(s, r, now)
@@ -139,7 +158,7 @@ impl State {
         }
         match self.subnets[s].state(ip) {
             1..=3 => self
-                .plan_bind(s, client, ip, None, None, now, read)
+                .bind_plan(s, client, ip, None, None, now, read, true)
                 .map_err(|e| match e {
                     IpamError::AddressTaken { ip } | IpamError::Reserved { ip } => {
                         IpamError::NotOwner { ip }

@@ -15,7 +15,7 @@ use crate::client::ClientKey;
 impl Ipam {
     /// Makes this IPAM one node of a cluster: from now on it allocates only
     /// inside the blocks `hooks` says it owns and refuses writes while
-    /// fenced, and answers API allocations only as etcd confirms them.
+    /// fenced, and before an API allocation catches up with etcd on the client.
     /// Call once, before serving.
     pub fn attach_cluster(&self, hooks: Arc<dyn ClusterHooks>, reads: Arc<dyn ClusterReads>) {
         let _ = self.reads.set(reads);
