@@ -53,6 +53,8 @@ pub fn open(config: &Config, stats: Arc<Stats>) -> Result<(Arc<Ipam>, Option<Clu
 }
 
 fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
+    // STUB until the v6 IPAM lands: its config step replaces this line.
+    ipam.stub_subnets6(&config.subnets6);
     ipam.apply_config(&config.subnets, &config.reservations, SystemTime::now())
         .map_err(|e| {
             Exit::usage(format!(

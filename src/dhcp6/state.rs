@@ -1,0 +1,71 @@
+//! What the DHCPv6 receive loop and worker share: the server's state and
+//! the jobs passed between them. A leaf: it imports no file that uses it.
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::UdpSocket;
+
+use super::handler::{Ctx6, Via};
+use super::limits::Limits6;
+use super::relay::RelayChain;
+use super::request::Request6;
+use super::socket::Iface6;
+use crate::client::ClientKey;
+use crate::config::Subnet6Config;
+use crate::ipam::Ipam;
+use crate::isolation::IsolationSet;
+use crate::stats::{DhcpKind, Stats};
+
+/// How long the server waits for in-flight IPAM operations at shutdown.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// A decoded datagram that passed admission, on its way to the worker.
+pub(super) struct Job6 {
+    pub chain: RelayChain,
+    pub req: Request6,
+    /// The DUID (or, for an anonymous Information-Request, the source).
+    pub key: ClientKey,
+    pub kind: DhcpKind,
+    pub via: Via,
+    /// The subnets as admission saw them, and the client's among them.
+    pub subnets: Arc<Vec<Subnet6Config>>,
+    pub subnet: Option<usize>,
+    pub from: SocketAddrV6,
+    pub at: Instant,
+}
+
+impl Job6 {
+    pub fn subnet(&self) -> Option<&Subnet6Config> {
+        self.subnets.get(self.subnet?)
+    }
+}
+
+/// State shared by the receive loop and the worker.
+pub(super) struct State6 {
+    pub stats: Arc<Stats>,
+    pub isolation: Arc<IsolationSet>,
+    pub ipam: Arc<Ipam>,
+    /// Swapped whole when a reload brings new rates (quotas restart then).
+    pub limits: ArcSwap<Limits6>,
+    /// `[[subnet6]]`, swapped whole on reload.
+    pub subnets: ArcSwap<Vec<Subnet6Config>>,
+    /// `[dhcp6] interfaces`, their addresses refreshed by housekeeping.
+    pub ifaces: ArcSwap<Vec<Iface6>>,
+    pub ctx: Ctx6,
+    pub socket: UdpSocket,
+    /// Relays are answered on this port, clients on `client_port`.
+    pub server_port: u16,
+    pub client_port: u16,
+    pub deadline: Duration,
+}
+
+/// Whether `dst` is the servers' multicast group (else unicast to us).
+pub(super) fn via_of(dst: Ipv6Addr) -> Via {
+    match dst.is_multicast() {
+        true => Via::Multicast,
+        false => Via::Unicast,
+    }
+}

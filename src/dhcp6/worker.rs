@@ -1,0 +1,192 @@
+//! The worker: deadline, the pure plan, the IPAM for every IA, the reply.
+//! Messages are handled concurrently (each IPAM operation waits for its
+//! group commit), at most `limit` at a time; a Reply that commits, extends,
+//! releases or declines goes out only once the IPAM said Ok.
+
+use std::net::SocketAddrV6;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use dhcproto::v6::MessageType;
+use futures::stream::{FuturesUnordered, StreamExt};
+use ipnet::Ipv6Net;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::admission::{self, refuse, Refused};
+use super::handler::{answer, plan, Answer, IaAnswer, Op6, Plan6};
+use super::relay;
+use super::reply::{Lease6, Reply6};
+use super::state::{Job6, State6, DRAIN};
+use crate::client::ClientKey;
+use crate::config::Subnet6Config;
+use crate::ipam::{Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IpamError};
+use crate::stats::{DhcpOutcome, DropReason};
+
+/// Takes jobs from `rx` and handles up to `limit` at once, until `cancel`
+/// fires (jobs still queued then are discarded: no new IPAM operation
+/// starts) or the sender is gone; then waits up to [`DRAIN`] for the ones
+/// in flight, which reply once their writes are durable.
+pub(super) async fn run(
+    state: Arc<State6>,
+    mut rx: mpsc::Receiver<Job6>,
+    limit: usize,
+    cancel: CancellationToken,
+) {
+    let mut ops = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            Some(()) = ops.next(), if !ops.is_empty() => {}
+            job = rx.recv(), if ops.len() < limit => match job {
+                Some(job) => {
+                    state.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
+                    ops.push(process(state.clone(), job));
+                }
+                None => break,
+            },
+        }
+    }
+    rx.close();
+    let left = rx.len();
+    state.stats.dhcp.queue_depth.fetch_sub(left as i64, Relaxed);
+    let in_flight = ops.len();
+    let all = async { while ops.next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, all).await.is_err() {
+        tracing::warn!("dhcp6: in-flight IPAM operations did not finish; their clients get no reply");
+    }
+    tracing::info!(drained = in_flight, discarded = left, "dhcp6 worker stopped");
+}
+
+/// Handles one admitted message. Cancel-safety: the IPAM's operations are
+/// (a write made is flushed anyway); this future is only ever run to its end.
+async fn process(state: Arc<State6>, job: Job6) {
+    let s = &*state;
+    if let Err(r) = admission::in_time(s, &job) {
+        return refuse(s, &job.key, job.kind, r);
+    }
+    let subnet = job.subnet();
+    let op = match plan(&job.req, job.via, subnet, &s.ctx) {
+        Plan6::Reply(r) => return send(s, &job, r).await,
+        Plan6::Silent => return s.stats.dhcp.packet(job.kind, DhcpOutcome::Silent),
+        Plan6::Drop(reason) => return refuse(s, &job.key, job.kind, Refused::Drop(reason)),
+        Plan6::Ipam(op) => op,
+    };
+    // plan() names an IPAM operation only for a client with a DUID on a subnet.
+    let (Some(subnet), Some(client)) = (subnet, job.req.client.as_ref()) else {
+        return refuse(s, &job.key, job.kind, Refused::Drop(DropReason::NoSubnet));
+    };
+    if matches!(op, Op6::Advertise | Op6::Commit) {
+        if let Err(r) = admission::new_lease(s) {
+            return refuse(s, &job.key, job.kind, r);
+        }
+    }
+    let now = SystemTime::now();
+    match ias(s, &job, subnet, client, op, now).await {
+        Ok(ans) => {
+            let reply = answer(&job.req, Some(subnet), &s.ctx, op, &ans);
+            send(s, &job, reply).await
+        }
+        Err(e) => {
+            tracing::debug!(client = %job.key, error = %e, "dhcp6: IPAM operation failed; no reply");
+            let reason = match e {
+                IpamError::PortFull { .. } => DropReason::PortCap,
+                _ => DropReason::Storage,
+            };
+            refuse(s, &job.key, job.kind, Refused::Drop(reason))
+        }
+    }
+}
+
+/// Runs `op` for every IA of the request, in order; the first IPAM error
+/// ends it (no reply is built from a partial answer).
+async fn ias(
+    s: &State6,
+    job: &Job6,
+    subnet: &Subnet6Config,
+    client: &ClientKey,
+    op: Op6,
+    now: SystemTime,
+) -> Result<Answer, IpamError> {
+    let port = job.chain.port();
+    let mut ans = Answer::default();
+    let one = |kind, iaid, hints: Vec<Ipv6Net>| {
+        let key = Ia6Key {
+            client: client.clone(),
+            kind,
+            iaid,
+        };
+        let port = port.as_deref();
+        async move {
+            let r = s
+                .ipam
+                .ia6(&subnet.id, &key, ia6_op(op), &hints, port, now)
+                .await?;
+            Ok::<_, IpamError>((iaid, ia_answer(r, subnet, now)))
+        }
+    };
+    for ia in &job.req.ia_na {
+        let hints = ia.hints.iter().map(|&a| Ipv6Net::from(a)).collect();
+        ans.na.push(one(Ia6Kind::Na, ia.iaid, hints).await?);
+    }
+    for ia in &job.req.ia_pd {
+        ans.pd.push(one(Ia6Kind::Pd, ia.iaid, ia.hints.clone()).await?);
+    }
+    Ok(ans)
+}
+
+fn ia6_op(op: Op6) -> Ia6Op {
+    match op {
+        Op6::Advertise => Ia6Op::Advertise,
+        Op6::Commit => Ia6Op::Commit,
+        Op6::Extend => Ia6Op::Extend,
+        Op6::Release => Ia6Op::Release,
+        Op6::Decline => Ia6Op::Decline,
+    }
+}
+
+/// The IPAM's answer for one IA, its lifetimes as seen at `now`.
+fn ia_answer(r: Ia6Result, subnet: &Subnet6Config, now: SystemTime) -> IaAnswer {
+    match r {
+        Ia6Result::Held(held) => IaAnswer::Leases(
+            held.into_iter()
+                .map(|h| Lease6::remaining(h.prefix, subnet, h.expires_at, now))
+                .collect(),
+        ),
+        Ia6Result::Exhausted => IaAnswer::Exhausted,
+        Ia6Result::NoBinding => IaAnswer::NoBinding,
+        Ia6Result::NotOnLink => IaAnswer::NotOnLink,
+    }
+}
+
+/// Sends `reply`: in Relay-Repl envelopes to the relay that sent the
+/// message (server port), or to a direct client's address (client port,
+/// on the interface it came in on).
+async fn send(s: &State6, job: &Job6, reply: Reply6) {
+    let outcome = match reply.kind {
+        MessageType::Advertise => DhcpOutcome::Advertise,
+        _ => DhcpOutcome::Reply,
+    };
+    let (bytes, to) = match job.chain.is_relayed() {
+        true => {
+            let to = SocketAddrV6::new(*job.from.ip(), s.server_port, 0, job.from.scope_id());
+            (relay::wrap(&job.chain, &reply.bytes), to)
+        }
+        false => {
+            let to = SocketAddrV6::new(*job.from.ip(), s.client_port, 0, job.from.scope_id());
+            (reply.bytes, to)
+        }
+    };
+    match s.socket.send_to(&bytes, to).await {
+        Ok(_) => {
+            s.stats.dhcp.packet(job.kind, outcome);
+            s.stats.clients.served(&job.key, Instant::now());
+        }
+        Err(e) => {
+            tracing::debug!(%to, error = %e, "dhcp6 send");
+            s.stats.dhcp.packet(job.kind, DhcpOutcome::Dropped);
+        }
+    }
+}
