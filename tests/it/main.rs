@@ -28,6 +28,7 @@ mod dhcp_bench;
 mod dhcp_client;
 mod dhcp_netns;
 mod dhcp_support;
+mod dhcp6_netns;
 mod disk_full;
 #[path = "../common/etcd.rs"]
 mod etcd;
