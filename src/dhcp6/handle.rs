@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DhcpConfig, Dhcp6Config, Subnet6Config};
+use crate::config::{Config, Dhcp6Config, DhcpConfig, Subnet6Config};
 use crate::isolation::IsolationSet;
 use crate::shared::Shared;
 use crate::stats::Stats;

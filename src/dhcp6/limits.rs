@@ -9,7 +9,7 @@ use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use crate::client::ClientKey;
-use crate::config::{DhcpConfig, Dhcp6Config, Rate};
+use crate::config::{Dhcp6Config, DhcpConfig, Rate};
 use crate::quota::{quota, CappedStore};
 use crate::stats::DropReason;
 

@@ -107,7 +107,12 @@ impl Dhcp6Server {
         let (tx, rx) = mpsc::channel(queue);
         let loops = TaskTracker::new();
         loops.spawn(super::worker::run(state.clone(), rx, queue, cancel.clone()));
-        loops.spawn(housekeeping(state.clone(), interfaces, updates, cancel.clone()));
+        loops.spawn(housekeeping(
+            state.clone(),
+            interfaces,
+            updates,
+            cancel.clone(),
+        ));
         let received = receive(&state, tx, &cancel).await;
         loops.close();
         loops.wait().await;

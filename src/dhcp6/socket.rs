@@ -51,8 +51,7 @@ pub fn bind(
     s.set_only_v6(true).map_err(err)?;
     // Best effort: a smaller buffer only means earlier kernel drops.
     let _ = s.set_recv_buffer_size(RECV_BUFFER);
-    socket::setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true)
-        .map_err(|e| err(e.into()))?;
+    socket::setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).map_err(|e| err(e.into()))?;
     s.set_multicast_loop_v6(false).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
     s.bind(&listen.into()).map_err(err)?;
@@ -76,14 +75,19 @@ pub fn iface(name: &str) -> Result<Iface6, DhcpError> {
         name: name.to_owned(),
         reason,
     };
-    let index = nix::net::if_::if_nametoindex(name)
-        .map_err(|_| fail("no such interface".into()))?;
-    let all = nix::ifaddrs::getifaddrs().map_err(|e| fail(format!("cannot list addresses: {e}")))?;
+    let index =
+        nix::net::if_::if_nametoindex(name).map_err(|_| fail("no such interface".into()))?;
+    let all =
+        nix::ifaddrs::getifaddrs().map_err(|e| fail(format!("cannot list addresses: {e}")))?;
     let addrs = all
         .filter(|a| a.interface_name == name)
         .filter_map(|a| a.address?.as_sockaddr_in6().map(|s| s.ip()))
         .collect();
-    Ok(Iface6 { name: name.to_owned(), index, addrs })
+    Ok(Iface6 {
+        name: name.to_owned(),
+        index,
+        addrs,
+    })
 }
 
 /// Receives one datagram into `buf` without waiting (`WouldBlock` when
@@ -143,19 +147,28 @@ mod tests {
             }
         };
         assert_eq!(&buf[..r.len], b"hello");
-        assert_eq!(r.from, match c.local_addr().unwrap() {
-            SocketAddr::V6(a) => a,
-            _ => unreachable!(),
-        });
+        assert_eq!(
+            r.from,
+            match c.local_addr().unwrap() {
+                SocketAddr::V6(a) => a,
+                _ => unreachable!(),
+            }
+        );
         assert_eq!(r.dst, Ipv6Addr::LOCALHOST);
         assert_eq!(r.ifindex, iface("lo").unwrap().index);
-        assert!(matches!(iface("no-such-if0"), Err(DhcpError::Interface { .. })));
+        assert!(matches!(
+            iface("no-such-if0"),
+            Err(DhcpError::Interface { .. })
+        ));
     }
 
     #[tokio::test]
     async fn a_taken_port_is_refused() {
         let (s, _) = bind("[::1]:0".parse().unwrap(), &[]).unwrap();
         let e = bind(s.local_addr().unwrap(), &[]).unwrap_err();
-        assert!(e.is_unavailable() && e.to_string().contains("already in use"), "{e}");
+        assert!(
+            e.is_unavailable() && e.to_string().contains("already in use"),
+            "{e}"
+        );
     }
 }

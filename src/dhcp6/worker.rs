@@ -55,9 +55,15 @@ pub(super) async fn run(
     let in_flight = ops.len();
     let all = async { while ops.next().await.is_some() {} };
     if tokio::time::timeout(DRAIN, all).await.is_err() {
-        tracing::warn!("dhcp6: in-flight IPAM operations did not finish; their clients get no reply");
+        tracing::warn!(
+            "dhcp6: in-flight IPAM operations did not finish; their clients get no reply"
+        );
     }
-    tracing::info!(drained = in_flight, discarded = left, "dhcp6 worker stopped");
+    tracing::info!(
+        drained = in_flight,
+        discarded = left,
+        "dhcp6 worker stopped"
+    );
 }
 
 /// Handles one admitted message. Cancel-safety: the IPAM's operations are
@@ -132,7 +138,8 @@ async fn ias(
         ans.na.push(one(Ia6Kind::Na, ia.iaid, hints).await?);
     }
     for ia in &job.req.ia_pd {
-        ans.pd.push(one(Ia6Kind::Pd, ia.iaid, ia.hints.clone()).await?);
+        ans.pd
+            .push(one(Ia6Kind::Pd, ia.iaid, ia.hints.clone()).await?);
     }
     Ok(ans)
 }
@@ -188,5 +195,110 @@ async fn send(s: &State6, job: &Job6, reply: Reply6) {
             tracing::debug!(%to, error = %e, "dhcp6 send");
             s.stats.dhcp.packet(job.kind, DhcpOutcome::Dropped);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Pool6};
+    use crate::dhcp6::handler::{Ctx6, Via};
+    use crate::dhcp6::limits::Limits6;
+    use crate::dhcp6::relay::RelayChain;
+    use crate::dhcp6::request::{Ia, Request6};
+    use crate::ipam::Ipam;
+    use crate::isolation::IsolationSet;
+    use crate::stats::{DhcpKind, Stats};
+    use arc_swap::ArcSwap;
+    use std::time::Duration;
+
+    /// The Reply to a Request goes out only once the IPAM said Ok: under a
+    /// storage error the client gets nothing and the drop is counted.
+    #[tokio::test]
+    async fn a_storage_error_gets_no_reply_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::new(16);
+        let ipam = Ipam::open(dir.path(), Default::default(), stats.clone()).unwrap();
+        let cfg = Config::embedded().unwrap();
+        let subnet = Subnet6Config {
+            id: "w6".into(),
+            prefix: "fd00:76::/64".parse().unwrap(),
+            pools: vec![Pool6 {
+                start: "fd00:76::100".parse().unwrap(),
+                end: "fd00:76::1ff".parse().unwrap(),
+            }],
+            pd_pools: vec![],
+            dns: vec![],
+            domain: None,
+            preferred_lifetime: Duration::from_secs(1800),
+            valid_lifetime: Duration::from_secs(3600),
+            relays: vec![],
+        };
+        ipam.stub_subnets6(std::slice::from_ref(&subnet));
+        let client = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+        let client_port = client.local_addr().unwrap().port();
+        let (socket, _) = crate::dhcp6::socket::bind("[::1]:0".parse().unwrap(), &[]).unwrap();
+        let duid = ipam.server_duid().unwrap();
+        let state = Arc::new(State6 {
+            stats: stats.clone(),
+            isolation: IsolationSet::in_memory(),
+            limits: ArcSwap::from_pointee(Limits6::new(&cfg.dhcp6, &cfg.dhcp)),
+            subnets: ArcSwap::from_pointee(vec![subnet.clone()]),
+            ifaces: ArcSwap::from_pointee(vec![]),
+            ctx: Ctx6::new(&cfg.dhcp6, duid.clone()),
+            ipam,
+            socket,
+            server_port: client_port + 1,
+            client_port,
+            deadline: Duration::from_secs(5),
+        });
+        let key = ClientKey::duid(&[0, 3, 0, 1, 2, 0, 0, 0, 7, 6]).unwrap();
+        let job = || Job6 {
+            chain: RelayChain::default(),
+            req: Request6 {
+                kind: MessageType::Request,
+                xid: [1, 2, 3],
+                client: Some(key.clone()),
+                server_id: Some(duid.clone().into()),
+                ia_na: vec![Ia {
+                    iaid: 1,
+                    t1: 0,
+                    t2: 0,
+                    hints: vec![],
+                }],
+                ia_pd: vec![],
+                oro: vec![],
+                rapid_commit: false,
+                elapsed: None,
+                lladdr: None,
+            },
+            key: key.clone(),
+            kind: DhcpKind::Request,
+            via: Via::Multicast,
+            subnets: Arc::new(vec![subnet.clone()]),
+            subnet: Some(0),
+            from: SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 9, 0, 0),
+            at: Instant::now(),
+        };
+        let mut buf = [0u8; 1500];
+        state.ipam.stub_fail6(true);
+        process(state.clone(), job()).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), client.recv(&mut buf)).await;
+        assert!(got.is_err(), "a Reply under a storage error");
+        assert_eq!(stats.drops(DropReason::Storage), 1);
+        assert_eq!(
+            stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Dropped),
+            1
+        );
+        state.ipam.stub_fail6(false);
+        process(state.clone(), job()).await;
+        let n = client.recv(&mut buf).await.unwrap();
+        assert_eq!(
+            buf[..4],
+            [7, 1, 2, 3],
+            "a Reply once the store takes writes"
+        );
+        assert!(n > 4);
+        assert_eq!(stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply), 1);
     }
 }

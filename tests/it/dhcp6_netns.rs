@@ -28,7 +28,11 @@ fn no_dad(ns: &Netns) {
         sh(
             "ip",
             &[
-                "netns", "exec", &ns.name, "sysctl", "-qw",
+                "netns",
+                "exec",
+                &ns.name,
+                "sysctl",
+                "-qw",
                 &format!("net.ipv6.conf.{key}.accept_dad=0"),
             ],
         );
@@ -43,7 +47,15 @@ fn topo6(mac: &str) -> Topo6 {
     let (srv_if, cli_if) = (format!("s6{t}"), format!("c6{t}"));
     veth(&srv, &srv_if, &cli, &cli_if);
     cli.ip(&["link", "set", &cli_if, "address", mac]);
-    srv.ip(&["-6", "addr", "add", "fd00:77::1/64", "dev", &srv_if, "nodad"]);
+    srv.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::1/64",
+        "dev",
+        &srv_if,
+        "nodad",
+    ]);
     Topo6 {
         srv,
         cli,
@@ -88,9 +100,16 @@ fn start(t: &Topo6) -> Proc {
     let bin = crate::support::bin();
     let p = t.srv.spawn(
         bin.to_str().expect("utf-8"),
-        &["run", "--headless", "--config", path.to_str().expect("utf-8")],
+        &[
+            "run",
+            "--headless",
+            "--config",
+            path.to_str().expect("utf-8"),
+        ],
     );
-    if !eventually(Duration::from_secs(60), || curl(t, &[], "/readyz").is_some()) {
+    if !eventually(Duration::from_secs(60), || {
+        curl(t, &[], "/readyz").is_some()
+    }) {
         p.signal("KILL");
         panic!("vpcbox not ready: {}", p.wait().1);
     }
@@ -117,7 +136,14 @@ fn curl(t: &Topo6, args: &[&str], path: &str) -> Option<String> {
 fn admin(t: &Topo6, method: &str, path: &str, body: Option<&str>) -> Option<String> {
     let token = std::fs::read_to_string(t.dir.path().join("data/admin.token")).expect("token");
     let auth = format!("Authorization: Bearer {}", token.trim());
-    let mut args = vec!["-X", method, "-H", &auth, "-H", "Content-Type: application/json"];
+    let mut args = vec![
+        "-X",
+        method,
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+    ];
     if let Some(b) = body {
         args.extend(["-d", b]);
     }
@@ -190,7 +216,10 @@ fn dhclient(t: &Topo6, extra: &[&str]) -> Proc {
 }
 
 fn in_pool(a: Ipv6Addr) -> bool {
-    let (lo, hi): (Ipv6Addr, Ipv6Addr) = ("fd00:77::100".parse().unwrap(), "fd00:77::1ff".parse().unwrap());
+    let (lo, hi): (Ipv6Addr, Ipv6Addr) = (
+        "fd00:77::100".parse().unwrap(),
+        "fd00:77::1ff".parse().unwrap(),
+    );
     (lo..=hi).contains(&a)
 }
 
@@ -203,13 +232,20 @@ fn dhclient6_gets_renews_and_releases_an_address() {
     let _server = start(&t);
     let log = t.dir.path().join("dhclient6.log");
     let c = dhclient(&t, &["-d"]);
-    let addr = wait_reason(&log, "BOUND6", 0, Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("no BOUND6: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let addr = wait_reason(&log, "BOUND6", 0, Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "no BOUND6: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
     assert!(in_pool(addr), "{addr}");
     assert!(configured(&t, addr), "{addr} not on the client's interface");
     // Preferred lifetime 4 s: T1 is 2 s, so dhclient renews on its own.
     let n = lines(&log);
-    assert_eq!(wait_reason(&log, "RENEW6", n, Duration::from_secs(20)), Some(addr));
+    assert_eq!(
+        wait_reason(&log, "RENEW6", n, Duration::from_secs(20)),
+        Some(addr)
+    );
     let renewed = "vpcbox_dhcp_packets_total{type=\"renew\",result=\"reply\"}";
     assert!(eventually(Duration::from_secs(5), || metric(&t, renewed) >= 1.0));
     drop(c);
@@ -218,11 +254,17 @@ fn dhclient6_gets_renews_and_releases_an_address() {
     assert!(ok, "dhclient -6 -r: {out}");
     assert!(
         eventually(Duration::from_secs(10), || {
-            metric(&t, "vpcbox_dhcp_packets_total{type=\"release\",result=\"reply\"}") >= 1.0
+            metric(
+                &t,
+                "vpcbox_dhcp_packets_total{type=\"release\",result=\"reply\"}",
+            ) >= 1.0
         }),
         "no Reply to the Release"
     );
-    assert!(!configured(&t, addr), "{addr} still configured after release");
+    assert!(
+        !configured(&t, addr),
+        "{addr} still configured after release"
+    );
     for series in [
         "vpcbox_dhcp_packets_total{type=\"solicit\",result=\"advertise\"}",
         "vpcbox_dhcp_packets_total{type=\"request\",result=\"reply\"}",
@@ -243,8 +285,13 @@ fn an_isolated_duid_gets_no_answer() {
     let t = topo6("02:00:00:00:06:02");
     let _server = start(&t);
     let duid = "duid:00030001020000000602";
-    admin(&t, "POST", "/v1/isolations", Some(&format!("{{\"client\": \"{duid}\"}}")))
-        .expect("isolate");
+    admin(
+        &t,
+        "POST",
+        "/v1/isolations",
+        Some(&format!("{{\"client\": \"{duid}\"}}")),
+    )
+    .expect("isolate");
     let log = t.dir.path().join("dhclient6.log");
     let c = dhclient(&t, &["-d"]);
     // Solicits retransmit at 1, 2, 4 s: several reach the server and are dropped.
@@ -256,7 +303,10 @@ fn an_isolated_duid_gets_no_answer() {
     );
     assert_eq!(wait_reason(&log, "BOUND6", 0, Duration::from_secs(1)), None);
     assert_eq!(
-        metric(&t, "vpcbox_dhcp_packets_total{type=\"solicit\",result=\"advertise\"}"),
+        metric(
+            &t,
+            "vpcbox_dhcp_packets_total{type=\"solicit\",result=\"advertise\"}"
+        ),
         0.0
     );
     // Released: the same client is served.
@@ -295,7 +345,8 @@ fn relay_forw(link: Ipv6Addr, msg: &[u8]) -> Vec<u8> {
 
 /// What arrives on `s` within `wait`.
 fn replies(s: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut got = Vec::new();
     let t0 = Instant::now();
     let mut buf = [0u8; 2048];
@@ -319,11 +370,29 @@ fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
         return;
     }
     let t = topo6("02:00:00:00:06:03");
-    t.cli.ip(&["-6", "addr", "add", "fd00:77::2/64", "dev", &t.cli_if, "nodad"]);
-    t.cli.ip(&["-6", "addr", "add", "fd00:77::3/64", "dev", &t.cli_if, "nodad"]);
+    t.cli.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::2/64",
+        "dev",
+        &t.cli_if,
+        "nodad",
+    ]);
+    t.cli.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::3/64",
+        "dev",
+        &t.cli_if,
+        "nodad",
+    ]);
     let server = start(&t);
     let duid = [0, 3, 0, 1, 2, 0, 0, 0, 6, 3];
-    let hop_limit = (0..33).fold(solicit(9, &duid), |m, _| relay_forw("fd00:77::2".parse().unwrap(), &m));
+    let hop_limit = (0..33).fold(solicit(9, &duid), |m, _| {
+        relay_forw("fd00:77::2".parse().unwrap(), &m)
+    });
     let mut relay_repl = relay_forw("fd00:77::2".parse().unwrap(), &solicit(8, &duid));
     relay_repl[0] = 13;
     let malformed: Vec<(&str, Vec<u8>)> = vec![
@@ -362,7 +431,10 @@ fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
         .join()
         .expect("client thread");
     let (silent, answered) = direct;
-    assert!(silent.is_empty(), "malformed datagrams answered: {silent:?}");
+    assert!(
+        silent.is_empty(),
+        "malformed datagrams answered: {silent:?}"
+    );
     assert_eq!(answered.len(), 1, "{answered:?}");
     assert_eq!(answered[0][..4], [2, 0, 0, 7], "an Advertise for xid 7");
     for (reason, _) in &malformed {
@@ -378,13 +450,23 @@ fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
     let r = &relayed[0];
     assert_eq!(r[0], 13, "a Relay-Repl");
     assert_eq!(r[2..18], "fd00:77::2".parse::<Ipv6Addr>().unwrap().octets());
-    let w = r.windows(9).any(|w| w == [0, 18, 0, 5, b'p', b'o', b'r', b't', b'1']);
+    let w = r
+        .windows(9)
+        .any(|w| w == [0, 18, 0, 5, b'p', b'o', b'r', b't', b'1']);
     assert!(w, "Interface-Id echoed: {r:?}");
-    let inner = r.windows(8).position(|w| w[..2] == [0, 9] && w[4..] == [2, 0, 0, 6]);
+    let inner = r
+        .windows(8)
+        .position(|w| w[..2] == [0, 9] && w[4..] == [2, 0, 0, 6]);
     assert!(inner.is_some(), "an Advertise for xid 6 inside: {r:?}");
-    assert!(untrusted.is_empty(), "untrusted relay answered: {untrusted:?}");
+    assert!(
+        untrusted.is_empty(),
+        "untrusted relay answered: {untrusted:?}"
+    );
     let untrusted_drops = "vpcbox_client_drops_total{reason=\"untrusted_relay\"}";
-    assert!(eventually(Duration::from_secs(5), || metric(&t, untrusted_drops) >= 1.0));
+    assert!(eventually(Duration::from_secs(5), || metric(
+        &t,
+        untrusted_drops
+    ) >= 1.0));
     // Still alive.
     assert!(curl(&t, &[], "/readyz").is_some());
     drop(server);

@@ -143,7 +143,10 @@ impl Ipam {
             (Ia6Op::Release | Ia6Op::Decline | Ia6Op::Extend, None) => Ok(Ia6Result::NoBinding),
             (Ia6Op::Advertise, Some(h)) => Ok(Ia6Result::Held(vec![h])),
             (Ia6Op::Commit | Ia6Op::Extend, Some(h)) => {
-                let h = Held6 { prefix: h.prefix, ..fresh };
+                let h = Held6 {
+                    prefix: h.prefix,
+                    ..fresh
+                };
                 st.bindings.insert(key, h);
                 Ok(Ia6Result::Held(vec![h]))
             }
