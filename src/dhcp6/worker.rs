@@ -234,7 +234,16 @@ mod tests {
             valid_lifetime: Duration::from_secs(3600),
             relays: vec![],
         };
-        ipam.stub_subnets6(std::slice::from_ref(&subnet));
+        ipam.stub_subnets6(&[crate::ipam::StubSubnet6 {
+            id: subnet.id.clone(),
+            prefix: subnet.prefix,
+            pools: vec![(
+                "fd00:76::100".parse().unwrap(),
+                "fd00:76::1ff".parse().unwrap(),
+            )],
+            pd_pools: vec![],
+            valid_lifetime: subnet.valid_lifetime,
+        }]);
         let client = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
         let client_port = client.local_addr().unwrap().port();
         let (socket, _) = crate::dhcp6::socket::bind("[::1]:0".parse().unwrap(), &[]).unwrap();

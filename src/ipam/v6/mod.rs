@@ -5,14 +5,13 @@
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv6Net;
 
 use super::error::IpamError;
 use super::handle::Ipam;
 use crate::client::ClientKey;
-use crate::config::Subnet6Config;
 
 /// One identity association: a client's DUID, the IA's type and IAID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,10 +51,20 @@ pub enum Ia6Result {
     NotOnLink,
 }
 
+/// STUB: what the stub needs of a `[[subnet6]]` (it may not import config).
+#[derive(Debug, Clone)]
+pub struct StubSubnet6 {
+    pub id: String,
+    pub prefix: Ipv6Net,
+    pub pools: Vec<(Ipv6Addr, Ipv6Addr)>,
+    pub pd_pools: Vec<(Ipv6Net, u8)>,
+    pub valid_lifetime: Duration,
+}
+
 /// The stub's state: subnets and bindings, per IPAM (by address).
 #[derive(Default)]
 struct Stub {
-    subnets: Vec<Subnet6Config>,
+    subnets: Vec<StubSubnet6>,
     bindings: HashMap<(usize, String, Ia6Key), Held6>,
     fail: bool,
 }
@@ -68,20 +77,20 @@ fn stub() -> std::sync::MutexGuard<'static, Stub> {
 }
 
 /// Candidates of a subnet for `kind`, first few thousand only (a stub).
-fn candidates(s: &Subnet6Config, kind: Ia6Kind) -> Vec<Ipv6Net> {
+fn candidates(s: &StubSubnet6, kind: Ia6Kind) -> Vec<Ipv6Net> {
     let mut out = Vec::new();
     match kind {
         Ia6Kind::Na => {
-            for p in &s.pools {
-                let (a, b) = (u128::from(p.start), u128::from(p.end));
+            for (start, end) in &s.pools {
+                let (a, b) = (u128::from(*start), u128::from(*end));
                 for x in a..=b.min(a + 4096) {
                     out.push(Ipv6Net::from(Ipv6Addr::from(x)));
                 }
             }
         }
         Ia6Kind::Pd => {
-            for p in &s.pd_pools {
-                if let Ok(subs) = p.prefix.subnets(p.delegated_len) {
+            for (prefix, len) in &s.pd_pools {
+                if let Ok(subs) = prefix.subnets(*len) {
                     out.extend(subs.take(4096));
                 }
             }
@@ -92,7 +101,7 @@ fn candidates(s: &Subnet6Config, kind: Ia6Kind) -> Vec<Ipv6Net> {
 
 impl Ipam {
     /// STUB: the `[[subnet6]]` tables the stub allocates from.
-    pub fn stub_subnets6(&self, subnets: &[Subnet6Config]) {
+    pub fn stub_subnets6(&self, subnets: &[StubSubnet6]) {
         stub().subnets = subnets.to_vec();
     }
 
