@@ -29,6 +29,10 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Datagrams taken per wake-up before the loop yields to the worker.
 const BUDGET: usize = 256;
 
+/// Messages handled at once (most wait for a group commit): with the
+/// queue, this bounds the decoded messages held, each under a few KiB.
+const MAX_IN_FLIGHT: usize = 1024;
+
 /// The DHCPv6 server, its socket bound, not yet serving.
 pub struct Dhcp6Server {
     state: State6,
@@ -106,7 +110,13 @@ impl Dhcp6Server {
         let state = Arc::new(state);
         let (tx, rx) = mpsc::channel(queue);
         let loops = TaskTracker::new();
-        loops.spawn(super::worker::run(state.clone(), rx, queue, cancel.clone()));
+        let in_flight = queue.min(MAX_IN_FLIGHT);
+        loops.spawn(super::worker::run(
+            state.clone(),
+            rx,
+            in_flight,
+            cancel.clone(),
+        ));
         loops.spawn(housekeeping(
             state.clone(),
             interfaces,
@@ -138,21 +148,25 @@ async fn receive(
             _ = cancel.cancelled() => return Ok(()),
             ready = state.socket.readable() => ready?,
         }
-        for _ in 0..BUDGET {
-            match try_recv(&state.socket, &mut buf) {
-                Ok(r) => {
-                    let a = Arrival {
-                        buf: &buf[..r.len.min(buf.len())],
-                        from: r.from,
-                        ifindex: r.ifindex,
-                        dst: r.dst,
-                        now: Instant::now(),
-                    };
-                    admit(state, a, &queue);
+        {
+            // What admission keeps (the decoded jobs) is the DHCP server's memory.
+            let _owner = crate::heap::scope(crate::heap::Owner::Dhcp);
+            for _ in 0..BUDGET {
+                match try_recv(&state.socket, &mut buf) {
+                    Ok(r) => {
+                        let a = Arrival {
+                            buf: &buf[..r.len.min(buf.len())],
+                            from: r.from,
+                            ifindex: r.ifindex,
+                            dst: r.dst,
+                            now: Instant::now(),
+                        };
+                        admit(state, a, &queue);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // ICMP errors of earlier sends surface here; the socket is fine.
+                    Err(e) => tracing::debug!(error = %e, "dhcp6 recv"),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // ICMP errors of earlier sends surface here; the socket is fine.
-                Err(e) => tracing::debug!(error = %e, "dhcp6 recv"),
             }
         }
         tokio::task::yield_now().await;

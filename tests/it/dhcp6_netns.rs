@@ -467,7 +467,40 @@ fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
         &t,
         untrusted_drops
     ) >= 1.0));
-    // Still alive.
+    // Still alive, and SIGTERM stops it cleanly.
     assert!(curl(&t, &[], "/readyz").is_some());
-    drop(server);
+    server.signal("TERM");
+    let (ok, out) = server.wait();
+    assert!(ok, "vpcbox after SIGTERM: {out}");
+    assert!(out.contains("dhcp6 server stopped"), "{out}");
+}
+
+/// `[dhcp6] listen` on a port another socket holds: exit 69 naming it, as
+/// for v4.
+#[test]
+fn a_taken_dhcp6_port_exits_69_naming_it() {
+    let held = UdpSocket::bind("[::1]:0").expect("bind");
+    let addr = held.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let text = format!(
+        "[storage]\npath = \"{data}\"\n[dhcp]\nenabled = false\n[gateway]\nenabled = false\n[dhcp6]\nenabled = true\nlisten = \"{addr}\"\n",
+        data = dir.path().join("data").display()
+    );
+    std::fs::write(&path, text).expect("config");
+    let out = std::process::Command::new(crate::support::bin())
+        .args([
+            "run",
+            "--headless",
+            "--config",
+            path.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run vpcbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding {addr} failed: address already in use")),
+        "{stderr}"
+    );
 }
