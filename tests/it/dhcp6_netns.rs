@@ -504,3 +504,50 @@ fn a_taken_dhcp6_port_exits_69_naming_it() {
         "{stderr}"
     );
 }
+
+/// One DUID flooding Solicits is held to its own quota (`[dhcp6]
+/// per_client_rate` 50/s, burst 20): most of its flood is dropped as
+/// rate_limited, and another client's Solicit meanwhile gets its Advertise.
+#[test]
+fn a_flooding_duid_is_held_to_its_quota_and_others_are_served() {
+    if !require_root("a_flooding_duid_is_held_to_its_quota_and_others_are_served") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:04");
+    let _server = start(&t);
+    let cli_if = t.cli_if.clone();
+    let (flood_answers, other) = t
+        .cli
+        .thread(move || {
+            let idx = nix::net::if_::if_nametoindex(cli_if.as_str()).expect("ifindex");
+            let group = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
+            let c = UdpSocket::bind("[::]:546").expect("bind 546");
+            let flooder = [0, 3, 0, 1, 2, 0, 0, 0, 6, 0x66];
+            for i in 0..500u32 {
+                c.send_to(&solicit((i % 200) as u8, &flooder), group)
+                    .expect("send");
+            }
+            c.send_to(&solicit(0xee, &[0, 3, 0, 1, 2, 0, 0, 0, 6, 0x77]), group)
+                .expect("send");
+            let got = replies(&c, Duration::from_secs(3));
+            let other = got.iter().filter(|r| r[..4] == [2, 0, 0, 0xee]).count();
+            (got.len() - other, other)
+        })
+        .join()
+        .expect("client thread");
+    assert_eq!(other, 1, "the other client's Advertise");
+    assert!(
+        flood_answers >= 20,
+        "the flooder's burst is served: {flood_answers}"
+    );
+    assert!(
+        flood_answers < 250,
+        "the flooder was not limited: {flood_answers}"
+    );
+    let limited = "vpcbox_client_drops_total{reason=\"rate_limited\"}";
+    assert!(
+        eventually(Duration::from_secs(5), || metric(&t, limited) >= 250.0),
+        "rate_limited drops: {}",
+        metric(&t, limited)
+    );
+}
