@@ -86,6 +86,7 @@ pools = ["fd00:77::100-fd00:77::1ff"]
 dns = ["fd00:77::1"]
 preferred_lifetime = "4s"
 valid_lifetime = "8s"
+pd_pools = [{{ prefix = "fd00:78::/48", delegated_len = 56 }}]
 relays = ["fd00:77::2"]
 "#,
         data = t.dir.path().join("data").display(),
@@ -164,7 +165,7 @@ fn script(dir: &Path) -> (PathBuf, PathBuf) {
     let log = dir.join("dhclient6.log");
     let path = dir.join("dhclient6.sh");
     let text = format!(
-        "#!/bin/sh\necho \"$reason $new_ip6_address\" >> {log}\ncase \"$reason\" in\n  BOUND6|RENEW6|REBIND6|REBOOT6) ip -6 addr replace \"$new_ip6_address/128\" dev \"$interface\" nodad ;;\n  RELEASE6|EXPIRE6|STOP6) ip -6 addr del \"$old_ip6_address/128\" dev \"$interface\" ;;\nesac\nexit 0\n",
+        "#!/bin/sh\necho \"$reason $new_ip6_address\" >> {log}\n[ -n \"$new_ip6_prefix\" ] && echo \"PD-$reason $new_ip6_prefix\" >> {log}\ncase \"$reason\" in\n  BOUND6|RENEW6|REBIND6|REBOOT6) ip -6 addr replace \"$new_ip6_address/128\" dev \"$interface\" nodad ;;\n  RELEASE6|EXPIRE6|STOP6) ip -6 addr del \"$old_ip6_address/128\" dev \"$interface\" ;;\nesac\nexit 0\n",
         log = log.display()
     );
     std::fs::write(&path, text).expect("script");
@@ -550,4 +551,35 @@ fn a_flooding_duid_is_held_to_its_quota_and_others_are_served() {
         "rate_limited drops: {}",
         metric(&t, limited)
     );
+}
+
+/// `dhclient -6 -P`: an IA_PD, and the prefix delegated is a /56 of the pool.
+#[test]
+fn dhclient6_gets_a_delegated_prefix() {
+    if !require_root("dhclient6_gets_a_delegated_prefix") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:05");
+    let _server = start(&t);
+    let log = t.dir.path().join("dhclient6.log");
+    let _c = dhclient(&t, &["-P", "-d"]);
+    let t0 = Instant::now();
+    let prefix = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let hit = text.lines().find_map(|l| {
+            let p = l.strip_prefix("PD-BOUND6 ")?;
+            p.trim().parse::<ipnet::Ipv6Net>().ok()
+        });
+        if let Some(p) = hit {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no PD-BOUND6: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pool: ipnet::Ipv6Net = "fd00:78::/48".parse().unwrap();
+    assert_eq!(prefix.prefix_len(), 56, "{prefix}");
+    assert!(pool.contains(&prefix), "{prefix}");
 }
