@@ -250,3 +250,118 @@ pub(super) fn kind_of(msg_type: u8) -> DhcpKind {
         _ => DhcpKind::Other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp6::relay::{forward, RelayLevel};
+    use crate::dhcp6::socket::iface;
+    use crate::dhcp6::state::for_tests;
+    use crate::dhcp6::wire::put;
+    use crate::ipam::Ipam;
+    use std::net::Ipv6Addr;
+    use std::time::Duration;
+
+    const DUID: [u8; 10] = [0, 3, 0, 1, 2, 0, 0, 0, 0, 0x61];
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x79];
+
+    fn solicit() -> Vec<u8> {
+        let mut m = vec![1, 0, 0, 1];
+        put(&mut m, 1, &DUID);
+        put(&mut m, 8, &[0, 0]);
+        m
+    }
+
+    /// `inner` from relay `link` (option 79: [`MAC`]).
+    fn relayed(link: &str, inner: &[u8]) -> Vec<u8> {
+        let mut addr = vec![0, 1];
+        addr.extend_from_slice(&MAC);
+        let chain = RelayChain {
+            levels: vec![RelayLevel {
+                hop_count: 0,
+                link: link.parse().unwrap(),
+                peer: "fe80::5".parse().unwrap(),
+                interface_id: Some(b"p1".to_vec().into()),
+                lladdr: Some(LinkLayer::parse(&addr).unwrap()),
+            }],
+        };
+        forward(&chain, inner)
+    }
+
+    fn subnet() -> Subnet6Config {
+        Subnet6Config {
+            id: "lab6".into(),
+            prefix: "fd00:77::/64".parse().unwrap(),
+            pools: vec![],
+            pd_pools: vec![],
+            dns: vec![],
+            domain: None,
+            preferred_lifetime: Duration::from_secs(1800),
+            valid_lifetime: Duration::from_secs(3600),
+            relays: vec!["fd00:77::2".parse().unwrap()],
+        }
+    }
+
+    /// Each step refuses what it is for, in order, and counts it as such.
+    #[tokio::test]
+    async fn every_step_refuses_and_counts_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam =
+            Ipam::open(dir.path(), Default::default(), crate::stats::Stats::new(16)).unwrap();
+        let mut lo = iface("lo").unwrap();
+        lo.addrs = vec!["fd00:77::1".parse().unwrap()];
+        let index = lo.index;
+        let s = for_tests(ipam, vec![subnet()], vec![lo], 9).await;
+        let (tx, mut rx) = mpsc::channel(1);
+        let at = |buf: &[u8], from: &str, ifindex| {
+            let from = SocketAddrV6::new(from.parse::<Ipv6Addr>().unwrap(), 546, 0, 0);
+            let a = Arrival {
+                buf,
+                from,
+                ifindex,
+                dst: "ff02::1:2".parse().unwrap(),
+                now: Instant::now(),
+            };
+            admit(&s, a, &tx);
+        };
+        let drops = |r| s.stats.drops(r);
+        // Framed well (peek reads it), but an IA_NA too short to decode.
+        let mut broken = solicit();
+        put(&mut broken, 3, &[0, 0, 0, 1, 0]);
+        let duid = ClientKey::duid(&DUID).unwrap();
+
+        // Not on one of our interfaces: not ours, not counted.
+        at(&solicit(), "fe80::5", index + 1000);
+        assert_eq!(s.stats.dhcp.total(), 0);
+        // Isolated by its DUID: refused before the broken IA is read.
+        s.isolation.isolate(&duid, "test").unwrap();
+        at(&broken, "fe80::5", index);
+        assert_eq!(drops(DropReason::Isolated), 1);
+        assert!(s.stats.dhcp.malformed6_counts().is_empty());
+        s.isolation.release(&duid, "test").unwrap();
+        // Not isolated: the decode refuses it, counted by its reason.
+        at(&broken, "fe80::5", index);
+        assert_eq!(s.stats.dhcp.malformed6_counts(), vec![("bad_length", 1)]);
+        assert_eq!(drops(DropReason::Malformed), 1);
+        // Relayed: isolated by option 79's MAC; then an untrusted relay.
+        s.isolation.isolate(&ClientKey::Mac(MAC), "test").unwrap();
+        at(&relayed("fd00:77::2", &solicit()), "fd00:77::2", 0);
+        assert_eq!(drops(DropReason::Isolated), 2);
+        s.isolation.release(&ClientKey::Mac(MAC), "test").unwrap();
+        at(&relayed("fd00:77::9", &solicit()), "fd00:77::9", 0);
+        assert_eq!(drops(DropReason::UntrustedRelay), 1);
+        // Trusted: queued, with its subnet; the next finds the queue full.
+        at(&relayed("fd00:77::2", &solicit()), "fd00:77::2", 0);
+        at(&solicit(), "fe80::5", index);
+        assert_eq!(drops(DropReason::QueueFull), 1);
+        let job = rx.try_recv().unwrap();
+        assert_eq!(
+            (job.via, job.key, job.subnet),
+            (Via::Relayed, duid, Some(0))
+        );
+        assert_eq!(
+            job.chain.port(),
+            Some([&[0xfd, 0, 0, 0x77], &[0; 11][..], &[2, b'p', b'1']].concat())
+        );
+    }
+}

@@ -69,3 +69,30 @@ pub(super) fn via_of(dst: Ipv6Addr) -> Via {
         false => Via::Unicast,
     }
 }
+
+/// A server state for tests: the embedded config's limits, `subnets`,
+/// `ifaces`, a socket on loopback; replies to clients go to `client_port`.
+#[cfg(test)]
+pub(super) async fn for_tests(
+    ipam: Arc<Ipam>,
+    subnets: Vec<Subnet6Config>,
+    ifaces: Vec<Iface6>,
+    client_port: u16,
+) -> State6 {
+    let cfg = crate::config::Config::embedded().unwrap();
+    let (socket, _) = super::socket::bind("[::1]:0".parse().unwrap(), &[]).unwrap();
+    let duid = ipam.server_duid().unwrap();
+    State6 {
+        stats: Stats::new(16),
+        isolation: IsolationSet::in_memory(),
+        limits: ArcSwap::from_pointee(Limits6::new(&cfg.dhcp6, &cfg.dhcp)),
+        subnets: ArcSwap::from_pointee(subnets),
+        ifaces: ArcSwap::from_pointee(ifaces),
+        ctx: Ctx6::new(&cfg.dhcp6, duid),
+        ipam,
+        socket,
+        server_port: client_port.wrapping_add(1),
+        client_port,
+        deadline: Duration::from_secs(5),
+    }
+}

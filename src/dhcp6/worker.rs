@@ -201,15 +201,13 @@ async fn send(s: &State6, job: &Job6, reply: Reply6) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Pool6};
-    use crate::dhcp6::handler::{Ctx6, Via};
-    use crate::dhcp6::limits::Limits6;
+    use crate::config::Pool6;
+    use crate::dhcp6::handler::Via;
     use crate::dhcp6::relay::RelayChain;
     use crate::dhcp6::request::{Ia, Request6};
+    use crate::dhcp6::state::for_tests;
     use crate::ipam::Ipam;
-    use crate::isolation::IsolationSet;
-    use crate::stats::{DhcpKind, Stats};
-    use arc_swap::ArcSwap;
+    use crate::stats::DhcpKind;
     use std::time::Duration;
 
     /// The Reply to a Request goes out only once the IPAM said Ok: under a
@@ -217,9 +215,8 @@ mod tests {
     #[tokio::test]
     async fn a_storage_error_gets_no_reply_and_is_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let stats = Stats::new(16);
-        let ipam = Ipam::open(dir.path(), Default::default(), stats.clone()).unwrap();
-        let cfg = Config::embedded().unwrap();
+        let ipam =
+            Ipam::open(dir.path(), Default::default(), crate::stats::Stats::new(16)).unwrap();
         let subnet = Subnet6Config {
             id: "w6".into(),
             prefix: "fd00:76::/64".parse().unwrap(),
@@ -246,21 +243,9 @@ mod tests {
         }]);
         let client = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
         let client_port = client.local_addr().unwrap().port();
-        let (socket, _) = crate::dhcp6::socket::bind("[::1]:0".parse().unwrap(), &[]).unwrap();
         let duid = ipam.server_duid().unwrap();
-        let state = Arc::new(State6 {
-            stats: stats.clone(),
-            isolation: IsolationSet::in_memory(),
-            limits: ArcSwap::from_pointee(Limits6::new(&cfg.dhcp6, &cfg.dhcp)),
-            subnets: ArcSwap::from_pointee(vec![subnet.clone()]),
-            ifaces: ArcSwap::from_pointee(vec![]),
-            ctx: Ctx6::new(&cfg.dhcp6, duid.clone()),
-            ipam,
-            socket,
-            server_port: client_port + 1,
-            client_port,
-            deadline: Duration::from_secs(5),
-        });
+        let state = Arc::new(for_tests(ipam, vec![subnet.clone()], vec![], client_port).await);
+        let stats = state.stats.clone();
         let key = ClientKey::duid(&[0, 3, 0, 1, 2, 0, 0, 0, 7, 6]).unwrap();
         let job = || Job6 {
             chain: RelayChain::default(),
