@@ -29,7 +29,7 @@ use super::handler::Via;
 use super::inbound::{self, peek, Peek6};
 use super::link;
 use super::relay::RelayChain;
-use super::request::{LinkLayer, Request6};
+use super::request::Request6;
 use super::socket::Iface6;
 use super::state::{via_of, Job6, State6};
 use crate::client::ClientKey;
@@ -138,7 +138,11 @@ fn identified(s: &State6, p: &Peek6<'_>) -> Step {
     if let Some(duid) = p.duid.and_then(ClientKey::duid) {
         not_isolated(s, &duid)?;
     }
-    let mac = p.lladdr.and_then(|v| LinkLayer::parse(v).ok()?.mac());
+    // Option 79 as `type(2) address`: Ethernet (type 1) gives a MAC; no allocation.
+    let mac = p.lladdr.and_then(|v| match v {
+        [0, 1, mac @ ..] => <[u8; 6]>::try_from(mac).ok(),
+        _ => None,
+    });
     if let Some(mac) = mac {
         not_isolated(s, &ClientKey::Mac(mac))?;
     }
@@ -255,6 +259,7 @@ pub(super) fn kind_of(msg_type: u8) -> DhcpKind {
 mod tests {
     use super::*;
     use crate::dhcp6::relay::{forward, RelayLevel};
+    use crate::dhcp6::request::LinkLayer;
     use crate::dhcp6::socket::iface;
     use crate::dhcp6::state::for_tests;
     use crate::dhcp6::wire::put;

@@ -79,6 +79,7 @@ impl Dhcp6Server {
             // 546 for 547; a test server on port p answers clients on p - 1.
             client_port: port.wrapping_sub(1),
             deadline: h.dhcp.deadline,
+            inflight: Default::default(),
         };
         Ok(Self {
             state,

@@ -1,8 +1,9 @@
 //! What the DHCPv6 receive loop and worker share: the server's state and
 //! the jobs passed between them. A leaf: it imports no file that uses it.
 
+use std::collections::HashSet;
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -60,6 +61,11 @@ pub(super) struct State6 {
     pub server_port: u16,
     pub client_port: u16,
     pub deadline: Duration,
+    /// Messages being handled, by client and transaction id: a client's
+    /// retransmission meanwhile is a duplicate, not a second IPAM operation.
+    /// Bounded by the worker's in-flight limit. std Mutex: one insert or
+    /// remove, never held across an await.
+    pub inflight: Mutex<HashSet<(ClientKey, [u8; 3])>>,
 }
 
 /// Whether `dst` is the servers' multicast group (else unicast to us).
@@ -94,5 +100,6 @@ pub(super) async fn for_tests(
         server_port: client_port.wrapping_add(1),
         client_port,
         deadline: Duration::from_secs(5),
+        inflight: Mutex::default(),
     }
 }

@@ -3,6 +3,7 @@
 //! group commit), at most `limit` at a time; a Reply that commits, extends,
 //! releases or declines goes out only once the IPAM said Ok.
 
+use std::future::Future;
 use std::net::SocketAddrV6;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -43,7 +44,9 @@ pub(super) async fn run(
             job = rx.recv(), if ops.len() < limit => match job {
                 Some(job) => {
                     state.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
-                    ops.push(process(state.clone(), job));
+                    if let Some(op) = start(&state, job) {
+                        ops.push(op);
+                    }
                 }
                 None => break,
             },
@@ -64,6 +67,31 @@ pub(super) async fn run(
         discarded = left,
         "dhcp6 worker stopped"
     );
+}
+
+/// Handles `job` unless the same message of the same client is being
+/// handled (a retransmission: dropped as a duplicate).
+fn start(state: &Arc<State6>, job: Job6) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let id = (job.key.clone(), job.req.xid);
+    let fresh = lock(&state.inflight).insert(id.clone());
+    if !fresh {
+        refuse(
+            state,
+            &job.key,
+            job.kind,
+            Refused::Drop(DropReason::Duplicate),
+        );
+        return None;
+    }
+    let state = state.clone();
+    Some(async move {
+        process(state.clone(), job).await;
+        lock(&state.inflight).remove(&id);
+    })
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Handles one admitted message. Cancel-safety: the IPAM's operations are
@@ -294,5 +322,12 @@ mod tests {
         );
         assert!(n > 4);
         assert_eq!(stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply), 1);
+        // A retransmission while the first is handled is a duplicate; once
+        // it is done, the same message is handled again.
+        let first = start(&state, job()).expect("first");
+        assert!(start(&state, job()).is_none());
+        assert_eq!(stats.drops(DropReason::Duplicate), 1);
+        first.await;
+        assert!(start(&state, job()).is_some());
     }
 }
