@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::LogFormat;
 use crate::config::Config;
 use crate::dhcp::DhcpServer;
+use crate::dhcp6::Dhcp6Server;
 use crate::exit::Exit;
 use crate::gateway::{ApiContext, Gateway};
 use crate::isolation::IsolationSet;
@@ -212,6 +213,18 @@ fn start_listeners(
         })?;
         bound.dhcp = dhcp.local_addrs().first().copied().unwrap_or(bound.dhcp);
         shared.tracker.spawn(dhcp.run());
+    }
+    if config.dhcp6.enabled {
+        let dhcp6 = Dhcp6Server::bind(shared, ipam.clone()).map_err(|e| {
+            if e.is_unavailable() {
+                Exit::unavailable(e)
+            } else {
+                Exit::usage(e)
+            }
+        })?;
+        let addr = dhcp6.local_addr().map_err(Exit::unavailable)?;
+        tracing::info!(dhcp6 = %addr, "dhcp6 listening");
+        shared.tracker.spawn(dhcp6.run());
     }
     if let Some(r) = ready {
         r.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -53,6 +53,8 @@ pub fn open(config: &Config, stats: Arc<Stats>) -> Result<(Arc<Ipam>, Option<Clu
 }
 
 fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
+    // STUB until the v6 IPAM lands: its config step replaces this line.
+    ipam.stub_subnets6(&stub_subnets6(&config.subnets6));
     ipam.apply_config(&config.subnets, &config.reservations, SystemTime::now())
         .map_err(|e| {
             Exit::usage(format!(
@@ -70,4 +72,22 @@ pub fn open_error(dir: &std::path::Path, e: IpamError) -> Exit {
         )),
         other => Exit::unavailable(format!("data directory '{}': {other}", dir.display())),
     }
+}
+
+/// STUB until the v6 IPAM lands: `[[subnet6]]` as the in-memory stub takes it.
+pub fn stub_subnets6(subnets: &[crate::config::Subnet6Config]) -> Vec<crate::ipam::StubSubnet6> {
+    subnets
+        .iter()
+        .map(|s| crate::ipam::StubSubnet6 {
+            id: s.id.clone(),
+            prefix: s.prefix,
+            pools: s.pools.iter().map(|p| (p.start, p.end)).collect(),
+            pd_pools: s
+                .pd_pools
+                .iter()
+                .map(|p| (p.prefix, p.delegated_len))
+                .collect(),
+            valid_lifetime: s.valid_lifetime,
+        })
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! The live counters every service bumps: atomics, no locks on the hot path.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,10 @@ pub struct DhcpStats {
     /// Keys the per-client quota tracked at its last housekeeping, before
     /// the idle ones were forgotten (at most `dhcp.max_client_quotas`).
     pub tracked_clients: AtomicU64,
+    /// DHCPv6 datagrams refused on the wire, by the decoder's reason name
+    /// (a fixed set of static names, so the map stays small). std Mutex:
+    /// one insert-or-add, never held across an await.
+    malformed6: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl DhcpStats {
@@ -29,6 +34,16 @@ impl DhcpStats {
     }
     pub fn total(&self) -> u64 {
         self.packets.iter().flatten().map(|a| a.load(Relaxed)).sum()
+    }
+    /// Counts a DHCPv6 datagram refused for `reason` (a static name).
+    pub fn malformed6(&self, reason: &'static str) {
+        let mut m = self.malformed6.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(reason).or_default() += 1;
+    }
+    /// `(reason, count)` of [`Self::malformed6`], by name.
+    pub fn malformed6_counts(&self) -> Vec<(&'static str, u64)> {
+        let m = self.malformed6.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(r, n)| (*r, *n)).collect()
     }
 }
 

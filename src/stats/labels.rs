@@ -126,10 +126,16 @@ pub enum DhcpKind {
     Inform,
     Other,
     Malformed,
+    /// DHCPv6 (RFC 9915); Request, Release and Decline share v4's labels.
+    Solicit,
+    Renew,
+    Rebind,
+    Confirm,
+    InformationRequest,
 }
 
 impl DhcpKind {
-    pub const ALL: [DhcpKind; 7] = [
+    pub const ALL: [DhcpKind; 12] = [
         Self::Discover,
         Self::Request,
         Self::Decline,
@@ -137,6 +143,11 @@ impl DhcpKind {
         Self::Inform,
         Self::Other,
         Self::Malformed,
+        Self::Solicit,
+        Self::Renew,
+        Self::Rebind,
+        Self::Confirm,
+        Self::InformationRequest,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,6 +158,11 @@ impl DhcpKind {
             Self::Inform => "inform",
             Self::Other => "other",
             Self::Malformed => "malformed",
+            Self::Solicit => "solicit",
+            Self::Renew => "renew",
+            Self::Rebind => "rebind",
+            Self::Confirm => "confirm",
+            Self::InformationRequest => "information_request",
         }
     }
 }
@@ -161,15 +177,20 @@ pub enum DhcpOutcome {
     /// Handled, no reply due (RELEASE, DECLINE, another server selected).
     Silent,
     Dropped,
+    /// DHCPv6 answers.
+    Advertise,
+    Reply,
 }
 
 impl DhcpOutcome {
-    pub const ALL: [DhcpOutcome; 5] = [
+    pub const ALL: [DhcpOutcome; 7] = [
         Self::Offer,
         Self::Ack,
         Self::Nak,
         Self::Silent,
         Self::Dropped,
+        Self::Advertise,
+        Self::Reply,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,6 +199,8 @@ impl DhcpOutcome {
             Self::Nak => "nak",
             Self::Silent => "silent",
             Self::Dropped => "dropped",
+            Self::Advertise => "advertise",
+            Self::Reply => "reply",
         }
     }
 }

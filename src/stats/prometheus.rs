@@ -158,6 +158,7 @@ fn dhcp(reg: &mut Registry, snap: &Snapshot) {
         gauge "dhcp_queue_depth", "DHCP packets waiting in the bounded work queue" => snap.dhcp_queue_depth;
         gauge "dhcp_queue_capacity", "Capacity of the DHCP work queue" => snap.dhcp_queue_capacity;
         gauge "dhcp_tracked_clients", "Client keys with a DHCP quota of their own (at most dhcp.max_client_quotas)" => snap.dhcp_tracked_clients;
+        Counters "dhcp6_malformed", "DHCPv6 datagrams refused on the wire, by what was wrong" => snap.dhcp6_malformed.iter().map(|(r, n)| (vec![("reason", (*r).to_owned())], *n)).collect();
     }
 }
 

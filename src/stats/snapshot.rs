@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub dhcp_queue_depth: i64,
     pub dhcp_queue_capacity: u64,
     pub dhcp_tracked_clients: u64,
+    /// DHCPv6 datagrams refused on the wire: `(reason, count)`.
+    pub dhcp6_malformed: Vec<(&'static str, u64)>,
     pub ipam_commit_seconds: HistogramSnapshot,
     pub ipam_batch_size: HistogramSnapshot,
     pub ipam_commits_waiting: i64,
@@ -87,6 +89,7 @@ impl Default for Snapshot {
             dhcp_queue_depth: 0,
             dhcp_queue_capacity: 0,
             dhcp_tracked_clients: 0,
+            dhcp6_malformed: Vec::new(),
             ipam_commit_seconds: HistogramSnapshot::default(),
             ipam_batch_size: HistogramSnapshot::default(),
             ipam_commits_waiting: 0,

@@ -308,7 +308,10 @@ fn empty_snapshot_renders_every_metric() {
             "{name}\n{text}"
         );
     }
-    assert_eq!(series(&samples, "vpcbox_dhcp_packets_total").len(), 35);
+    assert_eq!(
+        series(&samples, "vpcbox_dhcp_packets_total").len(),
+        DhcpKind::ALL.len() * DhcpOutcome::ALL.len()
+    );
     assert_eq!(
         series(&samples, "vpcbox_client_drops_total").len(),
         DropReason::ALL.len()

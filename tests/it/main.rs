@@ -22,6 +22,7 @@ mod cluster_ops;
 mod cluster_workload;
 mod config_fixtures;
 mod dhcp;
+mod dhcp6_netns;
 mod dhcp_adversary;
 mod dhcp_bench;
 #[path = "../common/dhcp_client.rs"]

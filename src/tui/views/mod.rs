@@ -123,7 +123,8 @@ pub fn status_line(ui: &UiState) -> Line<'static> {
         (None, Some(s)) => match s {
             Status::Isolating(c) => Line::styled(format!("isolating {c}…"), warn),
             Status::Isolated { client, since } => {
-                let unit = if client.is_dhcp() {
+                let dhcp6 = matches!(client, crate::client::ClientKey::Duid(_));
+                let unit = if client.is_dhcp() || dhcp6 {
                     "packets/s"
                 } else {
                     "requests/s"

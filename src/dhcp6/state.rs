@@ -1,0 +1,105 @@
+//! What the DHCPv6 receive loop and worker share: the server's state and
+//! the jobs passed between them. A leaf: it imports no file that uses it.
+
+use std::collections::HashSet;
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::UdpSocket;
+
+use super::handler::{Ctx6, Via};
+use super::limits::Limits6;
+use super::relay::RelayChain;
+use super::request::Request6;
+use super::socket::Iface6;
+use crate::client::ClientKey;
+use crate::config::Subnet6Config;
+use crate::ipam::Ipam;
+use crate::isolation::IsolationSet;
+use crate::stats::{DhcpKind, Stats};
+
+/// How long the server waits for in-flight IPAM operations at shutdown.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// A decoded datagram that passed admission, on its way to the worker.
+pub(super) struct Job6 {
+    pub chain: RelayChain,
+    pub req: Request6,
+    /// The DUID (or, for an anonymous Information-Request, the source).
+    pub key: ClientKey,
+    pub kind: DhcpKind,
+    pub via: Via,
+    /// The subnets as admission saw them, and the client's among them.
+    pub subnets: Arc<Vec<Subnet6Config>>,
+    pub subnet: Option<usize>,
+    pub from: SocketAddrV6,
+    pub at: Instant,
+}
+
+impl Job6 {
+    pub fn subnet(&self) -> Option<&Subnet6Config> {
+        self.subnets.get(self.subnet?)
+    }
+}
+
+/// State shared by the receive loop and the worker.
+pub(super) struct State6 {
+    pub stats: Arc<Stats>,
+    pub isolation: Arc<IsolationSet>,
+    pub ipam: Arc<Ipam>,
+    /// Swapped whole when a reload brings new rates (quotas restart then).
+    pub limits: ArcSwap<Limits6>,
+    /// `[[subnet6]]`, swapped whole on reload.
+    pub subnets: ArcSwap<Vec<Subnet6Config>>,
+    /// `[dhcp6] interfaces`, their addresses refreshed by housekeeping.
+    pub ifaces: ArcSwap<Vec<Iface6>>,
+    pub ctx: Ctx6,
+    pub socket: UdpSocket,
+    /// Relays are answered on this port, clients on `client_port`.
+    pub server_port: u16,
+    pub client_port: u16,
+    pub deadline: Duration,
+    /// Messages being handled, by client and transaction id: a client's
+    /// retransmission meanwhile is a duplicate, not a second IPAM operation.
+    /// Bounded by the worker's in-flight limit. std Mutex: one insert or
+    /// remove, never held across an await.
+    pub inflight: Mutex<HashSet<(ClientKey, [u8; 3])>>,
+}
+
+/// Whether `dst` is the servers' multicast group (else unicast to us).
+pub(super) fn via_of(dst: Ipv6Addr) -> Via {
+    match dst.is_multicast() {
+        true => Via::Multicast,
+        false => Via::Unicast,
+    }
+}
+
+/// A server state for tests: the embedded config's limits, `subnets`,
+/// `ifaces`, a socket on loopback; replies to clients go to `client_port`.
+#[cfg(test)]
+pub(super) async fn for_tests(
+    ipam: Arc<Ipam>,
+    subnets: Vec<Subnet6Config>,
+    ifaces: Vec<Iface6>,
+    client_port: u16,
+) -> State6 {
+    let cfg = crate::config::Config::embedded().unwrap();
+    let (socket, _) = super::socket::bind("[::1]:0".parse().unwrap(), &[]).unwrap();
+    let duid = ipam.server_duid().unwrap();
+    State6 {
+        stats: Stats::new(16),
+        isolation: IsolationSet::in_memory(),
+        limits: ArcSwap::from_pointee(Limits6::new(&cfg.dhcp6, &cfg.dhcp)),
+        subnets: ArcSwap::from_pointee(subnets),
+        ifaces: ArcSwap::from_pointee(ifaces),
+        ctx: Ctx6::new(&cfg.dhcp6, duid),
+        ipam,
+        socket,
+        server_port: client_port.wrapping_add(1),
+        client_port,
+        deadline: Duration::from_secs(5),
+        inflight: Mutex::default(),
+    }
+}

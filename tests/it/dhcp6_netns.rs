@@ -1,0 +1,585 @@
+//! DHCPv6 with real parts: the `vpcbox` binary in a network namespace
+//! serving `[[subnet6]]` on a veth, ISC `dhclient -6` in another.
+//!
+//! ```text
+//!  ns cli: c6<t> (fe80::…, fd00:77::2 + ::3 as a relay) ──veth── s6<t> (fd00:77::1/64)  ns srv
+//!          dhclient -6 / raw UDP sockets                         vpcbox [::]:547, interfaces = [s6<t>]
+//! ```
+
+use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::netns::{require_root, sh, tag, veth, Netns, Proc};
+use crate::support::eventually;
+
+/// The two namespaces, the veth between them, the files of the test.
+struct Topo6 {
+    srv: Netns,
+    cli: Netns,
+    srv_if: String,
+    cli_if: String,
+    dir: tempfile::TempDir,
+}
+
+/// No duplicate address detection: addresses are usable at once.
+fn no_dad(ns: &Netns) {
+    for key in ["all", "default"] {
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns.name,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.accept_dad=0"),
+            ],
+        );
+    }
+}
+
+fn topo6(mac: &str) -> Topo6 {
+    let t = tag();
+    let (srv, cli) = (Netns::with_prefix("v6s"), Netns::with_prefix("v6s"));
+    no_dad(&srv);
+    no_dad(&cli);
+    let (srv_if, cli_if) = (format!("s6{t}"), format!("c6{t}"));
+    veth(&srv, &srv_if, &cli, &cli_if);
+    cli.ip(&["link", "set", &cli_if, "address", mac]);
+    srv.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::1/64",
+        "dev",
+        &srv_if,
+        "nodad",
+    ]);
+    Topo6 {
+        srv,
+        cli,
+        srv_if,
+        cli_if,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+fn config(t: &Topo6) -> String {
+    format!(
+        r#"[storage]
+path = "{data}"
+[dhcp]
+enabled = false
+[dhcp6]
+enabled = true
+listen = "[::]:547"
+interfaces = ["{srv_if}"]
+per_client_rate = "50/s"
+[gateway]
+listen = "127.0.0.1:8080"
+admin_token_file = "{data}/admin.token"
+[[subnet6]]
+id = "lab6"
+prefix = "fd00:77::/64"
+pools = ["fd00:77::100-fd00:77::1ff"]
+dns = ["fd00:77::1"]
+preferred_lifetime = "4s"
+valid_lifetime = "8s"
+pd_pools = [{{ prefix = "fd00:78::/48", delegated_len = 56 }}]
+relays = ["fd00:77::2"]
+"#,
+        data = t.dir.path().join("data").display(),
+        srv_if = t.srv_if
+    )
+}
+
+/// `vpcbox run --headless` in the server namespace, once `/readyz` says so.
+fn start(t: &Topo6) -> Proc {
+    let path = t.dir.path().join("config.toml");
+    std::fs::write(&path, config(t)).expect("write config");
+    let bin = crate::support::bin();
+    let p = t.srv.spawn(
+        bin.to_str().expect("utf-8"),
+        &[
+            "run",
+            "--headless",
+            "--config",
+            path.to_str().expect("utf-8"),
+        ],
+    );
+    if !eventually(Duration::from_secs(60), || {
+        curl(t, &[], "/readyz").is_some()
+    }) {
+        p.signal("KILL");
+        panic!("vpcbox not ready: {}", p.wait().1);
+    }
+    p
+}
+
+/// curl inside the server namespace; the body if it answered 2xx.
+fn curl(t: &Topo6, args: &[&str], path: &str) -> Option<String> {
+    let url = format!("http://127.0.0.1:8080{path}");
+    let out = t
+        .srv
+        .command("curl")
+        .args(["-sf"])
+        .args(args)
+        .arg(&url)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The admin API with the token vpcbox wrote.
+fn admin(t: &Topo6, method: &str, path: &str, body: Option<&str>) -> Option<String> {
+    let token = std::fs::read_to_string(t.dir.path().join("data/admin.token")).expect("token");
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let mut args = vec![
+        "-X",
+        method,
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+    ];
+    if let Some(b) = body {
+        args.extend(["-d", b]);
+    }
+    curl(t, &args, path)
+}
+
+/// The value of one `/metrics` series (0 when absent).
+fn metric(t: &Topo6, series: &str) -> f64 {
+    let text = curl(t, &[], "/metrics").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A dhclient hook logging "<reason> <address>" and configuring the
+/// address on the interface, as the real dhclient-script would.
+fn script(dir: &Path) -> (PathBuf, PathBuf) {
+    let log = dir.join("dhclient6.log");
+    let path = dir.join("dhclient6.sh");
+    let text = format!(
+        "#!/bin/sh\necho \"$reason $new_ip6_address\" >> {log}\n[ -n \"$new_ip6_prefix\" ] && echo \"PD-$reason $new_ip6_prefix\" >> {log}\ncase \"$reason\" in\n  BOUND6|RENEW6|REBIND6|REBOOT6) ip -6 addr replace \"$new_ip6_address/128\" dev \"$interface\" nodad ;;\n  RELEASE6|EXPIRE6|STOP6) ip -6 addr del \"$old_ip6_address/128\" dev \"$interface\" ;;\nesac\nexit 0\n",
+        log = log.display()
+    );
+    std::fs::write(&path, text).expect("script");
+    sh("chmod", &["+x", path.to_str().expect("utf-8")]);
+    (path, log)
+}
+
+/// Waits for a line `<reason> <address>` after line `after`; the address.
+fn wait_reason(log: &Path, reason: &str, after: usize, limit: Duration) -> Option<Ipv6Addr> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let hit = text.lines().skip(after).find_map(|l| {
+            let rest = l.strip_prefix(reason)?.strip_prefix(' ')?;
+            rest.trim().parse().ok()
+        });
+        if hit.is_some() {
+            return hit;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn lines(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |t| t.lines().count())
+}
+
+/// Whether `addr` is configured on the client's interface.
+fn configured(t: &Topo6, addr: Ipv6Addr) -> bool {
+    let out = t.cli.ip(&["-6", "addr", "show", "dev", &t.cli_if]);
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{addr}/128"))
+}
+
+/// dhclient -6 (IA_NA, DUID-LL from the interface's MAC) in the client namespace.
+fn dhclient(t: &Topo6, extra: &[&str]) -> Proc {
+    let (s, _) = script(t.dir.path());
+    let lf = t.dir.path().join("dhclient6.leases");
+    let pf = t.dir.path().join("dhclient6.pid");
+    let (s, lf, pf) = (
+        s.to_str().expect("utf-8").to_owned(),
+        lf.to_str().expect("utf-8").to_owned(),
+        pf.to_str().expect("utf-8").to_owned(),
+    );
+    let mut args = vec!["-6", "-v", "-D", "LL", "-lf", &lf, "-pf", &pf, "-sf", &s];
+    args.extend_from_slice(extra);
+    args.push(&t.cli_if);
+    t.cli.spawn("dhclient", &args)
+}
+
+fn in_pool(a: Ipv6Addr) -> bool {
+    let (lo, hi): (Ipv6Addr, Ipv6Addr) = (
+        "fd00:77::100".parse().unwrap(),
+        "fd00:77::1ff".parse().unwrap(),
+    );
+    (lo..=hi).contains(&a)
+}
+
+#[test]
+fn dhclient6_gets_renews_and_releases_an_address() {
+    if !require_root("dhclient6_gets_renews_and_releases_an_address") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:01");
+    let _server = start(&t);
+    let log = t.dir.path().join("dhclient6.log");
+    let c = dhclient(&t, &["-d"]);
+    let addr = wait_reason(&log, "BOUND6", 0, Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "no BOUND6: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert!(in_pool(addr), "{addr}");
+    assert!(configured(&t, addr), "{addr} not on the client's interface");
+    // Preferred lifetime 4 s: T1 is 2 s, so dhclient renews on its own.
+    let n = lines(&log);
+    assert_eq!(
+        wait_reason(&log, "RENEW6", n, Duration::from_secs(20)),
+        Some(addr)
+    );
+    let renewed = "vpcbox_dhcp_packets_total{type=\"renew\",result=\"reply\"}";
+    assert!(eventually(Duration::from_secs(5), || metric(&t, renewed) >= 1.0));
+    drop(c);
+    // Release: dhclient -6 -r sends a Release and waits for our Reply.
+    let (ok, out) = dhclient(&t, &["-r"]).wait();
+    assert!(ok, "dhclient -6 -r: {out}");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            metric(
+                &t,
+                "vpcbox_dhcp_packets_total{type=\"release\",result=\"reply\"}",
+            ) >= 1.0
+        }),
+        "no Reply to the Release"
+    );
+    assert!(
+        !configured(&t, addr),
+        "{addr} still configured after release"
+    );
+    for series in [
+        "vpcbox_dhcp_packets_total{type=\"solicit\",result=\"advertise\"}",
+        "vpcbox_dhcp_packets_total{type=\"request\",result=\"reply\"}",
+    ] {
+        let seen = eventually(Duration::from_secs(5), || metric(&t, series) >= 1.0);
+        assert!(seen, "{series}");
+    }
+    // The client shows in the clients table under its DUID (DUID-LL of its MAC).
+    let clients = admin(&t, "GET", "/v1/clients", None).expect("/v1/clients");
+    assert!(clients.contains("duid:00030001020000000601"), "{clients}");
+}
+
+#[test]
+fn an_isolated_duid_gets_no_answer() {
+    if !require_root("an_isolated_duid_gets_no_answer") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:02");
+    let _server = start(&t);
+    let duid = "duid:00030001020000000602";
+    admin(
+        &t,
+        "POST",
+        "/v1/isolations",
+        Some(&format!("{{\"client\": \"{duid}\"}}")),
+    )
+    .expect("isolate");
+    let log = t.dir.path().join("dhclient6.log");
+    let c = dhclient(&t, &["-d"]);
+    // Solicits retransmit at 1, 2, 4 s: several reach the server and are dropped.
+    let isolated = "vpcbox_client_drops_total{reason=\"isolated\"}";
+    assert!(
+        eventually(Duration::from_secs(15), || metric(&t, isolated) >= 2.0),
+        "isolated drops: {}",
+        metric(&t, isolated)
+    );
+    assert_eq!(wait_reason(&log, "BOUND6", 0, Duration::from_secs(1)), None);
+    assert_eq!(
+        metric(
+            &t,
+            "vpcbox_dhcp_packets_total{type=\"solicit\",result=\"advertise\"}"
+        ),
+        0.0
+    );
+    // Released: the same client is served.
+    let path = format!("/v1/isolations/{}", duid.replace(':', "%3A"));
+    admin(&t, "DELETE", &path, None).expect("release the isolation");
+    let addr = wait_reason(&log, "BOUND6", 0, Duration::from_secs(30));
+    assert!(addr.is_some_and(in_pool), "{addr:?}");
+    drop(c);
+}
+
+/// A Solicit from `duid` (hand-built: header, Client Identifier,
+/// Elapsed Time, one IA_NA).
+fn solicit(xid: u8, duid: &[u8]) -> Vec<u8> {
+    let mut m = vec![1, 0, 0, xid];
+    opt(&mut m, 1, duid);
+    opt(&mut m, 8, &[0, 0]);
+    opt(&mut m, 3, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    m
+}
+
+fn opt(out: &mut Vec<u8>, code: u16, v: &[u8]) {
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+    out.extend_from_slice(v);
+}
+
+/// A Relay-Forw from link `link` (Interface-Id "port1") around `msg`.
+fn relay_forw(link: Ipv6Addr, msg: &[u8]) -> Vec<u8> {
+    let mut m = vec![12, 0];
+    m.extend_from_slice(&link.octets());
+    m.extend_from_slice(&"fe80::99".parse::<Ipv6Addr>().unwrap().octets());
+    opt(&mut m, 18, b"port1");
+    opt(&mut m, 9, msg);
+    m
+}
+
+/// What arrives on `s` within `wait`.
+fn replies(s: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 2048];
+    while t0.elapsed() < wait {
+        if let Ok(n) = s.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    got
+}
+
+/// Malformed datagrams (truncated option, an option running past the end,
+/// a Relay-Repl, relay nesting past the hop limit, a bad DUID) sent to the
+/// multicast group from a raw UDP socket are dropped and counted by reason,
+/// never answered; a well-formed Solicit then still gets its Advertise.
+/// Relayed: a trusted relay gets a Relay-Repl echoing its Interface-Id, an
+/// untrusted one nothing.
+#[test]
+fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
+    if !require_root("malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:03");
+    t.cli.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::2/64",
+        "dev",
+        &t.cli_if,
+        "nodad",
+    ]);
+    t.cli.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::3/64",
+        "dev",
+        &t.cli_if,
+        "nodad",
+    ]);
+    let server = start(&t);
+    let duid = [0, 3, 0, 1, 2, 0, 0, 0, 6, 3];
+    let hop_limit = (0..33).fold(solicit(9, &duid), |m, _| {
+        relay_forw("fd00:77::2".parse().unwrap(), &m)
+    });
+    let mut relay_repl = relay_forw("fd00:77::2".parse().unwrap(), &solicit(8, &duid));
+    relay_repl[0] = 13;
+    let malformed: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated_option", vec![1, 0, 0, 1, 0, 1, 0]),
+        ("option_overrun", vec![1, 0, 0, 2, 0, 1, 0, 200, 0, 3]),
+        ("relay_reply", relay_repl),
+        ("hop_limit", hop_limit),
+        ("duid_length", vec![1, 0, 0, 3, 0, 1, 0, 1, 0]),
+        ("too_short", vec![1, 0]),
+    ];
+    let cli_if = t.cli_if.clone();
+    let to_send = malformed.clone();
+    let (direct, relayed, untrusted) = t
+        .cli
+        .thread(move || {
+            let idx = nix::net::if_::if_nametoindex(cli_if.as_str()).expect("ifindex");
+            let group = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
+            let c = UdpSocket::bind("[::]:546").expect("bind 546");
+            for (_, m) in &to_send {
+                c.send_to(m, group).expect("send");
+            }
+            let silent = replies(&c, Duration::from_secs(2));
+            c.send_to(&solicit(7, &duid), group).expect("send");
+            let direct = (silent, replies(&c, Duration::from_secs(3)));
+            // Relayed, from the trusted relay fd00:77::2 and from ::3.
+            let server = SocketAddrV6::new("fd00:77::1".parse().unwrap(), 547, 0, 0);
+            let r = UdpSocket::bind("[fd00:77::2]:547").expect("bind relay");
+            let msg = relay_forw("fd00:77::2".parse().unwrap(), &solicit(6, &duid));
+            r.send_to(&msg, server).expect("send");
+            let relayed = replies(&r, Duration::from_secs(3));
+            let u = UdpSocket::bind("[fd00:77::3]:547").expect("bind untrusted");
+            let msg = relay_forw("fd00:77::3".parse().unwrap(), &solicit(5, &duid));
+            u.send_to(&msg, server).expect("send");
+            (direct, relayed, replies(&u, Duration::from_secs(2)))
+        })
+        .join()
+        .expect("client thread");
+    let (silent, answered) = direct;
+    assert!(
+        silent.is_empty(),
+        "malformed datagrams answered: {silent:?}"
+    );
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(answered[0][..4], [2, 0, 0, 7], "an Advertise for xid 7");
+    for (reason, _) in &malformed {
+        let series = format!("vpcbox_dhcp6_malformed_total{{reason=\"{reason}\"}}");
+        let counted = eventually(Duration::from_secs(5), || metric(&t, &series) == 1.0);
+        assert!(counted, "{series}: {}", metric(&t, &series));
+    }
+    let dropped = "vpcbox_dhcp_packets_total{type=\"malformed\",result=\"dropped\"}";
+    assert!(metric(&t, dropped) >= 6.0);
+    // The trusted relay: a Relay-Repl (hop count, link, peer, Interface-Id
+    // echoed) around an Advertise.
+    assert_eq!(relayed.len(), 1, "{relayed:?}");
+    let r = &relayed[0];
+    assert_eq!(r[0], 13, "a Relay-Repl");
+    assert_eq!(r[2..18], "fd00:77::2".parse::<Ipv6Addr>().unwrap().octets());
+    let w = r
+        .windows(9)
+        .any(|w| w == [0, 18, 0, 5, b'p', b'o', b'r', b't', b'1']);
+    assert!(w, "Interface-Id echoed: {r:?}");
+    let inner = r
+        .windows(8)
+        .position(|w| w[..2] == [0, 9] && w[4..] == [2, 0, 0, 6]);
+    assert!(inner.is_some(), "an Advertise for xid 6 inside: {r:?}");
+    assert!(
+        untrusted.is_empty(),
+        "untrusted relay answered: {untrusted:?}"
+    );
+    let untrusted_drops = "vpcbox_client_drops_total{reason=\"untrusted_relay\"}";
+    assert!(eventually(Duration::from_secs(5), || metric(
+        &t,
+        untrusted_drops
+    ) >= 1.0));
+    // Still alive, and SIGTERM stops it cleanly.
+    assert!(curl(&t, &[], "/readyz").is_some());
+    server.signal("TERM");
+    let (ok, out) = server.wait();
+    assert!(ok, "vpcbox after SIGTERM: {out}");
+    assert!(out.contains("dhcp6 server stopped"), "{out}");
+}
+
+/// `[dhcp6] listen` on a port another socket holds: exit 69 naming it, as
+/// for v4.
+#[test]
+fn a_taken_dhcp6_port_exits_69_naming_it() {
+    let held = UdpSocket::bind("[::1]:0").expect("bind");
+    let addr = held.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let text = format!(
+        "[storage]\npath = \"{data}\"\n[dhcp]\nenabled = false\n[gateway]\nenabled = false\n[dhcp6]\nenabled = true\nlisten = \"{addr}\"\n",
+        data = dir.path().join("data").display()
+    );
+    std::fs::write(&path, text).expect("config");
+    let out = std::process::Command::new(crate::support::bin())
+        .args([
+            "run",
+            "--headless",
+            "--config",
+            path.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run vpcbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding {addr} failed: address already in use")),
+        "{stderr}"
+    );
+}
+
+/// One DUID flooding Solicits is held to its own quota (`[dhcp6]
+/// per_client_rate` 50/s, burst 20): most of its flood is dropped as
+/// rate_limited, and another client's Solicit meanwhile gets its Advertise.
+#[test]
+fn a_flooding_duid_is_held_to_its_quota_and_others_are_served() {
+    if !require_root("a_flooding_duid_is_held_to_its_quota_and_others_are_served") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:04");
+    let _server = start(&t);
+    let cli_if = t.cli_if.clone();
+    let (flood_answers, other) = t
+        .cli
+        .thread(move || {
+            let idx = nix::net::if_::if_nametoindex(cli_if.as_str()).expect("ifindex");
+            let group = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
+            let c = UdpSocket::bind("[::]:546").expect("bind 546");
+            let flooder = [0, 3, 0, 1, 2, 0, 0, 0, 6, 0x66];
+            for i in 0..500u32 {
+                c.send_to(&solicit((i % 200) as u8, &flooder), group)
+                    .expect("send");
+            }
+            c.send_to(&solicit(0xee, &[0, 3, 0, 1, 2, 0, 0, 0, 6, 0x77]), group)
+                .expect("send");
+            let got = replies(&c, Duration::from_secs(3));
+            let other = got.iter().filter(|r| r[..4] == [2, 0, 0, 0xee]).count();
+            (got.len() - other, other)
+        })
+        .join()
+        .expect("client thread");
+    assert_eq!(other, 1, "the other client's Advertise");
+    assert!(
+        flood_answers >= 20,
+        "the flooder's burst is served: {flood_answers}"
+    );
+    assert!(
+        flood_answers < 250,
+        "the flooder was not limited: {flood_answers}"
+    );
+    let limited = "vpcbox_client_drops_total{reason=\"rate_limited\"}";
+    assert!(
+        eventually(Duration::from_secs(5), || metric(&t, limited) >= 250.0),
+        "rate_limited drops: {}",
+        metric(&t, limited)
+    );
+}
+
+/// `dhclient -6 -P`: an IA_PD, and the prefix delegated is a /56 of the pool.
+#[test]
+fn dhclient6_gets_a_delegated_prefix() {
+    if !require_root("dhclient6_gets_a_delegated_prefix") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:05");
+    let _server = start(&t);
+    let log = t.dir.path().join("dhclient6.log");
+    let _c = dhclient(&t, &["-P", "-d"]);
+    let t0 = Instant::now();
+    let prefix = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let hit = text.lines().find_map(|l| {
+            let p = l.strip_prefix("PD-BOUND6 ")?;
+            p.trim().parse::<ipnet::Ipv6Net>().ok()
+        });
+        if let Some(p) = hit {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no PD-BOUND6: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pool: ipnet::Ipv6Net = "fd00:78::/48".parse().unwrap();
+    assert_eq!(prefix.prefix_len(), 56, "{prefix}");
+    assert!(pool.contains(&prefix), "{prefix}");
+}
