@@ -28,6 +28,8 @@ mod dhcp_bench;
 mod dhcp_client;
 mod dhcp_netns;
 mod dhcp_support;
+mod dhcp6_clients;
+mod dhcp6_support;
 mod disk_full;
 #[path = "../common/etcd.rs"]
 mod etcd;
