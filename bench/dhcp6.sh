@@ -93,6 +93,10 @@ vpcbox_config() {
 path = "$RUN/data"
 [dhcp]
 enabled = false
+# As bench/dhcp.sh: thousands of new clients a second, all through one relay
+# without an Interface-Id; the brakes on a runaway relay are not measured here.
+new_lease_rate = "${NEW_LEASE_RATE:-1000000/s}"
+max_leases_per_port = 0
 [gateway]
 enabled = false
 [dhcp6]
@@ -183,7 +187,7 @@ perf() {
 direct=(-l v6c0)
 relayed=(-A1 -l fd00:79::2)
 suite() {
-  local srv=$1 t flood_args
+  local srv=$1 t flood_args legit_args dst flooder
   for t in $TESTS; do
     case $t in
       na)           start "$srv"; perf "$srv-na-r$RATE" $CLI "${direct[@]}" -r "$RATE" -R "$CLIENTS" -p "$DUR" ;;
@@ -198,9 +202,10 @@ suite() {
         fi
         quiet_wait
         NO_QUIET_WAIT=1 perf "$srv-$t-flooder" $FL "${flood_args[@]}" ${FLOOD_RATE:+-r "$FLOOD_RATE"} -R 1 -b "duid=$FLOOD_DUID" -p $((DUR + 4)) "${dst[@]}" &
+        flooder=$!
         sleep 2
         NO_QUIET_WAIT=1 perf "$srv-$t-legit-r$LEGIT_RATE" $CLI "${legit_args[@]}" -r "$LEGIT_RATE" -R "$LEGIT_CLIENTS" -p "$DUR" "${dst[@]}"
-        wait ;;
+        wait "$flooder" ;;
       *) echo "unknown test $t" >&2; exit 64 ;;
     esac
   done

@@ -123,12 +123,19 @@ fn dhcpcd_clients_get_distinct_addresses_and_prefixes_renew_and_release() {
         .map(|n| Dhcpcd::start(&t, &t.clients[usize::from(n)], n))
         .collect();
     let bound: Vec<(Lease6, Lease6)> = clients.iter().map(|c| c.wait("BOUND6", 0)).collect();
-    let all: Vec<Lease6> = bound.iter().flat_map(|(a, p)| [a.clone(), p.clone()]).collect();
+    let all: Vec<Lease6> = bound
+        .iter()
+        .flat_map(|(a, p)| [a.clone(), p.clone()])
+        .collect();
     for l in &all {
         assert!(DIRECT.holds(l), "{l:?} outside direct6's pools");
     }
     let distinct: BTreeSet<_> = all.iter().map(|l| (l.addr, l.len)).collect();
-    assert_eq!(distinct.len(), all.len(), "an address or prefix twice: {all:?}");
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "an address or prefix twice: {all:?}"
+    );
     // The server holds each of them, for that client's DUID.
     let have = wait_durable(&server, &t, &DIRECT, &all);
     assert_eq!(have.len(), all.len(), "{have:?}");
@@ -200,8 +207,14 @@ fn dhclient_gets_a_delegated_prefix_keeps_it_on_restart_and_releases_it() {
     // Release: gone from the server.
     let (ok, out) = run(&["-r"]).wait();
     assert!(ok, "dhclient -r: {out}");
-    let released = eventually(Duration::from_secs(10), || !durable(&server.leases(&t, &DIRECT)));
-    assert!(released, "still bound after Release: {:?}", server.leases(&t, &DIRECT));
+    let released = eventually(Duration::from_secs(10), || {
+        !durable(&server.leases(&t, &DIRECT))
+    });
+    assert!(
+        released,
+        "still bound after Release: {:?}",
+        server.leases(&t, &DIRECT)
+    );
 }
 
 /// perfdhcp's figures for one run.
@@ -255,7 +268,10 @@ fn check_run(server: &Server6, t: &Topo6, net: &Net6, p: &Perf6, out: &str) {
     eprintln!("{out}");
     assert!(p.solicits >= 100, "too few exchanges: {p:?}");
     // Completed: all on a quiet machine; a loaded 2-core box may lose a few.
-    assert!(p.replies * 10 >= p.solicits * 9, "exchanges not completed: {p:?}");
+    assert!(
+        p.replies * 10 >= p.solicits * 9,
+        "exchanges not completed: {p:?}"
+    );
     assert_eq!((p.non_unique, p.rejected), (0, 0), "{p:?}");
     let mut leases = Vec::new();
     let settled = eventually(Duration::from_secs(10), || {
@@ -263,7 +279,12 @@ fn check_run(server: &Server6, t: &Topo6, net: &Net6, p: &Perf6, out: &str) {
         leases.len() as u64 >= 2 * p.replies
     });
     let (na, pd): (Vec<&Lease6>, Vec<&Lease6>) = leases.iter().partition(|l| l.len == 128);
-    assert!(settled, "{} addresses, {} prefixes for {p:?}", na.len(), pd.len());
+    assert!(
+        settled,
+        "{} addresses, {} prefixes for {p:?}",
+        na.len(),
+        pd.len()
+    );
     for l in &leases {
         assert!(net.holds(l), "{l:?} outside {}'s pools", net.id);
     }
@@ -302,5 +323,8 @@ fn perfdhcp_relayed_addresses_and_prefixes_are_unique_and_durable() {
     // -A1: one relay level; link-address and source are perfdhcp's -l address.
     let (p, out) = perfdhcp(&t, &["-A1", "-l", RELAY], &[SERVER_UNICAST]);
     check_run(&server, &t, &RELAYED, &p, &out);
-    assert!(server.leases(&t, &DIRECT).is_empty(), "relayed clients served on the direct link");
+    assert!(
+        server.leases(&t, &DIRECT).is_empty(),
+        "relayed clients served on the direct link"
+    );
 }

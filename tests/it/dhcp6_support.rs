@@ -204,13 +204,11 @@ impl Server6 {
 }
 
 fn bound_547(t: &Topo6) -> bool {
-    let out = sh(
-        "ip",
-        &[
-            "netns", "exec", &t.srv.name, "ss", "-Hlun", "sport", "=", ":547",
-        ],
-    );
-    !out.stdout.is_empty()
+    t.srv
+        .command("ss")
+        .args(["-Hlun", "sport = :547"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
 }
 
 fn http_ok(t: &Topo6, path: &str) -> bool {
@@ -246,7 +244,8 @@ fn subnet6_toml(net: &Net6, relays: &[&str]) -> String {
 pub fn vpcbox_config(t: &Topo6) -> String {
     let data = t.dir.path().join("data");
     format!(
-        "[storage]\npath = \"{data}\"\n[dhcp]\nenabled = false\n\
+        // No per-port cap: perfdhcp's relayed clients share one relay and no Interface-Id.
+        "[storage]\npath = \"{data}\"\n[dhcp]\nenabled = false\nmax_leases_per_port = 0\n\
          [gateway]\nlisten = \"127.0.0.1:8080\"\nadmin_token_file = \"{data}/admin.token\"\n\
          [dhcp6]\nenabled = true\nlisten = \"[::]:547\"\ninterfaces = [\"{br}\"]\n\
          per_client_rate = \"10/s\"\nper_client_burst = 20\n{direct}{relayed}",
@@ -329,7 +328,11 @@ pub fn kea_leases(csv: &Path, subnet_id: u32) -> Vec<Lease6> {
     let text = std::fs::read_to_string(csv).unwrap_or_default();
     let mut last: BTreeMap<(Ipv6Addr, u8), (String, bool)> = BTreeMap::new();
     // address,duid,valid_lifetime,expire,subnet_id,pref_lifetime,lease_type,iaid,prefix_len,…
-    for f in text.lines().skip(1).map(|l| l.split(',').collect::<Vec<_>>()) {
+    for f in text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+    {
         let (Some(addr), Some(len)) = (f[0].parse().ok(), f.get(8).and_then(|l| l.parse().ok()))
         else {
             continue;

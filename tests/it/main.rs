@@ -22,14 +22,14 @@ mod cluster_ops;
 mod cluster_workload;
 mod config_fixtures;
 mod dhcp;
+mod dhcp6_clients;
+mod dhcp6_support;
 mod dhcp_adversary;
 mod dhcp_bench;
 #[path = "../common/dhcp_client.rs"]
 mod dhcp_client;
 mod dhcp_netns;
 mod dhcp_support;
-mod dhcp6_clients;
-mod dhcp6_support;
 mod disk_full;
 #[path = "../common/etcd.rs"]
 mod etcd;
