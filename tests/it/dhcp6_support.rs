@@ -359,6 +359,7 @@ pub fn vpcbox_leases(t: &Topo6, subnet: &str) -> Vec<Lease6> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lease listing");
     let list = v["leases"].as_array().cloned().unwrap_or_default();
     list.iter()
+        .filter(|l| l["state"].as_str().is_none_or(|s| s == "bound"))
         .map(|l| vpcbox_lease(l).unwrap_or_else(|| panic!("unreadable v6 lease {l}")))
         .collect()
 }
