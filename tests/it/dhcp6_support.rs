@@ -349,37 +349,38 @@ pub fn kea_leases(csv: &Path, subnet_id: u32) -> Vec<Lease6> {
         .collect()
 }
 
-/// vpcbox's bound leases of `subnet` from `GET /v1/leases`. The v6 listing
-/// is the server's to define: an entry is read as `ip`/`address`/`prefix`
-/// ("fd00:78::/56", or a `prefix_len`/`delegated_len` beside it) and a
-/// client key `duid:HEX`; adjust here if it lands in another shape.
+/// vpcbox's bound leases of `subnet` from `GET /v1/leases`, page by page
+/// (`next_cursor`). A v6 entry (v6ipam's `Binding6`) has `ip`: the address
+/// or the delegated prefix ("fd00:78::/56"), and `client`: `duid:HEX`.
 pub fn vpcbox_leases(t: &Topo6, subnet: &str) -> Vec<Lease6> {
-    let url = format!("http://127.0.0.1:8080/v1/leases?subnet={subnet}&state=bound&limit=100000");
-    let out = sh("ip", &["netns", "exec", &t.srv.name, "curl", "-sf", &url]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lease listing");
-    let list = v["leases"].as_array().cloned().unwrap_or_default();
-    list.iter()
-        .filter(|l| l["state"].as_str().is_none_or(|s| s == "bound"))
-        .map(|l| vpcbox_lease(l).unwrap_or_else(|| panic!("unreadable v6 lease {l}")))
-        .collect()
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let url = format!(
+            "http://127.0.0.1:8080/v1/leases?subnet={subnet}&state=bound&limit=10000{cursor}"
+        );
+        let page = sh("ip", &["netns", "exec", &t.srv.name, "curl", "-sf", &url]);
+        let v: serde_json::Value = serde_json::from_slice(&page.stdout).expect("lease listing");
+        let list = v["leases"].as_array().cloned().unwrap_or_default();
+        out.extend(
+            list.iter()
+                .filter(|l| l["state"].as_str().is_none_or(|s| s == "bound"))
+                .map(|l| vpcbox_lease(l).unwrap_or_else(|| panic!("unreadable lease {l}"))),
+        );
+        match v["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return out,
+        }
+    }
 }
 
 fn vpcbox_lease(l: &serde_json::Value) -> Option<Lease6> {
-    let text = ["ip", "address", "prefix"]
-        .iter()
-        .find_map(|k| l[*k].as_str())?;
-    let (addr, len) = match text.split_once('/') {
+    let ip = l["ip"].as_str()?;
+    let (addr, len) = match ip.split_once('/') {
         Some((a, n)) => (a.parse().ok()?, n.parse().ok()?),
-        None => {
-            let len = ["prefix_len", "delegated_len"]
-                .iter()
-                .find_map(|k| l[*k].as_u64())
-                .unwrap_or(128);
-            (text.parse().ok()?, u8::try_from(len).ok()?)
-        }
+        None => (ip.parse().ok()?, 128),
     };
-    let client = l["client"].as_str().or(l["duid"].as_str())?;
-    let duid = client.strip_prefix("duid:").unwrap_or(client);
+    let duid = l["client"].as_str()?.strip_prefix("duid:")?;
     Some(Lease6 {
         addr,
         len,
