@@ -5,7 +5,8 @@
 //! completed, that no address or prefix went to two DUIDs (from the clients'
 //! side), and that the server's durable leases match the Replies.
 //!
-//! Against Kea now: `VPCBOX_DHCP6_SERVER=kea cargo test --test it dhcp6_clients -- --ignored`
+//! Against Kea now: `VPCBOX_DHCP6_SERVER=kea cargo test --test it dhcp6_clients -- --ignored`;
+//! against another vpcbox build: `VPCBOX_DHCP6_SERVER=/path/to/vpcbox`.
 
 use std::collections::BTreeSet;
 use std::net::Ipv6Addr;

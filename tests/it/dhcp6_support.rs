@@ -1,7 +1,8 @@
 //! DHCPv6 lab: a server namespace with a bridge, client namespaces on it, and
 //! a [`Server6`] that is either vpcbox or ISC Kea (`kea-dhcp6`) serving the
 //! same two subnets, so the real-client tests in `dhcp6_clients` can run
-//! against either. `VPCBOX_DHCP6_SERVER=kea` picks Kea; vpcbox otherwise.
+//! against either. `VPCBOX_DHCP6_SERVER=kea` picks Kea, `=/path/to/vpcbox`
+//! another vpcbox build; this build's vpcbox otherwise.
 //!
 //! ```text
 //!  ns v6l-… (one per client) v6c<t> ──veth── v6p<t> ┐
@@ -164,11 +165,17 @@ pub enum Server6 {
 }
 
 impl Server6 {
-    /// vpcbox, or Kea with `VPCBOX_DHCP6_SERVER=kea`; returns once it is
+    /// vpcbox (this build's, or the binary `VPCBOX_DHCP6_SERVER=/path`
+    /// names), or Kea with `VPCBOX_DHCP6_SERVER=kea`; returns once it is
     /// bound to UDP 547 (and, for vpcbox, answers `/readyz`).
     pub fn start(t: &Topo6) -> Self {
-        let kea = std::env::var("VPCBOX_DHCP6_SERVER").as_deref() == Ok("kea");
-        let server = if kea { start_kea(t) } else { start_vpcbox(t) };
+        let choice = std::env::var("VPCBOX_DHCP6_SERVER").unwrap_or_default();
+        let kea = choice == "kea";
+        let server = match choice.as_str() {
+            "kea" => start_kea(t),
+            path if path.contains('/') => start_vpcbox(t, Path::new(path)),
+            _ => start_vpcbox(t, &crate::support::bin()),
+        };
         let ready = eventually(Duration::from_secs(60), || {
             let api_ready = kea || http_ok(t, "/readyz");
             api_ready && bound_547(t) && server.running()
@@ -256,12 +263,11 @@ pub fn vpcbox_config(t: &Topo6) -> String {
     )
 }
 
-fn start_vpcbox(t: &Topo6) -> Server6 {
+fn start_vpcbox(t: &Topo6, bin: &Path) -> Server6 {
     let config = t.dir.path().join("vpcbox.toml");
     std::fs::write(&config, vpcbox_config(t)).expect("write config");
-    let bin = crate::support::bin();
     let args = ["run", "--headless", "--config", path(&config)];
-    Server6::Vpcbox(t.srv.spawn(path(&bin), &args))
+    Server6::Vpcbox(t.srv.spawn(path(bin), &args))
 }
 
 fn kea_subnet(net: &Net6, select: &str) -> String {
