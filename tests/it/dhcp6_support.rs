@@ -171,16 +171,18 @@ impl Server6 {
     pub fn start(t: &Topo6) -> Self {
         let choice = std::env::var("VPCBOX_DHCP6_SERVER").unwrap_or_default();
         let kea = choice == "kea";
-        let server = match choice.as_str() {
+        let mut server = match choice.as_str() {
             "kea" => start_kea(t),
             path if path.contains('/') => start_vpcbox(t, Path::new(path)),
             _ => start_vpcbox(t, &crate::support::bin()),
         };
+        // Until it serves, or exits (a refused config: its output says why).
+        let mut exited = false;
         let ready = eventually(Duration::from_secs(60), || {
-            let api_ready = kea || http_ok(t, "/readyz");
-            api_ready && bound_547(t) && server.running()
+            exited = !server.running();
+            exited || ((kea || http_ok(t, "/readyz")) && bound_547(t))
         });
-        if !ready {
+        if !ready || exited {
             let p = server.into_proc();
             p.signal("KILL");
             panic!("DHCPv6 server not ready: {}", p.wait().1);
@@ -188,11 +190,11 @@ impl Server6 {
         server
     }
 
-    fn running(&self) -> bool {
+    fn running(&mut self) -> bool {
         let (Self::Vpcbox(p) | Self::Kea(p)) = self;
         p.child
-            .as_ref()
-            .is_some_and(|c| Path::new(&format!("/proc/{}", c.id())).exists())
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     fn into_proc(self) -> Proc {
