@@ -113,7 +113,7 @@ fn wait_durable(server: &Server6, t: &Topo6, net: &Net6, want: &[Lease6]) -> Vec
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server (v6srv)"]
+#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn dhcpcd_clients_get_distinct_addresses_and_prefixes_renew_and_release() {
     if !require_root("dhcpcd_clients_get_distinct_addresses_and_prefixes_renew_and_release") {
         return;
@@ -159,7 +159,7 @@ fn dhcpcd_clients_get_distinct_addresses_and_prefixes_renew_and_release() {
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server (v6srv)"]
+#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn dhclient_gets_a_delegated_prefix_keeps_it_on_restart_and_releases_it() {
     if !require_root("dhclient_gets_a_delegated_prefix_keeps_it_on_restart_and_releases_it") {
         return;
@@ -302,7 +302,7 @@ fn check_run(server: &Server6, t: &Topo6, net: &Net6, p: &Perf6, out: &str) {
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server (v6srv)"]
+#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn perfdhcp_direct_addresses_and_prefixes_are_unique_and_durable() {
     if !require_root("perfdhcp_direct_addresses_and_prefixes_are_unique_and_durable") {
         return;
@@ -314,7 +314,7 @@ fn perfdhcp_direct_addresses_and_prefixes_are_unique_and_durable() {
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server (v6srv)"]
+#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn perfdhcp_relayed_addresses_and_prefixes_are_unique_and_durable() {
     if !require_root("perfdhcp_relayed_addresses_and_prefixes_are_unique_and_durable") {
         return;
