@@ -22,7 +22,9 @@ mod cluster_ops;
 mod cluster_workload;
 mod config_fixtures;
 mod dhcp;
+mod dhcp6_clients;
 mod dhcp6_netns;
+mod dhcp6_support;
 mod dhcp_adversary;
 mod dhcp_bench;
 #[path = "../common/dhcp_client.rs"]
