@@ -47,7 +47,10 @@ fn cluster(nodes: usize, etcd: usize, relays: usize) -> Lab {
 }
 
 fn servers(lab: &Lab, which: &[usize]) -> Vec<SocketAddr> {
-    which.iter().map(|&i| (lab.nodes[i].ip, 67).into()).collect()
+    which
+        .iter()
+        .map(|&i| (lab.nodes[i].ip, 67).into())
+        .collect()
 }
 
 /// A MAC of test `t`, stream `s`, number `n`.
@@ -94,7 +97,12 @@ fn renew(relay: &mut Relay, h: &History, b: &mut Bound) -> bool {
     let sent = now();
     match relay.renew(b.mac, b.ip) {
         Answer::Ack { ip, lease, node } => {
-            h.ack(&node.to_string(), &key(b.mac), ip, sent + lease.as_secs_f64());
+            h.ack(
+                &node.to_string(),
+                &key(b.mac),
+                ip,
+                sent + lease.as_secs_f64(),
+            );
             assert_eq!(ip, b.ip, "{:?} renewed into another address by {node}", b);
             b.node = node;
             true
@@ -282,6 +290,7 @@ fn a_node_partitioned_from_etcd_stops_new_bindings_and_keeps_renewing() {
         .filter(|a| a.got > t_p && a.sent < t_heal)
         .map(|a| a.got - t_p)
         .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    let before = at_p.iter().filter(acked).filter(|a| a.got < t_p).count();
     let late: Vec<_> = at_p
         .iter()
         .filter(acked)
@@ -293,14 +302,18 @@ fn a_node_partitioned_from_etcd_stops_new_bindings_and_keeps_renewing() {
         .filter(|a| a.sent > t_p + TTL && a.sent < t_heal)
         .count();
     eprintln!(
-        "FIGURE partition: last new-binding ACK by the partitioned node {} after the partition (lease_ttl {TTL} s); renewals answered by it meanwhile {}/{}; new bindings through the survivor meanwhile {survivor}; after healing it bound again {:.2} s later",
+        "FIGURE partition: the partitioned node ACKed {before} new bindings before it, the last one {} after it (lease_ttl {TTL} s); renewals answered by it meanwhile {}/{}; new bindings through the survivor meanwhile {survivor}; after healing it bound again {:.2} s later",
         last.map_or("none".into(), |t| format!("{t:.2} s")),
         renewed.0,
         renewed.1,
         t_back - t_heal
     );
+    assert!(before > 0, "the node bound nobody before the partition");
     assert!(late.is_empty(), "new bindings ACKed past the TTL: {late:?}");
-    assert!(survivor > 0, "the survivor bound nobody during the partition");
+    assert!(
+        survivor > 0,
+        "the survivor bound nobody during the partition"
+    );
     verdict(&lab, &h, 1);
     verdict(&lab, &h, 0);
 }
@@ -315,7 +328,11 @@ fn partition_run(lab: &Lab, h: &History, to_p: Vec<SocketAddr>) -> (f64, f64, f6
     let mut mine: Vec<Bound> = (0..40)
         .filter_map(|n| bind(&mut relay, h, mac(2, 0, n), 1))
         .collect();
-    assert!(mine.len() >= 4, "node 0 answered {} of 40 clients", mine.len());
+    assert!(
+        mine.len() >= 4,
+        "node 0 answered {} of 40 clients",
+        mine.len()
+    );
     lab.partition(0);
     let t_p = now();
     let (mut fenced_acks, mut sent, mut acks) = (vec![false; mine.len()], 0, 0);
@@ -335,7 +352,10 @@ fn partition_run(lab: &Lab, h: &History, to_p: Vec<SocketAddr>) -> (f64, f64, f6
         std::thread::sleep(Duration::from_millis(20));
     }
     let (code, body) = lab.api(0, "GET", "/readyz", "");
-    assert_eq!(code, 503, "a partitioned node past its TTL is not ready: {body}");
+    assert_eq!(
+        code, 503,
+        "a partitioned node past its TTL is not ready: {body}"
+    );
     assert!(
         fenced_all(&fenced_acks),
         "renewals unanswered while fenced: {fenced_acks:?}"
@@ -407,9 +427,8 @@ fn etcd_down_renewals_answered_new_bindings_refused_then_back() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            outage_run(lab, renewals)
-        }));
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| outage_run(lab, renewals)));
         stop.store(true, Relaxed);
         out.unwrap_or_else(|e| std::panic::resume_unwind(e))
     });
@@ -439,7 +458,10 @@ fn etcd_down_renewals_answered_new_bindings_refused_then_back() {
         down.len(),
         acked_new.len()
     );
-    assert!(acked_new.is_empty(), "ACKed while etcd was down: {acked_new:?}");
+    assert!(
+        acked_new.is_empty(),
+        "ACKed while etcd was down: {acked_new:?}"
+    );
     // Every client answered while its node was fenced; a loaded machine
     // may time out a few renewals, a node that refuses them fails many.
     let fenced: std::collections::BTreeSet<usize> = down
@@ -447,7 +469,11 @@ fn etcd_down_renewals_answered_new_bindings_refused_then_back() {
         .filter(|(_, t, ok)| *ok && *t > t_down + TTL)
         .map(|(c, _, _)| *c)
         .collect();
-    assert_eq!(fenced.len(), RENEWERS as usize, "clients renewed while etcd was down: {fenced:?}");
+    assert_eq!(
+        fenced.len(),
+        RENEWERS as usize,
+        "clients renewed while etcd was down: {fenced:?}"
+    );
     assert!(
         answered * 100 >= down.len() * 95,
         "renewals unanswered: {down:?}"
@@ -462,7 +488,10 @@ fn etcd_down_renewals_answered_new_bindings_refused_then_back() {
 /// again. Returns (etcd killed, restart begun, etcd healthy).
 fn outage_run(lab: &Lab, renewals: &Mutex<Vec<(usize, f64, bool)>>) -> (f64, f64, f64) {
     let running = within(Duration::from_secs(30), || {
-        renewals.lock().map(|r| r.len() > RENEWERS as usize).unwrap_or(false)
+        renewals
+            .lock()
+            .map(|r| r.len() > RENEWERS as usize)
+            .unwrap_or(false)
     });
     assert!(running.is_some(), "the renewals never started");
     lab.etcd().kill(0);
@@ -478,7 +507,9 @@ fn outage_run(lab: &Lab, renewals: &Mutex<Vec<(usize, f64, bool)>>) -> (f64, f64
     lab.etcd().restart(0);
     let t_up = now();
     for i in 0..2 {
-        let ready = within(Duration::from_secs(30), || lab.api(i, "GET", "/readyz", "").0 == 200);
+        let ready = within(Duration::from_secs(30), || {
+            lab.api(i, "GET", "/readyz", "").0 == 200
+        });
         assert!(ready.is_some(), "node {i} not ready after etcd came back");
     }
     // The load thread needs a moment to show a new binding after this.
