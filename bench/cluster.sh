@@ -3,6 +3,7 @@
 #
 #   sudo bench/cluster.sh                                  # every part
 #   PARTS="dora" NODES="1 3" DUR=8 BLOCK_SIZES="16 256" sudo bench/cluster.sh
+#   RATE=500 PARTS=dora sudo bench/cluster.sh     # a fixed rate instead of saturation
 #
 # dora: a three-member etcd (namespace c20b-hub, on the bridge), 1, 2 and 3
 #   vpcbox nodes (release build with --features cluster; VPCBOX_BIN to use
@@ -38,7 +39,7 @@ LOAD_IP=10.77.0.2     # perfdhcp, the relay
 ETCD_PORTS=(23791 23792 23793)
 mkdir -p "$OUT"
 RESULTS=$OUT/results.md
-: > "$RESULTS"
+: > "$RESULTS"; rm -f "$OUT/where.txt"
 PIDS=()
 
 nsx() { local ns=$1; shift; ip netns exec "c20b-$ns" "$@"; }
@@ -102,6 +103,14 @@ start_etcd() {
 }
 metric() { # etcd member 0's counter NAME
   nsx hub curl -s "http://$ETCD_IP:${ETCD_PORTS[0]}/metrics" | awk -v n="$1" '$1 == n {printf "%d", $2}'
+}
+histo() { # "SUM COUNT" of etcd member 0's histogram NAME
+  nsx hub curl -s "http://$ETCD_IP:${ETCD_PORTS[0]}/metrics" \
+    | awk -v n="$1" '$1 == n "_sum" {s=$2} $1 == n "_count" {c=$2} END {printf "%.6f %d", s, c}'
+}
+mean_ms() { # mean in ms between two "SUM COUNT" readings
+  awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " ");
+    n = y[2] - x[2]; if (n > 0) printf "%.1f", (y[1] - x[1]) / n * 1000; else printf "–"}'
 }
 
 NODE_PIDS=()
@@ -174,16 +183,18 @@ dora() { # COUNT STORE BLOCK
   local t0 e0 p0 x0 w0 w1 t1 e1 p1 x1
   t0=$(ticks "${NODE_PIDS[@]}"); e0=$(ticks "${ETCD_PIDS[@]}")
   p0=$(metric etcd_mvcc_put_total); x0=$(metric etcd_mvcc_txn_total)
+  local f0 f1; f0=$(histo etcd_disk_wal_fsync_duration_seconds)
   w0=$(date +%s.%N)
   # PROFILE=N: a perf profile of node 0 during the etcd run with N nodes.
   if [ "$2" = etcd ] && [ "${PROFILE:-}" = "$1" ]; then
     perf record -F 499 -g -p "${NODE_PIDS[0]}" -o "$OUT/profile-$1-$3.data" -- sleep $((DUR - 2)) > /dev/null 2>&1 &
     prof=$!
   fi
-  read -r rate acks drops < <(run_perfdhcp "$OUT/perf-$2-$1-$3.txt" -R "$CLIENTS" -p "$DUR")
+  read -r rate acks drops < <(run_perfdhcp "$OUT/perf-$2-$1-$3.txt" -R "$CLIENTS" ${RATE:+-r "$RATE"} -p "$DUR")
   w1=$(date +%s.%N)
   t1=$(ticks "${NODE_PIDS[@]}"); e1=$(ticks "${ETCD_PIDS[@]}")
   p1=$(metric etcd_mvcc_put_total); x1=$(metric etcd_mvcc_txn_total)
+  f1=$(histo etcd_disk_wal_fsync_duration_seconds)
   # The second pass: KNOWN clients bound first (a gentle rate), then the
   # same clients again at full speed: every answer should need no write.
   run_perfdhcp "$OUT/known-bind-$2-$1-$3.txt" -R "$KNOWN" -r 1000 -p 3 > /dev/null
@@ -193,6 +204,15 @@ dora() { # COUNT STORE BLOCK
   read -r rrate racks rdrops < <(run_perfdhcp "$OUT/known-again-$2-$1-$3.txt" -R "$KNOWN" -p 4)
   q1=$(metric etcd_mvcc_put_total); r1=$(metric etcd_mvcc_txn_total)
   stop_nodes
+  # Where the time went: offers etcd-bound (DO drops), etcd's fsync, the nodes' failed writes.
+  local run="$2-$1-$3" fails=0
+  for i in $(seq 0 $(($1 - 1))); do
+    cp "$OUT/n$i/vpcbox.log" "$OUT/log-$run-n$i.txt"
+    fails=$((fails + $(grep -c "ipam write failed" "$OUT/n$i/vpcbox.log" || true)))
+  done
+  awk -v l="$label" -v f="$(mean_ms "$f0" "$f1")" -v fails="$fails" '/Statistics for: DISCOVER-OFFER/ {d=1}
+    d && /^drops ratio:/ {printf "%s: DISCOVER-OFFER drops %s %%, etcd WAL fsync mean %s ms, failed group commits %d\n", l, $3, f, fails; d=0}' \
+    "$OUT/perf-$run.txt" >> "$OUT/where.txt"
   if [ -n "${prof:-}" ]; then
     wait "$prof" || true; prof=""
     perf report -i "$OUT/profile-$1-$3.data" --no-children --sort dso,sym --percent-limit 1.5 --stdio \
@@ -223,14 +243,15 @@ fi
 if [[ " $PARTS " == *" faults "* ]]; then
   cd "$REPO"
   VPCBOX_ETCD_OUTAGE=$OUTAGE cargo test --features cluster --test it cluster_faults -- --test-threads 1 --nocapture 2>&1 \
-    | tee "$OUT/faults.txt" | grep -E "FIGURE|^test |test result"
+    | tee "$OUT/faults.txt" | grep -E "FIGURE|^test |test result|panicked" || true
   grep FIGURE "$OUT/faults.txt" | sed 's/^FIGURE /- /' >> "$RESULTS"
 fi
 
 if [[ " $PARTS " == *" history "* ]]; then
   cd "$REPO"
   CLUSTER=1 scripts/cluster-history "$HISTORY_SECONDS" 2>&1 | tee "$OUT/history.txt" \
-    | grep -E "^nemesis|workload done|^history|test result|panicked"
+    | grep -E "^nemesis|workload done|^history|test result|panicked" || true
   grep -E "workload done|^history|test result" "$OUT/history.txt" | sed 's/^/- /' >> "$RESULTS"
 fi
+[ -f "$OUT/where.txt" ] && { echo; sed 's/^/- /' "$OUT/where.txt"; } >> "$RESULTS"
 echo; cat "$RESULTS"

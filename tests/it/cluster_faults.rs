@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::cluster_lab::{relay_ip, within, ClusterKeys, Lab, LabSpec, NodeOptions};
 use crate::dhcp_client::{key, Answer, Relay};
-use crate::history::{check, now, History};
+use crate::history::{check, now, History, Kind};
 use crate::netns::require_root;
 
 /// Every node's `[cluster] lease_ttl` here (ClusterKeys' test default).
@@ -36,6 +36,10 @@ fn cluster(nodes: usize, etcd: usize, relays: usize) -> Lab {
     let keys = ClusterKeys::new("n0", lab.etcd_endpoints());
     for i in 0..nodes {
         let mut o = NodeOptions::standalone(relays);
+        // Room for the load: a node takes never-used addresses first, so
+        // it claims blocks at the rate of new clients, releases or not; a
+        // pool all claimed leaves a node that rejoins nothing to give.
+        o.relayed_pool = (Ipv4Addr::new(10, 21, 1, 0), Ipv4Addr::new(10, 21, 200, 255));
         o.cluster = Some(ClusterKeys {
             node: format!("n{i}"),
             ..keys.clone()
@@ -113,7 +117,8 @@ fn renew(relay: &mut Relay, h: &History, b: &mut Bound) -> bool {
 }
 
 /// New clients (stream `s` of test `t`) doing DORA through relay `r` to
-/// `to` until `stop`, each attempt in `out`, each ACK in `h`.
+/// `to` until `stop`, each releasing its address once ACKed; each attempt
+/// in `out`, each ACK and release in `h`.
 fn new_bindings(
     lab: &Lab,
     (t, s, r): (u8, u8, usize),
@@ -143,6 +148,10 @@ fn new_bindings(
         let acked = match relay.select(m, offer) {
             Answer::Ack { ip, lease, node } => {
                 h.ack(&node.to_string(), &key(m), ip, sent + lease.as_secs_f64());
+                // Given back at once: the pool lasts however long a loaded
+                // machine stretches the test.
+                h.event("-", &key(m), ip, Kind::Release);
+                relay.release(m, ip, node);
                 Some((ip, node))
             }
             _ => None,
