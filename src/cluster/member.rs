@@ -72,9 +72,20 @@ pub async fn keepalive(etcd: Arc<Etcd>, node: Arc<Node>, cancel: CancellationTok
         let mut c = etcd.client();
         let stream =
             tokio::time::timeout(every, c.lease_keep_alive(node.lease.load(Relaxed))).await;
-        let Ok(Ok((mut keeper, mut stream))) = stream else {
-            pause(&cancel, every / 2).await;
-            continue;
+        let (mut keeper, mut stream) = match stream {
+            Ok(Ok(s)) => s,
+            // etcd-client opens the stream with one keepalive and reports a
+            // TTL of 0 (the lease expired, e.g. during a partition) so.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
+                tracing::warn!(node = %node.name, %why, "cluster lease lost; registering again");
+                node.fence_now();
+                reregister(&etcd, &node, &cancel).await;
+                continue;
+            }
+            _ => {
+                pause(&cancel, every / 2).await;
+                continue;
+            }
         };
         loop {
             let sent = Instant::now();

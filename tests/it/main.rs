@@ -15,6 +15,7 @@ mod browser;
 mod cert;
 mod cluster_config;
 mod cluster_etcd;
+mod cluster_faults;
 mod cluster_lab;
 mod cluster_nemesis;
 mod cluster_net;
