@@ -101,7 +101,7 @@ mod imp {
 
     pub fn export(c: &ClusterConfig) -> Result<Dump, Exit> {
         crate::cluster::export(c).map_err(|e| match e {
-            IpamError::Storage(_) => unreachable(c, e),
+            IpamError::Storage(_) | IpamError::Cluster(_) => unreachable(c, e),
             other => Exit::software(format!("export failed: {other}")),
         })
     }

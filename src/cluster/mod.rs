@@ -5,6 +5,7 @@
 //! into its index; rendezvous hashing over the live nodes says who answers
 //! a client. See DESIGN.md "Cluster" for the key layout.
 
+mod apply;
 mod claim;
 mod etcd;
 mod handle;
@@ -25,6 +26,7 @@ mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use apply::ApplyError;
 pub use handle::Cluster;
 pub use leave::{leave, LeaveError, Left};
 pub use status::{

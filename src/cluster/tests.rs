@@ -312,3 +312,37 @@ fn a_write_planned_on_a_stale_copy_is_refused_by_etcd() {
     sb.apply(&[lease_op([10, 9, 0, 22], "mac:02:00:00:00:00:03")])
         .unwrap();
 }
+
+/// Nodes that joined before any stored the config (each read an empty
+/// cluster) store it at once: every write after the first loses its
+/// compare. The loser reads what won and, the same config, has nothing to
+/// write; a node whose subnet differs is told what differs.
+#[test]
+fn nodes_joined_together_store_the_same_config_once() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let join = |name: &str| {
+        let stats = Stats::new(64);
+        let (c, store) = Cluster::join(&config(&etcd, name, 10), stats.clone()).unwrap();
+        let ipam = Ipam::with_store(name.into(), store, IpamOptions::default(), stats).unwrap();
+        (c, ipam)
+    };
+    let ((ca, a), (cb, b), (cc, c)) = (join("a"), join("b"), join("c"));
+    ca.apply_config(&a, &[subnet()], &[]).unwrap();
+    let plain = b.apply_config(&[subnet()], &[], SystemTime::now());
+    assert!(matches!(plain, Err(IpamError::Conflict(_))), "{plain:?}");
+    cb.apply_config(&b, &[subnet()], &[]).unwrap();
+    assert_eq!(b.subnets().len(), 1);
+    let other = subnet().with_lease_time(Duration::from_secs(60));
+    let e = cc.apply_config(&c, &[other], &[]).unwrap_err();
+    assert!(
+        matches!(&e, ApplyError::Differs(w) if w == "subnet 'lab'"),
+        "{e}"
+    );
+    assert_eq!(
+        etcd.get("/vpcbox/t/subnets/", true).len(),
+        2,
+        "one subnet key and value"
+    );
+}

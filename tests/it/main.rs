@@ -18,6 +18,7 @@ mod cluster_etcd;
 mod cluster_lab;
 mod cluster_nemesis;
 mod cluster_net;
+mod cluster_nodes;
 mod cluster_ops;
 mod cluster_workload;
 mod config_fixtures;
