@@ -15,6 +15,7 @@ mod browser;
 mod cert;
 mod cluster_config;
 mod cluster_etcd;
+mod cluster_isolation;
 mod cluster_lab;
 mod cluster_nemesis;
 mod cluster_net;
