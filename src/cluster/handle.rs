@@ -111,6 +111,11 @@ impl Cluster {
         self.node.wake.notify_one();
         rt.spawn(Arc::new(claimer).run(self.cancel.clone()));
         rt.spawn(report_fence(self.node.clone(), events, self.cancel.clone()));
+        rt.spawn(super::rates::publish(
+            self.etcd.clone(),
+            self.node.clone(),
+            self.cancel.clone(),
+        ));
     }
 
     /// Reads everything under the prefix again (before [`Cluster::start`]:

@@ -13,6 +13,7 @@ mod keys;
 mod leave;
 mod member;
 mod node;
+mod rates;
 mod rendezvous;
 mod replica;
 mod status;
@@ -29,6 +30,7 @@ mod tests;
 pub use apply::ApplyError;
 pub use handle::Cluster;
 pub use leave::{leave, LeaveError, Left};
+pub use rates::NodeRates;
 pub use status::{
     read as read_status, render as render_status, ClusterStatus, EndpointStatus, NodeStatus,
 };

@@ -137,8 +137,8 @@ impl Replica {
                 }
             }
             Parsed::Node(n) => {
-                self.nodes.insert(n, create_rev);
-                out.layout = true;
+                // A node rewriting its value (its rates) changes no layout.
+                out.layout |= self.nodes.insert(n, create_rev) != Some(create_rev);
             }
         }
     }

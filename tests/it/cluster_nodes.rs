@@ -47,7 +47,8 @@ fn allocate(http: u16, client: &str) -> (u16, String, String) {
 /// Three nodes started at the same instant against an empty cluster all
 /// store the config's subnet and reservation at once: every node becomes
 /// ready (the losers of the race find the same values stored), and each
-/// registers and claims a block.
+/// registers and claims a block. Each publishes its rates, which `cluster
+/// status` shows per node.
 #[test]
 fn three_nodes_started_at_once_all_become_ready() {
     let etcd = Etcd::start(1);
@@ -70,6 +71,25 @@ fn three_nodes_started_at_once_all_become_ready() {
     for n in &mut nodes {
         assert!(n.child.try_wait().unwrap().is_none(), "a node exited");
     }
+    // Each node publishes its rates in its node key: b's API is busy.
+    let rate = |s: &Value, name: &str| {
+        let n = s["nodes"].as_array()?.iter().find(|n| n["name"] == name)?;
+        n["rates"]["api_requests_per_s"].as_f64()
+    };
+    let busy = eventually(Duration::from_secs(20), || {
+        for _ in 0..10 {
+            call(cfgs[1].1, "GET", "/v1/subnets", "");
+        }
+        let s = status(&cfgs[0].0);
+        rate(&s, "b").is_some_and(|r| r > 0.0) && rate(&s, "c") == Some(0.0)
+    });
+    assert!(busy, "{}", status(&cfgs[0].0));
+    let out = crate::cluster_ops::run(&["cluster", "status"], &cfgs[0].0);
+    assert!(
+        text(&out.stdout).contains(" api req/s"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// With etcd down, an API write fails with 503, a JSON error naming the

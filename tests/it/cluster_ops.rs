@@ -457,12 +457,17 @@ fn the_dashboard_shows_the_nodes_their_blocks_and_the_fence() {
         "b"
     ) >= 1));
     let ui = Dashboard::start(da.path(), &ca);
-    let line = "cluster node a │ writing │ 2 nodes: a 1 blocks · b 1 blocks";
-    assert!(
-        ui.wait_for(line),
-        "{}",
-        ui.tmux(&["capture-pane", "-p", "-t", "ops"])
-    );
+    // Each node's rates show once it has published them (every 2 s).
+    for line in [
+        "cluster node a │ writing │ 2 nodes: a 1 blk",
+        "· b 1 blk 0 ack/s 0 api/s",
+    ] {
+        assert!(
+            ui.wait_for(line),
+            "{}",
+            ui.tmux(&["capture-pane", "-p", "-t", "ops"])
+        );
+    }
     etcd.kill(0);
     assert!(
         ui.wait_for("cluster node a │ fenced: not writing"),
