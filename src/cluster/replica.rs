@@ -10,6 +10,7 @@ use etcd_client::KeyValue;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{from_etcd, Keys, Parsed};
+use super::rates::{NodeRates, NodeValue};
 use crate::client::ClientKey;
 use crate::ipam::{Queued, RemoteLease, TreeId};
 
@@ -40,6 +41,8 @@ pub struct Replica {
     pub blocks: BTreeMap<(String, u32), Block>,
     /// Live nodes → their registration revision.
     pub nodes: BTreeMap<String, i64>,
+    /// Live nodes → the rates they last published in their key.
+    pub rates: BTreeMap<String, NodeRates>,
     /// Keys another node changed while a local write of them was queued:
     /// that write must fail (the store refuses it until reopened).
     pub poisoned: HashSet<Vec<u8>>,
@@ -137,7 +140,14 @@ impl Replica {
                 }
             }
             Parsed::Node(n) => {
-                // A node rewriting its value (its rates) changes no layout.
+                let rates = serde_json::from_slice::<NodeValue>(value)
+                    .ok()
+                    .and_then(|v| v.rates);
+                let old = match rates {
+                    Some(r) => self.rates.insert(n.clone(), r),
+                    None => self.rates.remove(&n),
+                };
+                out.layout |= old != rates;
                 out.layout |= self.nodes.insert(n, create_rev) != Some(create_rev);
             }
         }
@@ -166,7 +176,10 @@ impl Replica {
                 self.bindings.remove(&c);
             }
             Parsed::Block(s, f) => out.layout |= self.blocks.remove(&(s, f)).is_some(),
-            Parsed::Node(n) => out.layout |= self.nodes.remove(&n).is_some(),
+            Parsed::Node(n) => {
+                self.rates.remove(&n);
+                out.layout |= self.nodes.remove(&n).is_some();
+            }
         }
     }
 

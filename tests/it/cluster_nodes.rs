@@ -90,6 +90,36 @@ fn three_nodes_started_at_once_all_become_ready() {
         "{}",
         text(&out.stdout)
     );
+    // The /ui page's updates carry the same per node, from a's own copy.
+    let mut last = String::new();
+    let shown = eventually(Duration::from_secs(20), || {
+        last = stream(cfgs[0].1);
+        let u = last.lines().rev().find_map(|l| l.strip_prefix("data: "));
+        let v: Value = u
+            .and_then(|u| serde_json::from_str(u).ok())
+            .unwrap_or_default();
+        let nodes = v["cluster"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        v["cluster"]["fenced"].is_null()
+            && nodes.len() == 3
+            && nodes.iter().all(|n| n["blocks"].as_u64() >= Some(1))
+            && nodes.iter().all(|n| n["dhcp_acks_per_s"].is_number())
+            && nodes.iter().any(|n| n["this"] == true && n["name"] == "a")
+    });
+    assert!(shown, "{last}");
+}
+
+/// About two seconds of `/v1/events/stream` from a node.
+fn stream(http: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-sN", "-m", "2", "-H"])
+        .arg(format!("Authorization: Bearer {TOKEN}"))
+        .arg(format!("http://127.0.0.1:{http}/v1/events/stream"))
+        .output()
+        .expect("curl");
+    text(&out.stdout)
 }
 
 /// With etcd down, an API write fails with 503, a JSON error naming the
