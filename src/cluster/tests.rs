@@ -117,7 +117,7 @@ fn a_node_keeps_its_lease_and_fences_itself_within_the_ttl_when_etcd_dies() {
     assert!(
         matches!(
             err,
-            IpamError::Degraded(_) | IpamError::PoolExhausted { .. }
+            IpamError::Degraded(_) | IpamError::Cluster(_)
         ),
         "{err:?}"
     );
