@@ -30,7 +30,7 @@ mod tests;
 pub use apply::ApplyError;
 pub use handle::Cluster;
 pub use leave::{leave, LeaveError, Left};
-pub use rates::NodeRates;
+pub use replica::NodeRates;
 pub use status::{
     read as read_status, render as render_status, ClusterStatus, EndpointStatus, NodeStatus,
 };

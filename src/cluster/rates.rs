@@ -8,31 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, PutOptions, TxnOp};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::etcd::{txn, Etcd, CALL_TIMEOUT};
 use super::member::pause;
 use super::node::Node;
+use super::replica::{NodeRates, NodeValue};
 use crate::stats::{DhcpKind, DhcpOutcome, Stats};
 
 /// How often a node's rates are measured (and rewritten if they changed).
 const EVERY: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeRates {
-    pub dhcp_acks_per_s: f64,
-    pub api_requests_per_s: f64,
-}
-
-/// The value of `nodes/<node>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeValue {
-    pub node: String,
-    /// Absent until the node has measured them (and from older nodes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rates: Option<NodeRates>,
-}
 
 /// (DHCP ACKs, gateway requests) so far.
 fn totals(stats: &Stats) -> (u64, u64) {

@@ -10,7 +10,6 @@ use etcd_client::KeyValue;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{from_etcd, Keys, Parsed};
-use super::rates::{NodeRates, NodeValue};
 use crate::client::ClientKey;
 use crate::ipam::{Queued, RemoteLease, TreeId};
 
@@ -20,6 +19,22 @@ pub struct BlockValue {
     pub node: String,
     /// The owner's registration (its `nodes/<node>` create revision).
     pub epoch: i64,
+}
+
+/// What a node last published of its rates (rates.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRates {
+    pub dhcp_acks_per_s: f64,
+    pub api_requests_per_s: f64,
+}
+
+/// The value of `nodes/<node>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeValue {
+    pub node: String,
+    /// Absent until the node has measured them (and from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<NodeRates>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

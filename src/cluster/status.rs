@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use super::etcd::{Etcd, CALL_TIMEOUT};
 use super::keys::{Keys, Parsed};
-use super::rates::{NodeRates, NodeValue};
-use super::replica::BlockValue;
+use super::replica::{BlockValue, NodeRates, NodeValue};
 use crate::config::ClusterConfig;
 use crate::ipam::{IpamError, TreeId};
 

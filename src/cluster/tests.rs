@@ -115,10 +115,7 @@ fn a_node_keeps_its_lease_and_fences_itself_within_the_ttl_when_etcd_dies() {
         .offer("lab", &mac(1, 1), None, SystemTime::now())
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            IpamError::Degraded(_) | IpamError::Cluster(_)
-        ),
+        matches!(err, IpamError::Degraded(_) | IpamError::Cluster(_)),
         "{err:?}"
     );
     // A renewal that needs no write is still answered; one that does is not.
