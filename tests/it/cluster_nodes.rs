@@ -157,10 +157,14 @@ fn api_writes_answer_503_cluster_while_etcd_is_down() {
     assert!(!body.contains("\"storage\""), "{body}");
 
     etcd.restart(0);
-    let back = eventually(Duration::from_secs(30), || {
+    let back = eventually(Duration::from_secs(60), || {
         allocate(http, "mac:02:00:00:00:05:03").0 == 201
     });
-    assert!(back, "{:?}", allocate(http, "mac:02:00:00:00:05:03"));
+    if !back {
+        let last = allocate(http, "mac:02:00:00:00:05:03");
+        node.signal("KILL");
+        panic!("{last:?}\n{}", node.stderr());
+    }
     assert!(node.child.try_wait().unwrap().is_none(), "the node exited");
 }
 
