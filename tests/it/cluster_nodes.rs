@@ -124,8 +124,8 @@ fn stream(http: u16) -> String {
 
 /// With etcd down, an API write fails with 503, a JSON error naming the
 /// cluster or etcd, and `Retry-After`; first while the node still holds
-/// its lease (the etcd call fails), then fenced. Once etcd is back the
-/// same call succeeds, without a restart.
+/// its lease (the etcd call fails), then fenced; an isolation too. Once
+/// etcd is back the same call succeeds, without a restart.
 #[test]
 fn api_writes_answer_503_cluster_while_etcd_is_down() {
     let mut etcd = Etcd::start(1);
@@ -155,6 +155,10 @@ fn api_writes_answer_503_cluster_while_etcd_is_down() {
     let (code, head, body) = allocate(http, "mac:02:00:00:00:05:03");
     assert!(unavailable(code, &head, &body), "{code} {head} {body}");
     assert!(!body.contains("\"storage\""), "{body}");
+    // An isolation is stored in etcd too: the same 503.
+    let isolate = "{\"client\":\"mac:02:00:00:00:05:04\"}";
+    let (code, head, body) = call(http, "POST", "/v1/isolations", isolate);
+    assert!(unavailable(code, &head, &body), "{code} {head} {body}");
 
     etcd.restart(0);
     let back = eventually(Duration::from_secs(60), || {

@@ -55,7 +55,10 @@ impl ApiError {
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "not_ready"),
             Self::Fenced(_) => (S::SERVICE_UNAVAILABLE, "cluster"),
             Self::Ipam(e) => ipam_status(e),
-            Self::Isolation(_) => (S::INTERNAL_SERVER_ERROR, "storage"),
+            Self::Isolation(e) => match e.unavailable {
+                Some(code) => (S::SERVICE_UNAVAILABLE, code),
+                None => (S::INTERNAL_SERVER_ERROR, "storage"),
+            },
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -148,10 +151,14 @@ mod tests {
                 500,
                 "storage",
             ),
+            (ApiError::Isolation(StoreError::new("disk")), 500, "storage"),
             (
-                ApiError::Isolation(StoreError("disk".into())),
-                500,
-                "storage",
+                ApiError::Isolation(StoreError {
+                    message: "cluster: etcd: timed out".into(),
+                    unavailable: Some("cluster"),
+                }),
+                503,
+                "cluster",
             ),
             (
                 ApiError::Ipam(IpamError::Cluster("etcd: timed out".into())),
