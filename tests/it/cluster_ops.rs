@@ -97,8 +97,8 @@ pub fn blocks_of(s: &Value, node: &str) -> u64 {
         .map_or(0, |n| n["blocks"]["lab"]["blocks"].as_u64().unwrap_or(0))
 }
 
-/// Node a, then (once a holds a block) node b: two nodes that start at
-/// the same instant race to store the config's subnet, and the loser exits.
+/// Node a, then (once a holds a block) node b (nodes started at the same
+/// instant: cluster_nodes.rs).
 fn start_two(ca: &Path, cb: &Path) -> (Running, Running) {
     let a = Running::start(ca);
     assert!(eventually(Duration::from_secs(20), || blocks_of(
