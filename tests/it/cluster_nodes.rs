@@ -109,6 +109,17 @@ fn three_nodes_started_at_once_all_become_ready() {
             && nodes.iter().any(|n| n["this"] == true && n["name"] == "a")
     });
     assert!(shown, "{last}");
+    // And the page draws them: one row per node, this one marked.
+    let mut b = crate::browser::Browser::start(1200, 900);
+    b.navigate(&format!("http://127.0.0.1:{}/ui", cfgs[0].1));
+    let drawn = "!document.getElementById('cluster-section').hidden \
+        && document.querySelectorAll('#cluster tbody tr').length === 3 \
+        && document.querySelector('#cluster tbody').innerText.includes('a (this node)')";
+    assert!(
+        b.wait_for(drawn, Duration::from_secs(20)),
+        "{}",
+        b.eval("document.getElementById('cluster-section').outerHTML")
+    );
 }
 
 /// About two seconds of `/v1/events/stream` from a node.
