@@ -116,6 +116,7 @@ function update(u) {
   subnets(u.subnets);
   events(u.events);
   memory(u.memory);
+  cluster(u.cluster);
 }
 
 function header(u) {
@@ -294,6 +295,23 @@ function memory(m) {
   if (section.hidden) return;
   const entries = Array.isArray(m) ? m.map((x) => [x.owner, x.bytes]) : Object.entries(m);
   table("memory", entries, ([owner, n]) => [owner, typeof n === "number" ? bytes(n) : JSON.stringify(n)]);
+}
+
+// Cluster mode: the live nodes (this one's health is its fence), each
+// with its blocks and the rates it last published; hidden alone.
+function cluster(c) {
+  const section = $("cluster-section");
+  section.hidden = c === undefined || c === null;
+  if (section.hidden) return;
+  text("cluster-note", c.fenced ? "— this node is fenced: " + c.fenced : "");
+  const num = (x) => (x === null || x === undefined ? "–" : rate(x));
+  table("cluster", c.nodes, (n) => [
+    n.this ? n.name + " (this node)" : n.name,
+    n.this && c.fenced ? "fenced" : "live",
+    n.blocks,
+    num(n.dhcp_acks_per_s),
+    num(n.api_requests_per_s),
+  ]);
 }
 
 // ---- actions --------------------------------------------------------------

@@ -71,7 +71,7 @@ mod imp {
     use super::*;
     use crate::cluster::{ImportError, LeaveError, Left};
     use crate::ipam::IpamError;
-    use crate::tui::ClusterRow;
+    use crate::tui::{ClusterNodeRow, ClusterRow};
 
     fn unreachable(c: &ClusterConfig, e: impl std::fmt::Display) -> Exit {
         Exit::unavailable(format!("cluster.etcd: {}: {e}", c.etcd.join(", ")))
@@ -101,7 +101,7 @@ mod imp {
 
     pub fn export(c: &ClusterConfig) -> Result<Dump, Exit> {
         crate::cluster::export(c).map_err(|e| match e {
-            IpamError::Storage(_) => unreachable(c, e),
+            IpamError::Storage(_) | IpamError::Cluster(_) => unreachable(c, e),
             other => Exit::software(format!("export failed: {other}")),
         })
     }
@@ -146,7 +146,11 @@ mod imp {
                     *nodes = s
                         .nodes
                         .iter()
-                        .map(|n| (n.name.clone(), n.blocks.values().map(|b| b.blocks).sum()))
+                        .map(|n| ClusterNodeRow {
+                            name: n.name.clone(),
+                            blocks: n.blocks.values().map(|b| b.blocks).sum(),
+                            rates: n.rates.map(|r| (r.dhcp_acks_per_s, r.api_requests_per_s)),
+                        })
                         .collect();
                     None
                 }

@@ -55,7 +55,10 @@ pub fn import(
     runtime.block_on(async {
         ipam.import(dump, force).await.map_err(|e| match e {
             IpamError::NotEmpty => Exit::usage("the store is not empty; use --force to replace it"),
-            e @ (IpamError::Storage(_) | IpamError::Degraded(_)) => {
+            e @ (IpamError::Storage(_)
+            | IpamError::Degraded(_)
+            | IpamError::Cluster(_)
+            | IpamError::Conflict(_)) => {
                 Exit::unavailable(format!("import failed, nothing written: {e}"))
             }
             other => Exit::usage(format!("{}: {other}", file.display())),

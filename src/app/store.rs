@@ -37,7 +37,7 @@ pub fn open(config: &Config, stats: Arc<Stats>) -> Result<(Arc<Ipam>, Option<Clu
         let path = config.storage.path.clone();
         let ipam = Ipam::with_store(path, store, ipam_options(config), stats)
             .map_err(|e| Exit::unavailable(format!("cluster store: {e}")))?;
-        apply_config(config, &ipam)?;
+        apply_cluster_config(config, &ipam, &cluster)?;
         return Ok((ipam, Some(cluster)));
     }
     let dir = &config.storage.path;
@@ -56,11 +56,41 @@ fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
     // STUB until the v6 IPAM lands: its config step replaces this line.
     ipam.stub_subnets6(&stub_subnets6(&config.subnets6));
     ipam.apply_config(&config.subnets, &config.reservations, SystemTime::now())
-        .map_err(|e| {
-            Exit::usage(format!(
-                "config subnets/reservations do not fit the store: {e}"
-            ))
-        })
+        .map_err(config_error)
+}
+
+/// Storing the config failed: the config does not fit the store (64), or
+/// etcd did not answer or kept racing (69).
+fn config_error(e: IpamError) -> Exit {
+    match e {
+        IpamError::Cluster(_) | IpamError::Conflict(_) => {
+            Exit::unavailable(format!("cluster store: storing the config failed: {e}"))
+        }
+        e => Exit::usage(format!(
+            "config subnets/reservations do not fit the store: {e}"
+        )),
+    }
+}
+
+/// Stores the config in the cluster; a node that lost the race to store
+/// a different value exits 64 naming what differs.
+#[cfg(feature = "cluster")]
+fn apply_cluster_config(
+    config: &Config,
+    ipam: &Ipam,
+    cluster: &crate::cluster::Cluster,
+) -> Result<(), Exit> {
+    use crate::cluster::ApplyError;
+    match cluster.apply_config(ipam, &config.subnets, &config.reservations) {
+        Ok(()) => Ok(()),
+        Err(ApplyError::Ipam(e)) => Err(config_error(e)),
+        Err(e @ ApplyError::Differs(_)) => {
+            let prefix = config.cluster.as_ref().map_or("", |c| c.prefix.as_str());
+            Err(Exit::usage(format!(
+                "{e} under cluster.prefix '{prefix}'; give every node the same subnets and reservations"
+            )))
+        }
+    }
 }
 
 /// A store that would not open, as an exit (a locked directory is in use).

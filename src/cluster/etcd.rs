@@ -29,7 +29,7 @@ impl std::fmt::Debug for Etcd {
 
 /// An etcd error as the IPAM store reports it.
 pub fn storage(e: impl std::fmt::Display) -> IpamError {
-    IpamError::Storage(format!("etcd: {e}"))
+    IpamError::Cluster(format!("etcd: {e}"))
 }
 
 impl Etcd {

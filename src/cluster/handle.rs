@@ -2,6 +2,7 @@
 //! everything), the store the IPAM opens over, and the background tasks
 //! (keepalive, watch, claimer, fence reporting) on the etcd runtime.
 
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub struct Cluster {
     pub etcd: Arc<Etcd>,
     replica: Arc<Mutex<Replica>>,
     /// The revision everything was read at.
-    read_at: i64,
+    read_at: AtomicI64,
     cancel: CancellationToken,
 }
 
@@ -76,7 +77,7 @@ impl Cluster {
             node,
             etcd,
             replica,
-            read_at,
+            read_at: AtomicI64::new(read_at),
             cancel,
         };
         Ok((cluster, store))
@@ -104,7 +105,8 @@ impl Cluster {
             ipam: Arc::downgrade(ipam),
             on_isolations,
         };
-        rt.spawn(Arc::new(watch).run(self.read_at + 1, self.cancel.clone()));
+        let from = self.read_at.load(Relaxed) + 1;
+        rt.spawn(Arc::new(watch).run(from, self.cancel.clone()));
         let claimer = Claimer {
             etcd: self.etcd.clone(),
             replica: self.replica.clone(),
@@ -114,6 +116,23 @@ impl Cluster {
         self.node.wake.notify_one();
         rt.spawn(Arc::new(claimer).run(self.cancel.clone()));
         rt.spawn(report_fence(self.node.clone(), events, self.cancel.clone()));
+        rt.spawn(super::rates::publish(
+            self.etcd.clone(),
+            self.node.clone(),
+            self.cancel.clone(),
+        ));
+    }
+
+    /// Reads everything under the prefix again (before [`Cluster::start`]:
+    /// another node wrote while this one applied its config). Blocking.
+    pub fn reread(&self) -> Result<(), IpamError> {
+        let (kvs, rev) = self.etcd.load_all()?;
+        let fresh = Replica::load(&self.etcd.keys, &kvs);
+        let mut r = self.replica.lock().unwrap_or_else(|e| e.into_inner());
+        *r = fresh;
+        self.node.refresh(&r);
+        self.read_at.store(rev, Relaxed);
+        Ok(())
     }
 
     /// Stops the tasks and gives the node's lease back (its blocks and

@@ -5,6 +5,7 @@
 //! into its index; rendezvous hashing over the live nodes says who answers
 //! a client. See DESIGN.md "Cluster" for the key layout.
 
+mod apply;
 mod claim;
 mod confirm;
 mod etcd;
@@ -13,6 +14,7 @@ mod keys;
 mod leave;
 mod member;
 mod node;
+mod rates;
 mod rendezvous;
 mod replica;
 mod status;
@@ -26,8 +28,10 @@ mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use apply::ApplyError;
 pub use handle::Cluster;
 pub use leave::{leave, LeaveError, Left};
+pub use replica::NodeRates;
 pub use status::{
     read as read_status, render as render_status, ClusterStatus, EndpointStatus, NodeStatus,
 };

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use super::rendezvous::answers;
 use super::replica::Replica;
 use crate::client::ClientKey;
-use crate::ipam::ClusterHooks;
+use crate::ipam::{ClusterHooks, ClusterNodeView};
 use crate::stats::Stats;
 
 /// A subnet's owned blocks.
@@ -44,6 +44,8 @@ pub struct Node {
     until_ms: AtomicU64,
     members: ArcSwap<Vec<String>>,
     owned: ArcSwap<Owned>,
+    /// The live nodes with their blocks and rates, for the status page.
+    view: ArcSwap<Vec<ClusterNodeView>>,
     /// Free addresses left in owned blocks per subnet, as last reported.
     free: Mutex<HashMap<String, u64>>,
     /// Wakes the claimer.
@@ -71,6 +73,7 @@ impl Node {
             until_ms: AtomicU64::new(0),
             members: ArcSwap::from_pointee(vec![name.to_owned()]),
             owned: ArcSwap::default(),
+            view: ArcSwap::default(),
             free: Mutex::default(),
             wake: Notify::new(),
             stats,
@@ -124,6 +127,29 @@ impl Node {
             blocks.newest = newest.into_iter().map(|(f, _)| (f, f + last)).collect();
         }
         self.owned.store(Arc::new(owned));
+        self.view.store(Arc::new(self.view_of(r)));
+    }
+
+    fn view_of(&self, r: &Replica) -> Vec<ClusterNodeView> {
+        let mut blocks: HashMap<&str, u64> = HashMap::new();
+        for b in r.blocks.values() {
+            if r.nodes.get(&b.owner.node) == Some(&b.owner.epoch) {
+                *blocks.entry(b.owner.node.as_str()).or_default() += 1;
+            }
+        }
+        r.nodes
+            .keys()
+            .map(|n| {
+                let rates = r.rates.get(n);
+                ClusterNodeView {
+                    name: n.clone(),
+                    this: *n == self.name,
+                    blocks: blocks.get(n.as_str()).copied().unwrap_or(0),
+                    dhcp_acks_per_s: rates.map(|r| r.dhcp_acks_per_s),
+                    api_requests_per_s: rates.map(|r| r.api_requests_per_s),
+                }
+            })
+            .collect()
     }
 
     /// The claim revision of the owned block holding `ip`, if owned.
@@ -185,6 +211,10 @@ impl ClusterHooks for Node {
     fn answers(&self, client: &ClientKey) -> bool {
         let members = self.members.load();
         members.len() <= 1 || answers(&members, &self.name, client)
+    }
+
+    fn nodes(&self) -> Vec<ClusterNodeView> {
+        self.view.load().to_vec()
     }
 
     fn fenced(&self) -> Option<String> {

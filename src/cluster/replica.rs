@@ -21,6 +21,22 @@ pub struct BlockValue {
     pub epoch: i64,
 }
 
+/// What a node last published of its rates (rates.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRates {
+    pub dhcp_acks_per_s: f64,
+    pub api_requests_per_s: f64,
+}
+
+/// The value of `nodes/<node>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeValue {
+    pub node: String,
+    /// Absent until the node has measured them (and from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<NodeRates>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub owner: BlockValue,
@@ -40,6 +56,8 @@ pub struct Replica {
     pub blocks: BTreeMap<(String, u32), Block>,
     /// Live nodes → their registration revision.
     pub nodes: BTreeMap<String, i64>,
+    /// Live nodes → the rates they last published in their key.
+    pub rates: BTreeMap<String, NodeRates>,
     /// Keys another node changed while a local write of them was queued:
     /// that write must fail (the store refuses it until reopened).
     pub poisoned: HashSet<Vec<u8>>,
@@ -137,8 +155,15 @@ impl Replica {
                 }
             }
             Parsed::Node(n) => {
-                self.nodes.insert(n, create_rev);
-                out.layout = true;
+                let rates = serde_json::from_slice::<NodeValue>(value)
+                    .ok()
+                    .and_then(|v| v.rates);
+                let old = match rates {
+                    Some(r) => self.rates.insert(n.clone(), r),
+                    None => self.rates.remove(&n),
+                };
+                out.layout |= old != rates;
+                out.layout |= self.nodes.insert(n, create_rev) != Some(create_rev);
             }
         }
     }
@@ -166,7 +191,10 @@ impl Replica {
                 self.bindings.remove(&c);
             }
             Parsed::Block(s, f) => out.layout |= self.blocks.remove(&(s, f)).is_some(),
-            Parsed::Node(n) => out.layout |= self.nodes.remove(&n).is_some(),
+            Parsed::Node(n) => {
+                self.rates.remove(&n);
+                out.layout |= self.nodes.remove(&n).is_some();
+            }
         }
     }
 

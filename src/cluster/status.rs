@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use super::etcd::{Etcd, CALL_TIMEOUT};
 use super::keys::{Keys, Parsed};
-use super::replica::BlockValue;
+use super::replica::{BlockValue, NodeRates, NodeValue};
 use crate::config::ClusterConfig;
 use crate::ipam::{IpamError, TreeId};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ClusterStatus {
     pub prefix: String,
     /// The etcd revision everything was read at.
@@ -30,7 +30,7 @@ pub struct ClusterStatus {
     pub endpoints: Vec<EndpointStatus>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NodeStatus {
     pub name: String,
     /// Its registration (the create revision of `nodes/<name>`).
@@ -41,9 +41,11 @@ pub struct NodeStatus {
     pub granted_ttl: Option<i64>,
     /// Subnet → its blocks there.
     pub blocks: BTreeMap<String, BlockCount>,
+    /// What the node last published (`None`: nothing yet).
+    pub rates: Option<NodeRates>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BlockCount {
     pub blocks: u64,
     /// Addresses with a stored lease (any state) inside those blocks.
@@ -51,7 +53,7 @@ pub struct BlockCount {
     pub bound: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EndpointStatus {
     pub endpoint: String,
     pub healthy: bool,
@@ -128,6 +130,9 @@ pub fn fold(keys: &Keys, block_size: u32, kvs: &[KeyValue]) -> ClusterStatus {
                     name: name.clone(),
                     epoch: kv.create_revision(),
                     lease: kv.lease(),
+                    rates: serde_json::from_slice::<NodeValue>(kv.value())
+                        .ok()
+                        .and_then(|v| v.rates),
                     ..Default::default()
                 };
                 nodes.insert(name, n);
@@ -207,7 +212,17 @@ pub fn render(s: &ClusterStatus) -> String {
             _ => "lease ttl unknown".into(),
         };
         let health = if n.healthy() { "healthy" } else { "expiring" };
-        let _ = writeln!(out, "  {:<16} {health:<9} {ttl}  epoch {}", n.name, n.epoch);
+        let rates = n.rates.map_or(String::new(), |r| {
+            format!(
+                "  {} acks/s  {} api req/s",
+                r.dhcp_acks_per_s, r.api_requests_per_s
+            )
+        });
+        let _ = writeln!(
+            out,
+            "  {:<16} {health:<9} {ttl}  epoch {}{rates}",
+            n.name, n.epoch
+        );
         for (subnet, c) in &n.blocks {
             let _ = writeln!(
                 out,

@@ -50,7 +50,7 @@ impl Plan {
 }
 
 fn conflict(key: &[u8]) -> IpamError {
-    IpamError::Storage(format!(
+    IpamError::Conflict(format!(
         "etcd: {} changed on another node first",
         String::from_utf8_lossy(key)
     ))
@@ -169,7 +169,7 @@ impl ClusterStore {
         let rev = self
             .etcd
             .block(txn(client, when, ops))?
-            .ok_or_else(|| IpamError::Storage("etcd: a compare failed (another node wrote first, or this node's registration is gone)".into()))?;
+            .ok_or_else(|| IpamError::Conflict("etcd: a compare failed (another node wrote first, or this node's registration is gone)".into()))?;
         let keys = &self.etcd.keys;
         let mut r = self.replica();
         let mut out = Folded::default();

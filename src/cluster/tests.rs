@@ -115,10 +115,7 @@ fn a_node_keeps_its_lease_and_fences_itself_within_the_ttl_when_etcd_dies() {
         .offer("lab", &mac(1, 1), None, SystemTime::now())
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            IpamError::Degraded(_) | IpamError::PoolExhausted { .. }
-        ),
+        matches!(err, IpamError::Degraded(_) | IpamError::Cluster(_)),
         "{err:?}"
     );
     // A renewal that needs no write is still answered; one that does is not.
@@ -357,7 +354,41 @@ fn a_stale_node_answers_no_new_binding_from_its_copy() {
         !got.as_ref().is_ok_and(|l| l.ip == held),
         "a stale copy answered {got:?}, which etcd holds free"
     );
-    assert!(matches!(got, Err(IpamError::Storage(_))), "{got:?}");
+    assert!(matches!(got, Err(IpamError::Cluster(_))), "{got:?}");
     let selected = rt.block_on(stale.bind("lab", &c, held, None, now));
     assert!(selected.is_err(), "a stale copy acked {selected:?}");
+}
+
+/// Nodes that joined before any stored the config (each read an empty
+/// cluster) store it at once: every write after the first loses its
+/// compare. The loser reads what won and, the same config, has nothing to
+/// write; a node whose subnet differs is told what differs.
+#[test]
+fn nodes_joined_together_store_the_same_config_once() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let join = |name: &str| {
+        let stats = Stats::new(64);
+        let (c, store) = Cluster::join(&config(&etcd, name, 10), stats.clone()).unwrap();
+        let ipam = Ipam::with_store(name.into(), store, IpamOptions::default(), stats).unwrap();
+        (c, ipam)
+    };
+    let ((ca, a), (cb, b), (cc, c)) = (join("a"), join("b"), join("c"));
+    ca.apply_config(&a, &[subnet()], &[]).unwrap();
+    let plain = b.apply_config(&[subnet()], &[], SystemTime::now());
+    assert!(matches!(plain, Err(IpamError::Conflict(_))), "{plain:?}");
+    cb.apply_config(&b, &[subnet()], &[]).unwrap();
+    assert_eq!(b.subnets().len(), 1);
+    let other = subnet().with_lease_time(Duration::from_secs(60));
+    let e = cc.apply_config(&c, &[other], &[]).unwrap_err();
+    assert!(
+        matches!(&e, ApplyError::Differs(w) if w == "subnet 'lab'"),
+        "{e}"
+    );
+    assert_eq!(
+        etcd.get("/vpcbox/t/subnets/", true).len(),
+        2,
+        "one subnet key and value"
+    );
 }

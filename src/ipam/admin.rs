@@ -130,6 +130,35 @@ impl Ipam {
         Ok(())
     }
 
+    /// The first configured subnet or reservation the store holds with
+    /// another value (a reservation: its address held by another client),
+    /// named as the config names it; `None` if the store agrees.
+    pub fn config_differs(
+        &self,
+        subnets: &[SubnetSpec],
+        reservations: &[ReservationSpec],
+    ) -> Option<String> {
+        let st = self.lock();
+        for spec in subnets {
+            let stored = st.subnets.iter().find(|s| s.spec.id == spec.id);
+            if stored.is_some_and(|s| *s.spec != *spec) {
+                return Some(format!("subnet '{}'", spec.id));
+            }
+        }
+        for r in reservations {
+            let key = (r.subnet.clone(), r.client.clone());
+            let changed = st.reservations.get(&key).is_some_and(|o| o != r);
+            let taken = st
+                .reservations
+                .values()
+                .any(|o| o.ip == r.ip && o.client != r.client);
+            if changed || taken {
+                return Some(format!("reservation {} of '{}'", r.ip, r.client));
+            }
+        }
+        None
+    }
+
     fn write_ops(&self, st: &mut State, ops: &[Op]) -> Result<Ticket, IpamError> {
         self.store_apply(st, ops.to_vec())?;
         self.stats

@@ -47,6 +47,15 @@ pub enum IpamError {
     NotEmpty,
     #[error("invalid dump: {0}")]
     InvalidDump(String),
+    /// The cluster's etcd did not answer (unreachable, timed out): nothing
+    /// was written; the same call may succeed once etcd is back.
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// Another cluster node changed a key this write compared first:
+    /// nothing was written; the same call may succeed once the watch has
+    /// brought that change in.
+    #[error("cluster conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<sled::Error> for IpamError {

@@ -24,6 +24,21 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     /// Why this node may not write now (no etcd, or its lease lost or about
     /// to be), if so.
     fn fenced(&self) -> Option<String>;
+    /// The live nodes as this node's copy shows them (for the status page).
+    fn nodes(&self) -> Vec<ClusterNodeView>;
+}
+
+/// One live cluster node: its blocks and the rates it last published.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClusterNodeView {
+    pub name: String,
+    /// This node (the one answering).
+    pub this: bool,
+    /// Blocks held, all subnets together.
+    pub blocks: u64,
+    /// `None` until the node has published its rates.
+    pub dhcp_acks_per_s: Option<f64>,
+    pub api_requests_per_s: Option<f64>,
 }
 
 /// The cluster's linearizable reads, for answers any node may give and

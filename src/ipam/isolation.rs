@@ -12,7 +12,17 @@ use crate::isolation::{IsolationEntry, IsolationStore, StoreError};
 struct SledIsolations(Arc<dyn Store>);
 
 fn err(e: IpamError) -> StoreError {
-    StoreError(e.to_string())
+    // Refused for now (etcd away, raced, the store degraded or the node
+    // fenced): the API answers 503 as it does for the IPAM's own calls.
+    let unavailable = match e {
+        IpamError::Cluster(_) | IpamError::Conflict(_) => Some("cluster"),
+        IpamError::Degraded(_) => Some("degraded"),
+        _ => None,
+    };
+    StoreError {
+        message: e.to_string(),
+        unavailable,
+    }
 }
 
 impl IsolationStore for SledIsolations {

@@ -38,7 +38,7 @@ mod tests;
 pub use dump::Dump;
 pub use error::IpamError;
 pub use handle::Ipam;
-pub use hooks::{ClusterHooks, ClusterReads, Queued, RemoteLease};
+pub use hooks::{ClusterHooks, ClusterNodeView, ClusterReads, Queued, RemoteLease};
 pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, Port,
     ReservationSpec, StaticRoute,

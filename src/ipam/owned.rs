@@ -18,6 +18,17 @@ impl State {
         }
     }
 
+    /// Why subnet `s` has nothing to give: a fenced cluster node owns no
+    /// block for now (temporary, not the pool's fault), else the pool is full.
+    pub(super) fn exhausted(&self, s: usize) -> IpamError {
+        match self.tuning.cluster.as_ref().and_then(|c| c.fenced()) {
+            Some(why) => IpamError::Cluster(why),
+            None => IpamError::PoolExhausted {
+                subnet: self.subnets[s].spec.id.clone(),
+            },
+        }
+    }
+
     /// Whether this node may give `ip` of subnet `s` to a client that does
     /// not hold it: always alone; in a cluster, inside its own blocks.
     pub fn may_give(&self, s: usize, ip: u32) -> bool {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::error::IpamError;
 use super::handle::Ipam;
-use super::hooks::{ClusterHooks, ClusterReads, Queued, RemoteLease};
+use super::hooks::{ClusterHooks, ClusterNodeView, ClusterReads, Queued, RemoteLease};
 use super::load::load;
 use super::record::Record;
 use super::state::Change;
@@ -32,6 +32,11 @@ impl Ipam {
     /// Why this cluster node may not write, if so (never alone).
     pub fn fenced(&self) -> Option<String> {
         self.cluster.get().and_then(|c| c.fenced())
+    }
+
+    /// Cluster mode: the live nodes (`None` alone).
+    pub fn cluster_nodes(&self) -> Option<Vec<ClusterNodeView>> {
+        self.cluster.get().map(|c| c.nodes())
     }
 
     /// Folds leases other nodes wrote into the index. `fold` runs under the

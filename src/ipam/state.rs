@@ -236,9 +236,7 @@ impl State {
         }
         self.subnets[s]
             .oldest_reusable(now, |ip| self.available(s, ip, client, now))
-            .ok_or_else(|| IpamError::PoolExhausted {
-                subnet: self.subnets[s].spec.id.clone(),
-            })
+            .ok_or_else(|| self.exhausted(s))
     }
 
     /// Holds `ip` for `client` until `now + offer_hold` (memory only),

@@ -47,8 +47,23 @@ pub struct IsolationEvent {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("isolation store: {0}")]
-pub struct StoreError(pub String);
+#[error("isolation store: {message}")]
+pub struct StoreError {
+    pub message: String,
+    /// The store refuses writes for now (`degraded`, or `cluster`: its
+    /// etcd is away): nothing was written, and the same change may succeed
+    /// later. The API's 503 code; `None`: the store failed.
+    pub unavailable: Option<&'static str>,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: None,
+        }
+    }
+}
 
 /// Durable home of the isolation set (the sled store in production).
 pub trait IsolationStore: Send + Sync {

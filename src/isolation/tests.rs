@@ -59,10 +59,10 @@ fn a_failing_store_changes_nothing() {
             Ok(vec![])
         }
         fn put(&self, _: &IsolationEntry) -> Result<(), StoreError> {
-            Err(StoreError("disk full".into()))
+            Err(StoreError::new("disk full"))
         }
         fn remove(&self, _: &ClientKey) -> Result<(), StoreError> {
-            Err(StoreError("disk full".into()))
+            Err(StoreError::new("disk full"))
         }
     }
     let set = IsolationSet::open(Box::new(Broken)).unwrap();

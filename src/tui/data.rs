@@ -22,6 +22,16 @@ pub struct SubnetRow {
     pub by_state: Vec<(String, u64)>,
 }
 
+/// One registered node: its blocks (all subnets) and the rates it last
+/// published (`None` until it has).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterNodeRow {
+    pub name: String,
+    pub blocks: u64,
+    /// (DHCP ACKs/s, API requests/s).
+    pub rates: Option<(f64, f64)>,
+}
+
 /// One lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRow {
@@ -33,13 +43,13 @@ pub struct LeaseRow {
 }
 
 /// Cluster mode: this node and the cluster as the header shows them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClusterRow {
     pub node: String,
     /// Why this node may not write, if it may not.
     pub fenced: Option<String>,
-    /// Registered nodes and the blocks each holds (all subnets).
-    pub nodes: Vec<(String, u64)>,
+    /// Registered (live) nodes.
+    pub nodes: Vec<ClusterNodeRow>,
     /// The cluster could not be read (the rest is from the last read).
     pub error: Option<String>,
 }

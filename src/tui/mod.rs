@@ -25,7 +25,7 @@ pub mod views;
 mod tests;
 
 pub use crate::stats::history;
-pub use data::{ClusterRow, DataSource, LeaseQuery, LeaseRow, NoData, SubnetRow};
+pub use data::{ClusterNodeRow, ClusterRow, DataSource, LeaseQuery, LeaseRow, NoData, SubnetRow};
 pub use error::TuiError;
 pub use event_loop::Ended;
 pub use handles::Handles;

@@ -3,7 +3,7 @@
 //! machine-readable code; the body is always
 //! `{"error": {"code": "...", "message": "..."}}`.
 
-use http::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
 
 use super::response::{json_response, Resp};
@@ -55,7 +55,10 @@ impl ApiError {
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "not_ready"),
             Self::Fenced(_) => (S::SERVICE_UNAVAILABLE, "cluster"),
             Self::Ipam(e) => ipam_status(e),
-            Self::Isolation(_) => (S::INTERNAL_SERVER_ERROR, "storage"),
+            Self::Isolation(e) => match e.unavailable {
+                Some(code) => (S::SERVICE_UNAVAILABLE, code),
+                None => (S::INTERNAL_SERVER_ERROR, "storage"),
+            },
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -64,6 +67,12 @@ impl ApiError {
         let (status, code) = self.status_code();
         let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
         let mut res = json_response(status, &body);
+        // Every 503 is temporary (not ready yet, store or etcd refusing,
+        // a cluster race): the same call may succeed a moment later.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         match self {
             Self::Unauthorized => {
                 res.headers_mut().insert(
@@ -102,6 +111,12 @@ fn ipam_status(e: &IpamError) -> (StatusCode, &'static str) {
         E::ReservationConflict(_) => (S::CONFLICT, "reservation_conflict"),
         E::UnknownReservation => (S::NOT_FOUND, "unknown_reservation"),
         E::Degraded(_) => (S::SERVICE_UNAVAILABLE, "degraded"),
+        // etcd unreachable: nothing written; retry once it is back.
+        E::Cluster(_) => (S::SERVICE_UNAVAILABLE, "cluster"),
+        // Another node wrote a compared key first: nothing written, and a
+        // retry is safe (allocations are idempotent per client), so 503 +
+        // Retry-After rather than a 409 the caller would have to resolve.
+        E::Conflict(_) => (S::SERVICE_UNAVAILABLE, "cluster_conflict"),
         E::Storage(_) | E::Locked { .. } | E::Corrupt { .. } | E::NewerSchema { .. } => {
             (S::INTERNAL_SERVER_ERROR, "storage")
         }
@@ -136,10 +151,24 @@ mod tests {
                 500,
                 "storage",
             ),
+            (ApiError::Isolation(StoreError::new("disk")), 500, "storage"),
             (
-                ApiError::Isolation(StoreError("disk".into())),
-                500,
-                "storage",
+                ApiError::Isolation(StoreError {
+                    message: "cluster: etcd: timed out".into(),
+                    unavailable: Some("cluster"),
+                }),
+                503,
+                "cluster",
+            ),
+            (
+                ApiError::Ipam(IpamError::Cluster("etcd: timed out".into())),
+                503,
+                "cluster",
+            ),
+            (
+                ApiError::Ipam(IpamError::Conflict("etcd: a compare failed".into())),
+                503,
+                "cluster_conflict",
             ),
         ];
         for (e, status, code) in cases {
@@ -148,6 +177,7 @@ mod tests {
             let res = e.into_response();
             assert_eq!(res.status().as_u16(), status);
             assert_eq!(res.headers()["content-type"], "application/json");
+            assert_eq!(res.headers().contains_key("retry-after"), status == 503);
         }
     }
 }

@@ -12,7 +12,7 @@ use super::admin::{client_view, ClientView};
 use super::context::ApiContext;
 use super::ipam::UsageView;
 use crate::events::Event;
-use crate::ipam::{PoolUsage, SubnetSpec};
+use crate::ipam::{ClusterNodeView, PoolUsage, SubnetSpec};
 use crate::stats::{History, MemoryByOwner, OverloadState, Snapshot};
 
 /// Client rows per update (the busiest; "others" holds the rest).
@@ -101,6 +101,15 @@ struct Update<'a> {
     events: Option<&'a [Event]>,
     /// RSS by owner; the page draws it as a table of owner → bytes.
     memory: &'a MemoryByOwner,
+    /// Cluster mode: this node's fence and the live nodes (`None` alone).
+    cluster: Option<ClusterView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterView {
+    /// Why this node may not write, if it may not.
+    fenced: Option<String>,
+    nodes: Vec<ClusterNodeView>,
 }
 
 /// What one update is built from.
@@ -177,6 +186,10 @@ pub fn update(src: &Sources<'_>, seq: u64, private: bool) -> Vec<u8> {
         clients_tracked: snap.clients.len().saturating_sub(1),
         events: private.then_some(src.events),
         memory: &m.by_owner,
+        cluster: src.ctx.ipam.cluster_nodes().map(|nodes| ClusterView {
+            fenced: src.ctx.ipam.fenced(),
+            nodes,
+        }),
     };
     to_json(&u)
 }

@@ -93,7 +93,8 @@ impl Widget for &Header<'_> {
     }
 }
 
-/// `cluster node a │ writing │ 3 nodes: a 4 blocks · b 3 · c 3`, red
+/// `cluster node a │ writing │ 2 nodes: a 4 blk 120.5 ack/s 3 api/s · b 3 blk`
+/// (rates as each node last published them), red
 /// while this node is fenced or the cluster cannot be read.
 pub fn cluster_line(c: &ClusterRow) -> Line<'static> {
     let dim = Style::new().fg(Color::DarkGray);
@@ -105,7 +106,12 @@ pub fn cluster_line(c: &ClusterRow) -> Line<'static> {
     let nodes: Vec<String> = c
         .nodes
         .iter()
-        .map(|(n, b)| format!("{n} {b} blocks"))
+        .map(|n| {
+            let rates = n.rates.map_or(String::new(), |(acks, api)| {
+                format!(" {acks} ack/s {api} api/s")
+            });
+            format!("{} {} blk{rates}", n.name, n.blocks)
+        })
         .collect();
     let mut spans = vec![
         Span::raw(format!(" cluster node {}", c.node)),
@@ -216,6 +222,7 @@ fn spark(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::tui::data::ClusterNodeRow;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
@@ -243,17 +250,29 @@ mod tests {
         ui.cluster = Some(ClusterRow {
             node: "a".into(),
             fenced: None,
-            nodes: vec![("a".into(), 4), ("b".into(), 3)],
+            nodes: vec![
+                ClusterNodeRow {
+                    name: "a".into(),
+                    blocks: 4,
+                    rates: Some((120.5, 3.0)),
+                },
+                ClusterNodeRow {
+                    name: "b".into(),
+                    blocks: 3,
+                    rates: None,
+                },
+            ],
             error: None,
         });
         let s = screen(&ui);
         assert!(
-            s.contains("cluster node a │ writing │ 2 nodes: a 4 blocks · b 3 blocks"),
+            s.contains("cluster node a │ writing │ 2 nodes: a 4 blk 120.5 ack/s 3 api/s · b 3 blk"),
             "{s}"
         );
         ui.cluster = Some(ClusterRow {
             fenced: Some("no keepalive".into()),
             error: Some("etcd: timed out".into()),
+            nodes: Vec::new(),
             ..ui.cluster.clone().unwrap()
         });
         let s = screen(&ui);
