@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -47,6 +47,8 @@ pub struct Ipam {
     pub(super) events: OnceLock<Arc<EventLog>>,
     /// Cluster mode: the cluster layer's answers (see [`ClusterHooks`]).
     pub(super) cluster: OnceLock<Arc<dyn ClusterHooks>>,
+    /// `max_leases_per_port` for DHCPv6 relay ports (0: no cap).
+    pub(super) port_cap6: AtomicU32,
 }
 
 /// The locked state; what is allocated or freed while it is held is the

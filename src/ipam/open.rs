@@ -57,6 +57,7 @@ impl Ipam {
             specs: ArcSwap::default(),
             events: Default::default(),
             cluster: Default::default(),
+            port_cap6: Default::default(),
         });
         ipam.publish_counts(true);
         ipam.refresh_specs(&ipam.lock());

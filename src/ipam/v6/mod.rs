@@ -1,0 +1,22 @@
+//! DHCPv6 bindings in the IPAM: IA_NA addresses and IA_PD prefixes, in the
+//! same store, index lock, group commit and reaper as the v4 leases.
+
+mod admin;
+mod index;
+mod load;
+mod ops;
+mod plan;
+mod record;
+mod spec;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use admin::{Binding6, Page6, Usage6};
+pub(super) use index::V6State;
+pub(super) use load::load6;
+pub use ops::OFFER_CAP6;
+pub(super) use record::Key6;
+pub use spec::{PdPoolSpec, Range6, Subnet6Spec};
+pub use types::{Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result};
