@@ -2,7 +2,6 @@
 //! and housekeeping, the queued writes and the group committer, the
 //! answer settled only once its write is durable.
 
-use std::net::Ipv6Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
@@ -31,7 +30,7 @@ const DUID_KEY: &[u8] = b"server_duid";
 impl Ipam {
     /// One IA of one message. `hints`: the addresses/prefixes the client
     /// put in the IA. `port`: the relay port identity (relay link-address
-    /// + Interface-Id) for `max_leases_per_port` ([`Ipam::set_port_cap6`]).
+    /// and Interface-Id) for `max_leases_per_port` ([`Ipam::set_port_cap6`]).
     /// Commit/Extend/Release/Decline are durable on Ok. Cancel-safe:
     /// dropping it abandons the wait, never a write.
     pub async fn ia6(
@@ -234,7 +233,7 @@ impl Ipam {
     /// The text of a v6 binding's key: the address, or the prefix.
     pub fn key6_text(prefix: Ipv6Net) -> String {
         if prefix.prefix_len() == 128 {
-            Ipv6Addr::from(prefix.addr()).to_string()
+            prefix.addr().to_string()
         } else {
             prefix.to_string()
         }
