@@ -142,7 +142,7 @@ impl Ipam {
     }
 
     /// The stored binding on `k`, including writes still queued.
-    pub(in crate::ipam) fn read6(&self, st: &State, k: Key6) -> Result<Option<Record6>, IpamError> {
+    pub(crate) fn read6(&self, st: &State, k: Key6) -> Result<Option<Record6>, IpamError> {
         let bytes = match st.v6.overlay.get(&k) {
             Some((_, queued)) => queued.clone(),
             None => self.store.get(TreeId::Leases6, &k.bytes())?,
@@ -152,7 +152,7 @@ impl Ipam {
 
     /// Writes v6 changes planned under the state lock as [`Ipam::write`]
     /// does v4 ones: store (queued) first, then memory, then a ticket.
-    pub(in crate::ipam) fn write6(
+    pub(crate) fn write6(
         &self,
         st: &mut State,
         changes: &[Change6],
@@ -186,7 +186,7 @@ impl Ipam {
 
     /// v6 housekeeping due at `now`: timed-out offers; ended bindings and
     /// quarantines removed (not waiting for a flush, as v4 expiry).
-    pub(in crate::ipam) fn maintain6(&self, st: &mut State, now: u32) -> Result<(), IpamError> {
+    pub(crate) fn maintain6(&self, st: &mut State, now: u32) -> Result<(), IpamError> {
         if st.v6.purge_offers(now) {
             self.note_change(st);
         }
