@@ -58,7 +58,16 @@ fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
             Exit::usage(format!(
                 "config subnets/reservations do not fit the store: {e}"
             ))
-        })
+        })?;
+    ipam.set_port_cap6(config.dhcp.max_leases_per_port);
+    // In cluster mode the config has no [[subnet6]] (refused), and the
+    // cluster store keeps no v6 trees.
+    if config.cluster.is_none() {
+        let specs: Vec<_> = config.subnets6.iter().map(|s| s.spec()).collect();
+        ipam.apply_config6(&specs)
+            .map_err(|e| Exit::usage(format!("config subnet6 does not fit the store: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A store that would not open, as an exit (a locked directory is in use).
