@@ -77,7 +77,7 @@ async fn v6_bindings_follow_v4_leases_in_the_listing() {
             let page = api.get(&q).await.json();
             seen.extend(page["leases"].as_array().unwrap().iter().cloned());
             match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.replace('/', "%2F")),
+                Some(c) => cursor = Some(c.replace(':', "%3A")),
                 None => break,
             }
         }
@@ -88,7 +88,13 @@ async fn v6_bindings_follow_v4_leases_in_the_listing() {
     let client = duid(2).replace(':', "%3A");
     let mine = api.get(&format!("/v1/leases?client={client}")).await.json();
     assert_eq!(mine["leases"].as_array().unwrap().len(), 2, "{mine}");
-    let r = api.get("/v1/leases?cursor=banana").await;
-    assert_eq!((r.status.as_u16(), r.code()), (422, "invalid".into()));
+    for bad in ["banana", "6%3A00", "fd00%3A%3A1"] {
+        let r = api.get(&format!("/v1/leases?cursor={bad}")).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (422, "invalid".into()),
+            "{bad}"
+        );
+    }
     api.stop().await;
 }

@@ -2,10 +2,8 @@
 //! validate everything before the one IPAM call that writes, so a refused
 //! request leaves the store as it was.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 use std::time::SystemTime;
-
-use ipnet::Ipv6Net;
 
 use serde::{Deserialize, Serialize};
 
@@ -315,25 +313,30 @@ pub async fn list_leases(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> 
 }
 
 /// Where a lease listing resumes: after a v4 address (v4 leases come
-/// first), or after a v6 address or delegated prefix.
+/// first), or after a v6 binding's stored key (`6:` and 34 hex digits).
 #[derive(Debug, Clone, Copy)]
 enum Cursor {
     V4(Ipv4Addr),
-    V6(Ipv6Net),
+    V6([u8; 17]),
 }
 
 fn parse_cursor(c: &str) -> Result<Cursor, ApiError> {
     let v6 = || {
-        c.parse::<Ipv6Net>()
-            .ok()
-            .or_else(|| c.parse::<Ipv6Addr>().ok().map(Ipv6Net::from))
+        let mut key = [0u8; 17];
+        hex::decode_to_slice(c.strip_prefix("6:")?, &mut key).ok()?;
+        Some(Cursor::V6(key))
     };
-    match c.parse::<Ipv4Addr>() {
-        Ok(ip) => Ok(Cursor::V4(ip)),
-        Err(_) => v6().map(Cursor::V6).ok_or_else(|| {
+    c.parse::<Ipv4Addr>()
+        .ok()
+        .map(Cursor::V4)
+        .or_else(v6)
+        .ok_or_else(|| {
             ApiError::Invalid(format!("cursor: '{c}' is not a next_cursor from this API"))
-        }),
-    }
+        })
+}
+
+fn cursor6(key: [u8; 17]) -> String {
+    format!("6:{}", hex::encode(key))
 }
 
 /// One page: v4 leases in address order, then v6 bindings in address
@@ -363,7 +366,7 @@ fn lease_page(
             if leases.len() >= limit {
                 // Full on v4 alone: v6 bindings (if any) follow from the start.
                 let more = !ipam.subnets6().is_empty();
-                return Ok(listing(leases, more.then(|| "::".to_owned())));
+                return Ok(listing(leases, more.then(|| cursor6([0; 17]))));
             }
             None
         }
@@ -372,7 +375,7 @@ fn lease_page(
     for b in &page.bindings {
         leases.push(serde_json::to_value(b).map_err(json_error)?);
     }
-    Ok(listing(leases, page.next.map(Ipam::key6_text)))
+    Ok(listing(leases, page.next.map(cursor6)))
 }
 
 fn listing(leases: Vec<serde_json::Value>, next: Option<String>) -> serde_json::Value {

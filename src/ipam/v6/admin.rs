@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
 use super::record::{Key6, Record6};
@@ -47,11 +46,12 @@ pub struct Usage6 {
     pub offered: u64,
 }
 
-/// One page of v6 bindings; `next` resumes after it.
+/// One page of v6 bindings; `next` resumes after it (the stored key of
+/// the last binding covered: 16 address bytes and the length).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Page6 {
     pub bindings: Vec<Binding6>,
-    pub next: Option<Ipv6Net>,
+    pub next: Option<[u8; 17]>,
 }
 
 impl Ipam {
@@ -120,17 +120,19 @@ impl Ipam {
     pub fn bindings6(
         &self,
         filter: &LeaseFilter,
-        after: Option<Ipv6Net>,
+        after: Option<[u8; 17]>,
         limit: usize,
         budget: usize,
     ) -> Page6 {
-        let from = after.map(|n| {
-            let mut k = Key6::of(n);
-            // Just past `after`: the same address with a longer length.
-            k.len = k.len.saturating_add(1);
-            k
+        // Just past `after`: the same address with a longer length (any
+        // length is a bound here, valid or not).
+        let from = after.map_or(Key6 { addr: 0, len: 0 }, |b| {
+            let (addr, len) = b.split_at(16);
+            Key6 {
+                addr: u128::from_be_bytes(addr.try_into().unwrap_or([0; 16])),
+                len: len[0].saturating_add(1),
+            }
         });
-        let from = from.unwrap_or(Key6 { addr: 0, len: 0 });
         let (subnets, offers) = {
             let st = self.lock();
             let subnets: Vec<_> = st.v6.subnets.iter().map(|s| s.spec.clone()).collect();
@@ -174,7 +176,7 @@ impl Ipam {
                 continue;
             };
             if scanned >= budget {
-                next = Some(key.net());
+                next = Some(key);
                 break;
             }
             let Some(id) = subnet_of(key) else { continue };
@@ -219,7 +221,7 @@ fn merge(
     offers: Vec<(Key6, Binding6)>,
     stored: Vec<(Key6, Binding6)>,
     limit: usize,
-    scan_end: Option<Ipv6Net>,
+    scan_end: Option<Key6>,
 ) -> Page6 {
     let mut all: Vec<(Key6, Binding6)> = offers;
     for (k, b) in stored {
@@ -233,12 +235,12 @@ fn merge(
         all.truncate(limit);
     }
     if all.len() == limit {
-        next = all.last().map(|(k, _)| k.net());
+        next = all.last().map(|(k, _)| *k);
     } else if let Some(end) = scan_end {
-        all.retain(|(k, _)| *k <= Key6::of(end));
+        all.retain(|(k, _)| *k <= end);
     }
     Page6 {
         bindings: all.into_iter().map(|(_, b)| b).collect(),
-        next,
+        next: next.map(Key6::bytes),
     }
 }
