@@ -361,6 +361,13 @@ impl Ipam {
 
     pub(super) fn publish_locked(&self, st: &State) {
         self.dirty.store(false, Relaxed);
+        let v6 = st.v6.subnets.iter().flat_map(|s| {
+            LeaseState::ALL.iter().map(|state| LeaseCount {
+                subnet: s.spec.id.clone(),
+                state: state.as_str(),
+                count: s.count(*state),
+            })
+        });
         let counts: Vec<LeaseCount> = st
             .subnets
             .iter()
@@ -371,6 +378,7 @@ impl Ipam {
                     count: s.count(*state),
                 })
             })
+            .chain(v6)
             .collect();
         *self
             .stats

@@ -12,6 +12,7 @@ use super::record::Key6;
 use super::spec::Subnet6Spec;
 use super::types::{Ia6Key, Ia6Kind};
 use crate::ipam::maps::Ports;
+use crate::ipam::model::LeaseState;
 use crate::ipam::record::{BOUND, FREE};
 
 /// State code of a declined binding (as `record::state_code`).
@@ -131,6 +132,16 @@ impl Subnet6Index {
 
     pub fn pool_of(&self, k: Key6) -> Option<usize> {
         self.pools.iter().position(|p| p.contains(k))
+    }
+
+    /// Bindings and offers in `state` (v6 keeps no released or expired ones).
+    pub fn count(&self, state: LeaseState) -> u64 {
+        match state {
+            LeaseState::Bound => self.bound,
+            LeaseState::Declined => self.declined,
+            LeaseState::Offered => self.offered,
+            LeaseState::Released | LeaseState::Expired => 0,
+        }
     }
 
     /// Members of the pools of `kind`.

@@ -218,6 +218,13 @@ async fn extend_inside_cache_threshold_writes_nothing() {
         op(&ipam, &na(2), Ia6Op::Extend, &[], at(251)).await,
         Ia6Result::NoBinding
     );
+    // vpcbox_ipam_leases counts v6 bindings beside v4 leases.
+    ipam.publish_counts(true);
+    let counts = stats.ipam.leases.lock().unwrap().clone();
+    let bound = counts
+        .iter()
+        .find(|c| c.subnet == "lab6" && c.state == "bound");
+    assert_eq!(bound.map(|c| c.count), Some(1), "{counts:?}");
 }
 
 /// Bindings survive a restart (the same IA gets the same address back, no
