@@ -2,6 +2,7 @@
 //! same store, index lock, group commit and reaper as the v4 leases.
 
 mod admin;
+mod dump;
 mod index;
 mod load;
 mod ops;
@@ -14,6 +15,7 @@ mod types;
 mod tests;
 
 pub use admin::{Binding6, Page6, Usage6};
+pub(super) use dump::restore6;
 pub(super) use index::V6State;
 pub(super) use load::load6;
 pub use ops::OFFER_CAP6;
