@@ -414,3 +414,85 @@ fn start_point(ia: &Ia6Key) -> u128 {
     let b = h.finish();
     (u128::from(a) << 64) | u128::from(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::v6::spec::Range6;
+
+    fn state(start: &str, end: &str) -> V6State {
+        let spec = Subnet6Spec {
+            id: "t".into(),
+            prefix: "fd00::/64".parse().unwrap(),
+            pools: vec![Range6 {
+                start: start.parse().unwrap(),
+                end: end.parse().unwrap(),
+            }],
+            pd_pools: vec![],
+            preferred_lifetime: std::time::Duration::from_secs(50),
+            valid_lifetime: std::time::Duration::from_secs(100),
+        };
+        let mut v6 = V6State::default();
+        v6.insert_subnet(Subnet6Index::new(Arc::new(spec)));
+        v6
+    }
+
+    fn addr(s: &str) -> Key6 {
+        Key6::of(ipnet::Ipv6Net::from(
+            s.parse::<std::net::Ipv6Addr>().unwrap(),
+        ))
+    }
+
+    fn ia(n: u32) -> Ia6Key {
+        Ia6Key {
+            client: crate::client::ClientKey::Duid(vec![0, 4, 1, 2, 3].into()),
+            kind: Ia6Kind::Na,
+            iaid: n,
+        }
+    }
+
+    /// The walk skips a run of taken members to the first gap, stops at the
+    /// pool's end, and a full pool still finds a member whose binding ended.
+    #[test]
+    fn the_walk_finds_the_first_gap_and_a_full_pool_its_ended_members() {
+        let mut v6 = state("fd00::100", "fd00::107");
+        let pool = v6.subnets[0].pools[0].clone();
+        let gap = |v6: &V6State, from: Key6| v6.gap(from, &pool, &|k| v6.available(k, &ia(1), 10));
+        for i in 0..6u128 {
+            v6.set(pool.member(i), Some((BOUND, 1000)));
+        }
+        assert_eq!(gap(&v6, pool.member(0)), Some(addr("fd00::106")));
+        assert_eq!(gap(&v6, pool.member(7)), Some(addr("fd00::107")));
+        v6.set(pool.member(6), Some((DECLINED, 1000)));
+        v6.set(pool.member(7), Some((BOUND, 1000)));
+        assert_eq!(v6.subnets[0].pools[0].entries, 8);
+        assert_eq!(gap(&v6, pool.member(6)), None);
+        assert_eq!(v6.probe(0, 0, &ia(1), 10), None);
+        // Ended at 5, not reaped yet: free at 10.
+        v6.set(pool.member(3), Some((BOUND, 5)));
+        assert_eq!(v6.probe(0, 0, &ia(1), 10), Some(addr("fd00::103")));
+        // Removing a record frees its slot and the pool's count.
+        v6.set(pool.member(3), None);
+        assert_eq!(v6.subnets[0].pools[0].entries, 7);
+        assert_eq!(v6.subnets[0].bound, 6);
+    }
+
+    /// Another IA's live offer is taken; the same IA's is not; an offer
+    /// past its end is purged and its slot freed.
+    #[test]
+    fn offers_hold_for_their_ia_until_purged() {
+        let mut v6 = state("fd00::100", "fd00::100");
+        let k = addr("fd00::100");
+        v6.offer(k, &ia(1), 30, 0, None);
+        assert!(!v6.available(k, &ia(2), 29));
+        assert!(v6.available(k, &ia(1), 29));
+        assert_eq!(v6.next_deadline(), 30);
+        assert!(v6.purge_offers(30));
+        assert!(v6.slot(k).is_none());
+        assert_eq!(
+            (v6.subnets[0].offered, v6.subnets[0].pools[0].entries),
+            (0, 0)
+        );
+        assert_eq!(v6.next_deadline(), u32::MAX);
+    }
+}
