@@ -492,3 +492,40 @@ async fn export_import_round_trip_with_v6() {
         Err(IpamError::InvalidDump(_))
     ));
 }
+
+/// The running reaper wakes for a v6 binding's end (no call to `reap`):
+/// a binding of a 1 s lifetime is gone within seconds.
+#[tokio::test]
+async fn the_reaper_ends_v6_bindings_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = lab6("fd00:77::1ff");
+    (spec.preferred_lifetime, spec.valid_lifetime) =
+        (Duration::from_secs(1), Duration::from_secs(1));
+    let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(16)).unwrap();
+    ipam.apply_config6(&[spec]).unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    ipam.spawn(&tracker, cancel.clone());
+    let got = ipam
+        .ia6("lab6", &na(1), Ia6Op::Commit, &[], None, SystemTime::now())
+        .await;
+    one(&got.unwrap());
+    let listed = || {
+        ipam.bindings6(&LeaseFilter::default(), None, 10, 10)
+            .bindings
+            .len()
+    };
+    assert_eq!(listed(), 1);
+    let mut left = 1;
+    for _ in 0..200 {
+        left = listed();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the binding outlived its lifetime by 10 s");
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
