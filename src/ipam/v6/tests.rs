@@ -529,3 +529,30 @@ async fn the_reaper_ends_v6_bindings_on_its_own() {
     tracker.close();
     tracker.wait().await;
 }
+
+/// Live offers stop at OFFER_CAP6 however many DUIDs solicit: past it an
+/// Advertise still names a free address, without holding it.
+#[tokio::test]
+async fn live_offers_stay_under_their_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = lab6("fd00:77::1ff");
+    spec.pools[0].end = "fd00:77::ffff:ffff:ffff:ffff".parse().unwrap();
+    let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(16)).unwrap();
+    ipam.apply_config6(&[spec]).unwrap();
+    for n in 0..OFFER_CAP6 as u32 + 100 {
+        one(&op(&ipam, &na(n), Ia6Op::Advertise, &[], at(0)).await);
+    }
+    assert_eq!(ipam.usage6()[0].offered, OFFER_CAP6 as u64);
+    // An IA holding an offer may still move it.
+    one(&op(&ipam, &na(1), Ia6Op::Advertise, &[], at(1)).await);
+    assert_eq!(ipam.usage6()[0].offered, OFFER_CAP6 as u64);
+    // The unheld answer is still bound by a Request if free.
+    one(&op(
+        &ipam,
+        &na(OFFER_CAP6 as u32 + 50),
+        Ia6Op::Commit,
+        &[],
+        at(2),
+    )
+    .await);
+}
