@@ -141,6 +141,8 @@ impl Ipam {
                 .v6
                 .slots
                 .range(from..)
+                // Slots are bindings too: bound the walk under the lock.
+                .take(budget)
                 .filter_map(|(k, s)| Some((*k, s.offer.as_ref().filter(|o| o.expires > now)?)))
                 .filter_map(|(k, o)| {
                     let sub = st.v6.subnet_of(k)?;
@@ -165,7 +167,7 @@ impl Ipam {
                 .map(|s| s.id.clone())
         };
         let mut stored = Vec::new();
-        let mut next = None;
+        let (mut next, mut last) = (None, None);
         for (scanned, kv) in self
             .store
             .scan(TreeId::Leases6, &from.bytes(), None)
@@ -176,9 +178,11 @@ impl Ipam {
                 continue;
             };
             if scanned >= budget {
-                next = Some(key);
+                // Out of budget: the page ends after the last record read.
+                next = last;
                 break;
             }
+            last = Some(key);
             let Some(id) = subnet_of(key) else { continue };
             let b = Binding6 {
                 state: r.state,
