@@ -5,6 +5,8 @@
 //! made durable by the group committer before the caller is answered, so
 //! DHCP never ACKs a lease that is not on disk. A failed write rolls the
 //! index back to the store and refuses writes until a probe succeeds.
+//! DHCPv6 bindings (`v6/`: IA_NA addresses, IA_PD prefixes) live in the
+//! same store, index lock, group commit and reaper.
 
 mod admin;
 mod commit;
