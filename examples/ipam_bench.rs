@@ -179,6 +179,8 @@ async fn populate(dir: &Path, n: u64) {
         reservations: vec![],
         leases,
         isolations: vec![],
+        subnets6: vec![],
+        leases6: vec![],
     };
     let t = Instant::now();
     ipam.import(dump, true).await.unwrap();

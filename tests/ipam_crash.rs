@@ -3,7 +3,9 @@
 //! one once `allocate` returned it as durable; the parent SIGKILLs it at a
 //! random moment, reopens the store, and checks that every lease the child
 //! reported is still bound to its client and that no address or client is
-//! doubly bound. Repeated for many cycles on the same store.
+//! doubly bound. Repeated for many cycles on the same store. Each client
+//! also binds a DHCPv6 address (IA_NA) and prefix (IA_PD), held to the same
+//! invariants.
 //!
 //! The child is this test binary re-executed with `IPAM_CRASH_CHILD` set and
 //! filtered to the `crash_child` test.
@@ -18,7 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use vpcbox::client::ClientKey;
-use vpcbox::ipam::{Ipam, IpamError, IpamOptions, LeaseFilter, LeaseState, PoolRange, SubnetSpec};
+use vpcbox::ipam::{
+    Ia6Key, Ia6Kind, Ia6Op, Ia6Result, Ipam, IpamError, IpamOptions, LeaseFilter, LeaseState,
+    PdPoolSpec, PoolRange, Range6, Subnet6Spec, SubnetSpec,
+};
 use vpcbox::stats::Stats;
 
 const CHILD_ENV: &str = "IPAM_CRASH_CHILD";
@@ -33,6 +38,27 @@ fn subnet() -> SubnetSpec {
     SubnetSpec::new("crash", "10.8.0.0/16".parse().unwrap(), pool)
         .with_lease_time(Duration::from_secs(24 * 3600))
 }
+
+/// A /64 of addresses and a /32 cut into /64 prefixes: never exhausted here.
+fn subnet6() -> Subnet6Spec {
+    Subnet6Spec {
+        id: "crash6".into(),
+        prefix: "fd00:88::/64".parse().unwrap(),
+        pools: vec![Range6 {
+            start: "fd00:88::".parse().unwrap(),
+            end: "fd00:88::ffff:ffff:ffff:ffff".parse().unwrap(),
+        }],
+        pd_pools: vec![PdPoolSpec {
+            prefix: "fd00:99::/32".parse().unwrap(),
+            delegated_len: 64,
+        }],
+        preferred_lifetime: Duration::from_secs(12 * 3600),
+        valid_lifetime: Duration::from_secs(24 * 3600),
+    }
+}
+
+/// A durable v6 binding a child reported: client, kind, address or prefix.
+type Bound6 = (ClientKey, Ia6Kind, String);
 
 /// The child: binds forever until killed. Not a real test when run normally.
 #[test]
@@ -51,6 +77,7 @@ fn crash_child() {
         let ipam = Ipam::open(Path::new(dir), IpamOptions::default(), Stats::new(16)).unwrap();
         ipam.apply_config(&[subnet()], &[], SystemTime::now())
             .unwrap();
+        ipam.apply_config6(&[subnet6()]).unwrap();
         let tracker = tokio_util::task::TaskTracker::new();
         ipam.spawn(&tracker, tokio_util::sync::CancellationToken::new());
         let mut tasks = Vec::new();
@@ -61,14 +88,30 @@ fn crash_child() {
                     let mut id = cycle.to_be_bytes().to_vec();
                     id.extend_from_slice(&t.to_be_bytes());
                     id.extend_from_slice(&n.to_be_bytes());
-                    let client = ClientKey::Id(id.into());
+                    let client = ClientKey::Id(id.clone().into());
                     let lease = ipam
                         .allocate("crash", &client, SystemTime::now())
                         .await
                         .unwrap();
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "LEASE {client} {}", lease.ip).unwrap();
-                    out.flush().unwrap();
+                    report(&format!("LEASE {client} {}", lease.ip));
+                    let mut duid = vec![0, 4];
+                    duid.extend_from_slice(&id);
+                    for kind in [Ia6Kind::Na, Ia6Kind::Pd] {
+                        let ia = Ia6Key {
+                            client: ClientKey::Duid(duid.clone().into()),
+                            kind,
+                            iaid: 1,
+                        };
+                        let r = ipam
+                            .ia6("crash6", &ia, Ia6Op::Commit, &[], None, SystemTime::now())
+                            .await
+                            .unwrap();
+                        let Ia6Result::Held(held) = r else {
+                            panic!("{r:?}")
+                        };
+                        let ip = Ipam::key6_text(held[0].prefix);
+                        report(&format!("LEASE6 {} {} {ip}", ia.client, kind.as_str()));
+                    }
                 }
             }));
         }
@@ -76,6 +119,13 @@ fn crash_child() {
             t.await.unwrap();
         }
     });
+}
+
+/// One line to the parent, flushed at once (it is durable when printed).
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
 }
 
 struct Rng(u64);
@@ -89,8 +139,9 @@ impl Rng {
     }
 }
 
-/// Runs one child for a random time, SIGKILLs it, returns its durable leases.
-fn run_child(dir: &Path, cycle: u32, rng: &mut Rng) -> Vec<(ClientKey, Ipv4Addr)> {
+/// Runs one child for a random time, SIGKILLs it, returns its durable
+/// leases and v6 bindings.
+fn run_child(dir: &Path, cycle: u32, rng: &mut Rng) -> (Vec<(ClientKey, Ipv4Addr)>, Vec<Bound6>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{}|{cycle}", dir.display()))
@@ -102,9 +153,19 @@ fn run_child(dir: &Path, cycle: u32, rng: &mut Rng) -> Vec<(ClientKey, Ipv4Addr)
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut got = Vec::new();
+        let mut got6 = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("LEASE ") {
+            if let Some(rest) = line.strip_prefix("LEASE6 ") {
+                let mut f = rest.split(' ');
+                let (c, kind, ip) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+                let kind = if kind == "na" {
+                    Ia6Kind::Na
+                } else {
+                    Ia6Kind::Pd
+                };
+                got6.push((c.parse::<ClientKey>().unwrap(), kind, ip.to_owned()));
+            } else if let Some(rest) = line.strip_prefix("LEASE ") {
                 let (c, ip) = rest.split_once(' ').unwrap();
                 if got.is_empty() {
                     let _ = tx.send(());
@@ -115,7 +176,7 @@ fn run_child(dir: &Path, cycle: u32, rng: &mut Rng) -> Vec<(ClientKey, Ipv4Addr)
                 ));
             }
         }
-        got
+        (got, got6)
     });
     // Wait for the first durable lease, then kill at a random moment.
     rx.recv_timeout(Duration::from_secs(30))
@@ -128,6 +189,31 @@ fn run_child(dir: &Path, cycle: u32, rng: &mut Rng) -> Vec<(ClientKey, Ipv4Addr)
     child.kill().unwrap();
     child.wait().unwrap();
     reader.join().unwrap()
+}
+
+/// Every durable v6 binding is still its IA's; no address or prefix is
+/// held twice, no IA holds two.
+fn check6(ipam: &Arc<Ipam>, durable: &[Bound6]) {
+    let listed = ipam.bindings6(&LeaseFilter::default(), None, usize::MAX, usize::MAX);
+    let mut by_ip = HashMap::new();
+    let mut by_ia = HashMap::new();
+    for b in &listed.bindings {
+        assert_eq!(b.state, LeaseState::Bound, "{b:?}");
+        if let Some(o) = by_ip.insert(b.ip.clone(), b.client.clone()) {
+            panic!("{} held by both {o} and {}", b.ip, b.client);
+        }
+        if let Some(o) = by_ia.insert((b.client.clone(), b.kind, b.iaid), b.ip.clone()) {
+            panic!("{} {:?} holds both {o} and {}", b.client, b.kind, b.ip);
+        }
+    }
+    for (client, kind, ip) in durable {
+        let held = by_ia.get(&(client.clone(), *kind, 1));
+        assert_eq!(
+            held,
+            Some(ip),
+            "durable v6 binding {client} {kind:?} {ip} lost"
+        );
+    }
 }
 
 fn check(ipam: &Arc<Ipam>, durable: &HashMap<ClientKey, Ipv4Addr>) {
@@ -168,8 +254,10 @@ fn kill_9_never_loses_a_durable_lease() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut durable = HashMap::new();
+    let mut durable6 = Vec::new();
     for cycle in 0..CYCLES {
-        let got = run_child(dir.path(), cycle, &mut rng);
+        let (got, got6) = run_child(dir.path(), cycle, &mut rng);
+        durable6.extend(got6);
         let n = got.len();
         for (c, ip) in got {
             assert!(
@@ -179,14 +267,16 @@ fn kill_9_never_loses_a_durable_lease() {
         }
         let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(4)).unwrap();
         check(&ipam, &durable);
+        check6(&ipam, &durable6);
         eprintln!(
-            "cycle {cycle}: {n} durable leases, {} in all, {:?}",
+            "cycle {cycle}: {n} durable leases, {} in all, {} v6, {:?}",
             durable.len(),
+            durable6.len(),
             started.elapsed()
         );
     }
     assert!(
-        durable.len() > CYCLES as usize,
+        durable.len() > CYCLES as usize && durable6.len() > CYCLES as usize,
         "the child should bind many leases"
     );
 }

@@ -174,14 +174,26 @@ struct Subnets {
     subnets: Vec<Subnet>,
 }
 
+/// A v4 subnet (`cidr`, `lease_time`) or a v6 one (`prefix`,
+/// `valid_lifetime`, `pd_pools`).
 #[derive(Deserialize)]
 struct Subnet {
     id: String,
+    #[serde(alias = "prefix")]
     cidr: String,
     pools: Vec<Pool>,
+    #[serde(default)]
+    pd_pools: Vec<PdPool>,
     gateway: Option<String>,
+    #[serde(alias = "valid_lifetime")]
     lease_time: String,
     usage: Usage,
+}
+
+#[derive(Deserialize)]
+struct PdPool {
+    prefix: String,
+    delegated_len: u8,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +218,11 @@ pub fn subnets(body: &[u8]) -> R {
             .pools
             .iter()
             .map(|p| format!("{}-{}", p.start, p.end))
+            .chain(
+                x.pd_pools
+                    .iter()
+                    .map(|p| format!("{} by /{}", p.prefix, p.delegated_len)),
+            )
             .collect();
         let pct = (x.usage.used as f64 * 100.0) / (x.usage.size.max(1) as f64);
         vec![
@@ -280,6 +297,31 @@ mod tests {
         let t = subnets(body).unwrap();
         assert!(
             t.contains("10.0.0.100-10.0.0.199") && t.contains("25%"),
+            "{t}"
+        );
+    }
+
+    /// v6 subnets and bindings (as `/v1/subnets` and `/v1/leases` give them)
+    /// list beside the v4 ones.
+    #[test]
+    fn v6_subnets_and_leases_list() {
+        let body = br#"{"subnets":[{"family":6,"id":"lab6","prefix":"fd00:77::/64",
+            "pools":[{"start":"fd00:77::100","end":"fd00:77::1ff"}],
+            "pd_pools":[{"prefix":"fd00:78::/48","delegated_len":56}],
+            "preferred_lifetime":"30m","valid_lifetime":"1h","prefixes":256,
+            "usage":{"size":512,"used":2,"free":510,"by_state":{}}}]}"#;
+        let t = subnets(body).unwrap();
+        assert!(
+            t.contains("fd00:77::/64") && t.contains("fd00:78::/48 by /56"),
+            "{t}"
+        );
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let body = br#"{"truncated":false,"leases":[{"ip":"fd00:78:0:100::/56",
+            "subnet":"lab6","client":"duid:000300010a","kind":"pd","iaid":1,
+            "state":"bound","expires_at":1003600,"updated_at":1000000}]}"#;
+        let t = leases(body, now).unwrap();
+        assert!(
+            t.contains("fd00:78:0:100::/56") && t.contains("duid:000300010a"),
             "{t}"
         );
     }

@@ -102,6 +102,7 @@ pub async fn apply_to_store(
                 }
                 let config = updates.borrow_and_update().clone();
                 let now = std::time::SystemTime::now();
+                ipam.set_port_cap6(config.dhcp.max_leases_per_port);
                 match ipam.apply_config(&config.subnets, &config.reservations, now) {
                     Ok(()) => tracing::info!(subnets = config.subnets.len(), "subnets and reservations reloaded"),
                     Err(e) => tracing::error!(error = %e, "reloaded subnets/reservations refused by the store; the store keeps its own"),

@@ -53,10 +53,21 @@ pub fn open(config: &Config, stats: Arc<Stats>) -> Result<(Arc<Ipam>, Option<Clu
 }
 
 fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
-    // STUB until the v6 IPAM lands: its config step replaces this line.
-    ipam.stub_subnets6(&stub_subnets6(&config.subnets6));
     ipam.apply_config(&config.subnets, &config.reservations, SystemTime::now())
-        .map_err(config_error)
+        .map_err(config_error)?;
+    apply_config6(config, ipam)
+}
+
+/// The `[[subnet6]]` subnets and the v6 port cap. In cluster mode the config
+/// has none (refused) and the cluster store keeps no v6 trees.
+fn apply_config6(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
+    ipam.set_port_cap6(config.dhcp.max_leases_per_port);
+    if config.cluster.is_none() {
+        let specs: Vec<_> = config.subnets6.iter().map(|s| s.spec()).collect();
+        ipam.apply_config6(&specs)
+            .map_err(|e| Exit::usage(format!("config subnet6 does not fit the store: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Storing the config failed: the config does not fit the store (64), or
@@ -102,22 +113,4 @@ pub fn open_error(dir: &std::path::Path, e: IpamError) -> Exit {
         )),
         other => Exit::unavailable(format!("data directory '{}': {other}", dir.display())),
     }
-}
-
-/// STUB until the v6 IPAM lands: `[[subnet6]]` as the in-memory stub takes it.
-pub fn stub_subnets6(subnets: &[crate::config::Subnet6Config]) -> Vec<crate::ipam::StubSubnet6> {
-    subnets
-        .iter()
-        .map(|s| crate::ipam::StubSubnet6 {
-            id: s.id.clone(),
-            prefix: s.prefix,
-            pools: s.pools.iter().map(|p| (p.start, p.end)).collect(),
-            pd_pools: s
-                .pd_pools
-                .iter()
-                .map(|p| (p.prefix, p.delegated_len))
-                .collect(),
-            valid_lifetime: s.valid_lifetime,
-        })
-        .collect()
 }

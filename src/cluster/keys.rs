@@ -75,7 +75,8 @@ impl Keys {
             }
             TreeId::Isolations => self.key(&format!("isolations/{}", text(key))),
             TreeId::Meta => self.key(&format!("meta/{}", text(key))),
-            TreeId::Clients => return None,
+            // DHCPv6 is not supported in cluster mode (the config refuses it).
+            TreeId::Clients | TreeId::Subnets6 | TreeId::Leases6 => return None,
         })
     }
 

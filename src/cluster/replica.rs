@@ -229,7 +229,7 @@ impl Replica {
             }
             TreeId::Subnets | TreeId::Reservations => out.reload = true,
             TreeId::Isolations => out.isolations = true,
-            TreeId::Meta | TreeId::Clients => {}
+            TreeId::Meta | TreeId::Clients | TreeId::Subnets6 | TreeId::Leases6 => {}
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ipnet::Ipv6Net;
 
 use super::parse::Rate;
+use crate::ipam::{PdPoolSpec, Range6, Subnet6Spec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dhcp6Config {
@@ -59,4 +60,32 @@ pub struct Subnet6Config {
     pub valid_lifetime: Duration,
     /// Link-addresses of the relays whose Relay-Forw this subnet trusts.
     pub relays: Vec<Ipv6Addr>,
+}
+
+impl Subnet6Config {
+    /// What the IPAM stores of this subnet (pools and lifetimes).
+    pub fn spec(&self) -> Subnet6Spec {
+        Subnet6Spec {
+            id: self.id.clone(),
+            prefix: self.prefix,
+            pools: self
+                .pools
+                .iter()
+                .map(|p| Range6 {
+                    start: p.start,
+                    end: p.end,
+                })
+                .collect(),
+            pd_pools: self
+                .pd_pools
+                .iter()
+                .map(|p| PdPoolSpec {
+                    prefix: p.prefix,
+                    delegated_len: p.delegated_len,
+                })
+                .collect(),
+            preferred_lifetime: self.preferred_lifetime,
+            valid_lifetime: self.valid_lifetime,
+        }
+    }
 }

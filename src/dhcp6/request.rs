@@ -182,30 +182,9 @@ impl Request6 {
     }
 }
 
-/// The key of one IA: a client's DUID, the IA's type and its IAID (IAIDs
-/// are unique per type within a client, RFC 9915 12).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IaKey {
-    pub client: ClientKey,
-    pub kind: IaKind,
-    pub iaid: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IaKind {
-    Na,
-    Pd,
-}
-
-impl std::fmt::Display for IaKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            IaKind::Na => "na",
-            IaKind::Pd => "pd",
-        };
-        write!(f, "{}/{kind}/{}", self.client, self.iaid)
-    }
-}
+/// The key of one IA and its type live in the IPAM's interface; the old
+/// names stay for the code that used them.
+pub use crate::ipam::{Ia6Key as IaKey, Ia6Kind as IaKind};
 
 /// Message types a client sends to a server.
 fn client_kind(t: u8) -> Result<MessageType, Malformed6> {

@@ -243,8 +243,14 @@ mod tests {
     #[tokio::test]
     async fn a_storage_error_gets_no_reply_and_is_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let ipam =
-            Ipam::open(dir.path(), Default::default(), crate::stats::Stats::new(16)).unwrap();
+        let store = crate::ipam::tests::Faulty::open(dir.path());
+        let ipam = Ipam::with_store(
+            dir.path().into(),
+            store.clone(),
+            Default::default(),
+            crate::stats::Stats::new(16),
+        )
+        .unwrap();
         let subnet = Subnet6Config {
             id: "w6".into(),
             prefix: "fd00:76::/64".parse().unwrap(),
@@ -259,16 +265,7 @@ mod tests {
             valid_lifetime: Duration::from_secs(3600),
             relays: vec![],
         };
-        ipam.stub_subnets6(&[crate::ipam::StubSubnet6 {
-            id: subnet.id.clone(),
-            prefix: subnet.prefix,
-            pools: vec![(
-                "fd00:76::100".parse().unwrap(),
-                "fd00:76::1ff".parse().unwrap(),
-            )],
-            pd_pools: vec![],
-            valid_lifetime: subnet.valid_lifetime,
-        }]);
+        ipam.apply_config6(&[subnet.spec()]).unwrap();
         let client = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
         let client_port = client.local_addr().unwrap().port();
         let duid = ipam.server_duid().unwrap();
@@ -303,7 +300,9 @@ mod tests {
             at: Instant::now(),
         };
         let mut buf = [0u8; 1500];
-        state.ipam.stub_fail6(true);
+        store
+            .fail_apply
+            .store(1, std::sync::atomic::Ordering::Relaxed);
         process(state.clone(), job()).await;
         let got = tokio::time::timeout(Duration::from_millis(300), client.recv(&mut buf)).await;
         assert!(got.is_err(), "a Reply under a storage error");
@@ -312,7 +311,13 @@ mod tests {
             stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Dropped),
             1
         );
-        state.ipam.stub_fail6(false);
+        // The store takes writes again once the IPAM's probe says so.
+        for _ in 0..500 {
+            if state.ipam.degraded().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         process(state.clone(), job()).await;
         let n = client.recv(&mut buf).await.unwrap();
         assert_eq!(

@@ -174,7 +174,8 @@ impl Ipam {
         spec.validate()?;
         let ticket = {
             let mut st = self.lock();
-            if st.subnet_ix(&spec.id).is_ok() {
+            // v4 and v6 subnets share one id space (one API listing).
+            if st.subnet_ix(&spec.id).is_ok() || st.v6.subnet_ix(&spec.id).is_some() {
                 return Err(IpamError::SubnetExists(spec.id));
             }
             if let Some(o) = st.subnets.iter().find(|s| s.spec.overlaps(&spec)) {

@@ -14,6 +14,7 @@ use super::model::{LeaseFilter, LeaseState, ReservationSpec};
 use super::record::{from_json, ip_key, reservation_key, to_json, Record};
 use super::spec::SubnetSpec;
 use super::store::{Op, TreeId, SCHEMA};
+use super::v6::{restore6, Binding6, Subnet6Spec};
 use crate::client::ClientKey;
 use crate::isolation::IsolationEntry;
 
@@ -26,6 +27,11 @@ pub struct Dump {
     pub leases: Vec<Lease>,
     #[serde(default)]
     pub isolations: Vec<IsolationEntry>,
+    /// DHCPv6 subnets and stored bindings (absent from stores without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets6: Vec<Subnet6Spec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases6: Vec<Binding6>,
 }
 
 /// Longest stored hostname, in bytes (the record's length is one byte).
@@ -64,6 +70,13 @@ impl Ipam {
                 .filter(|l| l.state != LeaseState::Offered)
                 .collect(),
             isolations,
+            subnets6: self.subnets6().iter().map(|s| (**s).clone()).collect(),
+            leases6: self
+                .bindings6(&LeaseFilter::default(), None, usize::MAX, usize::MAX)
+                .bindings
+                .into_iter()
+                .filter(|b| b.state != LeaseState::Offered)
+                .collect(),
         })
     }
 
@@ -150,6 +163,8 @@ impl Ipam {
             TreeId::Leases,
             TreeId::Reservations,
             TreeId::Isolations,
+            TreeId::Subnets6,
+            TreeId::Leases6,
         ] {
             if self.store.scan(t, &[], None).next().transpose()?.is_some() {
                 return Ok(false);
@@ -163,6 +178,9 @@ impl Ipam {
     /// record), then written as one transaction and flushed.
     pub async fn import(&self, dump: Dump, force: bool) -> Result<(), IpamError> {
         Self::check_dump(&dump)?;
+        let v4_ids: Vec<&str> = dump.subnets.iter().map(|s| s.id.as_str()).collect();
+        let v6_ops =
+            restore6(&dump.subnets6, &dump.leases6, &v4_ids).map_err(IpamError::InvalidDump)?;
         if !force && !self.is_empty_store()? {
             return Err(IpamError::NotEmpty);
         }
@@ -173,6 +191,8 @@ impl Ipam {
             TreeId::Clients,
             TreeId::Reservations,
             TreeId::Isolations,
+            TreeId::Subnets6,
+            TreeId::Leases6,
         ] {
             for kv in self.store.scan(t, &[], None) {
                 ops.push(Op {
@@ -182,6 +202,7 @@ impl Ipam {
                 });
             }
         }
+        ops.extend(v6_ops);
         for s in &dump.subnets {
             ops.push(Op {
                 tree: TreeId::Subnets,

@@ -221,9 +221,10 @@ fn commit(ipam: &Ipam) {
     });
     match &res {
         Ok(()) => {
-            ipam.lock()
-                .overlay
-                .retain(|_, (queued, _)| *queued > drained);
+            let mut st = ipam.lock();
+            st.overlay.retain(|_, (queued, _)| *queued > drained);
+            st.v6.overlay.retain(|_, (queued, _)| *queued > drained);
+            drop(st);
             if let Some(max) = batch.iter().map(|w| w.seq).max() {
                 ipam.committer.mark_flushed(max);
             }
@@ -249,6 +250,8 @@ impl Ipam {
         st.queue.clear();
         st.overlay.clear();
         st.pending.clear();
+        st.v6.overlay.clear();
+        st.v6.pending.clear();
         let queued = {
             let mut q = self.committer.shared.lock();
             q.degraded = true;

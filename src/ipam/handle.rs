@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -49,6 +49,8 @@ pub struct Ipam {
     pub(super) cluster: OnceLock<Arc<dyn ClusterHooks>>,
     /// Cluster mode: etcd's word on a binding (see [`ClusterReads`]).
     pub(super) reads: OnceLock<Arc<dyn ClusterReads>>,
+    /// `max_leases_per_port` for DHCPv6 relay ports (0: no cap).
+    pub(super) port_cap6: AtomicU32,
 }
 
 /// The locked state; what is allocated or freed while it is held is the

@@ -11,6 +11,7 @@ use super::record::{from_json, ip_key, key_ip, Record, FREE};
 use super::spec::SubnetSpec;
 use super::state::{State, Tuning};
 use super::store::{Store, TreeId};
+use super::v6::load6;
 use crate::client::ClientKey;
 
 /// Rebuilds the whole index from the store.
@@ -76,6 +77,7 @@ pub fn load(store: &dyn Store, tuning: Tuning) -> Result<State, IpamError> {
             "ignored unreadable stored leases, or leases outside every subnet"
         );
     }
+    load6(store, &mut st.v6)?;
     Ok(st)
 }
 

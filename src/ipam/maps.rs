@@ -37,17 +37,28 @@ impl ClientMap {
 /// Leases and live offers per relay port, for the per-port cap. Keyed by a
 /// keyed hash of the port's bytes (whoever fills in option 82 picks them,
 /// so the key must not be predictable); an entry lives only while its port
-/// holds an address, so the map is bounded by the pools' size.
-#[derive(Debug, Default)]
-pub struct Ports {
+/// holds an address, so the map is bounded by the pools' size. `K` is the
+/// address (IPv4, or a DHCPv6 address or prefix).
+#[derive(Debug)]
+pub struct Ports<K = u32> {
     hasher: std::hash::RandomState,
     /// Address → the port holding it.
-    of: HashMap<u32, u64>,
+    of: HashMap<K, u64>,
     /// Port → how many addresses it holds.
     count: HashMap<u64, u32>,
 }
 
-impl Ports {
+impl<K> Default for Ports<K> {
+    fn default() -> Self {
+        Self {
+            hasher: Default::default(),
+            of: HashMap::new(),
+            count: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Ports<K> {
     pub fn hash(&self, port: &[u8]) -> u64 {
         use std::hash::BuildHasher;
         self.hasher.hash_one(port)
@@ -58,12 +69,12 @@ impl Ports {
         self.count.get(&port).copied().unwrap_or(0)
     }
 
-    pub fn of(&self, ip: u32) -> Option<u64> {
+    pub fn of(&self, ip: K) -> Option<u64> {
         self.of.get(&ip).copied()
     }
 
     /// Attributes `ip` to `port` (`None`: to no port).
-    pub fn set(&mut self, ip: u32, port: Option<u64>) {
+    pub fn set(&mut self, ip: K, port: Option<u64>) {
         let old = match port {
             Some(p) => self.of.insert(ip, p),
             None => self.of.remove(&ip),

@@ -5,6 +5,8 @@
 //! made durable by the group committer before the caller is answered, so
 //! DHCP never ACKs a lease that is not on disk. A failed write rolls the
 //! index back to the store and refuses writes until a probe succeeds.
+//! DHCPv6 bindings (`v6/`: IA_NA addresses, IA_PD prefixes) live in the
+//! same store, index lock, group commit and reaper.
 
 mod admin;
 mod commit;
@@ -29,11 +31,11 @@ mod remote;
 mod spec;
 mod state;
 mod store;
-pub mod v6;
+mod v6;
 mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use dump::Dump;
 pub use error::IpamError;
@@ -47,4 +49,7 @@ pub use page::LeasePage;
 pub use record::{lease_from_json, lease_holder, lease_to_json};
 pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
 pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};
-pub use v6::{Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, StubSubnet6};
+pub use v6::{
+    Binding6, Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, Page6, PdPoolSpec, Range6, Subnet6Spec,
+    Usage6, OFFER_CAP6,
+};

@@ -58,6 +58,7 @@ impl Ipam {
             events: Default::default(),
             cluster: Default::default(),
             reads: Default::default(),
+            port_cap6: Default::default(),
         });
         ipam.publish_counts(true);
         ipam.refresh_specs(&ipam.lock());

@@ -15,7 +15,7 @@ use crate::client::ClientKey;
 use crate::stats::LeaseCount;
 
 /// How an operation's answer becomes final.
-enum Settle<T> {
+pub(super) enum Settle<T> {
     Ready(T),
     /// Wait for this write's batch to be flushed.
     Commit(Ticket, T),
@@ -66,11 +66,11 @@ impl Ipam {
             st.next_expiry = next;
             self.note_change(st);
         }
-        Ok(())
+        self.maintain6(st, now)
     }
 
     /// Locks the state and does the housekeeping due at `now`.
-    fn locked(&self, now: u32) -> Result<Locked<'_>, IpamError> {
+    pub(super) fn locked(&self, now: u32) -> Result<Locked<'_>, IpamError> {
         let mut st = self.lock();
         self.maintain(&mut st, now)?;
         Ok(st)
@@ -119,7 +119,7 @@ impl Ipam {
         }
     }
 
-    async fn settle<T>(&self, s: Settle<T>) -> Result<T, IpamError> {
+    pub(super) async fn settle<T>(&self, s: Settle<T>) -> Result<T, IpamError> {
         match s {
             Settle::Ready(l) => Ok(l),
             Settle::Commit(t, l) => self.wait(t).await.map(|()| l),
@@ -377,6 +377,13 @@ impl Ipam {
 
     pub(super) fn publish_locked(&self, st: &State) {
         self.dirty.store(false, Relaxed);
+        let v6 = st.v6.subnets.iter().flat_map(|s| {
+            LeaseState::ALL.iter().map(|state| LeaseCount {
+                subnet: s.spec.id.clone(),
+                state: state.as_str(),
+                count: s.count(*state),
+            })
+        });
         let counts: Vec<LeaseCount> = st
             .subnets
             .iter()
@@ -387,6 +394,7 @@ impl Ipam {
                     count: s.count(*state),
                 })
             })
+            .chain(v6)
             .collect();
         *self
             .stats

@@ -43,6 +43,7 @@ impl Ipam {
             st.next_offer_expiry()
                 .unwrap_or(u32::MAX)
                 .min(st.next_expiry)
+                .min(st.v6.next_deadline())
         };
         if next == u32::MAX {
             return MAX_SLEEP;

@@ -14,6 +14,7 @@ use super::maps::{ClientMap, Ports};
 use super::model::{time, Lease, LeaseState, Port, ReservationSpec};
 use super::record::{self, ip_key, Record, FREE};
 use super::store::{Op, TreeId};
+use super::v6::V6State;
 use crate::client::ClientKey;
 
 pub type Reader<'a> = &'a dyn Fn(u32) -> Result<Option<Record>, IpamError>;
@@ -92,6 +93,8 @@ pub struct State {
     pub stale: bool,
     /// Bound leases and live offers per relay port.
     pub ports: Ports,
+    /// The DHCPv6 bindings' index.
+    pub v6: V6State,
 }
 
 impl State {
@@ -116,6 +119,7 @@ impl State {
             degraded: None,
             epoch: 0,
             stale: false,
+            v6: V6State::default(),
         }
     }
 

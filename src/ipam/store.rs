@@ -32,16 +32,23 @@ pub enum TreeId {
     Reservations,
     Isolations,
     Meta,
+    /// DHCPv6 subnets: id → JSON spec.
+    Subnets6,
+    /// DHCPv6 bindings: address or prefix (16 bytes, then its length) →
+    /// encoded binding record.
+    Leases6,
 }
 
 impl TreeId {
-    pub const ALL: [TreeId; 6] = [
+    pub const ALL: [TreeId; 8] = [
         Self::Subnets,
         Self::Leases,
         Self::Clients,
         Self::Reservations,
         Self::Isolations,
         Self::Meta,
+        Self::Subnets6,
+        Self::Leases6,
     ];
 
     fn name(self) -> &'static str {
@@ -52,6 +59,8 @@ impl TreeId {
             Self::Reservations => "reservations",
             Self::Isolations => "isolations",
             Self::Meta => "meta",
+            Self::Subnets6 => "subnets6",
+            Self::Leases6 => "leases6",
         }
     }
 }

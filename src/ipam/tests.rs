@@ -576,10 +576,10 @@ async fn reaper_expires_on_time_after_being_woken() {
 pub struct Faulty {
     inner: SledStore,
     armed: std::sync::atomic::AtomicBool,
-    fail_apply: std::sync::atomic::AtomicU32,
-    fail_flush: std::sync::atomic::AtomicU32,
+    pub fail_apply: std::sync::atomic::AtomicU32,
+    pub fail_flush: std::sync::atomic::AtomicU32,
     /// Faults injected so far.
-    hits: std::sync::atomic::AtomicU32,
+    pub hits: std::sync::atomic::AtomicU32,
 }
 
 impl Faulty {

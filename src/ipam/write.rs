@@ -9,6 +9,7 @@ use super::handle::Ipam;
 use super::record::key_ip;
 use super::state::{Change, State};
 use super::store::{Op, TreeId};
+use super::v6::Key6;
 
 impl Ipam {
     /// Writes ops planned under the state lock: store first, then memory,
@@ -52,6 +53,10 @@ impl Ipam {
                 if let Some(ip) = key_ip(&op.key) {
                     st.overlay.insert(ip, (st.drains, op.value.clone()));
                 }
+            } else if op.tree == TreeId::Leases6 {
+                if let Some(k) = Key6::from_bytes(&op.key) {
+                    st.v6.overlay.insert(k, (st.drains, op.value.clone()));
+                }
             }
         }
         st.queue.extend(ops);
@@ -68,6 +73,7 @@ impl Ipam {
         let ops = std::mem::take(&mut st.queue);
         st.drains += 1;
         st.overlay.clear();
+        st.v6.overlay.clear();
         self.store
             .apply(&ops)
             .inspect_err(|e| self.roll_back(st, e))

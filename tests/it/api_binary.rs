@@ -17,6 +17,12 @@ cidr = "10.0.0.0/24"
 pools = ["10.0.0.100-10.0.0.199"]
 gateway = "10.0.0.1"
 lease_time = "1h"
+
+[[subnet6]]
+id = "lab6"
+prefix = "fd00:77::/64"
+pools = ["fd00:77::100-fd00:77::1ff"]
+pd_pools = [{ prefix = "fd00:78::/48", delegated_len = 56 }]
 "#;
 
 /// A running headless vpcbox with a known token; returns (process, port, config).
@@ -72,6 +78,15 @@ fn admin_cli_against_vpcbox_run() {
     let o = cli(&["subnets", "--json"], &cfg);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["subnets"][0]["id"], "lab");
+    // The [[subnet6]] of the config, loaded into the IPAM at start.
+    assert_eq!(
+        (
+            v["subnets"][1]["id"].as_str(),
+            v["subnets"][1]["family"].as_u64()
+        ),
+        (Some("lab6"), Some(6))
+    );
+    assert!(text(&cli(&["subnets"], &cfg)).contains("fd00:78::/48 by /56"));
 
     let o = cli(&["isolate", "mac:02:00:00:00:00:99"], &cfg);
     assert_eq!(

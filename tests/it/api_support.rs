@@ -119,6 +119,45 @@ impl Api {
     }
 }
 
+/// DHCPv6 subnet "lab6" (fd00:77::/64, addresses ::100–::1ff, fd00:78::/48
+/// by /56) in `ipam`, and `n` clients each with an IA_NA and an IA_PD bound
+/// (the DHCPv6 server's calls, made directly).
+pub async fn lab6(ipam: &vpcbox::ipam::Ipam, n: u8) {
+    use vpcbox::ipam::{Ia6Key, Ia6Kind, Ia6Op, PdPoolSpec, Range6, Subnet6Spec};
+    let spec = Subnet6Spec {
+        id: "lab6".into(),
+        prefix: "fd00:77::/64".parse().unwrap(),
+        pools: vec![Range6 {
+            start: "fd00:77::100".parse().unwrap(),
+            end: "fd00:77::1ff".parse().unwrap(),
+        }],
+        pd_pools: vec![PdPoolSpec {
+            prefix: "fd00:78::/48".parse().unwrap(),
+            delegated_len: 56,
+        }],
+        preferred_lifetime: std::time::Duration::from_secs(1800),
+        valid_lifetime: std::time::Duration::from_secs(3600),
+    };
+    ipam.apply_config6(&[spec]).unwrap();
+    for c in 1..=n {
+        for kind in [Ia6Kind::Na, Ia6Kind::Pd] {
+            let ia = Ia6Key {
+                client: duid(c).parse().unwrap(),
+                kind,
+                iaid: 1,
+            };
+            let now = std::time::SystemTime::now();
+            ipam.ia6("lab6", &ia, Ia6Op::Commit, &[], None, now)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+pub fn duid(n: u8) -> String {
+    format!("duid:00030001020000{n:02x}")
+}
+
 pub fn subnet_json(id: &str, cidr: &str, start: &str, end: &str) -> String {
     serde_json::json!({
         "id": id, "cidr": cidr, "pools": [{"start": start, "end": end}],

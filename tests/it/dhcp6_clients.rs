@@ -5,7 +5,7 @@
 //! completed, that no address or prefix went to two DUIDs (from the clients'
 //! side), and that the server's durable leases match the Replies.
 //!
-//! Against Kea now: `VPCBOX_DHCP6_SERVER=kea cargo test --test it dhcp6_clients -- --ignored`;
+//! Against Kea: `VPCBOX_DHCP6_SERVER=kea cargo test --test it dhcp6_clients`;
 //! against another vpcbox build: `VPCBOX_DHCP6_SERVER=/path/to/vpcbox`.
 
 use std::collections::BTreeSet;
@@ -113,7 +113,6 @@ fn wait_durable(server: &Server6, t: &Topo6, net: &Net6, want: &[Lease6]) -> Vec
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn dhcpcd_clients_get_distinct_addresses_and_prefixes_renew_and_release() {
     if !require_root("dhcpcd_clients_get_distinct_addresses_and_prefixes_renew_and_release") {
         return;
@@ -159,7 +158,6 @@ fn dhcpcd_clients_get_distinct_addresses_and_prefixes_renew_and_release() {
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn dhclient_gets_a_delegated_prefix_keeps_it_on_restart_and_releases_it() {
     if !require_root("dhclient_gets_a_delegated_prefix_keeps_it_on_restart_and_releases_it") {
         return;
@@ -302,7 +300,6 @@ fn check_run(server: &Server6, t: &Topo6, net: &Net6, p: &Perf6, out: &str) {
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn perfdhcp_direct_addresses_and_prefixes_are_unique_and_durable() {
     if !require_root("perfdhcp_direct_addresses_and_prefixes_are_unique_and_durable") {
         return;
@@ -314,7 +311,6 @@ fn perfdhcp_direct_addresses_and_prefixes_are_unique_and_durable() {
 }
 
 #[test]
-#[ignore = "needs the DHCPv6 server and its v6 IPAM (v6srv + v6ipam)"]
 fn perfdhcp_relayed_addresses_and_prefixes_are_unique_and_durable() {
     if !require_root("perfdhcp_relayed_addresses_and_prefixes_are_unique_and_durable") {
         return;

@@ -7,6 +7,7 @@ mod api_admin;
 mod api_binary;
 mod api_cli;
 mod api_ipam;
+mod api_ipam6;
 mod api_schemathesis;
 mod api_server;
 mod api_support;

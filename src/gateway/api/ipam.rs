@@ -13,7 +13,8 @@ use super::response::Resp;
 use super::wire::{created, json_body, no_content, ok, Query};
 use crate::client::ClientKey;
 use crate::ipam::{
-    dns_name, IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec, SubnetSpec,
+    dns_name, Ipam, IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec, Subnet6Spec,
+    SubnetSpec, Usage6,
 };
 
 /// Leases returned when `limit` is absent.
@@ -23,9 +24,53 @@ pub const MAX_LIMIT: usize = 10_000;
 
 #[derive(Serialize)]
 struct SubnetView<'a> {
+    /// 4 (a `[[subnet]]`) or 6 (a `[[subnet6]]`).
+    family: u8,
     #[serde(flatten)]
     spec: &'a SubnetSpec,
     usage: UsageView,
+}
+
+/// A DHCPv6 subnet: its spec and use. `usage.size` counts addresses and
+/// delegated prefixes together (saturating); `prefixes` the latter.
+#[derive(Serialize)]
+struct Subnet6View<'a> {
+    family: u8,
+    #[serde(flatten)]
+    spec: &'a Subnet6Spec,
+    usage: UsageView,
+    prefixes: u64,
+}
+
+impl<'a> Subnet6View<'a> {
+    fn new(spec: &'a Subnet6Spec, u: Option<&Usage6>) -> Self {
+        let u = u.cloned().unwrap_or(Usage6 {
+            subnet: spec.id.clone(),
+            addresses: 0,
+            prefixes: 0,
+            bound: 0,
+            declined: 0,
+            offered: 0,
+        });
+        let size = u.addresses.saturating_add(u.prefixes);
+        let used = u.bound + u.declined + u.offered;
+        Self {
+            family: 6,
+            spec,
+            usage: UsageView {
+                size,
+                used,
+                free: size.saturating_sub(used),
+                by_state: StateCounts {
+                    offered: u.offered,
+                    bound: u.bound,
+                    declined: u.declined,
+                    ..StateCounts::default()
+                },
+            },
+            prefixes: u.prefixes,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -75,6 +120,14 @@ fn usage_of(ctx: &ApiContext, id: &str) -> UsageView {
         .unwrap_or_default()
 }
 
+/// A v4 or v6 subnet's id, or 404.
+fn any_subnet_or_404(ctx: &ApiContext, id: &str) -> Result<(), ApiError> {
+    if ctx.ipam.subnets6().iter().any(|s| s.id == id) {
+        return Ok(());
+    }
+    subnet_or_404(ctx, id).map(drop)
+}
+
 fn subnet_or_404(ctx: &ApiContext, id: &str) -> Result<std::sync::Arc<SubnetSpec>, ApiError> {
     ctx.ipam
         .subnet(id)
@@ -92,6 +145,7 @@ pub fn list_subnets(ctx: &ApiContext) -> Result<Resp, ApiError> {
     let views: Vec<SubnetView> = specs
         .iter()
         .map(|s| SubnetView {
+            family: 4,
             spec: s,
             usage: usage
                 .iter()
@@ -100,12 +154,36 @@ pub fn list_subnets(ctx: &ApiContext) -> Result<Resp, ApiError> {
                 .unwrap_or_default(),
         })
         .collect();
-    ok(&serde_json::json!({ "subnets": views }))
+    let usage6 = ctx.ipam.usage6();
+    let specs6 = ctx.ipam.subnets6();
+    let views6: Vec<Subnet6View> = specs6
+        .iter()
+        .map(|s| Subnet6View::new(s, usage6.iter().find(|u| u.subnet == s.id)))
+        .collect();
+    let mut all = serde_json::to_value(views).map_err(json_error)?;
+    if let (serde_json::Value::Array(all), serde_json::Value::Array(v6)) =
+        (&mut all, serde_json::to_value(views6).map_err(json_error)?)
+    {
+        all.extend(v6);
+    }
+    ok(&serde_json::json!({ "subnets": all }))
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    ApiError::Internal(format!("encoding: {e}"))
 }
 
 pub fn get_subnet(ctx: &ApiContext, id: &str) -> Result<Resp, ApiError> {
+    if let Some(spec) = ctx.ipam.subnets6().into_iter().find(|s| s.id == id) {
+        let usage = ctx.ipam.usage6();
+        return ok(&Subnet6View::new(
+            &spec,
+            usage.iter().find(|u| u.subnet == id),
+        ));
+    }
     let spec = subnet_or_404(ctx, id)?;
     ok(&SubnetView {
+        family: 4,
         spec: &spec,
         usage: usage_of(ctx, id),
     })
@@ -122,6 +200,7 @@ pub async fn create_subnet(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError
     ctx.ipam.add_subnet(spec).await?;
     let spec = subnet_or_404(ctx, &id)?;
     created(&SubnetView {
+        family: 4,
         spec: &spec,
         usage: usage_of(ctx, &id),
     })
@@ -207,19 +286,12 @@ pub async fn list_leases(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> 
     let q = Query::parse(req.query.as_deref())?;
     let subnet = q.get("subnet").map(str::to_owned);
     if let Some(id) = &subnet {
-        subnet_or_404(ctx, id)?;
+        any_subnet_or_404(ctx, id)?;
     }
     let state = q.get("state").map(parse_state).transpose()?;
     let client = q.parse_opt::<ClientKey>("client")?;
     let limit = limit(&q, DEFAULT_LIMIT)?;
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            c.parse::<Ipv4Addr>().map_err(|_| {
-                ApiError::Invalid(format!("cursor: '{c}' is not a next_cursor from this API"))
-            })
-        })
-        .transpose()?;
+    let cursor = q.get("cursor").map(parse_cursor).transpose()?;
     let filter = LeaseFilter {
         subnet,
         state,
@@ -233,15 +305,85 @@ pub async fn list_leases(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> 
     let ipam = ctx.ipam.clone();
     let page = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        ipam.lease_page(&filter, cursor, limit, SCAN_BUDGET)
+        lease_page(&ipam, &filter, cursor, limit)
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("lease listing failed: {e}")))?;
-    ok(&serde_json::json!({
-        "leases": page.leases,
-        "truncated": page.next.is_some(),
-        "next_cursor": page.next.map(|ip| ip.to_string()),
-    }))
+    .map_err(|e| ApiError::Internal(format!("lease listing failed: {e}")))??;
+    ok(&page)
+}
+
+/// Where a lease listing resumes: after a v4 address (v4 leases come
+/// first), or after a v6 binding's stored key (`6:` and 34 hex digits).
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    V4(Ipv4Addr),
+    V6([u8; 17]),
+}
+
+fn parse_cursor(c: &str) -> Result<Cursor, ApiError> {
+    let v6 = || {
+        let mut key = [0u8; 17];
+        hex::decode_to_slice(c.strip_prefix("6:")?, &mut key).ok()?;
+        Some(Cursor::V6(key))
+    };
+    c.parse::<Ipv4Addr>()
+        .ok()
+        .map(Cursor::V4)
+        .or_else(v6)
+        .ok_or_else(|| {
+            ApiError::Invalid(format!("cursor: '{c}' is not a next_cursor from this API"))
+        })
+}
+
+fn cursor6(key: [u8; 17]) -> String {
+    format!("6:{}", hex::encode(key))
+}
+
+/// One page: v4 leases in address order, then v6 bindings in address
+/// order (`kind` "na" or "pd"), each part bounded as [`Ipam::lease_page`].
+/// Blocking.
+fn lease_page(
+    ipam: &Ipam,
+    filter: &LeaseFilter,
+    cursor: Option<Cursor>,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let mut leases = Vec::new();
+    let after6 = match cursor {
+        Some(Cursor::V6(n)) => Some(n),
+        v4 => {
+            let after = match v4 {
+                Some(Cursor::V4(ip)) => Some(ip),
+                _ => None,
+            };
+            let page = ipam.lease_page(filter, after, limit, SCAN_BUDGET);
+            for l in &page.leases {
+                leases.push(serde_json::to_value(l).map_err(json_error)?);
+            }
+            if let Some(next) = page.next {
+                return Ok(listing(leases, Some(next.to_string())));
+            }
+            if leases.len() >= limit {
+                // Full on v4 alone: v6 bindings (if any) follow from the start.
+                let more = !ipam.subnets6().is_empty();
+                return Ok(listing(leases, more.then(|| cursor6([0; 17]))));
+            }
+            None
+        }
+    };
+    let page = ipam.bindings6(filter, after6, limit - leases.len(), SCAN_BUDGET);
+    for b in &page.bindings {
+        leases.push(serde_json::to_value(b).map_err(json_error)?);
+    }
+    Ok(listing(leases, page.next.map(cursor6)))
+}
+
+fn listing(leases: Vec<serde_json::Value>, next: Option<String>) -> serde_json::Value {
+    serde_json::json!({
+        "leases": leases,
+        "truncated": next.is_some(),
+        "next_cursor": next,
+    })
 }
 
 pub fn get_lease(ctx: &ApiContext, ip: &str) -> Result<Resp, ApiError> {
