@@ -22,6 +22,12 @@ pub(super) fn flags_of(tag: u8) -> i32 {
     FLAGS.get(usize::from(tag)).map_or(0, |f| f.load(Relaxed))
 }
 
+/// The arena index of `tag`'s owner, once [`init`] made it.
+pub(super) fn arena_of(tag: u8) -> Option<u32> {
+    let a = ARENA.get(usize::from(tag))?.load(Relaxed);
+    (a != u32::MAX).then_some(a)
+}
+
 /// Creates the owners' arenas; until then every allocation is unowned.
 /// Idempotent. False if jemalloc refused (allocations then stay unowned).
 pub fn init() -> bool {
@@ -125,6 +131,27 @@ mod tests {
         }
         let after = read().map(|h| h.clients).unwrap_or(0);
         assert!(after < during - (7 << 20), "{during} -> {after}");
+    }
+
+    #[test]
+    fn a_bound_thread_allocates_in_its_owners_arena() {
+        assert!(init());
+        let dhcp = || read().map(|h| h.dhcp).unwrap_or(0);
+        let t = std::thread::spawn(move || {
+            let _g = super::super::owner::enter_thread(Owner::Dhcp);
+            let before = dhcp();
+            // Small blocks through the tcache, and one large block.
+            let small: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 200]).collect();
+            let large = vec![1u8; 4 << 20];
+            let during = dhcp();
+            drop((small, large));
+            (before, during)
+        })
+        .join();
+        let Ok((before, during)) = t else {
+            panic!("thread panicked")
+        };
+        assert!(during >= before + (7 << 20), "{before} -> {during}");
     }
 
     #[test]

@@ -9,4 +9,4 @@ mod owner;
 
 pub use arenas::{init, read, HeapByOwner};
 pub use global::Allocator;
-pub use owner::{current, enter_thread, flush_thread_cache, scope, Owner, Scope, ThreadOwner};
+pub use owner::{current, enter_thread, scope, Owner, Scope, ThreadOwner};

@@ -127,11 +127,9 @@ pub fn purge() -> bool {
 }
 
 /// Hands the calling thread's cached free blocks (its jemalloc tcache) back
-/// to their arenas, where whole free pages can then be purged (and the
-/// thread's owner's tcache, if it entered one: `crate::heap`). Other
+/// to their arenas, where whole free pages can then be purged. Other
 /// threads' caches are out of reach: each thread flushes its own.
 pub fn flush_thread_cache() -> bool {
-    crate::heap::flush_thread_cache();
     void_ctl(c"thread.tcache.flush")
 }
 
