@@ -16,8 +16,8 @@ use std::ffi::c_void;
 use tikv_jemalloc_sys as ffi;
 use tikv_jemallocator::Jemalloc;
 
-use super::arenas::flags_of;
 use super::owner::{bound_owner, current_tag};
+use super::table::flags_of;
 
 /// jemalloc with per-owner arenas; see the module comment.
 pub struct Allocator;

@@ -4,8 +4,10 @@
 //! divides.
 
 mod arenas;
+mod extents;
 mod global;
 mod owner;
+mod table;
 
 pub use arenas::{init, read, HeapByOwner};
 pub use global::Allocator;

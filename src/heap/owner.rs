@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 
-use super::arenas::arena_of;
+use super::table::arena_of;
 
 /// The heap's owners with an arena of their own; everything else is `Unowned`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,23 +176,6 @@ mod tests {
             .spawn(current)
             .map(|h| h.join());
         assert!(matches!(t, Ok(Ok(Owner::Store))), "{t:?}");
-    }
-
-    #[test]
-    fn an_entered_thread_is_bound_to_its_owner_until_the_guard_drops() {
-        assert!(super::super::init());
-        let t = std::thread::spawn(|| {
-            let g = enter_thread(Owner::Gateway);
-            let inside = (current(), bound_owner());
-            drop(g);
-            (inside, current(), bound_owner())
-        })
-        .join();
-        let Ok((inside, after, bound)) = t else {
-            panic!("thread panicked")
-        };
-        assert_eq!(inside, (Owner::Gateway, Owner::Gateway as u8));
-        assert_eq!((after, bound), (Owner::Unowned, 0));
     }
 
     #[test]

@@ -291,6 +291,7 @@ impl Governor {
             m.owner_gateway.store(h.gateway, Relaxed);
             m.heap_unowned.store(h.unowned, Relaxed);
             m.heap_dirty.store(h.dirty, Relaxed);
+            m.heap_metadata.store(h.metadata, Relaxed);
             // The owners' epoch: the same instant as the figures they divide.
             m.heap_allocated.store(h.allocated, Relaxed);
         }
