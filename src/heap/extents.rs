@@ -131,14 +131,15 @@ fn default_hooks() -> Option<*mut extent_hooks_t> {
 }
 
 /// Bytes of owner `tag`'s mapped ranges that are resident now; `None` if
-/// its ranges are not known.
+/// its ranges are not known (none recorded: a hooked arena maps its
+/// metadata as it is created, so its arena has no hooks).
 pub(super) fn resident(tag: u8) -> Option<u64> {
     let r = RANGES.get(usize::from(tag))?;
-    if tag == 0 || r.overflow.load(Ordering::Relaxed) {
+    let n = r.next.load(Ordering::Relaxed).min(SLOTS);
+    if tag == 0 || n == 0 || r.overflow.load(Ordering::Relaxed) {
         return None;
     }
     let page = page_size()?;
-    let n = r.next.load(Ordering::Relaxed).min(SLOTS);
     let mut pages = 0u64;
     for i in 0..n {
         let len = r.len[i].load(Ordering::Acquire);
