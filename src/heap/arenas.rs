@@ -63,7 +63,7 @@ fn create_arena(hooks: Option<*mut ffi::extent_hooks_t>) -> Option<u32> {
 pub struct HeapByOwner {
     /// The resident pages each owner's arena has in use (live blocks, free
     /// space in its slabs, its threads' cached blocks; pages never written
-    /// do not count), measured by `mincore`; its live bytes if its ranges
+    /// do not count), measured in `/proc/self/pagemap`; its live bytes if its ranges
     /// are unknown.
     pub store: u64,
     pub clients: u64,
@@ -103,7 +103,7 @@ impl Arena {
     }
 
     /// What owner `tag` holds resident, and the arena's resident dirty
-    /// pages. `mincore` cannot tell pages in use from dirty ones, and
+    /// pages. The page tables cannot tell pages in use from dirty ones, and
     /// either may be untouched (a fresh mapping's rest is dirty unwritten):
     /// the resident pages count as in use up to `active`, the rest as dirty.
     fn owned(&self, tag: u8) -> (u64, u64) {

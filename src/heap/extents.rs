@@ -2,7 +2,7 @@
 //! resident once it hands it out, written or not (a large zeroed block
 //! sled never fills); the kernel knows better. Each owner's arena gets
 //! extent hooks that record the address ranges jemalloc maps for it, and
-//! `mincore` over those ranges counts the pages really in memory.
+//! `/proc/self/pagemap` over those ranges counts the pages really in memory.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -150,25 +150,33 @@ pub(super) fn resident(tag: u8) -> Option<u64> {
     Some(pages * page as u64)
 }
 
-/// Resident pages in `[start, start + len)`, `mincore` a chunk at a time.
+/// Pages of `[start, start + len)` in memory and this process's alone,
+/// from `/proc/self/pagemap` a chunk at a time: present (bit 63) and
+/// exclusively mapped (bit 56). The second bit leaves out the shared zero
+/// page that a read of a never-written page maps, which `mincore` would
+/// count and RSS does not.
 fn resident_pages(start: usize, len: usize, page: usize) -> Option<u64> {
-    const CHUNK: usize = 4096;
-    let mut v = [0u8; CHUNK];
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 512;
+    const PRESENT_EXCLUSIVE: u64 = (1 << 63) | (1 << 56);
+    static PAGEMAP: OnceLock<Option<std::fs::File>> = OnceLock::new();
+    let map = PAGEMAP
+        .get_or_init(|| std::fs::File::open("/proc/self/pagemap").ok())
+        .as_ref()?;
+    let mut buf = [0u8; CHUNK * 8];
     let mut count = 0u64;
-    let end = start.checked_add(len)?;
-    let mut at = start - start % page;
+    let (first, end) = (start / page, start.checked_add(len)?.div_ceil(page));
+    let mut at = first;
     while at < end {
-        let n = (end - at).div_ceil(page).min(CHUNK);
-        // SAFETY: mincore only reads the page tables of the range (which
-        // jemalloc keeps mapped: `opt.retain`) and writes `n` <= CHUNK
-        // bytes into `v`.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::mincore(at as *mut c_void, n * page, v.as_mut_ptr()) };
-        if rc != 0 {
-            return None;
-        }
-        count += v[..n].iter().filter(|b| **b & 1 != 0).count() as u64;
-        at += n * page;
+        let n = (end - at).min(CHUNK);
+        let bytes = buf.get_mut(..n * 8)?;
+        map.read_exact_at(bytes, (at as u64).checked_mul(8)?).ok()?;
+        count += bytes
+            .chunks_exact(8)
+            .filter_map(|e| e.try_into().ok().map(u64::from_ne_bytes))
+            .filter(|e| e & PRESENT_EXCLUSIVE == PRESENT_EXCLUSIVE)
+            .count() as u64;
+        at += n;
     }
     Some(count)
 }
@@ -187,7 +195,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mincore_counts_written_pages_only() {
+    fn written_pages_count_and_read_ones_do_not() {
         let Some(page) = page_size() else {
             panic!("no page size")
         };
@@ -208,6 +216,16 @@ mod tests {
         assert_ne!(p, libc::MAP_FAILED);
         let start = p as usize;
         assert_eq!(resident_pages(start, len, page), Some(0));
+        // Reading maps the shared zero page: not resident memory of ours.
+        let read: u32 = (0..64)
+            .map(|i| {
+                // SAFETY: inside the mapping.
+                #[allow(unsafe_code)]
+                let b = unsafe { std::ptr::read_volatile((start as *const u8).add(i * page)) };
+                u32::from(b)
+            })
+            .sum();
+        assert_eq!((read, resident_pages(start, len, page)), (0, Some(0)));
         for i in 0..10 {
             // SAFETY: inside the mapping.
             #[allow(unsafe_code)]
