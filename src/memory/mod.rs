@@ -275,9 +275,10 @@ impl Governor {
         }
     }
 
+    /// Stores the figures, RSS last: a snapshot taken meanwhile divides the
+    /// previous RSS, never a new RSS among owners not yet read (all 0 at start).
     fn publish(&self, rss: u64) {
         let m = &self.stats.memory;
-        m.rss_bytes.store(rss, Relaxed);
         if let Some(h) = &self.heap {
             let s = h.read();
             m.heap_allocated.store(s.allocated, Relaxed);
@@ -295,6 +296,7 @@ impl Governor {
             // The owners' epoch: the same instant as the figures they divide.
             m.heap_allocated.store(h.allocated, Relaxed);
         }
+        m.rss_bytes.store(rss, Relaxed);
     }
 
     fn transition(&mut self, next: State, rss: u64) {
