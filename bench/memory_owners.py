@@ -3,8 +3,9 @@
 
 Runs `vpcbox replay --spawn config.toml` (the shipped protections), polls the
 spawned target's /metrics every 250 ms for `vpcbox_memory_bytes{owner}`, and
-prints the breakdown just before the load starts (end of the idle phase) and
-5 s after it stops (5 s into the tail). Results: bench/RESULTS-memory.md.
+prints the breakdown just before the load starts (end of the idle phase), at
+its end (the last poll before the tail) and 5 s after it stops (5 s into the
+tail). Results: bench/RESULTS-memory.md.
 
     bench/memory_owners.py [VPCBOX_BIN]     # default target/release/vpcbox
 """
@@ -59,13 +60,17 @@ def main():
     load_start = next(float(r["t"]) for r in timeline if r["phase"] != "idle")
     load_end = next(float(r["t"]) for r in timeline if r["phase"] == "tail")
     before = max((p for p in polls if p[0] < load_start - 0.3), key=lambda p: p[0])
+    end = max((p for p in polls if p[0] < load_end), key=lambda p: p[0])
     after = min(polls, key=lambda p: abs(p[0] - (load_end + 5.0)))
     print(f"replay output: {out}")
-    print(f"| owner | before the load (t={before[0]:.1f} s) | 5 s after it (t={after[0]:.1f} s) |")
-    print("|---|---:|---:|")
+    print(f"| owner | before the load (t={before[0]:.1f} s) | end of the load (t={end[0]:.1f} s) "
+          f"| 5 s after it (t={after[0]:.1f} s) |")
+    print("|---|---:|---:|---:|")
     mib = lambda v: f"{v / 1048576:.1f} MiB"
-    for o in OWNERS + ["rss", "allocated"]:
-        print(f"| {o} | {mib(before[1].get(o, 0))} | {mib(after[1].get(o, 0))} |")
+    for o in OWNERS + ["sum", "rss", "allocated"]:
+        cells = [sum(p[1].get(x, 0) for x in OWNERS) if o == "sum" else p[1].get(o, 0)
+                 for p in (before, end, after)]
+        print(f"| {o} | " + " | ".join(mib(c) for c in cells) + " |")
     print(open(os.path.join(out, "verdict.txt")).read() if os.path.exists(os.path.join(out, "verdict.txt")) else "")
 
 

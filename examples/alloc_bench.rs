@@ -4,7 +4,7 @@
 //! Four ways to allocate on one thread: jemalloc as tikv-jemallocator calls
 //! it (`plain`, main before memory by owner); [`vpcbox::heap::Allocator`]
 //! outside any owner (`unowned`: the main runtime, blocking threads);
-//! inside an owned thread with its own tcache (`thread`: the gateway's
+//! inside an owned thread, bound to its arena (`thread`: the gateway's
 //! threads, the DHCP thread, the committer); inside an owner's scope with
 //! no tcache (`scope`: the IPAM state lock, the client tables, sled's
 //! threads). Two patterns per size: an allocation freed at once (`pair`),

@@ -1,14 +1,14 @@
 //! The `#[global_allocator]`: jemalloc, steering an owned thread's or
 //! scope's allocations into its owner's arena.
 //!
-//! A tcache mixes blocks of every arena, so a block freed by one owner
-//! would be handed to the next allocation of any owner and the arenas'
-//! figures would stop meaning "bytes this owner holds". So an owned
-//! allocation or free uses the thread's own tcache when the thread entered
-//! that owner ([`super::enter_thread`]: only that owner's blocks pass
-//! through it), and bypasses the tcache otherwise (`MALLOCX_TCACHE_NONE`:
-//! scopes, sled's threads). Unowned code keeps jemalloc's fast path
-//! unchanged. Cost per allocation: `bench/RESULTS-memory.md`.
+//! A thread that entered an owner ([`super::enter_thread`]) is bound to
+//! that owner's arena and keeps jemalloc's fast path and its tcache. Any
+//! other owned allocation or free (scopes, sled's threads) names the arena
+//! and bypasses the tcache (`MALLOCX_TCACHE_NONE`), which mixes blocks of
+//! every arena. Unowned code keeps the fast path. A bound thread's tcache
+//! can pass a block of another arena that the thread freed to its own
+//! owner; the block stays counted where it came from (bounded by the
+//! tcache, which jemalloc trims). Cost per allocation: `bench/RESULTS-memory.md`.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -16,29 +16,23 @@ use std::ffi::c_void;
 use tikv_jemalloc_sys as ffi;
 use tikv_jemallocator::Jemalloc;
 
-use super::arenas::flags_of;
-use super::owner::{current_tag, thread_cache};
+use super::owner::{bound_owner, current_tag};
+use super::table::flags_of;
 
 /// jemalloc with per-owner arenas; see the module comment.
 pub struct Allocator;
 
 /// The arena and tcache flags of the calling thread's current owner; 0
-/// when unowned.
+/// when unowned or when the thread is bound to that owner's arena.
 #[inline]
 fn owner_flags() -> i32 {
     let tag = current_tag();
+    if tag == bound_owner() {
+        return 0;
+    }
     match flags_of(tag) {
         0 => 0,
-        arena => arena | cache_flags(tag),
-    }
-}
-
-/// The thread's own tcache for `tag`, or none at all.
-#[inline]
-fn cache_flags(tag: u8) -> i32 {
-    match thread_cache(tag) {
-        Some(tc) => ffi::MALLOCX_TCACHE(tc as usize),
-        None => ffi::MALLOCX_TCACHE_NONE,
+        arena => arena | ffi::MALLOCX_TCACHE_NONE,
     }
 }
 
@@ -85,11 +79,10 @@ unsafe impl GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let tag = current_tag();
-        match flags_of(tag) {
+        match owner_flags() {
             0 => Jemalloc.dealloc(ptr, layout),
             _ => {
-                let f = cache_flags(tag) | align_flags(layout.align(), layout.size());
+                let f = ffi::MALLOCX_TCACHE_NONE | align_flags(layout.align(), layout.size());
                 ffi::sdallocx(ptr.cast::<c_void>(), layout.size(), f)
             }
         }

@@ -4,9 +4,11 @@
 //! divides.
 
 mod arenas;
+mod extents;
 mod global;
 mod owner;
+mod table;
 
 pub use arenas::{init, read, HeapByOwner};
 pub use global::Allocator;
-pub use owner::{current, enter_thread, flush_thread_cache, scope, Owner, Scope, ThreadOwner};
+pub use owner::{current, enter_thread, scope, Owner, Scope, ThreadOwner};

@@ -6,6 +6,8 @@
 
 use std::cell::Cell;
 
+use super::table::arena_of;
+
 /// The heap's owners with an arena of their own; everything else is `Unowned`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -52,73 +54,55 @@ thread_local! {
     // Const-initialised Cells without Drop: readable from inside the
     // allocator at any point of a thread's life, and never allocate.
     static CURRENT: Cell<u8> = const { Cell::new(UNKNOWN) };
-    /// The owner [`enter_thread`] gave this thread, and its explicit
-    /// jemalloc tcache (index + 1; 0: none).
+    /// The owner whose arena [`enter_thread`] bound this thread to (0: none).
     static THREAD_OWNER: Cell<u8> = const { Cell::new(0) };
-    static TCACHE: Cell<u32> = const { Cell::new(0) };
 }
 
-/// The thread's own tcache for `tag`: `Some(index)` if `tag` is the owner
-/// this thread entered. Other owners' allocations bypass every tcache.
+/// The owner whose arena this thread is bound to ([`enter_thread`]), or 0.
+/// Its allocations take jemalloc's plain fast path.
 #[inline]
-pub(super) fn thread_cache(tag: u8) -> Option<u32> {
-    if THREAD_OWNER.with(Cell::get) != tag {
-        return None;
-    }
-    TCACHE.with(Cell::get).checked_sub(1)
+pub(super) fn bound_owner() -> u8 {
+    THREAD_OWNER.with(Cell::get)
 }
 
-/// Makes `owner` the calling thread's owner until the guard drops, with a
-/// jemalloc tcache of its own, so the thread's allocations stay on
-/// jemalloc's fast path without mixing with other arenas' blocks. For a
-/// long-lived thread we spawn: drop the guard before the thread ends (its
-/// tcache is destroyed then).
+/// Makes `owner` the calling thread's owner until the guard drops: the
+/// thread is bound to the owner's arena (`thread.arena`), so its
+/// allocations keep jemalloc's fast path and its automatic tcache, and
+/// land in the owner's arena. For a long-lived thread we spawn.
 pub fn enter_thread(owner: Owner) -> ThreadOwner {
-    // SAFETY: `tcache.create` returns an unsigned (the new tcache's index).
-    #[allow(unsafe_code)]
-    let tc = unsafe { tikv_jemalloc_ctl::raw::read::<libc::c_uint>(b"tcache.create\0") };
     let prev = current_tag();
-    if let Ok(tc) = tc {
-        TCACHE.with(|c| c.set(tc.saturating_add(1)));
+    let prev_arena = arena_of(owner as u8).and_then(bind);
+    if prev_arena.is_some() {
         THREAD_OWNER.with(|c| c.set(owner as u8));
     }
     CURRENT.with(|c| c.set(owner as u8));
-    ThreadOwner {
-        prev,
-        tcache: tc.ok(),
-    }
+    ThreadOwner { prev, prev_arena }
+}
+
+/// Binds the calling thread to arena `index`; returns the arena it had.
+fn bind(index: u32) -> Option<u32> {
+    // SAFETY: `thread.arena` reads and writes an unsigned arena index.
+    #[allow(unsafe_code)]
+    let prev = unsafe { tikv_jemalloc_ctl::raw::read::<libc::c_uint>(b"thread.arena\0") }.ok()?;
+    #[allow(unsafe_code)]
+    let set = unsafe { tikv_jemalloc_ctl::raw::write::<libc::c_uint>(b"thread.arena\0", index) };
+    set.ok().map(|()| prev)
 }
 
 /// See [`enter_thread`].
 #[must_use = "the thread's owner applies only while the guard lives"]
 pub struct ThreadOwner {
     prev: u8,
-    tcache: Option<u32>,
-}
-
-/// Hands the blocks cached in the calling thread's own tcache (if it
-/// entered an owner) back to their arena, as `thread.tcache.flush` does
-/// for the automatic one.
-pub fn flush_thread_cache() {
-    if let Some(tc) = TCACHE.with(Cell::get).checked_sub(1) {
-        // SAFETY: `tcache.flush` takes the unsigned index of an explicit tcache.
-        #[allow(unsafe_code)]
-        let _ = unsafe { tikv_jemalloc_ctl::raw::write(b"tcache.flush\0", tc) };
-    }
+    /// The arena the thread was bound to before, if it was re-bound.
+    prev_arena: Option<u32>,
 }
 
 impl Drop for ThreadOwner {
     fn drop(&mut self) {
-        // No allocation may reach the tcache once it is destroyed.
-        TCACHE.with(|c| c.set(0));
         THREAD_OWNER.with(|c| c.set(0));
         CURRENT.with(|c| c.set(self.prev));
-        if let Some(tc) = self.tcache {
-            // SAFETY: `tcache.destroy` takes the unsigned index of an
-            // explicit tcache; this one was created by `enter_thread` and
-            // is no longer reachable from this thread.
-            #[allow(unsafe_code)]
-            let _ = unsafe { tikv_jemalloc_ctl::raw::write(b"tcache.destroy\0", tc) };
+        if let Some(a) = self.prev_arena {
+            let _ = bind(a);
         }
     }
 }
@@ -192,23 +176,6 @@ mod tests {
             .spawn(current)
             .map(|h| h.join());
         assert!(matches!(t, Ok(Ok(Owner::Store))), "{t:?}");
-    }
-
-    #[test]
-    fn an_entered_thread_has_its_owner_and_cache_until_the_guard_drops() {
-        let t = std::thread::spawn(|| {
-            let g = enter_thread(Owner::Gateway);
-            let inside = (current(), thread_cache(Owner::Gateway as u8).is_some());
-            let other = thread_cache(Owner::Store as u8);
-            drop(g);
-            (inside, other, current(), thread_cache(Owner::Gateway as u8))
-        })
-        .join();
-        let Ok((inside, other, after, cache)) = t else {
-            panic!("thread panicked")
-        };
-        assert_eq!(inside, (Owner::Gateway, true));
-        assert_eq!((other, after, cache), (None, Owner::Unowned, None));
     }
 
     #[test]

@@ -127,11 +127,9 @@ pub fn purge() -> bool {
 }
 
 /// Hands the calling thread's cached free blocks (its jemalloc tcache) back
-/// to their arenas, where whole free pages can then be purged (and the
-/// thread's owner's tcache, if it entered one: `crate::heap`). Other
+/// to their arenas, where whole free pages can then be purged. Other
 /// threads' caches are out of reach: each thread flushes its own.
 pub fn flush_thread_cache() -> bool {
-    crate::heap::flush_thread_cache();
     void_ctl(c"thread.tcache.flush")
 }
 
@@ -277,9 +275,10 @@ impl Governor {
         }
     }
 
+    /// Stores the figures, RSS last: a snapshot taken meanwhile divides the
+    /// previous RSS, never a new RSS among owners not yet read (all 0 at start).
     fn publish(&self, rss: u64) {
         let m = &self.stats.memory;
-        m.rss_bytes.store(rss, Relaxed);
         if let Some(h) = &self.heap {
             let s = h.read();
             m.heap_allocated.store(s.allocated, Relaxed);
@@ -293,9 +292,11 @@ impl Governor {
             m.owner_gateway.store(h.gateway, Relaxed);
             m.heap_unowned.store(h.unowned, Relaxed);
             m.heap_dirty.store(h.dirty, Relaxed);
+            m.heap_metadata.store(h.metadata, Relaxed);
             // The owners' epoch: the same instant as the figures they divide.
             m.heap_allocated.store(h.allocated, Relaxed);
         }
+        m.rss_bytes.store(rss, Relaxed);
     }
 
     fn transition(&mut self, next: State, rss: u64) {

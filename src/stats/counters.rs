@@ -153,14 +153,16 @@ pub struct MemoryStats {
     pub last_reclaim_bytes: AtomicU64,
     /// An [`OverloadState`] as its gauge value.
     pub overload_state: AtomicU64,
-    /// Live bytes in each owner's jemalloc arena and in the automatic
-    /// arenas, and jemalloc's dirty pages (`crate::heap`).
+    /// The resident pages each owner's jemalloc arena has in use, the
+    /// pages in use in the automatic arenas, jemalloc's dirty pages and
+    /// its metadata (`crate::heap`).
     pub owner_store: AtomicU64,
     pub owner_clients: AtomicU64,
     pub owner_dhcp: AtomicU64,
     pub owner_gateway: AtomicU64,
     pub heap_unowned: AtomicU64,
     pub heap_dirty: AtomicU64,
+    pub heap_metadata: AtomicU64,
 }
 
 /// Everything the services count. Shared as `Arc<Stats>`.

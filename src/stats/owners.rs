@@ -1,26 +1,27 @@
 //! How RSS divides among the process's owners: the pure arithmetic over
-//! what the governor measured (jemalloc's per-owner arenas and page counts).
+//! what the governor measured (the owners' resident pages, jemalloc's page counts).
 
 /// The measured figures one division starts from, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Measured {
     pub rss: u64,
-    /// jemalloc: live allocations, resident pages, dirty (freed, unpurged) pages.
-    pub allocated: u64,
-    pub resident: u64,
+    /// jemalloc: its metadata (resident) and its dirty (freed, unpurged) pages.
+    pub metadata: u64,
     pub dirty: u64,
-    /// Live bytes in each owner's arena, and in the automatic ones.
+    /// The resident pages each owner's arena has in use (`crate::heap`).
     pub store: u64,
     pub clients: u64,
     pub dhcp: u64,
     pub gateway: u64,
+    /// The pages in use in jemalloc's automatic arenas (unowned).
     pub unowned: u64,
 }
 
 /// RSS by owner: `vpcbox_memory_bytes{owner}`. The seven parts add up to
-/// RSS (`other` takes the rest, never below 0) — except that an owner's
-/// live bytes include zero pages it never wrote (a large `calloc`), which
-/// are not resident: then the parts exceed RSS and `other` is 0.
+/// RSS: each owner is the resident pages its arena has in use (pages
+/// never written do not count), `allocator_retained` and
+/// `allocator_dirty` the allocator's own, and `other` the rest (never
+/// below 0: figures read at slightly different instants).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemoryByOwner {
     /// The IPAM: sled's page cache and allocations, the lease index.
@@ -32,14 +33,13 @@ pub struct MemoryByOwner {
     pub gateway_buffers: u64,
     /// The DHCP server: queued packets, operations in flight and coalesced, replies.
     pub dhcp_queues: u64,
-    /// Resident heap pages holding no live allocation and not dirty:
-    /// jemalloc's metadata and the free parts of partly used pages.
+    /// jemalloc's metadata, resident.
     pub allocator_retained: u64,
     /// Freed heap pages jemalloc has not yet returned to the OS.
     pub allocator_dirty: u64,
-    /// The rest of RSS: unowned heap (`unowned_heap`), code, stacks, libc.
+    /// The rest of RSS: the unowned heap (`unowned_heap`), code, stacks, libc.
     pub other: u64,
-    /// Of `other`, the live heap bytes no owner above holds.
+    /// Of `other`, the pages in use in jemalloc's automatic arenas.
     pub unowned_heap: u64,
 }
 
@@ -55,26 +55,17 @@ impl MemoryByOwner {
         "other",
     ];
 
-    /// Divides `m.rss`: figures read at slightly different instants never
-    /// make a part negative.
+    /// Divides `m.rss`.
     pub fn divide(m: &Measured) -> Self {
-        let gateway_buffers = m.gateway;
-        let allocator_dirty = m.dirty;
-        let allocator_retained = m
-            .resident
-            .saturating_sub(m.allocated)
-            .saturating_sub(m.dirty);
-        let owned = m.store + m.clients + gateway_buffers + m.dhcp;
+        let owned = m.store + m.clients + m.gateway + m.dhcp;
         Self {
             store: m.store,
             clients: m.clients,
-            gateway_buffers,
+            gateway_buffers: m.gateway,
             dhcp_queues: m.dhcp,
-            allocator_retained,
-            allocator_dirty,
-            other: m
-                .rss
-                .saturating_sub(owned + allocator_retained + allocator_dirty),
+            allocator_retained: m.metadata,
+            allocator_dirty: m.dirty,
+            other: m.rss.saturating_sub(owned + m.metadata + m.dirty),
             unowned_heap: m.unowned,
         }
     }
@@ -97,9 +88,16 @@ impl MemoryByOwner {
         out
     }
 
-    /// The heap's owners and the unowned heap: what jemalloc's `allocated` is made of.
+    /// The parts that are jemalloc's heap: the owners, the allocator's
+    /// own pages and the unowned heap.
     pub fn heap_total(&self) -> u64 {
-        self.store + self.clients + self.gateway_buffers + self.dhcp_queues + self.unowned_heap
+        self.store
+            + self.clients
+            + self.gateway_buffers
+            + self.dhcp_queues
+            + self.allocator_retained
+            + self.allocator_dirty
+            + self.unowned_heap
     }
 }
 
@@ -112,8 +110,7 @@ mod tests {
     fn measured() -> Measured {
         Measured {
             rss: 100 * MIB,
-            allocated: 50 * MIB,
-            resident: 70 * MIB,
+            metadata: 4 * MIB,
             dirty: 8 * MIB,
             store: 20 * MIB,
             clients: 2 * MIB,
@@ -124,17 +121,19 @@ mod tests {
     }
 
     #[test]
-    fn the_parts_add_up_to_rss_and_the_heap_to_allocated() {
+    fn the_parts_add_up_to_rss() {
         let d = MemoryByOwner::divide(&measured());
         let sum: u64 = d.labelled().iter().map(|(_, b)| b).sum();
         assert_eq!(sum, 100 * MIB);
-        assert_eq!(d.heap_total(), 50 * MIB);
-        assert_eq!(d.allocator_retained, 12 * MIB);
+        assert_eq!(d.allocator_retained, 4 * MIB);
         assert_eq!(d.gateway_buffers, 10 * MIB);
-        assert_eq!(d.unowned_heap, 15 * MIB);
         assert_eq!(
             d.other,
-            100 * MIB - 20 * MIB - 2 * MIB - 10 * MIB - 3 * MIB - 20 * MIB
+            100 * MIB - 20 * MIB - 2 * MIB - 10 * MIB - 3 * MIB - 12 * MIB
+        );
+        assert_eq!(
+            d.heap_total(),
+            20 * MIB + 2 * MIB + 10 * MIB + 3 * MIB + 12 * MIB + 15 * MIB
         );
     }
 
@@ -142,12 +141,10 @@ mod tests {
     fn figures_from_different_instants_never_go_negative() {
         let m = Measured {
             rss: 10 * MIB,
-            resident: 5 * MIB,
             ..measured()
         };
         let d = MemoryByOwner::divide(&m);
         assert_eq!(d.other, 0);
-        assert_eq!(d.allocator_retained, 0);
         assert_eq!(d.gateway_buffers, 10 * MIB);
     }
 

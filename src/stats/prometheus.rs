@@ -205,7 +205,7 @@ fn memory(reg: &mut Registry, snap: &Snapshot) {
         gauge "overload_state", "Memory governor state: 0 normal, 1 shrink, 2 shed" => m.overload_state;
         counter "heap_shrinks", "Heap purges that returned memory to the OS" => m.heap_shrinks;
         gauge "uptime_seconds", "Seconds since the process started" => snap.uptime.as_secs_f64();
-        Gauges "memory_bytes", "Memory by owner: live heap bytes per owner (zero pages never written count, though not resident), allocator_retained (jemalloc metadata, free parts of used pages), allocator_dirty, and other, the rest of RSS" => m.by_owner.labelled().iter().map(|(o, b)| (vec![("owner", (*o).to_owned())], *b)).collect();
+        Gauges "memory_bytes", "Memory by owner, adding up to RSS: the resident pages each owner's heap arena has in use, allocator_retained (jemalloc metadata), allocator_dirty (freed pages not yet returned), and other, the rest (unowned heap, code, stacks)" => m.by_owner.labelled().iter().map(|(o, b)| (vec![("owner", (*o).to_owned())], *b)).collect();
     }
 }
 

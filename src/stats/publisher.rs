@@ -51,8 +51,7 @@ fn by_owner(stats: &Stats) -> MemoryByOwner {
     let m = &stats.memory;
     MemoryByOwner::divide(&Measured {
         rss: m.rss_bytes.load(Relaxed),
-        allocated: m.heap_allocated.load(Relaxed),
-        resident: m.heap_resident.load(Relaxed),
+        metadata: m.heap_metadata.load(Relaxed),
         dirty: m.heap_dirty.load(Relaxed),
         store: m.owner_store.load(Relaxed),
         clients: m.owner_clients.load(Relaxed),

@@ -348,6 +348,7 @@ fn live_snapshot_renders_and_parses() {
     m.heap_allocated.store(40 << 20, Relaxed);
     m.heap_resident.store(50 << 20, Relaxed);
     m.heap_dirty.store(4 << 20, Relaxed);
+    m.heap_metadata.store(6 << 20, Relaxed);
     m.owner_store.store(10 << 20, Relaxed);
     m.owner_gateway.store(20 << 20, Relaxed);
     m.heap_unowned.store(10 << 20, Relaxed);
