@@ -23,6 +23,7 @@ mod schedule;
 mod server;
 pub mod socket;
 mod state;
+pub mod thread;
 pub mod wire;
 mod worker;
 
