@@ -16,6 +16,7 @@ pub mod limits;
 pub mod mmsg;
 pub mod options;
 mod outbox;
+pub mod pace;
 mod receive;
 pub mod reply;
 pub mod request;

@@ -1,8 +1,9 @@
 //! The receive loop, on the DHCPv6 server's own thread: takes what the
 //! socket holds, [`BATCH`] datagrams per system call with their
 //! IPV6_PKTINFO, and admits each ([`super::admission`]) before the worker
-//! gets its turn. A flooding client costs a share of one system call, the
-//! peek and its counters.
+//! gets its turn; then waits for the next datagram or, under load, sleeps
+//! [`COALESCE`] first (as v4: [`Pace`]). A flooding client costs a share of
+//! one system call and one wake-up, the peek and its counters.
 
 use std::net::Ipv6Addr;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use super::admission::{admit, Arrival};
 use super::state::{Job6, State6};
 use super::wire::MAX_DATAGRAM;
 use crate::dhcp::mmsg::{RecvBatch, BATCH};
+use crate::dhcp::pace::{Pace, COALESCE};
 
 /// Datagrams taken per wake-up before the loop yields to the worker.
 pub(super) const BUDGET: usize = 256;
@@ -26,14 +28,26 @@ pub(super) async fn receive(
 ) -> std::io::Result<()> {
     // One byte over the limit, so oversize datagrams are seen as such.
     let mut batch = RecvBatch::with_pktinfo6(MAX_DATAGRAM + 1);
+    let mut pace = Pace::new(Instant::now());
+    let mut busy = false;
     loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(()),
-            ready = state.socket.readable() => ready?,
+        if !busy {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                ready = state.socket.readable() => ready?,
+            }
+        } else if cancel.is_cancelled() {
+            return Ok(());
         }
-        take(state, &mut batch, &queue);
+        let n = take(state, &mut batch, &queue);
+        busy = pace.busy(n, Instant::now());
+        // The worker answers what was admitted before the loop sleeps;
+        // the thread is the server's own, so the sleep blocks nothing else.
         tokio::task::yield_now().await;
+        if busy && n < BUDGET {
+            std::thread::sleep(COALESCE);
+        }
     }
 }
 
