@@ -1,19 +1,29 @@
 //! Batched datagram I/O on a tokio `UdpSocket` (nix's recvmmsg/sendmmsg):
-//! up to [`BATCH`] datagrams per system call. Neither waits: they run
-//! through `try_io`, so a `WouldBlock` clears the socket's readiness.
+//! up to [`BATCH`] datagrams per system call, IPv4 or IPv6 (with each
+//! datagram's IPV6_PKTINFO if asked). Neither waits: they run through
+//! `try_io`, so a `WouldBlock` clears the socket's readiness.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::SocketAddrV4;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, SockaddrStorage,
+    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn,
+    SockaddrStorage,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Datagrams one call receives or sends at most.
 pub const BATCH: usize = 32;
+
+/// An IPv6 datagram's IPV6_PKTINFO: the interface it arrived on and the
+/// address it was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PktInfo6 {
+    pub ifindex: u32,
+    pub dst: Ipv6Addr,
+}
 
 /// Room for [`BATCH`] datagrams of up to `size` bytes each, reused from
 /// one call to the next.
@@ -22,8 +32,11 @@ pub struct RecvBatch {
     size: usize,
     bufs: Vec<u8>,
     lens: [usize; BATCH],
-    /// Each datagram's source address (`None`: not IPv4).
-    from: [Option<SocketAddrV4>; BATCH],
+    /// Each datagram's source address.
+    from: [Option<SocketAddr>; BATCH],
+    /// Each datagram's IPV6_PKTINFO, when [`RecvBatch::with_pktinfo6`] asked for it.
+    info: [Option<PktInfo6>; BATCH],
+    pktinfo: bool,
 }
 
 impl RecvBatch {
@@ -36,6 +49,17 @@ impl RecvBatch {
             bufs: vec![0; size.max(1) * BATCH],
             lens: [0; BATCH],
             from: [None; BATCH],
+            info: [None; BATCH],
+            pktinfo: false,
+        }
+    }
+
+    /// As [`RecvBatch::new`], also keeping each datagram's IPV6_PKTINFO
+    /// (the socket must have IPV6_RECVPKTINFO set).
+    pub fn with_pktinfo6(size: usize) -> Self {
+        Self {
+            pktinfo: true,
+            ..Self::new(size)
         }
     }
 
@@ -50,12 +74,15 @@ impl RecvBatch {
             bufs,
             lens,
             from,
+            info,
+            pktinfo,
         } = self;
         let size = *size;
+        let cmsg = pktinfo.then(|| nix::cmsg_space!(libc::in6_pktinfo));
         socket.try_io(Interest::READABLE, || {
             // Not kept in `self`: it holds raw pointers, and the receive
             // loop's future must be Send.
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(want, None);
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(want, cmsg.clone());
             let mut chunks = bufs.chunks_mut(size);
             let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
                 std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
@@ -67,22 +94,49 @@ impl RecvBatch {
                 None,
             )?;
             let mut n = 0;
-            for ((len, f), msg) in lens.iter_mut().zip(from.iter_mut()).zip(got) {
+            for (((len, f), info), msg) in lens
+                .iter_mut()
+                .zip(from.iter_mut())
+                .zip(info.iter_mut())
+                .zip(got)
+            {
                 *len = msg.bytes.min(size);
-                *f = msg
-                    .address
-                    .as_ref()
-                    .and_then(SockaddrStorage::as_sockaddr_in)
-                    .map(|a| SocketAddrV4::new(a.ip(), a.port()));
+                *f = msg.address.as_ref().and_then(source);
+                *info = msg.cmsgs().ok().and_then(|mut all| {
+                    all.find_map(|c| match c {
+                        ControlMessageOwned::Ipv6PacketInfo(p) => Some(PktInfo6 {
+                            ifindex: p.ipi6_ifindex,
+                            dst: Ipv6Addr::from(p.ipi6_addr.s6_addr),
+                        }),
+                        _ => None,
+                    })
+                });
                 n += 1;
             }
             Ok(n)
         })
     }
 
-    /// The source address of datagram `i` of the last [`RecvBatch::recv`].
+    /// The IPv4 source address of datagram `i` of the last [`RecvBatch::recv`].
     pub fn from(&self, i: usize) -> Option<SocketAddrV4> {
-        self.from[i.min(BATCH - 1)]
+        match self.from[i.min(BATCH - 1)] {
+            Some(SocketAddr::V4(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The IPv6 source address of datagram `i` of the last [`RecvBatch::recv`].
+    pub fn from6(&self, i: usize) -> Option<SocketAddrV6> {
+        match self.from[i.min(BATCH - 1)] {
+            Some(SocketAddr::V6(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The IPV6_PKTINFO of datagram `i` of the last [`RecvBatch::recv`]
+    /// (`None` unless made by [`RecvBatch::with_pktinfo6`]).
+    pub fn pktinfo6(&self, i: usize) -> Option<PktInfo6> {
+        self.info[i.min(BATCH - 1)]
     }
 
     /// Datagram `i` of the last [`RecvBatch::recv`].
@@ -90,6 +144,15 @@ impl RecvBatch {
         let start = i.min(BATCH - 1) * self.size;
         &self.bufs[start..start + self.lens[i.min(BATCH - 1)]]
     }
+}
+
+/// A received datagram's source as a std address (IPv4 or IPv6).
+fn source(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
+    }
+    a.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
 /// Sends the first [`BATCH`] or fewer of `msgs` (each one's bytes and
@@ -192,6 +255,45 @@ mod tests {
             batch.recv(&b, 8).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+    }
+
+    /// IPv6 with IPV6_PKTINFO: each datagram of a batch comes with its
+    /// source, its arrival interface and its destination.
+    #[tokio::test]
+    async fn ipv6_batches_keep_each_datagrams_pktinfo() {
+        use nix::sys::socket::{setsockopt, sockopt::Ipv6RecvPacketInfo};
+        let a = UdpSocket::bind("[::1]:0").await.unwrap();
+        let b = UdpSocket::bind("[::1]:0").await.unwrap();
+        setsockopt(&b, Ipv6RecvPacketInfo, &true).unwrap();
+        let to = b.local_addr().unwrap();
+        for i in 0..40u8 {
+            a.send_to(&[i; 3], to).await.unwrap();
+        }
+        let mut batch = RecvBatch::with_pktinfo6(16);
+        let got = drain(&b, &mut batch, 40).await;
+        assert_eq!(got.len(), 40);
+        assert!(got.iter().enumerate().all(|(i, g)| g == &[i as u8; 3]));
+        let std::net::SocketAddr::V6(sender) = a.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        for i in 0..8 {
+            assert_eq!(batch.from6(i), Some(sender));
+            assert_eq!(batch.from(i), None, "not IPv4");
+            assert_eq!(
+                batch.pktinfo6(i),
+                Some(PktInfo6 {
+                    ifindex: lo,
+                    dst: Ipv6Addr::LOCALHOST
+                })
+            );
+        }
+        // Without asking, no pktinfo.
+        a.send_to(b"x", to).await.unwrap();
+        let mut plain = RecvBatch::new(16);
+        drain(&b, &mut plain, 1).await;
+        assert_eq!(plain.pktinfo6(0), None);
+        assert_eq!(plain.from6(0), Some(sender));
     }
 
     /// A message the kernel refuses (a broadcast on a socket without

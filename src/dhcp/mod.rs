@@ -16,6 +16,7 @@ pub mod limits;
 pub mod mmsg;
 pub mod options;
 mod outbox;
+pub mod pace;
 mod receive;
 pub mod reply;
 pub mod request;
@@ -23,6 +24,7 @@ mod schedule;
 mod server;
 pub mod socket;
 mod state;
+pub mod thread;
 pub mod wire;
 mod worker;
 

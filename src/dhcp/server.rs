@@ -19,6 +19,7 @@ use super::outbox::Outbox;
 use super::receive::receive;
 use super::socket;
 use super::state::{Job, State, DRAIN};
+use super::thread::on_own_thread;
 use crate::config::Config;
 use crate::ipam::Ipam;
 
@@ -113,9 +114,8 @@ impl DhcpServer {
     /// future; if dropped, the loops still stop on the token and the
     /// operations still finish.
     pub async fn run(mut self) {
-        // A current-thread runtime on a thread of our own: the loop, the
-        // workers and the operations hand packets to each other without
-        // cross-thread wake-ups. The sockets move to its reactor.
+        // A thread of our own (see `on_own_thread`); the sockets move to
+        // its reactor.
         let moved: Result<Vec<_>, _> = std::mem::take(&mut self.state.listeners)
             .into_iter()
             .map(|l| l.socket.into_std().map(|s| (s, l.iface)))
@@ -126,41 +126,20 @@ impl DhcpServer {
             Ok(m) => m,
             Err(e) => return fail(format!("the dhcp sockets cannot move to their thread: {e}")),
         };
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let spawned = std::thread::Builder::new()
-            .name("vpcbox-dhcp".into())
-            .spawn(move || {
-                // Everything this thread allocates is the DHCP server's.
-                let _owner = crate::heap::enter_thread(crate::heap::Owner::Dhcp);
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match rt {
-                    Ok(rt) => rt.block_on(async move {
-                        match socket::adopt(moved) {
-                            Ok(listeners) => {
-                                self.state.listeners = listeners;
-                                self.serve().await;
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "dhcp sockets cannot join their thread");
-                            }
-                        }
-                    }),
-                    Err(e) => tracing::error!(error = %e, "dhcp thread runtime cannot start"),
+        let served = on_own_thread("dhcp", move || async move {
+            match socket::adopt(moved) {
+                Ok(listeners) => {
+                    self.state.listeners = listeners;
+                    self.serve().await;
                 }
-                drop(done_tx);
-            });
-        let t = match spawned {
-            Ok(t) => t,
-            Err(e) => return fail(format!("the dhcp thread cannot start: {e}")),
-        };
-        let _ = done_rx.await;
-        let joined = tokio::task::spawn_blocking(move || t.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
-            fail("the dhcp thread panicked".into());
-        } else if !cancel.is_cancelled() {
-            fail("the dhcp server stopped on its own".into());
+                Err(e) => tracing::error!(error = %e, "dhcp sockets cannot join their thread"),
+            }
+        })
+        .await;
+        match served {
+            Err(why) => fail(why),
+            Ok(()) if !cancel.is_cancelled() => fail("the dhcp server stopped on its own".into()),
+            Ok(()) => {}
         }
     }
 

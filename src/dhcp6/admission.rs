@@ -1,18 +1,22 @@
 //! Admission: every check a DHCPv6 datagram meets before it costs work, in
 //! the order it meets them, cheapest first. Adding a limit is adding a step.
 //!
-//! On arrival, in the receive loop, never blocking ([`admit`]):
+//! On arrival, in the receive loop, never blocking ([`admit`]); a
+//! datagram refused before step 5 costs no allocation but its client key
+//! (for its client's counters):
 //! 1. [`for_this_socket`]: a client message (not relayed) must arrive on
 //!    one of `[dhcp6] interfaces` (not counted otherwise);
 //! 2. [`peek`]: framing through the relay levels to the DUID and option 79,
 //!    no allocation (malformed: dropped, counted by reason, charged to nobody);
 //! 3. [`not_isolated`] by `duid:HEX`, then by option 79's MAC;
-//! 4. [`framing`]: the whole decode (malformed: counted by reason);
-//! 5. [`trusted_relay`]: a Relay-Forw only from a configured relay, whose
+//! 4. [`own_quota`]: the DUID's own rate, by the borrowed DUID (a flooding
+//!    DUID stops here);
+//! 5. [`framing`]: the whole decode (malformed: counted by reason);
+//! 6. [`trusted_relay`]: a Relay-Forw only from a configured relay, whose
 //!    link-address names the subnet; a direct client's subnet is its
 //!    interface's;
-//! 6. [`quota`]: the DUID's own rate, then the global one;
-//! 7. [`enqueue`]: the bounded queue.
+//! 7. [`global_quota`]: `[dhcp] global_rate`, spent only by what got here;
+//! 8. [`enqueue`]: the bounded queue.
 //!
 //! In the worker: [`in_time`] (the deadline), and [`new_lease`] (not while
 //! the memory governor sheds load) before the IPAM hands out anything.
@@ -27,6 +31,7 @@ use tokio::sync::mpsc;
 use super::error::Malformed6;
 use super::handler::Via;
 use super::inbound::{self, peek, Peek6};
+use super::limits::Who;
 use super::link;
 use super::relay::RelayChain;
 use super::request::Request6;
@@ -76,20 +81,23 @@ pub(super) fn admit(s: &State6, a: Arrival<'_>, queue: &mpsc::Sender<Job6>) {
     if let Err(r) = identified(s, &p) {
         return refuse_at(s, &key, kind, r, a.now);
     }
+    // Every arrival past isolation, dropped or not: the rates show what a
+    // client sends.
+    s.stats.clients.request(&key, a.now);
+    if let Err(r) = own_quota(s, &p, &a) {
+        return refuse_at(s, &key, kind, r, a.now);
+    }
     let (chain, req) = match framing(a.buf) {
         Ok(decoded) => decoded,
         Err(r) => return refuse_at(s, &key, DhcpKind::Malformed, r, a.now),
     };
-    // Every arrival past isolation and framing, dropped or not: the rates
-    // show what a client sends.
-    s.stats.clients.request(&key, a.now);
     let subnets = s.subnets.load_full();
     let addrs = iface.as_ref().map(|(all, i)| all[*i].addrs.as_slice());
     let subnet = match trusted_relay(&subnets, &chain, &a, addrs) {
         Ok(i) => i,
         Err(r) => return refuse_at(s, &key, kind, r, a.now),
     };
-    if let Err(r) = quota(s, &key) {
+    if let Err(r) = global_quota(s) {
         return refuse_at(s, &key, kind, r, a.now);
     }
     let via = match chain.is_relayed() {
@@ -133,8 +141,12 @@ fn client_key(p: &Peek6<'_>, a: &Arrival<'_>) -> ClientKey {
 }
 
 /// Isolation by the DUID, then by the relay's option 79 (the client's MAC),
-/// before anything past them is decoded.
+/// before anything past them is decoded. Nothing to look up (and no key
+/// to build) while no client is isolated.
 fn identified(s: &State6, p: &Peek6<'_>) -> Step {
+    if s.isolation.is_empty() {
+        return Ok(());
+    }
     if let Some(duid) = p.duid.and_then(ClientKey::duid) {
         not_isolated(s, &duid)?;
     }
@@ -177,9 +189,20 @@ fn trusted_relay(
     Ok(found.and_then(|f| subnets.iter().position(|s| s.id == f.id)))
 }
 
-/// The client's own quota, then the global one.
-fn quota(s: &State6, key: &ClientKey) -> Step {
-    s.limits.load().check_client(key).map_err(Refused::Drop)
+/// The client's own quota: by its DUID as the datagram holds it, or
+/// without one by its source.
+fn own_quota(s: &State6, p: &Peek6<'_>, a: &Arrival<'_>) -> Step {
+    let who = match p.duid {
+        Some(duid) => Who::Duid(duid),
+        None => Who::Source(*a.from.ip()),
+    };
+    s.limits.load().check_own(who).map_err(Refused::Drop)
+}
+
+/// The global quota, after the client's own (a client over its own quota
+/// does not spend it) and after the relay check (nor does an untrusted relay).
+fn global_quota(s: &State6) -> Step {
+    s.limits.load().check_global().map_err(Refused::Drop)
 }
 
 /// Queues `job`; a full queue drops it.

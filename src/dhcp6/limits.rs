@@ -4,14 +4,23 @@
 //! it is capped at `dhcp.max_client_quotas` keys ([`CappedStore`]).
 
 use std::hash::BuildHasher;
+use std::net::Ipv6Addr;
 
 use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 
-use crate::client::ClientKey;
 use crate::config::{Dhcp6Config, DhcpConfig, Rate};
 use crate::quota::{quota, CappedStore};
 use crate::stats::DropReason;
+
+/// Whom a per-client quota is for, borrowed from the datagram, so the
+/// receive loop checks it before allocating anything: the DUID, or for a
+/// message without one (an Information-Request may omit it) its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Who<'a> {
+    Duid(&'a [u8]),
+    Source(Ipv6Addr),
+}
 
 /// Rebuilt whole when a reload changes the rates.
 pub struct Limits6 {
@@ -43,12 +52,16 @@ impl Limits6 {
         }
     }
 
-    /// The client's own quota, then the global one (a client over its own
-    /// quota does not spend the global one).
-    pub fn check_client(&self, key: &ClientKey) -> Result<(), DropReason> {
+    /// The client's own quota. Checked before [`Limits6::check_global`],
+    /// so a client over its own quota does not spend the global one.
+    pub fn check_own(&self, who: Who<'_>) -> Result<(), DropReason> {
         self.per_client
-            .check_key(&self.hasher.hash_one(key))
-            .map_err(|_| DropReason::RateLimited)?;
+            .check_key(&self.hasher.hash_one(who))
+            .map_err(|_| DropReason::RateLimited)
+    }
+
+    /// The global quota (`[dhcp] global_rate`).
+    pub fn check_global(&self) -> Result<(), DropReason> {
         self.global.check().map_err(|_| DropReason::GlobalRate)
     }
 
@@ -76,11 +89,13 @@ mod tests {
         };
         v6.per_client_burst = 3;
         let l = Limits6::new(&v6, &cfg.dhcp);
-        let a = ClientKey::duid(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 1]).unwrap();
-        let b = ClientKey::duid(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 2]).unwrap();
-        let passed = (0..10).filter(|_| l.check_client(&a).is_ok()).count();
+        let a = Who::Duid(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
+        let b = Who::Duid(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 2]);
+        let passed = (0..10).filter(|_| l.check_own(a).is_ok()).count();
         assert_eq!(passed, 3);
-        assert_eq!(l.check_client(&a), Err(DropReason::RateLimited));
-        assert_eq!(l.check_client(&b), Ok(()));
+        assert_eq!(l.check_own(a), Err(DropReason::RateLimited));
+        assert_eq!(l.check_own(b), Ok(()));
+        let from = Who::Source("fe80::1".parse().unwrap());
+        assert_eq!(l.check_own(from), Ok(()), "a source is its own client");
     }
 }

@@ -1,7 +1,8 @@
-//! DHCPv6 (RFC 9915). A datagram goes: [`server`]'s receive loop →
-//! [`admission`] (every check, in order: [`inbound::peek`], isolation,
-//! [`inbound::decode`] ([`relay::unwrap`], [`request::Request6::decode`]),
-//! trusted relay, quota, queue) → [`worker`]: [`handler::plan`] → the IPAM
+//! DHCPv6 (RFC 9915). A datagram goes, on the server's own thread:
+//! [`receive`] (recvmmsg batches) → [`admission`] (every check, in order:
+//! [`inbound::peek`], isolation, the client's quota, [`inbound::decode`]
+//! ([`relay::unwrap`], [`request::Request6::decode`]), trusted relay, the
+//! global quota, queue) → [`worker`]: [`handler::plan`] → the IPAM
 //! for each IA → [`handler::answer`] builds the reply ([`reply`]) →
 //! [`relay::wrap`] (Relay-Repl per level) → the socket.
 
@@ -14,6 +15,7 @@ pub mod handler;
 pub mod inbound;
 pub mod limits;
 pub mod link;
+mod receive;
 pub mod relay;
 pub mod reply;
 pub mod request;

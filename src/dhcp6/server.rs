@@ -1,33 +1,32 @@
-//! The DHCPv6 server: binds its socket, then serves on the appliance's
-//! runtime: one receive loop admitting datagrams into a bounded queue
-//! ([`super::admission`]), one worker ([`super::worker`]), and the
-//! housekeeping of the limiters, interfaces and reloaded subnets.
+//! The DHCPv6 server: binds its socket, then serves on a thread of its own
+//! (as v4: [`crate::dhcp::thread`]): one receive loop admitting datagrams
+//! into a bounded queue ([`super::receive`]), one worker
+//! ([`super::worker`]), and the housekeeping of the limiters, interfaces
+//! and reloaded subnets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admission::{admit, Arrival};
-use super::handle::{Dhcp6Handle, Fail6};
+use super::handle::Dhcp6Handle;
 use super::handler::Ctx6;
 use super::limits::Limits6;
+use super::receive::receive;
 use super::server_error::Dhcp6Error;
-use super::socket::{self, try_recv};
+use super::socket::{self, Iface6};
 use super::state::State6;
-use super::wire::MAX_DATAGRAM;
 use crate::config::Config;
+use crate::dhcp::thread::on_own_thread;
 use crate::ipam::Ipam;
 
 /// How often the limiters forget idle keys and interface addresses are re-read.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-
-/// Datagrams taken per wake-up before the loop yields to the worker.
-const BUDGET: usize = 256;
 
 /// Messages handled at once (most wait for a group commit): with the
 /// queue, this bounds the decoded messages held, each under a few KiB.
@@ -35,18 +34,19 @@ const MAX_IN_FLIGHT: usize = 1024;
 
 /// The DHCPv6 server, its socket bound, not yet serving.
 pub struct Dhcp6Server {
-    state: State6,
-    interfaces: Vec<String>,
-    updates: watch::Receiver<Arc<Config>>,
-    queue: usize,
-    cancel: CancellationToken,
-    fail: Fail6,
+    handle: Dhcp6Handle,
+    ipam: Arc<Ipam>,
+    duid: Vec<u8>,
+    /// Out of any runtime until it joins the server thread's reactor.
+    socket: std::net::UdpSocket,
+    ifaces: Vec<Iface6>,
+    port: u16,
 }
 
 impl std::fmt::Debug for Dhcp6Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dhcp6Server")
-            .field("listen", &self.state.socket.local_addr().ok())
+            .field("listen", &self.socket.local_addr().ok())
             .finish_non_exhaustive()
     }
 }
@@ -57,16 +57,61 @@ impl Dhcp6Server {
     /// (exit 69, "needs CAP_NET_BIND_SERVICE" on port 547 without it), or
     /// the store cannot give the server DUID.
     pub fn bind(handle: impl Into<Dhcp6Handle>, ipam: Arc<Ipam>) -> Result<Self, Dhcp6Error> {
-        let h: Dhcp6Handle = handle.into();
-        let cfg = &h.config;
+        let handle: Dhcp6Handle = handle.into();
+        let cfg = &handle.config;
         let duid = ipam.server_duid().map_err(Dhcp6Error::ServerDuid)?;
         let (sock, ifaces) = socket::bind(cfg.listen, &cfg.interfaces)?;
-        let port = cfg.listen.port();
-        let port = match port {
+        let port = match cfg.listen.port() {
             0 => sock.local_addr().map_or(0, |a| a.port()),
             p => p,
         };
-        let state = State6 {
+        let socket = sock
+            .into_std()
+            .map_err(|e| crate::dhcp::DhcpError::bind(cfg.listen, None, &e))?;
+        Ok(Self {
+            handle,
+            ipam,
+            duid,
+            socket,
+            ifaces,
+            port,
+        })
+    }
+
+    /// The bound address (to learn port 0's pick).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Serves until the cancel token fires, then stops receiving, discards
+    /// what is queued and waits up to [`super::state::DRAIN`] for the
+    /// operations in flight. The IPAM's committer must outlive this future.
+    pub async fn run(self) {
+        let fail = self.handle.fail.clone();
+        let cancel = self.handle.cancel.clone();
+        match on_own_thread("dhcp6", move || self.serve()).await {
+            Err(why) | Ok(Err(why)) => fail(why),
+            Ok(Ok(())) if !cancel.is_cancelled() => {
+                fail("the dhcp6 server stopped on its own".into())
+            }
+            Ok(Ok(())) => tracing::info!("dhcp6 server stopped"),
+        }
+    }
+
+    /// On the server's thread: the socket joins its reactor, the loops run.
+    async fn serve(self) -> Result<(), String> {
+        let Self {
+            handle: h,
+            ipam,
+            duid,
+            socket,
+            ifaces,
+            port,
+        } = self;
+        let socket = UdpSocket::from_std(socket)
+            .map_err(|e| format!("the dhcp6 socket cannot join its thread: {e}"))?;
+        let cfg = &h.config;
+        let state = Arc::new(State6 {
             stats: h.stats,
             isolation: h.isolation,
             ipam,
@@ -74,103 +119,36 @@ impl Dhcp6Server {
             subnets: ArcSwap::from_pointee(h.subnets),
             ifaces: ArcSwap::from_pointee(ifaces),
             ctx: Ctx6::new(cfg, duid),
-            socket: sock,
+            socket,
             server_port: port,
             // 546 for 547; a test server on port p answers clients on p - 1.
             client_port: port.wrapping_sub(1),
             deadline: h.dhcp.deadline,
             inflight: Default::default(),
-        };
-        Ok(Self {
-            state,
-            interfaces: cfg.interfaces.clone(),
-            updates: h.updates,
-            queue: h.dhcp.queue.max(1),
-            cancel: h.cancel,
-            fail: h.fail,
-        })
-    }
-
-    /// The bound address (to learn port 0's pick).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.state.socket.local_addr()
-    }
-
-    /// Serves until the cancel token fires, then stops receiving, discards
-    /// what is queued and waits up to [`super::state::DRAIN`] for the
-    /// operations in flight. The IPAM's committer must outlive this future.
-    pub async fn run(self) {
-        let Self {
-            state,
-            interfaces,
-            updates,
-            queue,
-            cancel,
-            fail,
-        } = self;
-        let state = Arc::new(state);
+        });
+        let cancel = h.cancel;
+        let queue = h.dhcp.queue.max(1);
         let (tx, rx) = mpsc::channel(queue);
         let loops = TaskTracker::new();
-        let in_flight = queue.min(MAX_IN_FLIGHT);
         loops.spawn(super::worker::run(
             state.clone(),
             rx,
-            in_flight,
+            queue.min(MAX_IN_FLIGHT),
             cancel.clone(),
         ));
         loops.spawn(housekeeping(
             state.clone(),
-            interfaces,
-            updates,
+            h.config.interfaces.clone(),
+            h.updates,
             cancel.clone(),
         ));
         let received = receive(&state, tx, &cancel).await;
         loops.close();
         loops.wait().await;
         match received {
-            Err(e) if !cancel.is_cancelled() => fail(format!("the dhcp6 socket failed: {e}")),
-            _ => tracing::info!("dhcp6 server stopped"),
+            Err(e) if !cancel.is_cancelled() => Err(format!("the dhcp6 socket failed: {e}")),
+            _ => Ok(()),
         }
-    }
-}
-
-/// The receive loop: every datagram the socket holds, admitted in turn.
-/// Returns when `cancel` fires, or on an error the socket cannot recover from.
-async fn receive(
-    state: &State6,
-    queue: mpsc::Sender<super::state::Job6>,
-    cancel: &CancellationToken,
-) -> std::io::Result<()> {
-    // One byte over the limit, so oversize datagrams are seen as such.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(()),
-            ready = state.socket.readable() => ready?,
-        }
-        {
-            // What admission keeps (the decoded jobs) is the DHCP server's memory.
-            let _owner = crate::heap::scope(crate::heap::Owner::Dhcp);
-            for _ in 0..BUDGET {
-                match try_recv(&state.socket, &mut buf) {
-                    Ok(r) => {
-                        let a = Arrival {
-                            buf: &buf[..r.len.min(buf.len())],
-                            from: r.from,
-                            ifindex: r.ifindex,
-                            dst: r.dst,
-                            now: Instant::now(),
-                        };
-                        admit(state, a, &queue);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    // ICMP errors of earlier sends surface here; the socket is fine.
-                    Err(e) => tracing::debug!(error = %e, "dhcp6 recv"),
-                }
-            }
-        }
-        tokio::task::yield_now().await;
     }
 }
 

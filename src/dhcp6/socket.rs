@@ -4,13 +4,10 @@
 //! datagram's arrival interface and destination (IPV6_RECVPKTINFO), which
 //! pick a direct client's subnet and tell multicast from unicast.
 
-use std::io::IoSliceMut;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv6Addr, SocketAddr};
 
-use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn6};
+use nix::sys::socket::{self, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::dhcp::DhcpError;
@@ -28,16 +25,6 @@ pub struct Iface6 {
     pub name: String,
     pub index: u32,
     pub addrs: Vec<Ipv6Addr>,
-}
-
-/// One datagram as received.
-#[derive(Debug, Clone, Copy)]
-pub struct Received {
-    pub len: usize,
-    pub from: SocketAddrV6,
-    /// The interface it arrived on, and the address it was sent to.
-    pub ifindex: u32,
-    pub dst: Ipv6Addr,
 }
 
 /// Binds `listen` and joins ff02::1:2 on each interface. Must be called
@@ -90,44 +77,11 @@ pub fn iface(name: &str) -> Result<Iface6, DhcpError> {
     })
 }
 
-/// Receives one datagram into `buf` without waiting (`WouldBlock` when
-/// none is there), with its arrival interface and destination address.
-pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
-    socket.try_io(Interest::READABLE, || {
-        let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = socket::recvmsg::<SockaddrIn6>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_TRUNC,
-        )
-        .map_err(std::io::Error::from)?;
-        let from = msg
-            .address
-            .map(SocketAddrV6::from)
-            .ok_or_else(|| std::io::Error::other("no source address"))?;
-        let (mut ifindex, mut dst) = (0, Ipv6Addr::UNSPECIFIED);
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::Ipv6PacketInfo(info) = c {
-                    ifindex = info.ipi6_ifindex;
-                    dst = Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                }
-            }
-        }
-        Ok(Received {
-            len: msg.bytes,
-            from,
-            ifindex,
-            dst,
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dhcp::mmsg::{PktInfo6, RecvBatch};
+    use std::net::SocketAddrV6;
 
     /// Loopback: the datagram's interface and destination come with it.
     #[tokio::test]
@@ -138,24 +92,28 @@ mod tests {
         let c = UdpSocket::bind("[::1]:0").await.unwrap();
         c.send_to(b"hello", to).await.unwrap();
         s.readable().await.unwrap();
-        let mut buf = [0u8; 16];
-        let r = loop {
-            match try_recv(&s, &mut buf) {
-                Ok(r) => break r,
+        let mut batch = RecvBatch::with_pktinfo6(16);
+        loop {
+            match batch.recv(&s, 8) {
+                Ok(n) => break assert_eq!(n, 1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s.readable().await.unwrap(),
                 Err(e) => panic!("{e}"),
             }
+        }
+        assert_eq!(batch.get(0), b"hello");
+        let from: Option<SocketAddrV6> = match c.local_addr().unwrap() {
+            SocketAddr::V6(a) => Some(a),
+            _ => unreachable!(),
         };
-        assert_eq!(&buf[..r.len], b"hello");
+        assert_eq!(batch.from6(0), from);
+        let lo = iface("lo").unwrap().index;
         assert_eq!(
-            r.from,
-            match c.local_addr().unwrap() {
-                SocketAddr::V6(a) => a,
-                _ => unreachable!(),
-            }
+            batch.pktinfo6(0),
+            Some(PktInfo6 {
+                ifindex: lo,
+                dst: Ipv6Addr::LOCALHOST
+            })
         );
-        assert_eq!(r.dst, Ipv6Addr::LOCALHOST);
-        assert_eq!(r.ifindex, iface("lo").unwrap().index);
         assert!(matches!(
             iface("no-such-if0"),
             Err(DhcpError::Interface { .. })
