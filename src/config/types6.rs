@@ -63,6 +63,22 @@ pub struct Subnet6Config {
 }
 
 impl Subnet6Config {
+    /// Subnet `id` on `prefix` with the shipped lifetimes (30m preferred,
+    /// 1h valid) and nothing else: no pools, options or trusted relays.
+    pub fn new(id: &str, prefix: Ipv6Net) -> Self {
+        Self {
+            id: id.to_owned(),
+            prefix,
+            pools: Vec::new(),
+            pd_pools: Vec::new(),
+            dns: Vec::new(),
+            domain: None,
+            preferred_lifetime: Duration::from_secs(30 * 60),
+            valid_lifetime: Duration::from_secs(60 * 60),
+            relays: Vec::new(),
+        }
+    }
+
     /// What the IPAM stores of this subnet (pools and lifetimes).
     pub fn spec(&self) -> Subnet6Spec {
         Subnet6Spec {

@@ -288,7 +288,6 @@ mod tests {
     use crate::dhcp6::wire::put;
     use crate::ipam::Ipam;
     use std::net::Ipv6Addr;
-    use std::time::Duration;
 
     const DUID: [u8; 10] = [0, 3, 0, 1, 2, 0, 0, 0, 0, 0x61];
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x79];
@@ -318,15 +317,8 @@ mod tests {
 
     fn subnet() -> Subnet6Config {
         Subnet6Config {
-            id: "lab6".into(),
-            prefix: "fd00:77::/64".parse().unwrap(),
-            pools: vec![],
-            pd_pools: vec![],
-            dns: vec![],
-            domain: None,
-            preferred_lifetime: Duration::from_secs(1800),
-            valid_lifetime: Duration::from_secs(3600),
             relays: vec!["fd00:77::2".parse().unwrap()],
+            ..Subnet6Config::new("lab6", "fd00:77::/64".parse().unwrap())
         }
     }
 

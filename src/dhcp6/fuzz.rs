@@ -3,8 +3,6 @@
 //! decoder, the handler and every kind of IPAM answer (must not panic,
 //! every reply decodable), and relay chain round trips.
 
-use std::time::Duration;
-
 use dhcproto::v6::Message;
 use dhcproto::{Decodable, Decoder};
 
@@ -18,15 +16,9 @@ use crate::config::Subnet6Config;
 
 fn subnet() -> Subnet6Config {
     Subnet6Config {
-        id: "fuzz6".into(),
-        prefix: "fd00:77::/64".parse().unwrap_or_default(),
-        pools: vec![],
-        pd_pools: vec![],
         dns: vec![std::net::Ipv6Addr::LOCALHOST; 3],
         domain: Some("fuzz.internal".into()),
-        preferred_lifetime: Duration::from_secs(1800),
-        valid_lifetime: Duration::from_secs(3600),
-        relays: vec![],
+        ..Subnet6Config::new("fuzz6", "fd00:77::/64".parse().unwrap_or_default())
     }
 }
 

@@ -43,15 +43,8 @@ mod tests {
 
     fn subnet(id: &str, prefix: &str, relays: &[&str]) -> Subnet6Config {
         Subnet6Config {
-            id: id.into(),
-            prefix: prefix.parse().unwrap(),
-            pools: vec![],
-            pd_pools: vec![],
-            dns: vec![],
-            domain: None,
-            preferred_lifetime: std::time::Duration::from_secs(1800),
-            valid_lifetime: std::time::Duration::from_secs(3600),
             relays: relays.iter().map(|r| r.parse().unwrap()).collect(),
+            ..Subnet6Config::new(id, prefix.parse().unwrap())
         }
     }
 

@@ -124,17 +124,7 @@ mod tests {
             Ipam::open(dir.path(), Default::default(), crate::stats::Stats::new(16)).unwrap();
         let mut lo = iface("lo").unwrap();
         lo.addrs = vec!["fd00:77::1".parse().unwrap()];
-        let subnet = crate::config::Subnet6Config {
-            id: "lab6".into(),
-            prefix: "fd00:77::/64".parse().unwrap(),
-            pools: vec![],
-            pd_pools: vec![],
-            dns: vec![],
-            domain: None,
-            preferred_lifetime: Duration::from_secs(1800),
-            valid_lifetime: Duration::from_secs(3600),
-            relays: vec![],
-        };
+        let subnet = crate::config::Subnet6Config::new("lab6", "fd00:77::/64".parse().unwrap());
         let s = for_tests(ipam, vec![subnet], vec![lo], 9).await;
         let to = s.socket.local_addr().unwrap();
         let c = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();

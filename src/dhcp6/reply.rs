@@ -219,17 +219,7 @@ mod tests {
 
     #[test]
     fn remaining_lifetimes_count_down_together() {
-        let subnet = Subnet6Config {
-            id: "s".into(),
-            prefix: "fd00:77::/64".parse().unwrap(),
-            pools: vec![],
-            pd_pools: vec![],
-            dns: vec![],
-            domain: None,
-            preferred_lifetime: Duration::from_secs(1800),
-            valid_lifetime: Duration::from_secs(3600),
-            relays: vec![],
-        };
+        let subnet = Subnet6Config::new("s", "fd00:77::/64".parse().unwrap());
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let p: Ipv6Net = "fd00:77::5/128".parse().unwrap();
         let at = |secs| Lease6::remaining(p, &subnet, now + Duration::from_secs(secs), now);

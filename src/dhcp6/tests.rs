@@ -2,7 +2,6 @@
 //! dhcproto and checked field by field.
 
 use std::net::Ipv6Addr;
-use std::time::Duration;
 
 use dhcproto::v6::{
     self, DhcpOption as O, DhcpOptions, Message, MessageType as M, OptionCode as C, Status, IANA,
@@ -30,15 +29,9 @@ fn ctx() -> Ctx6 {
 
 fn subnet() -> Subnet6Config {
     Subnet6Config {
-        id: "lab6".into(),
-        prefix: "fd00:77::/64".parse().unwrap(),
-        pools: vec![],
-        pd_pools: vec![],
         dns: vec!["fd00:77::1".parse().unwrap()],
         domain: Some("lab.internal".into()),
-        preferred_lifetime: Duration::from_secs(1800),
-        valid_lifetime: Duration::from_secs(3600),
-        relays: vec![],
+        ..Subnet6Config::new("lab6", "fd00:77::/64".parse().unwrap())
     }
 }
 

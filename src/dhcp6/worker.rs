@@ -252,18 +252,11 @@ mod tests {
         )
         .unwrap();
         let subnet = Subnet6Config {
-            id: "w6".into(),
-            prefix: "fd00:76::/64".parse().unwrap(),
             pools: vec![Pool6 {
                 start: "fd00:76::100".parse().unwrap(),
                 end: "fd00:76::1ff".parse().unwrap(),
             }],
-            pd_pools: vec![],
-            dns: vec![],
-            domain: None,
-            preferred_lifetime: Duration::from_secs(1800),
-            valid_lifetime: Duration::from_secs(3600),
-            relays: vec![],
+            ..Subnet6Config::new("w6", "fd00:76::/64".parse().unwrap())
         };
         ipam.apply_config6(&[subnet.spec()]).unwrap();
         let client = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
