@@ -49,19 +49,7 @@ pub enum Via {
 }
 
 /// The IPAM operation a message asks for, on every IA it carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op6 {
-    /// Pick addresses/prefixes and hold them, no durable write (Solicit).
-    Advertise,
-    /// Bind durably (Request, or Solicit with Rapid Commit).
-    Commit,
-    /// Extend the client's own bindings (Renew, Rebind).
-    Extend,
-    /// Release the client's bindings.
-    Release,
-    /// Quarantine the declined addresses.
-    Decline,
-}
+pub use crate::ipam::Ia6Op as Op6;
 
 /// What the handler decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use super::reply::{Lease6, Reply6};
 use super::state::{Job6, State6, DRAIN};
 use crate::client::ClientKey;
 use crate::config::Subnet6Config;
-use crate::ipam::{Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IpamError};
+use crate::ipam::{Ia6Key, Ia6Kind, Ia6Result, IpamError};
 use crate::stats::{DhcpOutcome, DropReason};
 
 /// Takes jobs from `rx` and handles up to `limit` at once, until `cancel`
@@ -154,10 +154,7 @@ async fn ias(
         };
         let port = port.as_deref();
         async move {
-            let r = s
-                .ipam
-                .ia6(&subnet.id, &key, ia6_op(op), &hints, port, now)
-                .await?;
+            let r = s.ipam.ia6(&subnet.id, &key, op, &hints, port, now).await?;
             Ok::<_, IpamError>((iaid, ia_answer(r, subnet, now)))
         }
     };
@@ -170,16 +167,6 @@ async fn ias(
             .push(one(Ia6Kind::Pd, ia.iaid, ia.hints.clone()).await?);
     }
     Ok(ans)
-}
-
-fn ia6_op(op: Op6) -> Ia6Op {
-    match op {
-        Op6::Advertise => Ia6Op::Advertise,
-        Op6::Commit => Ia6Op::Commit,
-        Op6::Extend => Ia6Op::Extend,
-        Op6::Release => Ia6Op::Release,
-        Op6::Decline => Ia6Op::Decline,
-    }
 }
 
 /// The IPAM's answer for one IA, its lifetimes as seen at `now`.
