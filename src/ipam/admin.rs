@@ -124,9 +124,8 @@ impl Ipam {
         self.drain(&mut st)?;
         self.store.apply(&ops)?;
         self.store.flush()?;
-        *st = load(self.store.as_ref(), st.tuning.clone())?;
-        self.publish_locked(&st);
-        self.refresh_specs(&st);
+        let fresh = load(self.store.as_ref(), st.tuning.clone())?;
+        self.replace_state(&mut st, fresh);
         Ok(())
     }
 

@@ -264,9 +264,8 @@ impl Ipam {
                 return Err(e);
             }
             let ticket = self.committer.submit(&mut st, &[], &self.stats);
-            *st = load(self.store.as_ref(), st.tuning.clone())?;
-            self.publish_locked(&st);
-            self.refresh_specs(&st);
+            let fresh = load(self.store.as_ref(), st.tuning.clone())?;
+            self.replace_state(&mut st, fresh);
             ticket
         };
         self.durable(Some(ticket)).await

@@ -1294,3 +1294,33 @@ mod prop {
         }
     }
 }
+
+/// A config applied while the committer runs (SIGHUP) keeps group commit
+/// on (it used to reset the state: every later write flushed on its own),
+/// and a later write is still answered only once its flush succeeded.
+#[tokio::test]
+async fn after_a_config_reload_a_failed_flush_still_fails_its_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ipam, store, tracker, cancel) = faulty_lab(dir.path(), "10.0.0.200");
+    let now = SystemTime::now();
+    for n in 0..20u32 {
+        let c = ClientKey::Id(n.to_be_bytes().into());
+        ipam.allocate("lab", &c, now).await.unwrap();
+    }
+    let extra = spec("more", "10.1.0.0/24", "10.1.0.10", "10.1.0.20");
+    ipam.apply_config(
+        &[spec("lab", "10.0.0.0/16", "10.0.0.10", "10.0.0.200"), extra],
+        &[],
+        now,
+    )
+    .unwrap();
+    assert!(
+        ipam.lock().committer_live,
+        "writes after a reload go inline"
+    );
+    store.fail_flush.store(1, Relaxed);
+    let c = ClientKey::Id(999u32.to_be_bytes().into());
+    let got = ipam.allocate("lab", &c, now).await;
+    assert!(got.is_err(), "answered {got:?} though its flush failed");
+    close(ipam, store, tracker, cancel).await;
+}
