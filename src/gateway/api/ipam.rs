@@ -53,6 +53,7 @@ impl<'a> Subnet6View<'a> {
             bound: 0,
             declined: 0,
             offered: 0,
+            delegated: 0,
         });
         let size = u.addresses.saturating_add(u.prefixes);
         let used = u.bound + u.declined + u.offered;
