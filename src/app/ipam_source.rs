@@ -220,6 +220,64 @@ mod tests {
         );
     }
 
+    /// A v6 subnet (a /64 address pool, a /48 by /56 PD pool) with one
+    /// client's IA_NA and IA_PD bound: rows as the views show them.
+    #[tokio::test]
+    async fn reads_v6_subnets_and_bindings_from_the_ipam() {
+        use crate::ipam::{Ia6Key, Ia6Kind, Ia6Op, PdPoolSpec, Range6, Subnet6Spec};
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(16)).unwrap();
+        let spec = Subnet6Spec {
+            id: "lab6".into(),
+            prefix: "fd00:77::/64".parse().unwrap(),
+            pools: vec![Range6 {
+                start: "fd00:77::".parse().unwrap(),
+                end: "fd00:77::ffff:ffff:ffff:ffff".parse().unwrap(),
+            }],
+            pd_pools: vec![PdPoolSpec {
+                prefix: "fd00:78::/48".parse().unwrap(),
+                delegated_len: 56,
+            }],
+            preferred_lifetime: std::time::Duration::from_secs(1800),
+            valid_lifetime: std::time::Duration::from_secs(3600),
+        };
+        ipam.apply_config6(&[spec]).unwrap();
+        let client: ClientKey = "duid:0003000102000001".parse().unwrap();
+        for kind in [Ia6Kind::Na, Ia6Kind::Pd] {
+            let ia = Ia6Key {
+                client: client.clone(),
+                kind,
+                iaid: 1,
+            };
+            let now = SystemTime::now();
+            ipam.ia6("lab6", &ia, Ia6Op::Commit, &[], None, now)
+                .await
+                .unwrap();
+        }
+        let mut config = Config::embedded().unwrap();
+        config.subnets.clear();
+        let src = IpamSource::new(ipam, &config);
+        let subnets = src.subnets6();
+        assert_eq!(subnets.len(), 1);
+        let s = &subnets[0];
+        assert_eq!((s.id.as_str(), s.prefix.as_str()), ("lab6", "fd00:77::/64"));
+        assert_eq!((s.bound, s.offered, s.declined), (2, 0, 0));
+        assert_eq!((s.addresses, s.prefixes, s.delegated), (u64::MAX, 256, 1));
+        let q = |search: &str| LeaseQuery {
+            search: search.into(),
+            limit: 10,
+        };
+        let all = src.leases6(&q(""));
+        let kinds: Vec<&str> = all.iter().map(|l| l.kind.as_str()).collect();
+        assert_eq!(kinds, ["na", "pd"]);
+        assert!(all.iter().all(|l| l.client == client && l.state == "bound"));
+        assert!(all[1].ip.starts_with("fd00:78:") && all[1].ip.ends_with("/56"));
+        assert_eq!(src.leases6(&q("lab6")).len(), 2);
+        assert_eq!(src.leases6(&q("/56")).len(), 1);
+        assert_eq!(src.leases6(&q("duid:0003000102000002")).len(), 0);
+        assert_eq!(src.leases6(&q("lab")).len(), 2, "substring of lab6");
+    }
+
     #[test]
     fn exact_searches_use_the_index() {
         let subnets: HashMap<String, String> =
