@@ -2,21 +2,20 @@
 //! validate everything before the one IPAM call that writes, so a refused
 //! request leaves the store as it was.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
-use ipnet::Ipv6Net;
+use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use super::context::{ApiContext, Req};
 use super::error::ApiError;
+use super::lease6::{binding6_on, parse_net6};
 use super::response::Resp;
 use super::wire::{created, json_body, no_content, ok, Query};
 use crate::client::ClientKey;
 use crate::ipam::{
-    dns_name, Binding6, Ipam, IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec,
-    Subnet6Spec, SubnetSpec, Usage6,
+    dns_name, Ipam, IpamError, LeaseFilter, LeaseState, PoolUsage, ReservationSpec, Subnet6Spec,
+    SubnetSpec, Usage6,
 };
 
 /// Leases returned when `limit` is absent.
@@ -391,7 +390,7 @@ fn listing(leases: Vec<serde_json::Value>, next: Option<String>) -> serde_json::
 
 /// The lease on a v4 address, or the v6 binding on an address or
 /// delegated prefix, as `/v1/leases` lists it.
-pub fn get_lease(ctx: &ApiContext, ip: &str) -> Result<Resp, ApiError> {
+pub async fn get_lease(ctx: &ApiContext, ip: &str) -> Result<Resp, ApiError> {
     if let Ok(v4) = ip.parse::<Ipv4Addr>() {
         let lease = ctx
             .ipam
@@ -400,48 +399,10 @@ pub fn get_lease(ctx: &ApiContext, ip: &str) -> Result<Resp, ApiError> {
         return ok(&lease);
     }
     let net = parse_net6(ip)?;
-    let binding =
-        binding6_on(&ctx.ipam, net).ok_or_else(|| ApiError::NoLeaseOn(Ipam::key6_text(net)))?;
+    let binding = binding6_on(&ctx.ipam, net)
+        .await?
+        .ok_or_else(|| ApiError::NoLeaseOn(Ipam::key6_text(net)))?;
     ok(&binding)
-}
-
-/// An IPv6 address (a /128) or a prefix without host bits.
-fn parse_net6(s: &str) -> Result<Ipv6Net, ApiError> {
-    let invalid = || {
-        ApiError::Invalid(format!(
-            "ip: '{s}' is not an ipv4 address, an ipv6 address or an ipv6 prefix"
-        ))
-    };
-    let net = match s.parse::<Ipv6Addr>() {
-        Ok(a) => Ipv6Net::from(a),
-        Err(_) => s.parse::<Ipv6Net>().map_err(|_| invalid())?,
-    };
-    if net.trunc() != net {
-        return Err(ApiError::Invalid(format!(
-            "ip: '{s}' has host bits set (the prefix is {})",
-            net.trunc()
-        )));
-    }
-    Ok(net)
-}
-
-/// The v6 binding or live offer stored on exactly `net`: the first
-/// binding at or after its key, read with a budget of one record.
-/// Blocking (one sled read).
-fn binding6_on(ipam: &Ipam, net: Ipv6Net) -> Option<Binding6> {
-    let len = net.prefix_len();
-    // `bindings6` resumes just past `after`: the same address, one bit shorter.
-    let after = len.checked_sub(1).map(|l| {
-        let mut key = [0u8; 17];
-        key[..16].copy_from_slice(&net.addr().octets());
-        key[16] = l;
-        key
-    });
-    let text = Ipam::key6_text(net);
-    ipam.bindings6(&LeaseFilter::default(), after, 1, 1)
-        .bindings
-        .into_iter()
-        .find(|b| b.ip == text)
 }
 
 pub fn list_reservations(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
