@@ -22,6 +22,21 @@ pub struct SubnetRow {
     pub by_state: Vec<(String, u64)>,
 }
 
+/// One DHCPv6 subnet: its slots by state and its pools' sizes (saturating).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Subnet6Row {
+    pub id: String,
+    pub prefix: String,
+    pub bound: u64,
+    pub offered: u64,
+    pub declined: u64,
+    /// Addresses in the address pools.
+    pub addresses: u64,
+    /// Prefixes in the delegated-prefix pools, and those in use.
+    pub prefixes: u64,
+    pub delegated: u64,
+}
+
 /// One registered node: its blocks (all subnets) and the rates it last
 /// published (`None` until it has).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -38,6 +53,19 @@ pub struct LeaseRow {
     pub ip: Ipv4Addr,
     pub subnet: String,
     pub client: ClientKey,
+    pub state: String,
+    pub expires_at: SystemTime,
+}
+
+/// One DHCPv6 binding or live offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease6Row {
+    /// The address (IA_NA) or the delegated prefix (IA_PD).
+    pub ip: String,
+    pub subnet: String,
+    pub client: ClientKey,
+    /// "na" or "pd".
+    pub kind: String,
     pub state: String,
     pub expires_at: SystemTime,
 }
@@ -67,15 +95,29 @@ impl LeaseQuery {
         if self.search.is_empty() {
             return true;
         }
-        let needle = self.search.to_ascii_lowercase();
-        [
+        self.any_contains(&[
             l.ip.to_string(),
             l.client.to_string(),
             l.subnet.to_ascii_lowercase(),
             l.state.to_ascii_lowercase(),
-        ]
-        .iter()
-        .any(|h| h.contains(&needle))
+        ])
+    }
+
+    /// As [`LeaseQuery::matches`], for a v6 binding (its kind too).
+    pub fn matches6(&self, l: &Lease6Row) -> bool {
+        self.search.is_empty()
+            || self.any_contains(&[
+                l.ip.to_ascii_lowercase(),
+                l.client.to_string(),
+                l.subnet.to_ascii_lowercase(),
+                l.state.to_ascii_lowercase(),
+                l.kind.clone(),
+            ])
+    }
+
+    fn any_contains(&self, haystacks: &[String]) -> bool {
+        let needle = self.search.to_ascii_lowercase();
+        haystacks.iter().any(|h| h.contains(&needle))
     }
 }
 
@@ -90,6 +132,14 @@ pub trait DataSource: Send + Sync + 'static {
     /// The cluster, in cluster mode.
     fn cluster(&self) -> Option<ClusterRow> {
         None
+    }
+    /// DHCPv6 subnets (none without them).
+    fn subnets6(&self) -> Vec<Subnet6Row> {
+        Vec::new()
+    }
+    /// DHCPv6 bindings and live offers in address order.
+    fn leases6(&self, _query: &LeaseQuery) -> Vec<Lease6Row> {
+        Vec::new()
     }
 }
 
@@ -130,26 +180,28 @@ impl DataRequest {
 #[derive(Debug, Clone, Default)]
 pub struct DataCache {
     pub subnets: Vec<SubnetRow>,
+    pub subnets6: Vec<Subnet6Row>,
     pub leases: Vec<LeaseRow>,
+    pub leases6: Vec<Lease6Row>,
     pub lease_of: HashMap<ClientKey, Ipv4Addr>,
 }
 
 /// What one fetch brought back; `None` parts were not asked for.
 #[derive(Debug, Clone, Default)]
 pub struct DataUpdate {
-    pub subnets: Option<Vec<SubnetRow>>,
-    pub leases: Option<Vec<LeaseRow>>,
+    pub subnets: Option<(Vec<SubnetRow>, Vec<Subnet6Row>)>,
+    pub leases: Option<(Vec<LeaseRow>, Vec<Lease6Row>)>,
     pub lease_of: Option<HashMap<ClientKey, Ipv4Addr>>,
     pub cluster: Option<Option<ClusterRow>>,
 }
 
 impl DataCache {
     pub fn apply(&mut self, u: DataUpdate) {
-        if let Some(s) = u.subnets {
-            self.subnets = s;
+        if let Some((v4, v6)) = u.subnets {
+            (self.subnets, self.subnets6) = (v4, v6);
         }
-        if let Some(l) = u.leases {
-            self.leases = l;
+        if let Some((v4, v6)) = u.leases {
+            (self.leases, self.leases6) = (v4, v6);
         }
         if let Some(m) = u.lease_of {
             self.lease_of = m;
@@ -160,8 +212,8 @@ impl DataCache {
 /// Runs one request against the source. Blocking.
 pub fn fetch(source: &dyn DataSource, req: &DataRequest) -> DataUpdate {
     DataUpdate {
-        subnets: req.subnets.then(|| source.subnets()),
-        leases: req.leases.as_ref().map(|q| source.leases(q)),
+        subnets: req.subnets.then(|| (source.subnets(), source.subnets6())),
+        leases: req.leases.as_ref().map(|q| leases(source, q)),
         lease_of: (!req.clients.is_empty()).then(|| {
             req.clients
                 .iter()
@@ -170,4 +222,19 @@ pub fn fetch(source: &dyn DataSource, req: &DataRequest) -> DataUpdate {
         }),
         cluster: req.cluster.then(|| source.cluster()),
     }
+}
+
+/// v4 leases, then v6 bindings up to the query's limit in all.
+fn leases(source: &dyn DataSource, q: &LeaseQuery) -> (Vec<LeaseRow>, Vec<Lease6Row>) {
+    let v4 = source.leases(q);
+    let rest = LeaseQuery {
+        limit: q.limit.saturating_sub(v4.len()),
+        ..q.clone()
+    };
+    let v6 = if rest.limit == 0 {
+        Vec::new()
+    } else {
+        source.leases6(&rest)
+    };
+    (v4, v6)
 }

@@ -25,7 +25,10 @@ pub mod views;
 mod tests;
 
 pub use crate::stats::history;
-pub use data::{ClusterNodeRow, ClusterRow, DataSource, LeaseQuery, LeaseRow, NoData, SubnetRow};
+pub use data::{
+    ClusterNodeRow, ClusterRow, DataSource, Lease6Row, LeaseQuery, LeaseRow, NoData, Subnet6Row,
+    SubnetRow,
+};
 pub use error::TuiError;
 pub use event_loop::Ended;
 pub use handles::Handles;

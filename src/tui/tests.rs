@@ -11,7 +11,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::data::{DataCache, LeaseRow, SubnetRow};
+use super::data::{DataCache, Lease6Row, LeaseRow, Subnet6Row, SubnetRow};
 use super::keys::{on_key, Command};
 use super::state::{ClientState, SortKey, Status, UiState, View};
 use super::views::Dashboard;
@@ -159,6 +159,7 @@ fn scene() -> UiState {
         lease_of: [(key("mac:02:00:00:00:01:01"), Ipv4Addr::new(10, 0, 0, 100))]
             .into_iter()
             .collect(),
+        ..DataCache::default()
     };
     ui.events = vec![Event {
         at_ms: 1_800_000_100_000,
@@ -223,6 +224,49 @@ fn other_views_and_help() {
     ui.view = View::Clients;
     press(&mut ui, KeyCode::Char('?'));
     insta::assert_snapshot!("help_120x40", draw(&ui, 120, 40));
+}
+
+/// The scene with a DHCPv6 subnet (a /64 address pool: too big to count)
+/// and an IA_NA and an IA_PD bound after the v4 leases.
+fn scene6() -> UiState {
+    let mut ui = scene();
+    ui.data.subnets6 = vec![Subnet6Row {
+        id: "lab6".into(),
+        prefix: "fd00:77::/64".into(),
+        bound: 2,
+        offered: 1,
+        declined: 0,
+        addresses: u64::MAX,
+        prefixes: 256,
+        delegated: 1,
+    }];
+    let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_003_600);
+    ui.data.leases6 = [("fd00:77::100", "na"), ("fd00:78:0:100::/56", "pd")]
+        .into_iter()
+        .map(|(ip, kind)| Lease6Row {
+            ip: ip.into(),
+            subnet: "lab6".into(),
+            client: key("duid:0003000102000001"),
+            kind: kind.into(),
+            state: "bound".into(),
+            expires_at,
+        })
+        .collect();
+    ui
+}
+
+#[test]
+fn v6_subnets_and_bindings() {
+    let mut ui = scene6();
+    ui.view = View::Subnets;
+    let subnets = draw(&ui, 80, 24);
+    insta::assert_snapshot!("subnets6_80x24", subnets);
+    assert!(subnets.contains("lab6 fd00:77::/64  addresses —  pd 1/256 delegated"));
+    ui.view = View::Leases;
+    let leases = draw(&ui, 100, 30);
+    insta::assert_snapshot!("leases6_100x30", leases);
+    assert!(leases.contains("Leases (5)"));
+    assert!(leases.contains("fd00:78:0:100::/56"));
 }
 
 #[test]

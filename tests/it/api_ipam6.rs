@@ -98,3 +98,63 @@ async fn v6_bindings_follow_v4_leases_in_the_listing() {
     }
     api.stop().await;
 }
+
+/// `/v1/leases/{ip}` answers a v6 address or (URL-encoded) prefix with the
+/// binding as `/v1/leases` lists it; 404 on a free one, 422 on bad text.
+#[tokio::test]
+async fn v6_binding_is_looked_up_by_address_or_prefix() {
+    let api = Api::new();
+    api.lab(4).await;
+    lab6(&api.ctx.ipam, 3).await;
+    let all = api.get("/v1/leases?subnet=lab6").await.json();
+    let listed = all["leases"].as_array().unwrap();
+    assert_eq!(listed.len(), 6, "{all}");
+    for l in listed {
+        let ip = l["ip"].as_str().unwrap();
+        let r = api
+            .get(&format!("/v1/leases/{}", ip.replace('/', "%2F")))
+            .await;
+        assert_eq!(r.status, 200, "{ip}");
+        assert_eq!(&r.json(), l, "{ip}");
+    }
+    let free = [
+        "fd00:77::50",
+        "fd00:79::%2F56",
+        "fd00:77::%2F64",
+        "fd00:99::1",
+    ];
+    for ip in free {
+        let r = api.get(&format!("/v1/leases/{ip}")).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (404, "no_lease".into()),
+            "{ip}"
+        );
+    }
+    // Inside a delegated prefix is not the prefix.
+    let pd = listed.iter().find(|l| l["kind"] == "pd").unwrap()["ip"]
+        .as_str()
+        .unwrap();
+    let inside = pd.trim_end_matches("/56").replace("::", "::1");
+    assert_eq!(
+        api.get(&format!("/v1/leases/{inside}")).await.status,
+        404,
+        "{inside}"
+    );
+    let bad = [
+        "banana",
+        "fd00:77::1%2F129",
+        "fd00:78:0:101::%2F56",
+        "fd00%3A%3Ag",
+        "%2F56",
+    ];
+    for ip in bad {
+        let r = api.get(&format!("/v1/leases/{ip}")).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (422, "invalid".into()),
+            "{ip}"
+        );
+    }
+    api.stop().await;
+}

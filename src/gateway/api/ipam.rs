@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{ApiContext, Req};
 use super::error::ApiError;
+use super::lease6::{binding6_on, parse_net6};
 use super::response::Resp;
 use super::wire::{created, json_body, no_content, ok, Query};
 use crate::client::ClientKey;
@@ -51,6 +52,7 @@ impl<'a> Subnet6View<'a> {
             bound: 0,
             declined: 0,
             offered: 0,
+            delegated: 0,
         });
         let size = u.addresses.saturating_add(u.prefixes);
         let used = u.bound + u.declined + u.offered;
@@ -386,13 +388,21 @@ fn listing(leases: Vec<serde_json::Value>, next: Option<String>) -> serde_json::
     })
 }
 
-pub fn get_lease(ctx: &ApiContext, ip: &str) -> Result<Resp, ApiError> {
-    let ip = parse_ip(ip)?;
-    let lease = ctx
-        .ipam
-        .lookup(ip)
-        .ok_or_else(|| ApiError::NoLeaseOn(ip.to_string()))?;
-    ok(&lease)
+/// The lease on a v4 address, or the v6 binding on an address or
+/// delegated prefix, as `/v1/leases` lists it.
+pub async fn get_lease(ctx: &ApiContext, ip: &str) -> Result<Resp, ApiError> {
+    if let Ok(v4) = ip.parse::<Ipv4Addr>() {
+        let lease = ctx
+            .ipam
+            .lookup(v4)
+            .ok_or_else(|| ApiError::NoLeaseOn(v4.to_string()))?;
+        return ok(&lease);
+    }
+    let net = parse_net6(ip)?;
+    let binding = binding6_on(&ctx.ipam, net)
+        .await?
+        .ok_or_else(|| ApiError::NoLeaseOn(Ipam::key6_text(net)))?;
+    ok(&binding)
 }
 
 pub fn list_reservations(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {

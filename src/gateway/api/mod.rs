@@ -9,6 +9,7 @@ mod admin;
 mod context;
 mod error;
 mod ipam;
+mod lease6;
 pub(crate) mod live;
 mod ops;
 mod response;

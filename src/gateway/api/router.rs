@@ -163,7 +163,7 @@ async fn serve(ctx: &ApiContext, route: Route, req: &Req) -> Result<Resp, ApiErr
         Route::Allocations(id) => ipam::allocate(ctx, &id, req).await,
         Route::Allocation(id, ip) => ipam::deallocate(ctx, &id, &ip).await,
         Route::Leases => ipam::list_leases(ctx, req).await,
-        Route::Lease(ip) => ipam::get_lease(ctx, &ip),
+        Route::Lease(ip) => ipam::get_lease(ctx, &ip).await,
         Route::Reservations if m == Method::GET => ipam::list_reservations(ctx, req),
         Route::Reservations if m == Method::POST => ipam::add_reservation(ctx, req).await,
         Route::Reservations => ipam::delete_reservation(ctx, req).await,

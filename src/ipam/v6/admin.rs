@@ -44,6 +44,8 @@ pub struct Usage6 {
     pub bound: u64,
     pub declined: u64,
     pub offered: u64,
+    /// Delegated prefixes bound, offered or declined (counted in the above too).
+    pub delegated: u64,
 }
 
 /// One page of v6 bindings; `next` resumes after it (the stored key of
@@ -110,6 +112,11 @@ impl Ipam {
                 bound: s.bound,
                 declined: s.declined,
                 offered: s.offered,
+                delegated: sat(s
+                    .pools
+                    .iter()
+                    .filter(|p| p.kind() == Ia6Kind::Pd)
+                    .fold(0u128, |n, p| n.saturating_add(p.entries))),
             })
             .collect()
     }

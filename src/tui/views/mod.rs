@@ -62,10 +62,12 @@ impl Widget for &Dashboard<'_> {
             View::Clients => clients(ui, body, buf),
             View::Subnets => (&SubnetsView {
                 subnets: &ui.data.subnets,
+                subnets6: &ui.data.subnets6,
             })
                 .render(body, buf),
             View::Leases => (&LeasesView {
                 leases: &ui.data.leases,
+                leases6: &ui.data.leases6,
                 search: &ui.lease_search,
                 editing: ui.editing == Some(Input::LeaseSearch),
                 scroll: ui.scroll,
