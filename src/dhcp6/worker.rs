@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddrV6;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use dhcproto::v6::MessageType;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -22,6 +22,7 @@ use super::reply::{Lease6, Reply6};
 use super::state::{Job6, State6, DRAIN};
 use crate::client::ClientKey;
 use crate::config::Subnet6Config;
+use crate::dhcp::outbox::Outgoing;
 use crate::ipam::{Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IpamError};
 use crate::stats::{DhcpOutcome, DropReason};
 
@@ -196,7 +197,8 @@ fn ia_answer(r: Ia6Result, subnet: &Subnet6Config, now: SystemTime) -> IaAnswer 
     }
 }
 
-/// Sends `reply`: in Relay-Repl envelopes to the relay that sent the
+/// Sends `reply` (queued for the receive loop's flush while it is busy, at
+/// once otherwise): in Relay-Repl envelopes to the relay that sent the
 /// message (server port), or to a direct client's address (client port,
 /// on the interface it came in on).
 async fn send(s: &State6, job: &Job6, reply: Reply6) {
@@ -214,16 +216,14 @@ async fn send(s: &State6, job: &Job6, reply: Reply6) {
             (reply.bytes, to)
         }
     };
-    match s.socket.send_to(&bytes, to).await {
-        Ok(_) => {
-            s.stats.dhcp.packet(job.kind, outcome);
-            s.stats.clients.served(&job.key, Instant::now());
-        }
-        Err(e) => {
-            tracing::debug!(%to, error = %e, "dhcp6 send");
-            s.stats.dhcp.packet(job.kind, DhcpOutcome::Dropped);
-        }
-    }
+    let out = Outgoing {
+        bytes,
+        to,
+        kind: job.kind,
+        outcome,
+        key: job.key.clone(),
+    };
+    s.outbox.send(0, &s.socket, &s.stats, out).await
 }
 
 #[cfg(test)]
@@ -236,7 +236,7 @@ mod tests {
     use crate::dhcp6::state::for_tests;
     use crate::ipam::Ipam;
     use crate::stats::DhcpKind;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     /// The Reply to a Request goes out only once the IPAM said Ok: under a
     /// storage error the client gets nothing and the drop is counted.
