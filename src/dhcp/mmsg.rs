@@ -257,17 +257,27 @@ mod tests {
         );
     }
 
-    /// IPv6 with IPV6_PKTINFO: each datagram of a batch comes with its
-    /// source, its arrival interface and its destination.
+    /// IPv6 batches out, and in with IPV6_PKTINFO: each datagram comes
+    /// with its source, its arrival interface and its destination.
     #[tokio::test]
     async fn ipv6_batches_keep_each_datagrams_pktinfo() {
         use nix::sys::socket::{setsockopt, sockopt::Ipv6RecvPacketInfo};
         let a = UdpSocket::bind("[::1]:0").await.unwrap();
         let b = UdpSocket::bind("[::1]:0").await.unwrap();
         setsockopt(&b, Ipv6RecvPacketInfo, &true).unwrap();
-        let to = b.local_addr().unwrap();
-        for i in 0..40u8 {
-            a.send_to(&[i; 3], to).await.unwrap();
+        let std::net::SocketAddr::V6(to) = b.local_addr().unwrap() else {
+            unreachable!()
+        };
+        // Sent in batches too, to an IPv6 destination.
+        let msgs: Vec<[u8; 3]> = (0..40u8).map(|i| [i; 3]).collect();
+        let mut at = 0;
+        while at < msgs.len() {
+            a.writable().await.unwrap();
+            match send(&a, &msgs[at..], |m| (&m[..], to)) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
         }
         let mut batch = RecvBatch::with_pktinfo6(16);
         let got = drain(&b, &mut batch, 40).await;

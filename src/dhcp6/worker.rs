@@ -334,5 +334,26 @@ mod tests {
         assert_eq!(stats.drops(DropReason::Duplicate), 1);
         first.await;
         assert!(start(&state, job()).is_some());
+        // While the receive loop is busy, the Reply waits for its flush,
+        // counted only once the kernel took it.
+        client.recv(&mut buf).await.unwrap(); // the Reply to `first`
+        let replies = stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply);
+        state.outbox.set_batching(true);
+        process(state.clone(), job()).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), client.recv(&mut buf)).await;
+        assert!(got.is_err(), "a Reply before the flush");
+        assert_eq!(
+            stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply),
+            replies
+        );
+        let mut spare = Vec::new();
+        let socket = std::slice::from_ref(&state.socket);
+        crate::dhcp::outbox::flush(&state.outbox, socket, |s| s, &stats, &mut spare).await;
+        client.recv(&mut buf).await.unwrap();
+        assert_eq!(buf[..4], [7, 1, 2, 3], "the Reply, at the flush");
+        assert_eq!(
+            stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply),
+            replies + 1
+        );
     }
 }
