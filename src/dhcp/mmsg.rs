@@ -8,7 +8,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn,
+    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
     SockaddrStorage,
 };
 use tokio::io::Interest;
@@ -156,15 +156,16 @@ fn source(a: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 /// Sends the first [`BATCH`] or fewer of `msgs` (each one's bytes and
-/// destination, as `parts` gives them) in one system call, without
+/// destination, IPv4 or IPv6 with its scope id, as `parts` gives them) in
+/// one system call, without
 /// waiting. Returns how many the kernel took, at least one: the rest are
 /// for another call. `Err` is the first message's error (`WouldBlock`:
 /// the socket buffer is full; any other: that message cannot be sent, the
 /// others may well be).
-pub fn send<T>(
+pub fn send<T, A: Copy + Into<SockaddrStorage>>(
     socket: &UdpSocket,
     msgs: &[T],
-    parts: impl Fn(&T) -> (&[u8], SocketAddrV4),
+    parts: impl Fn(&T) -> (&[u8], A),
 ) -> io::Result<usize> {
     let n = msgs.len().min(BATCH);
     if n == 0 {
@@ -172,13 +173,12 @@ pub fn send<T>(
     }
     let fd = socket.as_raw_fd();
     socket.try_io(Interest::WRITABLE, || {
-        let mut headers = MultiHeaders::<SockaddrIn>::preallocate(n, None);
-        let each: [Option<(&[u8], SocketAddrV4)>; BATCH] =
-            std::array::from_fn(|i| msgs.get(i).map(&parts));
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
+        let each: [Option<(&[u8], A)>; BATCH] = std::array::from_fn(|i| msgs.get(i).map(&parts));
         let iovs: [[IoSlice<'_>; 1]; BATCH] =
             std::array::from_fn(|i| [IoSlice::new(each[i].map_or(&[], |(b, _)| b))]);
-        let addrs: [Option<SockaddrIn>; BATCH] =
-            std::array::from_fn(|i| each[i].map(|(_, to)| SockaddrIn::from(to)));
+        let addrs: [Option<SockaddrStorage>; BATCH] =
+            std::array::from_fn(|i| each[i].map(|(_, to)| to.into()));
         let none: [ControlMessage<'_>; 0] = [];
         let sent = sendmmsg(
             fd,
@@ -257,17 +257,27 @@ mod tests {
         );
     }
 
-    /// IPv6 with IPV6_PKTINFO: each datagram of a batch comes with its
-    /// source, its arrival interface and its destination.
+    /// IPv6 batches out, and in with IPV6_PKTINFO: each datagram comes
+    /// with its source, its arrival interface and its destination.
     #[tokio::test]
     async fn ipv6_batches_keep_each_datagrams_pktinfo() {
         use nix::sys::socket::{setsockopt, sockopt::Ipv6RecvPacketInfo};
         let a = UdpSocket::bind("[::1]:0").await.unwrap();
         let b = UdpSocket::bind("[::1]:0").await.unwrap();
         setsockopt(&b, Ipv6RecvPacketInfo, &true).unwrap();
-        let to = b.local_addr().unwrap();
-        for i in 0..40u8 {
-            a.send_to(&[i; 3], to).await.unwrap();
+        let std::net::SocketAddr::V6(to) = b.local_addr().unwrap() else {
+            unreachable!()
+        };
+        // Sent in batches too, to an IPv6 destination.
+        let msgs: Vec<[u8; 3]> = (0..40u8).map(|i| [i; 3]).collect();
+        let mut at = 0;
+        while at < msgs.len() {
+            a.writable().await.unwrap();
+            match send(&a, &msgs[at..], |m| (&m[..], to)) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
         }
         let mut batch = RecvBatch::with_pktinfo6(16);
         let got = drain(&b, &mut batch, 40).await;

@@ -15,7 +15,7 @@ mod inflight;
 pub mod limits;
 pub mod mmsg;
 pub mod options;
-mod outbox;
+pub mod outbox;
 pub mod pace;
 mod receive;
 pub mod reply;

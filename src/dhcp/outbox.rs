@@ -1,25 +1,32 @@
-//! Replies gathered while the receive loop is busy, sent together at the
-//! end of its look (sendmmsg): the peer is woken once per batch, not once
-//! per reply. All on the DHCP thread: workers push, the loop flushes; when
-//! the loop is not busy, replies go out at once instead.
+//! Replies gathered while a receive loop is busy, sent together at the end
+//! of its look (sendmmsg): the peer is woken once per batch, not once per
+//! reply. Shared by v4 (`SocketAddrV4`, one queue per listener) and v6
+//! (`SocketAddrV6` with its scope id, one socket). All on the server's
+//! thread: workers push, the loop flushes; when the loop is not busy,
+//! replies go out at once instead.
 
-use std::net::SocketAddrV4;
+use std::fmt::Display;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use nix::sys::socket::SockaddrStorage;
 use tokio::net::UdpSocket;
 
 use super::mmsg;
-use super::socket::Listener;
 use crate::client::ClientKey;
 use crate::stats::{DhcpKind, DhcpOutcome, Stats};
 
+/// A destination address the outbox can send to: IPv4 or IPv6.
+pub trait OutAddr: Copy + Display + Into<SockaddrStorage> + Into<SocketAddr> {}
+impl<A: Copy + Display + Into<SockaddrStorage> + Into<SocketAddr>> OutAddr for A {}
+
 /// A reply waiting for the flush, with what counting it needs.
 #[derive(Debug)]
-pub(super) struct Outgoing {
+pub struct Outgoing<A> {
     pub bytes: Vec<u8>,
-    pub to: SocketAddrV4,
+    pub to: A,
     pub kind: DhcpKind,
     pub outcome: DhcpOutcome,
     pub key: ClientKey,
@@ -28,14 +35,14 @@ pub(super) struct Outgoing {
 /// The replies waiting for the receive loop's flush, per listener: at most
 /// what one look produces (bounded by the queue and the operation permits).
 #[derive(Debug)]
-pub(super) struct Outbox {
+pub struct Outbox<A> {
     /// Set by the receive loop while it coalesces.
     batching: AtomicBool,
     /// std Mutex: held to push or to swap the queue out, never across an await.
-    queues: Box<[Mutex<Vec<Outgoing>>]>,
+    queues: Box<[Mutex<Vec<Outgoing<A>>>]>,
 }
 
-impl Outbox {
+impl<A: OutAddr> Outbox<A> {
     pub fn new(listeners: usize) -> Self {
         Self {
             batching: AtomicBool::new(false),
@@ -53,29 +60,46 @@ impl Outbox {
     }
 
     /// Queues a reply to go out on `listener`'s socket at the next flush.
-    pub fn push(&self, listener: usize, out: Outgoing) {
+    pub fn push(&self, listener: usize, out: Outgoing<A>) {
         if let Some(q) = self.queues.get(listener) {
             q.lock().unwrap_or_else(|e| e.into_inner()).push(out);
         }
     }
 
+    /// Sends `out` on `socket` (listener `listener`'s): queued for the
+    /// receive loop's flush while it is busy, at once and counted otherwise.
+    pub async fn send(&self, listener: usize, socket: &UdpSocket, stats: &Stats, out: Outgoing<A>) {
+        if self.batching() {
+            return self.push(listener, out);
+        }
+        match socket
+            .send_to(&out.bytes, Into::<SocketAddr>::into(out.to))
+            .await
+        {
+            Ok(_) => sent(stats, out.kind, out.outcome, &out.key, Instant::now()),
+            Err(e) => unsent(stats, out.kind, out.to, &e),
+        }
+    }
+
     /// Swaps `listener`'s queue with `spare` (empty, keeping its capacity).
-    fn take(&self, listener: usize, spare: &mut Vec<Outgoing>) {
+    fn take(&self, listener: usize, spare: &mut Vec<Outgoing<A>>) {
         if let Some(q) = self.queues.get(listener) {
             std::mem::swap(&mut *q.lock().unwrap_or_else(|e| e.into_inner()), spare);
         }
     }
 }
 
-/// Sends every queued reply, socket by socket, until the queues are empty.
-/// `spare` is an empty vector reused between flushes. Not cancel-safe:
-/// replies taken and not yet sent when the future is dropped are lost (the
-/// receive loop stops on its token and flushes before it returns).
-pub(super) async fn flush(
-    outbox: &Outbox,
-    listeners: &[Listener],
+/// Sends every queued reply, socket by socket (`listeners` in order, each
+/// one's socket as `socket` gives it), until the queues are empty. `spare` is an empty vector reused
+/// between flushes. Not cancel-safe: replies taken and not yet sent when
+/// the future is dropped are lost (the receive loop stops on its token and
+/// flushes before it returns).
+pub async fn flush<L, A: OutAddr>(
+    outbox: &Outbox<A>,
+    listeners: &[L],
+    socket: fn(&L) -> &UdpSocket,
     stats: &Stats,
-    spare: &mut Vec<Outgoing>,
+    spare: &mut Vec<Outgoing<A>>,
 ) {
     for (idx, l) in listeners.iter().enumerate() {
         loop {
@@ -83,7 +107,7 @@ pub(super) async fn flush(
             if spare.is_empty() {
                 break;
             }
-            send_all(stats, &l.socket, spare).await;
+            send_all(stats, socket(l), spare).await;
             spare.clear();
         }
     }
@@ -91,7 +115,7 @@ pub(super) async fn flush(
 
 /// Sends `msgs` on `socket`, [`mmsg::BATCH`] per system call, counting
 /// each one: sent once the kernel took it, dropped on its error.
-async fn send_all(stats: &Stats, socket: &UdpSocket, msgs: &[Outgoing]) {
+async fn send_all<A: OutAddr>(stats: &Stats, socket: &UdpSocket, msgs: &[Outgoing<A>]) {
     let now = Instant::now();
     let mut at = 0;
     while let Some(rest) = msgs.get(at..).filter(|r| !r.is_empty()) {
@@ -130,19 +154,13 @@ async fn send_all(stats: &Stats, socket: &UdpSocket, msgs: &[Outgoing]) {
 }
 
 /// Counts a reply the kernel took.
-pub(super) fn sent(
-    stats: &Stats,
-    kind: DhcpKind,
-    outcome: DhcpOutcome,
-    key: &ClientKey,
-    now: Instant,
-) {
+pub fn sent(stats: &Stats, kind: DhcpKind, outcome: DhcpOutcome, key: &ClientKey, now: Instant) {
     stats.dhcp.packet(kind, outcome);
     stats.clients.served(key, now);
 }
 
 /// Counts a reply that could not be sent.
-pub(super) fn unsent(stats: &Stats, kind: DhcpKind, to: SocketAddrV4, e: &std::io::Error) {
+pub fn unsent(stats: &Stats, kind: DhcpKind, to: impl Display, e: &std::io::Error) {
     tracing::debug!(%to, error = %e, "dhcp send");
     stats.dhcp.packet(kind, DhcpOutcome::Dropped);
 }

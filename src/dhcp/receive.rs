@@ -2,6 +2,7 @@
 //! workers answer, flushes the replies they queued, then waits for the next
 //! datagram or, under load, sleeps [`COALESCE`] first ([`Pace`]).
 
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,8 +68,9 @@ pub(super) async fn receive(
     flush(&state, &mut spare).await;
 }
 
-async fn flush(state: &State, spare: &mut Vec<outbox::Outgoing>) {
-    outbox::flush(&state.outbox, &state.listeners, &state.stats, spare).await;
+async fn flush(state: &State, spare: &mut Vec<outbox::Outgoing<SocketAddrV4>>) {
+    let (outbox, listeners) = (&state.outbox, &state.listeners);
+    outbox::flush(outbox, listeners, |l| &l.socket, &state.stats, spare).await;
 }
 
 /// Takes up to [`BUDGET`] datagrams from listener `idx`'s socket, [`BATCH`]

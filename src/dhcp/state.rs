@@ -3,6 +3,7 @@
 //! file that uses it.
 
 use std::collections::HashMap;
+use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,7 @@ pub(super) struct State {
     /// The operations in flight (a token each), waited for at shutdown.
     pub tasks: TaskTracker,
     /// Replies waiting for the end of the receive loop's look.
-    pub outbox: Outbox,
+    pub outbox: Outbox<SocketAddrV4>,
     /// The operator's event log (port-cap refusals).
     pub events: Arc<EventLog>,
     /// Port-cap refusals not yet reported as an event.

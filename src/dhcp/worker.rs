@@ -5,11 +5,11 @@
 //! most one in flight ([`super::inflight`]).
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::admission::{self, port_full, refuse, Refused};
 use super::handler::{after, handle, Action, Done, Op};
 use super::inflight::{Entry, InFlight, DUPLICATE};
-use super::outbox::{self, Outgoing};
+use super::outbox::Outgoing;
 use super::reply::{Dest, Reply};
 use super::request::Request;
 use super::schedule::{serve, Handler};
@@ -284,20 +284,15 @@ async fn send(state: &State, listener: usize, kind: DhcpKind, key: &ClientKey, r
     let Some(l) = state.listeners.get(listener) else {
         return;
     };
-    if state.outbox.batching() {
-        return state.outbox.push(
-            listener,
-            Outgoing {
-                bytes: reply.bytes,
-                to,
-                kind,
-                outcome: reply.outcome,
-                key: key.clone(),
-            },
-        );
-    }
-    match l.socket.send_to(&reply.bytes, SocketAddr::V4(to)).await {
-        Ok(_) => outbox::sent(&state.stats, kind, reply.outcome, key, Instant::now()),
-        Err(e) => outbox::unsent(&state.stats, kind, to, &e),
-    }
+    let out = Outgoing {
+        bytes: reply.bytes,
+        to,
+        kind,
+        outcome: reply.outcome,
+        key: key.clone(),
+    };
+    state
+        .outbox
+        .send(listener, &l.socket, &state.stats, out)
+        .await
 }

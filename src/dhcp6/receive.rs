@@ -1,11 +1,12 @@
 //! The receive loop, on the DHCPv6 server's own thread: takes what the
 //! socket holds, [`BATCH`] datagrams per system call with their
 //! IPV6_PKTINFO, and admits each ([`super::admission`]) before the worker
-//! gets its turn; then waits for the next datagram or, under load, sleeps
-//! [`COALESCE`] first (as v4: [`Pace`]). A flooding client costs a share of
+//! gets its turn; then sends the replies the worker queued meanwhile in
+//! sendmmsg batches ([`outbox`]) and waits for the next datagram or, under
+//! load, sleeps [`COALESCE`] first (as v4: [`Pace`]). A flooding client costs a share of
 //! one system call and one wake-up, the peek and its counters.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -15,16 +16,33 @@ use super::admission::{admit, Arrival};
 use super::state::{Job6, State6};
 use super::wire::MAX_DATAGRAM;
 use crate::dhcp::mmsg::{RecvBatch, BATCH};
+use crate::dhcp::outbox::{self, Outgoing};
 use crate::dhcp::pace::{Pace, COALESCE};
 
 /// Datagrams taken per wake-up before the loop yields to the worker.
 pub(super) const BUDGET: usize = 256;
 
-/// Runs until `cancel` fires, or an error the socket cannot recover from.
+/// Runs until `cancel` fires, or an error the socket cannot recover from;
+/// either way sends the replies still queued before it returns.
 pub(super) async fn receive(
     state: &State6,
     queue: mpsc::Sender<Job6>,
     cancel: &CancellationToken,
+) -> std::io::Result<()> {
+    let mut spare = Vec::new();
+    let looked = look(state, &queue, cancel, &mut spare).await;
+    state.outbox.set_batching(false);
+    flush(state, &mut spare).await;
+    looked
+}
+
+/// Takes, admits, lets the worker answer and flushes what it queued, look
+/// after look: replies go out in batches while the loop is busy.
+async fn look(
+    state: &State6,
+    queue: &mpsc::Sender<Job6>,
+    cancel: &CancellationToken,
+    spare: &mut Vec<Outgoing<SocketAddrV6>>,
 ) -> std::io::Result<()> {
     // One byte over the limit, so oversize datagrams are seen as such.
     let mut batch = RecvBatch::with_pktinfo6(MAX_DATAGRAM + 1);
@@ -40,15 +58,22 @@ pub(super) async fn receive(
         } else if cancel.is_cancelled() {
             return Ok(());
         }
-        let n = take(state, &mut batch, &queue);
+        let n = take(state, &mut batch, queue);
         busy = pace.busy(n, Instant::now());
+        state.outbox.set_batching(busy);
         // The worker answers what was admitted before the loop sleeps;
         // the thread is the server's own, so the sleep blocks nothing else.
         tokio::task::yield_now().await;
+        flush(state, spare).await;
         if busy && n < BUDGET {
             std::thread::sleep(COALESCE);
         }
     }
+}
+
+async fn flush(state: &State6, spare: &mut Vec<Outgoing<SocketAddrV6>>) {
+    let socket = std::slice::from_ref(&state.socket);
+    outbox::flush(&state.outbox, socket, |s| s, &state.stats, spare).await;
 }
 
 /// Takes up to [`BUDGET`] datagrams, [`BATCH`] per system call, and admits

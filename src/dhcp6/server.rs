@@ -22,6 +22,7 @@ use super::server_error::Dhcp6Error;
 use super::socket::{self, Iface6};
 use super::state::State6;
 use crate::config::Config;
+use crate::dhcp::outbox::Outbox;
 use crate::dhcp::thread::on_own_thread;
 use crate::ipam::Ipam;
 
@@ -120,6 +121,7 @@ impl Dhcp6Server {
             ifaces: ArcSwap::from_pointee(ifaces),
             ctx: Ctx6::new(cfg, duid),
             socket,
+            outbox: Outbox::new(1),
             server_port: port,
             // 546 for 547; a test server on port p answers clients on p - 1.
             client_port: port.wrapping_sub(1),

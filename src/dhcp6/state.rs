@@ -16,6 +16,7 @@ use super::request::Request6;
 use super::socket::Iface6;
 use crate::client::ClientKey;
 use crate::config::Subnet6Config;
+use crate::dhcp::outbox::Outbox;
 use crate::ipam::Ipam;
 use crate::isolation::IsolationSet;
 use crate::stats::{DhcpKind, Stats};
@@ -57,6 +58,9 @@ pub(super) struct State6 {
     pub ifaces: ArcSwap<Vec<Iface6>>,
     pub ctx: Ctx6,
     pub socket: UdpSocket,
+    /// Replies waiting for the end of the receive loop's look (one queue:
+    /// one socket).
+    pub outbox: Outbox<SocketAddrV6>,
     /// Relays are answered on this port, clients on `client_port`.
     pub server_port: u16,
     pub client_port: u16,
@@ -97,6 +101,7 @@ pub(super) async fn for_tests(
         ctx: Ctx6::new(&cfg.dhcp6, duid),
         ipam,
         socket,
+        outbox: Outbox::new(1),
         server_port: client_port.wrapping_add(1),
         client_port,
         deadline: Duration::from_secs(5),

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddrV6;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use dhcproto::v6::MessageType;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -22,6 +22,7 @@ use super::reply::{Lease6, Reply6};
 use super::state::{Job6, State6, DRAIN};
 use crate::client::ClientKey;
 use crate::config::Subnet6Config;
+use crate::dhcp::outbox::Outgoing;
 use crate::ipam::{Ia6Key, Ia6Kind, Ia6Result, IpamError};
 use crate::stats::{DhcpOutcome, DropReason};
 
@@ -183,7 +184,8 @@ fn ia_answer(r: Ia6Result, subnet: &Subnet6Config, now: SystemTime) -> IaAnswer 
     }
 }
 
-/// Sends `reply`: in Relay-Repl envelopes to the relay that sent the
+/// Sends `reply` (queued for the receive loop's flush while it is busy, at
+/// once otherwise): in Relay-Repl envelopes to the relay that sent the
 /// message (server port), or to a direct client's address (client port,
 /// on the interface it came in on).
 async fn send(s: &State6, job: &Job6, reply: Reply6) {
@@ -201,16 +203,14 @@ async fn send(s: &State6, job: &Job6, reply: Reply6) {
             (reply.bytes, to)
         }
     };
-    match s.socket.send_to(&bytes, to).await {
-        Ok(_) => {
-            s.stats.dhcp.packet(job.kind, outcome);
-            s.stats.clients.served(&job.key, Instant::now());
-        }
-        Err(e) => {
-            tracing::debug!(%to, error = %e, "dhcp6 send");
-            s.stats.dhcp.packet(job.kind, DhcpOutcome::Dropped);
-        }
-    }
+    let out = Outgoing {
+        bytes,
+        to,
+        kind: job.kind,
+        outcome,
+        key: job.key.clone(),
+    };
+    s.outbox.send(0, &s.socket, &s.stats, out).await
 }
 
 #[cfg(test)]
@@ -223,7 +223,7 @@ mod tests {
     use crate::dhcp6::state::for_tests;
     use crate::ipam::Ipam;
     use crate::stats::DhcpKind;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     /// The Reply to a Request goes out only once the IPAM said Ok: under a
     /// storage error the client gets nothing and the drop is counted.
@@ -314,5 +314,26 @@ mod tests {
         assert_eq!(stats.drops(DropReason::Duplicate), 1);
         first.await;
         assert!(start(&state, job()).is_some());
+        // While the receive loop is busy, the Reply waits for its flush,
+        // counted only once the kernel took it.
+        client.recv(&mut buf).await.unwrap(); // the Reply to `first`
+        let replies = stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply);
+        state.outbox.set_batching(true);
+        process(state.clone(), job()).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), client.recv(&mut buf)).await;
+        assert!(got.is_err(), "a Reply before the flush");
+        assert_eq!(
+            stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply),
+            replies
+        );
+        let mut spare = Vec::new();
+        let socket = std::slice::from_ref(&state.socket);
+        crate::dhcp::outbox::flush(&state.outbox, socket, |s| s, &stats, &mut spare).await;
+        client.recv(&mut buf).await.unwrap();
+        assert_eq!(buf[..4], [7, 1, 2, 3], "the Reply, at the flush");
+        assert_eq!(
+            stats.dhcp.packets(DhcpKind::Request, DhcpOutcome::Reply),
+            replies + 1
+        );
     }
 }
