@@ -391,6 +391,27 @@ impl Lab {
     }
 }
 
+/// Starts a real client on every client slot: busybox udhcpc on the first
+/// two, ISC dhclient on the rest; each with its history log.
+pub fn start_clients(lab: &Lab) -> Vec<(Proc, PathBuf)> {
+    (0..lab.clients.len())
+        .map(|c| {
+            if c < 2 {
+                lab.udhcpc(c)
+            } else {
+                lab.dhclient(c)
+            }
+        })
+        .collect()
+}
+
+/// Whether every client's log holds an ACK.
+pub fn all_acked(clients: &[(Proc, PathBuf)]) -> bool {
+    clients
+        .iter()
+        .all(|(_, log)| std::fs::read_to_string(log).is_ok_and(|t| t.contains(" ack ")))
+}
+
 /// The hook script of client `c` for `tool` (udhcpc or dhclient): it
 /// appends history lines to its log (`ack` on a binding or renewal, `nak`
 /// for the address it held, `release` when it stops using an address) and

@@ -6,7 +6,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::cluster_lab::{within, ClusterKeys, Lab, LabSpec, NodeOptions};
+use crate::cluster_lab::{
+    all_acked, start_clients, within, ClusterKeys, Lab, LabSpec, NodeOptions,
+};
 use crate::history::{check, now, History, Kind};
 use crate::netns::require_root;
 
@@ -32,15 +34,7 @@ fn lab_two_standalone_nodes_serve_real_clients_once_each() {
         lab.start_node(i);
     }
     // Two busybox udhcpc and two ISC dhclient.
-    let clients: Vec<_> = (0..lab.clients.len())
-        .map(|c| {
-            if c < 2 {
-                lab.udhcpc(c)
-            } else {
-                lab.dhclient(c)
-            }
-        })
-        .collect();
+    let clients = start_clients(&lab);
     let history = History::default();
     let read = |history: &History| {
         for (_, log) in &clients {
@@ -48,11 +42,7 @@ fn lab_two_standalone_nodes_serve_real_clients_once_each() {
             assert_eq!(history.add_log(&text), 0, "{text}");
         }
     };
-    let all_bound = within(Duration::from_secs(20), || {
-        clients
-            .iter()
-            .all(|(_, log)| std::fs::read_to_string(log).is_ok_and(|t| t.contains(" ack ")))
-    });
+    let all_bound = within(Duration::from_secs(20), || all_acked(&clients));
     assert!(all_bound.is_some(), "not every client bound: {:?}", {
         read(&history);
         history.events()
@@ -233,25 +223,13 @@ fn lab_three_cluster_nodes_serve_real_clients_from_one_pool() {
         lab.write_config(i, &o);
         lab.start_node(i);
     }
-    let clients: Vec<_> = (0..lab.clients.len())
-        .map(|c| {
-            if c < 2 {
-                lab.udhcpc(c)
-            } else {
-                lab.dhclient(c)
-            }
-        })
-        .collect();
+    let clients = start_clients(&lab);
     let logs = |history: &History| {
         for (_, log) in &clients {
             history.add_log(&std::fs::read_to_string(log).unwrap_or_default());
         }
     };
-    let all_bound = within(Duration::from_secs(30), || {
-        clients
-            .iter()
-            .all(|(_, log)| std::fs::read_to_string(log).is_ok_and(|t| t.contains(" ack ")))
-    });
+    let all_bound = within(Duration::from_secs(30), || all_acked(&clients));
     assert!(all_bound.is_some(), "not every client bound");
     // Kill the node that answered client 0; it renews (T1 = 10 s) or
     // rebinds through a survivor, keeping its address.
