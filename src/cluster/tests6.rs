@@ -318,3 +318,67 @@ fn a_fenced_node_writes_no_v6_binding_and_answers_fresh_renewals() {
     let late = renew(now + Duration::from_secs(1800));
     assert!(matches!(late, Err(IpamError::Degraded(_))), "{late:?}");
 }
+
+/// `db import` (and `cluster migrate`, which is an import) carries v6
+/// subnets and bindings into an empty cluster, each bound IA with its
+/// binding key; `db export` reads them back; `cluster status` counts them.
+#[test]
+fn v6_subnets_and_bindings_go_through_import_export_and_status() {
+    use crate::ipam::{Binding6, Dump, LeaseState, SCHEMA};
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let cfg = config(&etcd, "a");
+    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+    let binding = |ip: &str, kind, state| Binding6 {
+        ip: ip.into(),
+        subnet: "lab6".into(),
+        client: "duid:00030001020000000601".parse().unwrap(),
+        kind,
+        iaid: 1,
+        state,
+        expires_at: at(4_000_000_000),
+        updated_at: at(1_700_000_000),
+    };
+    let dump = Dump {
+        schema: SCHEMA,
+        subnets: vec![],
+        reservations: vec![],
+        leases: vec![],
+        isolations: vec![],
+        subnets6: vec![subnet6()],
+        leases6: vec![
+            binding("fd00:77::100", Ia6Kind::Na, LeaseState::Bound),
+            binding("fd00:78:0:100::/56", Ia6Kind::Pd, LeaseState::Bound),
+            binding("fd00:77::101", Ia6Kind::Na, LeaseState::Declined),
+        ],
+    };
+    let writes = rt.block_on(prepare(dump.clone(), &cfg)).unwrap();
+    import(&cfg, writes).unwrap();
+    let ia = "duid:00030001020000000601/pd/1";
+    let key = etcd.get(&format!("/vpcbox/t6/bindings6/{ia}"), false);
+    assert_eq!(key.get(1).map(String::as_str), Some("fd00:78:0:100::/56"));
+    assert_eq!(
+        etcd.get("/vpcbox/t6/bindings6/", true).len(),
+        4,
+        "bound IAs only"
+    );
+    let back = export(&cfg).unwrap();
+    assert_eq!(back.subnets6, dump.subnets6);
+    let mut want = dump.leases6.clone();
+    let mut got = back.leases6.clone();
+    want.sort_by(|a, b| a.ip.cmp(&b.ip));
+    got.sort_by(|a, b| a.ip.cmp(&b.ip));
+    assert_eq!(got, want);
+    let status = read_status(&cfg).unwrap();
+    assert_eq!(status.subnets6, vec!["lab6".to_owned()]);
+    let counts: Vec<(&str, u64)> = status
+        .leases6
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        counts,
+        [("na bound", 1), ("na declined", 1), ("pd bound", 1)]
+    );
+    assert!(render_status(&status).contains("leases6: na bound 1, na declined 1, pd bound 1"));
+}
