@@ -114,13 +114,6 @@ mod imp {
         dump: Dump,
         file: &Path,
     ) -> Result<String, Exit> {
-        // The cluster keeps no v6 bindings: refuse rather than drop them.
-        if !dump.subnets6.is_empty() || !dump.leases6.is_empty() {
-            return Err(Exit::usage(format!(
-                "{}: holds DHCPv6 subnets or leases, which a cluster does not keep yet",
-                file.display()
-            )));
-        }
         let writes = runtime
             .block_on(crate::cluster::prepare(dump, c))
             .map_err(|e| Exit::usage(format!("{}: {e}", file.display())))?;

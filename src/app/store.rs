@@ -58,8 +58,8 @@ fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
     apply_config6(config, ipam)
 }
 
-/// The `[[subnet6]]` subnets and the v6 port cap. In cluster mode the config
-/// has none (refused) and the cluster store keeps no v6 trees.
+/// The `[[subnet6]]` subnets and the v6 port cap (in cluster mode the
+/// subnets are stored with the rest of the config, see `apply_cluster_config`).
 fn apply_config6(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
     ipam.set_port_cap6(config.dhcp.max_leases_per_port);
     if config.cluster.is_none() {
@@ -92,7 +92,9 @@ fn apply_cluster_config(
     cluster: &crate::cluster::Cluster,
 ) -> Result<(), Exit> {
     use crate::cluster::ApplyError;
-    match cluster.apply_config(ipam, &config.subnets, &config.reservations) {
+    ipam.set_port_cap6(config.dhcp.max_leases_per_port);
+    let subnets6: Vec<_> = config.subnets6.iter().map(|s| s.spec()).collect();
+    match cluster.apply_config(ipam, &config.subnets, &config.reservations, &subnets6) {
         Ok(()) => Ok(()),
         Err(ApplyError::Ipam(e)) => Err(config_error(e)),
         Err(e @ ApplyError::Differs(_)) => {

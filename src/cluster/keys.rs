@@ -4,7 +4,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::ipam::{lease_from_json, lease_to_json, IpamError, TreeId};
+use crate::ipam::{
+    key6_from_text, key6_to_text, lease6_from_json, lease6_to_json, lease_from_json, lease_to_json,
+    Ia6Key, Ia6Kind, IpamError, TreeId,
+};
 
 /// Every key lives under `prefix/`.
 #[derive(Debug, Clone)]
@@ -24,6 +27,9 @@ pub enum Parsed {
     Block(String, u32),
     /// `bindings/<client>`: the address a client is bound to.
     Binding(String),
+    /// `bindings6/<client>/<na|pd>/<iaid>`: the address or prefix (as
+    /// `leases6/` names it) one DHCPv6 IA is bound to.
+    Binding6(String),
 }
 
 impl Keys {
@@ -59,6 +65,11 @@ impl Keys {
         self.key(&format!("bindings/{client}"))
     }
 
+    /// The key of one IA's v6 binding (`ia` as its text, see [`ia_of`]).
+    pub fn binding6(&self, ia: &str) -> Vec<u8> {
+        self.key(&format!("bindings6/{ia}"))
+    }
+
     /// The etcd key of a store key (`None`: a tree the cluster does not
     /// keep: the legacy clients tree).
     pub fn of_tree(&self, tree: TreeId, key: &[u8]) -> Option<Vec<u8>> {
@@ -75,8 +86,9 @@ impl Keys {
             }
             TreeId::Isolations => self.key(&format!("isolations/{}", text(key))),
             TreeId::Meta => self.key(&format!("meta/{}", text(key))),
-            // DHCPv6 is not supported in cluster mode (the config refuses it).
-            TreeId::Clients | TreeId::Subnets6 | TreeId::Leases6 => return None,
+            TreeId::Subnets6 => self.key(&format!("subnets6/{}", text(key))),
+            TreeId::Leases6 => self.key(&format!("leases6/{}", key6_to_text(key)?)),
+            TreeId::Clients => return None,
         })
     }
 
@@ -87,6 +99,7 @@ impl Keys {
         Some(match kind {
             "nodes" => Parsed::Node(name.to_owned()),
             "bindings" => Parsed::Binding(name.to_owned()),
+            "bindings6" => Parsed::Binding6(ia_of(name)?.to_string()),
             "blocks" => {
                 let (subnet, ip) = name.rsplit_once('/')?;
                 Parsed::Block(subnet.to_owned(), u32::from(ip.parse::<Ipv4Addr>().ok()?))
@@ -105,9 +118,26 @@ impl Keys {
             }
             "isolations" => Parsed::Tree(TreeId::Isolations, name.as_bytes().to_vec()),
             "meta" => Parsed::Tree(TreeId::Meta, name.as_bytes().to_vec()),
+            "subnets6" => Parsed::Tree(TreeId::Subnets6, name.as_bytes().to_vec()),
+            "leases6" => Parsed::Tree(TreeId::Leases6, key6_from_text(name)?),
             _ => return None,
         })
     }
+}
+
+/// An IA from its text (`client/na|pd/iaid`, as `Ia6Key` displays it).
+pub fn ia_of(text: &str) -> Option<Ia6Key> {
+    let (rest, iaid) = text.rsplit_once('/')?;
+    let (client, kind) = rest.rsplit_once('/')?;
+    Some(Ia6Key {
+        client: client.parse().ok()?,
+        kind: match kind {
+            "na" => Ia6Kind::Na,
+            "pd" => Ia6Kind::Pd,
+            _ => return None,
+        },
+        iaid: iaid.parse().ok()?,
+    })
 }
 
 /// A reservation key is `subnet \0 client`.
@@ -122,6 +152,7 @@ fn split_reservation(key: &[u8]) -> Option<(String, String)> {
 pub fn to_etcd(tree: TreeId, value: &[u8]) -> Result<Vec<u8>, IpamError> {
     match tree {
         TreeId::Leases => lease_to_json(value),
+        TreeId::Leases6 => lease6_to_json(value),
         _ => Ok(value.to_vec()),
     }
 }
@@ -130,6 +161,7 @@ pub fn to_etcd(tree: TreeId, value: &[u8]) -> Result<Vec<u8>, IpamError> {
 pub fn from_etcd(tree: TreeId, value: &[u8]) -> Result<Vec<u8>, IpamError> {
     match tree {
         TreeId::Leases => lease_from_json(value),
+        TreeId::Leases6 => lease6_from_json(value),
         _ => Ok(value.to_vec()),
     }
 }
@@ -141,12 +173,21 @@ mod tests {
     #[test]
     fn every_tree_key_round_trips_through_its_etcd_key() {
         let keys = Keys::new("/vpcbox/v1/");
-        let cases: [(TreeId, Vec<u8>); 5] = [
+        let mut na = vec![0xfd, 0, 0, 0x77];
+        na.extend([0; 11]);
+        na.extend([0x10, 128]);
+        let mut pd = vec![0xfd, 0, 0, 0x78, 0, 0, 1];
+        pd.extend([0; 9]);
+        pd.push(56);
+        let cases: [(TreeId, Vec<u8>); 8] = [
             (TreeId::Subnets, b"lab".to_vec()),
             (TreeId::Leases, vec![10, 0, 0, 7]),
             (TreeId::Reservations, b"lab\0mac:02:00:00:00:00:10".to_vec()),
             (TreeId::Isolations, b"mac:02:00:00:00:00:11".to_vec()),
             (TreeId::Meta, b"schema".to_vec()),
+            (TreeId::Subnets6, b"lab6".to_vec()),
+            (TreeId::Leases6, na.clone()),
+            (TreeId::Leases6, pd.clone()),
         ];
         for (tree, key) in cases {
             let etcd = keys.of_tree(tree, &key).unwrap();
@@ -164,5 +205,19 @@ mod tests {
             Some(Parsed::Block("lab".into(), 0x0a00_0010))
         );
         assert_eq!(keys.parse(b"/other/nodes/a"), None);
+        assert_eq!(
+            keys.of_tree(TreeId::Leases6, &na).unwrap(),
+            b"/vpcbox/v1/leases6/fd00:77::10"
+        );
+        assert_eq!(
+            keys.of_tree(TreeId::Leases6, &pd).unwrap(),
+            b"/vpcbox/v1/leases6/fd00:78:0:100::/56"
+        );
+        let ia = "duid:000100010a0b/pd/7";
+        assert_eq!(ia_of(ia).unwrap().to_string(), ia);
+        let b6 = keys.binding6(ia);
+        assert_eq!(keys.parse(&b6), Some(Parsed::Binding6(ia.into())));
+        assert_eq!(keys.parse(b"/vpcbox/v1/bindings6/duid:00/xx/1"), None);
+        assert_eq!(keys.parse(b"/vpcbox/v1/leases6/fd00::/0"), None);
     }
 }

@@ -27,6 +27,8 @@ mod watch;
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;
 
 pub use apply::ApplyError;
 pub use handle::Cluster;

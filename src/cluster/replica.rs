@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use etcd_client::KeyValue;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{from_etcd, Keys, Parsed};
+use super::keys::{from_etcd, ia_of, Keys, Parsed};
 use crate::client::ClientKey;
-use crate::ipam::{Queued, RemoteLease, TreeId};
+use crate::ipam::{key6_from_text, Queued, RemoteLease, RemoteLease6, TreeId};
 
 /// The value of `blocks/<subnet>/<first-ip>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +53,8 @@ pub struct Replica {
     pub trees: HashMap<TreeId, BTreeMap<Vec<u8>, Versioned>>,
     /// Client text → (address it is bound to, revision).
     pub bindings: HashMap<String, (u32, i64)>,
+    /// IA text → (store key of the v6 binding it holds, revision).
+    pub bindings6: HashMap<String, (Vec<u8>, i64)>,
     pub blocks: BTreeMap<(String, u32), Block>,
     /// Live nodes → their registration revision.
     pub nodes: BTreeMap<String, i64>,
@@ -67,6 +69,7 @@ pub struct Replica {
 #[derive(Debug, Default)]
 pub struct Folded {
     pub leases: Vec<RemoteLease>,
+    pub leases6: Vec<RemoteLease6>,
     /// Subnets or reservations changed: the IPAM reloads its index.
     pub reload: bool,
     pub isolations: bool,
@@ -93,6 +96,7 @@ impl Replica {
         match keys.parse(key) {
             Some(Parsed::Tree(t, k)) => self.tree(t).and_then(|m| m.get(&k)).map_or(0, |v| v.1),
             Some(Parsed::Binding(c)) => self.bindings.get(&c).map_or(0, |b| b.1),
+            Some(Parsed::Binding6(ia)) => self.bindings6.get(&ia).map_or(0, |b| b.1),
             Some(Parsed::Block(s, f)) => self.blocks.get(&(s, f)).map_or(0, |b| b.create_rev),
             Some(Parsed::Node(n)) => self.nodes.get(&n).copied().unwrap_or(0),
             None => 0,
@@ -148,6 +152,13 @@ impl Replica {
                     self.bindings.insert(c, (ip, rev));
                 }
             }
+            Parsed::Binding6(ia) => {
+                let to = std::str::from_utf8(value).ok().and_then(key6_from_text);
+                if let Some(to) = to {
+                    self.check_binding6(&ia, Some(&to), key, queued);
+                    self.bindings6.insert(ia, (to, rev));
+                }
+            }
             Parsed::Block(s, f) => {
                 if let Ok(owner) = serde_json::from_slice::<BlockValue>(value) {
                     self.blocks.insert((s, f), Block { owner, create_rev });
@@ -190,6 +201,10 @@ impl Replica {
                 self.check_binding(&c, None, key, queued);
                 self.bindings.remove(&c);
             }
+            Parsed::Binding6(ia) => {
+                self.check_binding6(&ia, None, key, queued);
+                self.bindings6.remove(&ia);
+            }
             Parsed::Block(s, f) => out.layout |= self.blocks.remove(&(s, f)).is_some(),
             Parsed::Node(n) => {
                 self.rates.remove(&n);
@@ -227,9 +242,35 @@ impl Replica {
                     new: new.map(|v| v.0),
                 });
             }
-            TreeId::Subnets | TreeId::Reservations => out.reload = true,
+            TreeId::Leases6 => {
+                let value = new.as_ref().map(|v| v.0.as_slice());
+                if queued.is_some_and(|q| q.lease6_differs(&k, value)) {
+                    self.poisoned.insert(etcd_key.to_vec());
+                }
+                out.leases6.push(RemoteLease6 {
+                    key: k,
+                    old: old.map(|v| v.0),
+                    new: new.map(|v| v.0),
+                });
+            }
+            TreeId::Subnets | TreeId::Reservations | TreeId::Subnets6 => out.reload = true,
             TreeId::Isolations => out.isolations = true,
-            TreeId::Meta | TreeId::Clients | TreeId::Subnets6 | TreeId::Leases6 => {}
+            TreeId::Meta | TreeId::Clients => {}
+        }
+    }
+
+    /// A remote change of an IA's v6 binding while a local write for that
+    /// IA is queued poisons the binding's key (as v4's [`Self::check_binding`]).
+    fn check_binding6(
+        &mut self,
+        ia: &str,
+        to: Option<&[u8]>,
+        key: &[u8],
+        queued: Option<&dyn Queued>,
+    ) {
+        let Some(q) = queued else { return };
+        if ia_of(ia).is_some_and(|ia| q.ia_differs(&ia, to)) {
+            self.poisoned.insert(key.to_vec());
         }
     }
 

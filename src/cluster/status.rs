@@ -27,6 +27,9 @@ pub struct ClusterStatus {
     pub leases: BTreeMap<String, u64>,
     pub reservations: u64,
     pub isolations: Vec<String>,
+    /// DHCPv6 subnets, and stored v6 bindings by kind and state (`na bound`, `pd declined`, …).
+    pub subnets6: Vec<String>,
+    pub leases6: BTreeMap<String, u64>,
     pub endpoints: Vec<EndpointStatus>,
 }
 
@@ -145,6 +148,12 @@ pub fn fold(keys: &Keys, block_size: u32, kvs: &[KeyValue]) -> ClusterStatus {
             Some(Parsed::Tree(TreeId::Subnets, id)) => s.subnets.push(text(&id)),
             Some(Parsed::Tree(TreeId::Reservations, _)) => s.reservations += 1,
             Some(Parsed::Tree(TreeId::Isolations, c)) => s.isolations.push(text(&c)),
+            Some(Parsed::Tree(TreeId::Subnets6, id)) => s.subnets6.push(text(&id)),
+            Some(Parsed::Tree(TreeId::Leases6, _)) => {
+                let kind = json_field(kv.value(), "kind");
+                let state = json_field(kv.value(), "state");
+                *s.leases6.entry(format!("{kind} {state}")).or_default() += 1;
+            }
             Some(Parsed::Tree(TreeId::Leases, ip)) => {
                 let Ok(ip) = <[u8; 4]>::try_from(ip.as_slice()) else {
                     continue;
@@ -194,9 +203,14 @@ fn text(b: &[u8]) -> String {
 
 /// The `state` of a lease's JSON value (`unreadable` if it has none).
 fn lease_state(json: &[u8]) -> String {
+    json_field(json, "state")
+}
+
+/// A text field of a JSON value (`unreadable` if it has none).
+fn json_field(json: &[u8], field: &str) -> String {
     serde_json::from_slice::<serde_json::Value>(json)
         .ok()
-        .and_then(|v| v.get("state")?.as_str().map(str::to_owned))
+        .and_then(|v| v.get(field)?.as_str().map(str::to_owned))
         .unwrap_or_else(|| "unreadable".into())
 }
 
@@ -245,6 +259,11 @@ pub fn render(s: &ClusterStatus) -> String {
             leases.join(", ")
         }
     );
+    if !s.subnets6.is_empty() || !s.leases6.is_empty() {
+        let leases6: Vec<String> = s.leases6.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "subnets6: {}", s.subnets6.join(", "));
+        let _ = writeln!(out, "leases6: {}", leases6.join(", "));
+    }
     let _ = writeln!(out, "reservations: {}", s.reservations);
     let _ = writeln!(out, "isolations: {}", s.isolations.len());
     let _ = writeln!(out, "etcd endpoints:");

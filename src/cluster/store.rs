@@ -13,7 +13,9 @@ use futures::future::BoxFuture;
 use super::etcd::{txn, Etcd};
 use super::node::Node;
 use super::replica::{Folded, Replica};
-use crate::ipam::{lease_holder, IpamError, KvIter, Op, Store, TreeId};
+use crate::ipam::{
+    key6_to_text, lease6_holder, lease_holder, IpamError, KvIter, Op, Store, TreeId,
+};
 
 /// etcd's default `--max-txn-ops`: a batch over it is split in parts.
 const MAX_TXN_OPS: usize = 128;
@@ -75,10 +77,31 @@ impl ClusterStore {
         let mut last: BTreeMap<Vec<u8>, (TreeId, Option<&[u8]>)> = BTreeMap::new();
         // Client → address it ends up bound to (None: unbound), in order.
         let mut binds: BTreeMap<String, Option<u32>> = BTreeMap::new();
+        // IA → v6 store key it ends up bound to (None: unbound), in order.
+        let mut binds6: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         for op in ops {
             let Some(key) = keys.of_tree(op.tree, &op.key) else {
                 continue;
             };
+            if op.tree == TreeId::Leases6 {
+                let before = last
+                    .get(&key)
+                    .map(|(_, v)| v.map(<[u8]>::to_vec))
+                    .unwrap_or_else(|| {
+                        r.tree(TreeId::Leases6)
+                            .and_then(|t| t.get(&op.key))
+                            .map(|v| v.0.clone())
+                    });
+                if let Some((ia, true)) = before.as_deref().and_then(lease6_holder) {
+                    let text = ia.to_string();
+                    if r.bindings6.get(&text).is_some_and(|b| b.0 == op.key) {
+                        binds6.insert(text, None);
+                    }
+                }
+                if let Some((ia, true)) = op.value.as_deref().and_then(lease6_holder) {
+                    binds6.insert(ia.to_string(), Some(op.key.clone()));
+                }
+            }
             if op.tree == TreeId::Leases {
                 let ip = <[u8; 4]>::try_from(op.key.as_slice())
                     .map(u32::from_be_bytes)
@@ -113,7 +136,8 @@ impl ClusterStore {
                 .and_then(|t| t.get(&tree_key(keys, key)?));
             let rev = stored.map_or(0, |v| v.1);
             // Config shared by every node: rewriting the same value is no write.
-            if *tree != TreeId::Leases && stored.map(|v| v.0.as_slice()) == *value {
+            let lease = matches!(tree, TreeId::Leases | TreeId::Leases6);
+            if !lease && stored.map(|v| v.0.as_slice()) == *value {
                 continue;
             }
             p.when
@@ -156,7 +180,43 @@ impl ClusterStore {
                 None => {}
             }
         }
+        self.plan6(&r, binds6, &mut p)?;
         Ok(p)
+    }
+
+    /// The v6 IAs' binding keys: each compared on its last-seen revision
+    /// (0: none yet), so one IA holds one binding cluster-wide. v6 has no
+    /// blocks: a lease key's create-only compare keeps an address unique.
+    fn plan6(
+        &self,
+        r: &Replica,
+        binds6: BTreeMap<String, Option<Vec<u8>>>,
+        p: &mut Plan,
+    ) -> Result<(), IpamError> {
+        let keys = &self.etcd.keys;
+        for (ia, to) in binds6 {
+            let key = keys.binding6(&ia);
+            if r.poisoned.contains(&key) {
+                return Err(conflict(&key));
+            }
+            let cur = r.bindings6.get(&ia);
+            p.when.push(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                cur.map_or(0, |b| b.1),
+            ));
+            match to {
+                Some(k) if cur.is_some_and(|b| b.0 == k) => {}
+                Some(k) => {
+                    let text = key6_to_text(&k)
+                        .ok_or_else(|| IpamError::Storage("a v6 lease key is malformed".into()))?;
+                    p.write(key, Some(text.into_bytes()));
+                }
+                None if cur.is_some() => p.write(key, None),
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     /// Runs one planned txn and folds its writes into the copy.

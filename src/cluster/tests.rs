@@ -375,13 +375,13 @@ fn nodes_joined_together_store_the_same_config_once() {
         (c, ipam)
     };
     let ((ca, a), (cb, b), (cc, c)) = (join("a"), join("b"), join("c"));
-    ca.apply_config(&a, &[subnet()], &[]).unwrap();
+    ca.apply_config(&a, &[subnet()], &[], &[]).unwrap();
     let plain = b.apply_config(&[subnet()], &[], SystemTime::now());
     assert!(matches!(plain, Err(IpamError::Conflict(_))), "{plain:?}");
-    cb.apply_config(&b, &[subnet()], &[]).unwrap();
+    cb.apply_config(&b, &[subnet()], &[], &[]).unwrap();
     assert_eq!(b.subnets().len(), 1);
     let other = subnet().with_lease_time(Duration::from_secs(60));
-    let e = cc.apply_config(&c, &[other], &[]).unwrap_err();
+    let e = cc.apply_config(&c, &[other], &[], &[]).unwrap_err();
     assert!(
         matches!(&e, ApplyError::Differs(w) if w == "subnet 'lab'"),
         "{e}"

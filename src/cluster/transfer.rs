@@ -18,7 +18,10 @@ use super::node::Node;
 use super::replica::Replica;
 use super::store::ClusterStore;
 use crate::config::ClusterConfig;
-use crate::ipam::{lease_holder, Dump, Ipam, IpamError, IpamOptions, KvIter, Op, Store, TreeId};
+use crate::ipam::{
+    key6_to_text, lease6_holder, lease_holder, Dump, Ipam, IpamError, IpamOptions, KvIter, Op,
+    Store, TreeId,
+};
 use crate::stats::Stats;
 
 /// Keys per import txn (each is one compare and one put; etcd's default
@@ -134,7 +137,7 @@ pub fn import(config: &ClusterConfig, writes: Writes) -> Result<Imported, Import
 fn holds_data(keys: &Keys, key: &[u8]) -> bool {
     match keys.parse(key) {
         Some(Parsed::Tree(t, _)) => t != TreeId::Meta,
-        Some(Parsed::Binding(_)) => true,
+        Some(Parsed::Binding(_) | Parsed::Binding6(_)) => true,
         _ => false,
     }
 }
@@ -186,7 +189,8 @@ impl MemStore {
     }
 
     /// Every stored key in etcd form, each bound lease with its client's
-    /// `bindings/<client>` (what the cluster store keeps for a binding).
+    /// `bindings/<client>` and each bound v6 lease with its IA's
+    /// `bindings6/<ia>` (what the cluster store keeps for a binding).
     fn writes(&self, keys: &Keys) -> Result<Writes, IpamError> {
         let trees = self.lock();
         let mut out = Vec::new();
@@ -195,6 +199,8 @@ impl MemStore {
             TreeId::Reservations,
             TreeId::Isolations,
             TreeId::Leases,
+            TreeId::Subnets6,
+            TreeId::Leases6,
         ] {
             for (k, v) in trees.get(&tree).into_iter().flatten() {
                 let Some(key) = keys.of_tree(tree, k) else {
@@ -211,6 +217,11 @@ impl MemStore {
                         keys.binding(&client.to_string()),
                         ip.to_string().into_bytes(),
                     ));
+                }
+                if let (TreeId::Leases6, Some((ia, true))) = (tree, lease6_holder(v)) {
+                    let at = key6_to_text(k)
+                        .ok_or_else(|| IpamError::Storage("a v6 lease key is malformed".into()))?;
+                    group.push((keys.binding6(&ia.to_string()), at.into_bytes()));
                 }
                 out.push(group);
             }

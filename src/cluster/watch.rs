@@ -91,7 +91,10 @@ impl Watch {
         match self.ipam.upgrade() {
             Some(ipam) => ipam.fold_remote(|q| {
                 fold(Some(q), &mut out);
-                std::mem::take(&mut out.leases)
+                crate::ipam::Remote {
+                    leases: std::mem::take(&mut out.leases),
+                    leases6: std::mem::take(&mut out.leases6),
+                }
             }),
             None => fold(None, &mut out),
         }

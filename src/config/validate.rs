@@ -26,15 +26,6 @@ impl TryFrom<RawConfig> for Config {
         if dhcp.enabled && !subnets.is_empty() && dhcp.server_id.is_none() {
             return fail("dhcp.server_id", "", "is required when subnets are served");
         }
-        // The cluster store keeps no v6 bindings yet: refuse rather than
-        // serve DHCPv6 from one node's local store.
-        if let (Some(_), Some(s)) = (&raw.cluster, raw.subnets6.first()) {
-            return fail(
-                "subnet6[0].id",
-                &s.id,
-                "cannot be served with [cluster] (no DHCPv6 in cluster mode yet)",
-            );
-        }
         let cluster = raw
             .cluster
             .as_ref()

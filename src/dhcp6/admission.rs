@@ -15,8 +15,10 @@
 //! 6. [`trusted_relay`]: a Relay-Forw only from a configured relay, whose
 //!    link-address names the subnet; a direct client's subnet is its
 //!    interface's;
-//! 7. [`global_quota`]: `[dhcp] global_rate`, spent only by what got here;
-//! 8. [`enqueue`]: the bounded queue.
+//! 7. [`this_node`]: in a cluster, the live node the client's `duid:HEX`
+//!    hashes to answers it; the others drop it (`other_node`);
+//! 8. [`global_quota`]: `[dhcp] global_rate`, spent only by what got here;
+//! 9. [`enqueue`]: the bounded queue.
 //!
 //! In the worker: [`in_time`] (the deadline), and [`new_lease`] (not while
 //! the memory governor sheds load) before the IPAM hands out anything.
@@ -97,6 +99,9 @@ pub(super) fn admit(s: &State6, a: Arrival<'_>, queue: &mpsc::Sender<Job6>) {
         Ok(i) => i,
         Err(r) => return refuse_at(s, &key, kind, r, a.now),
     };
+    if let Err(r) = this_node(s, &key) {
+        return refuse_at(s, &key, kind, r, a.now);
+    }
     if let Err(r) = global_quota(s) {
         return refuse_at(s, &key, kind, r, a.now);
     }
@@ -187,6 +192,16 @@ fn trusted_relay(
         Some(addrs) => link::for_interface(subnets, addrs),
     };
     Ok(found.and_then(|f| subnets.iter().position(|s| s.id == f.id)))
+}
+
+/// Cluster mode: every node hears the client, the one its key hashes to
+/// among the live nodes (the same rendezvous as v4's) answers it; always
+/// this one alone.
+fn this_node(s: &State6, key: &ClientKey) -> Step {
+    match s.ipam.answers(key) {
+        true => Ok(()),
+        false => Err(Refused::Drop(DropReason::OtherNode)),
+    }
 }
 
 /// The client's own quota: by its DUID as the datagram holds it, or

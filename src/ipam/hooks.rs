@@ -5,6 +5,7 @@
 use futures::future::BoxFuture;
 
 use super::error::IpamError;
+use super::v6::Ia6Key;
 use crate::client::ClientKey;
 
 /// Implemented by the cluster layer; every method is cheap and lock-free
@@ -60,6 +61,28 @@ pub struct RemoteLease {
     pub new: Option<Vec<u8>>,
 }
 
+/// A v6 binding record another node wrote (or removed): `key` is its
+/// store key (address or prefix), `old`/`new` as in [`RemoteLease`].
+#[derive(Debug, Clone)]
+pub struct RemoteLease6 {
+    pub key: Vec<u8>,
+    pub old: Option<Vec<u8>>,
+    pub new: Option<Vec<u8>>,
+}
+
+/// The lease records one fold changed, v4 and v6.
+#[derive(Debug, Default)]
+pub struct Remote {
+    pub leases: Vec<RemoteLease>,
+    pub leases6: Vec<RemoteLease6>,
+}
+
+impl Remote {
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty() && self.leases6.is_empty()
+    }
+}
+
 /// What a fold found queued locally, for the store to refuse the write
 /// planned on what the remote change replaced.
 pub trait Queued {
@@ -69,4 +92,10 @@ pub trait Queued {
     /// Whether a local write for `client` is queued or in flight (its
     /// binding may change) with an address other than `ip`.
     fn client_differs(&self, client: &ClientKey, ip: Option<u32>) -> bool;
+    /// Whether a local write of the v6 binding `key` (a store key) is
+    /// queued or in flight with a value other than `value`.
+    fn lease6_differs(&self, key: &[u8], value: Option<&[u8]>) -> bool;
+    /// Whether a local write for `ia` is queued or in flight (its binding
+    /// may change) with a key other than `key`.
+    fn ia_differs(&self, ia: &Ia6Key, key: Option<&[u8]>) -> bool;
 }

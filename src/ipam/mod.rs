@@ -40,7 +40,9 @@ pub(crate) mod tests;
 pub use dump::Dump;
 pub use error::IpamError;
 pub use handle::Ipam;
-pub use hooks::{ClusterHooks, ClusterNodeView, ClusterReads, Queued, RemoteLease};
+pub use hooks::{
+    ClusterHooks, ClusterNodeView, ClusterReads, Queued, Remote, RemoteLease, RemoteLease6,
+};
 pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, Port,
     ReservationSpec, StaticRoute,
@@ -50,6 +52,6 @@ pub use record::{lease_from_json, lease_holder, lease_to_json};
 pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
 pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};
 pub use v6::{
-    Binding6, Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, Page6, PdPoolSpec, Range6, Subnet6Spec,
-    Usage6, OFFER_CAP6,
+    key6_from_text, key6_to_text, lease6_from_json, lease6_holder, lease6_to_json, Binding6, Held6,
+    Ia6Key, Ia6Kind, Ia6Op, Ia6Result, Page6, PdPoolSpec, Range6, Subnet6Spec, Usage6, OFFER_CAP6,
 };

@@ -5,6 +5,7 @@
 use super::error::IpamError;
 use super::hooks::Queued;
 use super::state::State;
+use super::v6::{Ia6Key, Key6};
 use crate::client::ClientKey;
 
 impl State {
@@ -76,5 +77,19 @@ impl Queued for State {
         self.clients
             .get(client)
             .is_some_and(|cur| self.overlay.contains_key(&cur) && Some(cur) != ip)
+    }
+
+    fn lease6_differs(&self, key: &[u8], value: Option<&[u8]>) -> bool {
+        Key6::from_bytes(key)
+            .and_then(|k| self.v6.overlay.get(&k))
+            .is_some_and(|(_, queued)| queued.as_deref() != value)
+    }
+
+    fn ia_differs(&self, ia: &Ia6Key, key: Option<&[u8]>) -> bool {
+        let to = key.and_then(Key6::from_bytes);
+        self.v6
+            .ias
+            .get(ia)
+            .is_some_and(|cur| self.v6.overlay.contains_key(cur) && Some(*cur) != to)
     }
 }

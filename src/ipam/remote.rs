@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::error::IpamError;
 use super::handle::Ipam;
-use super::hooks::{ClusterHooks, ClusterNodeView, ClusterReads, Queued, RemoteLease};
+use super::hooks::{ClusterHooks, ClusterNodeView, ClusterReads, Queued, Remote};
 use super::load::load;
 use super::record::Record;
 use super::state::Change;
@@ -45,7 +45,7 @@ impl Ipam {
     /// changed. A lease with a local write queued is skipped: that write
     /// was planned on what the change replaced, its compare fails, and the
     /// roll-back reloads the index.
-    pub fn fold_remote(&self, fold: impl FnOnce(&dyn Queued) -> Vec<RemoteLease>) {
+    pub fn fold_remote(&self, fold: impl FnOnce(&dyn Queued) -> Remote) {
         let mut st = self.lock();
         let remote = fold(&*st);
         if remote.is_empty() {
@@ -53,6 +53,7 @@ impl Ipam {
         }
         let decode = |b: Option<Vec<u8>>| b.and_then(|b| Record::decode(&b).ok());
         let changes: Vec<Change> = remote
+            .leases
             .into_iter()
             .filter(|r| !st.overlay.contains_key(&r.ip))
             .map(|r| Change {
@@ -61,9 +62,10 @@ impl Ipam {
                 new: decode(r.new),
             })
             .collect();
-        let before = st.next_expiry;
+        let before = st.next_expiry.min(st.v6.next_deadline());
         st.apply(&changes);
-        if st.next_expiry < before {
+        st.apply_remote6(remote.leases6);
+        if st.next_expiry.min(st.v6.next_deadline()) < before {
             self.reaper_wake.notify_one();
         }
         self.note_change(&st);

@@ -15,6 +15,7 @@ mod browser;
 #[path = "../common/cert.rs"]
 mod cert;
 mod cluster_config;
+mod cluster_dhcp6;
 mod cluster_etcd;
 mod cluster_faults;
 mod cluster_isolation;

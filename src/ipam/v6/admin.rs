@@ -94,6 +94,18 @@ impl Ipam {
         Ok(())
     }
 
+    /// The first configured v6 subnet the store holds with another value,
+    /// named as the config names it; `None` if the store agrees.
+    pub fn config_differs6(&self, subnets: &[Subnet6Spec]) -> Option<String> {
+        let st = self.lock();
+        subnets.iter().find_map(|spec| {
+            let stored = st.v6.subnets.iter().find(|s| s.spec.id == spec.id);
+            stored
+                .is_some_and(|s| *s.spec != *spec)
+                .then(|| format!("subnet6 '{}'", spec.id))
+        })
+    }
+
     pub fn subnets6(&self) -> Vec<Arc<Subnet6Spec>> {
         let st = self.lock();
         st.v6.subnets.iter().map(|s| s.spec.clone()).collect()

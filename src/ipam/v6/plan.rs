@@ -8,6 +8,7 @@ use super::index::DECLINED;
 use super::record::{Key6, Record6};
 use super::types::{Held6, Ia6Key, Ia6Kind, Ia6Result};
 use crate::ipam::error::IpamError;
+use crate::ipam::hooks::RemoteLease6;
 use crate::ipam::model::{time, LeaseState, Port};
 use crate::ipam::record::{state_code, BOUND};
 use crate::ipam::state::State;
@@ -119,7 +120,8 @@ impl State {
     }
 
     /// Binds (Request, Rapid Commit): the IA's binding again, else a new
-    /// member; a fresh binding is answered cached.
+    /// member; a fresh binding is answered cached, except on a cluster
+    /// node (its copy may trail etcd: the write's compares check it, as v4's).
     pub fn plan_commit6(&self, a: &Ask, read: Reader6) -> Result<Plan6, IpamError> {
         if self.off_link(a) {
             return Ok(Plan6::Cached(Ia6Result::NotOnLink, None));
@@ -130,7 +132,7 @@ impl State {
         let Some(k) = own.or_else(|| self.choose6(a)) else {
             return Ok(Plan6::Cached(Ia6Result::Exhausted, None));
         };
-        self.bind6(a, k, read)
+        self.bind6(a, k, read, self.tuning.cluster.is_none())
     }
 
     /// Extends (Renew, Rebind) the IA's binding; NoBinding without one.
@@ -139,19 +141,19 @@ impl State {
             return Ok(Plan6::Cached(Ia6Result::NotOnLink, None));
         }
         match self.binding6(a.s, a.ia) {
-            Some(k) => self.bind6(a, k, read),
+            Some(k) => self.bind6(a, k, read, true),
             None => Ok(Plan6::Cached(Ia6Result::NoBinding, None)),
         }
     }
 
     /// Binds `k` to `a.ia` for the valid lifetime; the IA's other binding,
-    /// if any, ends.
-    fn bind6(&self, a: &Ask, k: Key6, read: Reader6) -> Result<Plan6, IpamError> {
+    /// if any, ends. `cache`: a fresh binding may be answered unwritten.
+    fn bind6(&self, a: &Ask, k: Key6, read: Reader6, cache: bool) -> Result<Plan6, IpamError> {
         let slot = self.v6.slot(k);
         let mine = self.v6.holds(a.ia, k);
         if let Some(t) = slot
             .map(|s| s.time)
-            .filter(|t| mine && self.fresh6(a.s, *t, a.now))
+            .filter(|t| cache && mine && self.fresh6(a.s, *t, a.now))
         {
             return Ok(Plan6::Cached(Self::held6(k, t), Some(k)));
         }
@@ -255,6 +257,24 @@ impl State {
                 value: c.new.as_ref().map(Record6::encode),
             })
             .collect()
+    }
+
+    /// Folds v6 binding records another node wrote (a key with a local
+    /// write queued is skipped, as v4's: that write's compare fails).
+    pub fn apply_remote6(&mut self, remote: Vec<RemoteLease6>) {
+        let decode = |b: Option<Vec<u8>>| b.and_then(|b| Record6::decode(&b).ok());
+        let changes: Vec<Change6> = remote
+            .into_iter()
+            .filter_map(|r| {
+                let key = Key6::from_bytes(&r.key)?;
+                (!self.v6.overlay.contains_key(&key)).then(|| Change6 {
+                    key,
+                    old: decode(r.old).map(|o| o.ia),
+                    new: decode(r.new),
+                })
+            })
+            .collect();
+        self.apply6(&changes);
     }
 
     /// Applies changes already written to the store.

@@ -8,9 +8,10 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use super::types::{Ia6Key, Ia6Kind};
+use crate::client::ClientKey;
 use crate::ipam::error::IpamError;
 use crate::ipam::model::LeaseState;
-use crate::ipam::record::{state_code, state_from_code};
+use crate::ipam::record::{from_json, state_code, state_from_code, to_json};
 
 const VERSION: u8 = 1;
 
@@ -124,6 +125,82 @@ impl Record6 {
     }
 }
 
+/// A stored v6 key as text: the address (IA_NA), or `prefix/len` (IA_PD).
+pub fn key6_to_text(key: &[u8]) -> Option<String> {
+    let k = Key6::from_bytes(key)?;
+    Some(match k.len {
+        128 => Ipv6Addr::from(k.addr).to_string(),
+        _ => k.net().to_string(),
+    })
+}
+
+/// The reverse of [`key6_to_text`] (`None`: neither an address nor a
+/// prefix on its network boundary).
+pub fn key6_from_text(text: &str) -> Option<Vec<u8>> {
+    let net = match text.contains('/') {
+        true => text.parse::<Ipv6Net>().ok().filter(|n| n.trunc() == *n)?,
+        false => Ipv6Net::from(text.parse::<Ipv6Addr>().ok()?),
+    };
+    Some(Key6::of(net).bytes().to_vec())
+}
+
+/// A v6 binding record as JSON (the cluster's `leases6/<key>` values):
+/// what the binary record holds, the relay port as hex.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Lease6Json {
+    state: LeaseState,
+    client: ClientKey,
+    kind: Ia6Kind,
+    iaid: u32,
+    expires: u32,
+    updated: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<String>,
+}
+
+/// Encoded v6 binding record → its JSON form.
+pub fn lease6_to_json(record: &[u8]) -> Result<Vec<u8>, IpamError> {
+    let r = Record6::decode(record)?;
+    to_json(&Lease6Json {
+        state: r.state,
+        client: r.ia.client,
+        kind: r.ia.kind,
+        iaid: r.ia.iaid,
+        expires: r.expires,
+        updated: r.updated,
+        port: r.port.map(hex::encode),
+    })
+}
+
+/// JSON form → encoded v6 binding record (refusing what does not decode).
+pub fn lease6_from_json(json: &[u8]) -> Result<Vec<u8>, IpamError> {
+    let j: Lease6Json = from_json(json)?;
+    let port = j
+        .port
+        .map(hex::decode)
+        .transpose()
+        .map_err(|_| IpamError::Storage("bad stored v6 lease: port is not hex".into()))?;
+    Ok(Record6 {
+        state: j.state,
+        ia: Ia6Key {
+            client: j.client,
+            kind: j.kind,
+            iaid: j.iaid,
+        },
+        expires: j.expires,
+        updated: j.updated,
+        port: port.map(Vec::into_boxed_slice),
+    }
+    .encode())
+}
+
+/// The IA of an encoded v6 binding record and whether it is bound.
+pub fn lease6_holder(record: &[u8]) -> Option<(Ia6Key, bool)> {
+    Record6::decode(record)
+        .ok()
+        .map(|r| (r.ia, r.state == LeaseState::Bound))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +224,10 @@ mod tests {
                 port,
             };
             assert_eq!(Record6::decode(&r.encode()).unwrap(), r);
+            let text = key6_to_text(&k.bytes()).unwrap();
+            assert_eq!(key6_from_text(&text), Some(k.bytes().to_vec()));
+            let json = lease6_to_json(&r.encode()).unwrap();
+            assert_eq!(lease6_from_json(&json).unwrap(), r.encode());
         }
         assert!(Record6::decode(&[1, 1]).is_err());
     }
