@@ -3,7 +3,7 @@
 //! publishes changed lease counts every 250 ms.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,11 +14,19 @@ use super::model::{secs, time};
 /// Longest sleep without a deadline (guards against wall-clock jumps).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// After a pass that left due work undone (writes refused: a degraded store
+/// or a fenced cluster node), the next pass waits at least this long.
+const RETRY: Duration = Duration::from_secs(1);
+
 pub async fn run(ipam: Arc<Ipam>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut not_before: Option<Instant> = None;
     loop {
-        let wait = ipam.until_next_deadline(SystemTime::now());
+        let mut wait = ipam.until_next_deadline(SystemTime::now());
+        if let Some(at) = not_before {
+            wait = wait.max(at.saturating_duration_since(Instant::now()));
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
             () = ipam.reaper_wake.notified() => {}
@@ -31,6 +39,10 @@ pub async fn run(ipam: Arc<Ipam>, cancel: CancellationToken) {
         if let Err(e) = ipam.reap(SystemTime::now()) {
             tracing::warn!(error = %e, "lease expiry failed; retrying");
         }
+        not_before = ipam
+            .until_next_deadline(SystemTime::now())
+            .is_zero()
+            .then(|| Instant::now() + RETRY);
     }
     ipam.publish_counts(true);
     tracing::debug!("ipam reaper stopped");
