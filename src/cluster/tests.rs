@@ -454,6 +454,14 @@ fn a_node_gives_back_idle_blocks_and_another_binds_in_them() {
     let held = blocks_in_etcd(&etcd, "a");
     assert!(held.contains(&kept_block), "{kept_block} not in {held:?}");
     assert!(held.len() >= 2, "a keeps a reserve: {held:?}");
+    // cluster status counts what each node can still give.
+    let status = read_status(&config(&etcd, "a", 10)).unwrap();
+    let mine = status.nodes.iter().find(|n| n.name == "a").unwrap();
+    let lab = &mine.blocks["lab"];
+    assert_eq!(
+        (lab.blocks, lab.free),
+        (held.len() as u64, lab.blocks * 16 - 1)
+    );
 
     let b = node_with(&etcd, "b", 10, small_subnet());
     let taken: Vec<Ipv4Addr> = rt.block_on(async {
