@@ -72,6 +72,8 @@ impl Cluster {
             config.block_size,
             stats,
         ));
+        // Fenced until registered (the fence reporter takes over at start).
+        node.stats.ipam.cluster_fenced.store(1, Relaxed);
         Ok(Self {
             node,
             etcd,

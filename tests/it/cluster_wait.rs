@@ -10,7 +10,8 @@ use crate::etcd::Etcd;
 use crate::support::{eventually, Running};
 
 /// The node stays up past the 2 s it used to give etcd, unready (`/readyz`
-/// 503 `cluster`) and writing nothing (an allocation is refused); once
+/// 503 `cluster`, `vpcbox_cluster_fenced 1`) and writing nothing (an
+/// allocation is refused); once
 /// etcd answers it registers, stores its config, becomes ready and binds.
 #[test]
 fn a_node_started_before_etcd_waits_and_serves_once_registered() {
@@ -26,6 +27,10 @@ fn a_node_started_before_etcd_waits_and_serves_once_registered() {
     assert!(unready, "{}", get(http, "/readyz"));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(a.wait(Duration::ZERO), None, "exited: {}", a.stderr());
+    let fenced = eventually(Duration::from_secs(10), || {
+        get(http, "/metrics").contains("vpcbox_cluster_fenced 1")
+    });
+    assert!(fenced, "{}", get(http, "/metrics"));
     let refused = allocate(http, "mac:02:00:00:00:03:01");
     assert_ne!(refused["state"], "bound", "{refused}");
 
@@ -34,6 +39,10 @@ fn a_node_started_before_etcd_waits_and_serves_once_registered() {
         get(http, "/readyz").ends_with("200")
     });
     assert!(ready, "{}", get(http, "/readyz"));
+    let unfenced = eventually(Duration::from_secs(10), || {
+        get(http, "/metrics").contains("vpcbox_cluster_fenced 0")
+    });
+    assert!(unfenced, "{}", get(http, "/metrics"));
     let lease = allocate(http, "mac:02:00:00:00:03:02");
     assert_eq!(lease["state"], "bound", "{lease}");
     let s = status(&cfg);
