@@ -93,17 +93,20 @@ impl Ipam {
     }
 
     /// How each of `blocks` (inclusive ranges) of subnet `id` is used at
-    /// `now`; empty for an unknown subnet.
+    /// `now`; empty for an unknown subnet. The lock is taken per 64 blocks,
+    /// so a large pool does not hold it long (a snapshot need not be exact:
+    /// [`Ipam::retire_if_idle`] checks again).
     pub fn blocks_use(&self, id: &str, blocks: &[(u32, u32)], now: SystemTime) -> Vec<BlockUse> {
-        let st = self.lock();
-        let Ok(s) = st.subnet_ix(id) else {
-            return Vec::new();
-        };
         let now = secs(now);
-        blocks
-            .iter()
-            .map(|&(lo, hi)| st.block_use(s, lo, hi, now))
-            .collect()
+        let mut out = Vec::with_capacity(blocks.len());
+        for part in blocks.chunks(64) {
+            let st = self.lock();
+            let Ok(s) = st.subnet_ix(id) else {
+                return Vec::new();
+            };
+            out.extend(part.iter().map(|&(lo, hi)| st.block_use(s, lo, hi, now)));
+        }
+        out
     }
 
     /// Runs `retire` (which takes `[lo, hi]` out of what this node owns) if
