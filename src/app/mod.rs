@@ -5,6 +5,8 @@
 pub mod cluster;
 pub mod db;
 mod ipam_source;
+#[cfg(feature = "cluster")]
+mod join;
 mod logging;
 mod reload;
 mod run;

@@ -25,6 +25,7 @@ use crate::stats::{Publisher, Stats};
 
 use super::ipam_source::IpamSource;
 use super::reload::{self, reload};
+use super::store::JoinExit;
 use super::{logging, store, token};
 
 /// How `vpcbox run` was asked to behave.
@@ -49,11 +50,13 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
     crate::heap::init();
     let stats = Stats::new(config.stats.tracked_clients);
     let (ipam, cluster) = store::open(&config, stats.clone())?;
+    let cluster = cluster.map(Arc::new);
     let isolation = IsolationSet::open(ipam.isolation_store())
         .map_err(|e| Exit::unavailable(format!("isolation set: {e}")))?;
     let shared = Shared::new(config.clone(), stats.clone(), isolation);
     ipam.attach_events(shared.events.clone());
-    start_cluster(cluster.as_ref(), &ipam, &shared);
+    let join_exit = JoinExit::default();
+    start_cluster(cluster.as_ref(), &ipam, &shared, &join_exit);
     // The store's committer and reaper live on their own tree: they must
     // outlive the services' drain, whose last binds still need group commit
     // (without it each would flush sled on its own).
@@ -74,12 +77,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), Exit> {
         start_demo(&shared, &bound);
     }
     if use_tui {
-        start_dashboard(&shared, &ipam, snapshots, cluster.as_ref());
+        start_dashboard(&shared, &ipam, snapshots, cluster.as_deref());
     }
     let stop = wait_for_stop(&shared, signals, opts.config_path.as_deref()).await;
     shutdown(&shared, stop).await;
     close_store(&ipam, store_cancel, store_tasks).await?;
     leave_cluster(cluster);
+    if let Some(exit) = join_exit.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(exit);
+    }
     if let Some(why) = shared.failure() {
         return Err(Exit::software(why));
     }
@@ -112,37 +118,40 @@ fn start_background(
 }
 
 /// Cluster mode: the watch (other nodes' leases and isolations), block
-/// claims and fence reporting start before the services do.
+/// claims and fence reporting start before the services do; for a node
+/// that has not registered yet, once it has (see `join.rs`).
 #[cfg(feature = "cluster")]
 fn start_cluster(
-    cluster: Option<&store::ClusterNode>,
+    cluster: Option<&Arc<store::ClusterNode>>,
     ipam: &Arc<crate::ipam::Ipam>,
     shared: &Shared,
+    exit: &JoinExit,
 ) {
-    let Some(c) = cluster else { return };
-    let isolation = shared.isolation.clone();
-    let reload = move || {
-        if let Err(e) = isolation.reload() {
-            tracing::warn!(error = %e, "reloading isolations another node changed failed");
-        }
-    };
-    c.start(ipam, Some(shared.events.clone()), Some(Box::new(reload)));
+    if let Some(c) = cluster {
+        super::join::start(c, ipam, shared, exit);
+    }
 }
 
 #[cfg(not(feature = "cluster"))]
-fn start_cluster(_: Option<&store::ClusterNode>, _: &Arc<crate::ipam::Ipam>, _: &Shared) {}
+fn start_cluster(
+    _: Option<&Arc<store::ClusterNode>>,
+    _: &Arc<crate::ipam::Ipam>,
+    _: &Shared,
+    _: &JoinExit,
+) {
+}
 
 /// Leaves the cluster: the node's lease is given back, so its blocks and
 /// clients move to the others at once rather than after the TTL.
 #[cfg(feature = "cluster")]
-fn leave_cluster(cluster: Option<store::ClusterNode>) {
-    if let Some(c) = cluster {
+fn leave_cluster(cluster: Option<Arc<store::ClusterNode>>) {
+    if let Some(c) = cluster.filter(|c| c.registered()) {
         c.leave();
     }
 }
 
 #[cfg(not(feature = "cluster"))]
-fn leave_cluster(_: Option<store::ClusterNode>) {}
+fn leave_cluster(_: Option<Arc<store::ClusterNode>>) {}
 
 /// After the services: stops the committer and reaper (bounded), then
 /// flushes the store.

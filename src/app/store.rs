@@ -17,6 +17,9 @@ pub type ClusterNode = crate::cluster::Cluster;
 #[cfg(not(feature = "cluster"))]
 pub type ClusterNode = std::convert::Infallible;
 
+/// Why joining the cluster ended the process, if it did (never without one).
+pub type JoinExit = Arc<std::sync::Mutex<Option<Exit>>>;
+
 pub fn ipam_options(config: &Config) -> IpamOptions {
     IpamOptions {
         cache_capacity: config.storage.cache,
@@ -28,16 +31,30 @@ pub fn ipam_options(config: &Config) -> IpamOptions {
 }
 
 /// Opens the IPAM in `[storage] path` (or, with `[cluster]`, on etcd) and
-/// applies the config's subnets and reservations.
+/// applies the config's subnets and reservations. In a cluster whose etcd
+/// does not answer yet, the IPAM opens empty and fenced, attached to a node
+/// that is not registered ([`ClusterNode::registered`]): `run` keeps trying.
 pub fn open(config: &Config, stats: Arc<Stats>) -> Result<(Arc<Ipam>, Option<ClusterNode>), Exit> {
     #[cfg(feature = "cluster")]
     if let Some(c) = &config.cluster {
-        let (cluster, store) = crate::cluster::Cluster::join(c, stats.clone())
-            .map_err(|e| Exit::unavailable(format!("cluster.etcd: {}: {e}", c.etcd.join(", "))))?;
+        let endpoints = c.etcd.join(", ");
+        let cluster = crate::cluster::Cluster::connect(c, stats.clone())
+            .map_err(|e| Exit::usage(format!("cluster.etcd: '{endpoints}': {e}")))?;
+        let entered = cluster.enter();
+        if let Err(e @ IpamError::Storage(_)) = &entered {
+            return Err(Exit::unavailable(format!("cluster.node: {e}")));
+        }
         let path = config.storage.path.clone();
-        let ipam = Ipam::with_store(path, store, ipam_options(config), stats)
+        let ipam = Ipam::with_store(path, cluster.store(), ipam_options(config), stats)
             .map_err(|e| Exit::unavailable(format!("cluster store: {e}")))?;
-        apply_cluster_config(config, &ipam, &cluster)?;
+        cluster.attach(&ipam);
+        match entered {
+            Ok(()) => apply_cluster_config(config, &ipam, &cluster)?,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cluster.etcd: {endpoints} did not answer; serving nothing that needs a write until this node registers"
+            ),
+        }
         return Ok((ipam, Some(cluster)));
     }
     let dir = &config.storage.path;
@@ -86,7 +103,7 @@ fn config_error(e: IpamError) -> Exit {
 /// Stores the config in the cluster; a node that lost the race to store
 /// a different value exits 64 naming what differs.
 #[cfg(feature = "cluster")]
-fn apply_cluster_config(
+pub fn apply_cluster_config(
     config: &Config,
     ipam: &Ipam,
     cluster: &crate::cluster::Cluster,

@@ -1,6 +1,6 @@
 //! The cluster's central type: joining (connect, register, read
 //! everything), the store the IPAM opens over, and the background tasks
-//! (keepalive, watch, claimer, fence reporting) on the etcd runtime.
+//! (keepalive, watch, claimer, releaser, fence reporting) on the etcd runtime.
 
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,6 +14,7 @@ use super::confirm::Bindings;
 use super::etcd::Etcd;
 use super::member::{keepalive, pause, register};
 use super::node::Node;
+use super::release::Releaser;
 use super::replica::Replica;
 use super::store::ClusterStore;
 use super::watch::Watch;
@@ -54,6 +55,16 @@ impl Cluster {
         config: &ClusterConfig,
         stats: Arc<Stats>,
     ) -> Result<(Self, Arc<ClusterStore>), IpamError> {
+        let cluster = Self::connect(config, stats)?;
+        cluster.enter()?;
+        let store = cluster.store();
+        Ok((cluster, store))
+    }
+
+    /// A node of the cluster `config` names, not yet registered (it is
+    /// fenced: it writes nothing until [`Cluster::enter`] succeeds). Fails
+    /// only on endpoints etcd-client refuses (connecting is lazy).
+    pub fn connect(config: &ClusterConfig, stats: Arc<Stats>) -> Result<Self, IpamError> {
         let etcd = Arc::new(Etcd::connect(&config.etcd, &config.prefix)?);
         let node = Arc::new(Node::new(
             &config.node,
@@ -61,30 +72,62 @@ impl Cluster {
             config.block_size,
             stats,
         ));
-        register(&etcd, &node, config.lease_ttl * 2)?;
-        let cancel = CancellationToken::new();
-        etcd.handle()
-            .spawn(keepalive(etcd.clone(), node.clone(), cancel.clone()));
-        let (kvs, read_at) = etcd.load_all()?;
-        let replica = Arc::new(Mutex::new(Replica::load(&etcd.keys, &kvs)));
-        node.refresh(&replica.lock().unwrap_or_else(|e| e.into_inner()));
-        let store = Arc::new(ClusterStore {
-            etcd: etcd.clone(),
-            replica: replica.clone(),
-            node: node.clone(),
-        });
-        let cluster = Self {
+        // Fenced until registered (the fence reporter takes over at start).
+        node.stats.ipam.cluster_fenced.store(1, Relaxed);
+        Ok(Self {
             node,
             etcd,
-            replica,
-            read_at: AtomicI64::new(read_at),
-            cancel,
-        };
-        Ok((cluster, store))
+            replica: Arc::default(),
+            read_at: AtomicI64::new(0),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// The IPAM's store on this cluster (reads from the node's copy).
+    pub fn store(&self) -> Arc<ClusterStore> {
+        Arc::new(ClusterStore {
+            etcd: self.etcd.clone(),
+            replica: self.replica.clone(),
+            node: self.node.clone(),
+        })
+    }
+
+    /// Whether this node has registered (an epoch to fence its writes with).
+    pub fn registered(&self) -> bool {
+        self.node.epoch.load(Relaxed) != 0
+    }
+
+    /// Registers this node (waiting up to two TTLs for a previous run's
+    /// registration to expire), keeps it alive, and reads everything under
+    /// the prefix into the copy. An etcd that does not answer is an
+    /// [`IpamError::Cluster`] (try again); a name another live node holds
+    /// is an [`IpamError::Storage`]. Blocking.
+    pub fn enter(&self) -> Result<(), IpamError> {
+        if !self.registered() {
+            register(&self.etcd, &self.node, self.node.ttl * 2)?;
+            self.etcd.handle().spawn(keepalive(
+                self.etcd.clone(),
+                self.node.clone(),
+                self.cancel.clone(),
+            ));
+        }
+        self.reread()
     }
 
     /// Makes `ipam` (opened over this cluster's store) a node of the
-    /// cluster and starts the watch, the claimer and the fence reporter.
+    /// cluster: it allocates only inside this node's blocks and writes
+    /// nothing while the node is fenced (or not yet registered). Once is
+    /// enough; again is harmless.
+    pub fn attach(&self, ipam: &Ipam) {
+        let reads = Bindings {
+            etcd: self.etcd.clone(),
+            replica: self.replica.clone(),
+        };
+        ipam.attach_cluster(self.node.clone(), Arc::new(reads));
+    }
+
+    /// Attaches `ipam` (see [`Cluster::attach`]) and starts the watch, the claimer, the releaser and the
+    /// fence reporter.
     /// `on_isolations` runs when another node changed the isolation set.
     pub fn start(
         &self,
@@ -92,11 +135,7 @@ impl Cluster {
         events: Option<Arc<EventLog>>,
         on_isolations: Option<Box<dyn Fn() + Send + Sync>>,
     ) {
-        let reads = Bindings {
-            etcd: self.etcd.clone(),
-            replica: self.replica.clone(),
-        };
-        ipam.attach_cluster(self.node.clone(), Arc::new(reads));
+        self.attach(ipam);
         let rt = self.etcd.handle();
         let watch = Watch {
             etcd: self.etcd.clone(),
@@ -115,6 +154,13 @@ impl Cluster {
         };
         self.node.wake.notify_one();
         rt.spawn(Arc::new(claimer).run(self.cancel.clone()));
+        let releaser = Releaser {
+            etcd: self.etcd.clone(),
+            replica: self.replica.clone(),
+            node: self.node.clone(),
+            ipam: Arc::downgrade(ipam),
+        };
+        rt.spawn(Arc::new(releaser).run(self.cancel.clone()));
         rt.spawn(report_fence(self.node.clone(), events, self.cancel.clone()));
         rt.spawn(super::rates::publish(
             self.etcd.clone(),

@@ -1,9 +1,9 @@
 //! Cluster mode (`[cluster]`, cargo feature `cluster`): several nodes share
 //! one IPAM on etcd v3. Each node registers on an etcd lease, claims blocks
 //! of the pools, allocates inside them from memory, and writes each group
-//! commit as one txn fenced by compares; a watch folds the others' writes
-//! into its index; rendezvous hashing over the live nodes says who answers
-//! a client. See DESIGN.md "Cluster" for the key layout.
+//! commit as one txn fenced by compares, and gives back idle blocks it
+//! does not need; a watch folds the others' writes into its index;
+//! rendezvous hashing over the live nodes says who answers a client. See DESIGN.md "Cluster" for the key layout.
 
 mod apply;
 mod claim;
@@ -15,6 +15,7 @@ mod leave;
 mod member;
 mod node;
 mod rates;
+mod release;
 mod rendezvous;
 mod replica;
 mod status;

@@ -2,7 +2,7 @@
 //! epoch), the fence, the live members, the blocks it owns, and who
 //! answers a client. What the IPAM asks through [`ClusterHooks`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,10 @@ pub struct Node {
     view: ArcSwap<Vec<ClusterNodeView>>,
     /// Free addresses left in owned blocks per subnet, as last reported.
     free: Mutex<HashMap<String, u64>>,
+    /// Blocks being given back `(subnet, first, claim revision)`: no longer
+    /// owned here, whatever the copy says, until etcd has deleted them.
+    /// Held while `owned` is rebuilt, so a refresh cannot bring one back.
+    retired: Mutex<HashSet<(String, u32, i64)>>,
     /// Wakes the claimer.
     pub wake: Notify,
     pub stats: Arc<Stats>,
@@ -75,6 +79,7 @@ impl Node {
             owned: ArcSwap::default(),
             view: ArcSwap::default(),
             free: Mutex::default(),
+            retired: Mutex::default(),
             wake: Notify::new(),
             stats,
         }
@@ -113,13 +118,27 @@ impl Node {
             .store(r.nodes.len() as i64, Relaxed);
         self.members.store(Arc::new(members));
         let epoch = self.epoch.load(Relaxed);
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        // Gone from etcd (deleted, or gone with an old registration).
+        retired.retain(|(s, f, rev)| {
+            r.blocks
+                .get(&(s.clone(), *f))
+                .is_some_and(|b| b.create_rev == *rev)
+        });
         let mut owned = Owned::new();
         for ((subnet, first), b) in &r.blocks {
-            if b.owner.node == self.name && b.owner.epoch == epoch {
+            let mine = b.owner.node == self.name && b.owner.epoch == epoch;
+            if mine && !retired.contains(&(subnet.clone(), *first, b.create_rev)) {
                 let blocks = owned.entry(subnet.clone()).or_default();
                 blocks.by_first.push((*first, b.create_rev));
             }
         }
+        self.store_owned(owned);
+        drop(retired);
+        self.view.store(Arc::new(self.view_of(r)));
+    }
+
+    fn store_owned(&self, mut owned: Owned) {
         let last = self.block_size - 1;
         for blocks in owned.values_mut() {
             let mut newest = blocks.by_first.clone();
@@ -127,7 +146,37 @@ impl Node {
             blocks.newest = newest.into_iter().map(|(f, _)| (f, f + last)).collect();
         }
         self.owned.store(Arc::new(owned));
-        self.view.store(Arc::new(self.view_of(r)));
+    }
+
+    /// Stops owning the block of `subnet` at `first` (claimed at `claim`)
+    /// here, before it is deleted in etcd: nothing is allocated in it from
+    /// now on. Call under the IPAM's state lock (see `Ipam::retire_if_idle`).
+    pub fn retire(&self, subnet: &str, first: u32, claim: i64) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.insert((subnet.to_owned(), first, claim));
+        let mut owned = Owned::new();
+        for (s, b) in self.owned.load().iter() {
+            let kept: Vec<(u32, i64)> = b
+                .by_first
+                .iter()
+                .copied()
+                .filter(|(f, _)| !(s == subnet && *f == first))
+                .collect();
+            if !kept.is_empty() {
+                owned.entry(s.clone()).or_default().by_first = kept;
+            }
+        }
+        self.store_owned(owned);
+    }
+
+    /// The block was not deleted (etcd failed or refused): it is owned
+    /// again as the copy shows it.
+    pub fn unretire(&self, subnet: &str, first: u32, claim: i64, r: &Replica) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(subnet.to_owned(), first, claim));
+        self.refresh(r);
     }
 
     fn view_of(&self, r: &Replica) -> Vec<ClusterNodeView> {
@@ -161,6 +210,15 @@ impl Node {
             .binary_search_by_key(&first, |b| b.0)
             .ok()
             .map(|i| blocks[i])
+    }
+
+    /// The owned blocks of `subnet`: `(first address, claim revision)`.
+    pub fn owned_blocks(&self, subnet: &str) -> Vec<(u32, i64)> {
+        self.owned
+            .load()
+            .get(subnet)
+            .map(|b| b.by_first.clone())
+            .unwrap_or_default()
     }
 
     pub fn owned_count(&self, subnet: &str) -> usize {
@@ -218,6 +276,12 @@ impl ClusterHooks for Node {
     }
 
     fn fenced(&self) -> Option<String> {
+        if self.epoch.load(Relaxed) == 0 {
+            return Some(format!(
+                "cluster node '{}' is not registered in etcd yet, so it writes nothing",
+                self.name
+            ));
+        }
         self.is_fenced().then(|| {
             format!(
                 "cluster node '{}' has no recent etcd keepalive: its lease may expire, so it writes nothing",

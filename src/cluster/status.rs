@@ -1,9 +1,11 @@
 //! `vpcbox cluster status`: what the cluster looks like in etcd, read
 //! directly (no node needs to run): members and their lease TTL left, each
-//! node's blocks per subnet and the addresses leased in them, lease counts,
+//! node's blocks per subnet, the addresses leased and free in them (a node
+//! out of addresses while another holds free ones shows here), lease counts,
 //! isolations, and each etcd endpoint's own status. Read-only.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 
 use etcd_client::{Client, ConnectOptions, KeyValue};
 use serde::Serialize;
@@ -12,7 +14,7 @@ use super::etcd::{Etcd, CALL_TIMEOUT};
 use super::keys::{Keys, Parsed};
 use super::replica::{BlockValue, NodeRates, NodeValue};
 use crate::config::ClusterConfig;
-use crate::ipam::{IpamError, TreeId};
+use crate::ipam::{IpamError, SubnetSpec, TreeId};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ClusterStatus {
@@ -54,6 +56,9 @@ pub struct BlockCount {
     /// Addresses with a stored lease (any state) inside those blocks.
     pub leased: u64,
     pub bound: u64,
+    /// Pool addresses in those blocks with no bound or declined lease: what
+    /// the node can still give (offers live in memory, not counted).
+    pub free: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -126,6 +131,7 @@ pub fn fold(keys: &Keys, block_size: u32, kvs: &[KeyValue]) -> ClusterStatus {
     let mut nodes: BTreeMap<String, NodeStatus> = BTreeMap::new();
     let mut blocks: BTreeMap<(String, u32), String> = BTreeMap::new();
     let mut leases: Vec<(u32, String)> = Vec::new();
+    let mut specs: HashMap<String, SubnetSpec> = HashMap::new();
     for kv in kvs {
         match keys.parse(kv.key()) {
             Some(Parsed::Node(name)) => {
@@ -145,7 +151,12 @@ pub fn fold(keys: &Keys, block_size: u32, kvs: &[KeyValue]) -> ClusterStatus {
                     blocks.insert((subnet, first), b.node);
                 }
             }
-            Some(Parsed::Tree(TreeId::Subnets, id)) => s.subnets.push(text(&id)),
+            Some(Parsed::Tree(TreeId::Subnets, id)) => {
+                if let Ok(spec) = serde_json::from_slice::<SubnetSpec>(kv.value()) {
+                    specs.insert(spec.id.clone(), spec);
+                }
+                s.subnets.push(text(&id));
+            }
             Some(Parsed::Tree(TreeId::Reservations, _)) => s.reservations += 1,
             Some(Parsed::Tree(TreeId::Isolations, c)) => s.isolations.push(text(&c)),
             Some(Parsed::Tree(TreeId::Subnets6, id)) => s.subnets6.push(text(&id)),
@@ -166,9 +177,17 @@ pub fn fold(keys: &Keys, block_size: u32, kvs: &[KeyValue]) -> ClusterStatus {
         }
     }
     let mask = !(block_size.max(1) - 1);
-    for ((subnet, _), owner) in &blocks {
+    for ((subnet, first), owner) in &blocks {
+        let pool = specs.get(subnet).map_or(0, |spec| {
+            (*first..=first.saturating_add(block_size.max(1) - 1))
+                .filter(|ip| spec.is_dynamic(Ipv4Addr::from(*ip)))
+                .count() as u64
+        });
         match count_of(&mut nodes, subnet, owner) {
-            Some(c) => c.blocks += 1,
+            Some(c) => {
+                c.blocks += 1;
+                c.free += pool;
+            }
             None => s.orphan_blocks += 1,
         }
     }
@@ -180,6 +199,9 @@ pub fn fold(keys: &Keys, block_size: u32, kvs: &[KeyValue]) -> ClusterStatus {
             if let Some(c) = count_of(&mut nodes, subnet, owner) {
                 c.leased += 1;
                 c.bound += u64::from(state == "bound");
+                if state == "bound" || state == "declined" {
+                    c.free = c.free.saturating_sub(1);
+                }
             }
         }
     }
@@ -240,8 +262,8 @@ pub fn render(s: &ClusterStatus) -> String {
         for (subnet, c) in &n.blocks {
             let _ = writeln!(
                 out,
-                "    {subnet}: {} blocks, {} leased ({} bound)",
-                c.blocks, c.leased, c.bound
+                "    {subnet}: {} blocks, {} leased ({} bound), {} free",
+                c.blocks, c.leased, c.bound, c.free
             );
         }
     }

@@ -44,11 +44,14 @@ struct TestNode {
 }
 
 fn node(etcd: &TestEtcd, name: &str, ttl: u64) -> TestNode {
+    node_with(etcd, name, ttl, subnet())
+}
+
+fn node_with(etcd: &TestEtcd, name: &str, ttl: u64, spec: SubnetSpec) -> TestNode {
     let stats = Stats::new(64);
     let (cluster, store) = Cluster::join(&config(etcd, name, ttl), stats.clone()).unwrap();
     let ipam = Ipam::with_store(name.into(), store, IpamOptions::default(), stats).unwrap();
-    ipam.apply_config(&[subnet()], &[], SystemTime::now())
-        .unwrap();
+    ipam.apply_config(&[spec], &[], SystemTime::now()).unwrap();
     cluster.start(&ipam, None, None);
     let cancel = CancellationToken::new();
     ipam.spawn_committer(&TaskTracker::new(), cancel.clone());
@@ -391,4 +394,90 @@ fn nodes_joined_together_store_the_same_config_once() {
         2,
         "one subnet key and value"
     );
+}
+
+/// A pool of exactly eight blocks of 16 (10.9.0.16–10.9.0.143).
+fn small_subnet() -> SubnetSpec {
+    let pool = PoolRange {
+        start: Ipv4Addr::new(10, 9, 0, 16),
+        end: Ipv4Addr::new(10, 9, 0, 143),
+    };
+    SubnetSpec::new("lab", "10.9.0.0/22".parse().unwrap(), pool)
+        .with_lease_time(Duration::from_secs(3600))
+}
+
+/// The blocks `node` holds in etcd (keys), read with etcdctl.
+fn blocks_in_etcd(etcd: &TestEtcd, node: &str) -> Vec<String> {
+    let kvs = etcd.get("/vpcbox/t/blocks/lab/", true);
+    kvs.chunks(2)
+        .filter(|kv| kv.len() == 2 && kv[1].contains(&format!("\"node\":\"{node}\"")))
+        .map(|kv| kv[0].clone())
+        .collect()
+}
+
+/// Node a takes most of a small pool in a burst, then all its clients but
+/// one release. a gives its idle blocks back (deleted in etcd) and keeps
+/// the block with the live lease plus a reserve; b, joining late, claims
+/// the blocks a gave back and binds more clients than the blocks nobody
+/// had claimed could hold.
+#[test]
+fn a_node_gives_back_idle_blocks_and_another_binds_in_them() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let a = node_with(&etcd, "a", 10, small_subnet());
+    let now = SystemTime::now();
+    let burst: Vec<(ClientKey, Ipv4Addr)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..100 {
+            let c = mac(1, i);
+            let ip = bind(&a.ipam, &c, now).await;
+            out.push((c, ip));
+        }
+        out
+    });
+    let peak = blocks_in_etcd(&etcd, "a").len();
+    assert!(peak >= 7, "a holds {peak} blocks after the burst");
+    for (c, ip) in &burst[1..] {
+        rt.block_on(a.ipam.release(c, *ip, now)).unwrap();
+    }
+    let (kept, kept_ip) = &burst[0];
+    let kept_block = format!(
+        "/vpcbox/t/blocks/lab/{}",
+        Ipv4Addr::from(u32::from(*kept_ip) & !15)
+    );
+    wait_for(
+        "a gives back its idle blocks",
+        Duration::from_secs(40),
+        || blocks_in_etcd(&etcd, "a").len() <= 3,
+    );
+    let held = blocks_in_etcd(&etcd, "a");
+    assert!(held.contains(&kept_block), "{kept_block} not in {held:?}");
+    assert!(held.len() >= 2, "a keeps a reserve: {held:?}");
+    // cluster status counts what each node can still give.
+    let status = read_status(&config(&etcd, "a", 10)).unwrap();
+    let mine = status.nodes.iter().find(|n| n.name == "a").unwrap();
+    let lab = &mine.blocks["lab"];
+    assert_eq!(
+        (lab.blocks, lab.free),
+        (held.len() as u64, lab.blocks * 16 - 1)
+    );
+
+    let b = node_with(&etcd, "b", 10, small_subnet());
+    let taken: Vec<Ipv4Addr> = rt.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..64 {
+            out.push(bind(&b.ipam, &mac(2, i), now).await);
+        }
+        out
+    });
+    let mut seen: HashMap<Ipv4Addr, ()> = HashMap::new();
+    for ip in &taken {
+        assert!(
+            ip != kept_ip && seen.insert(*ip, ()).is_none(),
+            "{ip} twice"
+        );
+    }
+    assert_eq!(a.ipam.lease_of(kept).map(|l| l.ip), Some(*kept_ip));
+    assert!(blocks_in_etcd(&etcd, "a").contains(&kept_block));
 }

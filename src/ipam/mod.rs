@@ -47,6 +47,7 @@ pub use model::{
     DhcpOption, IpamOptions, Lease, LeaseFilter, LeaseState, PoolRange, PoolUsage, Port,
     ReservationSpec, StaticRoute,
 };
+pub use owned::BlockUse;
 pub use page::LeasePage;
 pub use record::{lease_from_json, lease_holder, lease_to_json};
 pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};

@@ -1,6 +1,7 @@
 //! Whether the IPAM may write (not while the store failed or this cluster
 //! node is fenced), what a cluster node may give (only addresses inside
-//! its own blocks; alone, every address), and what a fold finds queued.
+//! its own blocks; alone, every address), how a block is used (may it be
+//! given back), and what a fold finds queued.
 
 use super::error::IpamError;
 use super::hooks::Queued;
@@ -63,6 +64,48 @@ impl State {
             left.saturating_sub(u64::from(found.is_some())),
         );
         found
+    }
+}
+
+/// How the addresses of one block are used, as the index shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockUse {
+    /// Bound (even past its expiry, until the reaper ends it), declined in
+    /// quarantine, offered, or with a write queued or in flight.
+    pub in_use: u64,
+    /// Pool addresses no client holds: never used, released or expired.
+    pub usable: u64,
+    /// Of those, never used.
+    pub never_used: u64,
+}
+
+impl BlockUse {
+    /// Nothing in the block is held, offered or being written.
+    pub fn idle(&self) -> bool {
+        self.in_use == 0
+    }
+}
+
+impl State {
+    /// How `[lo, hi]` of subnet `s` is used at `now`.
+    pub fn block_use(&self, s: usize, lo: u32, hi: u32, now: u32) -> BlockUse {
+        let sub = &self.subnets[s];
+        let mut u = BlockUse::default();
+        for ip in lo..=hi {
+            let busy = sub.state(ip) == super::record::BOUND
+                || sub.is_held(ip, now)
+                || self.offers.contains_key(&ip)
+                || self.overlay.contains_key(&ip);
+            if busy {
+                u.in_use += 1;
+            } else if sub.spec.is_dynamic(std::net::Ipv4Addr::from(ip))
+                && !self.reserved.contains_key(&ip)
+            {
+                u.usable += 1;
+                u.never_used += u64::from(sub.free_count(ip, ip) == 1);
+            }
+        }
+        u
     }
 }
 

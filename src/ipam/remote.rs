@@ -3,11 +3,14 @@
 //! other nodes wrote comes through [`Ipam::fold_remote`].
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::error::IpamError;
 use super::handle::Ipam;
 use super::hooks::{ClusterHooks, ClusterNodeView, ClusterReads, Queued, Remote};
 use super::load::load;
+use super::model::secs;
+use super::owned::BlockUse;
 use super::record::Record;
 use super::state::Change;
 use crate::client::ClientKey;
@@ -89,5 +92,44 @@ impl Ipam {
         st.subnet_ix(id)
             .map(|s| st.subnets[s].free_count(lo, hi))
             .unwrap_or(0)
+    }
+
+    /// How each of `blocks` (inclusive ranges) of subnet `id` is used at
+    /// `now`; empty for an unknown subnet. The lock is taken per 64 blocks,
+    /// so a large pool does not hold it long (a snapshot need not be exact:
+    /// [`Ipam::retire_if_idle`] checks again).
+    pub fn blocks_use(&self, id: &str, blocks: &[(u32, u32)], now: SystemTime) -> Vec<BlockUse> {
+        let now = secs(now);
+        let mut out = Vec::with_capacity(blocks.len());
+        for part in blocks.chunks(64) {
+            let st = self.lock();
+            let Ok(s) = st.subnet_ix(id) else {
+                return Vec::new();
+            };
+            out.extend(part.iter().map(|&(lo, hi)| st.block_use(s, lo, hi, now)));
+        }
+        out
+    }
+
+    /// Runs `retire` (which takes `[lo, hi]` out of what this node owns) if
+    /// nothing in that block of subnet `id` is held, offered or being
+    /// written; both under the state lock, so no offer or write can start
+    /// in the block between the check and `retire`. Whether it ran.
+    pub fn retire_if_idle(
+        &self,
+        id: &str,
+        (lo, hi): (u32, u32),
+        now: SystemTime,
+        retire: impl FnOnce(),
+    ) -> bool {
+        let st = self.lock();
+        let Ok(s) = st.subnet_ix(id) else {
+            return false;
+        };
+        if !st.block_use(s, lo, hi, secs(now)).idle() {
+            return false;
+        }
+        retire();
+        true
     }
 }

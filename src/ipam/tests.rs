@@ -1324,3 +1324,34 @@ async fn after_a_config_reload_a_failed_flush_still_fails_its_write() {
     assert!(got.is_err(), "answered {got:?} though its flush failed");
     close(ipam, store, tracker, cancel).await;
 }
+
+/// What a cluster node may give back: a block with an offer in flight or a
+/// live binding is not idle (retiring it is refused under the lock); once
+/// the lease is released it is, and its released address is still usable.
+#[tokio::test]
+async fn a_block_with_an_offer_or_a_binding_is_not_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = lab(dir.path());
+    let block = (u32::from(ip("10.0.0.8")), u32::from(ip("10.0.0.15")));
+    let retire = |now: SystemTime| {
+        let mut ran = false;
+        let idle = ipam.retire_if_idle("lab", block, now, || ran = true);
+        assert_eq!(idle, ran);
+        idle
+    };
+    assert!(retire(at(0)), "nothing in it is used");
+    let offer = ipam.offer("lab", &mac(1), None, at(0)).unwrap();
+    assert!(!retire(at(0)), "an offer in flight");
+    let lease = ipam
+        .bind("lab", &mac(1), offer.ip, None, at(0))
+        .await
+        .unwrap();
+    assert!(!retire(at(1)), "a live binding");
+    ipam.release(&mac(1), lease.ip, at(2)).await.unwrap();
+    assert!(retire(at(3)), "released");
+    let used = ipam.blocks_use("lab", &[block], at(3));
+    assert_eq!(
+        (used[0].in_use, used[0].usable, used[0].never_used),
+        (0, 4, 3)
+    );
+}

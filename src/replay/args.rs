@@ -68,6 +68,9 @@ pub struct ReplayArgs {
     /// New legit DHCP clients (full DORA) per second
     #[arg(long, default_value_t = 20)]
     pub legit_dhcp_rate: u32,
+    /// How long a legit API request may take before it counts as failed
+    #[arg(long, default_value = "2s", value_parser = duration_arg, hide = true)]
+    pub legit_timeout: Duration,
     /// Finale: HTTP/2 connections that never read
     #[arg(long, default_value_t = 8)]
     pub finale_connections: u32,

@@ -16,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::phases::{Kind, Recorder, SKIPPED, TIMEOUT, TRANSPORT};
 
@@ -67,7 +68,8 @@ pub fn clients_for(rate: u32, per_client: u32) -> u32 {
     rate.div_ceil(per_client.max(1)).clamp(1, 200)
 }
 
-/// Runs `load` until `cancel`.
+/// Runs `load` until `cancel`, then until its requests in flight have
+/// answered or timed out (each counted).
 pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
     if load.rate == 0 {
         return;
@@ -85,12 +87,17 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
     let mut sent: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let in_flight = TaskTracker::new();
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let due = (started.elapsed().as_secs_f64() * f64::from(load.rate)) as u64;
+        // A replay that was not run for a while (a loaded machine) catches
+        // up one second at most: more would burst past the clients' quota,
+        // which no legit client does.
+        sent = sent.max(due.saturating_sub(u64::from(load.rate)));
         // `is_cancelled`: a lagging runtime catches up in bursts; none may
         // start after the load was stopped.
         while sent < due && !cancel.is_cancelled() {
@@ -104,7 +111,7 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
             let req = request(&load, sent, (sent % u64::from(n)) as u32);
             let (rec, timeout) = (rec.clone(), load.timeout);
             let kind = load.kind;
-            tokio::spawn(async move {
+            in_flight.spawn(async move {
                 let t0 = Instant::now();
                 match tokio::time::timeout(timeout, send(&client, req)).await {
                     Ok(Ok(())) => rec.ok(kind, phase, t0.elapsed()),
@@ -116,6 +123,9 @@ pub async fn run(load: Load, rec: Arc<Recorder>, cancel: CancellationToken) {
             sent += 1;
         }
     }
+    // Each ends within its timeout.
+    in_flight.close();
+    in_flight.wait().await;
 }
 
 /// Sends and reads the whole answer; a failure's reason is the status of a

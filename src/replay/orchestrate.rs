@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::args::ReplayArgs;
 use super::config_gen::{FLOOD_RELAY, LEGIT_RELAY};
@@ -163,6 +164,9 @@ struct Loads<'a> {
     stop: CancellationToken,
     /// Stops what must outlive the loads (counting late flood answers).
     end: CancellationToken,
+    /// The HTTP loads: each ends once its requests in flight have answered
+    /// or timed out, so a slow answer is counted, not lost.
+    http: TaskTracker,
 }
 
 impl Loads<'_> {
@@ -180,7 +184,8 @@ impl Loads<'_> {
             prefix: self.args.upstream_prefix.clone(),
             max_in_flight: 16_384,
         };
-        tokio::spawn(http_load::run(load, self.rec.clone(), self.stop.clone()));
+        self.http
+            .spawn(http_load::run(load, self.rec.clone(), self.stop.clone()));
     }
 
     /// Starts the loads that begin with `phase` (loads are cumulative).
@@ -195,7 +200,7 @@ impl Loads<'_> {
             Phase::Idle => {}
             Phase::Steady => {
                 let from = Ipv4Addr::new(127, 0, 0, 10);
-                self.spawn_http(Kind::Api, a.api_rate, from, Duration::from_secs(2));
+                self.spawn_http(Kind::Api, a.api_rate, from, a.legit_timeout);
                 let sock = self.legit_sock.clone();
                 tokio::spawn(dhcp_load::legit(
                     sock,
@@ -269,6 +274,7 @@ async fn drive(
         flood_sock: dhcp_load::bind_relay(FLOOD_RELAY, setup.dhcp.port())?,
         stop: abort.child_token(),
         end: abort.clone(),
+        http: TaskTracker::new(),
     };
     let sampler = Sampler {
         base: setup.base.clone(),
@@ -296,6 +302,8 @@ async fn drive(
         }
     }
     loads.stop.cancel();
+    loads.http.close();
+    loads.http.wait().await;
     sampler_stop.cancel();
     let (samples, fatal) = sampling.await.context("the sampler panicked")?;
     Ok((samples, rec.phases(), fatal))

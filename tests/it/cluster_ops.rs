@@ -64,7 +64,7 @@ pub fn status(cfg: &Path) -> Value {
 }
 
 /// Allocates an address for `client` through a node's API.
-fn allocate(http: u16, client: &str) -> Value {
+pub fn allocate(http: u16, client: &str) -> Value {
     let out = Command::new("curl")
         .args(["-sS", "-X", "POST", "-H"])
         .arg(format!("Authorization: Bearer {TOKEN}"))
@@ -78,7 +78,7 @@ fn allocate(http: u16, client: &str) -> Value {
 }
 
 /// The status code and body of a GET on a node's gateway.
-fn get(http: u16, path: &str) -> String {
+pub fn get(http: u16, path: &str) -> String {
     let out = Command::new("curl")
         .args(["-sS", "-w", "\n%{http_code}"])
         .arg(format!("http://127.0.0.1:{http}{path}"))

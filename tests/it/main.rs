@@ -24,6 +24,7 @@ mod cluster_nemesis;
 mod cluster_net;
 mod cluster_nodes;
 mod cluster_ops;
+mod cluster_wait;
 mod cluster_workload;
 mod config_fixtures;
 mod dhcp;
