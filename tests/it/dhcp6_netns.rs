@@ -364,7 +364,7 @@ fn replies(s: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
 /// multicast group from a raw UDP socket are dropped and counted by reason,
 /// never answered; a well-formed Solicit then still gets its Advertise.
 /// Relayed: a trusted relay gets a Relay-Repl echoing its Interface-Id, an
-/// untrusted one nothing.
+/// untrusted one nothing; both are counted as relayed.
 #[test]
 fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
     if !require_root("malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered") {
@@ -468,6 +468,24 @@ fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
         &t,
         untrusted_drops
     ) >= 1.0));
+    // Relayed messages are counted under their inner type and again as
+    // relayed: the trusted relay's Solicit answered, the untrusted one's
+    // dropped, the hop-limit datagram malformed; the direct Solicit is not.
+    let relayed = |ty: &str, result: &str| {
+        let series =
+            format!("vpcbox_dhcp6_relayed_packets_total{{type=\"{ty}\",result=\"{result}\"}}");
+        metric(&t, &series)
+    };
+    for (ty, result) in [
+        ("solicit", "advertise"),
+        ("solicit", "dropped"),
+        ("malformed", "dropped"),
+    ] {
+        let one = eventually(Duration::from_secs(5), || relayed(ty, result) == 1.0);
+        assert!(one, "relayed {ty} {result}: {}", relayed(ty, result));
+    }
+    let all = "vpcbox_dhcp_packets_total{type=\"solicit\",result=\"advertise\"}";
+    assert_eq!(metric(&t, all), 2.0, "the direct and the relayed Advertise");
     // Still alive, and SIGTERM stops it cleanly.
     assert!(curl(&t, &[], "/readyz").is_some());
     server.signal("TERM");
