@@ -3,6 +3,7 @@
 
 mod admin;
 mod dump;
+mod held;
 mod index;
 mod load;
 mod ops;
@@ -16,6 +17,7 @@ mod tests;
 
 pub use admin::{Binding6, Page6, Usage6};
 pub(super) use dump::restore6;
+pub use held::IA_CAP6;
 pub(super) use index::V6State;
 pub(super) use load::load6;
 pub use ops::OFFER_CAP6;
