@@ -63,8 +63,7 @@ fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
 fn apply_config6(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
     ipam.set_port_cap6(config.dhcp.max_leases_per_port);
     if config.cluster.is_none() {
-        let specs: Vec<_> = config.subnets6.iter().map(|s| s.spec()).collect();
-        ipam.apply_config6(&specs)
+        ipam.apply_config6(&config.subnets6)
             .map_err(|e| Exit::usage(format!("config subnet6 does not fit the store: {e}")))?;
     }
     Ok(())

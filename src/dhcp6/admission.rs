@@ -91,7 +91,7 @@ pub(super) fn admit(s: &State6, a: Arrival<'_>, queue: &mpsc::Sender<Job6>) {
         Ok(decoded) => decoded,
         Err(r) => return refuse_at(s, &key, DhcpKind::Malformed, relayed, r, a.now),
     };
-    let subnets = s.subnets.load_full();
+    let subnets = s.ipam.subnets6_shared();
     let addrs = iface.as_ref().map(|(all, i)| all[*i].addrs.as_slice());
     let subnet = match trusted_relay(&subnets, &chain, &a, addrs) {
         Ok(i) => i,

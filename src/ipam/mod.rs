@@ -51,5 +51,5 @@ pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAU
 pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};
 pub use v6::{
     Binding6, Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, Page6, PdPoolSpec, Range6, Subnet6Spec,
-    Usage6, IA_CAP6, OFFER_CAP6,
+    Usage6, IA_CAP6, MAX_LIFETIME6, OFFER_CAP6,
 };

@@ -425,15 +425,11 @@ mod tests {
 
     fn state(start: &str, end: &str) -> V6State {
         let spec = Subnet6Spec {
-            id: "t".into(),
-            prefix: "fd00::/64".parse().unwrap(),
             pools: vec![Range6 {
                 start: start.parse().unwrap(),
                 end: end.parse().unwrap(),
             }],
-            pd_pools: vec![],
-            preferred_lifetime: std::time::Duration::from_secs(50),
-            valid_lifetime: std::time::Duration::from_secs(100),
+            ..Subnet6Spec::new("t", "fd00::/64".parse().unwrap())
         };
         let mut v6 = V6State::default();
         v6.insert_subnet(Subnet6Index::new(Arc::new(spec)));

@@ -2,6 +2,7 @@
 //! same store, index lock, group commit and reaper as the v4 leases.
 
 mod admin;
+mod change;
 mod dump;
 mod held;
 mod index;
@@ -22,5 +23,5 @@ pub(super) use index::V6State;
 pub(super) use load::load6;
 pub use ops::OFFER_CAP6;
 pub(super) use record::Key6;
-pub use spec::{PdPoolSpec, Range6, Subnet6Spec};
+pub use spec::{PdPoolSpec, Range6, Subnet6Spec, MAX_LIFETIME6};
 pub use types::{Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result};

@@ -30,6 +30,9 @@ fn lab6(na_end: &str) -> Subnet6Spec {
         }],
         preferred_lifetime: Duration::from_secs(500),
         valid_lifetime: Duration::from_secs(1000),
+        dns: vec![],
+        domain: None,
+        relays: vec![],
     }
 }
 
