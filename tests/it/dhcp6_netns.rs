@@ -736,3 +736,68 @@ fn one_duid_gets_at_most_its_cap_of_ias_whatever_it_asks() {
     let malformed = "vpcbox_dhcp_packets_total{type=\"malformed\",result=\"dropped\"}";
     assert!(eventually(Duration::from_secs(5), || metric(&t, malformed) >= 1.0));
 }
+
+/// The address of the IA_NA in an Advertise or Reply, if one was given.
+fn given_address(reply: &[u8]) -> Option<Ipv6Addr> {
+    let (_, ia) = options(reply).into_iter().find(|(c, _)| *c == 3)?;
+    let mut sub = vec![0, 0, 0, 0];
+    sub.extend_from_slice(ia.get(12..)?);
+    let (_, a) = options(&sub).into_iter().find(|(c, _)| *c == 5)?;
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(a.get(..16)?).ok()?))
+}
+
+/// A Solicit from a raw socket on the client's link; the address advertised.
+fn solicit_once(t: &Topo6, xid: u8) -> Option<Ipv6Addr> {
+    let cli_if = t.cli_if.clone();
+    t.cli
+        .thread(move || {
+            let idx = nix::net::if_::if_nametoindex(cli_if.as_str()).expect("ifindex");
+            let group = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
+            let c = UdpSocket::bind("[::]:546").expect("bind 546");
+            let duid = [0, 3, 0, 1, 2, 0, 0, 0, 6, 7];
+            c.send_to(&solicit(xid, &duid), group).expect("send");
+            reply_to(&c, [2, 0, 0, xid], Duration::from_secs(5))
+        })
+        .join()
+        .expect("client thread")
+        .and_then(|r| given_address(&r))
+}
+
+/// A v6 subnet added through the API on a running server (whose config
+/// has another) is served at once; after a restart the store still has
+/// it beside the configured one, and serves it (config and API subnets
+/// combine as v4's do).
+#[test]
+fn a_subnet6_added_through_the_api_is_served_at_once_and_after_a_restart() {
+    if !require_root("a_subnet6_added_through_the_api_is_served_at_once_and_after_a_restart") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:07");
+    let cfg = config(&t);
+    let cfg = cfg.replace("fd00:77:", "fd00:88:").replace("lab6", "cfg6");
+    let server = start_with(&t, &cfg);
+    assert_eq!(solicit_once(&t, 1), None, "no subnet serves the link yet");
+    let body = r#"{"family": 6, "id": "api6", "prefix": "fd00:77::/64",
+        "pools": [{"start": "fd00:77::500", "end": "fd00:77::5ff"}],
+        "dns": ["fd00:77::1"]}"#;
+    admin(&t, "POST", "/v1/subnets", Some(body)).expect("POST /v1/subnets");
+    let pool = "fd00:77::500".parse::<Ipv6Addr>().unwrap()..="fd00:77::5ff".parse().unwrap();
+    let in_api_pool = |a: Ipv6Addr| pool.contains(&a);
+    let a = solicit_once(&t, 2);
+    assert!(a.is_some_and(in_api_pool), "{a:?}");
+    server.signal("TERM");
+    assert!(server.wait().0, "vpcbox after SIGTERM");
+    let _server = start_with(&t, &cfg);
+    let listed = curl(&t, &[], "/v1/subnets").expect("/v1/subnets");
+    let v: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    let mut ids: Vec<&str> = v["subnets"]
+        .as_array()
+        .expect("subnets")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["api6", "cfg6"], "{v}");
+    let b = solicit_once(&t, 3);
+    assert!(b.is_some_and(in_api_pool), "{b:?}");
+}
