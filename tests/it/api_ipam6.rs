@@ -366,6 +366,8 @@ async fn v6_allocations_are_idempotent_durable_and_released() {
     let r = api.admin("DELETE", &one, "").await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "no_lease".into()));
     let r = api.admin("DELETE", &format!("{path}/10.0.0.5"), "").await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "no_lease".into()));
+    let r = api.admin("DELETE", &format!("{path}/fd00:97::x"), "").await;
     assert_eq!((r.status.as_u16(), r.code()), (422, "invalid".into()));
     assert_eq!(api.admin("POST", path, &alloc(duid(3))).await.status, 201);
     // The subnet goes with its bindings (as a v4 subnet with its leases).

@@ -262,7 +262,7 @@ pub async fn deallocate(ctx: &ApiContext, id: &str, ip: &str) -> Result<Resp, Ap
     if subnet6(ctx, id).is_some() {
         return subnet6::deallocate(ctx, id, ip).await;
     }
-    let ip = parse_ip(ip)?;
+    let ip = parse_ip(ip).map_err(|e| subnet6::other_family(ip).unwrap_or(e))?;
     subnet_or_404(ctx, id)?;
     let lease = ctx
         .ipam

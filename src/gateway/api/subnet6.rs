@@ -2,6 +2,7 @@
 //! a JSON body, and an allocation as one IA_NA (IAID 0) of the client key,
 //! bound as the DHCPv6 server binds one.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use serde::de::IgnoredAny;
@@ -34,6 +35,13 @@ pub(super) fn is_v6(body: &[u8]) -> Result<bool, ApiError> {
         Some(f) if f == 4 => Ok(false),
         Some(f) => Err(ApiError::Invalid(format!("family: '{f}' must be 4 or 6"))),
     }
+}
+
+/// An IPv6 address or prefix where a v4 subnet's address was expected:
+/// well-formed, so not `invalid`, but no lease of that subnet is on it.
+pub(super) fn other_family(ip: &str) -> Option<ApiError> {
+    let v6 = ip.parse::<Ipv6Addr>().is_ok() || ip.parse::<ipnet::Ipv6Net>().is_ok();
+    v6.then(|| ApiError::NoLeaseOn(ip.to_owned()))
 }
 
 /// The IA an API allocation in a v6 subnet is: the client's IA_NA 0.
@@ -74,6 +82,9 @@ pub(super) async fn allocate(
 /// Releases the binding or offer on an address (or delegated prefix) of
 /// subnet `id`, whichever client's IA holds it; 404 if none does.
 pub(super) async fn deallocate(ctx: &ApiContext, id: &str, ip: &str) -> Result<Resp, ApiError> {
+    if ip.parse::<Ipv4Addr>().is_ok() {
+        return Err(ApiError::NoLeaseOn(ip.to_owned()));
+    }
     let net = parse_net6(ip)?;
     let none = || ApiError::NoLeaseOn(Ipam::key6_text(net));
     let b = binding6_on(&ctx.ipam, net)
