@@ -247,7 +247,7 @@ mod tests {
             }],
             ..Subnet6Config::new("w6", "fd00:76::/64".parse().unwrap())
         };
-        ipam.apply_config6(&[subnet.clone()]).unwrap();
+        ipam.apply_config6(std::slice::from_ref(&subnet)).unwrap();
         let client = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
         let client_port = client.local_addr().unwrap().port();
         let duid = ipam.server_duid().unwrap();
