@@ -54,6 +54,9 @@ fn subnet6() -> Subnet6Spec {
         }],
         preferred_lifetime: Duration::from_secs(12 * 3600),
         valid_lifetime: Duration::from_secs(24 * 3600),
+        dns: vec![],
+        domain: None,
+        relays: vec![],
     }
 }
 

@@ -240,6 +240,9 @@ mod tests {
             }],
             preferred_lifetime: std::time::Duration::from_secs(1800),
             valid_lifetime: std::time::Duration::from_secs(3600),
+            dns: vec![],
+            domain: None,
+            relays: vec![],
         };
         ipam.apply_config6(&[spec]).unwrap();
         let client: ClientKey = "duid:0003000102000001".parse().unwrap();

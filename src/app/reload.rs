@@ -107,6 +107,12 @@ pub async fn apply_to_store(
                     Ok(()) => tracing::info!(subnets = config.subnets.len(), "subnets and reservations reloaded"),
                     Err(e) => tracing::error!(error = %e, "reloaded subnets/reservations refused by the store; the store keeps its own"),
                 }
+                // The DHCPv6 server serves the IPAM's v6 subnets (config and API ones).
+                if config.cluster.is_none() {
+                    if let Err(e) = ipam.apply_config6(&config.subnets6) {
+                        tracing::error!(error = %e, "reloaded subnet6 refused by the store; the store keeps its own");
+                    }
+                }
             }
         }
     }

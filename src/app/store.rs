@@ -80,8 +80,7 @@ fn apply_config(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
 fn apply_config6(config: &Config, ipam: &Ipam) -> Result<(), Exit> {
     ipam.set_port_cap6(config.dhcp.max_leases_per_port);
     if config.cluster.is_none() {
-        let specs: Vec<_> = config.subnets6.iter().map(|s| s.spec()).collect();
-        ipam.apply_config6(&specs)
+        ipam.apply_config6(&config.subnets6)
             .map_err(|e| Exit::usage(format!("config subnet6 does not fit the store: {e}")))?;
     }
     Ok(())
@@ -110,8 +109,12 @@ pub fn apply_cluster_config(
 ) -> Result<(), Exit> {
     use crate::cluster::ApplyError;
     ipam.set_port_cap6(config.dhcp.max_leases_per_port);
-    let subnets6: Vec<_> = config.subnets6.iter().map(|s| s.spec()).collect();
-    match cluster.apply_config(ipam, &config.subnets, &config.reservations, &subnets6) {
+    match cluster.apply_config(
+        ipam,
+        &config.subnets,
+        &config.reservations,
+        &config.subnets6,
+    ) {
         Ok(()) => Ok(()),
         Err(ApplyError::Ipam(e)) => Err(config_error(e)),
         Err(e @ ApplyError::Differs(_)) => {

@@ -44,6 +44,9 @@ fn subnet6() -> Subnet6Spec {
         }],
         preferred_lifetime: Duration::from_secs(1800),
         valid_lifetime: Duration::from_secs(3600),
+        dns: vec![],
+        domain: None,
+        relays: vec![],
     }
 }
 

@@ -15,6 +15,7 @@ pub const LIVE: &[&str] = &[
     "dhcp.max_leases_per_port",
     "dhcp.max_client_quotas",
     "subnet",
+    "subnet6",
     "reservation",
     "gateway.per_client_rate",
     "gateway.per_client_burst",
@@ -133,6 +134,18 @@ mod tests {
             restart_only(&a, &b),
             vec!["dhcp.workers".to_owned(), "gateway.max_body".to_owned()]
         );
+    }
+
+    /// `[[subnet6]]` goes to the store on reload, as `[[subnet]]` does.
+    #[test]
+    fn subnet6_is_live() {
+        let a = raw("");
+        let b = raw("[[subnet6]]\nid = \"a6\"\nprefix = \"fd00:1::/64\"\n");
+        let keys: Vec<(String, bool)> = changes(&a, &b)
+            .into_iter()
+            .map(|c| (c.key, c.live))
+            .collect();
+        assert_eq!(keys, [("subnet6".to_owned(), true)]);
     }
 
     #[test]

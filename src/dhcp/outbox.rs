@@ -29,6 +29,8 @@ pub struct Outgoing<A> {
     pub to: A,
     pub kind: DhcpKind,
     pub outcome: DhcpOutcome,
+    /// A DHCPv6 reply inside Relay-Repl (counted as relayed too).
+    pub relayed: bool,
     pub key: ClientKey,
 }
 
@@ -76,8 +78,8 @@ impl<A: OutAddr> Outbox<A> {
             .send_to(&out.bytes, Into::<SocketAddr>::into(out.to))
             .await
         {
-            Ok(_) => sent(stats, out.kind, out.outcome, &out.key, Instant::now()),
-            Err(e) => unsent(stats, out.kind, out.to, &e),
+            Ok(_) => sent(stats, &out, Instant::now()),
+            Err(e) => unsent(stats, &out, &e),
         }
     }
 
@@ -122,14 +124,14 @@ async fn send_all<A: OutAddr>(stats: &Stats, socket: &UdpSocket, msgs: &[Outgoin
         match mmsg::send(socket, rest, |m| (&m.bytes, m.to)) {
             Ok(n) if n > 0 => {
                 for m in &rest[..n.min(rest.len())] {
-                    sent(stats, m.kind, m.outcome, &m.key, now);
+                    sent(stats, m, now);
                 }
                 at += n;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if let Err(e) = socket.writable().await {
                     for m in rest {
-                        unsent(stats, m.kind, m.to, &e);
+                        unsent(stats, m, &e);
                     }
                     return;
                 }
@@ -137,16 +139,11 @@ async fn send_all<A: OutAddr>(stats: &Stats, socket: &UdpSocket, msgs: &[Outgoin
             // An error of the first message (no route to it, say): the
             // others may well go.
             Ok(_) => {
-                unsent(
-                    stats,
-                    rest[0].kind,
-                    rest[0].to,
-                    &std::io::Error::other("none sent"),
-                );
+                unsent(stats, &rest[0], &std::io::Error::other("none sent"));
                 at += 1;
             }
             Err(e) => {
-                unsent(stats, rest[0].kind, rest[0].to, &e);
+                unsent(stats, &rest[0], &e);
                 at += 1;
             }
         }
@@ -154,13 +151,15 @@ async fn send_all<A: OutAddr>(stats: &Stats, socket: &UdpSocket, msgs: &[Outgoin
 }
 
 /// Counts a reply the kernel took.
-pub fn sent(stats: &Stats, kind: DhcpKind, outcome: DhcpOutcome, key: &ClientKey, now: Instant) {
-    stats.dhcp.packet(kind, outcome);
-    stats.clients.served(key, now);
+pub fn sent<A>(stats: &Stats, m: &Outgoing<A>, now: Instant) {
+    stats.dhcp.packet_via(m.kind, m.outcome, m.relayed);
+    stats.clients.served(&m.key, now);
 }
 
 /// Counts a reply that could not be sent.
-pub fn unsent(stats: &Stats, kind: DhcpKind, to: impl Display, e: &std::io::Error) {
-    tracing::debug!(%to, error = %e, "dhcp send");
-    stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+pub fn unsent<A: Display>(stats: &Stats, m: &Outgoing<A>, e: &std::io::Error) {
+    tracing::debug!(to = %m.to, error = %e, "dhcp send");
+    stats
+        .dhcp
+        .packet_via(m.kind, DhcpOutcome::Dropped, m.relayed);
 }

@@ -289,6 +289,7 @@ async fn send(state: &State, listener: usize, kind: DhcpKind, key: &ClientKey, r
         to,
         kind,
         outcome: reply.outcome,
+        relayed: false,
         key: key.clone(),
     };
     state

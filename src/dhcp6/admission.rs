@@ -76,34 +76,34 @@ pub(super) fn admit(s: &State6, a: Arrival<'_>, queue: &mpsc::Sender<Job6>) {
     };
     let p = match peek(a.buf) {
         Ok(p) => p,
-        Err(m) => return refuse_anonymous(s, m),
+        Err(m) => return refuse_anonymous(s, m, relayed),
     };
     let kind = kind_of(p.msg_type);
     let key = client_key(&p, &a);
     if let Err(r) = identified(s, &p) {
-        return refuse_at(s, &key, kind, r, a.now);
+        return refuse_at(s, &key, kind, relayed, r, a.now);
     }
     // Every arrival past isolation, dropped or not: the rates show what a
     // client sends.
     s.stats.clients.request(&key, a.now);
     if let Err(r) = own_quota(s, &p, &a) {
-        return refuse_at(s, &key, kind, r, a.now);
+        return refuse_at(s, &key, kind, relayed, r, a.now);
     }
     let (chain, req) = match framing(a.buf) {
         Ok(decoded) => decoded,
-        Err(r) => return refuse_at(s, &key, DhcpKind::Malformed, r, a.now),
+        Err(r) => return refuse_at(s, &key, DhcpKind::Malformed, relayed, r, a.now),
     };
-    let subnets = s.subnets.load_full();
+    let subnets = s.ipam.subnets6_shared();
     let addrs = iface.as_ref().map(|(all, i)| all[*i].addrs.as_slice());
     let subnet = match trusted_relay(&subnets, &chain, &a, addrs) {
         Ok(i) => i,
-        Err(r) => return refuse_at(s, &key, kind, r, a.now),
+        Err(r) => return refuse_at(s, &key, kind, relayed, r, a.now),
     };
     if let Err(r) = this_node(s, &key) {
-        return refuse_at(s, &key, kind, r, a.now);
+        return refuse_at(s, &key, kind, relayed, r, a.now);
     }
     if let Err(r) = global_quota(s) {
-        return refuse_at(s, &key, kind, r, a.now);
+        return refuse_at(s, &key, kind, relayed, r, a.now);
     }
     let via = match chain.is_relayed() {
         true => Via::Relayed,
@@ -226,7 +226,7 @@ fn enqueue(s: &State6, job: Job6, queue: &mpsc::Sender<Job6>) {
     if let Err(e) = queue.try_send(job) {
         s.stats.dhcp.queue_depth.fetch_sub(1, Relaxed);
         if let mpsc::error::TrySendError::Full(job) = e {
-            refuse(s, &job.key, job.kind, Refused::Drop(DropReason::QueueFull));
+            refuse(s, &job, Refused::Drop(DropReason::QueueFull));
         }
     }
 }
@@ -248,12 +248,22 @@ pub(super) fn new_lease(s: &State6) -> Step {
     }
 }
 
-/// Counts a refused datagram for its client.
-pub(super) fn refuse(s: &State6, key: &ClientKey, kind: DhcpKind, why: Refused) {
-    refuse_at(s, key, kind, why, Instant::now());
+/// Counts a refused message for its client.
+pub(super) fn refuse(s: &State6, job: &Job6, why: Refused) {
+    let relayed = job.chain.is_relayed();
+    refuse_at(s, &job.key, job.kind, relayed, why, Instant::now());
 }
 
-fn refuse_at(s: &State6, key: &ClientKey, kind: DhcpKind, why: Refused, now: Instant) {
+/// Counts a refused datagram for its client (and as relayed if it came in
+/// a Relay-Forw).
+fn refuse_at(
+    s: &State6,
+    key: &ClientKey,
+    kind: DhcpKind,
+    relayed: bool,
+    why: Refused,
+    now: Instant,
+) {
     let (reason, counted_as) = match why {
         Refused::NotMine => return,
         Refused::Malformed(m) => {
@@ -265,17 +275,16 @@ fn refuse_at(s: &State6, key: &ClientKey, kind: DhcpKind, why: Refused, now: Ins
     };
     s.stats.drop_for(key, reason, now);
     if let Some(kind) = counted_as {
-        s.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+        s.stats.dhcp.packet_via(kind, DhcpOutcome::Dropped, relayed);
     }
 }
 
 /// A datagram refused before its client is known.
-fn refuse_anonymous(s: &State6, m: Malformed6) {
+fn refuse_anonymous(s: &State6, m: Malformed6, relayed: bool) {
     s.stats.dhcp.malformed6(m.name());
     s.stats.drop_anonymous(m.reason());
-    s.stats
-        .dhcp
-        .packet(DhcpKind::Malformed, DhcpOutcome::Dropped);
+    let (k, o) = (DhcpKind::Malformed, DhcpOutcome::Dropped);
+    s.stats.dhcp.packet_via(k, o, relayed);
 }
 
 /// The `type` label of a client message type.

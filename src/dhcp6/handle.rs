@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Dhcp6Config, DhcpConfig, Subnet6Config};
+use crate::config::{Config, Dhcp6Config, DhcpConfig};
 use crate::isolation::IsolationSet;
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -21,8 +21,8 @@ pub struct Dhcp6Handle {
     /// `[dhcp]`: the limits both servers share (queue, global rate,
     /// quota table cap, deadline).
     pub dhcp: DhcpConfig,
-    pub subnets: Vec<Subnet6Config>,
-    /// Reloaded configs: new quotas and subnets take effect on change.
+    /// Reloaded configs: new quotas take effect on change (subnets are
+    /// the IPAM's, which the reload updates).
     pub updates: watch::Receiver<Arc<Config>>,
     pub stats: Arc<Stats>,
     pub isolation: Arc<IsolationSet>,
@@ -44,7 +44,6 @@ impl From<&Shared> for Dhcp6Handle {
         Self {
             config: shared.config.dhcp6.clone(),
             dhcp: shared.config.dhcp.clone(),
-            subnets: shared.config.subnets6.clone(),
             updates: shared.updates.subscribe(),
             stats: shared.stats.clone(),
             isolation: shared.isolation.clone(),

@@ -1,8 +1,8 @@
 //! The DHCPv6 server: binds its socket, then serves on a thread of its own
 //! (as v4: [`crate::dhcp::thread`]): one receive loop admitting datagrams
 //! into a bounded queue ([`super::receive`]), one worker
-//! ([`super::worker`]), and the housekeeping of the limiters, interfaces
-//! and reloaded subnets.
+//! ([`super::worker`]), and the housekeeping of the limiters and
+//! interfaces. Its subnets are the IPAM's (config and API ones), read per message.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,7 +117,6 @@ impl Dhcp6Server {
             isolation: h.isolation,
             ipam,
             limits: ArcSwap::from_pointee(Limits6::new(cfg, &h.dhcp)),
-            subnets: ArcSwap::from_pointee(h.subnets),
             ifaces: ArcSwap::from_pointee(ifaces),
             ctx: Ctx6::new(cfg, duid),
             socket,
@@ -155,7 +154,8 @@ impl Dhcp6Server {
 }
 
 /// Trims the limiters and re-reads the interfaces' addresses every
-/// [`HOUSEKEEPING`]; swaps in new limits and subnets on reload.
+/// [`HOUSEKEEPING`]; swaps in new limits on reload (the subnets are the
+/// IPAM's, which the reload updates).
 async fn housekeeping(
     state: Arc<State6>,
     interfaces: Vec<String>,
@@ -178,8 +178,7 @@ async fn housekeeping(
             Ok(()) = updates.changed() => {
                 let cfg = updates.borrow_and_update().clone();
                 state.limits.store(Arc::new(Limits6::new(&cfg.dhcp6, &cfg.dhcp)));
-                state.subnets.store(Arc::new(cfg.subnets6.clone()));
-                tracing::info!(per_client_rate = %cfg.dhcp6.per_client_rate, "dhcp6 quotas and subnets reloaded");
+                tracing::info!(per_client_rate = %cfg.dhcp6.per_client_rate, "dhcp6 quotas reloaded");
             }
         }
     }

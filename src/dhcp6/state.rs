@@ -52,8 +52,6 @@ pub(super) struct State6 {
     pub ipam: Arc<Ipam>,
     /// Swapped whole when a reload brings new rates (quotas restart then).
     pub limits: ArcSwap<Limits6>,
-    /// `[[subnet6]]`, swapped whole on reload.
-    pub subnets: ArcSwap<Vec<Subnet6Config>>,
     /// `[dhcp6] interfaces`, their addresses refreshed by housekeeping.
     pub ifaces: ArcSwap<Vec<Iface6>>,
     pub ctx: Ctx6,
@@ -80,8 +78,9 @@ pub(super) fn via_of(dst: Ipv6Addr) -> Via {
     }
 }
 
-/// A server state for tests: the embedded config's limits, `subnets`,
-/// `ifaces`, a socket on loopback; replies to clients go to `client_port`.
+/// A server state for tests: the embedded config's limits, `subnets`
+/// (stored in `ipam`), `ifaces`, a socket on loopback; replies to clients
+/// go to `client_port`.
 #[cfg(test)]
 pub(super) async fn for_tests(
     ipam: Arc<Ipam>,
@@ -92,11 +91,11 @@ pub(super) async fn for_tests(
     let cfg = crate::config::Config::embedded().unwrap();
     let (socket, _) = super::socket::bind("[::1]:0".parse().unwrap(), &[]).unwrap();
     let duid = ipam.server_duid().unwrap();
+    ipam.apply_config6(&subnets).unwrap();
     State6 {
         stats: Stats::new(16),
         isolation: IsolationSet::in_memory(),
         limits: ArcSwap::from_pointee(Limits6::new(&cfg.dhcp6, &cfg.dhcp)),
-        subnets: ArcSwap::from_pointee(subnets),
         ifaces: ArcSwap::from_pointee(ifaces),
         ctx: Ctx6::new(&cfg.dhcp6, duid),
         ipam,

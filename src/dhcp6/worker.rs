@@ -76,12 +76,7 @@ fn start(state: &Arc<State6>, job: Job6) -> Option<impl Future<Output = ()> + Se
     let id = (job.key.clone(), job.req.xid);
     let fresh = lock(&state.inflight).insert(id.clone());
     if !fresh {
-        refuse(
-            state,
-            &job.key,
-            job.kind,
-            Refused::Drop(DropReason::Duplicate),
-        );
+        refuse(state, &job, Refused::Drop(DropReason::Duplicate));
         return None;
     }
     let state = state.clone();
@@ -100,22 +95,28 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn process(state: Arc<State6>, job: Job6) {
     let s = &*state;
     if let Err(r) = admission::in_time(s, &job) {
-        return refuse(s, &job.key, job.kind, r);
+        return refuse(s, &job, r);
     }
     let subnet = job.subnet();
     let op = match plan(&job.req, job.via, subnet, &s.ctx) {
         Plan6::Reply(r) => return send(s, &job, r).await,
-        Plan6::Silent => return s.stats.dhcp.packet(job.kind, DhcpOutcome::Silent),
-        Plan6::Drop(reason) => return refuse(s, &job.key, job.kind, Refused::Drop(reason)),
+        Plan6::Silent => {
+            let relayed = job.chain.is_relayed();
+            return s
+                .stats
+                .dhcp
+                .packet_via(job.kind, DhcpOutcome::Silent, relayed);
+        }
+        Plan6::Drop(reason) => return refuse(s, &job, Refused::Drop(reason)),
         Plan6::Ipam(op) => op,
     };
     // plan() names an IPAM operation only for a client with a DUID on a subnet.
     let (Some(subnet), Some(client)) = (subnet, job.req.client.as_ref()) else {
-        return refuse(s, &job.key, job.kind, Refused::Drop(DropReason::NoSubnet));
+        return refuse(s, &job, Refused::Drop(DropReason::NoSubnet));
     };
     if matches!(op, Op6::Advertise | Op6::Commit) {
         if let Err(r) = admission::new_lease(s) {
-            return refuse(s, &job.key, job.kind, r);
+            return refuse(s, &job, r);
         }
     }
     let now = SystemTime::now();
@@ -130,7 +131,7 @@ async fn process(state: Arc<State6>, job: Job6) {
                 IpamError::PortFull { .. } => DropReason::PortCap,
                 _ => DropReason::Storage,
             };
-            refuse(s, &job.key, job.kind, Refused::Drop(reason))
+            refuse(s, &job, Refused::Drop(reason))
         }
     }
 }
@@ -208,6 +209,7 @@ async fn send(s: &State6, job: &Job6, reply: Reply6) {
         to,
         kind: job.kind,
         outcome,
+        relayed: job.chain.is_relayed(),
         key: job.key.clone(),
     };
     s.outbox.send(0, &s.socket, &s.stats, out).await
@@ -245,7 +247,7 @@ mod tests {
             }],
             ..Subnet6Config::new("w6", "fd00:76::/64".parse().unwrap())
         };
-        ipam.apply_config6(&[subnet.spec()]).unwrap();
+        ipam.apply_config6(std::slice::from_ref(&subnet)).unwrap();
         let client = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
         let client_port = client.local_addr().unwrap().port();
         let duid = ipam.server_duid().unwrap();

@@ -158,7 +158,7 @@ impl Ipam {
         None
     }
 
-    fn write_ops(&self, st: &mut State, ops: &[Op]) -> Result<Ticket, IpamError> {
+    pub(super) fn write_ops(&self, st: &mut State, ops: &[Op]) -> Result<Ticket, IpamError> {
         self.store_apply(st, ops.to_vec())?;
         self.stats
             .ipam

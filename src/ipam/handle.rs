@@ -17,6 +17,7 @@ use super::model::IpamOptions;
 use super::spec::SubnetSpec;
 use super::state::State;
 use super::store::Store;
+use super::v6::Subnet6Spec;
 use crate::events::EventLog;
 use crate::heap::{self, Owner};
 use crate::stats::Stats;
@@ -41,6 +42,9 @@ pub struct Ipam {
     /// path (which subnet does this packet belong to); replaced wholesale
     /// under the state lock when subnets change (rare).
     pub(super) specs: ArcSwap<Vec<Arc<SubnetSpec>>>,
+    /// The v6 subnet specs, in prefix order: what the DHCPv6 server reads
+    /// per message, lock-free; replaced with `specs`.
+    pub(super) specs6: ArcSwap<Vec<Subnet6Spec>>,
     /// Lease counts changed since the last publication.
     pub(super) dirty: AtomicBool,
     /// The operator event log (storage degraded / recovered).
@@ -124,6 +128,15 @@ impl Ipam {
         self.specs.store(Arc::new(
             st.subnets.iter().map(|s| s.spec.clone()).collect(),
         ));
+        self.specs6.store(Arc::new(
+            st.v6.subnets.iter().map(|s| (*s.spec).clone()).collect(),
+        ));
+    }
+
+    /// The v6 subnets, config and API ones alike, as one shared list (the
+    /// DHCPv6 server's view). Lock-free.
+    pub fn subnets6_shared(&self) -> Arc<Vec<Subnet6Spec>> {
+        self.specs6.load_full()
     }
 
     pub fn subnets(&self) -> Vec<Arc<SubnetSpec>> {

@@ -55,6 +55,7 @@ impl Ipam {
             published: Mutex::new(None),
             dirty: Default::default(),
             specs: ArcSwap::default(),
+            specs6: ArcSwap::default(),
             events: Default::default(),
             cluster: Default::default(),
             reads: Default::default(),

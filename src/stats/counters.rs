@@ -14,6 +14,8 @@ use super::snapshot::LeaseCount;
 #[derive(Debug, Default)]
 pub struct DhcpStats {
     packets: [[AtomicU64; N_OUTCOME]; N_KIND],
+    /// The DHCPv6 part of `packets` that came inside a Relay-Forw.
+    relayed6: [[AtomicU64; N_OUTCOME]; N_KIND],
     pub queue_depth: AtomicI64,
     pub queue_capacity: AtomicU64,
     /// Keys the per-client quota tracked at its last housekeeping, before
@@ -31,6 +33,17 @@ impl DhcpStats {
     }
     pub fn packets(&self, kind: DhcpKind, outcome: DhcpOutcome) -> u64 {
         self.packets[kind as usize][outcome as usize].load(Relaxed)
+    }
+    /// [`Self::packet`], and as relayed too for a DHCPv6 message that came
+    /// inside a Relay-Forw.
+    pub fn packet_via(&self, kind: DhcpKind, outcome: DhcpOutcome, relayed: bool) {
+        self.packet(kind, outcome);
+        if relayed {
+            self.relayed6[kind as usize][outcome as usize].fetch_add(1, Relaxed);
+        }
+    }
+    pub fn relayed6(&self, kind: DhcpKind, outcome: DhcpOutcome) -> u64 {
+        self.relayed6[kind as usize][outcome as usize].load(Relaxed)
     }
     pub fn total(&self) -> u64 {
         self.packets.iter().flatten().map(|a| a.load(Relaxed)).sum()

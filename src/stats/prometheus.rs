@@ -159,6 +159,7 @@ fn dhcp(reg: &mut Registry, snap: &Snapshot) {
         gauge "dhcp_queue_capacity", "Capacity of the DHCP work queue" => snap.dhcp_queue_capacity;
         gauge "dhcp_tracked_clients", "Client keys with a DHCP quota of their own (at most dhcp.max_client_quotas)" => snap.dhcp_tracked_clients;
         Counters "dhcp6_malformed", "DHCPv6 datagrams refused on the wire, by what was wrong" => snap.dhcp6_malformed.iter().map(|(r, n)| (vec![("reason", (*r).to_owned())], *n)).collect();
+        Counters "dhcp6_relayed_packets", "DHCPv6 messages that came inside a Relay-Forw (counted in dhcp_packets too), by the client message's type and what became of them" => snap.dhcp6_relayed.iter().map(|(k, o, n)| (type_result(*k, *o), *n)).collect();
     }
 }
 
@@ -248,13 +249,16 @@ fn dhcp_packets(snap: &Snapshot) -> Vec<(Labels, u64)> {
                 .iter()
                 .find(|(sk, so, _)| (*sk, *so) == (k, o))
                 .map_or(0, |p| p.2);
-            let labels = vec![
-                ("type", k.as_str().to_owned()),
-                ("result", o.as_str().to_owned()),
-            ];
-            (labels, n)
+            (type_result(k, o), n)
         })
         .collect()
+}
+
+fn type_result(k: DhcpKind, o: DhcpOutcome) -> Labels {
+    vec![
+        ("type", k.as_str().to_owned()),
+        ("result", o.as_str().to_owned()),
+    ]
 }
 
 fn lease_labels(l: &LeaseCount) -> (Labels, u64) {

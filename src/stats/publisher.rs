@@ -92,6 +92,12 @@ fn build(stats: &Stats, seq: u64, now: Instant) -> Snapshot {
         dhcp_queue_capacity: stats.dhcp.queue_capacity.load(Relaxed),
         dhcp_tracked_clients: stats.dhcp.tracked_clients.load(Relaxed),
         dhcp6_malformed: stats.dhcp.malformed6_counts(),
+        dhcp6_relayed: DhcpKind::ALL
+            .iter()
+            .flat_map(|k| DhcpOutcome::ALL.iter().map(move |o| (*k, *o)))
+            .map(|(k, o)| (k, o, stats.dhcp.relayed6(k, o)))
+            .filter(|(_, _, n)| *n > 0)
+            .collect(),
         ipam_commit_seconds: stats.ipam.commit_seconds.snapshot(),
         ipam_batch_size: stats.ipam.batch_size.snapshot(),
         ipam_commits_waiting: stats.ipam.commits_waiting.load(Relaxed),

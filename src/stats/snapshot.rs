@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub dhcp_tracked_clients: u64,
     /// DHCPv6 datagrams refused on the wire: `(reason, count)`.
     pub dhcp6_malformed: Vec<(&'static str, u64)>,
+    /// DHCPv6 messages that came inside a Relay-Forw (also in
+    /// `dhcp_packets`): `(type, result, count)`, the seen ones.
+    pub dhcp6_relayed: Vec<(DhcpKind, DhcpOutcome, u64)>,
     pub ipam_commit_seconds: HistogramSnapshot,
     pub ipam_batch_size: HistogramSnapshot,
     pub ipam_commits_waiting: i64,
@@ -90,6 +93,7 @@ impl Default for Snapshot {
             dhcp_queue_capacity: 0,
             dhcp_tracked_clients: 0,
             dhcp6_malformed: Vec::new(),
+            dhcp6_relayed: Vec::new(),
             ipam_commit_seconds: HistogramSnapshot::default(),
             ipam_batch_size: HistogramSnapshot::default(),
             ipam_commits_waiting: 0,

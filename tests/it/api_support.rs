@@ -137,6 +137,9 @@ pub async fn lab6(ipam: &vpcbox::ipam::Ipam, n: u8) {
         }],
         preferred_lifetime: std::time::Duration::from_secs(1800),
         valid_lifetime: std::time::Duration::from_secs(3600),
+        dns: vec![],
+        domain: None,
+        relays: vec![],
     };
     ipam.apply_config6(&[spec]).unwrap();
     for c in 1..=n {

@@ -96,8 +96,13 @@ relays = ["fd00:77::2"]
 
 /// `vpcbox run --headless` in the server namespace, once `/readyz` says so.
 fn start(t: &Topo6) -> Proc {
+    start_with(t, &config(t))
+}
+
+/// [`start`] with the config `text`.
+fn start_with(t: &Topo6, text: &str) -> Proc {
     let path = t.dir.path().join("config.toml");
-    std::fs::write(&path, config(t)).expect("write config");
+    std::fs::write(&path, text).expect("write config");
     let bin = crate::support::bin();
     let p = t.srv.spawn(
         bin.to_str().expect("utf-8"),
@@ -364,7 +369,7 @@ fn replies(s: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
 /// multicast group from a raw UDP socket are dropped and counted by reason,
 /// never answered; a well-formed Solicit then still gets its Advertise.
 /// Relayed: a trusted relay gets a Relay-Repl echoing its Interface-Id, an
-/// untrusted one nothing.
+/// untrusted one nothing; both are counted as relayed.
 #[test]
 fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
     if !require_root("malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered") {
@@ -468,6 +473,24 @@ fn malformed_and_untrusted_datagrams_are_dropped_counted_and_unanswered() {
         &t,
         untrusted_drops
     ) >= 1.0));
+    // Relayed messages are counted under their inner type and again as
+    // relayed: the trusted relay's Solicit answered, the untrusted one's
+    // dropped, the hop-limit datagram malformed; the direct Solicit is not.
+    let relayed = |ty: &str, result: &str| {
+        let series =
+            format!("vpcbox_dhcp6_relayed_packets_total{{type=\"{ty}\",result=\"{result}\"}}");
+        metric(&t, &series)
+    };
+    for (ty, result) in [
+        ("solicit", "advertise"),
+        ("solicit", "dropped"),
+        ("malformed", "dropped"),
+    ] {
+        let one = eventually(Duration::from_secs(5), || relayed(ty, result) == 1.0);
+        assert!(one, "relayed {ty} {result}: {}", relayed(ty, result));
+    }
+    let all = "vpcbox_dhcp_packets_total{type=\"solicit\",result=\"advertise\"}";
+    assert_eq!(metric(&t, all), 2.0, "the direct and the relayed Advertise");
     // Still alive, and SIGTERM stops it cleanly.
     assert!(curl(&t, &[], "/readyz").is_some());
     server.signal("TERM");
@@ -582,4 +605,199 @@ fn dhclient6_gets_a_delegated_prefix() {
     let pool: ipnet::Ipv6Net = "fd00:78::/48".parse().unwrap();
     assert_eq!(prefix.prefix_len(), 56, "{prefix}");
     assert!(pool.contains(&prefix), "{prefix}");
+}
+
+/// A client message `kind` from `duid` with one IA_NA per IAID in `iaids`
+/// (and the server's DUID, if given).
+fn with_ias(kind: u8, xid: u8, duid: &[u8], server: Option<&[u8]>, iaids: &[u32]) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, xid];
+    opt(&mut m, 1, duid);
+    if let Some(s) = server {
+        opt(&mut m, 2, s);
+    }
+    opt(&mut m, 8, &[0, 0]);
+    for iaid in iaids {
+        let mut ia = iaid.to_be_bytes().to_vec();
+        ia.extend_from_slice(&[0; 8]);
+        opt(&mut m, 3, &ia);
+    }
+    m
+}
+
+/// The first datagram on `s` starting with `head`, waiting up to `wait`.
+fn reply_to(s: &UdpSocket, head: [u8; 4], wait: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 2048];
+    while t0.elapsed() < wait {
+        if let Ok(n) = s.recv(&mut buf) {
+            if buf[..n].starts_with(&head) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+    }
+    None
+}
+
+/// The top-level options of a reply: `(code, value)`.
+fn options(reply: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = reply.get(4..).unwrap_or_default();
+    while let [c0, c1, l0, l1, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(tail.len());
+        out.push((u16::from_be_bytes([*c0, *c1]), &tail[..len]));
+        rest = &tail[len..];
+    }
+    out
+}
+
+/// The IA_NAs of a reply given an address (an IAADDR sub-option), and
+/// those answered NoAddrsAvail (status 2).
+fn ia_na_outcomes(reply: &[u8]) -> (usize, usize) {
+    let (mut given, mut none) = (0, 0);
+    for (_, ia) in options(reply).into_iter().filter(|(c, _)| *c == 3) {
+        let mut sub = vec![0, 0, 0, 0];
+        sub.extend_from_slice(ia.get(12..).unwrap_or_default());
+        for (code, v) in options(&sub) {
+            match code {
+                5 => given += 1,
+                13 if v.starts_with(&[0, 2]) => none += 1,
+                _ => {}
+            }
+        }
+    }
+    (given, none)
+}
+
+/// One DUID asking for many IA_NAs: a message with 100 is refused whole
+/// (counted malformed, unanswered); 13 Requests of 8 new IAIDs each (104)
+/// bind 8 (`IA_CAP6`), every other IA is answered NoAddrsAvail, and the
+/// API lists 8 bindings for the DUID. Fails without the per-DUID cap.
+#[test]
+fn one_duid_gets_at_most_its_cap_of_ias_whatever_it_asks() {
+    if !require_root("one_duid_gets_at_most_its_cap_of_ias_whatever_it_asks") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:06");
+    // Bindings that outlive the test, however slowly it runs.
+    let _server = start_with(
+        &t,
+        &config(&t)
+            .replace("\"4s\"", "\"30m\"")
+            .replace("\"8s\"", "\"1h\""),
+    );
+    let cli_if = t.cli_if.clone();
+    let duid = [0, 3, 0, 1, 2, 0, 0, 0, 6, 6];
+    let (hundred, outcomes) = t
+        .cli
+        .thread(move || {
+            let idx = nix::net::if_::if_nametoindex(cli_if.as_str()).expect("ifindex");
+            let group = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
+            let c = UdpSocket::bind("[::]:546").expect("bind 546");
+            let all: Vec<u32> = (0..100).collect();
+            c.send_to(&with_ias(1, 1, &duid, None, &all), group)
+                .expect("send");
+            let hundred = replies(&c, Duration::from_secs(1));
+            c.send_to(&with_ias(1, 2, &duid, None, &all[..8]), group)
+                .expect("send");
+            let adv = reply_to(&c, [2, 0, 0, 2], Duration::from_secs(5));
+            let server = options(&adv.expect("an Advertise"))
+                .into_iter()
+                .find(|(c, _)| *c == 2)
+                .expect("a Server Identifier")
+                .1
+                .to_vec();
+            let mut outcomes = Vec::new();
+            for (i, iaids) in (0..104u32).collect::<Vec<_>>().chunks(8).enumerate() {
+                let xid = 10 + i as u8;
+                let req = with_ias(3, xid, &duid, Some(&server), iaids);
+                c.send_to(&req, group).expect("send");
+                let reply = reply_to(&c, [7, 0, 0, xid], Duration::from_secs(5));
+                outcomes.push(ia_na_outcomes(&reply.expect("a Reply")));
+            }
+            (hundred, outcomes)
+        })
+        .join()
+        .expect("client thread");
+    assert!(hundred.is_empty(), "100 IA_NAs answered: {hundred:?}");
+    let given: usize = outcomes.iter().map(|o| o.0).sum();
+    let refused: usize = outcomes.iter().map(|o| o.1).sum();
+    assert_eq!((given, refused), (8, 96), "{outcomes:?}");
+    let leases = admin(
+        &t,
+        "GET",
+        "/v1/leases?client=duid%3A00030001020000000606",
+        None,
+    )
+    .expect("/v1/leases");
+    let v: serde_json::Value = serde_json::from_str(&leases).expect("json");
+    assert_eq!(v["leases"].as_array().map(Vec::len), Some(8), "{v}");
+    let malformed = "vpcbox_dhcp_packets_total{type=\"malformed\",result=\"dropped\"}";
+    assert!(eventually(Duration::from_secs(5), || metric(&t, malformed) >= 1.0));
+}
+
+/// The address of the IA_NA in an Advertise or Reply, if one was given.
+fn given_address(reply: &[u8]) -> Option<Ipv6Addr> {
+    let (_, ia) = options(reply).into_iter().find(|(c, _)| *c == 3)?;
+    let mut sub = vec![0, 0, 0, 0];
+    sub.extend_from_slice(ia.get(12..)?);
+    let (_, a) = options(&sub).into_iter().find(|(c, _)| *c == 5)?;
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(a.get(..16)?).ok()?))
+}
+
+/// A Solicit from a raw socket on the client's link; the address advertised.
+fn solicit_once(t: &Topo6, xid: u8) -> Option<Ipv6Addr> {
+    let cli_if = t.cli_if.clone();
+    t.cli
+        .thread(move || {
+            let idx = nix::net::if_::if_nametoindex(cli_if.as_str()).expect("ifindex");
+            let group = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
+            let c = UdpSocket::bind("[::]:546").expect("bind 546");
+            let duid = [0, 3, 0, 1, 2, 0, 0, 0, 6, 7];
+            c.send_to(&solicit(xid, &duid), group).expect("send");
+            reply_to(&c, [2, 0, 0, xid], Duration::from_secs(5))
+        })
+        .join()
+        .expect("client thread")
+        .and_then(|r| given_address(&r))
+}
+
+/// A v6 subnet added through the API on a running server (whose config
+/// has another) is served at once; after a restart the store still has
+/// it beside the configured one, and serves it (config and API subnets
+/// combine as v4's do).
+#[test]
+fn a_subnet6_added_through_the_api_is_served_at_once_and_after_a_restart() {
+    if !require_root("a_subnet6_added_through_the_api_is_served_at_once_and_after_a_restart") {
+        return;
+    }
+    let t = topo6("02:00:00:00:06:07");
+    let cfg = config(&t);
+    let cfg = cfg.replace("fd00:77:", "fd00:88:").replace("lab6", "cfg6");
+    let server = start_with(&t, &cfg);
+    assert_eq!(solicit_once(&t, 1), None, "no subnet serves the link yet");
+    let body = r#"{"family": 6, "id": "api6", "prefix": "fd00:77::/64",
+        "pools": [{"start": "fd00:77::500", "end": "fd00:77::5ff"}],
+        "dns": ["fd00:77::1"]}"#;
+    admin(&t, "POST", "/v1/subnets", Some(body)).expect("POST /v1/subnets");
+    let pool = "fd00:77::500".parse::<Ipv6Addr>().unwrap()..="fd00:77::5ff".parse().unwrap();
+    let in_api_pool = |a: Ipv6Addr| pool.contains(&a);
+    let a = solicit_once(&t, 2);
+    assert!(a.is_some_and(in_api_pool), "{a:?}");
+    server.signal("TERM");
+    assert!(server.wait().0, "vpcbox after SIGTERM");
+    let _server = start_with(&t, &cfg);
+    let listed = curl(&t, &[], "/v1/subnets").expect("/v1/subnets");
+    let v: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    let mut ids: Vec<&str> = v["subnets"]
+        .as_array()
+        .expect("subnets")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["api6", "cfg6"], "{v}");
+    let b = solicit_once(&t, 3);
+    assert!(b.is_some_and(in_api_pool), "{b:?}");
 }

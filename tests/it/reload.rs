@@ -117,3 +117,26 @@ fn check_diff_lists_changed_keys_and_what_a_reload_does_with_them() {
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("dhcp.queue"));
 }
+
+/// A `[[subnet6]]` added to the file reaches the store on SIGHUP (the
+/// DHCPv6 server reads its subnets there), and the reload says so.
+#[test]
+fn sighup_applies_a_new_subnet6() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, _, http) = write_config(dir.path(), "");
+    let mut vb = Running::start(&cfg);
+    vb.wait_ready(http);
+    assert_eq!(crate::support::http_status(http, "/v1/subnets/r6"), 404);
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str("\n[[subnet6]]\nid = \"r6\"\nprefix = \"fd00:5::/64\"\npools = [\"fd00:5::10-fd00:5::20\"]\n");
+    std::fs::write(&cfg, text).expect("write");
+    vb.signal("HUP");
+    let served = eventually(Duration::from_secs(10), || {
+        crate::support::http_status(http, "/v1/subnets/r6") == 200
+    });
+    vb.signal("TERM");
+    assert_eq!(vb.wait(Duration::from_secs(15)), Some(0));
+    let log = vb.stderr();
+    assert!(served, "{log}");
+    assert!(log.contains("applied live: subnet6"), "{log}");
+}

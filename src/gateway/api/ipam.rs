@@ -11,6 +11,7 @@ use super::context::{ApiContext, Req};
 use super::error::ApiError;
 use super::lease6::{binding6_on, parse_net6};
 use super::response::Resp;
+use super::subnet6;
 use super::wire::{created, json_body, no_content, ok, Query};
 use crate::client::ClientKey;
 use crate::ipam::{
@@ -124,7 +125,7 @@ fn usage_of(ctx: &ApiContext, id: &str) -> UsageView {
 
 /// A v4 or v6 subnet's id, or 404.
 fn any_subnet_or_404(ctx: &ApiContext, id: &str) -> Result<(), ApiError> {
-    if ctx.ipam.subnets6().iter().any(|s| s.id == id) {
+    if subnet6(ctx, id).is_some() {
         return Ok(());
     }
     subnet_or_404(ctx, id).map(drop)
@@ -176,12 +177,8 @@ fn json_error(e: serde_json::Error) -> ApiError {
 }
 
 pub fn get_subnet(ctx: &ApiContext, id: &str) -> Result<Resp, ApiError> {
-    if let Some(spec) = ctx.ipam.subnets6().into_iter().find(|s| s.id == id) {
-        let usage = ctx.ipam.usage6();
-        return ok(&Subnet6View::new(
-            &spec,
-            usage.iter().find(|u| u.subnet == id),
-        ));
+    if let Some(spec) = subnet6(ctx, id) {
+        return ok(&Subnet6View::new(&spec, usage6_of(ctx, id).as_ref()));
     }
     let spec = subnet_or_404(ctx, id)?;
     ok(&SubnetView {
@@ -192,11 +189,30 @@ pub fn get_subnet(ctx: &ApiContext, id: &str) -> Result<Resp, ApiError> {
 }
 
 pub fn subnet_usage(ctx: &ApiContext, id: &str) -> Result<Resp, ApiError> {
+    if let Some(spec) = subnet6(ctx, id) {
+        return ok(&Subnet6View::new(&spec, usage6_of(ctx, id).as_ref()).usage);
+    }
     subnet_or_404(ctx, id)?;
     ok(&usage_of(ctx, id))
 }
 
+fn subnet6(ctx: &ApiContext, id: &str) -> Option<std::sync::Arc<Subnet6Spec>> {
+    ctx.ipam.subnets6().into_iter().find(|s| s.id == id)
+}
+
+fn usage6_of(ctx: &ApiContext, id: &str) -> Option<Usage6> {
+    ctx.ipam.usage6().into_iter().find(|u| u.subnet == id)
+}
+
+/// A v4 subnet, or a v6 one (`"family": 6`, or a `prefix` without `cidr`).
 pub async fn create_subnet(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError> {
+    if subnet6::is_v6(&req.body)? {
+        let spec: Subnet6Spec = json_body(&req.body)?;
+        let id = spec.id.clone();
+        ctx.ipam.add_subnet6(spec).await?;
+        let spec = subnet6(ctx, &id).ok_or_else(|| IpamError::UnknownSubnet(id.clone()))?;
+        return created(&Subnet6View::new(&spec, usage6_of(ctx, &id).as_ref()));
+    }
     let spec: SubnetSpec = json_body(&req.body)?;
     let id = spec.id.clone();
     ctx.ipam.add_subnet(spec).await?;
@@ -209,7 +225,10 @@ pub async fn create_subnet(ctx: &ApiContext, req: &Req) -> Result<Resp, ApiError
 }
 
 pub async fn delete_subnet(ctx: &ApiContext, id: &str) -> Result<Resp, ApiError> {
-    ctx.ipam.delete_subnet(id).await?;
+    match subnet6(ctx, id) {
+        Some(_) => ctx.ipam.delete_subnet6(id).await?,
+        None => ctx.ipam.delete_subnet(id).await?,
+    }
     no_content()
 }
 
@@ -219,9 +238,13 @@ struct AllocateBody {
 }
 
 /// 201 with a new lease; 200 with the same lease when the client already
-/// holds a bound one in the subnet (idempotent per client).
+/// holds a bound one in the subnet (idempotent per client). In a v6
+/// subnet, the client's IA_NA 0 (see `subnet6.rs`).
 pub async fn allocate(ctx: &ApiContext, id: &str, req: &Req) -> Result<Resp, ApiError> {
     let body: AllocateBody = json_body(&req.body)?;
+    if subnet6(ctx, id).is_some() {
+        return subnet6::allocate(ctx, id, body.client).await;
+    }
     let now = SystemTime::now();
     let held = ctx
         .ipam
@@ -236,7 +259,10 @@ pub async fn allocate(ctx: &ApiContext, id: &str, req: &Req) -> Result<Resp, Api
 }
 
 pub async fn deallocate(ctx: &ApiContext, id: &str, ip: &str) -> Result<Resp, ApiError> {
-    let ip = parse_ip(ip)?;
+    if subnet6(ctx, id).is_some() {
+        return subnet6::deallocate(ctx, id, ip).await;
+    }
+    let ip = parse_ip(ip).map_err(|e| subnet6::other_family(ip).unwrap_or(e))?;
     subnet_or_404(ctx, id)?;
     let lease = ctx
         .ipam

@@ -15,6 +15,7 @@ mod ops;
 mod response;
 mod router;
 mod status;
+mod subnet6;
 mod ui;
 mod wire;
 

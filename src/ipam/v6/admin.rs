@@ -57,34 +57,37 @@ pub struct Page6 {
 }
 
 impl Ipam {
-    /// Makes the stored v6 subnets exactly `subnets` (the config is their
-    /// only source); bindings stay on disk, and those outside every subnet
-    /// are ignored until one covers them again. Durable; blocking.
+    /// Upserts the configured v6 subnets (stored ones not in the config,
+    /// such as those the API added, stay: as v4's `apply_config`) and
+    /// rebuilds the index. Durable; blocking (call at start-up or reload).
     pub fn apply_config6(&self, subnets: &[Subnet6Spec]) -> Result<(), IpamError> {
-        for (i, s) in subnets.iter().enumerate() {
-            if let Some(o) = subnets[..i].iter().find(|o| o.overlaps(s) || o.id == s.id) {
+        let (_applying, mut st) = self.lock_store();
+        let kept: Vec<Subnet6Spec> = st
+            .v6
+            .subnets
+            .iter()
+            .map(|s| (*s.spec).clone())
+            .filter(|s| !subnets.iter().any(|c| c.id == s.id))
+            .collect();
+        let all: Vec<&Subnet6Spec> = subnets.iter().chain(&kept).collect();
+        for (i, s) in all.iter().enumerate() {
+            if let Some(o) = all[..i].iter().find(|o| o.overlaps(s) || o.id == s.id) {
                 return Err(IpamError::SubnetOverlap {
                     id: s.id.clone(),
                     other: o.id.clone(),
                 });
             }
         }
-        let (_applying, mut st) = self.lock_store();
-        let mut ops = Vec::new();
-        for kv in self.store.scan(TreeId::Subnets6, &[], None) {
-            ops.push(Op {
-                tree: TreeId::Subnets6,
-                key: kv?.0,
-                value: None,
-            });
-        }
-        for s in subnets {
-            ops.push(Op {
-                tree: TreeId::Subnets6,
-                key: s.id.as_bytes().to_vec(),
-                value: Some(to_json(s)?),
-            });
-        }
+        let ops = subnets
+            .iter()
+            .map(|s| {
+                Ok(Op {
+                    tree: TreeId::Subnets6,
+                    key: s.id.as_bytes().to_vec(),
+                    value: Some(to_json(s)?),
+                })
+            })
+            .collect::<Result<Vec<_>, IpamError>>()?;
         self.drain(&mut st)?;
         st.writable()?;
         self.store.apply(&ops)?;

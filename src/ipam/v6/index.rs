@@ -160,7 +160,10 @@ pub struct V6State {
     pub slots: BTreeMap<Key6, Slot>,
     /// The IA holding each bound record.
     pub ias: HashMap<Ia6Key, Key6>,
+    /// `ias` and `offer_of` change through `held.rs`, which counts, per
+    /// client and type, the IAs with a binding or a live offer.
     pub offer_of: HashMap<Ia6Key, Key6>,
+    pub held_by: HashMap<(crate::client::ClientKey, Ia6Kind), u32>,
     offer_due: BTreeSet<(u32, Key6)>,
     /// `(time, key)` of every bound or declined record.
     expiry: BTreeSet<(u32, Key6)>,
@@ -323,7 +326,7 @@ impl V6State {
             at: now,
         });
         self.put(k, slot);
-        self.offer_of.insert(ia.clone(), k);
+        self.offer_ia(ia, k);
         self.offer_due.insert((expires, k));
         if let Some(s) = self.subnet_of(k) {
             self.subnets[s].offered += 1;
@@ -340,7 +343,7 @@ impl V6State {
         let Some(o) = slot.offer.take() else { return };
         self.offer_due.remove(&(o.expires, k));
         if self.offer_of.get(&o.ia) == Some(&k) {
-            self.offer_of.remove(&o.ia);
+            self.unoffer_ia(&o.ia);
         }
         if let Some(s) = self.subnet_of(k) {
             self.subnets[s].offered = self.subnets[s].offered.saturating_sub(1);
@@ -422,15 +425,11 @@ mod tests {
 
     fn state(start: &str, end: &str) -> V6State {
         let spec = Subnet6Spec {
-            id: "t".into(),
-            prefix: "fd00::/64".parse().unwrap(),
             pools: vec![Range6 {
                 start: start.parse().unwrap(),
                 end: end.parse().unwrap(),
             }],
-            pd_pools: vec![],
-            preferred_lifetime: std::time::Duration::from_secs(50),
-            valid_lifetime: std::time::Duration::from_secs(100),
+            ..Subnet6Spec::new("t", "fd00::/64".parse().unwrap())
         };
         let mut v6 = V6State::default();
         v6.insert_subnet(Subnet6Index::new(Arc::new(spec)));
@@ -438,9 +437,7 @@ mod tests {
     }
 
     fn addr(s: &str) -> Key6 {
-        Key6::of(ipnet::Ipv6Net::from(
-            s.parse::<std::net::Ipv6Addr>().unwrap(),
-        ))
+        Key6::of(s.parse::<std::net::Ipv6Addr>().unwrap().into())
     }
 
     fn ia(n: u32) -> Ia6Key {

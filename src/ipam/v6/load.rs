@@ -24,7 +24,7 @@ pub fn load6(store: &dyn Store, v6: &mut V6State) -> Result<(), IpamError> {
                 if code == BOUND {
                     let port = r.port.as_deref().map(|p| v6.ports.hash(p));
                     v6.ports.set(key, port);
-                    v6.ias.insert(r.ia, key);
+                    v6.bind_ia(&r.ia, key);
                 }
             }
             _ => skipped += 1,

@@ -51,6 +51,10 @@ impl Ipam {
                 .v6
                 .subnet_ix(subnet)
                 .ok_or_else(|| IpamError::UnknownSubnet(subnet.to_owned()))?;
+            // A new IA past its client's cap: as if the pool were empty.
+            if matches!(op, Ia6Op::Advertise | Ia6Op::Commit) && st.v6.over_ia_cap(ia) {
+                return Ok(Ia6Result::Exhausted);
+            }
             let a = Ask {
                 s,
                 ia,

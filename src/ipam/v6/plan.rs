@@ -289,7 +289,7 @@ impl State {
             v6.drop_offer(c.key);
             if let Some(o) = &c.old {
                 if c.new.as_ref().is_none_or(|r| &r.ia != o) && v6.ias.get(o) == Some(&c.key) {
-                    v6.ias.remove(o);
+                    v6.unbind_ia(o);
                 }
             }
             v6.set(
@@ -299,10 +299,10 @@ impl State {
             let mut port = None;
             if let Some(r) = &c.new {
                 if state_code(r.state) == BOUND {
-                    v6.ias.insert(r.ia.clone(), c.key);
+                    v6.bind_ia(&r.ia, c.key);
                     port = r.port.as_deref().map(|p| v6.ports.hash(p));
                 } else if state_code(r.state) == DECLINED && v6.ias.get(&r.ia) == Some(&c.key) {
-                    v6.ias.remove(&r.ia);
+                    v6.unbind_ia(&r.ia);
                 }
             }
             v6.ports.set(c.key, port);

@@ -30,6 +30,9 @@ fn lab6(na_end: &str) -> Subnet6Spec {
         }],
         preferred_lifetime: Duration::from_secs(500),
         valid_lifetime: Duration::from_secs(1000),
+        dns: vec![],
+        domain: None,
+        relays: vec![],
     }
 }
 
@@ -585,4 +588,55 @@ async fn binding_pages_cover_every_binding_once() {
         }
         assert_eq!(seen, all, "limit {limit} budget {budget}");
     }
+}
+
+/// One DUID holds at most `IA_CAP6` IAs of each type, bound or offered,
+/// whatever IAIDs it makes up: past it a new IA is Exhausted (no binding,
+/// no offer); an IA it holds is still served; a released one makes room;
+/// the count is rebuilt from the store on restart.
+#[tokio::test]
+async fn one_duid_holds_at_most_its_cap_of_ias() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = IA_CAP6;
+    let ia = |kind, iaid| Ia6Key {
+        client: duid(9),
+        kind,
+        iaid,
+    };
+    {
+        let (ipam, _) = open6(dir.path(), "fd00:77::1ff");
+        let running = Running::spawn(&ipam);
+        for iaid in 0..cap - 2 {
+            commit(&ipam, &ia(Ia6Kind::Na, iaid), at(0)).await;
+        }
+        for iaid in cap - 2..cap {
+            one(&op(&ipam, &ia(Ia6Kind::Na, iaid), Ia6Op::Advertise, &[], at(0)).await);
+        }
+        for iaid in cap..cap + 20 {
+            for o in [Ia6Op::Advertise, Ia6Op::Commit] {
+                let r = op(&ipam, &ia(Ia6Kind::Na, iaid), o, &[], at(1)).await;
+                assert_eq!(r, Ia6Result::Exhausted, "iaid {iaid} {o:?}");
+            }
+        }
+        assert_eq!(ipam.usage6()[0].bound, u64::from(cap - 2));
+        assert_eq!(ipam.usage6()[0].offered, 2);
+        // Offered IAs bind; other types and other clients have caps of their own.
+        commit(&ipam, &ia(Ia6Kind::Na, cap - 1), at(2)).await;
+        commit(&ipam, &ia(Ia6Kind::Pd, 77), at(2)).await;
+        commit(&ipam, &na(1), at(2)).await;
+        let held = ia(Ia6Kind::Na, 0);
+        let a = commit(&ipam, &held, at(3)).await;
+        assert_eq!(
+            op(&ipam, &held, Ia6Op::Release, &[a], at(4)).await,
+            Ia6Result::Held(vec![])
+        );
+        commit(&ipam, &ia(Ia6Kind::Na, 1000), at(5)).await;
+        running.stop().await;
+    }
+    // Offers are memory only: after a restart 7 bound IAs, room for one.
+    let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(16)).unwrap();
+    commit(&ipam, &ia(Ia6Kind::Na, 1001), at(6)).await;
+    let r = op(&ipam, &ia(Ia6Kind::Na, 1002), Ia6Op::Commit, &[], at(6)).await;
+    assert_eq!(r, Ia6Result::Exhausted, "the cap after a restart");
+    commit(&ipam, &ia(Ia6Kind::Na, 1), at(6)).await;
 }
