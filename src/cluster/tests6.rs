@@ -385,3 +385,36 @@ fn v6_subnets_and_bindings_go_through_import_export_and_status() {
     );
     assert!(render_status(&status).contains("leases6: na bound 1, na declined 1, pd bound 1"));
 }
+
+/// A v6 subnet added through node a's API is in b's index (the watch) and
+/// b binds in it; deleted through b, it is gone from a.
+#[test]
+fn a_v6_subnet_added_through_one_node_is_served_by_the_other() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    let a = node(&etcd, "a");
+    let b = node(&etcd, "b");
+    let mut api = subnet6();
+    api.id = "api6".into();
+    api.prefix = "fd00:99::/64".parse().unwrap();
+    api.pools = vec![Range6 {
+        start: "fd00:99::100".parse().unwrap(),
+        end: "fd00:99::1ff".parse().unwrap(),
+    }];
+    api.pd_pools = vec![];
+    rt.block_on(a.ipam.add_subnet6(api)).unwrap();
+    let has = |ipam: &Ipam| ipam.subnets6().iter().any(|s| s.id == "api6");
+    wait_for("b sees api6", Duration::from_secs(10), || has(&b.ipam));
+    let na = ia(2, 0, Ia6Kind::Na);
+    let held = rt.block_on(
+        b.ipam
+            .ia6("api6", &na, Ia6Op::Commit, &[], None, SystemTime::now()),
+    );
+    match held.unwrap() {
+        Ia6Result::Held(h) => assert!(h[0].prefix.addr().segments()[1] == 0x99, "{h:?}"),
+        other => panic!("{other:?}"),
+    }
+    rt.block_on(b.ipam.delete_subnet6("api6")).unwrap();
+    wait_for("a drops api6", Duration::from_secs(10), || !has(&a.ipam));
+}
