@@ -14,6 +14,8 @@ pub const LIVE: &[&str] = &[
     "dhcp.new_lease_rate",
     "dhcp.max_leases_per_port",
     "dhcp.max_client_quotas",
+    "dhcp6.per_client_rate",
+    "dhcp6.per_client_burst",
     "subnet",
     "subnet6",
     "reservation",
@@ -146,6 +148,18 @@ mod tests {
             .map(|c| (c.key, c.live))
             .collect();
         assert_eq!(keys, [("subnet6".to_owned(), true)]);
+    }
+
+    /// The DHCPv6 server swaps its quotas on reload, as v4's does.
+    #[test]
+    fn dhcp6_quotas_are_live() {
+        let a = raw("[dhcp6]\nper_client_rate = \"10/s\"\n");
+        let b = raw("[dhcp6]\nper_client_rate = \"20/s\"\nper_client_burst = 40\n");
+        let changed = changes(&a, &b);
+        assert!(
+            !changed.is_empty() && changed.iter().all(|c| c.live),
+            "{changed:?}"
+        );
     }
 
     #[test]
