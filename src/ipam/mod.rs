@@ -50,6 +50,6 @@ pub use record::{lease_from_json, lease_holder, lease_to_json};
 pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAULT_LEASE_TIME};
 pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};
 pub use v6::{
-    Binding6, Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, Page6, PdPoolSpec, Range6, Subnet6Spec,
-    Usage6, OFFER_CAP6,
+    Binding6, Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IaAsk, Page6, PdPoolSpec, Range6,
+    Subnet6Spec, Usage6, OFFER_CAP6,
 };

@@ -21,4 +21,4 @@ pub(super) use load::load6;
 pub use ops::OFFER_CAP6;
 pub(super) use record::Key6;
 pub use spec::{PdPoolSpec, Range6, Subnet6Spec};
-pub use types::{Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result};
+pub use types::{Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IaAsk};
