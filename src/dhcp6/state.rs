@@ -38,8 +38,8 @@ pub(super) struct Job6 {
     pub subnet: Option<usize>,
     pub from: SocketAddrV6,
     /// Our address to answer from: the one it was sent to, or for a
-    /// multicast from a link-local client, the interface's link-local one
-    /// (None: the kernel picks).
+    /// multicast, the interface's nearest the client ([`source_for`];
+    /// None: the kernel picks).
     pub src: Option<Ipv6Addr>,
     pub at: Instant,
 }
@@ -86,8 +86,9 @@ pub(super) fn via_of(dst: Ipv6Addr) -> Via {
 }
 
 /// Our address to answer a datagram from `from` that came to `dst` on an
-/// interface with `addrs` (None when relayed): `dst` if unicast, else for
-/// a link-local client the interface's link-local address.
+/// interface with `addrs` (None when relayed): `dst` if unicast; for a
+/// multicast, the interface's address of the client's scope sharing the
+/// longest prefix with it (as the kernel's source selection would pick).
 pub(super) fn source_for(
     dst: Ipv6Addr,
     from: Ipv6Addr,
@@ -96,10 +97,13 @@ pub(super) fn source_for(
     if !dst.is_multicast() {
         return (!dst.is_unspecified()).then_some(dst);
     }
-    if !from.is_unicast_link_local() {
-        return None;
-    }
-    addrs?.iter().copied().find(Ipv6Addr::is_unicast_link_local)
+    let local = from.is_unicast_link_local();
+    let shared = |a: &Ipv6Addr| (u128::from(*a) ^ u128::from(from)).leading_zeros();
+    addrs?
+        .iter()
+        .filter(|a| a.is_unicast_link_local() == local && !a.is_loopback())
+        .max_by_key(|a| shared(a))
+        .copied()
 }
 
 /// A server state for tests: the embedded config's limits, `subnets`,
@@ -135,19 +139,26 @@ pub(super) async fn for_tests(
 mod tests {
     use super::*;
 
-    /// A reply goes from the address the datagram came to; a multicast one
-    /// from a link-local client, from the interface's link-local address.
+    /// A reply goes from the address the datagram came to; a multicast
+    /// one from the interface's address nearest the client, of its scope.
     #[test]
     fn replies_go_from_the_address_the_client_or_relay_used() {
         let ip = |s: &str| s.parse::<Ipv6Addr>().unwrap();
-        let addrs = [ip("fd00:77::1"), ip("fe80::1")];
+        let addrs = [ip("fd00:77::1"), ip("fe80::1"), ip("fd00:79::1")];
         let (group, client) = (ip("ff02::1:2"), ip("fe80::9"));
         assert_eq!(
             source_for(ip("fd00:79::1"), ip("fd00:79::2"), None),
             Some(ip("fd00:79::1"))
         );
         assert_eq!(source_for(group, client, Some(&addrs)), Some(ip("fe80::1")));
-        assert_eq!(source_for(group, ip("fd00:77::9"), Some(&addrs)), None);
+        assert_eq!(
+            source_for(group, ip("fd00:77::9"), Some(&addrs)),
+            Some(ip("fd00:77::1"))
+        );
+        assert_eq!(
+            source_for(group, ip("fd00:79::2"), Some(&addrs)),
+            Some(ip("fd00:79::1"))
+        );
         assert_eq!(source_for(group, client, Some(&addrs[..1])), None);
         assert_eq!(source_for(Ipv6Addr::UNSPECIFIED, client, None), None);
     }
