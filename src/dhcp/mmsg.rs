@@ -155,37 +155,115 @@ fn source(a: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
+/// A destination: IPv4, or IPv6 with its scope id and maybe the source
+/// address to send from.
+pub trait Dest: Copy + Into<SockaddrStorage> {
+    /// The IPv6 source to send from (IPV6_PKTINFO); None: the kernel
+    /// picks one (its source address selection, per datagram).
+    fn source6(&self) -> Option<Ipv6Addr> {
+        None
+    }
+}
+
+impl Dest for SocketAddrV4 {}
+impl Dest for SocketAddrV6 {}
+
+/// An IPv6 destination and the address of ours to send from: the one the
+/// client or relay sent to, which also spares the kernel choosing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct To6 {
+    pub to: SocketAddrV6,
+    pub from: Option<Ipv6Addr>,
+}
+
+impl Dest for To6 {
+    fn source6(&self) -> Option<Ipv6Addr> {
+        self.from
+    }
+}
+
+impl From<To6> for SockaddrStorage {
+    fn from(t: To6) -> Self {
+        t.to.into()
+    }
+}
+
+impl From<To6> for SocketAddr {
+    fn from(t: To6) -> Self {
+        t.to.into()
+    }
+}
+
+impl std::fmt::Display for To6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to.fmt(f)
+    }
+}
+
 /// Sends the first [`BATCH`] or fewer of `msgs` (each one's bytes and
 /// destination, IPv4 or IPv6 with its scope id, as `parts` gives them) in
-/// one system call, without
-/// waiting. Returns how many the kernel took, at least one: the rest are
+/// one system call, without waiting: those from the same source as the
+/// first. Returns how many the kernel took, at least one: the rest are
 /// for another call. `Err` is the first message's error (`WouldBlock`:
 /// the socket buffer is full; any other: that message cannot be sent, the
-/// others may well be).
-pub fn send<T, A: Copy + Into<SockaddrStorage>>(
+/// others may well be). A source the kernel refuses (an address gone
+/// from its interface) is left to the kernel to pick instead.
+pub fn send<T, A: Dest>(
     socket: &UdpSocket,
     msgs: &[T],
     parts: impl Fn(&T) -> (&[u8], A),
 ) -> io::Result<usize> {
-    let n = msgs.len().min(BATCH);
-    if n == 0 {
+    let Some(first) = msgs.first() else {
         return Ok(0);
+    };
+    let from = parts(first).1.source6();
+    let n = msgs
+        .iter()
+        .take(BATCH)
+        .take_while(|m| parts(m).1.source6() == from)
+        .count();
+    match send_from(socket, &msgs[..n], &parts, from) {
+        Err(e)
+            if from.is_some()
+                && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EADDRNOTAVAIL)) =>
+        {
+            send_from(socket, &msgs[..n], &parts, None)
+        }
+        sent => sent,
     }
+}
+
+/// One sendmmsg of `msgs` (at most [`BATCH`]), from `from` if given.
+fn send_from<T, A: Dest>(
+    socket: &UdpSocket,
+    msgs: &[T],
+    parts: &impl Fn(&T) -> (&[u8], A),
+    from: Option<Ipv6Addr>,
+) -> io::Result<usize> {
+    let n = msgs.len().min(BATCH);
     let fd = socket.as_raw_fd();
+    let info = from.map(|a| libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr {
+            s6_addr: a.octets(),
+        },
+        ipi6_ifindex: 0,
+    });
     socket.try_io(Interest::WRITABLE, || {
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
-        let each: [Option<(&[u8], A)>; BATCH] = std::array::from_fn(|i| msgs.get(i).map(&parts));
+        let room = info.map(|_| nix::cmsg_space!(libc::in6_pktinfo));
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(n, room);
+        let each: [Option<(&[u8], A)>; BATCH] = std::array::from_fn(|i| msgs.get(i).map(parts));
         let iovs: [[IoSlice<'_>; 1]; BATCH] =
             std::array::from_fn(|i| [IoSlice::new(each[i].map_or(&[], |(b, _)| b))]);
         let addrs: [Option<SockaddrStorage>; BATCH] =
             std::array::from_fn(|i| each[i].map(|(_, to)| to.into()));
-        let none: [ControlMessage<'_>; 0] = [];
+        let cmsgs: Vec<ControlMessage<'_>> =
+            info.iter().map(ControlMessage::Ipv6PacketInfo).collect();
         let sent = sendmmsg(
             fd,
             &mut headers,
             iovs.iter().take(n),
             &addrs[..n],
-            none,
+            &cmsgs,
             MsgFlags::MSG_DONTWAIT,
         )?;
         Ok(sent.count())
@@ -323,5 +401,34 @@ mod tests {
         assert_eq!(send(&a, &parts[3..], |p| (&p.0, p.1)).unwrap(), 1);
         let got = drain(&b, &mut RecvBatch::new(16), 3).await;
         assert_eq!(got, vec![vec![1], vec![2], vec![4]]);
+    }
+
+    /// Replies from our own address go out from it, a run per source; a
+    /// source that is not ours (gone since) is left to the kernel to pick,
+    /// and the reply still goes.
+    #[tokio::test]
+    async fn a_source_address_is_used_per_run_and_a_foreign_one_left_to_the_kernel() {
+        let a = UdpSocket::bind("[::]:0").await.unwrap();
+        let b = UdpSocket::bind("[::1]:0").await.unwrap();
+        let std::net::SocketAddr::V6(to) = b.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let ours = Some(Ipv6Addr::LOCALHOST);
+        let gone = Some("fd00:c6c0::1".parse().unwrap());
+        let msgs = [(1u8, ours), (2, ours), (3, gone), (4, None)];
+        let parts: Vec<([u8; 1], To6)> = msgs
+            .iter()
+            .map(|m| ([m.0], To6 { to, from: m.1 }))
+            .collect();
+        a.writable().await.unwrap();
+        let n = send(&a, &parts, |p| (&p.0, p.1)).unwrap();
+        assert_eq!(n, 2, "the run from ::1");
+        let n = send(&a, &parts[2..], |p| (&p.0, p.1)).unwrap();
+        assert_eq!(n, 1, "from the kernel's pick");
+        assert_eq!(send(&a, &parts[3..], |p| (&p.0, p.1)).unwrap(), 1);
+        let mut batch = RecvBatch::new(16);
+        let got = drain(&b, &mut batch, 4).await;
+        assert_eq!(got, vec![vec![1], vec![2], vec![3], vec![4]]);
+        assert_eq!(batch.from6(0).map(|f| *f.ip()), Some(Ipv6Addr::LOCALHOST));
     }
 }

@@ -1,26 +1,25 @@
 //! Replies gathered while a receive loop is busy, sent together at the end
 //! of its look (sendmmsg): the peer is woken once per batch, not once per
 //! reply. Shared by v4 (`SocketAddrV4`, one queue per listener) and v6
-//! (`SocketAddrV6` with its scope id, one socket). All on the server's
+//! (`To6`: its scope id and our source address, one socket). All on the server's
 //! thread: workers push, the loop flushes; when the loop is not busy,
 //! replies go out at once instead.
 
 use std::fmt::Display;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use nix::sys::socket::SockaddrStorage;
 use tokio::net::UdpSocket;
 
-use super::mmsg;
+use super::mmsg::{self, Dest};
 use crate::client::ClientKey;
 use crate::stats::{DhcpKind, DhcpOutcome, Stats};
 
-/// A destination address the outbox can send to: IPv4 or IPv6.
-pub trait OutAddr: Copy + Display + Into<SockaddrStorage> + Into<SocketAddr> {}
-impl<A: Copy + Display + Into<SockaddrStorage> + Into<SocketAddr>> OutAddr for A {}
+/// A destination the outbox can send to: IPv4, or IPv6 (with the source
+/// to send from, [`mmsg::To6`]).
+pub trait OutAddr: Display + Dest {}
+impl<A: Display + Dest> OutAddr for A {}
 
 /// A reply waiting for the flush, with what counting it needs.
 #[derive(Debug)]
@@ -74,13 +73,8 @@ impl<A: OutAddr> Outbox<A> {
         if self.batching() {
             return self.push(listener, out);
         }
-        match socket
-            .send_to(&out.bytes, Into::<SocketAddr>::into(out.to))
-            .await
-        {
-            Ok(_) => sent(stats, &out, Instant::now()),
-            Err(e) => unsent(stats, &out, &e),
-        }
+        // As a flush of one: the same system call, source and counting.
+        send_all(stats, socket, std::slice::from_ref(&out)).await
     }
 
     /// Swaps `listener`'s queue with `spare` (empty, keeping its capacity).

@@ -38,7 +38,7 @@ use super::link;
 use super::relay::RelayChain;
 use super::request::Request6;
 use super::socket::Iface6;
-use super::state::{via_of, Job6, State6};
+use super::state::{source_for, via_of, Job6, State6};
 use crate::client::ClientKey;
 use crate::config::Subnet6Config;
 use crate::stats::{DhcpKind, DhcpOutcome, DropReason};
@@ -109,6 +109,7 @@ pub(super) fn admit(s: &State6, a: Arrival<'_>, queue: &mpsc::Sender<Job6>) {
         true => Via::Relayed,
         false => via_of(a.dst),
     };
+    let src = source_for(a.dst, *a.from.ip(), addrs);
     let job = Job6 {
         chain,
         req,
@@ -118,6 +119,7 @@ pub(super) fn admit(s: &State6, a: Arrival<'_>, queue: &mpsc::Sender<Job6>) {
         subnets,
         subnet,
         from: a.from,
+        src,
         at: a.now,
     };
     enqueue(s, job, queue);

@@ -6,7 +6,7 @@
 //! load, sleeps [`COALESCE`] first (as v4: [`Pace`]). A flooding client costs a share of
 //! one system call and one wake-up, the peek and its counters.
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::{admit, Arrival};
 use super::state::{Job6, State6};
 use super::wire::MAX_DATAGRAM;
-use crate::dhcp::mmsg::{RecvBatch, BATCH};
+use crate::dhcp::mmsg::{RecvBatch, To6, BATCH};
 use crate::dhcp::outbox::{self, Outgoing};
 use crate::dhcp::pace::{Pace, COALESCE};
 
@@ -42,7 +42,7 @@ async fn look(
     state: &State6,
     queue: &mpsc::Sender<Job6>,
     cancel: &CancellationToken,
-    spare: &mut Vec<Outgoing<SocketAddrV6>>,
+    spare: &mut Vec<Outgoing<To6>>,
 ) -> std::io::Result<()> {
     // One byte over the limit, so oversize datagrams are seen as such.
     let mut batch = RecvBatch::with_pktinfo6(MAX_DATAGRAM + 1);
@@ -71,7 +71,7 @@ async fn look(
     }
 }
 
-async fn flush(state: &State6, spare: &mut Vec<Outgoing<SocketAddrV6>>) {
+async fn flush(state: &State6, spare: &mut Vec<Outgoing<To6>>) {
     let socket = std::slice::from_ref(&state.socket);
     outbox::flush(&state.outbox, socket, |s| s, &state.stats, spare).await;
 }

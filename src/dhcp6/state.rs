@@ -16,6 +16,7 @@ use super::request::Request6;
 use super::socket::Iface6;
 use crate::client::ClientKey;
 use crate::config::Subnet6Config;
+use crate::dhcp::mmsg::To6;
 use crate::dhcp::outbox::Outbox;
 use crate::ipam::Ipam;
 use crate::isolation::IsolationSet;
@@ -36,6 +37,10 @@ pub(super) struct Job6 {
     pub subnets: Arc<Vec<Subnet6Config>>,
     pub subnet: Option<usize>,
     pub from: SocketAddrV6,
+    /// Our address to answer from: the one it was sent to, or for a
+    /// multicast, the interface's nearest the client ([`source_for`];
+    /// None: the kernel picks).
+    pub src: Option<Ipv6Addr>,
     pub at: Instant,
 }
 
@@ -58,7 +63,7 @@ pub(super) struct State6 {
     pub socket: UdpSocket,
     /// Replies waiting for the end of the receive loop's look (one queue:
     /// one socket).
-    pub outbox: Outbox<SocketAddrV6>,
+    pub outbox: Outbox<To6>,
     /// Relays are answered on this port, clients on `client_port`.
     pub server_port: u16,
     pub client_port: u16,
@@ -76,6 +81,27 @@ pub(super) fn via_of(dst: Ipv6Addr) -> Via {
         true => Via::Multicast,
         false => Via::Unicast,
     }
+}
+
+/// Our address to answer a datagram from `from` that came to `dst` on an
+/// interface with `addrs` (None when relayed): `dst` if unicast; for a
+/// multicast, the interface's address of the client's scope sharing the
+/// longest prefix with it (as the kernel's source selection would pick).
+pub(super) fn source_for(
+    dst: Ipv6Addr,
+    from: Ipv6Addr,
+    addrs: Option<&[Ipv6Addr]>,
+) -> Option<Ipv6Addr> {
+    if !dst.is_multicast() {
+        return (!dst.is_unspecified()).then_some(dst);
+    }
+    let local = from.is_unicast_link_local();
+    let shared = |a: &Ipv6Addr| (u128::from(*a) ^ u128::from(from)).leading_zeros();
+    addrs?
+        .iter()
+        .filter(|a| a.is_unicast_link_local() == local && !a.is_loopback())
+        .max_by_key(|a| shared(a))
+        .copied()
 }
 
 /// A server state for tests: the embedded config's limits, `subnets`
@@ -105,5 +131,34 @@ pub(super) async fn for_tests(
         client_port,
         deadline: Duration::from_secs(5),
         inflight: Mutex::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply goes from the address the datagram came to; a multicast
+    /// one from the interface's address nearest the client, of its scope.
+    #[test]
+    fn replies_go_from_the_address_the_client_or_relay_used() {
+        let ip = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let addrs = [ip("fd00:77::1"), ip("fe80::1"), ip("fd00:79::1")];
+        let (group, client) = (ip("ff02::1:2"), ip("fe80::9"));
+        assert_eq!(
+            source_for(ip("fd00:79::1"), ip("fd00:79::2"), None),
+            Some(ip("fd00:79::1"))
+        );
+        assert_eq!(source_for(group, client, Some(&addrs)), Some(ip("fe80::1")));
+        assert_eq!(
+            source_for(group, ip("fd00:77::9"), Some(&addrs)),
+            Some(ip("fd00:77::1"))
+        );
+        assert_eq!(
+            source_for(group, ip("fd00:79::2"), Some(&addrs)),
+            Some(ip("fd00:79::1"))
+        );
+        assert_eq!(source_for(group, client, Some(&addrs[..1])), None);
+        assert_eq!(source_for(Ipv6Addr::UNSPECIFIED, client, None), None);
     }
 }

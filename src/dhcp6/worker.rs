@@ -22,8 +22,9 @@ use super::reply::{Lease6, Reply6};
 use super::state::{Job6, State6, DRAIN};
 use crate::client::ClientKey;
 use crate::config::Subnet6Config;
+use crate::dhcp::mmsg::To6;
 use crate::dhcp::outbox::Outgoing;
-use crate::ipam::{Ia6Key, Ia6Kind, Ia6Result, IpamError};
+use crate::ipam::{Ia6Key, Ia6Kind, Ia6Result, IaAsk, IpamError};
 use crate::stats::{DhcpOutcome, DropReason};
 
 /// Takes jobs from `rx` and handles up to `limit` at once, until `cancel`
@@ -136,8 +137,9 @@ async fn process(state: Arc<State6>, job: Job6) {
     }
 }
 
-/// Runs `op` for every IA of the request, in order; the first IPAM error
-/// ends it (no reply is built from a partial answer).
+/// Runs `op` for every IA of the request, in order, in one IPAM call (one
+/// lock, one group commit); an IPAM error ends it (no reply is built from
+/// a partial answer).
 async fn ias(
     s: &State6,
     job: &Job6,
@@ -146,27 +148,37 @@ async fn ias(
     op: Op6,
     now: SystemTime,
 ) -> Result<Answer, IpamError> {
-    let port = job.chain.port();
-    let mut ans = Answer::default();
-    let one = |kind, iaid, hints: Vec<Ipv6Net>| {
-        let key = Ia6Key {
-            client: client.clone(),
-            kind,
-            iaid,
-        };
-        let port = port.as_deref();
-        async move {
-            let r = s.ipam.ia6(&subnet.id, &key, op, &hints, port, now).await?;
-            Ok::<_, IpamError>((iaid, ia_answer(r, subnet, now)))
-        }
+    let req = &job.req;
+    let key = |kind, iaid| Ia6Key {
+        client: client.clone(),
+        kind,
+        iaid,
     };
-    for ia in &job.req.ia_na {
+    let na = req.ia_na.iter().map(|ia| {
         let hints = ia.hints.iter().map(|&a| Ipv6Net::from(a)).collect();
-        ans.na.push(one(Ia6Kind::Na, ia.iaid, hints).await?);
-    }
-    for ia in &job.req.ia_pd {
-        ans.pd
-            .push(one(Ia6Kind::Pd, ia.iaid, ia.hints.clone()).await?);
+        (key(Ia6Kind::Na, ia.iaid), hints)
+    });
+    let pd = req
+        .ia_pd
+        .iter()
+        .map(|ia| (key(Ia6Kind::Pd, ia.iaid), ia.hints.clone()));
+    let keyed: Vec<(Ia6Key, Vec<Ipv6Net>)> = na.chain(pd).collect();
+    let asks: Vec<IaAsk<'_>> = keyed
+        .iter()
+        .map(|(ia, hints)| IaAsk { ia, hints })
+        .collect();
+    let port = job.chain.port();
+    let results = s
+        .ipam
+        .ias6(&subnet.id, &asks, op, port.as_deref(), now)
+        .await?;
+    let mut ans = Answer::default();
+    for ((ia, _), r) in keyed.iter().zip(results) {
+        let one = (ia.iaid, ia_answer(r, subnet, now));
+        match ia.kind {
+            Ia6Kind::Na => ans.na.push(one),
+            Ia6Kind::Pd => ans.pd.push(one),
+        }
     }
     Ok(ans)
 }
@@ -206,7 +218,7 @@ async fn send(s: &State6, job: &Job6, reply: Reply6) {
     };
     let out = Outgoing {
         bytes,
-        to,
+        to: To6 { to, from: job.src },
         kind: job.kind,
         outcome,
         relayed: job.chain.is_relayed(),
@@ -279,6 +291,7 @@ mod tests {
             subnets: Arc::new(vec![subnet.clone()]),
             subnet: Some(0),
             from: SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 9, 0, 0),
+            src: None,
             at: Instant::now(),
         };
         let mut buf = [0u8; 1500];

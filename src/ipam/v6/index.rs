@@ -264,23 +264,31 @@ impl V6State {
     /// Records the stored state of `k` (`None`: no record).
     pub fn set(&mut self, k: Key6, st: Option<(u8, u32)>) {
         let (code, time) = st.unwrap_or((FREE, 0));
-        let slot = self.slots.get(&k).cloned().unwrap_or_default();
-        if slot.code != FREE {
-            self.expiry.remove(&(slot.time, k));
+        let (old, old_time) = self.slot(k).map_or((FREE, 0), |s| (s.code, s.time));
+        if old != FREE {
+            self.expiry.remove(&(old_time, k));
         }
         if code != FREE {
             self.expiry.insert((time, k));
         }
-        self.count(k, slot.code, -1);
+        self.count(k, old, -1);
         self.count(k, code, 1);
-        self.put(
-            k,
-            Slot {
-                code,
-                time,
-                offer: slot.offer,
-            },
-        );
+        // In place: the slot's offer (and its IA) stays where it is.
+        match self.slots.get_mut(&k) {
+            Some(s) if code != FREE || s.offer.is_some() => {
+                s.code = code;
+                s.time = time;
+            }
+            Some(_) => self.put(k, Slot::default()),
+            None => self.put(
+                k,
+                Slot {
+                    code,
+                    time,
+                    offer: None,
+                },
+            ),
+        }
     }
 
     fn count(&mut self, k: Key6, code: u8, by: i64) {
@@ -337,10 +345,11 @@ impl V6State {
     }
 
     pub fn drop_offer(&mut self, k: Key6) {
-        let Some(mut slot) = self.slots.get(&k).cloned() else {
+        let Some(slot) = self.slots.get_mut(&k) else {
             return;
         };
         let Some(o) = slot.offer.take() else { return };
+        let code = slot.code;
         self.offer_due.remove(&(o.expires, k));
         if self.offer_of.get(&o.ia) == Some(&k) {
             self.unoffer_ia(&o.ia);
@@ -348,10 +357,12 @@ impl V6State {
         if let Some(s) = self.subnet_of(k) {
             self.subnets[s].offered = self.subnets[s].offered.saturating_sub(1);
         }
-        if slot.code != BOUND {
+        if code != BOUND {
             self.ports.set(k, None);
         }
-        self.put(k, slot);
+        if code == FREE {
+            self.put(k, Slot::default());
+        }
     }
 
     pub fn live_offers(&self) -> usize {

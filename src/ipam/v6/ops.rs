@@ -9,12 +9,11 @@ use ipnet::Ipv6Net;
 
 use super::plan::{Ask, Change6, Plan6};
 use super::record::{Key6, Record6};
-use super::types::{Ia6Key, Ia6Op, Ia6Result};
+use super::types::{Ia6Key, Ia6Op, Ia6Result, IaAsk};
 use crate::ipam::commit::Ticket;
 use crate::ipam::error::IpamError;
 use crate::ipam::handle::Ipam;
 use crate::ipam::model::{secs, Port};
-use crate::ipam::ops::Settle;
 use crate::ipam::state::State;
 use crate::ipam::store::{Op, TreeId};
 
@@ -24,15 +23,21 @@ use crate::ipam::store::{Op, TreeId};
 /// one, does not bound how many clients ask.
 pub const OFFER_CAP6: usize = 32_768;
 
+/// What one message's IAs staged under the lock.
+#[derive(Default)]
+struct Staged {
+    /// Keys written (to the store's queue, or without a committer to the
+    /// store itself): the message waits for their ticket.
+    keys: Vec<Key6>,
+    /// A cached answer rests on a write not yet flushed.
+    after_flush: bool,
+}
+
 /// Where the server's DUID is kept in the Meta tree.
 const DUID_KEY: &[u8] = b"server_duid";
 
 impl Ipam {
-    /// One IA of one message. `hints`: the addresses/prefixes the client
-    /// put in the IA. `port`: the relay port identity (relay link-address
-    /// and Interface-Id) for `max_leases_per_port` ([`Ipam::set_port_cap6`]).
-    /// Commit/Extend/Release/Decline are durable on Ok. Cancel-safe:
-    /// dropping it abandons the wait, never a write.
+    /// One IA of one message: [`Ipam::ias6`] with one IA.
     pub async fn ia6(
         &self,
         subnet: &str,
@@ -42,52 +47,120 @@ impl Ipam {
         port: Option<&[u8]>,
         now: SystemTime,
     ) -> Result<Ia6Result, IpamError> {
+        let mut all = self
+            .ias6(subnet, &[IaAsk { ia, hints }], op, port, now)
+            .await?;
+        all.pop()
+            .ok_or_else(|| IpamError::Storage("no answer for the IA".into()))
+    }
+
+    /// Every IA of one message, in order, under one lock and one group
+    /// commit: an answer for each. `hints`: the addresses/prefixes the client
+    /// put in the IA. `port`: the relay port identity (relay link-address
+    /// and Interface-Id) for `max_leases_per_port` ([`Ipam::set_port_cap6`]).
+    /// Commit/Extend/Release/Decline are durable on Ok; an error answers
+    /// none (writes made for earlier IAs are still flushed). Cancel-safe:
+    /// dropping it abandons the wait, never a write.
+    pub async fn ias6(
+        &self,
+        subnet: &str,
+        ias: &[IaAsk<'_>],
+        op: Ia6Op,
+        port: Option<&[u8]>,
+        now: SystemTime,
+    ) -> Result<Vec<Ia6Result>, IpamError> {
         let cap = self.port_cap6.load(Relaxed);
         let port = port.map(|id| Port { id, cap });
         let now = secs(now);
-        let settle = {
+        let mut out = Vec::with_capacity(ias.len());
+        let (ticket, after_flush) = {
             let mut st = self.locked(now)?;
             let s = st
                 .v6
                 .subnet_ix(subnet)
                 .ok_or_else(|| IpamError::UnknownSubnet(subnet.to_owned()))?;
-            // A new IA past its client's cap: as if the pool were empty.
-            if matches!(op, Ia6Op::Advertise | Ia6Op::Commit) && st.v6.over_ia_cap(ia) {
-                return Ok(Ia6Result::Exhausted);
+            let mut staged = Staged::default();
+            let planned: Result<(), IpamError> = ias.iter().try_for_each(|ask| {
+                let a = Ask {
+                    s,
+                    ia: ask.ia,
+                    hints: ask.hints,
+                    port,
+                    now,
+                };
+                let res = self.one6(&mut st, &a, op, &mut staged)?;
+                out.push(res);
+                Ok(())
+            });
+            // Writes staged before an error still go to the committer.
+            let any = !staged.keys.is_empty();
+            let ticket = any.then(|| self.submit6(&mut st, &staged.keys));
+            if any {
+                self.note_change(&st);
             }
-            let a = Ask {
-                s,
-                ia,
-                hints,
-                port,
-                now,
-            };
-            let view: &State = &st;
-            let read = |k| self.read6(view, k);
-            let plan = match op {
-                Ia6Op::Advertise => return self.advertise6(&mut st, &a),
-                Ia6Op::Commit => view.plan_commit6(&a, &read)?,
-                Ia6Op::Extend => view.plan_extend6(&a, &read)?,
-                Ia6Op::Release => match view.plan_release6(&a) {
-                    Some(changes) => Plan6::Write(changes, Ia6Result::Held(Vec::new())),
-                    None => {
-                        let offered = st.v6.offer_of.get(ia).copied();
-                        let Some(k) = offered else {
-                            return Ok(Ia6Result::NoBinding);
-                        };
-                        st.v6.drop_offer(k);
-                        self.note_change(&st);
-                        return Ok(Ia6Result::Held(Vec::new()));
-                    }
-                },
-                Ia6Op::Decline => match view.plan_decline6(&a, &read)? {
-                    Some(c) => Plan6::Write(vec![c], Ia6Result::Held(Vec::new())),
-                    None => Plan6::Cached(Ia6Result::NoBinding, None),
-                },
-            };
-            self.finish6(&mut st, plan)?
+            planned?;
+            (ticket, staged.after_flush.then_some(st.epoch))
         };
-        self.settle(settle).await
+        match ticket {
+            Some(t) => self.wait(t).await?,
+            None if after_flush.is_some() => self.flush().await?,
+            None => {}
+        }
+        // A roll-back since may have taken a write a cached answer rests on.
+        if after_flush.is_some_and(|epoch| self.lock().epoch != epoch) {
+            return Err(IpamError::Storage("the lease's write was lost".into()));
+        }
+        Ok(out)
+    }
+
+    /// One IA under the lock: its answer; its writes staged in `staged`.
+    fn one6(
+        &self,
+        st: &mut State,
+        a: &Ask,
+        op: Ia6Op,
+        staged: &mut Staged,
+    ) -> Result<Ia6Result, IpamError> {
+        // A new IA past its client's cap: as if the pool were empty.
+        if matches!(op, Ia6Op::Advertise | Ia6Op::Commit) && st.v6.over_ia_cap(a.ia) {
+            return Ok(Ia6Result::Exhausted);
+        }
+        let view: &State = st;
+        let read = |k| self.read6(view, k);
+        let plan = match op {
+            Ia6Op::Advertise => return self.advertise6(st, a),
+            Ia6Op::Commit => view.plan_commit6(a, &read)?,
+            Ia6Op::Extend => view.plan_extend6(a, &read)?,
+            Ia6Op::Release => match view.plan_release6(a) {
+                Some(changes) => Plan6::Write(changes, Ia6Result::Held(Vec::new())),
+                None => {
+                    let offered = st.v6.offer_of.get(a.ia).copied();
+                    let Some(k) = offered else {
+                        return Ok(Ia6Result::NoBinding);
+                    };
+                    st.v6.drop_offer(k);
+                    self.note_change(st);
+                    return Ok(Ia6Result::Held(Vec::new()));
+                }
+            },
+            Ia6Op::Decline => match view.plan_decline6(a, &read)? {
+                Some(c) => Plan6::Write(vec![c], Ia6Result::Held(Vec::new())),
+                None => Plan6::Cached(Ia6Result::NoBinding, None),
+            },
+        };
+        match plan {
+            Plan6::Cached(res, key) => {
+                let flushed = self.committer.flushed();
+                let pending = key.and_then(|k| st.v6.pending.get(&k));
+                staged.after_flush |= pending.is_some_and(|s| *s > flushed);
+                Ok(res)
+            }
+            Plan6::Write(changes, res) => {
+                self.stage6(st, &changes)?;
+                staged.keys.extend(changes.iter().map(|c| c.key));
+                Ok(res)
+            }
+        }
     }
 
     /// Solicit: the IA's live binding, else a free member held for
@@ -119,32 +192,6 @@ impl Ipam {
         Ok(State::held6(k, a.now.saturating_add(valid)))
     }
 
-    fn finish6(&self, st: &mut State, plan: Plan6) -> Result<Settle<Ia6Result>, IpamError> {
-        match plan {
-            Plan6::Cached(res, key) => {
-                let unflushed = key.is_some_and(|k| {
-                    st.v6
-                        .pending
-                        .get(&k)
-                        .is_some_and(|s| *s > self.committer.flushed())
-                });
-                Ok(if unflushed {
-                    Settle::AfterFlush(res, st.epoch)
-                } else {
-                    Settle::Ready(res)
-                })
-            }
-            Plan6::Write(changes, res) => {
-                let ticket = self.write6(st, &changes, true)?;
-                self.note_change(st);
-                Ok(match ticket {
-                    Some(t) => Settle::Commit(t, res),
-                    None => Settle::Ready(res),
-                })
-            }
-        }
-    }
-
     /// The stored binding on `k`, including writes still queued.
     pub(crate) fn read6(&self, st: &State, k: Key6) -> Result<Option<Record6>, IpamError> {
         let bytes = match st.v6.overlay.get(&k) {
@@ -165,6 +212,21 @@ impl Ipam {
         if changes.is_empty() {
             return Ok(None);
         }
+        let queued = self.stage6(st, changes)?;
+        if !(durable || queued) {
+            return Ok(None);
+        }
+        let keys: Vec<Key6> = changes.iter().map(|c| c.key).collect();
+        let ticket = self.submit6(st, &keys);
+        Ok(durable.then_some(ticket))
+    }
+
+    /// Writes `changes` to the store (queued for the committer: true) and
+    /// to the index; no ticket yet.
+    fn stage6(&self, st: &mut State, changes: &[Change6]) -> Result<bool, IpamError> {
+        if changes.is_empty() {
+            return Ok(false);
+        }
         st.writable()?;
         let queued = self.store_apply(st, State::ops6(changes))?;
         self.stats.ipam.writes_total.fetch_add(1, Relaxed);
@@ -173,19 +235,21 @@ impl Ipam {
         if st.v6.next_deadline() < before {
             self.reaper_wake.notify_one();
         }
-        if !(durable || queued) {
-            return Ok(None);
-        }
+        Ok(queued)
+    }
+
+    /// A ticket for what is staged; `keys` are pending until it is flushed.
+    fn submit6(&self, st: &mut State, keys: &[Key6]) -> Ticket {
         let ticket = self.committer.submit(st, &[], &self.stats);
         if st.v6.pending.len() > 4096 {
             let flushed = self.committer.flushed();
             st.v6.pending.retain(|_, s| *s > flushed);
         }
         let seq = st.seq;
-        for c in changes {
-            st.v6.pending.insert(c.key, seq);
+        for k in keys {
+            st.v6.pending.insert(*k, seq);
         }
-        Ok(durable.then_some(ticket))
+        ticket
     }
 
     /// v6 housekeeping due at `now`: timed-out offers; ended bindings and

@@ -640,3 +640,55 @@ async fn one_duid_holds_at_most_its_cap_of_ias() {
     assert_eq!(r, Ia6Result::Exhausted, "the cap after a restart");
     commit(&ipam, &ia(Ia6Kind::Na, 1), at(6)).await;
 }
+
+/// A message's IA_NA and IA_PD are bound under one lock and answered after
+/// one durable write (one waiter on the group commit, not one per IA), and
+/// both survive a restart.
+#[tokio::test]
+async fn a_message_binds_all_its_ias_in_one_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, p) = {
+        let (ipam, stats) = open6(dir.path(), "fd00:77::1ff");
+        let running = Running::spawn(&ipam);
+        let (ia_na, ia_pd) = (na(7), pd(7));
+        let asks = [
+            IaAsk {
+                ia: &ia_na,
+                hints: &[],
+            },
+            IaAsk {
+                ia: &ia_pd,
+                hints: &[],
+            },
+        ];
+        let waiters = || stats.ipam.commit_seconds.snapshot().count;
+        let before = waiters();
+        let got = ipam
+            .ias6("lab6", &asks, Ia6Op::Commit, None, at(0))
+            .await
+            .unwrap();
+        assert_eq!(waiters(), before + 1, "one waiter for the message");
+        assert_eq!(got.len(), 2);
+        let (a, p) = (one(&got[0]).prefix, one(&got[1]).prefix);
+        assert_eq!(a.prefix_len(), 128);
+        assert_eq!(p.prefix_len(), 56);
+        // Asked again (a retransmission): both cached, no write.
+        let again = ipam
+            .ias6("lab6", &asks, Ia6Op::Commit, None, at(1))
+            .await
+            .unwrap();
+        assert_eq!((one(&again[0]).prefix, one(&again[1]).prefix), (a, p));
+        assert_eq!(waiters(), before + 1);
+        running.stop().await;
+        (a, p)
+    };
+    let (ipam, _) = open6(dir.path(), "fd00:77::1ff");
+    assert_eq!(
+        one(&op(&ipam, &na(7), Ia6Op::Extend, &[], at(2)).await).prefix,
+        a
+    );
+    assert_eq!(
+        one(&op(&ipam, &pd(7), Ia6Op::Extend, &[], at(2)).await).prefix,
+        p
+    );
+}

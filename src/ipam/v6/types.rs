@@ -77,3 +77,11 @@ pub enum Ia6Result {
     /// A hint lies outside the subnet's prefix (NotOnLink).
     NotOnLink,
 }
+
+/// One IA of a message for [`crate::ipam::Ipam::ias6`]: its key and the
+/// addresses or prefixes the client put in it.
+#[derive(Debug, Clone, Copy)]
+pub struct IaAsk<'a> {
+    pub ia: &'a Ia6Key,
+    pub hints: &'a [Ipv6Net],
+}
