@@ -163,6 +163,9 @@ impl ClusterStore {
             ));
             sent.push(p.done);
         }
+        if txns.is_empty() && poisoned.is_none() {
+            return Ok(());
+        }
         let outcomes = self
             .etcd
             .block(async move { Ok(futures::future::join_all(txns).await) })?;
