@@ -4,6 +4,7 @@
 #   sudo bench/cluster.sh                                  # every part
 #   PARTS="dora" NODES="1 3" DUR=8 BLOCK_SIZES="16 256" sudo bench/cluster.sh
 #   RATE=500 PARTS=dora sudo bench/cluster.sh     # a fixed rate instead of saturation
+#   COMMIT_INTERVAL=5ms PARTS=dora sudo bench/cluster.sh   # storage.commit_interval of every node
 #
 # dora: a three-member etcd (namespace c20b-hub, on the bridge), 1, 2 and 3
 #   vpcbox nodes (release build with --features cluster; VPCBOX_BIN to use
@@ -119,6 +120,7 @@ config() { # I STORE(sled|etcd) BLOCK PREFIX
   cat <<TOML
 [storage]
 path = "$dir/data"
+${COMMIT_INTERVAL:+commit_interval = \"$COMMIT_INTERVAL\"}
 [dhcp]
 listen = "0.0.0.0:67"
 interfaces = ["c20bn$1"]

@@ -14,6 +14,7 @@ mod keys;
 mod leave;
 mod member;
 mod node;
+mod parts;
 mod rates;
 mod release;
 mod rendezvous;

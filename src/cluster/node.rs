@@ -29,6 +29,17 @@ pub struct Blocks {
 /// Owned blocks per subnet.
 pub type Owned = HashMap<String, Blocks>;
 
+/// A subnet's demand on its owned blocks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Demand {
+    /// Free addresses left in owned blocks, as last reported.
+    pub free: u64,
+    /// New addresses asked for so far (each report is one).
+    pub given: u64,
+    /// Below this many free the claimer claims more (0: the default floor).
+    pub want: u64,
+}
+
 pub struct Node {
     pub name: String,
     pub ttl: Duration,
@@ -46,8 +57,9 @@ pub struct Node {
     owned: ArcSwap<Owned>,
     /// The live nodes with their blocks and rates, for the status page.
     view: ArcSwap<Vec<ClusterNodeView>>,
-    /// Free addresses left in owned blocks per subnet, as last reported.
-    free: Mutex<HashMap<String, u64>>,
+    /// Per subnet: free addresses left in owned blocks and how many the
+    /// claimer wants kept free.
+    free: Mutex<HashMap<String, Demand>>,
     /// Blocks being given back `(subnet, first, claim revision)`: no longer
     /// owned here, whatever the copy says, until etcd has deleted them.
     /// Held while `owned` is rebuilt, so a refresh cannot bring one back.
@@ -228,14 +240,47 @@ impl Node {
             .map_or(0, |b| b.by_first.len())
     }
 
-    /// Whether `subnet` needs another block: none owned, or few free left.
-    pub fn needs_block(&self, subnet: &str) -> bool {
+    /// The fewest free addresses worth keeping in a subnet's blocks.
+    fn floor(&self) -> u64 {
+        u64::from(self.block_size / 2).max(2)
+    }
+
+    /// `subnet`'s demand as last reported, its `want` at least the floor.
+    pub fn demand(&self, subnet: &str) -> Demand {
+        let map = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = map.get(subnet).copied().unwrap_or_default();
+        d.want = d.want.max(self.floor());
+        d
+    }
+
+    /// Keep `want` addresses free in `subnet`'s blocks (the claimer, from
+    /// the recent allocation rate).
+    pub fn set_want(&self, subnet: &str, want: u64) {
+        let mut map = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(subnet.to_owned()).or_default().want = want;
+    }
+
+    /// `addresses` more are free in `subnet`'s blocks (just claimed): the
+    /// next count before the next report.
+    pub fn claimed(&self, subnet: &str, addresses: u64) {
+        let mut map = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(subnet.to_owned()).or_default().free += addresses;
+    }
+
+    /// The live members, this node included.
+    pub fn member_count(&self) -> usize {
+        self.members.load().len()
+    }
+
+    /// How many blocks `subnet` needs now: one if none is owned, else
+    /// enough to bring its free addresses up to what is wanted.
+    pub fn blocks_needed(&self, subnet: &str) -> usize {
         if self.owned_count(subnet) == 0 {
-            return true;
+            return 1;
         }
-        let free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        free.get(subnet)
-            .is_some_and(|n| *n < u64::from(self.block_size / 2).max(2))
+        let d = self.demand(subnet);
+        let short = d.want.saturating_sub(d.free);
+        short.div_ceil(u64::from(self.block_size)) as usize
     }
 }
 
@@ -258,12 +303,21 @@ impl ClusterHooks for Node {
     fn free_left(&self, subnet: &str, free: u64) {
         let low = {
             let mut map = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            map.insert(subnet.to_owned(), free);
-            free < u64::from(self.block_size / 2).max(2)
+            let d = match map.get_mut(subnet) {
+                Some(d) => d,
+                None => map.entry(subnet.to_owned()).or_default(),
+            };
+            d.free = free;
+            d.given += 1;
+            free < d.want.max(self.floor())
         };
         if low {
             self.wake.notify_one();
         }
+    }
+
+    fn keep_free(&self, subnet: &str) -> u64 {
+        self.demand(subnet).want
     }
 
     fn answers(&self, client: &ClientKey) -> bool {

@@ -7,7 +7,7 @@ use crate::client::ClientKey;
 
 /// A well-mixed 64-bit weight of `(node, client)`: FNV-1a, then the
 /// splitmix64 finaliser (FNV alone mixes short keys poorly).
-fn weight(node: &str, client: &[u8]) -> u64 {
+pub fn weight(node: &str, client: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in node.bytes().chain([0xff]).chain(client.iter().copied()) {
         h ^= u64::from(b);

@@ -1,24 +1,23 @@
-//! The IPAM's [`Store`] on etcd: reads from this node's copy, writes as
-//! one txn per group commit whose compares fence every write: the node's
-//! registration, each key's last-seen revision, each client's binding,
-//! and for a new binding the block's claim revision.
+//! The IPAM's [`Store`] on etcd: reads from this node's copy, writes a
+//! group commit as txns (parts sharing no key, run at once) whose compares
+//! fence every write: the node's registration, each key's last-seen
+//! revision, each client's binding, and for a new binding the block's
+//! claim revision.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use etcd_client::{Compare, CompareOp, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use futures::future::BoxFuture;
 
-use super::etcd::{txn, Etcd};
+use super::etcd::Etcd;
 use super::node::Node;
+use super::parts::{partition, Item, Part};
 use super::replica::{Folded, Replica};
 use crate::ipam::{
     key6_to_text, lease6_holder, lease_holder, IpamError, KvIter, Op, Store, TreeId,
 };
-
-/// etcd's default `--max-txn-ops`: a batch over it is split in parts.
-const MAX_TXN_OPS: usize = 128;
 
 pub struct ClusterStore {
     pub etcd: Arc<Etcd>,
@@ -32,30 +31,17 @@ impl std::fmt::Debug for ClusterStore {
     }
 }
 
-/// One txn's parts, and the writes to confirm in the copy on success.
-#[derive(Default)]
-struct Plan {
-    when: Vec<Compare>,
-    ops: Vec<TxnOp>,
-    /// (etcd key, new value) of each write, to fold in once committed.
-    done: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+fn conflict(what: &str) -> IpamError {
+    IpamError::Conflict(format!("etcd: {what} changed on another node first"))
 }
 
-impl Plan {
-    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.ops.push(match &value {
-            Some(v) => TxnOp::put(key.clone(), v.clone(), None),
-            None => TxnOp::delete(key.clone(), None),
-        });
-        self.done.push((key, value));
-    }
-}
-
-fn conflict(key: &[u8]) -> IpamError {
-    IpamError::Conflict(format!(
-        "etcd: {} changed on another node first",
-        String::from_utf8_lossy(key)
-    ))
+/// How one part's txn ended.
+enum Outcome {
+    Committed(i64),
+    /// A compare failed: another node wrote one of its keys first.
+    Conflict,
+    /// This node's registration is gone (or renewed): a fence, not a race.
+    Unregistered,
 }
 
 impl ClusterStore {
@@ -64,21 +50,20 @@ impl ClusterStore {
         self.replica.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The txn for `ops`, against the copy as it is now.
-    fn plan(&self, ops: &[Op]) -> Result<Plan, IpamError> {
+    /// The txns for `ops`, against the copy as it is now.
+    fn plan(&self, ops: &[Op]) -> Result<Vec<Part>, IpamError> {
         let keys = &self.etcd.keys;
         let r = self.replica();
-        let mut p = Plan::default();
-        let node_key = keys.node(&self.node.name);
         let epoch = self.node.epoch.load(std::sync::atomic::Ordering::Relaxed);
-        p.when
-            .push(Compare::create_revision(node_key, CompareOp::Equal, epoch));
+        let fence = Compare::create_revision(keys.node(&self.node.name), CompareOp::Equal, epoch);
         // Last value per key (a batch may write one key twice).
         let mut last: BTreeMap<Vec<u8>, (TreeId, Option<&[u8]>)> = BTreeMap::new();
         // Client → address it ends up bound to (None: unbound), in order.
         let mut binds: BTreeMap<String, Option<u32>> = BTreeMap::new();
         // IA → v6 store key it ends up bound to (None: unbound), in order.
         let mut binds6: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        // A lease and the bindings of the clients (IAs) it moves between: one txn.
+        let mut links = Vec::new();
         for op in ops {
             let Some(key) = keys.of_tree(op.tree, &op.key) else {
                 continue;
@@ -92,14 +77,19 @@ impl ClusterStore {
                             .and_then(|t| t.get(&op.key))
                             .map(|v| v.0.clone())
                     });
-                if let Some((ia, true)) = before.as_deref().and_then(lease6_holder) {
+                if let Some((ia, bound)) = before.as_deref().and_then(lease6_holder) {
                     let text = ia.to_string();
-                    if r.bindings6.get(&text).is_some_and(|b| b.0 == op.key) {
+                    links.push((key.clone(), keys.binding6(&text)));
+                    if bound && r.bindings6.get(&text).is_some_and(|b| b.0 == op.key) {
                         binds6.insert(text, None);
                     }
                 }
-                if let Some((ia, true)) = op.value.as_deref().and_then(lease6_holder) {
-                    binds6.insert(ia.to_string(), Some(op.key.clone()));
+                if let Some((ia, bound)) = op.value.as_deref().and_then(lease6_holder) {
+                    let text = ia.to_string();
+                    links.push((key.clone(), keys.binding6(&text)));
+                    if bound {
+                        binds6.insert(text, Some(op.key.clone()));
+                    }
                 }
             }
             if op.tree == TreeId::Leases {
@@ -114,74 +104,71 @@ impl ClusterStore {
                             .and_then(|t| t.get(&op.key))
                             .map(|v| v.0.clone())
                     });
-                if let Some((c, true)) = before.as_deref().and_then(lease_holder) {
+                if let Some((c, bound)) = before.as_deref().and_then(lease_holder) {
                     let text = c.to_string();
-                    if r.bindings.get(&text).is_some_and(|b| b.0 == ip) {
+                    links.push((key.clone(), keys.binding(&text)));
+                    if bound && r.bindings.get(&text).is_some_and(|b| b.0 == ip) {
                         binds.insert(text, None);
                     }
                 }
-                if let Some((c, true)) = op.value.as_deref().and_then(lease_holder) {
-                    binds.insert(c.to_string(), Some(ip));
+                if let Some((c, bound)) = op.value.as_deref().and_then(lease_holder) {
+                    let text = c.to_string();
+                    links.push((key.clone(), keys.binding(&text)));
+                    if bound {
+                        binds.insert(text, Some(ip));
+                    }
                 }
             }
             last.insert(key, (op.tree, op.value.as_deref()));
         }
-        for (key, (tree, value)) in &last {
-            if r.poisoned.contains(key) {
-                return Err(conflict(key));
-            }
+        let mut items = Vec::with_capacity(last.len() + binds.len());
+        for (key, (tree, value)) in last {
             let stored = keys
-                .parse(key)
-                .and_then(|_| r.tree(*tree))
-                .and_then(|t| t.get(&tree_key(keys, key)?));
-            let rev = stored.map_or(0, |v| v.1);
+                .parse(&key)
+                .and_then(|_| r.tree(tree))
+                .and_then(|t| t.get(&tree_key(keys, &key)?));
             // Config shared by every node: rewriting the same value is no write.
             let lease = matches!(tree, TreeId::Leases | TreeId::Leases6);
-            if !lease && stored.map(|v| v.0.as_slice()) == *value {
+            if !lease && stored.map(|v| v.0.as_slice()) == value {
                 continue;
             }
-            p.when
-                .push(Compare::mod_revision(key.clone(), CompareOp::Equal, rev));
-            let value = value.map(|v| super::keys::to_etcd(*tree, v)).transpose()?;
-            p.write(key.clone(), value);
+            items.push(Item {
+                poisoned: r.poisoned.contains(&key),
+                rev: stored.map_or(0, |v| v.1),
+                write: Some(value.map(|v| super::keys::to_etcd(tree, v)).transpose()?),
+                config: !lease,
+                block: None,
+                key,
+            });
         }
-        let mut blocks = Vec::new();
+        let subnets = Subnets::of(&r);
         for (client, to) in binds {
             let key = keys.binding(&client);
-            if r.poisoned.contains(&key) {
-                return Err(conflict(&key));
-            }
             let cur = r.bindings.get(&client).copied();
-            p.when.push(Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                cur.map_or(0, |b| b.1),
-            ));
+            let mut item = Item {
+                poisoned: r.poisoned.contains(&key),
+                rev: cur.map_or(0, |b| b.1),
+                ..Item::default()
+            };
             match to {
                 Some(ip) if cur.map(|b| b.0) == Some(ip) => {}
                 Some(ip) => {
                     // A new binding: fenced by its block's claim if owned
                     // (the lease and binding compares alone keep it unique).
-                    if let Some(subnet) = subnet_of(&r, ip) {
-                        if let Some((first, claim)) = self.node.block_of(&subnet, ip) {
-                            if !blocks.contains(&(subnet.clone(), first)) {
-                                p.when.push(Compare::create_revision(
-                                    keys.block(&subnet, first),
-                                    CompareOp::Equal,
-                                    claim,
-                                ));
-                                blocks.push((subnet, first));
-                            }
-                        }
-                    }
-                    p.write(key, Some(Ipv4Addr::from(ip).to_string().into_bytes()));
+                    item.block = subnets.of_ip(ip).and_then(|subnet| {
+                        let (first, claim) = self.node.block_of(subnet, ip)?;
+                        Some((keys.block(subnet, first), claim))
+                    });
+                    item.write = Some(Some(Ipv4Addr::from(ip).to_string().into_bytes()));
                 }
-                None if cur.is_some() => p.write(key, None),
+                None if cur.is_some() => item.write = Some(None),
                 None => {}
             }
+            item.key = key;
+            items.push(item);
         }
-        self.plan6(&r, binds6, &mut p)?;
-        Ok(p)
+        self.plan6(&r, binds6, &mut items)?;
+        partition(items, &links, &fence).map_err(IpamError::Storage)
     }
 
     /// The v6 IAs' binding keys: each compared on its last-seen revision
@@ -191,47 +178,95 @@ impl ClusterStore {
         &self,
         r: &Replica,
         binds6: BTreeMap<String, Option<Vec<u8>>>,
-        p: &mut Plan,
+        items: &mut Vec<Item>,
     ) -> Result<(), IpamError> {
         let keys = &self.etcd.keys;
         for (ia, to) in binds6 {
             let key = keys.binding6(&ia);
-            if r.poisoned.contains(&key) {
-                return Err(conflict(&key));
-            }
             let cur = r.bindings6.get(&ia);
-            p.when.push(Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                cur.map_or(0, |b| b.1),
-            ));
+            let mut item = Item {
+                poisoned: r.poisoned.contains(&key),
+                rev: cur.map_or(0, |b| b.1),
+                ..Item::default()
+            };
             match to {
                 Some(k) if cur.is_some_and(|b| b.0 == k) => {}
                 Some(k) => {
                     let text = key6_to_text(&k)
                         .ok_or_else(|| IpamError::Storage("a v6 lease key is malformed".into()))?;
-                    p.write(key, Some(text.into_bytes()));
+                    item.write = Some(Some(text.into_bytes()));
                 }
-                None if cur.is_some() => p.write(key, None),
+                None if cur.is_some() => item.write = Some(None),
                 None => {}
             }
+            item.key = key;
+            items.push(item);
         }
         Ok(())
     }
 
-    /// Runs one planned txn and folds its writes into the copy.
-    fn commit(&self, p: Plan) -> Result<(), IpamError> {
-        if p.ops.is_empty() {
+    /// Runs the parts' txns at once and folds each committed one into the
+    /// copy. Ok only if every part committed; else the worst error (an
+    /// etcd failure or a lost registration before a conflict). Parts that
+    /// committed stay committed: their writers get the error too and retry
+    /// (they get the same binding), never a success for a write that failed.
+    fn commit(&self, parts: Vec<Part>) -> Result<(), IpamError> {
+        let mut poisoned = None;
+        let mut sent = Vec::new();
+        let mut txns = Vec::new();
+        for p in parts {
+            if let Some(key) = p.poisoned {
+                poisoned.get_or_insert(key);
+                continue;
+            }
+            txns.push(part_txn(
+                self.etcd.client(),
+                p.when,
+                p.ops,
+                self.fence_key(),
+            ));
+            sent.push(p.done);
+        }
+        if txns.is_empty() && poisoned.is_none() {
             return Ok(());
         }
-        let client = self.etcd.client();
-        let Plan { when, ops, done } = p;
-        let rev = self
+        let outcomes = self
             .etcd
-            .block(txn(client, when, ops))?
-            .ok_or_else(|| IpamError::Conflict("etcd: a compare failed (another node wrote first, or this node's registration is gone)".into()))?;
-        let keys = &self.etcd.keys;
+            .block(async move { Ok(futures::future::join_all(txns).await) })?;
+        let epoch = self.node.epoch.load(std::sync::atomic::Ordering::Relaxed);
+        let mut worst: Option<IpamError> = poisoned.map(|k| conflict(&String::from_utf8_lossy(&k)));
         let mut r = self.replica();
+        for (done, outcome) in sent.into_iter().zip(outcomes) {
+            let e = match outcome {
+                Ok(Outcome::Committed(rev)) => {
+                    self.fold(&mut r, done, rev);
+                    continue;
+                }
+                Ok(Outcome::Conflict) => conflict("a key of this write"),
+                Ok(Outcome::Unregistered) => IpamError::Cluster(format!(
+                    "etcd: this node's registration (epoch {epoch}) is gone; it writes nothing until it registers again"
+                )),
+                Err(e) => super::etcd::storage(e),
+            };
+            if worst
+                .as_ref()
+                .is_none_or(|w| matches!(w, IpamError::Conflict(_)))
+            {
+                worst = Some(e);
+            }
+        }
+        worst.map_or(Ok(()), Err)
+    }
+
+    /// This node's registration key and the epoch every txn compares.
+    fn fence_key(&self) -> (Vec<u8>, i64) {
+        let epoch = self.node.epoch.load(std::sync::atomic::Ordering::Relaxed);
+        (self.etcd.keys.node(&self.node.name), epoch)
+    }
+
+    /// Folds one committed txn's writes, at revision `rev`, into the copy.
+    fn fold(&self, r: &mut Replica, done: Vec<(Vec<u8>, Option<Vec<u8>>)>, rev: i64) {
+        let keys = &self.etcd.keys;
         let mut out = Folded::default();
         for (key, value) in done {
             match value {
@@ -245,7 +280,69 @@ impl ClusterStore {
                 None => r.delete(keys, &key, rev, None, &mut out),
             }
         }
-        Ok(())
+    }
+}
+
+/// One part's txn; when a compare fails, its else-branch reads this
+/// node's registration to tell a race from a lost registration.
+async fn part_txn(
+    mut c: Client,
+    when: Vec<Compare>,
+    ops: Vec<TxnOp>,
+    (node_key, epoch): (Vec<u8>, i64),
+) -> Result<Outcome, etcd_client::Error> {
+    if when.is_empty() {
+        return Err(etcd_client::Error::InvalidArgs(
+            "a write without a compare".into(),
+        ));
+    }
+    let txn = Txn::new()
+        .when(when)
+        .and_then(ops)
+        .or_else([TxnOp::get(node_key, None)]);
+    let resp = c.txn(txn).await?;
+    if resp.succeeded() {
+        return Ok(Outcome::Committed(
+            resp.header().map(|h| h.revision()).unwrap_or(0),
+        ));
+    }
+    let registered = resp.op_responses().iter().any(|r| match r {
+        TxnOpResponse::Get(g) => g
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == epoch),
+        _ => false,
+    });
+    Ok(if registered {
+        Outcome::Conflict
+    } else {
+        Outcome::Unregistered
+    })
+}
+
+/// The stored subnets' ranges, parsed once per plan.
+struct Subnets(Vec<(ipnet::Ipv4Net, String)>);
+
+impl Subnets {
+    fn of(r: &Replica) -> Self {
+        let specs = r.tree(TreeId::Subnets).into_iter().flat_map(|t| t.values());
+        Self(
+            specs
+                .filter_map(|(v, _)| {
+                    let spec: crate::ipam::SubnetSpec = serde_json::from_slice(v).ok()?;
+                    Some((spec.cidr, spec.id))
+                })
+                .collect(),
+        )
+    }
+
+    /// The subnet holding `ip`.
+    fn of_ip(&self, ip: u32) -> Option<&str> {
+        let ip = Ipv4Addr::from(ip);
+        self.0
+            .iter()
+            .find(|(cidr, _)| cidr.contains(&ip))
+            .map(|(_, id)| id.as_str())
     }
 }
 
@@ -255,14 +352,6 @@ fn tree_key(keys: &super::keys::Keys, key: &[u8]) -> Option<Vec<u8>> {
         super::keys::Parsed::Tree(_, k) => Some(k),
         _ => None,
     }
-}
-
-/// The subnet holding `ip`, from the stored subnet specs.
-fn subnet_of(r: &Replica, ip: u32) -> Option<String> {
-    r.tree(TreeId::Subnets)?.values().find_map(|(v, _)| {
-        let spec: crate::ipam::SubnetSpec = serde_json::from_slice(v).ok()?;
-        spec.cidr.contains(&Ipv4Addr::from(ip)).then_some(spec.id)
-    })
 }
 
 impl Store for ClusterStore {
@@ -288,8 +377,8 @@ impl Store for ClusterStore {
         Box::new(items.into_iter())
     }
 
-    /// One txn (or, past etcd's op limit, one per part, in order); fails
-    /// at once while the node is fenced.
+    /// The batch's parts at once ([`ClusterStore::commit`]); fails at once
+    /// while the node is fenced.
     fn apply(&self, ops: &[Op]) -> Result<(), IpamError> {
         if ops.is_empty() {
             return Ok(());
@@ -297,18 +386,8 @@ impl Store for ClusterStore {
         if let Some(why) = crate::ipam::ClusterHooks::fenced(self.node.as_ref()) {
             return Err(IpamError::Degraded(why));
         }
-        let p = self.plan(ops)?;
-        if p.ops.len() <= MAX_TXN_OPS && p.when.len() <= MAX_TXN_OPS {
-            return self.commit(p);
-        }
-        let (a, b) = ops.split_at(ops.len() / 2);
-        if a.is_empty() {
-            return Err(IpamError::Storage(
-                "etcd: one write needs more than etcd's txn op limit".into(),
-            ));
-        }
-        self.apply(a)?;
-        self.apply(b)
+        let parts = self.plan(ops)?;
+        self.commit(parts)
     }
 
     /// A committed txn is durable in etcd already.

@@ -481,3 +481,61 @@ fn a_node_gives_back_idle_blocks_and_another_binds_in_them() {
     assert_eq!(a.ipam.lease_of(kept).map(|l| l.ip), Some(*kept_ip));
     assert!(blocks_in_etcd(&etcd, "a").contains(&kept_block));
 }
+
+/// A batch of 300 bindings (600 writes, etcd takes 128 per txn) commits
+/// as several txns that share no key, and every lease and binding is in
+/// etcd and in the node's copy afterwards.
+#[test]
+fn a_batch_over_the_op_limit_commits_in_parts_and_every_binding_is_in_etcd() {
+    use crate::ipam::{Store, TreeId};
+    let etcd = TestEtcd::start();
+    let (_a, sa) = Cluster::join(&config(&etcd, "a", 10), Stats::new(16)).unwrap();
+    let client = |i: u32| format!("mac:02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff);
+    let ip = |i: u32| [10, 9, 1 + (i / 200) as u8, (i % 200) as u8];
+    let ops: Vec<_> = (0..300).map(|i| lease_op(ip(i), &client(i))).collect();
+    let before = sa.etcd.revision().unwrap();
+    sa.apply(&ops).unwrap();
+    let txns = sa.etcd.revision().unwrap() - before;
+    assert!(txns >= 5, "600 writes in {txns} txns");
+    let leases = etcd.get("/vpcbox/t/leases/", true);
+    let bindings = etcd.get("/vpcbox/t/bindings/", true);
+    assert_eq!((leases.len(), bindings.len()), (600, 600));
+    for i in 0..300 {
+        let key = format!("/vpcbox/t/bindings/{}", client(i));
+        let at = bindings.iter().position(|l| *l == key).expect("bound");
+        assert_eq!(bindings[at + 1], Ipv4Addr::from(ip(i)).to_string());
+        assert!(sa.get(TreeId::Leases, &ip(i)).unwrap().is_some());
+    }
+}
+
+/// Another node bound the client first (this node's copy had not seen
+/// it): the bind loses its compare, and the very next write goes through
+/// (a lost race is no storage fault: no refusal until a probe).
+#[test]
+fn a_lost_race_leaves_the_ipam_writable_for_the_next_batch() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let _rt = rt.enter();
+    // a writes straight to etcd; b, joined but without a watch, never sees it.
+    let (_a, sa) = Cluster::join(&config(&etcd, "a", 10), Stats::new(16)).unwrap();
+    let stats = Stats::new(64);
+    let (_b, sb) = Cluster::join(&config(&etcd, "b", 10), stats.clone()).unwrap();
+    let b = Ipam::with_store("b".into(), sb, IpamOptions::default(), stats).unwrap();
+    b.apply_config(&[subnet()], &[], SystemTime::now()).unwrap();
+    let cancel = CancellationToken::new();
+    b.spawn_committer(&TaskTracker::new(), cancel.clone());
+    let _stop = cancel.drop_guard();
+    let (c, d) = (mac(9, 1), mac(9, 2));
+    crate::ipam::Store::apply(&*sa, &[lease_op([10, 9, 3, 200], &c.to_string())]).unwrap();
+    let now = SystemTime::now();
+    let lost = rt.block_on(async {
+        let o = b.offer("lab", &c, None, now)?;
+        b.bind("lab", &c, o.ip, None, now).await
+    });
+    assert!(matches!(lost, Err(IpamError::Conflict(_))), "{lost:?}");
+    let o = b.offer("lab", &d, None, now).expect("writable at once");
+    let bound = rt.block_on(b.bind("lab", &d, o.ip, None, now)).unwrap();
+    let stored = etcd.get(&format!("/vpcbox/t/bindings/{d}"), false);
+    assert_eq!(stored.get(1), Some(&bound.ip.to_string()), "{stored:?}");
+    assert_eq!(b.degraded(), None);
+}

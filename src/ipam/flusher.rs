@@ -1,7 +1,8 @@
 //! The committer thread: one sled write and one flush per batch of queued
 //! writes, flushes spaced `commit_interval` apart under load. A failed
 //! apply or flush rolls the index back to the store ([`Ipam::roll_back`])
-//! and refuses writes until a probe succeeds. A thread, not a task: sled's
+//! and refuses writes until a probe succeeds (a cluster node's lost race
+//! rolls back without refusing). A thread, not a task: sled's
 //! `flush_async` wakes its whole I/O pool per flush.
 
 use std::panic::AssertUnwindSafe;
@@ -241,12 +242,18 @@ impl Ipam {
     /// Answers every queued waiter with the error, drops the queued writes,
     /// reopens the store (sled refuses all writes after an I/O error) and
     /// rebuilds the index from it, so memory holds exactly what is on disk;
-    /// then refuses writes until [`Ipam::probe`] succeeds. The caller holds
-    /// `applying` and the state lock.
+    /// then refuses writes until [`Ipam::probe`] succeeds. A lost race
+    /// ([`IpamError::Conflict`]: another cluster node wrote a key first) is
+    /// no storage fault: the index is rebuilt the same way but writes go on
+    /// at once. The caller holds `applying` and the state lock.
     pub(super) fn roll_back(&self, st: &mut State, e: &IpamError) {
-        let why = format!("a store write failed ({e}); writes are refused until one succeeds");
-        tracing::error!(error = %e, "ipam write failed; rolling back to the store");
-        self.stats.ipam.storage_errors_total.fetch_add(1, Relaxed);
+        let race = matches!(e, IpamError::Conflict(_));
+        if race {
+            tracing::warn!(error = %e, "ipam write lost a race; rolling back to the store");
+        } else {
+            tracing::error!(error = %e, "ipam write failed; rolling back to the store");
+            self.stats.ipam.storage_errors_total.fetch_add(1, Relaxed);
+        }
         st.queue.clear();
         st.overlay.clear();
         st.pending.clear();
@@ -254,7 +261,7 @@ impl Ipam {
         st.v6.pending.clear();
         let queued = {
             let mut q = self.committer.shared.lock();
-            q.degraded = true;
+            q.degraded |= !race;
             std::mem::take(&mut q.waiters)
         };
         let fresh = self
@@ -267,14 +274,27 @@ impl Ipam {
                 tracing::error!(error = %e, "reopening the store failed; retrying");
                 st.stale = true;
                 st.epoch += 1;
+                if race {
+                    // Nothing current to write on: refuse until a probe reloads.
+                    self.committer.shared.lock().degraded = true;
+                    self.degrade(st, &format!("reloading the index failed ({e})"));
+                }
             }
         }
-        if st.degraded.is_none() {
-            self.event(&why);
+        if !race {
+            let why = format!("a store write failed ({e}); writes are refused until one succeeds");
+            self.degrade(st, &why);
         }
-        st.degraded = Some(why);
-        self.stats.ipam.storage_degraded.store(1, Relaxed);
         answer(&self.stats, queued, Err(e.clone()));
+    }
+
+    /// Refuses writes for `why` until [`Ipam::probe`] succeeds.
+    fn degrade(&self, st: &mut State, why: &str) {
+        if st.degraded.is_none() {
+            self.event(why);
+        }
+        st.degraded = Some(why.to_owned());
+        self.stats.ipam.storage_degraded.store(1, Relaxed);
     }
 
     /// Puts a freshly loaded index in place, keeping the sequence numbers

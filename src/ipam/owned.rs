@@ -48,6 +48,7 @@ impl State {
         };
         let sub = &self.subnets[s];
         let (mut found, mut left) = (None, 0u64);
+        let keep = c.keep_free(&sub.spec.id);
         for (lo, hi) in c.owned(&sub.spec.id) {
             let n = sub.free_count(lo, hi);
             if n > 0 && found.is_none() {
@@ -55,7 +56,7 @@ impl State {
             }
             left += n;
             // Enough known left: the older (fuller) blocks need no look.
-            if found.is_some() && left > 2 * u64::from(hi - lo + 1) {
+            if found.is_some() && left > keep.max(2 * u64::from(hi - lo + 1)) {
                 break;
             }
         }
