@@ -1,9 +1,9 @@
 //! Giving blocks back: a live node deletes a block it holds when nothing
 //! in it is held, offered or being written, and the rest of its blocks
-//! keep the reserve it needs (two blocks' worth, or what it allocated in
-//! the last ten seconds if more), so after a burst, or on a node that
-//! joined late, the pool goes to whoever needs it rather than sitting on
-//! one node until its lease dies.
+//! keep the reserve it needs (two blocks' worth, what it allocated in the
+//! last ten seconds, or what the claimer wants kept free, whichever is
+//! most), so after a burst, or on a node that joined late, the pool goes
+//! to whoever needs it rather than sitting on one node until its lease dies.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -86,7 +86,11 @@ impl Releaser {
                 if h.len() > WINDOW + 1 {
                     h.pop_front();
                 }
-                let need = taken(h).max(2 * u64::from(self.node.block_size));
+                // Never below what the claimer wants kept free: what it just
+                // claimed ahead of the rate is idle, not surplus.
+                let need = taken(h)
+                    .max(2 * u64::from(self.node.block_size))
+                    .max(self.node.demand(&spec.id).want);
                 for b in surplus(&held, need) {
                     self.release(&ipam, &spec.id, b).await;
                 }
