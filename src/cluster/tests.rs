@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::testkit::TestEtcd;
+use super::testkit::{runtime, wait_for, TestEtcd};
 use super::*;
 use crate::client::ClientKey;
 use crate::config::ClusterConfig;
@@ -59,22 +59,6 @@ fn node_with(etcd: &TestEtcd, name: &str, ttl: u64, spec: SubnetSpec) -> TestNod
         ipam,
         cluster,
         _cancel: cancel.drop_guard(),
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
