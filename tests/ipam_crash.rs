@@ -42,8 +42,6 @@ fn subnet() -> SubnetSpec {
 /// A /64 of addresses and a /32 cut into /64 prefixes: never exhausted here.
 fn subnet6() -> Subnet6Spec {
     Subnet6Spec {
-        id: "crash6".into(),
-        prefix: "fd00:88::/64".parse().unwrap(),
         pools: vec![Range6 {
             start: "fd00:88::".parse().unwrap(),
             end: "fd00:88::ffff:ffff:ffff:ffff".parse().unwrap(),
@@ -54,9 +52,7 @@ fn subnet6() -> Subnet6Spec {
         }],
         preferred_lifetime: Duration::from_secs(12 * 3600),
         valid_lifetime: Duration::from_secs(24 * 3600),
-        dns: vec![],
-        domain: None,
-        relays: vec![],
+        ..Subnet6Spec::new("crash6", "fd00:88::/64".parse().unwrap())
     }
 }
 

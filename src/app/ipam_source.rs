@@ -228,8 +228,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Ipam::open(dir.path(), IpamOptions::default(), Stats::new(16)).unwrap();
         let spec = Subnet6Spec {
-            id: "lab6".into(),
-            prefix: "fd00:77::/64".parse().unwrap(),
             pools: vec![Range6 {
                 start: "fd00:77::".parse().unwrap(),
                 end: "fd00:77::ffff:ffff:ffff:ffff".parse().unwrap(),
@@ -238,11 +236,7 @@ mod tests {
                 prefix: "fd00:78::/48".parse().unwrap(),
                 delegated_len: 56,
             }],
-            preferred_lifetime: std::time::Duration::from_secs(1800),
-            valid_lifetime: std::time::Duration::from_secs(3600),
-            dns: vec![],
-            domain: None,
-            relays: vec![],
+            ..Subnet6Spec::new("lab6", "fd00:77::/64".parse().unwrap())
         };
         ipam.apply_config6(&[spec]).unwrap();
         let client: ClientKey = "duid:0003000102000001".parse().unwrap();

@@ -32,8 +32,6 @@ fn config(etcd: &TestEtcd, node: &str) -> ClusterConfig {
 
 fn subnet6() -> Subnet6Spec {
     Subnet6Spec {
-        id: "lab6".into(),
-        prefix: "fd00:77::/64".parse().unwrap(),
         pools: vec![Range6 {
             start: "fd00:77::100".parse().unwrap(),
             end: "fd00:77::ffff".parse().unwrap(),
@@ -42,11 +40,7 @@ fn subnet6() -> Subnet6Spec {
             prefix: "fd00:78::/48".parse().unwrap(),
             delegated_len: 56,
         }],
-        preferred_lifetime: Duration::from_secs(1800),
-        valid_lifetime: Duration::from_secs(3600),
-        dns: vec![],
-        domain: None,
-        relays: vec![],
+        ..Subnet6Spec::new("lab6", "fd00:77::/64".parse().unwrap())
     }
 }
 

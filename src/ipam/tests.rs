@@ -43,21 +43,34 @@ fn with_stats(dir: &Path, opts: IpamOptions, spec: SubnetSpec) -> (Arc<Ipam>, Ar
     (ipam, stats)
 }
 
-/// A test IPAM's committer and reaper, until `stop`.
-struct Running {
+/// A test IPAM's committer (and reaper, with [`Running::spawn`]), until `stop`.
+pub(crate) struct Running {
     tracker: tokio_util::task::TaskTracker,
     cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Running {
-    fn spawn(ipam: &Arc<Ipam>) -> Self {
-        let tracker = tokio_util::task::TaskTracker::new();
-        let cancel = tokio_util::sync::CancellationToken::new();
-        ipam.spawn(&tracker, cancel.clone());
-        Self { tracker, cancel }
+    pub(crate) fn spawn(ipam: &Arc<Ipam>) -> Self {
+        let r = Self::new();
+        ipam.spawn(&r.tracker, r.cancel.clone());
+        r
     }
 
-    async fn stop(self) {
+    /// The committer only: the test drives expiry with `reap`.
+    pub(crate) fn committer(ipam: &Arc<Ipam>) -> Self {
+        let r = Self::new();
+        ipam.spawn_committer(&r.tracker, r.cancel.clone());
+        r
+    }
+
+    fn new() -> Self {
+        Self {
+            tracker: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    pub(crate) async fn stop(self) {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;

@@ -125,8 +125,6 @@ impl Api {
 pub async fn lab6(ipam: &vpcbox::ipam::Ipam, n: u8) {
     use vpcbox::ipam::{Ia6Key, Ia6Kind, Ia6Op, PdPoolSpec, Range6, Subnet6Spec};
     let spec = Subnet6Spec {
-        id: "lab6".into(),
-        prefix: "fd00:77::/64".parse().unwrap(),
         pools: vec![Range6 {
             start: "fd00:77::100".parse().unwrap(),
             end: "fd00:77::1ff".parse().unwrap(),
@@ -135,11 +133,7 @@ pub async fn lab6(ipam: &vpcbox::ipam::Ipam, n: u8) {
             prefix: "fd00:78::/48".parse().unwrap(),
             delegated_len: 56,
         }],
-        preferred_lifetime: std::time::Duration::from_secs(1800),
-        valid_lifetime: std::time::Duration::from_secs(3600),
-        dns: vec![],
-        domain: None,
-        relays: vec![],
+        ..Subnet6Spec::new("lab6", "fd00:77::/64".parse().unwrap())
     };
     ipam.apply_config6(&[spec]).unwrap();
     for c in 1..=n {

@@ -10,7 +10,7 @@ use ipnet::Ipv6Net;
 
 use super::*;
 use crate::client::ClientKey;
-use crate::ipam::tests::{at, Faulty};
+use crate::ipam::tests::{at, Faulty, Running};
 use crate::ipam::{Ipam, IpamError, IpamOptions, LeaseFilter, LeaseState};
 use crate::stats::Stats;
 
@@ -18,8 +18,6 @@ use crate::stats::Stats;
 /// fd00:78::/48 cut into /56; valid lifetime 1000 s.
 fn lab6(na_end: &str) -> Subnet6Spec {
     Subnet6Spec {
-        id: "lab6".into(),
-        prefix: "fd00:77::/64".parse().unwrap(),
         pools: vec![Range6 {
             start: "fd00:77::100".parse().unwrap(),
             end: na_end.parse().unwrap(),
@@ -30,9 +28,7 @@ fn lab6(na_end: &str) -> Subnet6Spec {
         }],
         preferred_lifetime: Duration::from_secs(500),
         valid_lifetime: Duration::from_secs(1000),
-        dns: vec![],
-        domain: None,
-        relays: vec![],
+        ..Subnet6Spec::new("lab6", "fd00:77::/64".parse().unwrap())
     }
 }
 
@@ -237,7 +233,7 @@ async fn bindings_and_the_server_duid_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (a, p, offered, duid) = {
         let (ipam, _) = open6(dir.path(), "fd00:77::101");
-        let running = Running::spawn(&ipam);
+        let running = Running::committer(&ipam);
         let a = commit(&ipam, &na(1), at(0)).await;
         let p = commit(&ipam, &pd(1), at(0)).await;
         let o = one(&op(&ipam, &na(2), Ia6Op::Advertise, &[], at(0)).await).prefix;
@@ -388,7 +384,7 @@ async fn no_commit_answered_ok_before_its_write_is_durable() {
         )
         .unwrap();
         ipam.apply_config6(&[lab6("fd00:77::1ff")]).unwrap();
-        let running = Running::spawn(&ipam);
+        let running = Running::committer(&ipam);
         ok.push((na(1), commit(&ipam, &na(1), at(0)).await));
         for (n, fault) in [(2, &store.fail_apply), (3, &store.fail_flush)] {
             fault.store(1, Relaxed);
@@ -433,27 +429,6 @@ async fn no_commit_answered_ok_before_its_write_is_durable() {
     }
     let ips: HashSet<&str> = listed.iter().map(|b| b.ip.as_str()).collect();
     assert_eq!(ips.len(), listed.len());
-}
-
-/// A test IPAM's committer (tests drive expiry with `reap`), until `stop`.
-struct Running {
-    tracker: tokio_util::task::TaskTracker,
-    cancel: tokio_util::sync::CancellationToken,
-}
-
-impl Running {
-    fn spawn(ipam: &Arc<Ipam>) -> Self {
-        let tracker = tokio_util::task::TaskTracker::new();
-        let cancel = tokio_util::sync::CancellationToken::new();
-        ipam.spawn_committer(&tracker, cancel.clone());
-        Self { tracker, cancel }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
 }
 
 /// `db export` carries v6 subnets and stored bindings (not offers); `db
@@ -605,7 +580,7 @@ async fn one_duid_holds_at_most_its_cap_of_ias() {
     };
     {
         let (ipam, _) = open6(dir.path(), "fd00:77::1ff");
-        let running = Running::spawn(&ipam);
+        let running = Running::committer(&ipam);
         for iaid in 0..cap - 2 {
             commit(&ipam, &ia(Ia6Kind::Na, iaid), at(0)).await;
         }
@@ -649,7 +624,7 @@ async fn a_message_binds_all_its_ias_in_one_group_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (a, p) = {
         let (ipam, stats) = open6(dir.path(), "fd00:77::1ff");
-        let running = Running::spawn(&ipam);
+        let running = Running::committer(&ipam);
         let (ia_na, ia_pd) = (na(7), pd(7));
         let asks = [
             IaAsk {
