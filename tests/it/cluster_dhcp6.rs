@@ -20,27 +20,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::dhcp6_support::{hook, lines, prefix, wait_reason, Lease6, DIRECT};
+use crate::dhcp6_support::{bridge6, hook, lines, netns6, prefix, wait_reason, Lease6, DIRECT};
 use crate::etcd::{Etcd, EtcdOptions};
-use crate::netns::{require_root, sh, tag, veth, Netns, Proc};
+use crate::netns::{require_root, tag, veth, Netns, Proc};
 use crate::support::eventually;
 
 const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 26, 0, 2);
 const TTL_SECS: u64 = 3;
 const PREFIX: &str = "/c6v";
-
-/// A namespace whose IPv6 addresses are usable at once (no DAD).
-fn netns6() -> Netns {
-    let ns = Netns::with_prefix("c6v");
-    let sysctl = [
-        "net.ipv6.conf.all.accept_dad=0",
-        "net.ipv6.conf.default.accept_dad=0",
-    ];
-    let mut args = vec!["netns", "exec", &ns.name, "sysctl", "-qw"];
-    args.extend_from_slice(&sysctl);
-    sh("ip", &args);
-    ns
-}
 
 struct Lab {
     etcd: Etcd,
@@ -59,21 +46,13 @@ struct Node {
 
 impl Lab {
     fn new() -> Self {
-        let hub = netns6();
+        let hub = netns6("c6v");
         let bridge = format!("c6vb{}", tag());
-        hub.ip(&[
-            "link",
-            "add",
-            &bridge,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
+        bridge6(&hub, &bridge);
         hub.ip(&["addr", "add", &format!("{HUB_IP}/24"), "dev", &bridge]);
         hub.ip(&["link", "set", &bridge, "up"]);
         let attach = |v4: Option<Ipv4Addr>, v6: Option<&str>| {
-            let (ns, t) = (netns6(), tag());
+            let (ns, t) = (netns6("c6v"), tag());
             let (inner, outer) = (format!("c6vi{t}"), format!("c6vh{t}"));
             veth(&ns, &inner, &hub, &outer);
             hub.ip(&["link", "set", &outer, "master", &bridge]);

@@ -99,10 +99,11 @@ pub struct Topo6 {
     pub dir: tempfile::TempDir,
 }
 
-/// A namespace whose addresses are usable at once (no duplicate address
-/// detection; a tentative link-local address cannot send or receive).
-fn netns6() -> Netns {
-    let ns = Netns::with_prefix("v6l");
+/// A namespace (named `prefix`…) whose addresses are usable at once (no
+/// duplicate address detection; a tentative link-local address cannot
+/// send or receive).
+pub fn netns6(prefix: &str) -> Netns {
+    let ns = Netns::with_prefix(prefix);
     sh(
         "ip",
         &[
@@ -118,26 +119,24 @@ fn netns6() -> Netns {
     ns
 }
 
+/// Adds bridge `name` in `ns` without multicast snooping (so every port
+/// hears ff02::1:2 before any MLD report), still down.
+pub fn bridge6(ns: &Netns, name: &str) {
+    ns.ip(&["link", "add", name, "type", "bridge", "mcast_snooping", "0"]);
+}
+
 impl Topo6 {
     /// The server namespace, perfdhcp's, and `clients` more on the bridge.
     pub fn new(clients: usize) -> Self {
-        let srv = netns6();
+        let srv = netns6("v6l");
         let bridge = format!("v6b{}", tag());
-        srv.ip(&[
-            "link",
-            "add",
-            &bridge,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
+        bridge6(&srv, &bridge);
         for a in ["fd00:77::1/64", "fd00:79::1/64"] {
             srv.ip(&["addr", "add", a, "dev", &bridge, "nodad"]);
         }
         srv.ip(&["link", "set", &bridge, "up"]);
         let attach = || {
-            let (ns, t) = (netns6(), tag());
+            let (ns, t) = (netns6("v6l"), tag());
             let (ifname, port) = (format!("v6c{t}"), format!("v6p{t}"));
             veth(&ns, &ifname, &srv, &port);
             srv.ip(&["link", "set", &port, "master", &bridge]);
