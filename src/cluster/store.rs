@@ -68,15 +68,19 @@ impl ClusterStore {
             let Some(key) = keys.of_tree(op.tree, &op.key) else {
                 continue;
             };
-            if op.tree == TreeId::Leases6 {
-                let before = last
+            // A lease's value before this op: earlier in the batch, else the copy.
+            let before = match op.tree {
+                TreeId::Leases | TreeId::Leases6 => last
                     .get(&key)
                     .map(|(_, v)| v.map(<[u8]>::to_vec))
                     .unwrap_or_else(|| {
-                        r.tree(TreeId::Leases6)
+                        r.tree(op.tree)
                             .and_then(|t| t.get(&op.key))
                             .map(|v| v.0.clone())
-                    });
+                    }),
+                _ => None,
+            };
+            if op.tree == TreeId::Leases6 {
                 if let Some((ia, bound)) = before.as_deref().and_then(lease6_holder) {
                     let text = ia.to_string();
                     links.push((key.clone(), keys.binding6(&text)));
@@ -96,14 +100,6 @@ impl ClusterStore {
                 let ip = <[u8; 4]>::try_from(op.key.as_slice())
                     .map(u32::from_be_bytes)
                     .unwrap_or(0);
-                let before = last
-                    .get(&key)
-                    .map(|(_, v)| v.map(<[u8]>::to_vec))
-                    .unwrap_or_else(|| {
-                        r.tree(TreeId::Leases)
-                            .and_then(|t| t.get(&op.key))
-                            .map(|v| v.0.clone())
-                    });
                 if let Some((c, bound)) = before.as_deref().and_then(lease_holder) {
                     let text = c.to_string();
                     links.push((key.clone(), keys.binding(&text)));
