@@ -44,7 +44,14 @@ RESULTS=$OUT/results.md
 PIDS=()
 
 nsx() { local ns=$1; shift; ip netns exec "c20b-$ns" "$@"; }
+# perfdhcp reads every node's replies on one socket: with the default 208 KiB
+# receive buffer it lost a fifth of the OFFERs and ACKs the nodes sent (as in
+# bench/dhcp.sh). Raised for the run, put back at exit.
+RMEM_DEFAULT=${RMEM_DEFAULT:-4194304}
+old_rmem=$(sysctl -n net.core.rmem_default)
+sysctl -qw net.core.rmem_default="$RMEM_DEFAULT"
 cleanup() {
+  sysctl -qw net.core.rmem_default="$old_rmem"
   exec 2>/dev/null   # no "Killed" notices
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for ns in $(ip netns list | awk '/^c20b-/{print $1}'); do ip netns del "$ns"; done
@@ -168,6 +175,17 @@ stop_nodes() {
   NODE_PIDS=()
 }
 
+node_metrics() { # COUNT: the nodes' packet, drop and commit counters, one line per series
+  for i in $(seq 0 $(($1 - 1))); do
+    nsx "n$i" curl -s "http://10.77.0.1$((i + 1)):8080/metrics" \
+      | grep -E '^vpcbox_(dhcp_packets_total|client_drops_total|ipam_commit_seconds_(sum|count))' | sed "s/^/n$i /"
+  done
+}
+
+rcvbuf_errors() { # replies perfdhcp's socket dropped so far
+  nsx load nstat -az UdpRcvbufErrors | awk '$1 == "UdpRcvbufErrors" {print $2}'
+}
+
 # perfdhcp through the broadcast-MAC address; prints "RATE ACKS DROP%".
 run_perfdhcp() { # LOG ARGS…
   local log=$1; shift
@@ -192,7 +210,11 @@ dora() { # COUNT STORE BLOCK
     perf record -F 499 -g -p "${NODE_PIDS[0]}" -o "$OUT/profile-$1-$3.data" -- sleep $((DUR - 2)) > /dev/null 2>&1 &
     prof=$!
   fi
+  node_metrics "$1" > "$OUT/metrics-$2-$1-$3-before.txt"
+  local lost0 lost1; lost0=$(rcvbuf_errors)
   read -r rate acks drops < <(run_perfdhcp "$OUT/perf-$2-$1-$3.txt" -R "$CLIENTS" ${RATE:+-r "$RATE"} -p "$DUR")
+  node_metrics "$1" > "$OUT/metrics-$2-$1-$3-after.txt"
+  lost1=$(rcvbuf_errors)
   w1=$(date +%s.%N)
   t1=$(ticks "${NODE_PIDS[@]}"); e1=$(ticks "${ETCD_PIDS[@]}")
   p1=$(metric etcd_mvcc_put_total); x1=$(metric etcd_mvcc_txn_total)
@@ -212,8 +234,14 @@ dora() { # COUNT STORE BLOCK
     cp "$OUT/n$i/vpcbox.log" "$OUT/log-$run-n$i.txt"
     fails=$((fails + $(grep -c "ipam write failed" "$OUT/n$i/vpcbox.log" || true)))
   done
-  awk -v l="$label" -v f="$(mean_ms "$f0" "$f1")" -v fails="$fails" '/Statistics for: DISCOVER-OFFER/ {d=1}
-    d && /^drops ratio:/ {printf "%s: DISCOVER-OFFER drops %s %%, etcd WAL fsync mean %s ms, failed group commits %d\n", l, $3, f, fails; d=0}' \
+  # ACKs the nodes sent (each a binding durable in the store) against those perfdhcp counted.
+  local sent secs
+  sent=$(awk '/type="request",result="ack"/ {if (FILENAME ~ /after/) s += $3; else s -= $3} END {printf "%d", s}' \
+    "$OUT/metrics-$run-after.txt" "$OUT/metrics-$run-before.txt")
+  secs=$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')
+  awk -v l="$label" -v f="$(mean_ms "$f0" "$f1")" -v fails="$fails" -v sent="$sent" -v secs="$secs" \
+      -v lost=$((${lost1:-0} - ${lost0:-0})) '/Statistics for: DISCOVER-OFFER/ {d=1}
+    d && /^drops ratio:/ {printf "%s: DISCOVER-OFFER drops %s %%, etcd WAL fsync mean %s ms, failed group commits %d, ACKs the nodes sent %d (%.0f/s), replies lost in perfdhcp'"'"'s socket %d\n", l, $3, f, fails, sent, sent / secs, lost; d=0}' \
     "$OUT/perf-$run.txt" >> "$OUT/where.txt"
   if [ -n "${prof:-}" ]; then
     wait "$prof" || true; prof=""
