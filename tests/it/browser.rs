@@ -49,7 +49,8 @@ impl Browser {
             .expect("devtools address")
             .to_owned();
         let tcp = TcpStream::connect(&addr).expect("devtools connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // Bounds a hung browser; generous, as Chromium shares a loaded CI machine with etcd and nodes.
+        tcp.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
         let (ws, _) = tungstenite::client(url.as_str(), tcp).expect("devtools handshake");
         let mut b = Self {
             child,
