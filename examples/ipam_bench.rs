@@ -181,6 +181,7 @@ async fn populate(dir: &Path, n: u64) {
         isolations: vec![],
         subnets6: vec![],
         leases6: vec![],
+        server_duid: None,
     };
     let t = Instant::now();
     ipam.import(dump, true).await.unwrap();

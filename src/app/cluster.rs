@@ -119,11 +119,16 @@ mod imp {
             .map_err(|e| Exit::usage(format!("{}: {e}", file.display())))?;
         match crate::cluster::import(c, writes) {
             Ok(done) => Ok(format!(
-                "imported {} into {}: {} keys in {} txns\n",
+                "imported {} into {}: {} keys in {} txns\n{}",
                 file.display(),
                 c.prefix,
                 done.keys,
-                done.txns
+                done.txns,
+                if done.kept_duid {
+                    "the cluster's DHCPv6 server DUID is kept: v6 clients of the imported store Rebind to it\n"
+                } else {
+                    ""
+                }
             )),
             Err(e @ ImportError::NotEmpty { .. }) => Err(Exit::usage(e)),
             Err(ImportError::Etcd(e)) => Err(unreachable(

@@ -309,8 +309,9 @@ fn a_fenced_node_writes_no_v6_binding_and_answers_fresh_renewals() {
 }
 
 /// `db import` (and `cluster migrate`, which is an import) carries v6
-/// subnets and bindings into an empty cluster, each bound IA with its
-/// binding key; `db export` reads them back; `cluster status` counts them.
+/// subnets, bindings and the server DUID into an empty cluster, each bound
+/// IA with its binding key; `db export` reads them back; a node joining
+/// serves with that DUID; `cluster status` counts them.
 #[test]
 fn v6_subnets_and_bindings_go_through_import_export_and_status() {
     use crate::ipam::{Binding6, Dump, LeaseState, SCHEMA};
@@ -340,6 +341,7 @@ fn v6_subnets_and_bindings_go_through_import_export_and_status() {
             binding("fd00:78:0:100::/56", Ia6Kind::Pd, LeaseState::Bound),
             binding("fd00:77::101", Ia6Kind::Na, LeaseState::Declined),
         ],
+        server_duid: Some("000400112233445566778899aabbccddeeff".into()),
     };
     let writes = rt.block_on(prepare(dump.clone(), &cfg)).unwrap();
     import(&cfg, writes).unwrap();
@@ -353,6 +355,12 @@ fn v6_subnets_and_bindings_go_through_import_export_and_status() {
     );
     let back = export(&cfg).unwrap();
     assert_eq!(back.subnets6, dump.subnets6);
+    assert_eq!(back.server_duid, dump.server_duid, "one DUID, carried over");
+    // A node that joins answers with it, so the clients' Renews still name it.
+    let _rt = rt.enter();
+    let a = node(&etcd, "a");
+    assert_eq!(a.ipam.server_duid().map(hex::encode).ok(), dump.server_duid);
+    drop(a);
     let mut want = dump.leases6.clone();
     let mut got = back.leases6.clone();
     want.sort_by(|a, b| a.ip.cmp(&b.ip));

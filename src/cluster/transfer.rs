@@ -20,7 +20,7 @@ use super::store::ClusterStore;
 use crate::config::ClusterConfig;
 use crate::ipam::{
     key6_to_text, lease6_holder, lease_holder, Dump, Ipam, IpamError, IpamOptions, KvIter, Op,
-    Store, TreeId,
+    Store, TreeId, DUID_KEY,
 };
 use crate::stats::Stats;
 
@@ -79,6 +79,8 @@ pub async fn prepare(dump: Dump, config: &ClusterConfig) -> Result<Writes, IpamE
 pub struct Imported {
     pub keys: usize,
     pub txns: usize,
+    /// The cluster had a server DUID already and kept it.
+    pub kept_duid: bool,
 }
 
 /// Why an import wrote nothing.
@@ -103,6 +105,13 @@ pub fn import(config: &ClusterConfig, writes: Writes) -> Result<Imported, Import
             found: String::from_utf8_lossy(kv.key()).into_owned(),
         });
     }
+    // A node that ran on the prefix made a server DUID already: it stays
+    // (the imported store's v6 clients Rebind to it).
+    let duid = etcd.keys.of_tree(TreeId::Meta, DUID_KEY);
+    let kept_duid = kvs.iter().any(|kv| Some(kv.key()) == duid.as_deref());
+    let writes = writes
+        .into_iter()
+        .filter(|g| !kept_duid || !g.iter().any(|(k, _)| Some(k) == duid.as_ref()));
     let mut done: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
     let mut count = 0;
     let mut part: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -130,6 +139,7 @@ pub fn import(config: &ClusterConfig, writes: Writes) -> Result<Imported, Import
     Ok(Imported {
         keys: count,
         txns: done.len(),
+        kept_duid,
     })
 }
 
@@ -225,6 +235,10 @@ impl MemStore {
                 }
                 out.push(group);
             }
+        }
+        let duid = trees.get(&TreeId::Meta).and_then(|t| t.get(DUID_KEY));
+        if let (Some(d), Some(key)) = (duid, keys.of_tree(TreeId::Meta, DUID_KEY)) {
+            out.push(vec![(key, d.clone())]);
         }
         Ok(out)
     }

@@ -14,7 +14,7 @@ use super::model::{LeaseFilter, LeaseState, ReservationSpec};
 use super::record::{from_json, ip_key, reservation_key, to_json, Record};
 use super::spec::SubnetSpec;
 use super::store::{Op, TreeId, SCHEMA};
-use super::v6::{restore6, Binding6, Subnet6Spec};
+use super::v6::{duid_of, restore6, Binding6, Subnet6Spec, DUID_KEY};
 use crate::client::ClientKey;
 use crate::isolation::IsolationEntry;
 
@@ -32,6 +32,10 @@ pub struct Dump {
     pub subnets6: Vec<Subnet6Spec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases6: Vec<Binding6>,
+    /// The DHCPv6 server DUID (hex): carried so clients' Renews still name
+    /// this server after an import or a migration into a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_duid: Option<String>,
 }
 
 /// Longest stored hostname, in bytes (the record's length is one byte).
@@ -77,6 +81,7 @@ impl Ipam {
                 .into_iter()
                 .filter(|b| b.state != LeaseState::Offered)
                 .collect(),
+            server_duid: self.store.get(TreeId::Meta, DUID_KEY)?.map(hex::encode),
         })
     }
 
@@ -93,6 +98,9 @@ impl Ipam {
                 .map_err(|e| bad(format!("subnet '{}': {e}", s.id)))?;
         }
         check_overlaps(dump.subnets.iter()).map_err(|e| bad(e.to_string()))?;
+        if let Some(d) = &dump.server_duid {
+            duid_of(d).map_err(|e| bad(format!("server_duid '{d}': {e}")))?;
+        }
         // A host address of the named subnet (not its network or broadcast
         // address, not outside it).
         let host = |id: &str, ip| match dump.subnets.iter().find(|s| s.id == id) {
@@ -203,6 +211,13 @@ impl Ipam {
             }
         }
         ops.extend(v6_ops);
+        if let Some(d) = &dump.server_duid {
+            ops.push(Op {
+                tree: TreeId::Meta,
+                key: DUID_KEY.to_vec(),
+                value: Some(duid_of(d).map_err(IpamError::InvalidDump)?),
+            });
+        }
         for s in &dump.subnets {
             ops.push(Op {
                 tree: TreeId::Subnets,

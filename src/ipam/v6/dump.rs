@@ -94,3 +94,12 @@ fn record_of(b: &Binding6) -> Result<(Key6, Record6), String> {
         },
     ))
 }
+
+/// A server DUID from its hex text: a type code and 1 to 128 octets (RFC 9915).
+pub fn duid_of(text: &str) -> Result<Vec<u8>, String> {
+    let d = hex::decode(text).map_err(|e| format!("not hex: {e}"))?;
+    match d.len() {
+        3..=130 => Ok(d),
+        n => Err(format!("{n} bytes (a DUID is 3 to 130)")),
+    }
+}

@@ -17,11 +17,11 @@ mod types;
 mod tests;
 
 pub use admin::{Binding6, Page6, Usage6};
-pub(super) use dump::restore6;
+pub(super) use dump::{duid_of, restore6};
 pub use held::IA_CAP6;
 pub(super) use index::V6State;
 pub(super) use load::load6;
-pub use ops::OFFER_CAP6;
+pub use ops::{DUID_KEY, OFFER_CAP6};
 pub(super) use record::Key6;
 pub use record::{key6_from_text, key6_to_text, lease6_from_json, lease6_holder, lease6_to_json};
 pub use spec::{PdPoolSpec, Range6, Subnet6Spec, MAX_LIFETIME6};

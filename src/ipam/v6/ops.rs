@@ -34,7 +34,7 @@ struct Staged {
 }
 
 /// Where the server's DUID is kept in the Meta tree.
-const DUID_KEY: &[u8] = b"server_duid";
+pub const DUID_KEY: &[u8] = b"server_duid";
 
 impl Ipam {
     /// One IA of one message: [`Ipam::ias6`] with one IA.

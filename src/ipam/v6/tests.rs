@@ -431,9 +431,10 @@ async fn no_commit_answered_ok_before_its_write_is_durable() {
     assert_eq!(ips.len(), listed.len());
 }
 
-/// `db export` carries v6 subnets and stored bindings (not offers); `db
-/// import` restores them whole, and refuses a dump whose binding names an
-/// unknown subnet6 or lies outside its subnet6.
+/// `db export` carries v6 subnets, stored bindings (not offers) and the
+/// server DUID; `db import` restores them whole, and refuses a dump whose
+/// binding names an unknown subnet6 or lies outside its subnet6, or whose
+/// DUID is not one.
 #[tokio::test]
 async fn export_import_round_trip_with_v6() {
     let dir = tempfile::tempdir().unwrap();
@@ -443,7 +444,9 @@ async fn export_import_round_trip_with_v6() {
     commit(&ipam, &na(2), at(0)).await;
     op(&ipam, &na(2), Ia6Op::Decline, &[], at(1)).await;
     op(&ipam, &na(3), Ia6Op::Advertise, &[], at(1)).await;
+    let duid = ipam.server_duid().unwrap();
     let dump = ipam.export().unwrap();
+    assert_eq!(dump.server_duid, Some(hex::encode(&duid)));
     assert_eq!(dump.subnets6.len(), 1);
     assert_eq!(dump.leases6.len(), 3, "{:?}", dump.leases6);
     let json = serde_json::to_string(&dump).unwrap();
@@ -453,6 +456,7 @@ async fn export_import_round_trip_with_v6() {
         .await
         .unwrap();
     assert_eq!(copy.export().unwrap(), dump);
+    assert_eq!(copy.server_duid().unwrap(), duid, "clients' Renews name it");
     // The restored binding holds: another IA cannot take it.
     let other = one(&op(&copy, &na(9), Ia6Op::Commit, &[a], at(2)).await);
     assert_ne!(other.prefix, a);
@@ -469,6 +473,12 @@ async fn export_import_round_trip_with_v6() {
         copy.import(bad, true).await,
         Err(IpamError::InvalidDump(_))
     ));
+    for d in ["zz00ff", "0004"] {
+        let mut bad = dump.clone();
+        bad.server_duid = Some(d.into());
+        let e = copy.import(bad, true).await.unwrap_err();
+        assert!(e.to_string().contains("server_duid"), "{e}");
+    }
 }
 
 /// The running reaper wakes for a v6 binding's end (no call to `reap`):
