@@ -7,14 +7,13 @@ use std::time::Duration;
 use ipnet::Ipv6Net;
 
 use super::check::{at, dur, fail, indexed, rate, sock, within, R};
-use super::raw6::{Dhcp6, PdPool, Subnet6};
+use super::raw6::{Dhcp6, Subnet6};
 use super::types6::{Dhcp6Config, PdPool6, Pool6, Subnet6Config};
-use crate::ipam::{dns_name, SubnetSpec as SubnetConfig};
+use super::ConfigError;
+use crate::ipam::{Spec6Error, SubnetSpec as SubnetConfig};
 
 /// SOL_MAX_RT / INF_MAX_RT bounds (RFC 9915 21.24, 21.25).
 const MAX_RT: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(86_400));
-/// Longest lifetime: 0xffffffff means "infinite" on the wire, so stay far below it.
-const MAX_LIFETIME: Duration = Duration::from_secs(u32::MAX as u64 / 4);
 
 pub fn dhcp6(d: &Dhcp6) -> R<Dhcp6Config> {
     let listen = sock("dhcp6.listen", &d.listen)?;
@@ -87,97 +86,54 @@ pub fn subnets6(raw: &[Subnet6], v4: &[SubnetConfig]) -> R<Vec<Subnet6Config>> {
     Ok(out)
 }
 
+/// Parses a `[[subnet6]]` table into the spec, then runs the spec's one
+/// validation ([`Subnet6Config::check`]), quoting the value as written.
 fn subnet6(s: &Subnet6, k: &dyn Fn(&str) -> String) -> R<Subnet6Config> {
-    if s.id.trim().is_empty() || s.id.len() > 64 {
-        return fail(k("id"), &s.id, "must be 1 to 64 characters");
-    }
-    let prefix = at(&k("prefix"), &s.prefix, net6(&s.prefix))?;
-    let pools = indexed(&s.pools, |j, p| {
-        let key = k(&format!("pools[{j}]"));
-        let (start, end) = at(&key, p, range6(p))?;
-        if !prefix.contains(&start) || !prefix.contains(&end) {
-            return fail(key, p, format!("must lie inside {prefix}"));
-        }
-        Ok(Pool6 { start, end })
-    })?;
-    for (j, p) in pools.iter().enumerate() {
-        if pools[..j].iter().any(|q| q.overlaps(p.start, p.end)) {
-            return fail(
-                k(&format!("pools[{j}]")),
-                &s.pools[j],
-                "overlaps another pool",
-            );
-        }
-    }
-    let pd_pools = indexed(&s.pd_pools, |j, p| {
-        pd_pool(p, &k(&format!("pd_pools[{j}]")), &pools)
-    })?;
-    for (j, p) in pd_pools.iter().enumerate() {
-        if pd_pools[..j]
-            .iter()
-            .any(|q| nets_overlap(q.prefix, p.prefix))
-        {
-            let key = k(&format!("pd_pools[{j}].prefix"));
-            return fail(key, &s.pd_pools[j].prefix, "overlaps another pd pool");
-        }
-    }
     let addrs =
         |key: &str, v: &[String]| indexed(v, |j, a| at(&k(&format!("{key}[{j}]")), a, ipv6(a)));
-    let domain = s.domain.clone().filter(|d| !d.is_empty());
-    if let Some(d) = &domain {
-        if !dns_name(d) {
-            return fail(k("domain"), d, "is not a DNS name");
-        }
-    }
-    let lifetime = |key: &str, v: &str| {
-        let d = dur(&k(key), v)?;
-        if d > MAX_LIFETIME {
-            return fail(k(key), v, "is too long");
-        }
-        Ok(d)
-    };
-    let preferred_lifetime = lifetime("preferred_lifetime", &s.preferred_lifetime)?;
-    let valid_lifetime = lifetime("valid_lifetime", &s.valid_lifetime)?;
-    if preferred_lifetime > valid_lifetime {
-        return fail(
-            k("preferred_lifetime"),
-            &s.preferred_lifetime,
-            "must not exceed valid_lifetime",
-        );
-    }
-    Ok(Subnet6Config {
+    let spec = Subnet6Config {
         id: s.id.clone(),
-        prefix,
-        pools,
-        pd_pools,
+        prefix: at(&k("prefix"), &s.prefix, net6(&s.prefix))?,
+        pools: indexed(&s.pools, |j, p| {
+            let (start, end) = at(&k(&format!("pools[{j}]")), p, range6(p))?;
+            Ok(Pool6 { start, end })
+        })?,
+        pd_pools: indexed(&s.pd_pools, |j, p| {
+            let key = k(&format!("pd_pools[{j}].prefix"));
+            Ok(PdPool6 {
+                prefix: at(&key, &p.prefix, net6(&p.prefix))?,
+                delegated_len: p.delegated_len,
+            })
+        })?,
         dns: addrs("dns", &s.dns)?,
-        domain,
-        preferred_lifetime,
-        valid_lifetime,
+        domain: s.domain.clone().filter(|d| !d.is_empty()),
+        preferred_lifetime: dur(&k("preferred_lifetime"), &s.preferred_lifetime)?,
+        valid_lifetime: dur(&k("valid_lifetime"), &s.valid_lifetime)?,
         relays: addrs("relays", &s.relays)?,
-    })
+    };
+    spec.check()
+        .map_err(|e| ConfigError::invalid(k(&e.field), as_written(s, &e), e.reason))?;
+    Ok(spec)
 }
 
-fn pd_pool(p: &PdPool, key: &str, pools: &[Pool6]) -> R<PdPool6> {
-    let prefix = at(&format!("{key}.prefix"), &p.prefix, net6(&p.prefix))?;
-    if p.delegated_len <= prefix.prefix_len() || p.delegated_len > 64 {
-        let reason = format!("must be above {} and at most 64", prefix.prefix_len());
-        return fail(format!("{key}.delegated_len"), p.delegated_len, reason);
-    }
-    if pools
-        .iter()
-        .any(|a| a.overlaps(prefix.network(), prefix.broadcast()))
-    {
-        return fail(
-            format!("{key}.prefix"),
-            &p.prefix,
-            "overlaps an address pool",
-        );
-    }
-    Ok(PdPool6 {
-        prefix,
-        delegated_len: p.delegated_len,
-    })
+/// The value a spec error is about, as the config file writes it.
+fn as_written(s: &Subnet6, e: &Spec6Error) -> String {
+    let index = |rest: &str| rest.split(']').next().and_then(|j| j.parse::<usize>().ok());
+    let text = match e.field.as_str() {
+        "id" => Some(&s.id),
+        "prefix" => Some(&s.prefix),
+        "domain" => s.domain.as_ref(),
+        "preferred_lifetime" => Some(&s.preferred_lifetime),
+        "valid_lifetime" => Some(&s.valid_lifetime),
+        f => match (f.strip_prefix("pools["), f.strip_prefix("pd_pools[")) {
+            (Some(rest), _) => index(rest).and_then(|j| s.pools.get(j)),
+            (_, Some(rest)) if f.ends_with(".prefix") => index(rest)
+                .and_then(|j| s.pd_pools.get(j))
+                .map(|p| &p.prefix),
+            _ => None,
+        },
+    };
+    text.cloned().unwrap_or_else(|| e.value.clone())
 }
 
 fn nets_overlap(a: Ipv6Net, b: Ipv6Net) -> bool {
@@ -188,27 +144,18 @@ fn ipv6(s: &str) -> Result<Ipv6Addr, &'static str> {
     s.trim().parse().map_err(|_| "is not an IPv6 address")
 }
 
-/// An IPv6 prefix without host bits: `fd00:77::/64`.
+/// An IPv6 prefix: `fd00:77::/64` (the spec refuses host bits).
 fn net6(s: &str) -> Result<Ipv6Net, &'static str> {
-    let net: Ipv6Net = s
-        .trim()
+    s.trim()
         .parse()
-        .map_err(|_| "is not an IPv6 prefix (e.g. \"fd00:77::/64\")")?;
-    if net.network() != net.addr() {
-        return Err("has host bits set (use the network address)");
-    }
-    Ok(net)
+        .map_err(|_| "is not an IPv6 prefix (e.g. \"fd00:77::/64\")")
 }
 
 /// `"fd00:77::100-fd00:77::1ff"` or a prefix `"fd00:77::100/120"` (all of it).
 fn range6(s: &str) -> Result<(Ipv6Addr, Ipv6Addr), &'static str> {
     const BAD: &str = "is not an address range (e.g. \"fd00:77::100-fd00:77::1ff\")";
     if let Some((a, b)) = s.split_once('-') {
-        let (a, b) = (ipv6(a).map_err(|_| BAD)?, ipv6(b).map_err(|_| BAD)?);
-        if a > b {
-            return Err("starts after it ends");
-        }
-        return Ok((a, b));
+        return Ok((ipv6(a).map_err(|_| BAD)?, ipv6(b).map_err(|_| BAD)?));
     }
     let net: Ipv6Net = s.trim().parse().map_err(|_| BAD)?;
     Ok((net.network(), net.broadcast()))

@@ -54,6 +54,6 @@ pub use spec::{dns_name, fmt_duration, SpecError, SubnetField, SubnetSpec, DEFAU
 pub use store::{KvIter, Op, SledStore, Store, TreeId, SCHEMA};
 pub use v6::{
     key6_from_text, key6_to_text, lease6_from_json, lease6_holder, lease6_to_json, Binding6, Held6,
-    Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IaAsk, Page6, PdPoolSpec, Range6, Subnet6Spec, Usage6,
-    DUID_KEY, IA_CAP6, MAX_LIFETIME6, OFFER_CAP6,
+    Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IaAsk, Page6, PdPoolSpec, Range6, Spec6Error, Subnet6Spec,
+    Usage6, DUID_KEY, IA_CAP6, MAX_LIFETIME6, OFFER_CAP6,
 };

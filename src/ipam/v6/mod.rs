@@ -24,5 +24,5 @@ pub(super) use load::load6;
 pub use ops::{DUID_KEY, OFFER_CAP6};
 pub(super) use record::Key6;
 pub use record::{key6_from_text, key6_to_text, lease6_from_json, lease6_holder, lease6_to_json};
-pub use spec::{PdPoolSpec, Range6, Subnet6Spec, MAX_LIFETIME6};
+pub use spec::{PdPoolSpec, Range6, Spec6Error, Subnet6Spec, MAX_LIFETIME6};
 pub use types::{Held6, Ia6Key, Ia6Kind, Ia6Op, Ia6Result, IaAsk};

@@ -116,11 +116,11 @@ impl Subnet6Spec {
             .map_err(|e| IpamError::InvalidSubnet(format!("{}: {e}", self.id)))
     }
 
-    /// The subnet rules the config's `[[subnet6]]` checks, as the API
-    /// needs them: the first broken one as `field: 'value' reason`.
-    pub fn check(&self) -> Result<(), String> {
+    /// The one set of subnet rules, for the config's `[[subnet6]]`, the
+    /// API and imports: the first broken one, naming its field.
+    pub fn check(&self) -> Result<(), Spec6Error> {
         let bad = |field: &str, value: &dyn std::fmt::Display, why: &str| {
-            Err(format!("{field}: '{value}' {why}"))
+            Err(Spec6Error::new(field, value, why))
         };
         let id_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
         if self.id.is_empty() || self.id.len() > 64 || !self.id.chars().all(id_char) {
@@ -176,19 +176,17 @@ impl Subnet6Spec {
         Ok(())
     }
 
-    fn check_pd(&self, i: usize, p: &PdPoolSpec) -> Result<(), String> {
+    fn check_pd(&self, i: usize, p: &PdPoolSpec) -> Result<(), Spec6Error> {
         let field = format!("pd_pools[{i}]");
         let len = p.prefix.prefix_len();
         if p.prefix.trunc() != p.prefix {
             let why = "has host bits set (use the network address)";
-            return Err(format!("{field}.prefix: '{}' {why}", p.prefix));
+            return Err(Spec6Error::new(&format!("{field}.prefix"), &p.prefix, why));
         }
         if p.delegated_len <= len || p.delegated_len > 64 {
             let why = format!("must be above {len} and at most 64");
-            return Err(format!(
-                "{field}.delegated_len: '{}' {why}",
-                p.delegated_len
-            ));
+            let field = format!("{field}.delegated_len");
+            return Err(Spec6Error::new(&field, &p.delegated_len, &why));
         }
         let (lo, hi) = (p.prefix.network(), p.prefix.broadcast());
         let clash = if self.pools.iter().any(|a| a.overlaps(lo, hi)) {
@@ -202,8 +200,28 @@ impl Subnet6Spec {
             None
         };
         match clash {
-            Some(why) => Err(format!("{field}.prefix: '{}' {why}", p.prefix)),
+            Some(why) => Err(Spec6Error::new(&format!("{field}.prefix"), &p.prefix, why)),
             None => Ok(()),
+        }
+    }
+}
+
+/// A broken subnet rule: the field (`pools[1]`, `pd_pools[0].prefix`), its
+/// value and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: '{value}' {reason}")]
+pub struct Spec6Error {
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Spec6Error {
+    fn new(field: &str, value: &dyn std::fmt::Display, reason: &str) -> Self {
+        Self {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
         }
     }
 }
@@ -232,7 +250,7 @@ mod tests {
         let broken = |f: &dyn Fn(&mut Subnet6Spec)| {
             let mut s = lab6();
             f(&mut s);
-            s.check().unwrap_err()
+            s.check().unwrap_err().to_string()
         };
         assert_eq!(
             broken(&|s| s.pools[0].end = "fd00:79::1".parse().unwrap()),
