@@ -51,7 +51,13 @@ pub struct Claimer {
     pub replica: Arc<Mutex<Replica>>,
     pub node: Arc<Node>,
     pub ipam: Weak<Ipam>,
+    /// Per subnet: its pools and their blocks in this node's order (fixed
+    /// for a node name and block size; ranked again when the pools change).
+    pub ranked: Mutex<Ranked>,
 }
+
+/// Subnet id → (its pools when ranked, their blocks ranked).
+pub type Ranked = HashMap<String, (Vec<crate::ipam::PoolRange>, Arc<Vec<u32>>)>;
 
 /// One subnet's recent allocation rate, from the node's count of
 /// addresses asked for.
@@ -197,6 +203,23 @@ impl Claimer {
     /// its own (blocks ranked by a hash with its name), so nodes rarely
     /// race for one block. Never more than a share of what is left, so a
     /// busy node does not take the blocks the others will need.
+    /// `spec`'s blocks in the order this node tries them: ranked by a hash
+    /// with its name, so nodes claiming at once rarely want the same block.
+    /// Ranked once per pools (a pool may hold many thousand blocks).
+    fn ranked(&self, spec: &SubnetSpec) -> Arc<Vec<u32>> {
+        let mut cache = self.ranked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((pools, ranked)) = cache.get(&spec.id) {
+            if *pools == spec.pools {
+                return ranked.clone();
+            }
+        }
+        let mut blocks = blocks_of(spec, self.node.block_size);
+        blocks.sort_by_cached_key(|f| weight(&self.node.name, &f.to_be_bytes()));
+        let ranked = Arc::new(blocks);
+        cache.insert(spec.id.clone(), (spec.pools.clone(), ranked.clone()));
+        ranked
+    }
+
     fn pick(&self, ipam: &Ipam, spec: &SubnetSpec, n: usize) -> Vec<u32> {
         let size = self.node.block_size;
         let claimed: Vec<u32> = {
@@ -206,13 +229,14 @@ impl Claimer {
                 .map(|((_, f), _)| *f)
                 .collect()
         };
-        let mut open: Vec<u32> = blocks_of(spec, size)
-            .into_iter()
+        let open: Vec<u32> = self
+            .ranked(spec)
+            .iter()
+            .copied()
             .filter(|f| claimed.binary_search(f).is_err())
             .collect();
         let share = (open.len() / (2 * self.node.member_count().max(1))).max(1);
         let n = n.min(share).min(MAX_PER_TXN);
-        open.sort_by_cached_key(|f| weight(&self.node.name, &f.to_be_bytes()));
         let mut picked = Vec::with_capacity(n);
         let mut partial = Vec::new();
         for f in open {

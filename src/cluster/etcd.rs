@@ -36,8 +36,11 @@ impl Etcd {
     /// Connects to `endpoints` (lazily: an unreachable etcd fails the
     /// first call, not this one).
     pub fn connect(endpoints: &[String], prefix: &str) -> Result<Self, IpamError> {
+        // One worker: its tasks only move bytes (whatever blocks runs on the
+        // blocking pool), and a second worker cost more in wakeups and
+        // stealing than it ever ran.
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("vpcbox-etcd")
             .enable_all()
             .build()

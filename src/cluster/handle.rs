@@ -151,6 +151,7 @@ impl Cluster {
             replica: self.replica.clone(),
             node: self.node.clone(),
             ipam: Arc::downgrade(ipam),
+            ranked: Mutex::default(),
         };
         self.node.wake.notify_one();
         rt.spawn(Arc::new(claimer).run(self.cancel.clone()));

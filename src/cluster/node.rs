@@ -137,13 +137,21 @@ impl Node {
                 .get(&(s.clone(), *f))
                 .is_some_and(|b| b.create_rev == *rev)
         });
+        // Every block of the cluster, on each change of one: no string is
+        // copied or hashed for a block that is not this node's.
         let mut owned = Owned::new();
         for ((subnet, first), b) in &r.blocks {
-            let mine = b.owner.node == self.name && b.owner.epoch == epoch;
-            if mine && !retired.contains(&(subnet.clone(), *first, b.create_rev)) {
-                let blocks = owned.entry(subnet.clone()).or_default();
-                blocks.by_first.push((*first, b.create_rev));
+            if b.owner.epoch != epoch || b.owner.node != self.name {
+                continue;
             }
+            if !retired.is_empty() && retired.contains(&(subnet.clone(), *first, b.create_rev)) {
+                continue;
+            }
+            let blocks = match owned.get_mut(subnet) {
+                Some(blocks) => blocks,
+                None => owned.entry(subnet.clone()).or_default(),
+            };
+            blocks.by_first.push((*first, b.create_rev));
         }
         self.store_owned(owned);
         drop(retired);
@@ -192,20 +200,24 @@ impl Node {
     }
 
     fn view_of(&self, r: &Replica) -> Vec<ClusterNodeView> {
-        let mut blocks: HashMap<&str, u64> = HashMap::new();
+        // (node, epoch, blocks): a handful of nodes, searched in a line.
+        let mut live: Vec<(&str, i64, u64)> =
+            r.nodes.iter().map(|(n, e)| (n.as_str(), *e, 0)).collect();
         for b in r.blocks.values() {
-            if r.nodes.get(&b.owner.node) == Some(&b.owner.epoch) {
-                *blocks.entry(b.owner.node.as_str()).or_default() += 1;
+            let owner = live
+                .iter_mut()
+                .find(|(n, e, _)| *e == b.owner.epoch && *n == b.owner.node);
+            if let Some((_, _, count)) = owner {
+                *count += 1;
             }
         }
-        r.nodes
-            .keys()
-            .map(|n| {
+        live.into_iter()
+            .map(|(n, _, blocks)| {
                 let rates = r.rates.get(n);
                 ClusterNodeView {
-                    name: n.clone(),
-                    this: *n == self.name,
-                    blocks: blocks.get(n.as_str()).copied().unwrap_or(0),
+                    name: n.to_owned(),
+                    this: n == self.name,
+                    blocks,
                     dhcp_acks_per_s: rates.map(|r| r.dhcp_acks_per_s),
                     api_requests_per_s: rates.map(|r| r.api_requests_per_s),
                 }

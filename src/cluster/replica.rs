@@ -93,13 +93,20 @@ impl Replica {
 
     /// The revision `key` (an etcd key) was last written at; 0: absent.
     pub fn rev_of(&self, keys: &Keys, key: &[u8]) -> i64 {
-        match keys.parse(key) {
-            Some(Parsed::Tree(t, k)) => self.tree(t).and_then(|m| m.get(&k)).map_or(0, |v| v.1),
-            Some(Parsed::Binding(c)) => self.bindings.get(&c).map_or(0, |b| b.1),
-            Some(Parsed::Binding6(ia)) => self.bindings6.get(&ia).map_or(0, |b| b.1),
-            Some(Parsed::Block(s, f)) => self.blocks.get(&(s, f)).map_or(0, |b| b.create_rev),
-            Some(Parsed::Node(n)) => self.nodes.get(&n).copied().unwrap_or(0),
-            None => 0,
+        keys.parse(key).map_or(0, |p| self.rev_at(&p))
+    }
+
+    /// [`Self::rev_of`] a key parsed already.
+    fn rev_at(&self, parsed: &Parsed) -> i64 {
+        match parsed {
+            Parsed::Tree(t, k) => self.tree(*t).and_then(|m| m.get(k)).map_or(0, |v| v.1),
+            Parsed::Binding(c) => self.bindings.get(c).map_or(0, |b| b.1),
+            Parsed::Binding6(ia) => self.bindings6.get(ia).map_or(0, |b| b.1),
+            Parsed::Block(s, f) => self
+                .blocks
+                .get(&(s.clone(), *f))
+                .map_or(0, |b| b.create_rev),
+            Parsed::Node(n) => self.nodes.get(n).copied().unwrap_or(0),
         }
     }
 
@@ -131,7 +138,8 @@ impl Replica {
         let Some(parsed) = keys.parse(key) else {
             return;
         };
-        if self.rev_of(keys, key) >= rev {
+        // Also each of this node's own writes, which the watch brings back.
+        if self.rev_at(&parsed) >= rev {
             return;
         }
         match parsed {
@@ -191,7 +199,7 @@ impl Replica {
         let Some(parsed) = keys.parse(key) else {
             return;
         };
-        let have = self.rev_of(keys, key);
+        let have = self.rev_at(&parsed);
         if have == 0 || have >= rev {
             return;
         }

@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions, WatchResponse};
+use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::etcd::Etcd;
@@ -32,7 +33,8 @@ impl Watch {
     /// Watches from `from` (the revision after the last full read) until
     /// `cancel`. Folding takes the IPAM's lock, whose holder may be waiting
     /// on an etcd call: it runs on the blocking pool, never on a worker of
-    /// the etcd runtime.
+    /// the etcd runtime. Responses that arrived meanwhile are folded
+    /// together: one trip to the pool and one take of the locks.
     pub async fn run(self: Arc<Self>, mut from: i64, cancel: CancellationToken) {
         while !cancel.is_cancelled() {
             let mut c = self.etcd.client();
@@ -51,35 +53,37 @@ impl Watch {
                     _ = cancel.cancelled() => return,
                     m = stream.message() => m,
                 };
-                match msg {
-                    Ok(Some(resp)) if resp.canceled() || resp.compact_revision() > 0 => {
+                let (batch, next) = drain(&mut stream, msg);
+                if !batch.is_empty() {
+                    let this = self.clone();
+                    let last = tokio::task::spawn_blocking(move || this.fold(&batch)).await;
+                    if let Ok(Some(last)) = last {
+                        from = last + 1;
+                    }
+                }
+                match next {
+                    Next::More => {}
+                    Next::Lost => {
                         let this = self.clone();
                         let resynced = tokio::task::spawn_blocking(move || this.resync()).await;
                         from = resynced.ok().flatten().unwrap_or(from);
                         break;
                     }
-                    Ok(Some(resp)) => {
-                        let this = self.clone();
-                        let last = tokio::task::spawn_blocking(move || this.fold(&resp)).await;
-                        if let Ok(Some(last)) = last {
-                            from = last + 1;
-                        }
-                    }
-                    _ => break,
+                    Next::Ended => break,
                 }
             }
             pause(&cancel, Duration::from_millis(200)).await;
         }
     }
 
-    /// Folds one response; returns its newest revision.
-    fn fold(&self, resp: &WatchResponse) -> Option<i64> {
+    /// Folds responses in order; returns their newest revision.
+    fn fold(&self, batch: &[WatchResponse]) -> Option<i64> {
         let keys = &self.etcd.keys;
         let mut out = Folded::default();
         let mut last = None;
         let mut fold = |q: Option<&dyn crate::ipam::Queued>, out: &mut Folded| {
             let mut r = self.replica();
-            for e in resp.events() {
+            for e in batch.iter().flat_map(WatchResponse::events) {
                 let Some(kv) = e.kv() else { continue };
                 last = last.max(Some(kv.mod_revision()));
                 match e.event_type() {
@@ -133,5 +137,43 @@ impl Watch {
             let _ = ipam.reload();
         }
         Some(rev + 1)
+    }
+}
+
+/// The most responses folded at once.
+const FOLD_AT_ONCE: usize = 64;
+
+/// What the watch does after a batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    More,
+    /// Cancelled or compacted: read everything again.
+    Lost,
+    /// The stream ended or failed: watch again.
+    Ended,
+}
+
+/// `first` and the responses already received behind it (up to
+/// [`FOLD_AT_ONCE`]), stopping at one that ends the watch.
+fn drain(
+    stream: &mut WatchStream,
+    first: Result<Option<WatchResponse>, etcd_client::Error>,
+) -> (Vec<WatchResponse>, Next) {
+    let mut batch = Vec::new();
+    let mut msg = first;
+    loop {
+        match msg {
+            Ok(Some(r)) if r.canceled() || r.compact_revision() > 0 => return (batch, Next::Lost),
+            Ok(Some(r)) => batch.push(r),
+            _ => return (batch, Next::Ended),
+        }
+        if batch.len() >= FOLD_AT_ONCE {
+            return (batch, Next::More);
+        }
+        // Polled once: a response not yet here stays in the stream.
+        match stream.message().now_or_never() {
+            Some(m) => msg = m,
+            None => return (batch, Next::More),
+        }
     }
 }

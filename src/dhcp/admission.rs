@@ -99,16 +99,22 @@ fn checks(s: &State, a: &Arrival<'_>, peek: &Peek, key: &ClientKey, by_mac: &Cli
     if key != by_mac {
         not_isolated(s, key)?;
     }
-    // Every arrival past isolation, dropped or not: the rates show what a
-    // client sends.
-    s.stats.clients.request(key, a.now);
-    trusted_relay(s, peek, a.from)?;
-    this_node(s, key)?;
+    // Every arrival past isolation, dropped or not, except another node's
+    // client: the rates show what a client sends to the node answering it.
+    let relayed = trusted_relay(s, peek, a.from);
+    let ours = relayed.and_then(|()| this_node(s, key));
+    if ours != Err(Refused::Drop(DropReason::OtherNode)) {
+        s.stats.clients.request(key, a.now);
+    }
+    ours?;
     quota(s, key)
 }
 
 /// Cluster mode: every node hears the client, the one it hashes to among
-/// the live nodes answers (always this one alone).
+/// the live nodes answers (always this one alone). The others drop it on
+/// a hash of its key, before any decoding, and count it only in
+/// `vpcbox_client_drops_total{reason="other_node"}`: in the client table
+/// it would take the places of this node's own clients.
 fn this_node(s: &State, key: &ClientKey) -> Step {
     match s.ipam.answers(key) {
         true => Ok(()),
@@ -215,6 +221,10 @@ pub(super) fn refuse(s: &State, key: &ClientKey, kind: DhcpKind, why: Refused) {
 fn refuse_at(s: &State, key: &ClientKey, kind: DhcpKind, why: Refused, now: Instant) {
     let (reason, counted_as) = match why {
         Refused::NotMine => return,
+        Refused::Drop(DropReason::OtherNode) => {
+            s.stats.drop_anonymous(DropReason::OtherNode);
+            return s.stats.dhcp.packet(kind, DhcpOutcome::Dropped);
+        }
         Refused::Malformed => (DropReason::Malformed, Some(DhcpKind::Malformed)),
         Refused::Isolated => (DropReason::Isolated, None),
         Refused::Drop(reason) => (reason, Some(kind)),

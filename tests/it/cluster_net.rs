@@ -231,10 +231,11 @@ fn lab_three_cluster_nodes_serve_real_clients_from_one_pool() {
     };
     let all_bound = within(Duration::from_secs(30), || all_acked(&clients));
     assert!(all_bound.is_some(), "not every client bound");
-    // Kill the node that answered client 0; it renews (T1 = 10 s) or
-    // rebinds through a survivor, keeping its address.
     let first = History::default();
     logs(&first);
+    other_nodes_clients_dropped_early(&lab, &first);
+    // Kill the node that answered client 0; it renews (T1 = 10 s) or
+    // rebinds through a survivor, keeping its address.
     let c0 = crate::dhcp_client::key(lab.clients[0].mac);
     let node = first
         .events()
@@ -260,4 +261,45 @@ fn lab_three_cluster_nodes_serve_real_clients_from_one_pool() {
     let report = check(&history.events(), &lab.dump(survivor), dump_t, 0.5);
     report.assert_ok();
     assert_eq!(report.clients, 4);
+}
+
+/// Every node hears every client: one it does not answer is dropped on a
+/// hash of its key and counted as `other_node`, but never enters its client
+/// table (where it would push out the node's own clients).
+fn other_nodes_clients_dropped_early(lab: &Lab, history: &History) {
+    let acked: Vec<String> = history
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e.kind, Kind::Ack { .. }))
+        .map(|e| e.client)
+        .collect();
+    let dropped = |i: usize| {
+        let (_, text) = lab.api(i, "GET", "/metrics", "");
+        text.lines()
+            .filter(|l| l.starts_with("vpcbox_client_drops_total{reason=\"other_node\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let counted = within(Duration::from_secs(10), || {
+        (0..3).map(dropped).sum::<f64>() > 0.0
+    });
+    assert!(counted.is_some(), "no node counted another node's client");
+    // The table is published a few times a second.
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..3 {
+        let (code, body) = lab.api(i, "GET", "/v1/clients", "");
+        assert_eq!(code, 200, "clients of node {i}: {body}");
+        let page: serde_json::Value = serde_json::from_str(&body).expect("clients json");
+        for row in page["clients"].as_array().expect("rows") {
+            // Past the "others" row and the API's own callers (token:, ip:).
+            let Some(client) = row["client"].as_str().filter(|c| c.starts_with("mac:")) else {
+                continue;
+            };
+            assert!(acked.iter().any(|c| c == client), "node {i} lists {row}");
+            assert!(
+                row["drops_by_reason"].get("other_node").is_none(),
+                "node {i} counts another node's client in its table: {row}"
+            );
+        }
+    }
 }
