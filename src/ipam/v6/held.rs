@@ -23,11 +23,22 @@ impl V6State {
         if now == was {
             return;
         }
-        let key = (ia.client.clone(), ia.kind);
-        let n = self.held_by.entry(key.clone()).or_default();
-        *n = if now { *n + 1 } else { n.saturating_sub(1) };
-        if *n == 0 {
-            self.held_by.remove(&key);
+        let kind = ia.kind as usize;
+        if now {
+            // The client key is cloned only for a client's first IA.
+            match self.held_by.get_mut(&ia.client) {
+                Some(n) => n[kind] += 1,
+                None => {
+                    let mut n = [0; 2];
+                    n[kind] = 1;
+                    self.held_by.insert(ia.client.clone(), n);
+                }
+            }
+        } else if let Some(n) = self.held_by.get_mut(&ia.client) {
+            n[kind] = n[kind].saturating_sub(1);
+            if *n == [0, 0] {
+                self.held_by.remove(&ia.client);
+            }
         }
     }
 
@@ -48,8 +59,11 @@ impl V6State {
     /// Whether a binding or offer for `ia` would put its client past
     /// [`IA_CAP6`] IAs of its type (one the IA holds already is not new).
     pub fn over_ia_cap(&self, ia: &Ia6Key) -> bool {
-        let key = (ia.client.clone(), ia.kind);
-        !self.tracked(ia) && self.held_by.get(&key).is_some_and(|n| *n >= IA_CAP6)
+        !self.tracked(ia)
+            && self
+                .held_by
+                .get(&ia.client)
+                .is_some_and(|n| n[ia.kind as usize] >= IA_CAP6)
     }
 
     /// Records `ia` as holding the bound record `k`.

@@ -2,15 +2,19 @@
 //! A v6 pool can be a /64: nothing here is per address of a pool. Only
 //! addresses and prefixes with a stored binding or a live offer have a
 //! slot, in one ordered map; a free one is found by hashing the IA to a
-//! start point in the pool and walking the slots from there to a gap.
+//! start point in the pool's window (`window.rs`) and walking the slots
+//! from there to a gap.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::Hasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use super::hash::Map;
 use super::record::Key6;
 use super::spec::Subnet6Spec;
 use super::types::{Ia6Key, Ia6Kind};
+use super::window::Window;
+use crate::client::ClientKey;
 use crate::ipam::maps::Ports;
 use crate::ipam::model::LeaseState;
 use crate::ipam::record::{BOUND, FREE};
@@ -48,15 +52,19 @@ pub struct Pool {
     pub len: u8,
     /// Slots (records or offers) on its members.
     pub entries: u128,
+    /// Where its searches for a free member start.
+    pub window: Window,
 }
 
 impl Pool {
     fn new(lo: u128, hi: u128, len: u8) -> Self {
+        let size = ((hi - lo) / step(len)).saturating_add(1);
         Self {
             lo,
             hi,
             len,
             entries: 0,
+            window: Window::new(size),
         }
     }
 
@@ -159,20 +167,23 @@ pub struct V6State {
     pub subnets: Vec<Subnet6Index>,
     pub slots: BTreeMap<Key6, Slot>,
     /// The IA holding each bound record.
-    pub ias: HashMap<Ia6Key, Key6>,
+    pub ias: Map<Ia6Key, Key6>,
     /// `ias` and `offer_of` change through `held.rs`, which counts, per
-    /// client and type, the IAs with a binding or a live offer.
-    pub offer_of: HashMap<Ia6Key, Key6>,
-    pub held_by: HashMap<(crate::client::ClientKey, Ia6Kind), u32>,
+    /// client, the IAs of each type with a binding or a live offer.
+    pub offer_of: Map<Ia6Key, Key6>,
+    pub held_by: Map<ClientKey, [u32; 2]>,
     offer_due: BTreeSet<(u32, Key6)>,
     /// `(time, key)` of every bound or declined record.
     expiry: BTreeSet<(u32, Key6)>,
     /// Bound bindings and live offers per relay port.
     pub ports: Ports<Key6>,
     /// Key → sequence number of its latest write (pruned once flushed).
-    pub pending: HashMap<Key6, u64>,
+    pub pending: Map<Key6, u64>,
     /// Binding records queued for the committer (see `State::overlay`).
-    pub overlay: HashMap<Key6, (u64, Option<Vec<u8>>)>,
+    pub overlay: Map<Key6, (u64, Option<Vec<u8>>)>,
+    /// Keys the hash of an IA that gives its search's start in a window
+    /// (SipHash, randomly keyed: an outsider cannot compute it).
+    start_key: RandomState,
 }
 
 impl V6State {
@@ -223,19 +234,24 @@ impl V6State {
     pub fn probe(&self, s: usize, p: usize, ia: &Ia6Key, now: u32) -> Option<Key6> {
         let pool = &self.subnets[s].pools[p];
         let size = pool.size();
-        let start = start_point(ia) % size;
+        let start = pool.window.start(self.start_key.hash_one(ia)) % size;
         let ok = |k: Key6| self.available(k, ia, now);
-        if pool.entries >= size {
+        let found = if pool.entries >= size {
             // Maybe full: only a few may still be free (ended, not reaped).
-            return (0..size.min(FULL_PROBES as u128))
+            (0..size.min(FULL_PROBES as u128))
                 .map(|i| pool.member((start + i) % size))
-                .find(|k| ok(*k));
+                .find(|k| ok(*k))
+        } else {
+            // Not full, so a member without a slot exists: walk the slots
+            // from the start point (then from the pool's start) to the first gap.
+            let first = pool.member(start);
+            self.gap(first, pool, &ok)
+                .or_else(|| self.gap(pool.member(0), pool, &ok))
+        };
+        if found.is_some() {
+            pool.window.took(size);
         }
-        // Not full, so a member without a slot exists: walk the slots from
-        // the start point (then from the pool's start) to the first gap.
-        let first = pool.member(start);
-        self.gap(first, pool, &ok)
-            .or_else(|| self.gap(pool.member(0), pool, &ok))
+        found
     }
 
     /// The first member at or after `from` (up to the pool's end) that has
@@ -413,22 +429,6 @@ fn step(len: u8) -> u128 {
         .unwrap_or(u128::MAX)
 }
 
-/// Where an IA's search for a free member starts: a hash of its key, so a
-/// client asking again (or after a restart) is most likely given the same
-/// address, and clients spread over the pool.
-fn start_point(ia: &Ia6Key) -> u128 {
-    let mut h = fnv::FnvHasher::default();
-    let mut text = Vec::with_capacity(64);
-    ia.client.write_text(&mut text);
-    h.write(&text);
-    h.write_u8(ia.kind as u8);
-    h.write_u32(ia.iaid);
-    let a = h.finish();
-    h.write_u8(0x5a);
-    let b = h.finish();
-    (u128::from(a) << 64) | u128::from(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,6 +483,38 @@ mod tests {
         v6.set(pool.member(3), None);
         assert_eq!(v6.subnets[0].pools[0].entries, 7);
         assert_eq!(v6.subnets[0].bound, 6);
+    }
+
+    /// New members come from the pool's window (a batch of new bindings
+    /// sits together in the store), never in address order, never twice,
+    /// and the windows move over the whole pool until it is found full.
+    #[test]
+    fn new_members_come_from_a_window_never_twice_until_the_pool_is_full() {
+        use crate::ipam::v6::window::WINDOW;
+        let mut v6 = state("fd00::", "fd00::ffff:ffff:ffff:ffff");
+        let mut picks = Vec::new();
+        for n in 0..(WINDOW / 2) as u32 {
+            let k = v6.probe(0, 0, &ia(n), 10).unwrap();
+            v6.set(k, Some((BOUND, 1000)));
+            picks.push(k.addr);
+        }
+        let (lo, hi) = (picks.iter().min().unwrap(), picks.iter().max().unwrap());
+        assert!(hi - lo < 2 * WINDOW, "spread over {}", hi - lo);
+        let in_order = picks.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(in_order < picks.len() / 4, "{in_order} handed out in order");
+        // The next window is elsewhere in the /64.
+        let next = v6.probe(0, 0, &ia(u32::MAX), 10).unwrap();
+        assert!(next.addr.abs_diff(*lo) > 4 * WINDOW);
+
+        let size = 3 * WINDOW as u32 + 17;
+        let mut v6 = state("fd00::1:0", &format!("fd00::1:{:x}", size - 1));
+        let mut seen = BTreeSet::new();
+        for n in 0..size {
+            let k = v6.probe(0, 0, &ia(n), 10).unwrap();
+            assert!(seen.insert(k), "{k:?} handed out twice");
+            v6.set(k, Some((BOUND, 1000)));
+        }
+        assert_eq!(v6.probe(0, 0, &ia(size), 10), None);
     }
 
     /// Another IA's live offer is taken; the same IA's is not; an offer

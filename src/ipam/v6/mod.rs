@@ -4,6 +4,7 @@
 mod admin;
 mod change;
 mod dump;
+mod hash;
 mod held;
 mod index;
 mod load;
@@ -12,6 +13,7 @@ mod plan;
 mod record;
 mod spec;
 mod types;
+mod window;
 
 #[cfg(test)]
 mod tests;
