@@ -59,7 +59,11 @@ impl<const N: usize> Window<N> {
         }
         let (before, from) = self.buckets.split_at((lo % n) as usize);
         let len = (hi - lo + 1) as usize;
-        from.iter().chain(before).take(len).map(|&b| u64::from(b)).sum()
+        from.iter()
+            .chain(before)
+            .take(len)
+            .map(|&b| u64::from(b))
+            .sum()
     }
 
     /// Adds `other`'s buckets into this one, aligned by tick. Walks only
