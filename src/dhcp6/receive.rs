@@ -3,11 +3,11 @@
 //! IPV6_PKTINFO, and admits each ([`super::admission`]) before the worker
 //! gets its turn; then sends the replies the worker queued meanwhile in
 //! sendmmsg batches ([`outbox`]) and waits for the next datagram or, under
-//! load, sleeps [`COALESCE`] first (as v4: [`Pace`]). A flooding client costs a share of
+//! load, sleeps [`COALESCE6`] first (as v4: [`Pace`]). A flooding client costs a share of
 //! one system call and one wake-up, the peek and its counters.
 
 use std::net::Ipv6Addr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -17,10 +17,17 @@ use super::state::{Job6, State6};
 use super::wire::MAX_DATAGRAM;
 use crate::dhcp::mmsg::{RecvBatch, To6, BATCH};
 use crate::dhcp::outbox::{self, Outgoing};
-use crate::dhcp::pace::{Pace, COALESCE};
+use crate::dhcp::pace::Pace;
 
 /// Datagrams taken per wake-up before the loop yields to the worker.
 pub(super) const BUDGET: usize = 256;
+
+/// Under load the loop sleeps this long between looks (v4's is
+/// [`crate::dhcp::pace::COALESCE`]): each look costs its own system calls,
+/// sleep and wake-ups of the peers its flush answers, so fewer, fuller
+/// looks cost less per exchange. Bounds a packet's extra wait under load
+/// (see `bench/RESULTS-dhcp6.md`).
+pub(super) const COALESCE6: Duration = Duration::from_millis(1);
 
 /// Runs until `cancel` fires, or an error the socket cannot recover from;
 /// either way sends the replies still queued before it returns.
@@ -66,7 +73,7 @@ async fn look(
         tokio::task::yield_now().await;
         flush(state, spare).await;
         if busy && n < BUDGET {
-            std::thread::sleep(COALESCE);
+            std::thread::sleep(COALESCE6);
         }
     }
 }

@@ -19,6 +19,12 @@ use crate::stats::Stats;
 
 pub use crate::stats::OverloadState as State;
 
+/// How often the heap is divided by owner: that walks the owners' page
+/// tables (`crate::heap`), whose cost grows with what they mapped, so it
+/// runs at the snapshots' pace, not every sample (the state machine reads
+/// RSS every sample).
+const OWNERS_EVERY: Duration = Duration::from_millis(250);
+
 /// The marks in bytes, derived from the config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Marks {
@@ -203,6 +209,8 @@ pub struct Governor {
     state: State,
     last_purge: Instant,
     last_connections: i64,
+    /// When the heap was last divided by owner.
+    owners_at: Option<Instant>,
 }
 
 impl Governor {
@@ -217,6 +225,7 @@ impl Governor {
             state: State::Normal,
             last_purge: Instant::now(),
             last_connections: 0,
+            owners_at: None,
         }
     }
 
@@ -255,7 +264,7 @@ impl Governor {
     /// One sample: publish, move the state machine, purge if due.
     pub fn step(&mut self, now: Instant) {
         let rss = rss_bytes();
-        self.publish(rss);
+        self.publish(rss, now);
         let next = next_state(self.state, rss, Marks::from_config(&self.config));
         if next != self.state {
             self.transition(next, rss);
@@ -277,15 +286,23 @@ impl Governor {
 
     /// Stores the figures, RSS last: a snapshot taken meanwhile divides the
     /// previous RSS, never a new RSS among owners not yet read (all 0 at start).
-    fn publish(&self, rss: u64) {
+    /// The owners are read every [`OWNERS_EVERY`]; jemalloc's allocated
+    /// bytes only with them (the same epoch as the figures they divide).
+    fn publish(&mut self, rss: u64, now: Instant) {
         let m = &self.stats.memory;
+        let owners_due = self
+            .owners_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= OWNERS_EVERY);
         if let Some(h) = &self.heap {
             let s = h.read();
-            m.heap_allocated.store(s.allocated, Relaxed);
+            if owners_due {
+                m.heap_allocated.store(s.allocated, Relaxed);
+            }
             m.heap_resident.store(s.resident, Relaxed);
             m.heap_retained.store(s.retained, Relaxed);
         }
-        if let Some(h) = crate::heap::read() {
+        if let Some(h) = owners_due.then(crate::heap::read).flatten() {
+            self.owners_at = Some(now);
             m.owner_store.store(h.store, Relaxed);
             m.owner_clients.store(h.clients, Relaxed);
             m.owner_dhcp.store(h.dhcp, Relaxed);

@@ -159,6 +159,23 @@ fn governor_publishes_and_counts_shrinks() {
     assert_eq!(stats.memory.overload_state.load(Relaxed), 0);
 }
 
+/// RSS is read every sample, the owners (a walk of their page tables) at
+/// most every [`OWNERS_EVERY`].
+#[test]
+fn the_owners_are_divided_at_their_own_pace() {
+    let (mut g, stats, _) = governor(1 << 40, Duration::from_secs(5));
+    let t = Instant::now();
+    g.step(t);
+    assert_eq!(g.owners_at, Some(t));
+    assert!(stats.memory.heap_allocated.load(Relaxed) > 0);
+    stats.memory.rss_bytes.store(0, Relaxed);
+    g.step(t + OWNERS_EVERY / 2);
+    assert_eq!(g.owners_at, Some(t), "owners read again before their time");
+    assert!(stats.memory.rss_bytes.load(Relaxed) > 0, "RSS every sample");
+    g.step(t + OWNERS_EVERY);
+    assert_eq!(g.owners_at, Some(t + OWNERS_EVERY));
+}
+
 #[test]
 fn governor_sheds_over_budget_and_logs_once() {
     // A budget far below any real RSS: straight to shed.

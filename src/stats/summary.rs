@@ -5,14 +5,22 @@
 //! Slots sit in an array sorted by count, cut into groups of equal count
 //! (the paper's "stream-summary"): a hit and an eviction are both O(1).
 //! Memory is fixed by K, whatever the number of distinct keys.
+//!
+//! Each key is stored once, in its slot, with its hash: the index holds slot
+//! ids only, so admitting a key (and evicting another) hashes the new key
+//! once and allocates one copy of it.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::client::ClientKey;
 
 #[derive(Debug)]
 struct Slot {
     key: Option<ClientKey>,
+    /// `key`'s hash in the index (valid while `key` is Some).
+    hash: u64,
     count: u64,
     error: u64,
     /// Position in `order`.
@@ -36,7 +44,10 @@ pub(super) struct Summary {
     order: Vec<u32>,
     groups: Vec<Group>,
     free_groups: Vec<u32>,
-    index: HashMap<ClientKey, u32>,
+    /// Slot ids by their key. Keys are what clients send: the hasher is
+    /// seeded at random per process, and the table never holds more than K.
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
 }
 
 impl Summary {
@@ -47,6 +58,7 @@ impl Summary {
         let slots = (0..k)
             .map(|i| Slot {
                 key: None,
+                hash: 0,
                 count: 0,
                 error: 0,
                 pos: i,
@@ -66,7 +78,8 @@ impl Summary {
             order: (0..k).collect(),
             groups,
             free_groups: Vec::new(),
-            index: HashMap::with_capacity(k as usize),
+            index: HashTable::with_capacity(k as usize),
+            hasher: DefaultHashBuilder::default(),
         }
     }
 
@@ -76,28 +89,41 @@ impl Summary {
     }
 
     pub(super) fn find(&self, key: &ClientKey) -> Option<usize> {
-        self.index.get(key).map(|&id| id as usize)
+        self.lookup(key, self.hasher.hash_one(key))
+    }
+
+    fn lookup(&self, key: &ClientKey, hash: u64) -> Option<usize> {
+        let slots = &self.slots;
+        let is = |&id: &u32| slots[id as usize].key.as_ref() == Some(key);
+        self.index.find(hash, is).map(|&id| id as usize)
     }
 
     /// Counts one hit for `key`, admitting it if absent. Returns its slot id
     /// and whether admitting it evicted another key (whose per-slot data the
     /// caller must fold away). `None` only when the capacity is 0.
     pub(super) fn touch(&mut self, key: &ClientKey) -> Option<(usize, bool)> {
-        if let Some(id) = self.find(key) {
+        let hash = self.hasher.hash_one(key);
+        if let Some(id) = self.lookup(key, hash) {
             self.hit(id);
             return Some((id, false));
         }
         let id = *self.order.first()? as usize;
-        let slot = &mut self.slots[id];
-        let evicted = slot.key.take();
-        if let Some(old) = &evicted {
-            self.index.remove(old);
+        let evicted = self.slots[id].key.is_some();
+        if evicted {
+            let old = self.slots[id].hash;
+            if let Ok(entry) = self.index.find_entry(old, |&i| i as usize == id) {
+                entry.remove();
+            }
         }
+        let slot = &mut self.slots[id];
         slot.error = slot.count;
         slot.key = Some(key.clone());
-        self.index.insert(key.clone(), id as u32);
+        slot.hash = hash;
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, id as u32, |&i| slots[i as usize].hash);
         self.hit(id);
-        Some((id, evicted.is_some()))
+        Some((id, evicted))
     }
 
     pub(super) fn key(&self, id: usize) -> Option<&ClientKey> {
@@ -110,7 +136,7 @@ impl Summary {
 
     /// Slot ids that hold a key, in no particular order.
     pub(super) fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
-        self.index.values().map(|&id| id as usize)
+        self.index.iter().map(|&id| id as usize)
     }
 
     /// Adds one to slot `id`, keeping `order` sorted in O(1).
@@ -189,5 +215,11 @@ impl Summary {
             self.index.len(),
             self.slots.iter().filter(|s| s.key.is_some()).count()
         );
+        for (id, s) in self.slots.iter().enumerate() {
+            if let Some(key) = &s.key {
+                assert_eq!(s.hash, self.hasher.hash_one(key));
+                assert_eq!(self.find(key), Some(id));
+            }
+        }
     }
 }

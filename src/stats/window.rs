@@ -42,12 +42,27 @@ impl<const N: usize> Window<N> {
         *b = b.saturating_add(n);
     }
 
-    /// Events in the `span` buckets ending at `tick` (inclusive).
+    /// Events in the `span` buckets ending at `tick` (inclusive): the ticks
+    /// both in that span and still in the ring, one contiguous run of it.
     pub(super) fn sum(&self, tick: u64, span: u64) -> u64 {
-        (0..span.min(N as u64))
-            .filter_map(|k| tick.checked_sub(k))
-            .filter(|&t| self.holds(t))
-            .map(|t| u64::from(self.buckets[(t % N as u64) as usize]))
+        let n = N as u64;
+        let span = span.min(n);
+        if span == 0 {
+            return 0;
+        }
+        let lo = tick
+            .saturating_sub(span - 1)
+            .max(self.last.saturating_sub(n - 1));
+        let hi = tick.min(self.last);
+        if lo > hi {
+            return 0;
+        }
+        let (before, from) = self.buckets.split_at((lo % n) as usize);
+        let len = (hi - lo + 1) as usize;
+        from.iter()
+            .chain(before)
+            .take(len)
+            .map(|&b| u64::from(b))
             .sum()
     }
 
@@ -103,6 +118,27 @@ mod tests {
         assert_eq!(w.sum(100, 8), 0);
         w.add(1, 1);
         assert_eq!(w.sum(2, 1), 6, "a late event counts in the newest bucket");
+    }
+
+    proptest::proptest! {
+        /// The run of buckets summed is the ticks the span and the ring share.
+        #[test]
+        fn sum_is_the_ticks_in_span_and_ring(
+            adds in proptest::collection::vec((0u64..40, 1u32..5), 0..30),
+            tick in 0u64..50,
+            span in 0u64..12,
+        ) {
+            let mut w = Window::<8>::default();
+            for (t, n) in adds {
+                w.add(t, n);
+            }
+            let naive: u64 = (0..span.min(8))
+                .filter_map(|k| tick.checked_sub(k))
+                .filter(|&t| w.holds(t))
+                .map(|t| u64::from(w.buckets[(t % 8) as usize]))
+                .sum();
+            proptest::prop_assert_eq!(w.sum(tick, span), naive);
+        }
     }
 
     #[test]
