@@ -1,9 +1,9 @@
-//! The hasher of the v6 index's maps, whose keys a client picks (its DUID
-//! and IAIDs, the addresses it hints): foldhash, seeded from the OS's
-//! randomness (not from foldhash's own address-space guess) so an outsider
-//! cannot aim keys at one bucket.
+//! The hasher of maps whose keys a client picks (client keys, DUIDs and
+//! IAIDs, hinted addresses): foldhash, seeded from the OS's randomness (not
+//! from foldhash's own address-space guess) so an outsider cannot aim keys
+//! at one bucket. A leaf: it imports nothing of the crate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -11,8 +11,10 @@ use std::time::SystemTime;
 use foldhash::fast::{FoldHasher, SeedableRandomState};
 use foldhash::SharedSeed;
 
-/// A map of the v6 index.
+/// A map keyed by what clients send.
 pub type Map<K, V> = HashMap<K, V, Seeded>;
+/// A set of what clients send.
+pub type Set<K> = HashSet<K, Seeded>;
 
 /// A randomly seeded foldhash: one shared seed per process, one more per map.
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ pub mod dhcp6;
 pub mod events;
 pub mod exit;
 pub mod gateway;
+pub mod hash;
 pub mod heap;
 pub mod ipam;
 pub mod isolation;

@@ -70,9 +70,8 @@ pub(super) struct State6 {
     /// Messages being handled, by client and transaction id: a client's
     /// retransmission meanwhile is a duplicate, not a second IPAM operation.
     /// Bounded by the worker's in-flight limit. std Mutex: one insert or
-    /// remove, never held across an await. hashbrown's seeded hasher: the
-    /// keys are what clients send, at most the in-flight limit of them.
-    pub inflight: Mutex<hashbrown::HashSet<(ClientKey, [u8; 3])>>,
+    /// remove, never held across an await.
+    pub inflight: Mutex<crate::hash::Set<(ClientKey, [u8; 3])>>,
 }
 
 /// Whether `dst` is the servers' multicast group (else unicast to us).

@@ -12,9 +12,10 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::HashTable;
 
 use crate::client::ClientKey;
+use crate::hash::Seeded;
 
 #[derive(Debug)]
 struct Slot {
@@ -45,9 +46,9 @@ pub(super) struct Summary {
     groups: Vec<Group>,
     free_groups: Vec<u32>,
     /// Slot ids by their key. Keys are what clients send: the hasher is
-    /// seeded at random per process, and the table never holds more than K.
+    /// seeded at random, and the table never holds more than K.
     index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    hasher: Seeded,
 }
 
 impl Summary {
@@ -79,7 +80,7 @@ impl Summary {
             groups,
             free_groups: Vec::new(),
             index: HashTable::with_capacity(k as usize),
-            hasher: DefaultHashBuilder::default(),
+            hasher: Seeded::default(),
         }
     }
 

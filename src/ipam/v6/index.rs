@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use super::hash::Map;
 use super::record::Key6;
 use super::spec::Subnet6Spec;
 use super::types::{Ia6Key, Ia6Kind};
 use super::window::Window;
 use crate::client::ClientKey;
+use crate::hash::Map;
 use crate::ipam::maps::Ports;
 use crate::ipam::model::LeaseState;
 use crate::ipam::record::{BOUND, FREE};

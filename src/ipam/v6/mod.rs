@@ -4,7 +4,6 @@
 mod admin;
 mod change;
 mod dump;
-mod hash;
 mod held;
 mod index;
 mod load;

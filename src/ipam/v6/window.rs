@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 
-use super::hash::random_u128;
+use crate::hash::random_u128;
 
 /// Members of one window (a smaller pool is one window).
 pub const WINDOW: u128 = 1024;
