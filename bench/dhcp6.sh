@@ -158,15 +158,26 @@ quiet_wait() { local waited=0 b0 b1 busy
     [ "$busy" -le "${QUIET_MAX:-15}" ] && break
     waited=$((waited + 1)); [ "$waited" -ge "${QUIET_TIMEOUT:-20}" ] && break; done; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$RUN/server.pid")/stat"; }
+# "TID NAME UTIME STIME" per server thread: where the server's CPU goes.
+thread_ticks() { local t
+  for t in /proc/"$(cat "$RUN/server.pid")"/task/*; do
+    echo "${t##*/} $(tr ' ' _ < "$t/comm") $(awk '{print $14, $15}' "$t/stat")"; done 2>/dev/null; }
 
 # perf LABEL NS [perfdhcp options]: one run, one TSV row.
 perf() {
   local label=$1 ns=$2; shift 2
   local out="$LOGS/perf-$label.txt" t0 t1 s0 s1 e0 e1 b0 b1
   [ -n "${NO_QUIET_WAIT:-}" ] || quiet_wait
+  thread_ticks > "$out.threads0"
   t0=$(cpu_ticks); s0=$(date +%s.%N); e0=$(rcvbuf_errs); b0=$(sys_busy)
   /usr/bin/time -f "%U %S" -o "$out.time" "${lgpin[@]}" ip netns exec "$ns" perfdhcp -6 "$@" > "$out" 2>&1 || true
   s1=$(date +%s.%N); t1=$(cpu_ticks); e1=$(rcvbuf_errs); b1=$(sys_busy)
+  # The run's user and system ticks by thread name, busiest first.
+  { echo "user sys thread"
+    thread_ticks | awk 'NR == FNR {u[$1] = $3; k[$1] = $4; next}
+      {user[$2] += $3 - u[$1]; sys[$2] += $4 - k[$1]}
+      END {for (n in user) if (user[n] + sys[n] > 0) print user[n], sys[n], n}' "$out.threads0" - |
+      sort -k1,1nr -k2,2nr; } > "$out.threads"
   # Other CPU: the whole machine's busy time less the server's and this perfdhcp's.
   local other; other=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
     -v s="$s0" -v e="$s1" 'END {printf "%.0f", 100 * ((b - t) / hz - $1 - $2) / (e - s)}' "$out.time")
