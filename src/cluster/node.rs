@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use super::rendezvous::answers;
-use super::replica::Replica;
+use super::replica::{Folded, Replica};
 use crate::client::ClientKey;
 use crate::ipam::{ClusterHooks, ClusterNodeView};
 use crate::stats::Stats;
@@ -199,25 +199,26 @@ impl Node {
         self.refresh(r);
     }
 
-    fn view_of(&self, r: &Replica) -> Vec<ClusterNodeView> {
-        // (node, epoch, blocks): a handful of nodes, searched in a line.
-        let mut live: Vec<(&str, i64, u64)> =
-            r.nodes.iter().map(|(n, e)| (n.as_str(), *e, 0)).collect();
-        for b in r.blocks.values() {
-            let owner = live
-                .iter_mut()
-                .find(|(n, e, _)| *e == b.owner.epoch && *n == b.owner.node);
-            if let Some((_, _, count)) = owner {
-                *count += 1;
-            }
+    /// After a batch of watched changes: this node's blocks are recomputed
+    /// only when membership or its own blocks changed; another node's
+    /// claims and rates rebuild the view alone (a line per node).
+    pub fn changed(&self, r: &Replica, out: &Folded) {
+        if out.members || out.owners.contains(&self.name) {
+            self.refresh(r);
+        } else {
+            self.view.store(Arc::new(self.view_of(r)));
         }
-        live.into_iter()
-            .map(|(n, _, blocks)| {
+    }
+
+    fn view_of(&self, r: &Replica) -> Vec<ClusterNodeView> {
+        r.nodes
+            .iter()
+            .map(|(n, epoch)| {
                 let rates = r.rates.get(n);
                 ClusterNodeView {
-                    name: n.to_owned(),
-                    this: n == self.name,
-                    blocks,
+                    name: n.clone(),
+                    this: *n == self.name,
+                    blocks: r.blocks_of(n, *epoch),
                     dhcp_acks_per_s: rates.map(|r| r.dhcp_acks_per_s),
                     api_requests_per_s: rates.map(|r| r.api_requests_per_s),
                 }

@@ -56,6 +56,9 @@ pub struct Replica {
     /// IA text → (store key of the v6 binding it holds, revision).
     pub bindings6: HashMap<String, (Vec<u8>, i64)>,
     pub blocks: BTreeMap<(String, u32), Block>,
+    /// Blocks per owner registration `(node, epoch)`, kept with `blocks`:
+    /// the cluster view counts them without a walk of every block.
+    block_counts: HashMap<(String, i64), u64>,
     /// Live nodes → their registration revision.
     pub nodes: BTreeMap<String, i64>,
     /// Live nodes → the rates they last published in their key.
@@ -73,8 +76,14 @@ pub struct Folded {
     /// Subnets or reservations changed: the IPAM reloads its index.
     pub reload: bool,
     pub isolations: bool,
-    /// Nodes or blocks changed: membership and ownership are recomputed.
+    /// Nodes, their rates or blocks changed: the cluster view is rebuilt.
     pub layout: bool,
+    /// A node joined, left or registered again: membership and this
+    /// node's blocks are recomputed.
+    pub members: bool,
+    /// Nodes whose blocks changed (old and new owners): when this node is
+    /// among them, its blocks are recomputed.
+    pub owners: Vec<String>,
 }
 
 impl Replica {
@@ -89,6 +98,24 @@ impl Replica {
 
     pub fn tree(&self, t: TreeId) -> Option<&BTreeMap<Vec<u8>, Versioned>> {
         self.trees.get(&t)
+    }
+
+    /// Blocks held by `node` under its registration `epoch`.
+    pub fn blocks_of(&self, node: &str, epoch: i64) -> u64 {
+        // A handful of owners: no key is built for the lookup.
+        self.block_counts
+            .iter()
+            .find(|((n, e), _)| *e == epoch && n == node)
+            .map_or(0, |(_, c)| *c)
+    }
+
+    fn count(&mut self, owner: &BlockValue, add: bool) {
+        let key = (owner.node.clone(), owner.epoch);
+        let c = self.block_counts.entry(key).or_default();
+        *c = if add { *c + 1 } else { c.saturating_sub(1) };
+        if *c == 0 {
+            self.block_counts.retain(|_, c| *c > 0);
+        }
     }
 
     /// The revision `key` (an etcd key) was last written at; 0: absent.
@@ -169,7 +196,12 @@ impl Replica {
             }
             Parsed::Block(s, f) => {
                 if let Ok(owner) = serde_json::from_slice::<BlockValue>(value) {
-                    self.blocks.insert((s, f), Block { owner, create_rev });
+                    self.count(&owner, true);
+                    out.owners.push(owner.node.clone());
+                    if let Some(old) = self.blocks.insert((s, f), Block { owner, create_rev }) {
+                        self.count(&old.owner, false);
+                        out.owners.push(old.owner.node);
+                    }
                     out.layout = true;
                 }
             }
@@ -181,8 +213,9 @@ impl Replica {
                     Some(r) => self.rates.insert(n.clone(), r),
                     None => self.rates.remove(&n),
                 };
-                out.layout |= old != rates;
-                out.layout |= self.nodes.insert(n, create_rev) != Some(create_rev);
+                let joined = self.nodes.insert(n, create_rev) != Some(create_rev);
+                out.layout |= joined || old != rates;
+                out.members |= joined;
             }
         }
     }
@@ -213,10 +246,18 @@ impl Replica {
                 self.check_binding6(&ia, None, key, queued);
                 self.bindings6.remove(&ia);
             }
-            Parsed::Block(s, f) => out.layout |= self.blocks.remove(&(s, f)).is_some(),
+            Parsed::Block(s, f) => {
+                if let Some(old) = self.blocks.remove(&(s, f)) {
+                    self.count(&old.owner, false);
+                    out.owners.push(old.owner.node);
+                    out.layout = true;
+                }
+            }
             Parsed::Node(n) => {
                 self.rates.remove(&n);
-                out.layout |= self.nodes.remove(&n).is_some();
+                let gone = self.nodes.remove(&n).is_some();
+                out.layout |= gone;
+                out.members |= gone;
             }
         }
     }
@@ -296,5 +337,60 @@ impl Replica {
         {
             self.poisoned.insert(key.to_vec());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-owner counts follow claims, takeovers and deletes (the view
+    /// reads them), and a batch names the owners whose blocks changed and
+    /// whether membership did.
+    #[test]
+    fn block_counts_follow_claims_takeovers_and_deletes() {
+        let keys = Keys::new("/vpcbox/v1/");
+        let mut r = Replica::default();
+        let owner = |node: &str, epoch: i64| {
+            serde_json::to_vec(&BlockValue {
+                node: node.into(),
+                epoch,
+            })
+            .unwrap()
+        };
+        let mut rev = 0;
+        let mut put = |r: &mut Replica, key: Vec<u8>, value: Vec<u8>| {
+            rev += 1;
+            let mut out = Folded::default();
+            r.put_raw(&keys, &key, &value, (rev, rev), None, &mut out);
+            (out, rev)
+        };
+        let node = serde_json::to_vec(&NodeValue {
+            node: "a".into(),
+            rates: None,
+        })
+        .unwrap();
+        let (out, _) = put(&mut r, keys.node("a"), node);
+        assert!(out.members && out.layout);
+        for first in [16, 32, 48] {
+            let (out, _) = put(&mut r, keys.block("lab", first), owner("a", 1));
+            assert_eq!((out.owners, out.members), (vec!["a".to_string()], false));
+        }
+        let (out, _) = put(&mut r, keys.block("lab", 32), owner("b", 7));
+        assert_eq!(out.owners, ["b", "a"]);
+        assert_eq!((r.blocks_of("a", 1), r.blocks_of("b", 7)), (2, 1));
+        let mut out = Folded::default();
+        r.delete(&keys, &keys.block("lab", 16), 100, None, &mut out);
+        assert_eq!(out.owners, ["a"]);
+        assert_eq!((r.blocks_of("a", 1), r.blocks_of("a", 2)), (1, 0));
+        let naive = |r: &Replica, n: &str, e: i64| {
+            let owned = r
+                .blocks
+                .values()
+                .filter(|b| b.owner.node == n && b.owner.epoch == e);
+            owned.count() as u64
+        };
+        assert_eq!(r.blocks_of("a", 1), naive(&r, "a", 1));
+        assert_eq!(r.blocks_of("b", 7), naive(&r, "b", 7));
     }
 }

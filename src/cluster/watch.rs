@@ -108,7 +108,7 @@ impl Watch {
 
     fn after(&self, out: &Folded) {
         if out.layout {
-            self.node.refresh(&self.replica());
+            self.node.changed(&self.replica(), out);
             self.node.wake.notify_one();
         }
         if out.reload {
