@@ -137,21 +137,17 @@ impl Node {
                 .get(&(s.clone(), *f))
                 .is_some_and(|b| b.create_rev == *rev)
         });
-        // Every block of the cluster, on each change of one: no string is
-        // copied or hashed for a block that is not this node's.
         let mut owned = Owned::new();
-        for ((subnet, first), b) in &r.blocks {
-            if b.owner.epoch != epoch || b.owner.node != self.name {
-                continue;
-            }
-            if !retired.is_empty() && retired.contains(&(subnet.clone(), *first, b.create_rev)) {
+        let mine = r.blocks_of(&self.name, epoch).into_iter().flatten();
+        for ((subnet, first), create_rev) in mine {
+            if !retired.is_empty() && retired.contains(&(subnet.clone(), *first, *create_rev)) {
                 continue;
             }
             let blocks = match owned.get_mut(subnet) {
                 Some(blocks) => blocks,
                 None => owned.entry(subnet.clone()).or_default(),
             };
-            blocks.by_first.push((*first, b.create_rev));
+            blocks.by_first.push((*first, *create_rev));
         }
         self.store_owned(owned);
         drop(retired);
@@ -218,7 +214,7 @@ impl Node {
                 ClusterNodeView {
                     name: n.clone(),
                     this: *n == self.name,
-                    blocks: r.blocks_of(n, *epoch),
+                    blocks: r.blocks_of(n, *epoch).map_or(0, |b| b.len() as u64),
                     dhcp_acks_per_s: rates.map(|r| r.dhcp_acks_per_s),
                     api_requests_per_s: rates.map(|r| r.api_requests_per_s),
                 }

@@ -56,9 +56,10 @@ pub struct Replica {
     /// IA text → (store key of the v6 binding it holds, revision).
     pub bindings6: HashMap<String, (Vec<u8>, i64)>,
     pub blocks: BTreeMap<(String, u32), Block>,
-    /// Blocks per owner registration `(node, epoch)`, kept with `blocks`:
-    /// the cluster view counts them without a walk of every block.
-    block_counts: HashMap<(String, i64), u64>,
+    /// Each owner registration's `(node, epoch)` blocks and their claim
+    /// revisions, kept with `blocks`: a node finds its own blocks, and the
+    /// view counts each node's, without a walk of every block.
+    by_owner: HashMap<(String, i64), BTreeMap<(String, u32), i64>>,
     /// Live nodes → their registration revision.
     pub nodes: BTreeMap<String, i64>,
     /// Live nodes → the rates they last published in their key.
@@ -100,21 +101,27 @@ impl Replica {
         self.trees.get(&t)
     }
 
-    /// Blocks held by `node` under its registration `epoch`.
-    pub fn blocks_of(&self, node: &str, epoch: i64) -> u64 {
+    /// The blocks `node` holds under its registration `epoch`, in key
+    /// order, each with its claim revision.
+    pub fn blocks_of(&self, node: &str, epoch: i64) -> Option<&BTreeMap<(String, u32), i64>> {
         // A handful of owners: no key is built for the lookup.
-        self.block_counts
+        self.by_owner
             .iter()
             .find(|((n, e), _)| *e == epoch && n == node)
-            .map_or(0, |(_, c)| *c)
+            .map(|(_, blocks)| blocks)
     }
 
-    fn count(&mut self, owner: &BlockValue, add: bool) {
-        let key = (owner.node.clone(), owner.epoch);
-        let c = self.block_counts.entry(key).or_default();
-        *c = if add { *c + 1 } else { c.saturating_sub(1) };
-        if *c == 0 {
-            self.block_counts.retain(|_, c| *c > 0);
+    /// Adds `block` at `at` to its owner's blocks, or takes it out.
+    fn index(&mut self, at: &(String, u32), block: &Block, add: bool) {
+        let owner = (block.owner.node.clone(), block.owner.epoch);
+        if add {
+            let blocks = self.by_owner.entry(owner).or_default();
+            blocks.insert(at.clone(), block.create_rev);
+        } else if let Some(blocks) = self.by_owner.get_mut(&owner) {
+            blocks.remove(at);
+            if blocks.is_empty() {
+                self.by_owner.remove(&owner);
+            }
         }
     }
 
@@ -196,10 +203,11 @@ impl Replica {
             }
             Parsed::Block(s, f) => {
                 if let Ok(owner) = serde_json::from_slice::<BlockValue>(value) {
-                    self.count(&owner, true);
-                    out.owners.push(owner.node.clone());
-                    if let Some(old) = self.blocks.insert((s, f), Block { owner, create_rev }) {
-                        self.count(&old.owner, false);
+                    let block = Block { owner, create_rev };
+                    self.index(&(s.clone(), f), &block, true);
+                    out.owners.push(block.owner.node.clone());
+                    if let Some(old) = self.blocks.insert((s.clone(), f), block) {
+                        self.index(&(s, f), &old, false);
                         out.owners.push(old.owner.node);
                     }
                     out.layout = true;
@@ -247,8 +255,8 @@ impl Replica {
                 self.bindings6.remove(&ia);
             }
             Parsed::Block(s, f) => {
-                if let Some(old) = self.blocks.remove(&(s, f)) {
-                    self.count(&old.owner, false);
+                if let Some(old) = self.blocks.remove(&(s.clone(), f)) {
+                    self.index(&(s, f), &old, false);
                     out.owners.push(old.owner.node);
                     out.layout = true;
                 }
@@ -344,8 +352,8 @@ impl Replica {
 mod tests {
     use super::*;
 
-    /// The per-owner counts follow claims, takeovers and deletes (the view
-    /// reads them), and a batch names the owners whose blocks changed and
+    /// Each owner's blocks follow claims, takeovers and deletes (a node's
+    /// own blocks and the view are read from them), and a batch names the owners whose blocks changed and
     /// whether membership did.
     #[test]
     fn block_counts_follow_claims_takeovers_and_deletes() {
@@ -378,19 +386,22 @@ mod tests {
         }
         let (out, _) = put(&mut r, keys.block("lab", 32), owner("b", 7));
         assert_eq!(out.owners, ["b", "a"]);
-        assert_eq!((r.blocks_of("a", 1), r.blocks_of("b", 7)), (2, 1));
+        let count = |r: &Replica, n: &str, e: i64| r.blocks_of(n, e).map_or(0, |b| b.len());
+        assert_eq!((count(&r, "a", 1), count(&r, "b", 7)), (2, 1));
         let mut out = Folded::default();
         r.delete(&keys, &keys.block("lab", 16), 100, None, &mut out);
         assert_eq!(out.owners, ["a"]);
-        assert_eq!((r.blocks_of("a", 1), r.blocks_of("a", 2)), (1, 0));
+        assert_eq!((count(&r, "a", 1), count(&r, "a", 2)), (1, 0));
         let naive = |r: &Replica, n: &str, e: i64| {
             let owned = r
                 .blocks
-                .values()
-                .filter(|b| b.owner.node == n && b.owner.epoch == e);
-            owned.count() as u64
+                .iter()
+                .filter(|(_, b)| b.owner.node == n && b.owner.epoch == e);
+            owned
+                .map(|(k, b)| (k.clone(), b.create_rev))
+                .collect::<BTreeMap<_, _>>()
         };
-        assert_eq!(r.blocks_of("a", 1), naive(&r, "a", 1));
-        assert_eq!(r.blocks_of("b", 7), naive(&r, "b", 7));
+        assert_eq!(r.blocks_of("a", 1), Some(&naive(&r, "a", 1)));
+        assert_eq!(r.blocks_of("b", 7), Some(&naive(&r, "b", 7)));
     }
 }
