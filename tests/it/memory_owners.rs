@@ -378,9 +378,13 @@ fn vpcbox_status_text_and_json() {
         r#"{"client": "mac:02:00:00:00:00:42"}"#,
     );
     assert_eq!(code, 201);
-    // The DHCP thread publishes its queue's capacity once it serves.
+    // The DHCP thread publishes its queue's capacity once it serves, and a
+    // snapshot divides memory by owner once the governor's first sample
+    // is complete (one taken during it shows the zeros of the start).
     let serving = eventually(Duration::from_secs(5), || {
-        status(node.http)["dhcp"]["queue_capacity"] == 8192
+        let s = status(node.http);
+        s["dhcp"]["queue_capacity"] == 8192
+            && s["memory"]["by_owner"]["store"].as_u64().unwrap_or(0) > 0
     });
     assert!(serving);
     let cfg_path = node.cfg.clone();
