@@ -83,6 +83,17 @@ ticks() { # CPU ticks (user + system) of the given pids
   local s=0; for p in "$@"; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$s"
 }
 HZ=$(getconf CLK_TCK)
+# "PID:TID NAME UTIME STIME" per thread of the given pids.
+thread_ticks() { local p t
+  for p in "$@"; do for t in /proc/"$p"/task/*; do
+    echo "$p:${t##*/} $(tr ' ' _ < "$t/comm") $(awk '{print $14, $15}' "$t/stat")"; done; done 2>/dev/null; }
+# thread_split BEFORE-FILE PIDS…: the nodes' user and system ticks since BEFORE, by thread name.
+thread_split() { local before=$1; shift
+  echo "user sys thread"
+  thread_ticks "$@" | awk 'NR == FNR {u[$1] = $3; k[$1] = $4; next}
+    ($1 in u) {user[$2] += $3 - u[$1]; sys[$2] += $4 - k[$1]}
+    END {for (n in user) if (user[n] + sys[n] > 0) print user[n], sys[n], n}' "$before" - |
+    sort -k1,1nr -k2,2nr; }
 
 # etcd: three members on the bridge address, data under $OUT.
 ENDPOINTS=""; CLUSTER=""
@@ -201,6 +212,7 @@ dora() { # COUNT STORE BLOCK
   start_nodes "$1" "$2" "$3" "$prefix"
   sleep 1
   local t0 e0 p0 x0 w0 w1 t1 e1 p1 x1
+  thread_ticks "${NODE_PIDS[@]}" > "$OUT/threads-$2-$1-$3.before"
   t0=$(ticks "${NODE_PIDS[@]}"); e0=$(ticks "${ETCD_PIDS[@]}")
   p0=$(metric etcd_mvcc_put_total); x0=$(metric etcd_mvcc_txn_total)
   local f0 f1; f0=$(histo etcd_disk_wal_fsync_duration_seconds)
@@ -217,6 +229,8 @@ dora() { # COUNT STORE BLOCK
   lost1=$(rcvbuf_errors)
   w1=$(date +%s.%N)
   t1=$(ticks "${NODE_PIDS[@]}"); e1=$(ticks "${ETCD_PIDS[@]}")
+  # Where the nodes' CPU went, by thread name (all nodes together).
+  thread_split "$OUT/threads-$2-$1-$3.before" "${NODE_PIDS[@]}" > "$OUT/threads-$2-$1-$3.txt"
   p1=$(metric etcd_mvcc_put_total); x1=$(metric etcd_mvcc_txn_total)
   f1=$(histo etcd_disk_wal_fsync_duration_seconds)
   # The second pass: KNOWN clients bound first (a gentle rate), then the
