@@ -22,8 +22,9 @@ use crate::stats::Stats;
 pub struct Blocks {
     /// `(first address, claim revision)` by address.
     by_first: Vec<(u32, i64)>,
-    /// Inclusive ranges, newest claim first (older ones fill up first).
-    newest: Vec<(u32, u32)>,
+    /// Inclusive ranges, newest claim first (older ones fill up first);
+    /// shared: every new allocation reads them.
+    newest: Arc<[(u32, u32)]>,
 }
 
 /// Owned blocks per subnet.
@@ -298,9 +299,9 @@ impl ClusterHooks for Node {
         !self.is_fenced() && self.block_of(subnet, ip).is_some()
     }
 
-    fn owned(&self, subnet: &str) -> Vec<(u32, u32)> {
+    fn owned(&self, subnet: &str) -> Arc<[(u32, u32)]> {
         if self.is_fenced() {
-            return Vec::new();
+            return Arc::default();
         }
         self.owned
             .load()

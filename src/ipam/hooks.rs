@@ -16,7 +16,7 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     fn owns(&self, subnet: &str, ip: u32) -> bool;
     /// The owned blocks of `subnet` as inclusive address ranges, newest
     /// first (the older ones fill up first).
-    fn owned(&self, subnet: &str) -> Vec<(u32, u32)>;
+    fn owned(&self, subnet: &str) -> std::sync::Arc<[(u32, u32)]>;
     /// `free` addresses are left in this node's blocks of `subnet`: the
     /// cluster claims another block ahead when that runs low.
     fn free_left(&self, subnet: &str, free: u64);

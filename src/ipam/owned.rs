@@ -3,6 +3,9 @@
 //! its own blocks; alone, every address), how a block is used (may it be
 //! given back), and what a fold finds queued.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use super::error::IpamError;
 use super::hooks::Queued;
 use super::state::State;
@@ -41,30 +44,68 @@ impl State {
     }
 
     /// The next never-used address this node may give in subnet `s` (in a
-    /// cluster: inside its blocks, telling the cluster how many are left).
+    /// cluster: inside its blocks, newest first, telling the cluster how
+    /// many are left).
     pub(super) fn next_free(&mut self, s: usize) -> Option<u32> {
         let Some(c) = self.tuning.cluster.clone() else {
             return self.subnets[s].next_free();
         };
         let sub = &self.subnets[s];
-        let (mut found, mut left) = (None, 0u64);
-        let keep = c.keep_free(&sub.spec.id);
-        for (lo, hi) in c.owned(&sub.spec.id) {
-            let n = sub.free_count(lo, hi);
-            if n > 0 && found.is_none() {
-                found = sub.free_in(lo, hi);
+        let blocks = c.owned(&sub.spec.id);
+        let now = Instant::now();
+        let counted = self
+            .owned_free
+            .get(&sub.spec.id)
+            .filter(|f| f.fresh(&blocks, now))
+            .map(|f| f.left);
+        let left =
+            counted.unwrap_or_else(|| blocks.iter().map(|&(lo, hi)| sub.free_count(lo, hi)).sum());
+        let found = match left {
+            0 => None,
+            _ => blocks.iter().find_map(|&(lo, hi)| sub.free_in(lo, hi)),
+        };
+        let left = left.saturating_sub(u64::from(found.is_some()));
+        c.free_left(&sub.spec.id, left);
+        match self.owned_free.get_mut(&sub.spec.id) {
+            Some(f) if counted.is_some() => {
+                f.left = left;
+                f.since += 1;
             }
-            left += n;
-            // Enough known left: the older (fuller) blocks need no look.
-            if found.is_some() && left > keep.max(2 * u64::from(hi - lo + 1)) {
-                break;
+            _ => {
+                let f = OwnedFree {
+                    blocks,
+                    left,
+                    at: now,
+                    since: 0,
+                };
+                self.owned_free.insert(sub.spec.id.clone(), f);
             }
         }
-        c.free_left(
-            &sub.spec.id,
-            left.saturating_sub(u64::from(found.is_some())),
-        );
         found
+    }
+}
+
+/// A cluster node's count of the never-used addresses in its blocks of a
+/// subnet. Counting walks every block, so it is kept and counted down by
+/// each address handed out; counted again when the blocks change, after
+/// [`RECOUNT_AFTER`] hand-outs or [`RECOUNT_EVERY`] (an offer that ended
+/// frees its address again, a roll-back many).
+#[derive(Debug)]
+pub struct OwnedFree {
+    blocks: Arc<[(u32, u32)]>,
+    left: u64,
+    at: Instant,
+    since: u32,
+}
+
+const RECOUNT_AFTER: u32 = 64;
+const RECOUNT_EVERY: Duration = Duration::from_millis(10);
+
+impl OwnedFree {
+    fn fresh(&self, blocks: &Arc<[(u32, u32)]>, now: Instant) -> bool {
+        Arc::ptr_eq(&self.blocks, blocks)
+            && self.since < RECOUNT_AFTER
+            && now.saturating_duration_since(self.at) < RECOUNT_EVERY
     }
 }
 

@@ -95,6 +95,9 @@ pub struct State {
     pub ports: Ports,
     /// The DHCPv6 bindings' index.
     pub v6: V6State,
+    /// Cluster node: per subnet id, the free addresses last counted in
+    /// this node's blocks (see `owned.rs`).
+    pub owned_free: HashMap<String, super::owned::OwnedFree>,
 }
 
 impl State {
@@ -120,6 +123,7 @@ impl State {
             epoch: 0,
             stale: false,
             v6: V6State::default(),
+            owned_free: HashMap::new(),
         }
     }
 
