@@ -165,22 +165,28 @@ mod tests {
     use super::super::owner::scope;
     use super::*;
 
+    /// Other tests of this process use the same arena meanwhile: a few
+    /// tries, one of which sees only this test's 8 MiB come and go.
     #[test]
     fn an_owned_scope_fills_its_arena_and_frees_it() {
         assert!(init());
-        let before = read().map(|h| h.clients).unwrap_or(0);
-        let held = {
-            let _s = scope(Owner::Clients);
-            vec![7u8; 8 << 20]
+        let once = || {
+            let before = read().map(|h| h.clients).unwrap_or(0);
+            let held = {
+                let _s = scope(Owner::Clients);
+                vec![7u8; 8 << 20]
+            };
+            let during = read().map(|h| h.clients).unwrap_or(0);
+            {
+                let _s = scope(Owner::Clients);
+                drop(held);
+            }
+            let after = read().map(|h| h.clients).unwrap_or(0);
+            let ok = during >= before + (8 << 20) && after < during - (7 << 20);
+            (ok, format!("{before} -> {during} -> {after}"))
         };
-        let during = read().map(|h| h.clients).unwrap_or(0);
-        assert!(during >= before + (8 << 20), "{before} -> {during}");
-        {
-            let _s = scope(Owner::Clients);
-            drop(held);
-        }
-        let after = read().map(|h| h.clients).unwrap_or(0);
-        assert!(after < during - (7 << 20), "{during} -> {after}");
+        let tries: Vec<_> = (0..5).map(|_| once()).collect();
+        assert!(tries.iter().any(|(ok, _)| *ok), "{tries:?}");
     }
 
     #[test]

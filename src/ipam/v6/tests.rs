@@ -95,9 +95,15 @@ async fn an_ia_keeps_its_address_and_free_hints_are_honoured() {
     assert_eq!(got, adv.prefix);
     assert_eq!(commit(&ipam, &na(1), at(2)).await, got);
     let other_iaid = Ia6Key { iaid: 2, ..na(1) };
-    assert_ne!(commit(&ipam, &other_iaid, at(2)).await, got);
+    let other = commit(&ipam, &other_iaid, at(2)).await;
+    assert_ne!(other, got);
     // A hint: free and in the pool → given; held by another IA → not.
-    let hint = net("fd00:77::1f0/128");
+    // (Members are handed out at random: one neither IA holds.)
+    let hint = ["fd00:77::1f0/128", "fd00:77::1f1/128", "fd00:77::1f2/128"]
+        .map(net)
+        .into_iter()
+        .find(|h| *h != got && *h != other)
+        .unwrap();
     assert_eq!(
         one(&op(&ipam, &na(2), Ia6Op::Commit, &[hint], at(3)).await).prefix,
         hint
