@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::IpamError;
 use super::hooks::Queued;
-use super::state::State;
+use super::state::{OwnedFree, State};
 use super::v6::{Ia6Key, Key6};
 use crate::client::ClientKey;
 
@@ -85,19 +85,8 @@ impl State {
     }
 }
 
-/// A cluster node's count of the never-used addresses in its blocks of a
-/// subnet. Counting walks every block, so it is kept and counted down by
-/// each address handed out; counted again when the blocks change, after
-/// [`RECOUNT_AFTER`] hand-outs or [`RECOUNT_EVERY`] (an offer that ended
-/// frees its address again, a roll-back many).
-#[derive(Debug)]
-pub struct OwnedFree {
-    blocks: Arc<[(u32, u32)]>,
-    left: u64,
-    at: Instant,
-    since: u32,
-}
-
+/// A kept count of the free addresses in a node's blocks is counted again
+/// after this many hand-outs, or this long.
 const RECOUNT_AFTER: u32 = 64;
 const RECOUNT_EVERY: Duration = Duration::from_millis(10);
 

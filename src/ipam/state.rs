@@ -97,7 +97,20 @@ pub struct State {
     pub v6: V6State,
     /// Cluster node: per subnet id, the free addresses last counted in
     /// this node's blocks (see `owned.rs`).
-    pub owned_free: HashMap<String, super::owned::OwnedFree>,
+    pub owned_free: HashMap<String, OwnedFree>,
+}
+
+/// A cluster node's count of the never-used addresses in its blocks of a
+/// subnet. Counting walks every block, so it is kept and counted down by
+/// each address handed out; counted again when the blocks change, after a
+/// number of hand-outs or a time (an offer that ended frees its address
+/// again, a roll-back many).
+#[derive(Debug)]
+pub struct OwnedFree {
+    pub blocks: std::sync::Arc<[(u32, u32)]>,
+    pub left: u64,
+    pub at: std::time::Instant,
+    pub since: u32,
 }
 
 impl State {
