@@ -203,13 +203,16 @@ impl Replica {
             }
             Parsed::Block(s, f) => {
                 if let Ok(owner) = serde_json::from_slice::<BlockValue>(value) {
-                    let block = Block { owner, create_rev };
-                    self.index(&(s.clone(), f), &block, true);
+                    let (at, block) = ((s, f), Block { owner, create_rev });
                     out.owners.push(block.owner.node.clone());
-                    if let Some(old) = self.blocks.insert((s.clone(), f), block) {
-                        self.index(&(s, f), &old, false);
+                    // The old owner's entry goes first: a put by the same
+                    // owner keeps its entry.
+                    if let Some(old) = self.blocks.remove(&at) {
+                        self.index(&at, &old, false);
                         out.owners.push(old.owner.node);
                     }
+                    self.index(&at, &block, true);
+                    self.blocks.insert(at, block);
                     out.layout = true;
                 }
             }
@@ -255,8 +258,9 @@ impl Replica {
                 self.bindings6.remove(&ia);
             }
             Parsed::Block(s, f) => {
-                if let Some(old) = self.blocks.remove(&(s.clone(), f)) {
-                    self.index(&(s, f), &old, false);
+                let at = (s, f);
+                if let Some(old) = self.blocks.remove(&at) {
+                    self.index(&at, &old, false);
                     out.owners.push(old.owner.node);
                     out.layout = true;
                 }
@@ -352,9 +356,9 @@ impl Replica {
 mod tests {
     use super::*;
 
-    /// Each owner's blocks follow claims, takeovers and deletes (a node's
-    /// own blocks and the view are read from them), and a batch names the owners whose blocks changed and
-    /// whether membership did.
+    /// Each owner's blocks follow claims, takeovers, rewrites and deletes
+    /// (a node's own blocks and the view are read from them), and a batch
+    /// names the owners whose blocks changed and whether membership did.
     #[test]
     fn block_counts_follow_claims_takeovers_and_deletes() {
         let keys = Keys::new("/vpcbox/v1/");
@@ -386,6 +390,9 @@ mod tests {
         }
         let (out, _) = put(&mut r, keys.block("lab", 32), owner("b", 7));
         assert_eq!(out.owners, ["b", "a"]);
+        // Written again by its owner: still one of its blocks.
+        let (out, _) = put(&mut r, keys.block("lab", 32), owner("b", 7));
+        assert_eq!(out.owners, ["b", "b"]);
         let count = |r: &Replica, n: &str, e: i64| r.blocks_of(n, e).map_or(0, |b| b.len());
         assert_eq!((count(&r, "a", 1), count(&r, "b", 7)), (2, 1));
         let mut out = Folded::default();
