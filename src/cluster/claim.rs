@@ -198,11 +198,6 @@ impl Claimer {
         won.len()
     }
 
-    /// Up to `n` unclaimed blocks, wholly unused ones first, else those
-    /// with the most never-used addresses; each node looks in an order of
-    /// its own (blocks ranked by a hash with its name), so nodes rarely
-    /// race for one block. Never more than a share of what is left, so a
-    /// busy node does not take the blocks the others will need.
     /// `spec`'s blocks in the order this node tries them: ranked by a hash
     /// with its name, so nodes claiming at once rarely want the same block.
     /// Ranked once per pools (a pool may hold many thousand blocks).
@@ -220,6 +215,11 @@ impl Claimer {
         ranked
     }
 
+    /// Up to `n` unclaimed blocks, wholly unused ones first, else those
+    /// with the most never-used addresses; each node looks in an order of
+    /// its own (blocks ranked by a hash with its name), so nodes rarely
+    /// race for one block. Never more than a share of what is left, so a
+    /// busy node does not take the blocks the others will need.
     fn pick(&self, ipam: &Ipam, spec: &SubnetSpec, n: usize) -> Vec<u32> {
         let size = self.node.block_size;
         let claimed: Vec<u32> = {

@@ -326,10 +326,6 @@ impl ClusterHooks for Node {
         }
     }
 
-    fn keep_free(&self, subnet: &str) -> u64 {
-        self.demand(subnet).want
-    }
-
     fn answers(&self, client: &ClientKey) -> bool {
         let members = self.members.load();
         members.len() <= 1 || answers(&members, &self.name, client)

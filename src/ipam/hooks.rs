@@ -20,9 +20,6 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     /// `free` addresses are left in this node's blocks of `subnet`: the
     /// cluster claims another block ahead when that runs low.
     fn free_left(&self, subnet: &str, free: u64);
-    /// How many free addresses the cluster wants kept in `subnet`'s owned
-    /// blocks: [`ClusterHooks::free_left`] must count at least that far.
-    fn keep_free(&self, subnet: &str) -> u64;
     /// Whether this node answers `client` (rendezvous over the live nodes).
     fn answers(&self, client: &ClientKey) -> bool;
     /// Why this node may not write now (no etcd, or its lease lost or about
