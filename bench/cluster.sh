@@ -219,7 +219,7 @@ dora() { # COUNT STORE BLOCK
   w0=$(date +%s.%N)
   # PROFILE=N: a perf profile of node 0 during the etcd run with N nodes.
   if [ "$2" = etcd ] && [ "${PROFILE:-}" = "$1" ]; then
-    perf record -F 499 -g -p "${NODE_PIDS[0]}" -o "$OUT/profile-$1-$3.data" -- sleep $((DUR - 2)) > /dev/null 2>&1 &
+    perf record -F 499 --call-graph dwarf,16384 -p "${NODE_PIDS[0]}" -o "$OUT/profile-$1-$3.data" -- sleep $((DUR - 2)) > /dev/null 2>&1 &
     prof=$!
   fi
   node_metrics "$1" > "$OUT/metrics-$2-$1-$3-before.txt"

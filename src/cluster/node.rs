@@ -28,6 +28,10 @@ pub struct Blocks {
     newest: Arc<[(u32, u32)]>,
 }
 
+/// A claim brings a subnet's free addresses up to this many times what is
+/// wanted (it is made when they fall below what is wanted).
+const REFILL: u64 = 2;
+
 /// Owned blocks per subnet.
 pub type Owned = HashMap<String, Blocks>;
 
@@ -292,16 +296,25 @@ impl Node {
         self.members.load().len()
     }
 
-    /// How many blocks `subnet` needs now: one if none is owned, else
-    /// enough to bring its free addresses up to what is wanted.
+    /// How many blocks `subnet` needs now: one if none is owned, none while
+    /// its free addresses last what is wanted, else enough to bring them up
+    /// to [`REFILL`] times that, so a steady rate costs a claim per second
+    /// or so rather than one per block.
     pub fn blocks_needed(&self, subnet: &str) -> usize {
         if self.owned_count(subnet) == 0 {
             return 1;
         }
-        let d = self.demand(subnet);
-        let short = d.want.saturating_sub(d.free);
-        short.div_ceil(u64::from(self.block_size)) as usize
+        refill(self.demand(subnet), self.block_size)
     }
+}
+
+/// Blocks of `size` to claim for demand `d` (see [`Node::blocks_needed`]).
+fn refill(d: Demand, size: u32) -> usize {
+    if d.free >= d.want {
+        return 0;
+    }
+    let short = (REFILL * d.want).saturating_sub(d.free);
+    short.div_ceil(u64::from(size)) as usize
 }
 
 impl ClusterHooks for Node {
@@ -362,5 +375,25 @@ impl ClusterHooks for Node {
                 self.name
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing is claimed while the free addresses last what is wanted;
+    /// below it, a claim brings them up to twice that.
+    #[test]
+    fn a_claim_waits_for_the_want_and_then_refills_to_twice_it() {
+        let d = |free, want| Demand {
+            free,
+            want,
+            given: 0,
+        };
+        assert_eq!(refill(d(4000, 4000), 16), 0);
+        assert_eq!(refill(d(3999, 4000), 16), 251);
+        assert_eq!(refill(d(0, 8), 16), 1);
+        assert_eq!(refill(d(5, 0), 16), 0);
     }
 }
