@@ -3,9 +3,9 @@
 //! another node holds, before the kernel queues them or copies them out
 //! (every node hears every broadcast). It passes on whatever it cannot
 //! judge, for admission to decide and count: a datagram too short for a
-//! BOOTREQUEST with a magic cookie, a client identifier (option 61) other
-//! than a MAC, option overload (52), or options that do not end within
-//! [`STEPS`] options and the datagram.
+//! BOOTREQUEST with a magic cookie, a client identifier (option 61, which
+//! keys the client instead of `chaddr`), option overload (52), or options
+//! that do not end within [`STEPS`] options and the datagram.
 
 use libc::{
     BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE,
@@ -97,19 +97,14 @@ impl Asm {
     }
 }
 
-/// Scratch words: the bucket, and where the key's six bytes start.
-const M_BUCKET: u32 = 0;
-const M_KEY: u32 = 1;
-
 /// The filter for `mine`; `X` walks the options, `A` does the rest.
 fn program(mine: &Buckets) -> Vec<SockFilter> {
     let mut a = Asm::default();
     let (pass, end, drop) = (a.label(), a.label(), a.label());
     let (not_request, walk) = (a.label(), a.label());
-    // A BOOTREQUEST with the cookie, long enough that no bound check below
-    // can wrap.
+    // A BOOTREQUEST with the cookie and room for one option and its length.
     a.op(BPF_LD | BPF_W | BPF_LEN, 0);
-    a.jump(BPF_JGE | BPF_K, OPTIONS + 9, To::Next, To::L(not_request));
+    a.jump(BPF_JGE | BPF_K, OPTIONS + 2, To::Next, To::L(not_request));
     a.op(BPF_LD | BPF_B | BPF_ABS, OP);
     a.jump(BPF_JEQ | BPF_K, 1, To::Next, To::L(not_request));
     a.op(BPF_LD | BPF_W | BPF_ABS, COOKIE);
@@ -117,20 +112,16 @@ fn program(mine: &Buckets) -> Vec<SockFilter> {
     a.here(not_request);
     a.op(BPF_RET | BPF_K, u32::MAX);
     a.here(walk);
-    // The key is chaddr unless an option 61 names a MAC.
-    a.op(BPF_LD | BPF_IMM, CHADDR);
-    a.op(BPF_ST, M_KEY);
     a.op(BPF_LDX | BPF_W | BPF_IMM, 0);
     for _ in 0..STEPS {
-        let (pad, id, to_end, to_pass, next) =
-            (a.label(), a.label(), a.label(), a.label(), a.label());
+        let (pad, to_end, to_pass, next) = (a.label(), a.label(), a.label(), a.label());
         // The code at X + OPTIONS lies inside the datagram.
         a.op(BPF_LD | BPF_W | BPF_LEN, 0);
         a.op(BPF_ALU | BPF_SUB | BPF_K, OPTIONS);
         a.jump(BPF_JGT | BPF_X, 0, To::Next, To::L(to_pass));
         a.op(BPF_LD | BPF_B | BPF_IND, OPTIONS);
         a.jump(BPF_JEQ | BPF_K, 255, To::L(to_end), To::Next);
-        a.jump(BPF_JEQ | BPF_K, 61, To::L(id), To::Next);
+        a.jump(BPF_JEQ | BPF_K, 61, To::L(to_pass), To::Next);
         a.jump(BPF_JEQ | BPF_K, 52, To::L(to_pass), To::Next);
         a.jump(BPF_JEQ | BPF_K, 0, To::L(pad), To::Next);
         // So does its length byte; X moves past the option.
@@ -140,24 +131,6 @@ fn program(mine: &Buckets) -> Vec<SockFilter> {
         a.op(BPF_LD | BPF_B | BPF_IND, OPTIONS + 1);
         a.op(BPF_ALU | BPF_ADD | BPF_K, 2);
         a.op(BPF_ALU | BPF_ADD | BPF_X, 0);
-        a.op(BPF_MISC | BPF_TAX, 0);
-        a.ja(next);
-        // A client identifier of hardware type 1 and a 6-byte address is
-        // that MAC (as `ClientKey::dhcp`; the last one counts, as there);
-        // any other is left to admission.
-        a.here(id);
-        a.op(BPF_LD | BPF_W | BPF_LEN, 0);
-        a.op(BPF_ALU | BPF_SUB | BPF_K, OPTIONS + 8);
-        a.jump(BPF_JGT | BPF_X, 0, To::Next, To::L(to_pass));
-        a.op(BPF_LD | BPF_B | BPF_IND, OPTIONS + 1);
-        a.jump(BPF_JEQ | BPF_K, 7, To::Next, To::L(to_pass));
-        a.op(BPF_LD | BPF_B | BPF_IND, OPTIONS + 2);
-        a.jump(BPF_JEQ | BPF_K, 1, To::Next, To::L(to_pass));
-        a.op(BPF_MISC | BPF_TXA, 0);
-        a.op(BPF_ALU | BPF_ADD | BPF_K, OPTIONS + 3);
-        a.op(BPF_ST, M_KEY);
-        a.op(BPF_MISC | BPF_TXA, 0);
-        a.op(BPF_ALU | BPF_ADD | BPF_K, 9);
         a.op(BPF_MISC | BPF_TAX, 0);
         a.ja(next);
         a.here(to_pass);
@@ -171,23 +144,21 @@ fn program(mine: &Buckets) -> Vec<SockFilter> {
         a.here(next);
     }
     a.ja(pass);
-    // The options ended: the key's bucket (as `buckets::bucket`).
+    // Options end without a client identifier: the bucket of chaddr
+    // (as `buckets::bucket`), kept in M[0].
     a.here(end);
-    a.op(BPF_LDX | BPF_W | BPF_MEM, M_KEY);
-    a.op(BPF_LD | BPF_W | BPF_IND, 0);
+    a.op(BPF_LD | BPF_W | BPF_ABS, CHADDR);
     a.op(BPF_ALU | BPF_MUL | BPF_K, K1);
-    a.op(BPF_ST, M_BUCKET);
-    a.op(BPF_LD | BPF_H | BPF_IND, 4);
     a.op(BPF_MISC | BPF_TAX, 0);
-    a.op(BPF_LD | BPF_MEM, M_BUCKET);
+    a.op(BPF_LD | BPF_H | BPF_ABS, CHADDR + 4);
     a.op(BPF_ALU | BPF_XOR | BPF_X, 0);
     a.op(BPF_ALU | BPF_MUL | BPF_K, K2);
     a.op(BPF_ALU | BPF_RSH | BPF_K, 32 - BITS);
-    a.op(BPF_ST, M_BUCKET);
+    a.op(BPF_ST, 0);
     // X: the bit in its word; A: the word's index, then the word.
     a.op(BPF_ALU | BPF_AND | BPF_K, 31);
     a.op(BPF_MISC | BPF_TAX, 0);
-    a.op(BPF_LD | BPF_MEM, M_BUCKET);
+    a.op(BPF_LD | BPF_MEM, 0);
     a.op(BPF_ALU | BPF_RSH | BPF_K, 5);
     let test = a.label();
     words(&mut a, &mine.0, 0, test);
@@ -237,11 +208,6 @@ mod tests {
         p
     }
 
-    /// Options: a DISCOVER whose option 61 names `mac` (type 1).
-    fn id61(mac: [u8; 6]) -> Vec<u8> {
-        [&[53, 1, 1, 61, 7, 1][..], &mac, &[255]].concat()
-    }
-
     fn mac_in(want: bool, mine: &Buckets) -> [u8; 6] {
         (0..=u16::MAX)
             .map(|i| {
@@ -271,14 +237,7 @@ mod tests {
                 let [a, b, c, d] = i.wrapping_mul(0x2545_f491).to_be_bytes();
                 let mac = [2, a, b, c, d, 7];
                 let want = bucket(mac) % 3 == 0;
-                match i % 2 {
-                    0 => (format!("sweep {mac:02x?}"), request(mac, &discover), want),
-                    _ => (
-                        format!("sweep 61 {mac:02x?}"),
-                        request([9; 6], &id61(mac)),
-                        want,
-                    ),
-                }
+                (format!("sweep {mac:02x?}"), request(mac, &discover), want)
             })
             .collect();
         let named: Vec<(&str, Vec<u8>, bool)> = vec![
@@ -290,34 +249,8 @@ mod tests {
                 false,
             ),
             (
-                "theirs with an option 61 id",
+                "theirs with option 61",
                 request(theirs, &[53, 1, 1, 61, 2, 0, 1, 255]),
-                true,
-            ),
-            ("theirs, 61 naming ours", request(theirs, &id61(ours)), true),
-            (
-                "ours, 61 naming theirs",
-                request(ours, &id61(theirs)),
-                false,
-            ),
-            (
-                "ours, 61 naming theirs then ours",
-                request(ours, &[&id61(theirs)[..12], &id61(ours)[3..]].concat()),
-                true,
-            ),
-            (
-                "ours, 61 naming ours then theirs",
-                request(ours, &[&id61(ours)[..12], &id61(theirs)[3..]].concat()),
-                false,
-            ),
-            (
-                "ours, 61 naming theirs then an id",
-                request(ours, &[&id61(theirs)[..12], &[61, 2, 0, 1, 255]].concat()),
-                true,
-            ),
-            (
-                "theirs, 61 past the end",
-                request(theirs, &[53, 1, 1, 61, 7, 1, 2]),
                 true,
             ),
             (
