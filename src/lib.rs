@@ -7,7 +7,6 @@
 
 pub mod admin_cli;
 pub mod app;
-pub mod buckets;
 pub mod cli;
 pub mod client;
 #[cfg(feature = "cluster")]

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use super::rendezvous;
+use super::rendezvous::answers;
 use super::replica::{Folded, Replica};
-use crate::buckets::Buckets;
 use crate::client::ClientKey;
 use crate::ipam::{ClusterHooks, ClusterNodeView};
 use crate::stats::Stats;
@@ -60,9 +59,6 @@ pub struct Node {
     /// of the last answered keepalive + the TTL − a margin.
     until_ms: AtomicU64,
     members: ArcSwap<Vec<String>>,
-    /// The buckets of MAC clients this node answers, for the DHCP sockets'
-    /// kernel filter; changes with `members`.
-    buckets: tokio::sync::watch::Sender<Buckets>,
     owned: ArcSwap<Owned>,
     /// The live nodes with their blocks and rates, for the status page.
     view: ArcSwap<Vec<ClusterNodeView>>,
@@ -97,7 +93,6 @@ impl Node {
             started: Instant::now(),
             until_ms: AtomicU64::new(0),
             members: ArcSwap::from_pointee(vec![name.to_owned()]),
-            buckets: tokio::sync::watch::Sender::new(Buckets::ALL),
             owned: ArcSwap::default(),
             view: ArcSwap::default(),
             free: Mutex::default(),
@@ -138,12 +133,7 @@ impl Node {
             .ipam
             .cluster_nodes
             .store(r.nodes.len() as i64, Relaxed);
-        if **self.members.load() != members {
-            let mine = rendezvous::buckets(&members, &self.name);
-            self.buckets
-                .send_if_modified(|b| std::mem::replace(b, mine) != mine);
-            self.members.store(Arc::new(members));
-        }
+        self.members.store(Arc::new(members));
         let epoch = self.epoch.load(Relaxed);
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         // Gone from etcd (deleted, or gone with an old registration).
@@ -351,11 +341,7 @@ impl ClusterHooks for Node {
 
     fn answers(&self, client: &ClientKey) -> bool {
         let members = self.members.load();
-        members.len() <= 1 || rendezvous::owner(&members, client) == Some(self.name.as_str())
-    }
-
-    fn answering(&self) -> Option<tokio::sync::watch::Receiver<Buckets>> {
-        Some(self.buckets.subscribe())
+        members.len() <= 1 || answers(&members, &self.name, client)
     }
 
     fn nodes(&self) -> Vec<ClusterNodeView> {

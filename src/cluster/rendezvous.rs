@@ -1,11 +1,8 @@
 //! Who answers a client: rendezvous (highest random weight) hashing of the
 //! client key over the live nodes, in the spirit of RFC 3074's load
 //! balancing: every node computes the same answer from the same member
-//! list, and a node leaving moves only its own clients. MAC-keyed clients
-//! go by their bucket ([`crate::buckets`]), which a socket filter computes
-//! too; other keys go by the key itself.
+//! list, and a node leaving moves only its own clients.
 
-use crate::buckets::{bucket, Buckets, COUNT};
 use crate::client::ClientKey;
 
 /// A well-mixed 64-bit weight of `(node, client)`: FNV-1a, then the
@@ -23,33 +20,19 @@ pub fn weight(node: &str, client: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
-/// The member of highest weight for `key` (`None`: no members).
-fn highest<'a>(members: &'a [String], key: &[u8]) -> Option<&'a str> {
+/// The member `client` maps to (`None`: no members).
+pub fn owner<'a>(members: &'a [String], client: &ClientKey) -> Option<&'a str> {
+    let mut text = Vec::with_capacity(32);
+    client.write_text(&mut text);
     members
         .iter()
-        .max_by_key(|m| (weight(m, key), m.as_str()))
+        .max_by_key(|m| (weight(m, &text), m.as_str()))
         .map(String::as_str)
 }
 
-/// The member `client` maps to (`None`: no members).
-pub fn owner<'a>(members: &'a [String], client: &ClientKey) -> Option<&'a str> {
-    if let ClientKey::Mac(mac) = client {
-        return highest(members, &bucket(*mac).to_be_bytes());
-    }
-    let mut text = Vec::with_capacity(32);
-    client.write_text(&mut text);
-    highest(members, &text)
-}
-
-/// The buckets `me` answers among `members`.
-pub fn buckets(members: &[String], me: &str) -> Buckets {
-    let mut mine = Buckets::NONE;
-    for b in 0..COUNT as u16 {
-        if highest(members, &b.to_be_bytes()) == Some(me) {
-            mine.insert(b);
-        }
-    }
-    mine
+/// Whether `me` answers `client` among `members`.
+pub fn answers(members: &[String], me: &str, client: &ClientKey) -> bool {
+    owner(members, client) == Some(me)
 }
 
 #[cfg(test)]
@@ -61,39 +44,20 @@ mod tests {
         ClientKey::Mac([2, 0, b[0], b[1], b[2], b[3]])
     }
 
-    fn id(i: u32) -> ClientKey {
-        ClientKey::Id(i.to_be_bytes().into())
-    }
-
     /// Clients spread evenly, and a node leaving moves only its clients.
     #[test]
     fn spread_is_even_and_a_leaving_node_moves_only_its_own_clients() {
         let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let two: Vec<String> = ["a", "c"].map(String::from).to_vec();
-        for key in [mac, id] {
-            let mut count = [0u32; 3];
-            for i in 0..3000 {
-                let c = key(i);
-                let o = owner(&three, &c).unwrap();
-                count[usize::from(o.as_bytes()[0] - b'a')] += 1;
-                if o != "b" {
-                    assert_eq!(owner(&two, &c), Some(o), "client {i} moved");
-                }
-            }
-            assert!(count.iter().all(|n| (800..1200).contains(n)), "{count:?}");
-        }
-    }
-
-    /// A node's buckets are exactly the MAC clients it answers.
-    #[test]
-    fn buckets_hold_the_mac_clients_a_node_answers() {
-        let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let mine = buckets(&three, "b");
+        let mut count = [0u32; 3];
         for i in 0..3000 {
             let c = mac(i);
-            let ClientKey::Mac(m) = c else { unreachable!() };
-            assert_eq!(mine.holds(m), owner(&three, &c) == Some("b"));
+            let o = owner(&three, &c).unwrap();
+            count[usize::from(o.as_bytes()[0] - b'a')] += 1;
+            if o != "b" {
+                assert_eq!(owner(&two, &c), Some(o), "client {i} moved");
+            }
         }
-        assert!(buckets(&["b".to_owned()], "b").is_all());
+        assert!(count.iter().all(|n| (800..1200).contains(n)), "{count:?}");
     }
 }

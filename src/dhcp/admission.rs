@@ -10,8 +10,7 @@
 //! 5. [`not_isolated`] by that client key (option 61 may name another MAC);
 //! 6. [`trusted_relay`]: giaddr and the datagram's source are configured relays;
 //! 7. [`this_node`]: in a cluster, the live node the client hashes to
-//!    answers it; the others drop it (`other_node`), most of them in the
-//!    kernel already ([`super::filter`]);
+//!    answers it; the others drop it (`other_node`);
 //! 8. [`quota`]: the client's own rate, then the global one;
 //! 9. [`enqueue`]: the worker's bounded queue.
 //!
@@ -115,8 +114,7 @@ fn checks(s: &State, a: &Arrival<'_>, peek: &Peek, key: &ClientKey, by_mac: &Cli
 /// the live nodes answers (always this one alone). The others drop it on
 /// a hash of its key, before any decoding, and count it only in
 /// `vpcbox_client_drops_total{reason="other_node"}`: in the client table
-/// it would take the places of this node's own clients. Those keyed by
-/// their MAC alone the sockets' kernel filter drops first, uncounted.
+/// it would take the places of this node's own clients.
 fn this_node(s: &State, key: &ClientKey) -> Step {
     match s.ipam.answers(key) {
         true => Ok(()),

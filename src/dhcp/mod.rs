@@ -7,7 +7,6 @@
 
 mod admission;
 pub mod error;
-mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handle;

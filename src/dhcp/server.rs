@@ -1,20 +1,17 @@
 //! The server: binds the sockets, then serves on a thread of its own: one
 //! receive loop (see [`super::receive`]) feeding a bounded queue per worker
-//! ([`super::worker`]), the housekeeping of the limiters and, in a
-//! cluster, the sockets' kernel filter ([`super::filter`]).
+//! ([`super::worker`]), and the housekeeping of the limiters.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use socket2::SockRef;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::error::DhcpError;
-use super::filter;
 use super::handle::{DhcpHandle, Fail};
 use super::handler::Ctx;
 use super::limits::{Limits, HOUSEKEEPING};
@@ -23,7 +20,6 @@ use super::receive::receive;
 use super::socket;
 use super::state::{Job, State, DRAIN};
 use super::thread::on_own_thread;
-use crate::buckets::Buckets;
 use crate::config::Config;
 use crate::ipam::Ipam;
 
@@ -173,9 +169,6 @@ impl DhcpServer {
         let senders: Arc<[mpsc::Sender<Job>]> = senders.into();
         loops.spawn(receive(state.clone(), senders, cancel.clone()));
         loops.spawn(housekeeping(state.clone(), updates, cancel.clone()));
-        if let Some(answering) = state.ipam.answering() {
-            loops.spawn(kernel_filter(state.clone(), answering, cancel.clone()));
-        }
         loops.close();
         loops.wait().await;
         state.tasks.close();
@@ -190,28 +183,6 @@ impl DhcpServer {
             );
         }
         tracing::info!(drained = left, "dhcp server stopped");
-    }
-}
-
-/// Cluster mode: keeps each socket's kernel filter on the buckets this
-/// node answers, so the kernel drops the other nodes' MAC-keyed clients.
-/// A socket the filter cannot be set on still works: admission drops them.
-async fn kernel_filter(
-    state: Arc<State>,
-    mut answering: watch::Receiver<Buckets>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let mine = *answering.borrow_and_update();
-        for l in &state.listeners {
-            if let Err(e) = filter::apply(SockRef::from(&l.socket), &mine) {
-                tracing::warn!(error = %e, "dhcp: the kernel filter of other nodes' clients cannot be set");
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            changed = answering.changed() => if changed.is_err() { return },
-        }
     }
 }
 

@@ -22,9 +22,6 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     fn free_left(&self, subnet: &str, free: u64);
     /// Whether this node answers `client` (rendezvous over the live nodes).
     fn answers(&self, client: &ClientKey) -> bool;
-    /// The buckets of MAC-keyed clients this node answers, as they change
-    /// (for the DHCP sockets' kernel filter).
-    fn answering(&self) -> Option<tokio::sync::watch::Receiver<crate::buckets::Buckets>>;
     /// Why this node may not write now (no etcd, or its lease lost or about
     /// to be), if so.
     fn fenced(&self) -> Option<String>;

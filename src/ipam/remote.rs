@@ -32,12 +32,6 @@ impl Ipam {
         self.cluster.get().is_none_or(|c| c.answers(client))
     }
 
-    /// Cluster mode: the buckets of MAC-keyed clients this node answers,
-    /// as they change (`None` alone: every client is this node's).
-    pub fn answering(&self) -> Option<tokio::sync::watch::Receiver<crate::buckets::Buckets>> {
-        self.cluster.get().and_then(|c| c.answering())
-    }
-
     /// Why this cluster node may not write, if so (never alone).
     pub fn fenced(&self) -> Option<String> {
         self.cluster.get().and_then(|c| c.fenced())
