@@ -19,7 +19,19 @@ fn free_port() -> u16 {
 }
 
 impl TestEtcd {
+    /// Starts a member on two free loopback ports; if it exits before it
+    /// is healthy (a port taken between the pick and its bind, by another
+    /// test), again on two others.
     pub fn start() -> Self {
+        for _ in 0..3 {
+            if let Some(etcd) = Self::try_start() {
+                return etcd;
+            }
+        }
+        panic!("etcd did not start (three tries)");
+    }
+
+    fn try_start() -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client}");
@@ -44,17 +56,24 @@ impl TestEtcd {
             .stderr(Stdio::null())
             .spawn()
             .expect("etcd (apt-get install etcd-server) must be installed");
-        let etcd = Self {
+        let mut etcd = Self {
             child: Some(child),
             url,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !etcd.healthy() {
+            let exited = etcd
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return None;
+            }
             assert!(Instant::now() < deadline, "etcd did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        etcd
+        Some(etcd)
     }
 
     fn healthy(&self) -> bool {
