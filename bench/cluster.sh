@@ -16,7 +16,8 @@
 #   "every node hears the broadcasts"). Per run: DORA/s at saturation, CPU
 #   of every node and of etcd per DORA, etcd txns and puts per new lease
 #   (etcd's own /metrics), then a second pass of the same clients (known,
-#   inside cache_threshold) and the etcd writes it caused.
+#   inside cache_threshold) and the etcd writes it caused. Last, the sled
+#   store at the largest cluster's DORA/s per node (PER_NODE=0: not run).
 # faults: tests/it/cluster_faults.rs (kill -9 under load, partition, etcd
 #   down for OUTAGE=30 s), which print FIGURE lines.
 # history: scripts/cluster-history HISTORY_SECONDS (120) with CLUSTER=1.
@@ -206,8 +207,8 @@ run_perfdhcp() { # LOG ARGS…
        END {printf "%.0f %d %s\n", rate, acks, dr}' "$log"
 }
 
-dora() { # COUNT STORE BLOCK
-  local label="$2 $1 node(s)" prefix="/c20b/$RANDOM$RANDOM"
+dora() { # COUNT STORE BLOCK [LABEL]
+  local label="$2 $1 node(s)${4:+, $4}" prefix="/c20b/$RANDOM$RANDOM"
   [ "$2" = etcd ] && label+=", block $3"
   start_nodes "$1" "$2" "$3" "$prefix"
   sleep 1
@@ -225,6 +226,7 @@ dora() { # COUNT STORE BLOCK
   node_metrics "$1" > "$OUT/metrics-$2-$1-$3-before.txt"
   local lost0 lost1; lost0=$(rcvbuf_errors)
   read -r rate acks drops < <(run_perfdhcp "$OUT/perf-$2-$1-$3.txt" -R "$CLIENTS" ${RATE:+-r "$RATE"} -p "$DUR")
+  [ "$2" = etcd ] && LAST="$1 $rate"
   node_metrics "$1" > "$OUT/metrics-$2-$1-$3-after.txt"
   lost1=$(rcvbuf_errors)
   w1=$(date +%s.%N)
@@ -281,6 +283,13 @@ if [[ " $PARTS " == *" dora "* ]]; then
   echo "|---|---|---|---|---|---|---|---|---|---|---|" | tee -a "$RESULTS"
   dora 1 sled 0
   for b in $BLOCK_SIZES; do for n in $NODES; do dora "$n" etcd "$b"; done; done
+  # The sled store again at the last cluster's DORA/s per node: a node's CPU
+  # per DORA grows as its rate falls (fewer packets per wake-up), and at
+  # saturation each cluster node serves a fraction of what one sled node does.
+  read -r n r <<< "${LAST:-1 0}"
+  if [ "${PER_NODE:-1}" = 1 ] && [ "$n" -gt 1 ] && [ "$r" -gt 0 ]; then
+    RATE=$((r / n)) dora 1 sled pernode "at $((r / n)) DORA/s, the $n-node cluster's rate per node"
+  fi
   for p in "${ETCD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 fi
 
